@@ -137,7 +137,8 @@ done
 
 echo "==== waiting for $nodes connected nodes (up to 30 s)"
 connected=0
-for ((t = 0; t < 60; t++)); do
+deadline=$((SECONDS + 30))
+while ((SECONDS < deadline)); do
     json=$(cli nodes --format json 2>/dev/null || true)
     connected=$(tr -d '[:space:]' <<<"$json" | grep -o '"connected":true' | wc -l || true)
     ((connected >= nodes)) && break

@@ -27,7 +27,7 @@ fn wait_all_connected(fleet: &Fleet, timeout: Duration, what: &str) -> Vec<NodeV
                     .iter()
                     .any(|v| v.name == n.name && v.connected && v.has_address(&n.addr.to_string()))
             });
-            ensure(ok, format!("{views:#?}"))?;
+            ensure(ok, &views)?;
             Ok::<_, String>(views)
         },
         "{what}: every node listed as connected with its 198.18.0.x address"

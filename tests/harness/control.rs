@@ -11,6 +11,7 @@ use crate::bins::binary;
 use crate::fleet::{
     COLLECTOR_GRPC_PORT, COLLECTOR_HTTP_PORT, COLLECTOR_URL, Fleet, HUB_ADDR, run_in,
 };
+use crate::netns::describe;
 use crate::nodes::{NodeView, node_views};
 use crate::process::{self, GRACE, Proc};
 use crate::{eventually, patient};
@@ -48,7 +49,7 @@ impl Fleet {
             let out = run_in(&hub, &["ss", "-Hltn", &port], Duration::from_secs(10));
             let listening = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if listening.is_empty() {
-                Err(out)
+                Err(format!("nothing listening yet\n{}", describe(&out)))
             } else {
                 Ok(())
             }
@@ -145,10 +146,7 @@ impl Fleet {
     pub fn try_nodes_json(&self) -> Result<Value, String> {
         let out = self.cli(&["nodes", "--format", "json"]);
         if !out.status.success() {
-            return Err(format!(
-                "reachmap nodes failed\n{}",
-                crate::netns::describe(&out)
-            ));
+            return Err(format!("reachmap nodes failed\n{}", describe(&out)));
         }
         serde_json::from_slice(&out.stdout).map_err(|e| {
             format!(

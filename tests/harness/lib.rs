@@ -17,7 +17,7 @@ pub mod netns;
 mod nodes;
 mod process;
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Display};
 use std::time::{Duration, Instant};
 
 pub use bins::{bin_dir, binary};
@@ -70,10 +70,10 @@ pub fn patient(d: Duration) -> Duration {
 
 /// Polls `check` every 100 ms until it returns `Ok`, and returns that value.
 ///
-/// `check` returns `Err(observed)` while the condition does not hold yet. After
-/// `timeout` (scaled by [`patience`]) this panics with `message` and the last
-/// observed value.
-pub fn eventually<T, E: Debug>(
+/// `check` returns `Err(observed)` while the condition does not hold yet, with
+/// `observed` describing what it saw. After `timeout` (scaled by [`patience`])
+/// this panics with `message` and the last observed value.
+pub fn eventually<T, E: Display>(
     timeout: Duration,
     message: &str,
     mut check: impl FnMut() -> Result<T, E>,
@@ -87,7 +87,7 @@ pub fn eventually<T, E: Debug>(
         };
         if start.elapsed() >= timeout {
             panic!(
-                "timed out after {:.1}s: {message}\nlast observed: {last:#?}",
+                "timed out after {:.1}s: {message}\nlast observed:\n{last}",
                 timeout.as_secs_f64()
             );
         }
@@ -96,9 +96,14 @@ pub fn eventually<T, E: Debug>(
 }
 
 /// Turns a condition into the `Result` that [`eventually`] expects: `Ok(())`
-/// when `cond` holds, otherwise `Err(observed)` so a timeout can show it.
-pub fn ensure<O: Debug>(cond: bool, observed: O) -> Result<(), O> {
-    if cond { Ok(()) } else { Err(observed) }
+/// when `cond` holds, otherwise `Err` with `observed` pretty-printed, so that a
+/// timeout can show it.
+pub fn ensure<O: Debug>(cond: bool, observed: O) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(format!("{observed:#?}"))
+    }
 }
 
 /// `assert_eventually!(timeout, || check, "message {}", args...)`: polls
@@ -120,7 +125,7 @@ mod tests {
         let mut n = 0;
         let v = eventually(Duration::from_secs(5), "counts to 3", || {
             n += 1;
-            if n >= 3 { Ok(n) } else { Err(n) }
+            ensure(n >= 3, n).map(|()| n)
         });
         assert_eq!(v, 3);
     }

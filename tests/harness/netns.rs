@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ pub const PREFIX: &str = "rmt-";
 const MAX_TAG: usize = 24;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
+static SWEEP: Mutex<()> = Mutex::new(());
 
 /// Reduces a test name to `[a-z0-9-]`, at most 24 characters, never empty.
 pub fn sanitise_tag(test_name: &str) -> String {
@@ -150,6 +152,11 @@ pub fn delete(name: &str) -> Result<(), String> {
 /// Removes namespaces left by earlier runs of the harness whose process is
 /// gone. Namespaces of live processes (including this one) are left alone.
 pub fn sweep_stale() {
+    // One sweep at a time: parallel tests would otherwise race for the same
+    // leftovers.
+    let _guard = SWEEP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for name in list() {
         let Some(pid) = owner_pid(&name) else {
             continue;
