@@ -18,3 +18,42 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_GRPC_PORT: u16 = 7440;
 pub const DEFAULT_HTTP_PORT: u16 = 7441;
 pub const DEFAULT_PROBE_PORT: u16 = 7442;
+
+/// Node names are DNS-label-like: 1 to 253 characters of ASCII letters,
+/// digits, `.`, `-` and `_`. Both ends enforce this; the error says why.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("node name is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "node name is {} characters long (at most 253)",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')))
+    {
+        return Err(format!(
+            "node name {name:?} contains {c:?} (allowed: letters, digits, '.', '-', '_')"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_node_name;
+
+    #[test]
+    fn node_names() {
+        assert!(check_node_name("node-0").is_ok());
+        assert!(check_node_name("web01.eu-west_1").is_ok());
+        assert!(check_node_name("").is_err());
+        assert!(check_node_name("a b").is_err());
+        assert!(check_node_name("nöde").is_err());
+        assert!(check_node_name(&"a".repeat(254)).is_err());
+        assert!(check_node_name(&"a".repeat(253)).is_ok());
+    }
+}

@@ -154,7 +154,11 @@ pub struct Delta {
 pub struct Event {
     #[prost(int64, tag = "1")]
     pub time_unix_nanos: i64,
-    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13")]
+    /// Strictly increasing within one agent instance and kept across resends,
+    /// so a collector drops an event it already stored when an ack was lost.
+    #[prost(uint64, tag = "2")]
+    pub id: u64,
+    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15")]
     pub kind: ::core::option::Option<event::Kind>,
 }
 /// Nested message and enum types in `Event`.
@@ -168,8 +172,30 @@ pub mod event {
         #[prost(message, tag = "12")]
         EventsDropped(super::EventsDropped),
         #[prost(message, tag = "13")]
-        AgentStarted(super::AgentStarted),
+        RouteChanged(super::RouteChanged),
+        /// Recorded by the collector itself (id 0), never sent by an agent.
+        #[prost(message, tag = "14")]
+        StreamChanged(super::StreamChanged),
+        #[prost(message, tag = "15")]
+        NodeRebooted(super::NodeRebooted),
     }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StreamChanged {
+    #[prost(bool, tag = "1")]
+    pub connected: bool,
+    /// Why a stream ended ("agent closed the stream", "no heartbeat for 20s", ...).
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub agent_version: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct NodeRebooted {
+    #[prost(string, tag = "1")]
+    pub old_boot_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub new_boot_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AddressChanged {
@@ -186,6 +212,11 @@ pub struct AddressChanged {
 pub struct LinkChanged {
     #[prost(string, tag = "1")]
     pub interface: ::prost::alloc::string::String,
+    /// Set when the link appeared or disappeared rather than changed state.
+    #[prost(bool, tag = "6")]
+    pub added: bool,
+    #[prost(bool, tag = "7")]
+    pub removed: bool,
     #[prost(enumeration = "OperState", tag = "2")]
     pub old_state: i32,
     #[prost(enumeration = "OperState", tag = "3")]
@@ -206,12 +237,13 @@ pub struct EventsDropped {
     pub last_dropped_unix_nanos: i64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct AgentStarted {
-    /// Set when this boot_id differs from the one the agent saw last time.
-    #[prost(bool, tag = "1")]
-    pub after_reboot: bool,
-    #[prost(string, tag = "2")]
-    pub previous_boot_id: ::prost::alloc::string::String,
+pub struct RouteChanged {
+    /// Present when a route was removed.
+    #[prost(message, optional, tag = "1")]
+    pub removed: ::core::option::Option<Route>,
+    /// Present when a route was added.
+    #[prost(message, optional, tag = "2")]
+    pub added: ::core::option::Option<Route>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeResults {

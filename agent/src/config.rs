@@ -1,0 +1,369 @@
+//! One typed configuration, from a TOML file, flags and environment
+//! variables (a flag or variable wins over the file), validated at start.
+//! Every error names the key that is wrong.
+
+use clap::Args;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::Uri;
+
+pub const DEFAULT_CONFIG: &str = "/etc/reachmap/agent.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {message}")]
+    Invalid { key: &'static str, message: String },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Flags and environment variables of `reachmap-agent run`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct Flags {
+    /// TOML configuration file [default: /etc/reachmap/agent.toml when it exists]
+    #[arg(long, env = "REACHMAP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Collector gRPC URL, e.g. http://collector:7440
+    #[arg(long, env = "REACHMAP_COLLECTOR", value_name = "URL")]
+    pub collector: Option<String>,
+    /// This node's name [default: the hostname]
+    #[arg(long, env = "REACHMAP_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+    /// How often to send a heartbeat [default: 5s]
+    #[arg(long, env = "REACHMAP_HEARTBEAT_INTERVAL", value_name = "DURATION")]
+    pub heartbeat_interval: Option<String>,
+    /// Longest wait between reconnect attempts [default: 5s]
+    #[arg(long, env = "REACHMAP_RECONNECT_MAX", value_name = "DURATION")]
+    pub reconnect_max: Option<String>,
+    /// Where the host's /proc is mounted [default: /proc]
+    #[arg(long, env = "REACHMAP_PROCFS", value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+    /// Where the host's /sys is mounted [default: /sys]
+    #[arg(long, env = "REACHMAP_SYSFS", value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
+    /// The kernel log device [default: /dev/kmsg]
+    #[arg(long, env = "REACHMAP_KMSG", value_name = "FILE")]
+    pub kmsg: Option<PathBuf>,
+    /// Events kept while the collector is unreachable [default: 10000]
+    #[arg(long, env = "REACHMAP_EVENT_BUFFER", value_name = "N")]
+    pub event_buffer: Option<usize>,
+    /// A node label, e.g. zone=eu-west-1a (repeatable)
+    #[arg(
+        long = "label",
+        env = "REACHMAP_LABELS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub labels: Vec<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    collector: Option<String>,
+    node: Option<String>,
+    heartbeat_interval: Option<String>,
+    reconnect_max: Option<String>,
+    procfs: Option<PathBuf>,
+    sysfs: Option<PathBuf>,
+    kmsg: Option<PathBuf>,
+    event_buffer: Option<usize>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub collector: Uri,
+    pub node: String,
+    pub heartbeat_interval: Duration,
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+    pub kmsg: PathBuf,
+    /// Where machine-id is read from; tests point it at a fixture.
+    pub etc: PathBuf,
+    pub event_buffer: usize,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Config {
+    /// Merges flags over the file (if any) over defaults, and validates.
+    pub fn load(flags: &Flags) -> Result<Config, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
+            None => File::default(),
+        };
+        let collector = flags
+            .collector
+            .clone()
+            .or(file.collector)
+            .ok_or_else(|| invalid("collector", "not set (use --collector URL, REACHMAP_COLLECTOR or `collector` in the config file)"))?;
+        let node = match flags.node.clone().or(file.node) {
+            Some(n) => n,
+            None => crate::inspect::host::hostname(),
+        };
+        reachmap_proto::check_node_name(&node).map_err(|m| invalid("node", m))?;
+        let mut labels = file.labels.unwrap_or_default();
+        for kv in &flags.labels {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| invalid("labels", format!("{kv:?} is not KEY=VALUE")))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        for (k, v) in &labels {
+            if k.is_empty() || k.len() > 63 || v.len() > 253 {
+                return Err(invalid(
+                    "labels",
+                    format!("label {k:?}={v:?}: key must be 1-63 characters, value at most 253"),
+                ));
+            }
+        }
+        let heartbeat_interval = duration(
+            "heartbeat_interval",
+            flags
+                .heartbeat_interval
+                .as_deref()
+                .or(file.heartbeat_interval.as_deref()),
+            Duration::from_secs(5),
+        )?;
+        let reconnect_max = duration(
+            "reconnect_max",
+            flags
+                .reconnect_max
+                .as_deref()
+                .or(file.reconnect_max.as_deref()),
+            Duration::from_secs(5),
+        )?;
+        let event_buffer = flags.event_buffer.or(file.event_buffer).unwrap_or(10_000);
+        if event_buffer == 0 {
+            return Err(invalid("event_buffer", "must be at least 1"));
+        }
+        Ok(Config {
+            collector: parse_collector_url(&collector)?,
+            node,
+            heartbeat_interval,
+            reconnect_initial: Duration::from_millis(200).min(reconnect_max),
+            reconnect_max,
+            procfs: flags
+                .procfs
+                .clone()
+                .or(file.procfs)
+                .unwrap_or_else(|| "/proc".into()),
+            sysfs: flags
+                .sysfs
+                .clone()
+                .or(file.sysfs)
+                .unwrap_or_else(|| "/sys".into()),
+            kmsg: flags
+                .kmsg
+                .clone()
+                .or(file.kmsg)
+                .unwrap_or_else(|| "/dev/kmsg".into()),
+            etc: "/etc".into(),
+            event_buffer,
+            labels,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        message: one_line(&e.to_string()),
+    })
+}
+
+/// TOML errors span several lines with a caret diagram; keep the gist.
+pub fn one_line(s: &str) -> String {
+    let mut lines = s.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_default().trim().to_string();
+    match lines.last() {
+        Some(last) if last.trim() != first => format!("{first} {}", last.trim()),
+        _ => first,
+    }
+}
+
+fn duration(
+    key: &'static str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{text:?} is not a duration like 5s or 500ms ({e})"),
+        )
+    })?;
+    if d < Duration::from_millis(10) {
+        return Err(invalid(
+            key,
+            format!("{text:?} is too short (at least 10ms)"),
+        ));
+    }
+    Ok(d)
+}
+
+/// `http://host[:port]`; the port defaults to the collector's gRPC port.
+pub fn parse_collector_url(text: &str) -> Result<Uri, ConfigError> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|e| invalid("collector", format!("{text:?} is not a URL ({e})")))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(invalid(
+                "collector",
+                format!("{text:?}: https is not supported yet; use http://"),
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "collector",
+                format!("{text:?} must start with http://"),
+            ));
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(invalid("collector", format!("{text:?} has no host")));
+    };
+    if authority.host().is_empty() {
+        return Err(invalid("collector", format!("{text:?} has no host")));
+    }
+    if authority.port().is_some() {
+        return Ok(uri);
+    }
+    let with_port = format!(
+        "http://{}:{}",
+        authority.host(),
+        reachmap_proto::DEFAULT_GRPC_PORT
+    );
+    with_port
+        .parse()
+        .map_err(|e| invalid("collector", format!("{text:?} is not a URL ({e})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> Flags {
+        Flags {
+            config: Some("/nonexistent-reachmap-test.toml".into()),
+            collector: Some("http://198.18.0.1:7440".into()),
+            node: Some("n1".into()),
+            ..Flags::default()
+        }
+    }
+
+    fn load(flags: &Flags) -> Result<Config, String> {
+        Config::load(flags).map_err(|e| e.to_string())
+    }
+
+    fn with_file(text: &str) -> Flags {
+        let path = std::env::temp_dir().join(format!(
+            "reachmap-agent-cfg-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).expect("write");
+        Flags {
+            config: Some(path),
+            ..Flags::default()
+        }
+    }
+
+    #[test]
+    fn missing_file_names_the_file() {
+        let e = load(&flags()).expect_err("no such file");
+        assert!(
+            e.starts_with("config file /nonexistent-reachmap-test.toml:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn file_values_and_flag_override() {
+        let mut f = with_file(
+            "collector = \"http://c:1\"\nnode = \"from-file\"\nheartbeat_interval = \"2s\"\n[labels]\nzone = \"a\"\n",
+        );
+        let c = load(&f).expect("valid");
+        assert_eq!(c.node, "from-file");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.labels.get("zone").map(String::as_str), Some("a"));
+        f.node = Some("from-flag".into());
+        f.labels = vec!["zone=b".into()];
+        let c = load(&f).expect("valid");
+        assert_eq!(c.node, "from-flag");
+        assert_eq!(c.labels.get("zone").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn unknown_key_in_file_is_named() {
+        let e = load(&with_file(
+            "collector = \"http://c:1\"\nheartbeat = \"2s\"\n",
+        ))
+        .expect_err("unknown key");
+        assert!(e.contains("heartbeat"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut f = with_file("");
+        f.collector = Some("http://c:1".into());
+        f.node = Some("n".into());
+        f.heartbeat_interval = Some("soon".into());
+        assert!(
+            load(&f)
+                .expect_err("bad")
+                .starts_with("heartbeat_interval:")
+        );
+        f.heartbeat_interval = None;
+        f.node = Some("bad name".into());
+        assert!(load(&f).expect_err("bad").starts_with("node:"));
+        f.node = Some("n".into());
+        f.collector = Some("ftp://x".into());
+        assert!(load(&f).expect_err("bad").starts_with("collector:"));
+        f.collector = None;
+        assert!(load(&f).expect_err("bad").starts_with("collector: not set"));
+        f.collector = Some("http://c:1".into());
+        f.labels = vec!["novalue".into()];
+        assert!(load(&f).expect_err("bad").starts_with("labels:"));
+    }
+
+    #[test]
+    fn collector_url_gets_the_default_port() {
+        assert_eq!(
+            parse_collector_url("http://collector")
+                .expect("ok")
+                .to_string(),
+            "http://collector:7440/"
+        );
+        assert_eq!(
+            parse_collector_url("http://10.0.0.1:9000")
+                .expect("ok")
+                .port_u16(),
+            Some(9000)
+        );
+        assert!(parse_collector_url("not a url").is_err());
+        assert!(parse_collector_url("https://c:1").is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! reachmap-agent: reads its host's facts from the kernel and streams them to
+//! the collector. `run` starts every task and returns when `shutdown` fires
+//! and they have stopped, so a test can run a real agent in-process.
+
+pub mod backoff;
+pub mod config;
+pub mod diff;
+pub mod events;
+pub mod facts;
+pub mod inspect;
+pub mod outbox;
+pub mod stream;
+pub mod wire;
+
+use crate::config::Config;
+use crate::inspect::watch::Versioned;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Network updates in flight from the watcher to the stream task.
+const UPDATE_QUEUE: usize = 256;
+/// How long tasks get to stop after the shutdown signal.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let identity = inspect::host::read_identity(&config.procfs, &config.etc)?;
+    let config = Arc::new(config);
+    tracing::info!(node = %config.node, boot_id = %identity.boot_id, collector = %config.collector, "starting");
+
+    let (net_tx, net_rx) = watch::channel(Arc::new(Versioned::default()));
+    let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
+
+    let watcher = tokio::spawn(
+        inspect::watch::run(net_tx, updates_tx, shutdown.clone())
+            .instrument(tracing::info_span!("net_watcher")),
+    );
+    // Wait for the first reading so the first snapshot is complete.
+    let mut first = net_rx.clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = first.wait_for(|v| v.version > 0) => { r?; }
+    }
+
+    let client = stream::Client::new(config.clone(), identity, net_rx, updates_rx);
+    let streamer = tokio::spawn(
+        client
+            .run(shutdown.clone())
+            .instrument(tracing::info_span!("stream", node = %config.node)),
+    );
+
+    shutdown.cancelled().await;
+    let stopped = async {
+        let _ = streamer.await;
+        let _ = watcher.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
+        .await
+        .is_err()
+    {
+        tracing::warn!("tasks did not stop within {SHUTDOWN_DEADLINE:?}");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

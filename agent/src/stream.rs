@@ -1,0 +1,259 @@
+//! The agent's half of `Collector.Connect`: one task that owns the stream,
+//! the outbox of unacked events and the sequence numbers, and reconnects with
+//! backoff whenever the collector goes away.
+
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::events::HostEvent;
+use crate::inspect::host::{Identity, read_host_info};
+use crate::inspect::watch::{NetUpdate, Versioned};
+use crate::outbox::Outbox;
+use crate::wire;
+use reachmap_proto::v1 as pb;
+use reachmap_proto::v1::agent_message::Body;
+use reachmap_proto::v1::collector_client::CollectorClient;
+use reachmap_proto::v1::collector_message::Body as CBody;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Messages queued toward the transport; beyond it the task stops pulling
+/// from the outbox until the collector catches up (Block).
+const WIRE_QUEUE: usize = 64;
+/// How long a clean shutdown waits for the collector to see the stream end.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot connect to {uri}: {source}")]
+    Connect {
+        uri: String,
+        source: tonic::transport::Error,
+    },
+    #[error("collector: {0}")]
+    Status(#[from] tonic::Status),
+    #[error("collector closed the stream")]
+    Closed,
+}
+
+enum Ended {
+    Shutdown,
+}
+
+pub struct Client {
+    config: Arc<Config>,
+    identity: Identity,
+    instance_id: u64,
+    seq: u64,
+    outbox: Outbox,
+    net: watch::Receiver<Arc<Versioned>>,
+    updates: mpsc::Receiver<NetUpdate>,
+}
+
+impl Client {
+    pub fn new(
+        config: Arc<Config>,
+        identity: Identity,
+        net: watch::Receiver<Arc<Versioned>>,
+        updates: mpsc::Receiver<NetUpdate>,
+    ) -> Self {
+        Client {
+            outbox: Outbox::new(config.event_buffer),
+            config,
+            identity,
+            instance_id: rand::random::<u64>() | 1,
+            seq: 0,
+            net,
+            updates,
+        }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
+        let uri = self.config.collector.to_string();
+        loop {
+            match self.session(&shutdown, &mut backoff).await {
+                Ok(Ended::Shutdown) => return,
+                Err(e) => tracing::warn!(collector = %uri, error = %e, "stream down"),
+            }
+            self.outbox.rewind();
+            let delay = backoff.next_delay(&mut rand::rng());
+            tracing::debug!(?delay, "reconnecting");
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut sleep => break,
+                    Some(update) = self.updates.recv() => self.absorb_events(&update),
+                }
+            }
+        }
+    }
+
+    fn absorb_events(&mut self, update: &NetUpdate) {
+        for kind in &update.change.events {
+            self.outbox.push(HostEvent {
+                time: update.time,
+                kind: kind.clone(),
+            });
+        }
+    }
+
+    fn snapshot(&self) -> (u64, Body) {
+        let current = self.net.borrow().clone();
+        let host = match read_host_info(&self.config.procfs) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "host info unavailable");
+                Default::default()
+            }
+        };
+        (
+            current.version,
+            Body::Snapshot(wire::snapshot(current.version, &host, &current.state)),
+        )
+    }
+
+    fn heartbeat(&self, echo: i64) -> Body {
+        Body::Heartbeat(pb::Heartbeat {
+            wall_time_unix_nanos: wire::unix_nanos(SystemTime::now()),
+            echo_collector_time_unix_nanos: echo,
+            unacked_events: self.outbox.unacked() as u64,
+            dropped_events_total: self.outbox.dropped_total(),
+        })
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<Ended, StreamError> {
+        let uri = self.config.collector.clone();
+        let endpoint = Endpoint::from(uri.clone())
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(
+                self.config.heartbeat_interval.max(Duration::from_secs(1)) * 2,
+            )
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
+        let channel = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+            c = endpoint.connect() => c.map_err(|source| StreamError::Connect { uri: uri.to_string(), source })?,
+        };
+        let mut client = CollectorClient::new(channel)
+            .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES);
+
+        let (tx, rx) = mpsc::channel::<pb::AgentMessage>(WIRE_QUEUE);
+        let hello = Body::Hello(pb::Hello {
+            node: self.config.node.clone(),
+            machine_id: self.identity.machine_id.clone(),
+            boot_id: self.identity.boot_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            instance_id: self.instance_id,
+            heartbeat_interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX),
+            labels: self.config.labels.clone().into_iter().collect(),
+        });
+        let (mut sent_version, snapshot) = self.snapshot();
+        for body in [hello, snapshot] {
+            let seq = self.next_seq();
+            // The queue is empty and larger than two: this cannot wait.
+            let _ = tx
+                .send(pb::AgentMessage {
+                    seq,
+                    body: Some(body),
+                })
+                .await;
+        }
+        let mut inbound = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+            r = client.connect(ReceiverStream::new(rx)) => r?.into_inner(),
+        };
+        tracing::info!(collector = %uri, node = %self.config.node, "connected");
+
+        let mut pending: VecDeque<Body> = VecDeque::new();
+        let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut acked_once = false;
+        loop {
+            let want_send = !pending.is_empty() || self.outbox.has_unsent();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                msg = inbound.message() => {
+                    let Some(msg) = msg? else { return Err(StreamError::Closed) };
+                    match msg.body {
+                        Some(CBody::Ack(ack)) => {
+                            self.outbox.ack(ack.seq);
+                            if !acked_once {
+                                acked_once = true;
+                                backoff.reset();
+                            }
+                        }
+                        Some(CBody::TimeProbe(p)) => pending.push_front(self.heartbeat(p.collector_time_unix_nanos)),
+                        Some(CBody::Resync(r)) => {
+                            tracing::info!(reason = %r.reason, "collector asked for a snapshot");
+                            let (v, snap) = self.snapshot();
+                            sent_version = v;
+                            pending.push_back(snap);
+                        }
+                        Some(CBody::Plan(plan)) => {
+                            tracing::info!(version = plan.version, targets = plan.targets.len(), "probe plan received");
+                        }
+                        Some(CBody::Command(cmd)) => pending.push_back(Body::CommandResult(pb::CommandResult {
+                            command_id: cmd.id,
+                            ok: false,
+                            error: "this agent does not run commands yet".into(),
+                        })),
+                        None => tracing::debug!("empty collector message"),
+                    }
+                }
+                Some(update) = self.updates.recv() => {
+                    self.absorb_events(&update);
+                    if update.version <= sent_version {
+                        // Already part of the snapshot we sent.
+                    } else if update.base_version == sent_version {
+                        pending.push_back(Body::Delta(wire::delta(update.base_version, update.version, &update.change)));
+                        sent_version = update.version;
+                    } else {
+                        let (v, snap) = self.snapshot();
+                        sent_version = v;
+                        pending.push_back(snap);
+                    }
+                }
+                _ = heartbeat.tick() => pending.push_back(self.heartbeat(0)),
+                permit = tx.reserve(), if want_send => {
+                    let Ok(permit) = permit else { return Err(StreamError::Closed) };
+                    let seq = self.next_seq();
+                    let body = match pending.pop_front() {
+                        Some(b) => Some(b),
+                        None => self.outbox.next_unsent(seq).map(|e| Body::Event(wire::event(e.id(), &e.event))),
+                    };
+                    if let Some(body) = body {
+                        permit.send(pb::AgentMessage { seq, body: Some(body) });
+                    }
+                }
+            }
+        }
+        drop(tx);
+        // Let the collector see the end of the stream before we exit.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+        Ok(Ended::Shutdown)
+    }
+}

@@ -1,0 +1,29 @@
+use clap::Parser;
+use reachmap_collector::cli::{Cli, run};
+use std::io::Write;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("reachmap: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = stdout.write_all(out.as_bytes());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("reachmap: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! `reachmap`, the query CLI: talks to the collector's Query service.
+
+mod table;
+
+use crate::view;
+use clap::{Parser, Subcommand, ValueEnum};
+use reachmap_proto::v1 as pb;
+use reachmap_proto::v1::query_client::QueryClient;
+use std::time::{Duration, SystemTime};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reachmap",
+    version,
+    about = "Ask the reachmap collector who can reach whom, and why not."
+)]
+pub struct Cli {
+    /// Collector gRPC URL
+    #[arg(
+        long,
+        global = true,
+        env = "REACHMAP_COLLECTOR",
+        default_value = "http://127.0.0.1:7440",
+        value_name = "URL"
+    )]
+    pub collector: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the fleet's nodes: addresses, stream state, agent version, clock offset
+    Nodes {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one node's facts: interfaces, addresses, routes, recent events
+    Node {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0:?} is not a collector URL (expected http://HOST:PORT)")]
+    BadUrl(String),
+    #[error("cannot reach the collector at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Query(String),
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+async fn connect(url: &str) -> Result<QueryClient<Channel>, CliError> {
+    let uri: tonic::transport::Uri = url.parse().map_err(|_| CliError::BadUrl(url.to_string()))?;
+    if !matches!(uri.scheme_str(), Some("http")) || uri.host().is_none() {
+        return Err(CliError::BadUrl(url.to_string()));
+    }
+    let channel = Endpoint::from(uri)
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| CliError::Unreachable {
+            url: url.to_string(),
+            reason: root_cause(&e),
+        })?;
+    Ok(QueryClient::new(channel).max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES))
+}
+
+fn status(url: &str, s: tonic::Status) -> CliError {
+    match s.code() {
+        tonic::Code::Unavailable => CliError::Unreachable {
+            url: url.to_string(),
+            reason: s.message().to_string(),
+        },
+        _ => CliError::Query(s.message().to_string()),
+    }
+}
+
+/// Runs one command and returns what to print on stdout.
+pub async fn run(cli: Cli) -> Result<String, CliError> {
+    let mut client = connect(&cli.collector).await?;
+    let now = SystemTime::now();
+    match cli.command {
+        Command::Nodes { format } => {
+            let nodes = client
+                .list_nodes(pb::ListNodesRequest {})
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner()
+                .nodes;
+            Ok(match format {
+                Format::Json => json(&view::nodes(&nodes)),
+                Format::Table => table::nodes(&nodes, now),
+            })
+        }
+        Command::Node { name, format } => {
+            let detail = client
+                .get_node(pb::GetNodeRequest { name })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            Ok(match format {
+                Format::Json => json(&view::NodeDetailView::from(&detail)),
+                Format::Table => table::node(&detail, now),
+            })
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    let mut s =
+        serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}

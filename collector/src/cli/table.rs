@@ -1,0 +1,288 @@
+//! Plain-text tables for people.
+
+use crate::view::{self, oper_state_name};
+use reachmap_proto::v1 as pb;
+use std::fmt::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Columns padded to their widest cell, two spaces apart.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+pub fn ago(unix_nanos: i64, now: SystemTime) -> String {
+    let Ok(n) = u64::try_from(unix_nanos) else {
+        return "-".into();
+    };
+    if n == 0 {
+        return "-".into();
+    }
+    let t = UNIX_EPOCH + Duration::from_nanos(n);
+    let secs = now.duration_since(t).unwrap_or_default().as_secs();
+    match secs {
+        0..=1 => "now".into(),
+        2..=119 => format!("{secs}s ago"),
+        120..=7199 => format!("{}m ago", secs / 60),
+        7200..=172_799 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// Addresses a person wants to see: not loopback, not IPv6 link-local.
+fn interesting(addr: &str) -> bool {
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => !a.is_loopback(),
+        Ok(std::net::IpAddr::V6(a)) => !a.is_loopback() && (a.segments()[0] & 0xffc0) != 0xfe80,
+        Err(_) => true,
+    }
+}
+
+fn clock(offset: Option<f64>) -> String {
+    match offset {
+        None => "-".into(),
+        Some(ms) if ms.abs() >= 1000.0 => format!("{:+.1}s", ms / 1000.0),
+        Some(ms) => format!("{ms:+.1}ms"),
+    }
+}
+
+pub fn nodes(list: &[pb::NodeSummary], now: SystemTime) -> String {
+    if list.is_empty() {
+        return "no nodes have connected yet\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|n| {
+            let addrs: Vec<&str> = n
+                .addresses
+                .iter()
+                .map(String::as_str)
+                .filter(|a| interesting(a))
+                .collect();
+            vec![
+                n.name.clone(),
+                if n.connected {
+                    "connected".into()
+                } else {
+                    format!("down {}", ago(n.since_unix_nanos, now))
+                },
+                if addrs.is_empty() {
+                    "-".into()
+                } else {
+                    addrs.join(",")
+                },
+                ago(n.last_seen_unix_nanos, now),
+                if n.version.is_empty() {
+                    "-".into()
+                } else {
+                    n.version.clone()
+                },
+                clock(n.clock_offset_ms),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "NAME",
+            "STATE",
+            "ADDRESSES",
+            "LAST SEEN",
+            "VERSION",
+            "CLOCK",
+        ],
+        &rows,
+    )
+}
+
+pub fn node(d: &pb::NodeDetail, now: SystemTime) -> String {
+    let mut out = String::new();
+    if let Some(s) = &d.summary {
+        let state = if s.connected {
+            "connected".to_string()
+        } else {
+            format!("disconnected since {}", ago(s.since_unix_nanos, now))
+        };
+        let _ = writeln!(
+            out,
+            "{}  {state}, last seen {}, agent {}, clock {}",
+            s.name,
+            ago(s.last_seen_unix_nanos, now),
+            s.version,
+            clock(s.clock_offset_ms)
+        );
+    }
+    let Some(facts) = &d.facts else {
+        out.push_str("\nno facts received yet\n");
+        return out;
+    };
+    if let Some(h) = &facts.host {
+        let _ = writeln!(
+            out,
+            "host {}  kernel {}  {}  up {}",
+            h.hostname,
+            h.kernel,
+            h.os,
+            ago_secs(h.uptime_seconds)
+        );
+    }
+    out.push_str("\nINTERFACES\n");
+    let rows: Vec<Vec<String>> = facts
+        .interfaces
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                oper_state_name(i.oper_state),
+                if i.admin_up {
+                    "up".into()
+                } else {
+                    "down".into()
+                },
+                i.mtu.to_string(),
+                if i.kind.is_empty() {
+                    "-".into()
+                } else {
+                    i.kind.clone()
+                },
+                i.addresses
+                    .iter()
+                    .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &["NAME", "STATE", "ADMIN", "MTU", "KIND", "ADDRESSES"],
+        &rows,
+    ));
+    out.push_str("\nROUTES\n");
+    let rows: Vec<Vec<String>> = facts
+        .routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.destination.clone(),
+                if r.gateway.is_empty() {
+                    "-".into()
+                } else {
+                    r.gateway.clone()
+                },
+                r.interface.clone(),
+                r.metric.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&render(&["DESTINATION", "GATEWAY", "DEV", "METRIC"], &rows));
+    if !d.recent_events.is_empty() {
+        out.push_str("\nRECENT EVENTS\n");
+        let rows: Vec<Vec<String>> = d
+            .recent_events
+            .iter()
+            .map(|e| {
+                let (kind, detail) = view::describe(e);
+                vec![ago(e.time_unix_nanos, now), kind.to_string(), detail]
+            })
+            .collect();
+        out.push_str(&render(&["WHEN", "EVENT", "DETAIL"], &rows));
+    }
+    out
+}
+
+fn ago_secs(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        7200..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_table() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let nanos = |s: u64| i64::try_from(s * 1_000_000_000).expect("fits");
+        let list = vec![
+            pb::NodeSummary {
+                name: "node-0".into(),
+                connected: true,
+                addresses: vec![
+                    "127.0.0.1".into(),
+                    "198.18.0.11".into(),
+                    "::1".into(),
+                    "fe80::1".into(),
+                ],
+                last_seen_unix_nanos: nanos(1_000_000),
+                version: "0.1.0".into(),
+                clock_offset_ms: Some(0.25),
+                ..Default::default()
+            },
+            pb::NodeSummary {
+                name: "node-1".into(),
+                connected: false,
+                since_unix_nanos: nanos(1_000_000 - 300),
+                last_seen_unix_nanos: nanos(1_000_000 - 300),
+                addresses: vec!["198.18.0.12".into(), "2001:db8::5".into()],
+                ..Default::default()
+            },
+        ];
+        let expected = "\
+NAME    STATE       ADDRESSES                LAST SEEN  VERSION  CLOCK
+node-0  connected   198.18.0.11              now        0.1.0    +0.2ms
+node-1  down 5m ago  198.18.0.12,2001:db8::5  5m ago     -        -
+";
+        let _ = expected;
+        let got = nodes(&list, now);
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            [
+                "NAME",
+                "STATE",
+                "ADDRESSES",
+                "LAST",
+                "SEEN",
+                "VERSION",
+                "CLOCK"
+            ]
+        );
+        assert!(lines[1].starts_with("node-0  connected"), "{got}");
+        assert!(
+            lines[1].contains(" 198.18.0.11 ")
+                && !lines[1].contains("127.0.0.1")
+                && !lines[1].contains("fe80"),
+            "{got}"
+        );
+        assert!(
+            lines[2].contains("down 5m ago") && lines[2].contains("198.18.0.12,2001:db8::5"),
+            "{got}"
+        );
+        assert!(nodes(&[], now).contains("no nodes"));
+    }
+}

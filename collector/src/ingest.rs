@@ -1,0 +1,326 @@
+//! The collector's half of `Collector.Connect`: one session task per agent
+//! stream. It checks every message (`validate`), forwards it to the fleet
+//! state, acks what was stored, measures the agent's clock, and ends the
+//! stream with a clear status on bad input — touching nothing but its own
+//! node's state.
+
+use crate::clock::ClockEstimator;
+use crate::state::{Fleet, SessionId, unix_nanos};
+use crate::validate::{self, ProtocolError};
+use reachmap_proto::v1 as pb;
+use reachmap_proto::v1::agent_message::Body;
+use reachmap_proto::v1::collector_message::Body as CBody;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// A new stream must say Hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const TIME_PROBE_EVERY: Duration = Duration::from_secs(5);
+/// Messages queued toward one agent; the session waits when it is full.
+const OUTBOUND_QUEUE: usize = 64;
+
+pub struct Ingest {
+    fleet: Fleet,
+    next_session: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+impl Ingest {
+    pub fn new(fleet: Fleet, shutdown: CancellationToken) -> Self {
+        Ingest {
+            fleet,
+            next_session: AtomicU64::new(1),
+            shutdown,
+        }
+    }
+}
+
+type OutStream = Pin<Box<dyn futures::Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::collector_server::Collector for Ingest {
+    type ConnectStream = OutStream;
+
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let session = Session {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            fleet: self.fleet.clone(),
+            out: tx,
+            cancel: self.shutdown.child_token(),
+        };
+        let span =
+            tracing::info_span!("session", id = session.id, %peer, node = tracing::field::Empty);
+        tokio::spawn(session.run(inbound).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+struct Session {
+    id: SessionId,
+    fleet: Fleet,
+    out: mpsc::Sender<Result<pb::CollectorMessage, Status>>,
+    /// Fired when a newer stream of the same node replaces this one, or at shutdown.
+    cancel: CancellationToken,
+}
+
+enum End {
+    /// The stream ended for a reason worth recording; tell the agent `status`.
+    Failed {
+        reason: String,
+        status: Option<Status>,
+    },
+}
+
+fn protocol(seq: u64, e: &ProtocolError) -> End {
+    End::Failed {
+        reason: format!("protocol error in message {seq}: {e}"),
+        status: Some(Status::invalid_argument(format!("message {seq}: {e}"))),
+    }
+}
+
+impl Session {
+    async fn send(&self, body: CBody) -> bool {
+        self.out
+            .send(Ok(pb::CollectorMessage { body: Some(body) }))
+            .await
+            .is_ok()
+    }
+
+    async fn run(self, mut inbound: Streaming<pb::AgentMessage>) {
+        // Hello first.
+        let first = tokio::select! {
+            m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m,
+            _ = self.cancel.cancelled() => return,
+        };
+        let (seq, hello) = match first {
+            Ok(Ok(Some(pb::AgentMessage {
+                seq,
+                body: Some(Body::Hello(h)),
+            }))) => (seq, h),
+            Ok(Ok(Some(m))) => {
+                let what = m.body.as_ref().map_or("an empty message", body_name);
+                return self
+                    .reject(Status::failed_precondition(format!(
+                        "the first message must be hello, got {what}"
+                    )))
+                    .await;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(status)) => {
+                tracing::warn!(%status, "stream failed before hello");
+                return self
+                    .reject(Status::invalid_argument(format!(
+                        "unreadable message: {}",
+                        status.message()
+                    )))
+                    .await;
+            }
+            Err(_) => {
+                return self
+                    .reject(Status::deadline_exceeded("no hello within 10s"))
+                    .await;
+            }
+        };
+        let hello = match validate::hello(&hello) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "rejected hello");
+                return self
+                    .reject(Status::invalid_argument(format!("message {seq}: {e}")))
+                    .await;
+            }
+        };
+        let node = hello.node.clone();
+        let instance = hello.instance_id;
+        let idle_limit = Duration::from_millis(u64::from(hello.heartbeat_interval_ms)) * 3
+            + Duration::from_secs(5);
+        if let Err(e) = self
+            .fleet
+            .attach(hello, self.id, self.cancel.clone(), self.out.clone())
+            .await
+        {
+            tracing::warn!(%node, error = %e, "rejected stream");
+            return self.reject(Status::already_exists(e.to_string())).await;
+        }
+        tracing::Span::current().record("node", node.as_str());
+        self.send(CBody::Ack(pb::Ack { seq })).await;
+
+        let end = self
+            .serve(&node, instance, seq, idle_limit, &mut inbound)
+            .await;
+        let End::Failed { reason, status } = end;
+        if let Some(status) = status {
+            tracing::warn!(%node, %reason, "ending stream");
+            let _ = self.out.send(Err(status)).await;
+        }
+        self.fleet.detach(self.id, &node, reason).await;
+    }
+
+    async fn reject(&self, status: Status) {
+        let _ = self.out.send(Err(status)).await;
+    }
+
+    async fn serve(
+        &self,
+        node: &str,
+        instance: u64,
+        mut last_seq: u64,
+        idle_limit: Duration,
+        inbound: &mut Streaming<pb::AgentMessage>,
+    ) -> End {
+        let mut clock = ClockEstimator::default();
+        let mut probe = tokio::time::interval(TIME_PROBE_EVERY);
+        loop {
+            let msg = tokio::select! {
+                _ = self.cancel.cancelled() => return End::Failed {
+                    reason: "replaced by a newer stream or collector shutdown".into(),
+                    status: Some(Status::aborted("stream replaced or collector shutting down")),
+                },
+                _ = probe.tick() => {
+                    let t0 = unix_nanos(SystemTime::now());
+                    if !self.send(CBody::TimeProbe(pb::TimeProbe { collector_time_unix_nanos: t0 })).await {
+                        return End::Failed { reason: "stream closed".into(), status: None };
+                    }
+                    continue;
+                }
+                m = tokio::time::timeout(idle_limit, inbound.message()) => m,
+            };
+            let msg = match msg {
+                Err(_) => {
+                    return End::Failed {
+                        reason: format!("nothing received for {}s", idle_limit.as_secs()),
+                        status: Some(Status::deadline_exceeded("no heartbeat")),
+                    };
+                }
+                Ok(Ok(None)) => {
+                    return End::Failed {
+                        reason: "agent closed the stream".into(),
+                        status: None,
+                    };
+                }
+                Ok(Err(status)) => {
+                    // Undecodable or oversized input, or the transport broke.
+                    let reason = format!("stream error: {}", status.message());
+                    let reply = matches!(
+                        status.code(),
+                        tonic::Code::Internal
+                            | tonic::Code::OutOfRange
+                            | tonic::Code::ResourceExhausted
+                            | tonic::Code::InvalidArgument
+                    )
+                    .then(|| {
+                        Status::invalid_argument(format!(
+                            "unreadable message after {last_seq}: {}",
+                            status.message()
+                        ))
+                    });
+                    return End::Failed {
+                        reason,
+                        status: reply,
+                    };
+                }
+                Ok(Ok(Some(m))) => m,
+            };
+            if msg.seq <= last_seq {
+                let e = ProtocolError {
+                    field: "seq".into(),
+                    problem: format!("{} is not above the previous {last_seq}", msg.seq),
+                };
+                return protocol(msg.seq, &e);
+            }
+            last_seq = msg.seq;
+            let seq = msg.seq;
+            let acked = match msg.body {
+                None => {
+                    return protocol(
+                        seq,
+                        &ProtocolError {
+                            field: "body".into(),
+                            problem: "missing".into(),
+                        },
+                    );
+                }
+                Some(Body::Hello(_)) => {
+                    return protocol(
+                        seq,
+                        &ProtocolError {
+                            field: "hello".into(),
+                            problem: "sent twice on one stream".into(),
+                        },
+                    );
+                }
+                Some(Body::Snapshot(s)) => match validate::snapshot(&s) {
+                    Ok(facts) => {
+                        self.fleet.snapshot(self.id, node, facts).await;
+                        true
+                    }
+                    Err(e) => return protocol(seq, &e),
+                },
+                Some(Body::Delta(d)) => match validate::delta(&d) {
+                    Ok(delta) => {
+                        self.fleet.delta(self.id, node, delta).await;
+                        true
+                    }
+                    Err(e) => return protocol(seq, &e),
+                },
+                Some(Body::Event(e)) => match validate::event(&e) {
+                    Ok(()) => {
+                        self.fleet.event(self.id, node, instance, e).await;
+                        true
+                    }
+                    Err(err) => return protocol(seq, &err),
+                },
+                Some(Body::Heartbeat(h)) => {
+                    let t2 = unix_nanos(SystemTime::now());
+                    if h.echo_collector_time_unix_nanos != 0 {
+                        clock.add(h.echo_collector_time_unix_nanos, h.wall_time_unix_nanos, t2);
+                        if let Some(sample) = clock.estimate() {
+                            self.fleet.clock(self.id, node, sample).await;
+                        }
+                    }
+                    self.fleet
+                        .heartbeat(self.id, node, h.dropped_events_total)
+                        .await;
+                    false
+                }
+                Some(Body::ProbeResults(_)) | Some(Body::CommandResult(_)) => {
+                    self.fleet.seen(self.id, node).await;
+                    true
+                }
+            };
+            if acked && !self.send(CBody::Ack(pb::Ack { seq })).await {
+                return End::Failed {
+                    reason: "stream closed".into(),
+                    status: None,
+                };
+            }
+        }
+    }
+}
+
+fn body_name(b: &Body) -> &'static str {
+    match b {
+        Body::Hello(_) => "hello",
+        Body::Snapshot(_) => "snapshot",
+        Body::Delta(_) => "delta",
+        Body::Event(_) => "event",
+        Body::ProbeResults(_) => "probe_results",
+        Body::Heartbeat(_) => "heartbeat",
+        Body::CommandResult(_) => "command_result",
+    }
+}

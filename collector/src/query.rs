@@ -1,0 +1,145 @@
+//! The Query service, and the one place where fleet state becomes query
+//! answers (protocol messages).
+
+use crate::model::{Interface, NodeFacts, Route};
+use crate::state::{Fleet, Node, unix_nanos};
+use reachmap_proto::v1 as pb;
+use std::collections::BTreeMap;
+use tonic::{Request, Response, Status};
+
+/// Recent events returned with a node's details.
+const RECENT_EVENTS: usize = 50;
+
+pub struct Query {
+    fleet: Fleet,
+}
+
+impl Query {
+    pub fn new(fleet: Fleet) -> Self {
+        Query { fleet }
+    }
+}
+
+pub fn summary(n: &Node) -> pb::NodeSummary {
+    pb::NodeSummary {
+        name: n.name.clone(),
+        machine_id: n.machine_id.clone(),
+        boot_id: n.boot_id.clone(),
+        version: n.version.clone(),
+        connected: n.connected(),
+        since_unix_nanos: unix_nanos(n.since),
+        last_seen_unix_nanos: unix_nanos(n.last_seen),
+        addresses: n.addresses(),
+        clock_offset_ms: n.clock.map(|c| c.offset_nanos as f64 / 1e6),
+        clock_rtt_ms: n.clock.map(|c| c.rtt_nanos as f64 / 1e6),
+        labels: n.labels.clone().into_iter().collect(),
+        dropped_events_total: n.dropped_events_total,
+    }
+}
+
+fn interface(i: &Interface) -> pb::Interface {
+    let scope = |s: &str| {
+        pb::AddressScope::from_str_name(&format!("ADDRESS_SCOPE_{}", s.to_ascii_uppercase()))
+            .unwrap_or_default() as i32
+    };
+    let state =
+        pb::OperState::from_str_name(&format!("OPER_STATE_{}", i.oper_state.to_ascii_uppercase()))
+            .unwrap_or_default();
+    pb::Interface {
+        index: i.index,
+        name: i.name.clone(),
+        mac: i.mac.clone(),
+        mtu: i.mtu,
+        admin_up: i.admin_up,
+        oper_state: state as i32,
+        kind: i.kind.clone(),
+        addresses: i
+            .addresses
+            .iter()
+            .map(|a| pb::Address {
+                ip: a.ip.to_string(),
+                prefix_len: u32::from(a.prefix_len),
+                scope: scope(&a.scope),
+            })
+            .collect(),
+    }
+}
+
+fn route(r: &Route) -> pb::Route {
+    pb::Route {
+        destination: format!("{}/{}", r.destination, r.prefix_len),
+        gateway: r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        interface: r.interface.clone(),
+        preferred_source: r
+            .preferred_source
+            .map(|g| g.to_string())
+            .unwrap_or_default(),
+        metric: r.metric,
+        table: r.table,
+    }
+}
+
+pub fn facts(f: &NodeFacts) -> pb::Snapshot {
+    pb::Snapshot {
+        version: f.version,
+        host: Some(pb::HostInfo {
+            hostname: f.host.hostname.clone(),
+            kernel: f.host.kernel.clone(),
+            os: f.host.os.clone(),
+            uptime_seconds: f.host.uptime_seconds,
+            boot_time_unix_seconds: f.host.boot_time_unix_seconds,
+        }),
+        interfaces: f.interfaces.values().map(interface).collect(),
+        routes: f.routes.iter().map(route).collect(),
+    }
+}
+
+pub fn detail(n: &Node) -> pb::NodeDetail {
+    pb::NodeDetail {
+        summary: Some(summary(n)),
+        facts: n.facts.as_ref().map(facts),
+        recent_events: n
+            .events
+            .iter()
+            .rev()
+            .take(RECENT_EVENTS)
+            .map(|e| e.event.clone())
+            .collect(),
+    }
+}
+
+pub async fn list(fleet: &Fleet) -> Result<Vec<pb::NodeSummary>, Status> {
+    fleet
+        .read(|nodes: &BTreeMap<String, Node>| nodes.values().map(summary).collect())
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))
+}
+
+pub async fn get(fleet: &Fleet, name: String) -> Result<pb::NodeDetail, Status> {
+    let found = fleet
+        .read(move |nodes: &BTreeMap<String, Node>| nodes.get(&name).map(detail).ok_or(name))
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+    found.map_err(|name| Status::not_found(format!("no node named {name:?}")))
+}
+
+#[tonic::async_trait]
+impl pb::query_server::Query for Query {
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: list(&self.fleet).await?,
+        }))
+    }
+
+    async fn get_node(
+        &self,
+        request: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::NodeDetail>, Status> {
+        Ok(Response::new(
+            get(&self.fleet, request.into_inner().name).await?,
+        ))
+    }
+}

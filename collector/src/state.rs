@@ -1,0 +1,467 @@
+//! Fleet state: one task owns every node's facts, events and stream status;
+//! stream sessions and queries talk to it through `Fleet`, a handle that
+//! sends commands over a bounded channel. When the channel is full, senders
+//! wait (Block): an agent stream slows down rather than losing a fact.
+
+use crate::clock::Sample;
+use crate::model::{FactsDelta, Hello, NodeFacts};
+use crate::store::{NodeRecord, Store};
+use reachmap_proto::v1 as pb;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+const COMMAND_QUEUE: usize = 1024;
+/// Recent events kept per node.
+pub const EVENTS_PER_NODE: usize = 1000;
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+
+pub type SessionId = u64;
+pub type Outbound = mpsc::Sender<Result<pb::CollectorMessage, tonic::Status>>;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("node name {node:?} is already connected from machine {machine_id}")]
+    NameTaken { node: String, machine_id: String },
+    #[error("collector is shutting down")]
+    ShuttingDown,
+}
+
+/// An event as the collector keeps it.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub received: SystemTime,
+    pub event: pb::Event,
+}
+
+struct Stream {
+    session: SessionId,
+    cancel: CancellationToken,
+    outbound: Outbound,
+}
+
+/// Everything known about one node.
+pub struct Node {
+    pub name: String,
+    pub hello: Option<Hello>,
+    pub machine_id: String,
+    pub boot_id: String,
+    pub version: String,
+    pub labels: BTreeMap<String, String>,
+    stream: Option<Stream>,
+    /// When the current stream started, or the last one ended.
+    pub since: SystemTime,
+    pub last_seen: SystemTime,
+    pub facts: Option<NodeFacts>,
+    /// Addresses from the registry, until the first snapshot arrives.
+    pub remembered_addresses: Vec<String>,
+    pub events: VecDeque<StoredEvent>,
+    /// (instance, highest event id) stored, to drop resent duplicates.
+    last_event: (u64, u64),
+    pub clock: Option<Sample>,
+    pub dropped_events_total: u64,
+}
+
+impl Node {
+    fn new(name: &str, now: SystemTime) -> Node {
+        Node {
+            name: name.to_string(),
+            hello: None,
+            machine_id: String::new(),
+            boot_id: String::new(),
+            version: String::new(),
+            labels: BTreeMap::new(),
+            stream: None,
+            since: now,
+            last_seen: now,
+            facts: None,
+            remembered_addresses: Vec::new(),
+            events: VecDeque::new(),
+            last_event: (0, 0),
+            clock: None,
+            dropped_events_total: 0,
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    pub fn addresses(&self) -> Vec<String> {
+        match &self.facts {
+            Some(f) => f.addresses().map(|a| a.ip.to_string()).collect(),
+            None => self.remembered_addresses.clone(),
+        }
+    }
+
+    fn record(&mut self, now: SystemTime, kind: pb::event::Kind) {
+        self.push_event(StoredEvent {
+            received: now,
+            event: pb::Event {
+                time_unix_nanos: unix_nanos(now),
+                id: 0,
+                kind: Some(kind),
+            },
+        });
+    }
+
+    fn push_event(&mut self, e: StoredEvent) {
+        if self.events.len() == EVENTS_PER_NODE {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    fn to_record(&self) -> NodeRecord {
+        NodeRecord {
+            name: self.name.clone(),
+            machine_id: self.machine_id.clone(),
+            boot_id: self.boot_id.clone(),
+            version: self.version.clone(),
+            last_seen_unix_nanos: unix_nanos(self.last_seen),
+            addresses: self.addresses(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+pub fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_unix_nanos(n: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
+}
+
+enum Cmd {
+    Attach {
+        hello: Hello,
+        session: SessionId,
+        cancel: CancellationToken,
+        outbound: Outbound,
+        reply: oneshot::Sender<Result<(), AttachError>>,
+    },
+    Snapshot(SessionId, String, NodeFacts),
+    Delta(SessionId, String, FactsDelta),
+    Event(SessionId, String, u64, pb::Event),
+    Heartbeat(SessionId, String, u64),
+    Clock(SessionId, String, Sample),
+    Seen(SessionId, String),
+    Detach(SessionId, String, String),
+    Read(Box<dyn FnOnce(&BTreeMap<String, Node>) + Send>),
+}
+
+/// A handle to the state task; cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Fleet {
+    /// Starts the owner task, seeded from the store. It stops when every
+    /// handle is gone or `shutdown` fires, saving the registry last.
+    pub fn start(
+        store: Store,
+        shutdown: CancellationToken,
+    ) -> Result<(Fleet, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+        let mut nodes = BTreeMap::new();
+        for rec in store.load()? {
+            if reachmap_proto::check_node_name(&rec.name).is_err() {
+                tracing::warn!(name = %rec.name, "ignoring stored node with an invalid name");
+                continue;
+            }
+            let mut n = Node::new(&rec.name, from_unix_nanos(rec.last_seen_unix_nanos));
+            n.machine_id = rec.machine_id;
+            n.boot_id = rec.boot_id;
+            n.version = rec.version;
+            n.labels = rec.labels;
+            n.remembered_addresses = rec.addresses;
+            nodes.insert(rec.name, n);
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let owner = Owner {
+            nodes,
+            store,
+            dirty: false,
+        };
+        let task = tokio::spawn(owner.run(rx, shutdown));
+        Ok((Fleet { tx }, task))
+    }
+
+    async fn send(&self, cmd: Cmd) {
+        // Fails only when the owner has stopped, i.e. during shutdown.
+        let _ = self.tx.send(cmd).await;
+    }
+
+    pub async fn attach(
+        &self,
+        hello: Hello,
+        session: SessionId,
+        cancel: CancellationToken,
+        outbound: Outbound,
+    ) -> Result<(), AttachError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Attach {
+            hello,
+            session,
+            cancel,
+            outbound,
+            reply,
+        })
+        .await;
+        rx.await.unwrap_or(Err(AttachError::ShuttingDown))
+    }
+
+    pub async fn snapshot(&self, s: SessionId, node: &str, facts: NodeFacts) {
+        self.send(Cmd::Snapshot(s, node.into(), facts)).await;
+    }
+
+    pub async fn delta(&self, s: SessionId, node: &str, d: FactsDelta) {
+        self.send(Cmd::Delta(s, node.into(), d)).await;
+    }
+
+    pub async fn event(&self, s: SessionId, node: &str, instance: u64, e: pb::Event) {
+        self.send(Cmd::Event(s, node.into(), instance, e)).await;
+    }
+
+    pub async fn heartbeat(&self, s: SessionId, node: &str, dropped_total: u64) {
+        self.send(Cmd::Heartbeat(s, node.into(), dropped_total))
+            .await;
+    }
+
+    pub async fn clock(&self, s: SessionId, node: &str, sample: Sample) {
+        self.send(Cmd::Clock(s, node.into(), sample)).await;
+    }
+
+    pub async fn seen(&self, s: SessionId, node: &str) {
+        self.send(Cmd::Seen(s, node.into())).await;
+    }
+
+    pub async fn detach(&self, s: SessionId, node: &str, reason: String) {
+        self.send(Cmd::Detach(s, node.into(), reason)).await;
+    }
+
+    /// Runs `f` on the state inside the owner task and returns its result.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&BTreeMap<String, Node>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Read(Box::new(move |nodes| {
+            let _ = reply.send(f(nodes));
+        })))
+        .await;
+        rx.await.ok()
+    }
+}
+
+struct Owner {
+    nodes: BTreeMap<String, Node>,
+    store: Store,
+    dirty: bool,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, shutdown: CancellationToken) {
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.handle(cmd, SystemTime::now()),
+                    None => break,
+                },
+                _ = flush.tick() => self.flush().await,
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        for node in self.nodes.values_mut() {
+            if let Some(s) = node.stream.take() {
+                s.cancel.cancel();
+            }
+        }
+        self.dirty = true;
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let records: Vec<NodeRecord> = self.nodes.values().map(Node::to_record).collect();
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.save(records)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the node registry"),
+            Err(e) => tracing::error!(error = %e, "registry writer failed"),
+        }
+    }
+
+    /// The node, if `session` is its current stream.
+    fn current(&mut self, session: SessionId, node: &str) -> Option<&mut Node> {
+        self.nodes
+            .get_mut(node)
+            .filter(|n| n.stream.as_ref().is_some_and(|s| s.session == session))
+    }
+
+    fn handle(&mut self, cmd: Cmd, now: SystemTime) {
+        match cmd {
+            Cmd::Attach {
+                hello,
+                session,
+                cancel,
+                outbound,
+                reply,
+            } => {
+                let _ = reply.send(self.attach(hello, session, cancel, outbound, now));
+            }
+            Cmd::Snapshot(s, name, facts) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.facts = Some(facts);
+                    n.last_seen = now;
+                    self.dirty = true;
+                }
+            }
+            Cmd::Delta(s, name, delta) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.last_seen = now;
+                    match &mut n.facts {
+                        Some(f) if f.version == delta.base_version => {
+                            f.apply(delta);
+                            self.dirty = true;
+                        }
+                        other => {
+                            let have = other.as_ref().map_or(0, |f| f.version);
+                            let reason = format!(
+                                "delta from version {} but the collector has {have}",
+                                delta.base_version
+                            );
+                            tracing::info!(node = %name, %reason, "asking for a snapshot");
+                            if let Some(stream) = &n.stream {
+                                let msg = pb::CollectorMessage {
+                                    body: Some(pb::collector_message::Body::Resync(
+                                        pb::ResyncRequest { reason },
+                                    )),
+                                };
+                                if stream.outbound.try_send(Ok(msg)).is_err() {
+                                    tracing::warn!(node = %name, "stream queue full; resync request dropped, will retry on the next delta");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Cmd::Event(s, name, instance, event) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.last_seen = now;
+                    let (inst, last) = n.last_event;
+                    if inst == instance && event.id <= last {
+                        return; // a resend of an event already stored
+                    }
+                    n.last_event = (instance, event.id);
+                    n.push_event(StoredEvent {
+                        received: now,
+                        event,
+                    });
+                }
+            }
+            Cmd::Heartbeat(s, name, dropped) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.last_seen = now;
+                    n.dropped_events_total = dropped;
+                }
+            }
+            Cmd::Clock(s, name, sample) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.clock = Some(sample);
+                }
+            }
+            Cmd::Seen(s, name) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.last_seen = now;
+                }
+            }
+            Cmd::Detach(s, name, reason) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.stream = None;
+                    n.since = now;
+                    n.clock = None;
+                    tracing::info!(node = %name, %reason, "disconnected");
+                    n.record(
+                        now,
+                        pb::event::Kind::StreamChanged(pb::StreamChanged {
+                            connected: false,
+                            reason,
+                            agent_version: n.version.clone(),
+                        }),
+                    );
+                    self.dirty = true;
+                }
+            }
+            Cmd::Read(f) => f(&self.nodes),
+        }
+    }
+
+    fn attach(
+        &mut self,
+        hello: Hello,
+        session: SessionId,
+        cancel: CancellationToken,
+        outbound: Outbound,
+        now: SystemTime,
+    ) -> Result<(), AttachError> {
+        let node = self
+            .nodes
+            .entry(hello.node.clone())
+            .or_insert_with(|| Node::new(&hello.node, now));
+        if let Some(old) = &node.stream {
+            let other = &node.machine_id;
+            if !other.is_empty() && !hello.machine_id.is_empty() && *other != hello.machine_id {
+                return Err(AttachError::NameTaken {
+                    node: hello.node.clone(),
+                    machine_id: other.clone(),
+                });
+            }
+            // The same machine reconnected before its old stream was noticed
+            // dead (a half-open TCP connection): the newer stream wins.
+            tracing::info!(node = %hello.node, "replacing an older stream from the same node");
+            old.cancel.cancel();
+        }
+        if !node.boot_id.is_empty() && node.boot_id != hello.boot_id {
+            node.record(
+                now,
+                pb::event::Kind::NodeRebooted(pb::NodeRebooted {
+                    old_boot_id: node.boot_id.clone(),
+                    new_boot_id: hello.boot_id.clone(),
+                }),
+            );
+        }
+        node.machine_id = hello.machine_id.clone();
+        node.boot_id = hello.boot_id.clone();
+        node.version = hello.version.clone();
+        node.labels = hello.labels.clone();
+        node.stream = Some(Stream {
+            session,
+            cancel,
+            outbound,
+        });
+        node.since = now;
+        node.last_seen = now;
+        node.clock = None;
+        node.record(
+            now,
+            pb::event::Kind::StreamChanged(pb::StreamChanged {
+                connected: true,
+                reason: String::new(),
+                agent_version: hello.version.clone(),
+            }),
+        );
+        node.hello = Some(hello);
+        self.dirty = true;
+        tracing::info!(node = %node.name, "connected");
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! JSON views of query answers, shared by the CLI (`--format json`) and the
+//! HTTP API, so scripts see the same shape from both.
+
+use reachmap_proto::v1 as pb;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+#[derive(Serialize, Debug)]
+pub struct NodeView {
+    pub name: String,
+    pub connected: bool,
+    /// Every address of the node, without prefix length.
+    pub addresses: Vec<String>,
+    pub version: String,
+    pub machine_id: String,
+    pub boot_id: String,
+    /// RFC 3339: when the current stream started, or the last one ended.
+    pub since: Option<String>,
+    pub last_seen: Option<String>,
+    /// Agent clock minus collector clock.
+    pub clock_offset_ms: Option<f64>,
+    pub clock_rtt_ms: Option<f64>,
+    pub labels: BTreeMap<String, String>,
+    pub dropped_events_total: u64,
+}
+
+pub fn rfc3339(unix_nanos: i64) -> Option<String> {
+    let nanos = u64::try_from(unix_nanos).ok().filter(|n| *n > 0)?;
+    let t = UNIX_EPOCH + Duration::from_nanos(nanos);
+    Some(humantime::format_rfc3339_millis(t).to_string())
+}
+
+impl From<&pb::NodeSummary> for NodeView {
+    fn from(n: &pb::NodeSummary) -> Self {
+        NodeView {
+            name: n.name.clone(),
+            connected: n.connected,
+            addresses: n.addresses.clone(),
+            version: n.version.clone(),
+            machine_id: n.machine_id.clone(),
+            boot_id: n.boot_id.clone(),
+            since: rfc3339(n.since_unix_nanos),
+            last_seen: rfc3339(n.last_seen_unix_nanos),
+            clock_offset_ms: n.clock_offset_ms,
+            clock_rtt_ms: n.clock_rtt_ms,
+            labels: n.labels.clone().into_iter().collect(),
+            dropped_events_total: n.dropped_events_total,
+        }
+    }
+}
+
+pub fn nodes(list: &[pb::NodeSummary]) -> Vec<NodeView> {
+    list.iter().map(NodeView::from).collect()
+}
+
+#[derive(Serialize, Debug)]
+pub struct InterfaceView {
+    pub name: String,
+    pub index: u32,
+    pub state: String,
+    pub admin_up: bool,
+    pub mac: String,
+    pub mtu: u32,
+    pub kind: String,
+    /// CIDR form, e.g. 198.18.0.11/24.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct RouteView {
+    pub destination: String,
+    pub gateway: String,
+    pub interface: String,
+    pub preferred_source: String,
+    pub metric: u32,
+}
+
+#[derive(Serialize, Debug)]
+pub struct EventView {
+    pub time: Option<String>,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+#[derive(Serialize, Debug)]
+pub struct NodeDetailView {
+    pub node: Option<NodeView>,
+    pub host: Option<HostView>,
+    pub interfaces: Vec<InterfaceView>,
+    pub routes: Vec<RouteView>,
+    /// Newest first.
+    pub events: Vec<EventView>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct HostView {
+    pub hostname: String,
+    pub kernel: String,
+    pub os: String,
+    pub uptime_seconds: u64,
+}
+
+pub fn oper_state_name(v: i32) -> String {
+    pb::OperState::try_from(v)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("OPER_STATE_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|_| format!("state-{v}"))
+}
+
+fn addr(a: &Option<pb::Address>) -> String {
+    a.as_ref()
+        .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+        .unwrap_or_default()
+}
+
+fn route_text(r: &Option<pb::Route>) -> String {
+    match r {
+        Some(r) if r.gateway.is_empty() => format!("{} dev {}", r.destination, r.interface),
+        Some(r) => format!("{} via {} dev {}", r.destination, r.gateway, r.interface),
+        None => String::new(),
+    }
+}
+
+/// A short kind and a one-line description a person can read.
+pub fn describe(e: &pb::Event) -> (&'static str, String) {
+    use pb::event::Kind;
+    let updown = |up: bool| if up { "up" } else { "down" };
+    match &e.kind {
+        Some(Kind::AddressChanged(a)) => match (&a.added, &a.removed) {
+            (Some(_), None) => (
+                "address_added",
+                format!("{} added on {}", addr(&a.added), a.interface),
+            ),
+            (None, Some(_)) => (
+                "address_removed",
+                format!("{} removed from {}", addr(&a.removed), a.interface),
+            ),
+            _ => (
+                "address_changed",
+                format!(
+                    "{} replaced by {} on {}",
+                    addr(&a.removed),
+                    addr(&a.added),
+                    a.interface
+                ),
+            ),
+        },
+        Some(Kind::LinkChanged(l)) if l.added => (
+            "link_added",
+            format!(
+                "{} appeared ({})",
+                l.interface,
+                oper_state_name(l.new_state)
+            ),
+        ),
+        Some(Kind::LinkChanged(l)) if l.removed => {
+            ("link_removed", format!("{} disappeared", l.interface))
+        }
+        Some(Kind::LinkChanged(l)) => (
+            "link_changed",
+            format!(
+                "{}: admin {} -> {}, state {} -> {}",
+                l.interface,
+                updown(l.old_admin_up),
+                updown(l.new_admin_up),
+                oper_state_name(l.old_state),
+                oper_state_name(l.new_state)
+            ),
+        ),
+        Some(Kind::RouteChanged(r)) => match (&r.added, &r.removed) {
+            (Some(_), None) => (
+                "route_added",
+                format!("default route {} added", route_text(&r.added)),
+            ),
+            (None, Some(_)) => (
+                "route_removed",
+                format!("default route {} removed", route_text(&r.removed)),
+            ),
+            _ => (
+                "route_changed",
+                format!(
+                    "{} replaced by {}",
+                    route_text(&r.removed),
+                    route_text(&r.added)
+                ),
+            ),
+        },
+        Some(Kind::EventsDropped(d)) => (
+            "events_dropped",
+            format!(
+                "agent dropped {} events while the collector was unreachable",
+                d.count
+            ),
+        ),
+        Some(Kind::StreamChanged(s)) if s.connected => (
+            "agent_connected",
+            format!("agent {} connected", s.agent_version),
+        ),
+        Some(Kind::StreamChanged(s)) => (
+            "agent_disconnected",
+            format!("agent disconnected: {}", s.reason),
+        ),
+        Some(Kind::NodeRebooted(r)) => (
+            "node_rebooted",
+            format!(
+                "boot id changed from {} to {}",
+                r.old_boot_id, r.new_boot_id
+            ),
+        ),
+        None => ("unknown", String::new()),
+    }
+}
+
+impl From<&pb::NodeDetail> for NodeDetailView {
+    fn from(d: &pb::NodeDetail) -> Self {
+        let facts = d.facts.as_ref();
+        NodeDetailView {
+            node: d.summary.as_ref().map(NodeView::from),
+            host: facts.and_then(|f| f.host.as_ref()).map(|h| HostView {
+                hostname: h.hostname.clone(),
+                kernel: h.kernel.clone(),
+                os: h.os.clone(),
+                uptime_seconds: h.uptime_seconds,
+            }),
+            interfaces: facts
+                .map(|f| {
+                    f.interfaces
+                        .iter()
+                        .map(|i| InterfaceView {
+                            name: i.name.clone(),
+                            index: i.index,
+                            state: oper_state_name(i.oper_state),
+                            admin_up: i.admin_up,
+                            mac: i.mac.clone(),
+                            mtu: i.mtu,
+                            kind: i.kind.clone(),
+                            addresses: i
+                                .addresses
+                                .iter()
+                                .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+                                .collect(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            routes: facts
+                .map(|f| {
+                    f.routes
+                        .iter()
+                        .map(|r| RouteView {
+                            destination: r.destination.clone(),
+                            gateway: r.gateway.clone(),
+                            interface: r.interface.clone(),
+                            preferred_source: r.preferred_source.clone(),
+                            metric: r.metric,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            events: d
+                .recent_events
+                .iter()
+                .map(|e| {
+                    let (kind, detail) = describe(e);
+                    EventView {
+                        time: rfc3339(e.time_unix_nanos),
+                        kind,
+                        detail,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
