@@ -192,7 +192,7 @@ fn read_file(path: &Path) -> Result<File, ConfigError> {
 pub fn one_line(s: &str) -> String {
     let mut lines = s.lines().filter(|l| !l.trim().is_empty());
     let first = lines.next().unwrap_or_default().trim().to_string();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last.trim() != first => format!("{first} {}", last.trim()),
         _ => first,
     }

@@ -27,7 +27,7 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 pub fn one_line(s: &str) -> String {
     let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or_default().to_string();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) if last != first => format!("{first} {last}"),
         _ => first,
     }

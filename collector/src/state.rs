@@ -136,6 +136,9 @@ fn from_unix_nanos(n: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
 
+/// A read-only look at every node, run inside the owner task.
+type Reader = Box<dyn FnOnce(&BTreeMap<String, Node>) + Send>;
+
 enum Cmd {
     Attach {
         hello: Hello,
@@ -151,7 +154,7 @@ enum Cmd {
     Clock(SessionId, String, Sample),
     Seen(SessionId, String),
     Detach(SessionId, String, String),
-    Read(Box<dyn FnOnce(&BTreeMap<String, Node>) + Send>),
+    Read(Reader),
 }
 
 /// A handle to the state task; cheap to clone.

@@ -1,0 +1,347 @@
+//! A real collector, in-process, fed malformed and oversized agent streams:
+//! each gets a clear error on its own stream, and neither the collector nor
+//! any other node's state is touched.
+
+use bytes::BufMut;
+use prost::Message;
+use reachmap_collector::config::Config;
+use reachmap_proto::v1 as pb;
+use reachmap_proto::v1::agent_message::Body;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+
+/// Sends raw bytes as messages: lets a test put anything on the wire.
+struct RawCodec;
+struct RawEncoder;
+struct MsgDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = pb::CollectorMessage;
+    type Encoder = RawEncoder;
+    type Decoder = MsgDecoder;
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> MsgDecoder {
+        MsgDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for MsgDecoder {
+    type Item = pb::CollectorMessage;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<pb::CollectorMessage>, Status> {
+        pb::CollectorMessage::decode(src)
+            .map(Some)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Collector {
+    url: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    dir: std::path::PathBuf,
+}
+
+async fn start_collector() -> Collector {
+    let dir = std::env::temp_dir().join(format!(
+        "reachmap-bad-input-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let grpc = free_port();
+    let config = Config {
+        listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
+        http: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        data_dir: dir.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(reachmap_collector::run(config, shutdown.clone()));
+    let url = format!("http://127.0.0.1:{grpc}");
+    for _ in 0..100 {
+        if Channel::from_shared(url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Collector {
+        url,
+        shutdown,
+        task,
+        dir,
+    }
+}
+
+fn hello(node: &str) -> Vec<u8> {
+    msg(
+        1,
+        Body::Hello(pb::Hello {
+            node: node.into(),
+            boot_id: "8b1e7b0c-3f7e-4a55-9d2e-0c4f6f1f3a2b".into(),
+            version: "test".into(),
+            instance_id: 1,
+            heartbeat_interval_ms: 1000,
+            ..Default::default()
+        }),
+    )
+}
+
+fn snapshot(seq: u64, ip: &str) -> Vec<u8> {
+    msg(
+        seq,
+        Body::Snapshot(pb::Snapshot {
+            version: 1,
+            interfaces: vec![pb::Interface {
+                index: 2,
+                name: "eth0".into(),
+                oper_state: pb::OperState::Up as i32,
+                addresses: vec![pb::Address {
+                    ip: ip.into(),
+                    prefix_len: 24,
+                    scope: pb::AddressScope::Universe as i32,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+    )
+}
+
+fn msg(seq: u64, body: Body) -> Vec<u8> {
+    pb::AgentMessage {
+        seq,
+        body: Some(body),
+    }
+    .encode_to_vec()
+}
+
+/// Opens a stream, sends `messages`, and returns what the collector answered
+/// until it ended the stream (or until `wait` passed with the stream open).
+async fn exchange(
+    url: &str,
+    messages: Vec<Vec<u8>>,
+    wait: Duration,
+) -> (
+    Vec<pb::CollectorMessage>,
+    Option<Status>,
+    mpsc::Sender<Vec<u8>>,
+) {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (tx, rx) = mpsc::channel(16);
+    for m in messages {
+        tx.send(m).await.expect("queue");
+    }
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/reachmap.v1.Collector/Connect");
+    let mut inbound = match grpc
+        .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec)
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return (Vec::new(), Some(s), tx),
+    };
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.message()).await {
+            Err(_) => return (got, None, tx),
+            Ok(Ok(Some(m))) => got.push(m),
+            Ok(Ok(None)) => return (got, None, tx),
+            Ok(Err(s)) => return (got, Some(s), tx),
+        }
+    }
+}
+
+async fn list(url: &str) -> Vec<pb::NodeSummary> {
+    let channel = Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut q = pb::query_client::QueryClient::new(channel);
+    q.list_nodes(pb::ListNodesRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .nodes
+}
+
+fn node<'a>(nodes: &'a [pb::NodeSummary], name: &str) -> Option<&'a pb::NodeSummary> {
+    nodes.iter().find(|n| n.name == name)
+}
+
+#[tokio::test]
+async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
+    let c = start_collector().await;
+    let short = Duration::from_millis(500);
+
+    // A good agent, kept open for the whole test.
+    let (acks, status, _good) = exchange(
+        &c.url,
+        vec![hello("good-1"), snapshot(2, "198.18.0.11")],
+        short,
+    )
+    .await;
+    assert!(status.is_none(), "good stream failed: {status:?}");
+    assert!(
+        acks.iter().any(|m| matches!(
+            m.body,
+            Some(pb::collector_message::Body::Ack(pb::Ack { seq: 2 }))
+        )),
+        "{acks:?}"
+    );
+
+    // Not starting with hello.
+    let (_, status, _) = exchange(&c.url, vec![snapshot(1, "198.18.0.99")], short).await;
+    let status = status.expect("rejected");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        status
+            .message()
+            .contains("first message must be hello, got snapshot"),
+        "{status:?}"
+    );
+
+    // An invalid name in hello.
+    let (_, status, _) = exchange(&c.url, vec![hello("bad name")], short).await;
+    let status = status.expect("rejected");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("message 1: hello.node:"),
+        "{status:?}"
+    );
+
+    // A malformed address inside a snapshot, named down to the field.
+    let (_, status, _) = exchange(
+        &c.url,
+        vec![hello("bad-ip"), snapshot(2, "198.18.0.300")],
+        short,
+    )
+    .await;
+    let status = status.expect("rejected");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "message 2: snapshot.interfaces[0].addresses[0].ip: \"198.18.0.300\" is not an IP address"
+    );
+
+    // Sequence numbers that go backwards.
+    let (_, status, _) = exchange(
+        &c.url,
+        vec![
+            hello("bad-seq"),
+            snapshot(5, "198.18.0.12"),
+            snapshot(3, "198.18.0.12"),
+        ],
+        short,
+    )
+    .await;
+    assert!(
+        status
+            .expect("rejected")
+            .message()
+            .contains("seq: 3 is not above the previous 5")
+    );
+
+    // Bytes that are not a protobuf message at all.
+    let (_, status, _) = exchange(
+        &c.url,
+        vec![hello("garbage"), vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]],
+        short,
+    )
+    .await;
+    let status = status.expect("rejected");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+    // A message over the size limit.
+    let huge = vec![0u8; reachmap_proto::MAX_MESSAGE_BYTES + 1];
+    let (_, status, _) =
+        exchange(&c.url, vec![hello("too-big"), huge], Duration::from_secs(5)).await;
+    assert!(
+        status.is_some(),
+        "oversized message must end the stream with an error"
+    );
+
+    // The collector still serves, and the good node is as it was.
+    let nodes = list(&c.url).await;
+    let good = node(&nodes, "good-1").expect("good node listed");
+    assert!(good.connected);
+    assert_eq!(good.addresses, vec!["198.18.0.11".to_string()]);
+    for bad in ["bad-ip", "bad-seq", "garbage", "too-big"] {
+        if let Some(n) = node(&nodes, bad) {
+            assert!(!n.connected, "{bad} must be disconnected after its error");
+        }
+    }
+    assert!(node(&nodes, "bad name").is_none());
+
+    c.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test]
+async fn a_second_machine_cannot_take_a_connected_name() {
+    let c = start_collector().await;
+    let short = Duration::from_millis(300);
+    let with_machine = |m: &str| {
+        msg(
+            1,
+            Body::Hello(pb::Hello {
+                node: "web-1".into(),
+                machine_id: m.into(),
+                boot_id: "b".into(),
+                instance_id: 1,
+                ..Default::default()
+            }),
+        )
+    };
+    let (_, status, _first) = exchange(&c.url, vec![with_machine("aaaa")], short).await;
+    assert!(status.is_none());
+    let (_, status, _) = exchange(&c.url, vec![with_machine("bbbb")], short).await;
+    let status = status.expect("rejected");
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    assert!(status.message().contains("web-1"), "{status:?}");
+    let nodes = list(&c.url).await;
+    assert_eq!(
+        node(&nodes, "web-1").map(|n| (n.connected, n.machine_id.as_str())),
+        Some((true, "aaaa"))
+    );
+    c.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
