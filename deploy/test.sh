@@ -31,7 +31,7 @@ section "cargo test"
 if [[ $(id -u) -ne 0 ]]; then
     echo "note: not root; the fleet tests will be skipped (CI=${CI:-unset})"
 fi
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 section "systemd units"
 # The units start /usr/local/bin/..., which a test machine does not have:

@@ -214,6 +214,41 @@ fn agent_stopped_with_sigterm_is_shown_disconnected() {
 }
 
 #[test]
+fn agent_killed_with_sigkill_is_shown_disconnected() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("agent_sigkill", 2);
+    wait_all_connected(&fleet, Duration::from_secs(20), "before killing an agent");
+    fleet.kill_agent(0);
+    wait_node(
+        &fleet,
+        "node-0",
+        Duration::from_secs(10),
+        "shown connected=false",
+        |v| !v.connected,
+    );
+    fleet.start_agent(0);
+    wait_all_connected(&fleet, Duration::from_secs(10), "after the agent's restart");
+}
+
+#[test]
+fn agents_started_before_the_collector_connect_once_it_is_up() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("agents_first", 2);
+    fleet.start_agents();
+    std::thread::sleep(Duration::from_secs(3));
+    fleet.start_collector();
+    wait_all_connected(
+        &fleet,
+        Duration::from_secs(5),
+        "within 5 s of the collector's start",
+    );
+}
+
+#[test]
 fn cli_fails_in_one_line_when_the_collector_is_unreachable() {
     if !require_root() {
         return;

@@ -1,7 +1,7 @@
 //! Starting and stopping the collector and agents of a fleet, and querying it
 //! with the `reachmap` CLI.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
 use std::time::Duration;
 
@@ -36,7 +36,9 @@ impl Fleet {
         let args = ["--listen", &listen, "--http", &http, "--data-dir", data];
         let log = process::log_path(self.dir(), "collector");
         let bin = binary("reachmap-collector");
-        self.collector = Some(Proc::spawn("collector", &self.hub, &bin, &args, &log));
+        let env = self.isolated_config();
+        let p = Proc::spawn("collector", &self.hub, &bin, &args, &env, &log);
+        self.collector = Some(p);
         let port = format!("sport = :{COLLECTOR_GRPC_PORT}");
         let hub = self.hub.clone();
         eventually(COLLECTOR_STARTUP, "collector listening on :7440", || {
@@ -54,6 +56,17 @@ impl Fleet {
                 Ok(())
             }
         });
+    }
+
+    /// Points `REACHMAP_CONFIG` at an empty file, so that a config installed
+    /// on this machine (/etc/reachmap/*.toml) never reaches the fleet: only
+    /// the harness's flags configure it.
+    fn isolated_config(&self) -> [(&'static str, PathBuf); 1] {
+        let empty = self.dir().join("empty-config.toml");
+        if !empty.exists() {
+            std::fs::write(&empty, "").expect("cannot write the empty config file");
+        }
+        [("REACHMAP_CONFIG", empty)]
     }
 
     /// Stops the collector with SIGTERM (SIGKILL after a grace period) and
@@ -91,7 +104,8 @@ impl Fleet {
         let label = format!("agent-{}", node.name);
         let log = process::log_path(self.dir(), &label);
         let bin = binary("reachmap-agent");
-        self.agents[i] = Some(Proc::spawn(&label, &node.netns, &bin, &args, &log));
+        let env = self.isolated_config();
+        self.agents[i] = Some(Proc::spawn(&label, &node.netns, &bin, &args, &env, &log));
     }
 
     /// Starts the agent of every node.
@@ -125,7 +139,7 @@ impl Fleet {
         let (program, rest) = args.split_first().expect("spawn: empty command line");
         let netns = self.node(i).netns.clone();
         let log = process::log_path(self.dir(), &format!("{}-{label}", self.node(i).name));
-        let p = Proc::spawn(label, &netns, Path::new(program), rest, &log);
+        let p = Proc::spawn(label, &netns, Path::new(program), rest, &[], &log);
         let pid = p.pid();
         self.extra.push(p);
         pid
@@ -135,6 +149,7 @@ impl Fleet {
     /// hub namespace and returns its output whatever the exit status.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("ip");
+        process::scrub_env(&mut cmd);
         cmd.args(["netns", "exec", self.hub()])
             .arg(binary("reachmap"))
             .args(["--collector", COLLECTOR_URL])

@@ -255,6 +255,7 @@ impl Drop for Fleet {
 pub(crate) fn run_in(netns: &str, args: &[&str], timeout: Duration) -> Output {
     assert!(!args.is_empty(), "empty command line");
     let mut cmd = Command::new("ip");
+    process::scrub_env(&mut cmd);
     cmd.args(["netns", "exec", netns]).args(args);
     process::output_with_timeout(cmd, patient(timeout))
 }

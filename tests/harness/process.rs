@@ -26,13 +26,26 @@ pub struct Proc {
 impl Proc {
     /// Starts `program args` inside `netns`, appending stdout and stderr to
     /// `log` (the file is created if needed and a header line marks the start).
-    pub fn spawn(label: &str, netns: &str, program: &Path, args: &[&str], log: &Path) -> Proc {
+    ///
+    /// The child gets this process's environment without any `REACHMAP_*`
+    /// variable, plus `env`.
+    pub fn spawn(
+        label: &str,
+        netns: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, PathBuf)],
+        log: &Path,
+    ) -> Proc {
         let mut file = open_log(log);
         let cmdline = format!("{} {}", program.display(), args.join(" "));
         writeln!(file, "==== harness: starting in {netns}: {cmdline}")
             .expect("cannot write to process log");
         let stderr = file.try_clone().expect("cannot clone log file handle");
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        scrub_env(&mut cmd);
+        let child = cmd
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .args(["netns", "exec", netns])
             .arg(program)
             .args(args)
@@ -120,6 +133,17 @@ impl Proc {
             .unwrap_or_else(|e| panic!("waiting for {}: {e}", self.label));
         self.status = Some(status);
         status
+    }
+}
+
+/// Removes every `REACHMAP_*` variable from the command's environment, so a
+/// developer's shell (or an installed agent's settings) cannot leak into the
+/// processes under test.
+pub fn scrub_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REACHMAP_") {
+            cmd.env_remove(key);
+        }
     }
 }
 
