@@ -6,7 +6,9 @@
 //! (`links`, `addresses` or `routes`; run it inside the namespace whose state
 //! you want, e.g. under `ip netns exec`.)
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
@@ -42,7 +44,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Stop after the datagram that carries NLMSG_DONE.
         let mut offset = 0;
         while offset + 16 <= chunk.len() {
-            let len = u32::from_ne_bytes([chunk[offset], chunk[offset + 1], chunk[offset + 2], chunk[offset + 3]]) as usize;
+            let len = u32::from_ne_bytes([
+                chunk[offset],
+                chunk[offset + 1],
+                chunk[offset + 2],
+                chunk[offset + 3],
+            ]) as usize;
             let kind = u16::from_ne_bytes([chunk[offset + 4], chunk[offset + 5]]);
             if kind == 3 {
                 return Ok(());

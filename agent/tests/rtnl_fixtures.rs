@@ -24,7 +24,8 @@ fn messages(bytes: &[u8]) -> Result<Vec<RouteNetlinkMessage>, String> {
     let mut out = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
-        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[offset..]).map_err(|e| e.to_string())?;
+        let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[offset..])
+            .map_err(|e| e.to_string())?;
         let len = msg.header.length as usize;
         if len == 0 {
             return Err("zero-length message".into());
@@ -40,7 +41,11 @@ fn messages(bytes: &[u8]) -> Result<Vec<RouteNetlinkMessage>, String> {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/rtnl/{name}.bin", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+    std::fs::read(format!(
+        "{}/tests/fixtures/rtnl/{name}.bin",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture")
 }
 
 fn state() -> reachmap_agent::facts::NetState {
@@ -80,7 +85,11 @@ fn interfaces_and_addresses() {
     let lo = &s.interfaces[0];
     assert_eq!(lo.oper_state, OperState::Unknown);
     assert!(lo.admin_up);
-    let lo_addrs: Vec<String> = lo.addresses.iter().map(|a| format!("{}/{}", a.ip, a.prefix_len)).collect();
+    let lo_addrs: Vec<String> = lo
+        .addresses
+        .iter()
+        .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+        .collect();
     assert_eq!(lo_addrs, ["127.0.0.1/8", "::1/128"]);
     assert!(lo.addresses.iter().all(|a| a.scope == Scope::Host));
 
@@ -89,10 +98,18 @@ fn interfaces_and_addresses() {
     assert_eq!(eth0.mac.as_deref(), Some("02:00:c6:12:00:0b"));
     assert_eq!(eth0.mtu, 1500);
     assert_eq!(eth0.oper_state, OperState::Up);
-    let addrs: Vec<String> = eth0.addresses.iter().map(|a| format!("{}/{}", a.ip, a.prefix_len)).collect();
+    let addrs: Vec<String> = eth0
+        .addresses
+        .iter()
+        .map(|a| format!("{}/{}", a.ip, a.prefix_len))
+        .collect();
     assert!(addrs.contains(&"198.18.0.11/24".to_string()), "{addrs:?}");
     assert!(addrs.contains(&"2001:db8::11/64".to_string()), "{addrs:?}");
-    assert!(eth0.addresses.iter().any(|a| a.scope == Scope::Link && a.ip.to_string().starts_with("fe80:")));
+    assert!(
+        eth0.addresses
+            .iter()
+            .any(|a| a.scope == Scope::Link && a.ip.to_string().starts_with("fe80:"))
+    );
 
     let br0 = &s.interfaces[3];
     assert_eq!(br0.kind.as_deref(), Some("bridge"));
@@ -107,14 +124,34 @@ fn main_table_unicast_routes_only() {
     let routes: Vec<String> = s
         .routes
         .iter()
-        .map(|r| format!("{} via {:?} dev {:?}", r.destination_cidr(), r.gateway, r.interface.as_deref()))
+        .map(|r| {
+            format!(
+                "{} via {:?} dev {:?}",
+                r.destination_cidr(),
+                r.gateway,
+                r.interface.as_deref()
+            )
+        })
         .collect();
-    assert!(routes.contains(&"0.0.0.0/0 via Some(198.18.0.1) dev Some(\"eth0\")".to_string()), "{routes:?}");
-    assert!(routes.contains(&"198.18.0.0/24 via None dev Some(\"eth0\")".to_string()), "{routes:?}");
+    assert!(
+        routes.contains(&"0.0.0.0/0 via Some(198.18.0.1) dev Some(\"eth0\")".to_string()),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&"198.18.0.0/24 via None dev Some(\"eth0\")".to_string()),
+        "{routes:?}"
+    );
     // Local-table routes (127.0.0.0/8, the host's own addresses) are not reported.
     assert!(!routes.iter().any(|r| r.starts_with("127.")), "{routes:?}");
-    let connected = s.routes.iter().find(|r| r.prefix_len == 24).expect("connected route");
-    assert_eq!(connected.preferred_source.map(|a| a.to_string()).as_deref(), Some("198.18.0.11"));
+    let connected = s
+        .routes
+        .iter()
+        .find(|r| r.prefix_len == 24)
+        .expect("connected route");
+    assert_eq!(
+        connected.preferred_source.map(|a| a.to_string()).as_deref(),
+        Some("198.18.0.11")
+    );
     assert!(s.routes.iter().all(|r| r.table == 254));
 }
 

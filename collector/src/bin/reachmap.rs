@@ -1,9 +1,8 @@
-use clap::Parser;
 use reachmap_collector::cli::{Cli, run};
 use std::io::Write;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = reachmap_collector::cli::parse_args("reachmap");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -132,3 +132,29 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     s.push('\n');
     s
 }
+
+/// Parses the command line; a usage error is one line on stderr and exit
+/// code 2 (help and version print as usual).
+pub fn parse_args<T: Parser>(bin: &str) -> T {
+    T::try_parse().unwrap_or_else(|e| exit_on_usage_error(bin, e))
+}
+
+pub fn exit_on_usage_error(bin: &str, e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ");
+    eprintln!("{bin}: {first} (see {bin} --help)");
+    std::process::exit(2);
+}
