@@ -260,6 +260,30 @@ pub fn parse_collector_url(text: &str) -> Result<Uri, ConfigError> {
         .map_err(|e| invalid("collector", format!("{text:?} is not a URL ({e})")))
 }
 
+/// Parses the command line; a usage error is one line on stderr and exit
+/// code 2 (help and version print as usual).
+pub fn parse_args<T: clap::Parser>(bin: &str) -> T {
+    T::try_parse().unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        if matches!(
+            e.kind(),
+            ErrorKind::DisplayHelp
+                | ErrorKind::DisplayVersion
+                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        ) {
+            e.exit();
+        }
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        eprintln!("{bin}: {first} (see {bin} --help)");
+        std::process::exit(2);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,28 +390,4 @@ mod tests {
         assert!(parse_collector_url("not a url").is_err());
         assert!(parse_collector_url("https://c:1").is_err());
     }
-}
-
-/// Parses the command line; a usage error is one line on stderr and exit
-/// code 2 (help and version print as usual).
-pub fn parse_args<T: clap::Parser>(bin: &str) -> T {
-    T::try_parse().unwrap_or_else(|e| {
-        use clap::error::ErrorKind;
-        if matches!(
-            e.kind(),
-            ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-        ) {
-            e.exit();
-        }
-        let text = e.to_string();
-        let first = text
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim_start_matches("error: ");
-        eprintln!("{bin}: {first} (see {bin} --help)");
-        std::process::exit(2);
-    })
 }
