@@ -374,6 +374,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let f = Flags {
+            config: Some(format!("{}/../deploy/config/agent.toml", env!("CARGO_MANIFEST_DIR")).into()),
+            ..Flags::default()
+        };
+        let c = load(&f).expect("deploy/config/agent.toml loads");
+        assert_eq!(c.node, "web-1");
+        assert_eq!(c.collector.port_u16(), Some(7440));
+    }
+
+    #[test]
     fn collector_url_gets_the_default_port() {
         assert_eq!(
             parse_collector_url("http://collector")

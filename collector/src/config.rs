@@ -125,6 +125,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let f = Flags {
+            config: Some(format!("{}/../deploy/config/collector.toml", env!("CARGO_MANIFEST_DIR")).into()),
+            ..Flags::default()
+        };
+        let c = Config::load(&f).expect("deploy/config/collector.toml loads");
+        assert_eq!(c.listen.port(), 7440);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let mut f = flags("");
         f.http = Some("localhost".into());
