@@ -376,7 +376,9 @@ mod tests {
     #[test]
     fn the_shipped_example_config_is_valid() {
         let f = Flags {
-            config: Some(format!("{}/../deploy/config/agent.toml", env!("CARGO_MANIFEST_DIR")).into()),
+            config: Some(
+                format!("{}/../deploy/config/agent.toml", env!("CARGO_MANIFEST_DIR")).into(),
+            ),
             ..Flags::default()
         };
         let c = load(&f).expect("deploy/config/agent.toml loads");

@@ -127,7 +127,13 @@ mod tests {
     #[test]
     fn the_shipped_example_config_is_valid() {
         let f = Flags {
-            config: Some(format!("{}/../deploy/config/collector.toml", env!("CARGO_MANIFEST_DIR")).into()),
+            config: Some(
+                format!(
+                    "{}/../deploy/config/collector.toml",
+                    env!("CARGO_MANIFEST_DIR")
+                )
+                .into(),
+            ),
             ..Flags::default()
         };
         let c = Config::load(&f).expect("deploy/config/collector.toml loads");
