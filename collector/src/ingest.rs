@@ -22,6 +22,10 @@ use tracing::Instrument;
 /// A new stream must say Hello within this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const TIME_PROBE_EVERY: Duration = Duration::from_secs(5);
+/// A quick burst of time probes when a stream starts, so a good
+/// (short round trip) sample is found within a second, not after minutes.
+const TIME_PROBE_BURST: u32 = 5;
+const TIME_PROBE_BURST_EVERY: Duration = Duration::from_millis(200);
 /// Messages queued toward one agent; the session waits when it is full.
 const OUTBOUND_QUEUE: usize = 64;
 
@@ -184,7 +188,8 @@ impl Session {
         inbound: &mut Streaming<pb::AgentMessage>,
     ) -> End {
         let mut clock = ClockEstimator::default();
-        let mut probe = tokio::time::interval(TIME_PROBE_EVERY);
+        let mut probe = tokio::time::interval(TIME_PROBE_BURST_EVERY);
+        let mut probes_sent = 0u32;
         loop {
             let msg = tokio::select! {
                 _ = self.cancel.cancelled() => return End::Failed {
@@ -195,6 +200,10 @@ impl Session {
                     let t0 = unix_nanos(SystemTime::now());
                     if !self.send(CBody::TimeProbe(pb::TimeProbe { collector_time_unix_nanos: t0 })).await {
                         return End::Failed { reason: "stream closed".into(), status: None };
+                    }
+                    probes_sent += 1;
+                    if probes_sent == TIME_PROBE_BURST {
+                        probe = tokio::time::interval_at(tokio::time::Instant::now() + TIME_PROBE_EVERY, TIME_PROBE_EVERY);
                     }
                     continue;
                 }

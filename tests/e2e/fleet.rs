@@ -83,6 +83,26 @@ fn three_nodes_appear_connected_with_their_addresses() {
             );
         }
     }
+    // Every agent's clock offset is measured over its stream. All nodes share
+    // this machine's clock, so the estimate must be near zero: within a
+    // second even on a loaded machine.
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let json = fleet.try_nodes_json()?;
+            let offsets: Vec<Option<f64>> = json
+                .as_array()
+                .map(|a| a.iter().map(|n| n["clock_offset_ms"].as_f64()).collect())
+                .unwrap_or_default();
+            let ok = offsets.len() == 3
+                && offsets
+                    .iter()
+                    .all(|o| o.is_some_and(|ms| ms.abs() < 1000.0));
+            ensure(ok, &offsets)?;
+            Ok::<_, String>(offsets)
+        },
+        "every node has a measured clock offset near zero"
+    );
 }
 
 fn agents_come_back_after_collector_restart(test: &str, sigkill: bool) {
