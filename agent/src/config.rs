@@ -45,7 +45,7 @@ pub struct Flags {
     #[arg(long, env = "REACHMAP_RECONNECT_MAX", value_name = "DURATION")]
     pub reconnect_max: Option<String>,
     /// Where the host's /proc is mounted [default: /proc]
-    #[arg(long, env = "REACHMAP_PROCFS", value_name = "DIR")]
+    #[arg(long, global = true, env = "REACHMAP_PROCFS", value_name = "DIR")]
     pub procfs: Option<PathBuf>,
     /// Where the host's /sys is mounted [default: /sys]
     #[arg(long, env = "REACHMAP_SYSFS", value_name = "DIR")]

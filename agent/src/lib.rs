@@ -8,6 +8,7 @@ pub mod diff;
 pub mod events;
 pub mod facts;
 pub mod inspect;
+pub mod oneshot;
 pub mod outbox;
 pub mod stream;
 pub mod wire;

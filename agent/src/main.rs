@@ -9,6 +9,54 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(flatten)]
     flags: Flags,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print everything the agent sees on this host once, and exit (no collector needed)
+    Snapshot {
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn snapshot(flags: &Flags, format: Format) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("reachmap-agent: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let procfs = flags.procfs.clone().unwrap_or_else(|| "/proc".into());
+    match runtime.block_on(reachmap_agent::oneshot::read(
+        &procfs,
+        std::path::Path::new("/etc"),
+    )) {
+        Ok(s) => {
+            let out = match format {
+                Format::Json => reachmap_agent::oneshot::json(&s),
+                Format::Text => reachmap_agent::oneshot::text(&s),
+            };
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("reachmap-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -21,6 +69,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(Command::Snapshot { format }) = cli.command {
+        return snapshot(&cli.flags, format);
+    }
     let config = match Config::load(&cli.flags) {
         Ok(c) => c,
         Err(e) => {

@@ -30,10 +30,10 @@ struct Registry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("data dir {path}: {source}")]
+    #[error("data dir {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
@@ -47,9 +47,9 @@ pub struct Store {
 impl Store {
     /// Creates the directory if needed and checks it is writable.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io {
+        let io = |error| StoreError::Io {
             path: dir.to_owned(),
-            source,
+            error,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let probe = dir.join(".write-test");
@@ -66,7 +66,7 @@ impl Store {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreError::Io { path, source }),
+            Err(error) => return Err(StoreError::Io { path, error }),
         };
         let reg: Registry = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
@@ -84,9 +84,9 @@ impl Store {
     pub fn save(&self, nodes: Vec<NodeRecord>) -> Result<(), StoreError> {
         let path = self.dir.join(FILE);
         let tmp = self.dir.join(format!("{FILE}.tmp"));
-        let io = |source| StoreError::Io {
+        let io = |error| StoreError::Io {
             path: path.clone(),
-            source,
+            error,
         };
         let text = serde_json::to_vec_pretty(&Registry {
             format: FORMAT,

@@ -304,3 +304,30 @@ fn cli_takes_the_collector_from_the_environment() {
     let views = reachmap_fleet_tests::node_views(&nodes).expect("node objects");
     assert!(views.iter().any(|v| v.name == "node-0"), "{views:#?}");
 }
+
+#[test]
+fn one_shot_snapshot_inside_a_node_shows_its_own_address() {
+    if !require_root() {
+        return;
+    }
+    let fleet = Fleet::new("snapshot", 1);
+    let agent = binary("reachmap-agent");
+    let agent = agent.to_str().expect("utf-8 path");
+    let out = fleet.exec(0, &[agent, "snapshot", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("snapshot is JSON");
+    let addrs: Vec<String> = json["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .flat_map(|i| i["addresses"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a["ip"].as_str().map(str::to_string))
+        .collect();
+    let own = fleet.node(0).addr.to_string();
+    assert!(addrs.contains(&own), "{own} in {addrs:?}");
+    let default = json["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .any(|r| r["prefix_len"] == 0 && r["gateway"] == "198.18.0.1");
+    assert!(default, "default route via the hub: {json}");
+}

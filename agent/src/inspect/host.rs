@@ -6,10 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {what}")]
     Malformed { path: PathBuf, what: String },
@@ -61,9 +61,9 @@ pub fn parse_uptime(text: &str) -> Result<f64, String> {
 }
 
 fn read(path: &Path) -> Result<String, HostError> {
-    std::fs::read_to_string(path).map_err(|source| HostError::Read {
+    std::fs::read_to_string(path).map_err(|error| HostError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
