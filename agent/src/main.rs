@@ -29,15 +29,8 @@ enum Format {
 }
 
 fn snapshot(flags: &Flags, format: Format) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("reachmap-agent: cannot start runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return std::process::ExitCode::FAILURE;
     };
     let procfs = flags.procfs.clone().unwrap_or_else(|| "/proc".into());
     match runtime.block_on(reachmap_agent::oneshot::read(
@@ -80,16 +73,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(78);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("reachmap-agent: cannot start runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    let Some(runtime) = runtime(&mut builder) else {
+        return std::process::ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
@@ -103,6 +90,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the runtime, or says why it could not on stderr.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("reachmap-agent: cannot start runtime: {e}"))
+        .ok()
 }
 
 async fn signals(shutdown: CancellationToken) {
