@@ -2,6 +2,11 @@
 //! two readings, and `wire` turns it into protocol messages; nothing here
 //! knows about netlink or protobuf.
 
+pub mod firewall;
+pub mod kernel;
+pub mod resources;
+pub mod sockets;
+
 use serde::Serialize;
 use std::net::IpAddr;
 

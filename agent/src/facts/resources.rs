@@ -1,0 +1,2 @@
+//! Resource figures: load, CPU busy and steal, memory and swap, pressure,
+//! conntrack, listen overflows, disk use, and the memory trend.

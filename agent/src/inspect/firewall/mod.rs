@@ -1,0 +1,1 @@
+//! Firewall inspector: nftables JSON, iptables-save text, change notifications.

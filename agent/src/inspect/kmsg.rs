@@ -1,0 +1,1 @@
+//! Kernel log inspector: /dev/kmsg records.

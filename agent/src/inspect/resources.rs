@@ -1,0 +1,1 @@
+//! Resources inspector: /proc figures, pressure stall info, disk use.

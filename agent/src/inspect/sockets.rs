@@ -1,0 +1,1 @@
+//! Sockets inspector: netlink sock_diag dumps plus /proc fd inode maps.
