@@ -29,6 +29,7 @@ pub fn snapshot(version: u64, host_info: &HostInfo, net: &NetState) -> pb::Snaps
         host: Some(host(host_info)),
         interfaces: net.interfaces.iter().map(interface).collect(),
         routes: net.routes.iter().map(route).collect(),
+        ..Default::default()
     }
 }
 
@@ -41,6 +42,7 @@ pub fn delta(base_version: u64, version: u64, change: &NetChange) -> pb::Delta {
         routes_replaced: change.routes.is_some(),
         routes: change.routes.iter().flatten().map(route).collect(),
         host: None,
+        ..Default::default()
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod encode;
 pub mod http;
 pub mod ingest;
 pub mod model;

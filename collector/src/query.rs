@@ -1,6 +1,7 @@
 //! The Query service, and the one place where fleet state becomes query
 //! answers (protocol messages).
 
+use crate::encode;
 use crate::model::{Interface, NodeFacts, Route};
 use crate::state::{Fleet, Node, unix_nanos};
 use reachmap_proto::v1 as pb;
@@ -91,6 +92,9 @@ pub fn facts(f: &NodeFacts) -> pb::Snapshot {
         }),
         interfaces: f.interfaces.values().map(interface).collect(),
         routes: f.routes.iter().map(route).collect(),
+        sockets: Some(encode::sockets(f.listeners.values(), &f.socket_summary)),
+        firewall: f.firewall.as_ref().map(encode::firewall),
+        resources: f.resources.as_ref().map(encode::resources),
     }
 }
 

@@ -1,6 +1,7 @@
 //! JSON views of query answers, shared by the CLI (`--format json`) and the
 //! HTTP API, so scripts see the same shape from both.
 
+use crate::{model, validate};
 use reachmap_proto::v1 as pb;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -89,6 +90,11 @@ pub struct NodeDetailView {
     pub host: Option<HostView>,
     pub interfaces: Vec<InterfaceView>,
     pub routes: Vec<RouteView>,
+    /// Sorted by protocol, port, address.
+    pub listeners: Vec<model::Listener>,
+    pub sockets: model::SocketSummary,
+    pub firewall: Option<model::Firewall>,
+    pub resources: Option<model::Resources>,
     /// Newest first.
     pub events: Vec<EventView>,
 }
@@ -123,6 +129,42 @@ fn route_text(r: &Option<pb::Route>) -> String {
         Some(r) => format!("{} via {} dev {}", r.destination, r.gateway, r.interface),
         None => String::new(),
     }
+}
+
+fn protocol_name(p: i32) -> &'static str {
+    match pb::Protocol::try_from(p) {
+        Ok(pb::Protocol::Udp) => "udp",
+        _ => "tcp",
+    }
+}
+
+fn host_port(address: &str, port: u32) -> String {
+    if address.contains(':') {
+        format!("[{address}]:{port}")
+    } else {
+        format!("{address}:{port}")
+    }
+}
+
+fn key_text(k: &pb::ListenerKey) -> String {
+    format!(
+        "{} {}",
+        protocol_name(k.protocol),
+        host_port(&k.address, k.port)
+    )
+}
+
+fn listener_text(l: &pb::Listener) -> String {
+    let process = l
+        .processes
+        .first()
+        .map(|p| format!(" ({} pid {})", p.name, p.pid))
+        .unwrap_or_default();
+    format!(
+        "{} {}{process}",
+        protocol_name(l.protocol),
+        host_port(&l.address, l.port)
+    )
 }
 
 /// A short kind and a one-line description a person can read.
@@ -196,6 +238,83 @@ pub fn describe(e: &pb::Event) -> (&'static str, String) {
                 d.count
             ),
         ),
+        Some(Kind::ListenerChanged(l)) => {
+            let what = l.listener.as_ref().map(listener_text).unwrap_or_default();
+            if l.appeared {
+                ("listener_appeared", format!("now listening on {what}"))
+            } else {
+                ("listener_gone", format!("no longer listening on {what}"))
+            }
+        }
+        Some(Kind::FirewallChanged(f)) => {
+            let who = match (f.pid, f.command.as_str()) {
+                (Some(pid), "") => format!(" by pid {pid}"),
+                (Some(pid), c) => format!(" by {c} (pid {pid})"),
+                (None, "") => String::new(),
+                (None, c) => format!(" by {c}"),
+            };
+            let generation = f
+                .generation
+                .map(|g| format!(", generation {g}"))
+                .unwrap_or_default();
+            (
+                "firewall_changed",
+                format!(
+                    "{} ruleset changed{who}: {} -> {} rules{generation}",
+                    f.backend, f.old_rules, f.new_rules
+                ),
+            )
+        }
+        Some(Kind::OomKill(o)) => {
+            let unit = if o.unit.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", o.unit)
+            };
+            let ports = if o.listeners.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = o.listeners.iter().map(key_text).collect();
+                format!("; it listened on {}", list.join(", "))
+            };
+            (
+                "oom_kill",
+                format!(
+                    "OOM killer killed {} (pid {}){unit}, anon-rss {} kB{ports}",
+                    o.process, o.pid, o.anon_rss_kb
+                ),
+            )
+        }
+        Some(Kind::ConntrackFull(c)) => (
+            "conntrack_full",
+            format!(
+                "conntrack table full, dropping packets ({} messages)",
+                c.count
+            ),
+        ),
+        Some(Kind::SynFlood(f)) => (
+            "syn_flood",
+            if f.address.is_empty() {
+                format!("possible SYN flooding on port {}", f.port)
+            } else {
+                format!("possible SYN flooding on {}:{}", f.address, f.port)
+            },
+        ),
+        Some(Kind::KernelLink(k)) => (
+            if k.up {
+                "kernel_link_up"
+            } else {
+                "kernel_link_down"
+            },
+            format!("{}: {}", k.interface, k.message),
+        ),
+        Some(Kind::KernelLogLost(l)) => (
+            "kernel_log_lost",
+            format!(
+                "{} kernel log records were overwritten before they were read",
+                l.count
+            ),
+        ),
         Some(Kind::StreamChanged(s)) if s.connected => (
             "agent_connected",
             format!("agent {} connected", s.agent_version),
@@ -218,6 +337,9 @@ pub fn describe(e: &pb::Event) -> (&'static str, String) {
 impl From<&pb::NodeDetail> for NodeDetailView {
     fn from(d: &pb::NodeDetail) -> Self {
         let facts = d.facts.as_ref();
+        // The collector sent what it validated; reading it back into the
+        // model gives parsed addresses and rules to show.
+        let model_facts = facts.and_then(|f| validate::snapshot(f).ok());
         NodeDetailView {
             node: d.summary.as_ref().map(NodeView::from),
             host: facts.and_then(|f| f.host.as_ref()).map(|h| HostView {
@@ -261,6 +383,16 @@ impl From<&pb::NodeDetail> for NodeDetailView {
                         .collect()
                 })
                 .unwrap_or_default(),
+            listeners: model_facts
+                .as_ref()
+                .map(|f| f.listeners.values().cloned().collect())
+                .unwrap_or_default(),
+            sockets: model_facts
+                .as_ref()
+                .map(|f| f.socket_summary.clone())
+                .unwrap_or_default(),
+            firewall: model_facts.as_ref().and_then(|f| f.firewall.clone()),
+            resources: model_facts.as_ref().and_then(|f| f.resources.clone()),
             events: d
                 .recent_events
                 .iter()

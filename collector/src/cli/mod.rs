@@ -1,5 +1,6 @@
 //! `reachmap`, the query CLI: talks to the collector's Query service.
 
+mod facts;
 mod table;
 
 use crate::view;

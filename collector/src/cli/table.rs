@@ -196,6 +196,16 @@ pub fn node(d: &pb::NodeDetail, now: SystemTime) -> String {
         })
         .collect();
     out.push_str(&render(&["DESTINATION", "GATEWAY", "DEV", "METRIC"], &rows));
+    match crate::validate::snapshot(facts) {
+        Ok(model) => {
+            out.push_str(&super::facts::listeners(&model));
+            out.push_str(&super::facts::firewall(model.firewall.as_ref()));
+            out.push_str(&super::facts::resources(model.resources.as_ref()));
+        }
+        Err(e) => {
+            let _ = writeln!(out, "\nfacts unreadable: {e}");
+        }
+    }
     if !d.recent_events.is_empty() {
         out.push_str("\nRECENT EVENTS\n");
         let rows: Vec<Vec<String>> = d

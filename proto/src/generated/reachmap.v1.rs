@@ -65,6 +65,12 @@ pub struct Snapshot {
     pub interfaces: ::prost::alloc::vec::Vec<Interface>,
     #[prost(message, repeated, tag = "4")]
     pub routes: ::prost::alloc::vec::Vec<Route>,
+    #[prost(message, optional, tag = "5")]
+    pub sockets: ::core::option::Option<SocketFacts>,
+    #[prost(message, optional, tag = "6")]
+    pub firewall: ::core::option::Option<Firewall>,
+    #[prost(message, optional, tag = "7")]
+    pub resources: ::core::option::Option<Resources>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HostInfo {
@@ -127,6 +133,253 @@ pub struct Route {
     #[prost(uint32, tag = "6")]
     pub table: u32,
 }
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SocketFacts {
+    /// Sorted by protocol, port, address.
+    #[prost(message, repeated, tag = "1")]
+    pub listeners: ::prost::alloc::vec::Vec<Listener>,
+    #[prost(message, optional, tag = "2")]
+    pub summary: ::core::option::Option<SocketSummary>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListenerKey {
+    #[prost(enumeration = "Protocol", tag = "1")]
+    pub protocol: i32,
+    #[prost(string, tag = "2")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+}
+/// A TCP socket in LISTEN, or an unconnected UDP socket.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Listener {
+    #[prost(enumeration = "Protocol", tag = "1")]
+    pub protocol: i32,
+    #[prost(string, tag = "2")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(enumeration = "BindScope", tag = "4")]
+    pub scope: i32,
+    /// For an IPv6 any-address socket: false means it also accepts IPv4.
+    #[prost(bool, optional, tag = "5")]
+    pub v6only: ::core::option::Option<bool>,
+    /// TCP: connections waiting to be accepted, and the backlog limit.
+    #[prost(uint32, tag = "6")]
+    pub accept_queue: u32,
+    #[prost(uint32, tag = "7")]
+    pub accept_queue_limit: u32,
+    /// TCP connections established to this port.
+    #[prost(uint32, tag = "8")]
+    pub established: u32,
+    #[prost(message, repeated, tag = "9")]
+    pub processes: ::prost::alloc::vec::Vec<Process>,
+    /// SO_BINDTODEVICE interface, when bound to one.
+    #[prost(string, tag = "10")]
+    pub interface: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "11")]
+    pub uid: u32,
+    #[prost(uint64, tag = "12")]
+    pub inode: u64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Process {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// The systemd unit (or container scope) from the process's cgroup.
+    #[prost(string, tag = "3")]
+    pub unit: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub cgroup: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SocketSummary {
+    #[prost(uint32, tag = "1")]
+    pub tcp_total: u32,
+    #[prost(uint32, tag = "2")]
+    pub tcp_established: u32,
+    #[prost(uint32, tag = "3")]
+    pub tcp_time_wait: u32,
+    #[prost(uint32, tag = "4")]
+    pub udp_total: u32,
+}
+/// The host's ruleset, normalised from nftables or iptables.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Firewall {
+    /// "nftables", "iptables-legacy", "iptables-nft" or "none".
+    #[prost(string, tag = "1")]
+    pub backend: ::prost::alloc::string::String,
+    /// nftables ruleset generation, when known.
+    #[prost(uint32, optional, tag = "2")]
+    pub generation: ::core::option::Option<u32>,
+    /// Hash of the ruleset's content: equal hashes, equal rulesets.
+    #[prost(uint64, tag = "3")]
+    pub hash: u64,
+    #[prost(message, repeated, tag = "4")]
+    pub tables: ::prost::alloc::vec::Vec<FirewallTable>,
+    /// Set when the ruleset could not be read; the tables are then empty.
+    #[prost(string, tag = "5")]
+    pub error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FirewallTable {
+    /// "ip", "ip6", "inet", "arp", "bridge" or "netdev".
+    #[prost(string, tag = "1")]
+    pub family: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "3")]
+    pub chains: ::prost::alloc::vec::Vec<FirewallChain>,
+    #[prost(message, repeated, tag = "4")]
+    pub sets: ::prost::alloc::vec::Vec<FirewallSet>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FirewallChain {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Base chains: "prerouting", "input", "forward", "output", "postrouting",
+    /// "ingress"; empty for a user chain.
+    #[prost(string, tag = "2")]
+    pub hook: ::prost::alloc::string::String,
+    /// "filter", "nat" or "route"; empty for a user chain.
+    #[prost(string, tag = "3")]
+    pub r#type: ::prost::alloc::string::String,
+    #[prost(int32, optional, tag = "4")]
+    pub priority: ::core::option::Option<i32>,
+    /// Base chains: "accept" or "drop".
+    #[prost(string, tag = "5")]
+    pub policy: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "6")]
+    pub rules: ::prost::alloc::vec::Vec<FirewallRule>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FirewallSet {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// nft set type ("ipv4_addr", "inet_service", ...) or ipset type.
+    #[prost(string, tag = "2")]
+    pub r#type: ::prost::alloc::string::String,
+    /// Each element as text: an address, a prefix "a/n", a range "a-b", a port.
+    #[prost(string, repeated, tag = "3")]
+    pub elements: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RuleMatch {
+    #[prost(enumeration = "MatchField", tag = "1")]
+    pub field: i32,
+    #[prost(bool, tag = "2")]
+    pub negated: bool,
+    /// Any one of these matches: addresses, prefixes "a/n", ranges "a-b",
+    /// ports, port ranges "a-b", protocol and interface names ("eth\*" is a
+    /// wildcard), ct states, or "@name" for a named set of the table.
+    #[prost(string, repeated, tag = "3")]
+    pub values: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RuleVerdict {
+    #[prost(enumeration = "VerdictKind", tag = "1")]
+    pub kind: i32,
+    /// Jump/goto: the chain; reject: the reply ("icmp port-unreachable",
+    /// "tcp reset"); NAT: the target address, when there is one.
+    #[prost(string, tag = "2")]
+    pub target: ::prost::alloc::string::String,
+    /// NAT and redirect: the target port, or 0.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FirewallRule {
+    /// nftables handle, or 0 for iptables.
+    #[prost(uint64, tag = "1")]
+    pub handle: u64,
+    /// 1-based position in its chain (as `iptables -L --line-numbers`).
+    #[prost(uint32, tag = "2")]
+    pub position: u32,
+    #[prost(message, repeated, tag = "3")]
+    pub matches: ::prost::alloc::vec::Vec<RuleMatch>,
+    #[prost(message, optional, tag = "4")]
+    pub verdict: ::core::option::Option<RuleVerdict>,
+    #[prost(uint64, optional, tag = "5")]
+    pub packets: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "6")]
+    pub bytes: ::core::option::Option<u64>,
+    #[prost(string, tag = "7")]
+    pub comment: ::prost::alloc::string::String,
+    /// The rule as its tool would print it.
+    #[prost(string, tag = "8")]
+    pub text: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct Resources {
+    #[prost(int64, tag = "1")]
+    pub sampled_unix_nanos: i64,
+    #[prost(double, tag = "2")]
+    pub load1: f64,
+    #[prost(double, tag = "3")]
+    pub load5: f64,
+    #[prost(double, tag = "4")]
+    pub load15: f64,
+    #[prost(uint32, tag = "5")]
+    pub cpus: u32,
+    #[prost(double, optional, tag = "6")]
+    pub cpu_busy_pct: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "7")]
+    pub cpu_steal_pct: ::core::option::Option<f64>,
+    #[prost(uint64, tag = "8")]
+    pub mem_total_bytes: u64,
+    #[prost(uint64, tag = "9")]
+    pub mem_available_bytes: u64,
+    #[prost(uint64, tag = "10")]
+    pub swap_total_bytes: u64,
+    #[prost(uint64, tag = "11")]
+    pub swap_free_bytes: u64,
+    /// Absent where the kernel has no /proc/pressure.
+    #[prost(message, optional, tag = "12")]
+    pub pressure: ::core::option::Option<Pressure>,
+    #[prost(uint64, optional, tag = "13")]
+    pub conntrack_count: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "14")]
+    pub conntrack_max: ::core::option::Option<u64>,
+    /// TcpExt ListenOverflows and ListenDrops since boot.
+    #[prost(uint64, tag = "15")]
+    pub listen_overflows: u64,
+    #[prost(uint64, tag = "16")]
+    pub listen_drops: u64,
+    #[prost(uint64, optional, tag = "17")]
+    pub disk_root_total_bytes: ::core::option::Option<u64>,
+    #[prost(uint64, optional, tag = "18")]
+    pub disk_root_used_bytes: ::core::option::Option<u64>,
+    #[prost(enumeration = "MemoryTrend", tag = "19")]
+    pub memory_trend: i32,
+    /// With MEMORY_TREND_GROWING: how fast used memory grows.
+    #[prost(double, tag = "20")]
+    pub memory_growth_mib_per_min: f64,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct Pressure {
+    #[prost(message, optional, tag = "1")]
+    pub cpu_some: ::core::option::Option<PressureFigures>,
+    #[prost(message, optional, tag = "2")]
+    pub memory_some: ::core::option::Option<PressureFigures>,
+    #[prost(message, optional, tag = "3")]
+    pub memory_full: ::core::option::Option<PressureFigures>,
+    #[prost(message, optional, tag = "4")]
+    pub io_some: ::core::option::Option<PressureFigures>,
+    #[prost(message, optional, tag = "5")]
+    pub io_full: ::core::option::Option<PressureFigures>,
+}
+/// Share of time stalled, in percent, over the last 10, 60 and 300 s.
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct PressureFigures {
+    #[prost(double, tag = "1")]
+    pub avg10: f64,
+    #[prost(double, tag = "2")]
+    pub avg60: f64,
+    #[prost(double, tag = "3")]
+    pub avg300: f64,
+}
 /// What changed since the version named in base_version. A collector whose
 /// copy is not at base_version answers with ResyncRequest.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -148,9 +401,23 @@ pub struct Delta {
     pub routes: ::prost::alloc::vec::Vec<Route>,
     #[prost(message, optional, tag = "7")]
     pub host: ::core::option::Option<HostInfo>,
+    /// Listeners added or changed (keyed by protocol, address and port), whole.
+    #[prost(message, repeated, tag = "8")]
+    pub listeners_upserted: ::prost::alloc::vec::Vec<Listener>,
+    #[prost(message, repeated, tag = "9")]
+    pub listeners_removed: ::prost::alloc::vec::Vec<ListenerKey>,
+    /// Present when the socket counts changed.
+    #[prost(message, optional, tag = "10")]
+    pub socket_summary: ::core::option::Option<SocketSummary>,
+    /// Present when the ruleset changed: it replaces the previous one whole.
+    #[prost(message, optional, tag = "11")]
+    pub firewall: ::core::option::Option<Firewall>,
+    /// Present when a new resource sample was taken.
+    #[prost(message, optional, tag = "12")]
+    pub resources: ::core::option::Option<Resources>,
 }
 /// Something that happened, kept in the agent's buffer until acked.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Event {
     #[prost(int64, tag = "1")]
     pub time_unix_nanos: i64,
@@ -158,12 +425,15 @@ pub struct Event {
     /// so a collector drops an event it already stored when an ack was lost.
     #[prost(uint64, tag = "2")]
     pub id: u64,
-    #[prost(oneof = "event::Kind", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(
+        oneof = "event::Kind",
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+    )]
     pub kind: ::core::option::Option<event::Kind>,
 }
 /// Nested message and enum types in `Event`.
 pub mod event {
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Kind {
         #[prost(message, tag = "10")]
         AddressChanged(super::AddressChanged),
@@ -178,7 +448,110 @@ pub mod event {
         StreamChanged(super::StreamChanged),
         #[prost(message, tag = "15")]
         NodeRebooted(super::NodeRebooted),
+        #[prost(message, tag = "16")]
+        ListenerChanged(super::ListenerChanged),
+        #[prost(message, tag = "17")]
+        FirewallChanged(super::FirewallChanged),
+        #[prost(message, tag = "18")]
+        OomKill(super::OomKill),
+        #[prost(message, tag = "19")]
+        ConntrackFull(super::ConntrackFull),
+        #[prost(message, tag = "20")]
+        SynFlood(super::SynFlood),
+        #[prost(message, tag = "21")]
+        KernelLink(super::KernelLinkMessage),
+        #[prost(message, tag = "22")]
+        KernelLogLost(super::KernelLogLost),
     }
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListenerChanged {
+    /// The listener as last seen.
+    #[prost(message, optional, tag = "1")]
+    pub listener: ::core::option::Option<Listener>,
+    /// True when it appeared, false when it went away.
+    #[prost(bool, tag = "2")]
+    pub appeared: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FirewallChanged {
+    #[prost(string, tag = "1")]
+    pub backend: ::prost::alloc::string::String,
+    #[prost(uint32, optional, tag = "2")]
+    pub generation: ::core::option::Option<u32>,
+    /// The process that committed the change, when the kernel said (nftables).
+    #[prost(uint32, optional, tag = "3")]
+    pub pid: ::core::option::Option<u32>,
+    #[prost(string, tag = "4")]
+    pub command: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "5")]
+    pub old_hash: u64,
+    #[prost(uint64, tag = "6")]
+    pub new_hash: u64,
+    #[prost(uint32, tag = "7")]
+    pub old_rules: u32,
+    #[prost(uint32, tag = "8")]
+    pub new_rules: u32,
+}
+/// The kernel's OOM killer killed a process.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct OomKill {
+    #[prost(uint32, tag = "1")]
+    pub pid: u32,
+    #[prost(string, tag = "2")]
+    pub process: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub cgroup: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub unit: ::prost::alloc::string::String,
+    /// "CONSTRAINT_NONE", "CONSTRAINT_MEMCG", ...
+    #[prost(string, tag = "5")]
+    pub constraint: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "6")]
+    pub total_vm_kb: u64,
+    #[prost(uint64, tag = "7")]
+    pub anon_rss_kb: u64,
+    #[prost(uint64, tag = "8")]
+    pub file_rss_kb: u64,
+    #[prost(uint64, tag = "9")]
+    pub shmem_rss_kb: u64,
+    #[prost(int32, tag = "10")]
+    pub oom_score_adj: i32,
+    /// Listeners the process held at the agent's last socket reading.
+    #[prost(message, repeated, tag = "11")]
+    pub listeners: ::prost::alloc::vec::Vec<ListenerKey>,
+    #[prost(uint32, tag = "12")]
+    pub uid: u32,
+}
+/// `nf_conntrack: table full, dropping packet` (records coalesced).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ConntrackFull {
+    #[prost(uint32, tag = "1")]
+    pub count: u32,
+}
+/// `Possible SYN flooding on port ...`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SynFlood {
+    #[prost(string, tag = "1")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "2")]
+    pub port: u32,
+}
+/// A driver or bridge message about a link going up or down.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KernelLinkMessage {
+    #[prost(string, tag = "1")]
+    pub interface: ::prost::alloc::string::String,
+    #[prost(bool, tag = "2")]
+    pub up: bool,
+    #[prost(string, tag = "3")]
+    pub message: ::prost::alloc::string::String,
+}
+/// Kernel log records overwritten before the agent read them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct KernelLogLost {
+    #[prost(uint64, tag = "1")]
+    pub count: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StreamChanged {
@@ -499,6 +872,230 @@ impl AddressScope {
             "ADDRESS_SCOPE_SITE" => Some(Self::Site),
             "ADDRESS_SCOPE_LINK" => Some(Self::Link),
             "ADDRESS_SCOPE_HOST" => Some(Self::Host),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum Protocol {
+    Unspecified = 0,
+    Tcp = 1,
+    Udp = 2,
+}
+impl Protocol {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "PROTOCOL_UNSPECIFIED",
+            Self::Tcp => "PROTOCOL_TCP",
+            Self::Udp => "PROTOCOL_UDP",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PROTOCOL_UNSPECIFIED" => Some(Self::Unspecified),
+            "PROTOCOL_TCP" => Some(Self::Tcp),
+            "PROTOCOL_UDP" => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+/// Who can reach a listener, from its bind address alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum BindScope {
+    Unspecified = 0,
+    /// 127.0.0.0/8 or ::1: only this host.
+    Loopback = 1,
+    /// 0.0.0.0 or ::: every address of the host.
+    Any = 2,
+    /// One address of one interface.
+    Address = 3,
+}
+impl BindScope {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "BIND_SCOPE_UNSPECIFIED",
+            Self::Loopback => "BIND_SCOPE_LOOPBACK",
+            Self::Any => "BIND_SCOPE_ANY",
+            Self::Address => "BIND_SCOPE_ADDRESS",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "BIND_SCOPE_UNSPECIFIED" => Some(Self::Unspecified),
+            "BIND_SCOPE_LOOPBACK" => Some(Self::Loopback),
+            "BIND_SCOPE_ANY" => Some(Self::Any),
+            "BIND_SCOPE_ADDRESS" => Some(Self::Address),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum MatchField {
+    Unspecified = 0,
+    SourceAddress = 1,
+    DestinationAddress = 2,
+    Protocol = 3,
+    SourcePort = 4,
+    DestinationPort = 5,
+    InInterface = 6,
+    OutInterface = 7,
+    CtState = 8,
+    /// A match not normalised; `values` holds its text. A packet evaluator
+    /// cannot decide such a rule and says so.
+    Other = 9,
+    AddressFamily = 10,
+    IcmpType = 11,
+    DestinationAddressType = 12,
+}
+impl MatchField {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "MATCH_FIELD_UNSPECIFIED",
+            Self::SourceAddress => "MATCH_FIELD_SOURCE_ADDRESS",
+            Self::DestinationAddress => "MATCH_FIELD_DESTINATION_ADDRESS",
+            Self::Protocol => "MATCH_FIELD_PROTOCOL",
+            Self::SourcePort => "MATCH_FIELD_SOURCE_PORT",
+            Self::DestinationPort => "MATCH_FIELD_DESTINATION_PORT",
+            Self::InInterface => "MATCH_FIELD_IN_INTERFACE",
+            Self::OutInterface => "MATCH_FIELD_OUT_INTERFACE",
+            Self::CtState => "MATCH_FIELD_CT_STATE",
+            Self::Other => "MATCH_FIELD_OTHER",
+            Self::AddressFamily => "MATCH_FIELD_ADDRESS_FAMILY",
+            Self::IcmpType => "MATCH_FIELD_ICMP_TYPE",
+            Self::DestinationAddressType => "MATCH_FIELD_DESTINATION_ADDRESS_TYPE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "MATCH_FIELD_UNSPECIFIED" => Some(Self::Unspecified),
+            "MATCH_FIELD_SOURCE_ADDRESS" => Some(Self::SourceAddress),
+            "MATCH_FIELD_DESTINATION_ADDRESS" => Some(Self::DestinationAddress),
+            "MATCH_FIELD_PROTOCOL" => Some(Self::Protocol),
+            "MATCH_FIELD_SOURCE_PORT" => Some(Self::SourcePort),
+            "MATCH_FIELD_DESTINATION_PORT" => Some(Self::DestinationPort),
+            "MATCH_FIELD_IN_INTERFACE" => Some(Self::InInterface),
+            "MATCH_FIELD_OUT_INTERFACE" => Some(Self::OutInterface),
+            "MATCH_FIELD_CT_STATE" => Some(Self::CtState),
+            "MATCH_FIELD_OTHER" => Some(Self::Other),
+            "MATCH_FIELD_ADDRESS_FAMILY" => Some(Self::AddressFamily),
+            "MATCH_FIELD_ICMP_TYPE" => Some(Self::IcmpType),
+            "MATCH_FIELD_DESTINATION_ADDRESS_TYPE" => Some(Self::DestinationAddressType),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum VerdictKind {
+    Unspecified = 0,
+    /// No verdict: the rule only counts, logs or marks; evaluation goes on.
+    Continue = 1,
+    Accept = 2,
+    Drop = 3,
+    Reject = 4,
+    Jump = 5,
+    Goto = 6,
+    Return = 7,
+    Dnat = 8,
+    Snat = 9,
+    Masquerade = 10,
+    Redirect = 11,
+    Queue = 12,
+}
+impl VerdictKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "VERDICT_KIND_UNSPECIFIED",
+            Self::Continue => "VERDICT_KIND_CONTINUE",
+            Self::Accept => "VERDICT_KIND_ACCEPT",
+            Self::Drop => "VERDICT_KIND_DROP",
+            Self::Reject => "VERDICT_KIND_REJECT",
+            Self::Jump => "VERDICT_KIND_JUMP",
+            Self::Goto => "VERDICT_KIND_GOTO",
+            Self::Return => "VERDICT_KIND_RETURN",
+            Self::Dnat => "VERDICT_KIND_DNAT",
+            Self::Snat => "VERDICT_KIND_SNAT",
+            Self::Masquerade => "VERDICT_KIND_MASQUERADE",
+            Self::Redirect => "VERDICT_KIND_REDIRECT",
+            Self::Queue => "VERDICT_KIND_QUEUE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "VERDICT_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "VERDICT_KIND_CONTINUE" => Some(Self::Continue),
+            "VERDICT_KIND_ACCEPT" => Some(Self::Accept),
+            "VERDICT_KIND_DROP" => Some(Self::Drop),
+            "VERDICT_KIND_REJECT" => Some(Self::Reject),
+            "VERDICT_KIND_JUMP" => Some(Self::Jump),
+            "VERDICT_KIND_GOTO" => Some(Self::Goto),
+            "VERDICT_KIND_RETURN" => Some(Self::Return),
+            "VERDICT_KIND_DNAT" => Some(Self::Dnat),
+            "VERDICT_KIND_SNAT" => Some(Self::Snat),
+            "VERDICT_KIND_MASQUERADE" => Some(Self::Masquerade),
+            "VERDICT_KIND_REDIRECT" => Some(Self::Redirect),
+            "VERDICT_KIND_QUEUE" => Some(Self::Queue),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum MemoryTrend {
+    Unspecified = 0,
+    /// Not enough samples yet.
+    Unknown = 1,
+    Steady = 2,
+    /// Used memory rising steadily over the window: a leak.
+    Growing = 3,
+    /// A sudden jump, not a steady rise.
+    Spike = 4,
+}
+impl MemoryTrend {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "MEMORY_TREND_UNSPECIFIED",
+            Self::Unknown => "MEMORY_TREND_UNKNOWN",
+            Self::Steady => "MEMORY_TREND_STEADY",
+            Self::Growing => "MEMORY_TREND_GROWING",
+            Self::Spike => "MEMORY_TREND_SPIKE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "MEMORY_TREND_UNSPECIFIED" => Some(Self::Unspecified),
+            "MEMORY_TREND_UNKNOWN" => Some(Self::Unknown),
+            "MEMORY_TREND_STEADY" => Some(Self::Steady),
+            "MEMORY_TREND_GROWING" => Some(Self::Growing),
+            "MEMORY_TREND_SPIKE" => Some(Self::Spike),
             _ => None,
         }
     }

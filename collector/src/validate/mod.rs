@@ -2,6 +2,10 @@
 //! Pure functions: a protocol message in, the collector's model or a
 //! one-line error naming the offending field out.
 
+pub mod firewall;
+pub mod resources;
+pub mod sockets;
+
 use crate::model::{Addr, FactsDelta, Hello, HostInfo, Interface, NodeFacts, Route};
 use reachmap_proto::v1 as pb;
 use std::collections::BTreeMap;
@@ -230,6 +234,29 @@ pub fn snapshot(s: &pb::Snapshot) -> Result<NodeFacts, ProtocolError> {
         host: host(s.host.as_ref())?,
         interfaces: by_index,
         routes: routes("snapshot.routes", &s.routes)?,
+        listeners: match &s.sockets {
+            None => BTreeMap::new(),
+            Some(so) => sockets::listeners("snapshot.sockets.listeners", &so.listeners)?
+                .into_iter()
+                .map(|l| (l.key(), l))
+                .collect(),
+        },
+        socket_summary: s
+            .sockets
+            .as_ref()
+            .and_then(|so| so.summary.as_ref())
+            .map(sockets::summary)
+            .unwrap_or_default(),
+        firewall: s
+            .firewall
+            .as_ref()
+            .map(|f| firewall::firewall("snapshot.firewall", f))
+            .transpose()?,
+        resources: s
+            .resources
+            .as_ref()
+            .map(|r| resources::resources("snapshot.resources", r))
+            .transpose()?,
     })
 }
 
@@ -251,6 +278,24 @@ pub fn delta(d: &pb::Delta) -> Result<FactsDelta, ProtocolError> {
             None
         },
         host: d.host.as_ref().map(|h| host(Some(h))).transpose()?,
+        listeners_upserted: sockets::listeners("delta.listeners_upserted", &d.listeners_upserted)?,
+        listeners_removed: d
+            .listeners_removed
+            .iter()
+            .enumerate()
+            .map(|(n, k)| sockets::key(&format!("delta.listeners_removed[{n}]"), k))
+            .collect::<Result<Vec<_>, _>>()?,
+        socket_summary: d.socket_summary.as_ref().map(sockets::summary),
+        firewall: d
+            .firewall
+            .as_ref()
+            .map(|f| firewall::firewall("delta.firewall", f))
+            .transpose()?,
+        resources: d
+            .resources
+            .as_ref()
+            .map(|r| resources::resources("delta.resources", r))
+            .transpose()?,
     })
 }
 
@@ -287,7 +332,43 @@ pub fn event(e: &pb::Event) -> Result<(), ProtocolError> {
             }
             Ok(())
         }
-        Some(Kind::EventsDropped(_)) => Ok(()),
+        Some(Kind::EventsDropped(_))
+        | Some(Kind::ConntrackFull(_))
+        | Some(Kind::KernelLogLost(_)) => Ok(()),
+        Some(Kind::ListenerChanged(l)) => match &l.listener {
+            None => Err(err("event.listener_changed.listener", "missing")),
+            Some(x) => sockets::listener("event.listener_changed.listener", x).map(|_| ()),
+        },
+        Some(Kind::FirewallChanged(f)) => {
+            text("event.firewall_changed.backend", &f.backend, 32)?;
+            text("event.firewall_changed.command", &f.command, MAX_TEXT).map(|_| ())
+        }
+        Some(Kind::OomKill(o)) => {
+            text("event.oom_kill.process", &o.process, 64)?;
+            text("event.oom_kill.cgroup", &o.cgroup, 4096)?;
+            text("event.oom_kill.unit", &o.unit, MAX_TEXT)?;
+            text("event.oom_kill.constraint", &o.constraint, 64)?;
+            for (n, k) in o.listeners.iter().enumerate() {
+                sockets::key(&format!("event.oom_kill.listeners[{n}]"), k)?;
+            }
+            Ok(())
+        }
+        Some(Kind::SynFlood(f)) => {
+            if !f.address.is_empty() {
+                ip("event.syn_flood.address", &f.address)?;
+            }
+            if f.port > 65535 {
+                return Err(err(
+                    "event.syn_flood.port",
+                    format!("{} is over 65535", f.port),
+                ));
+            }
+            Ok(())
+        }
+        Some(Kind::KernelLink(k)) => {
+            text("event.kernel_link.interface", &k.interface, 64)?;
+            text("event.kernel_link.message", &k.message, 1024).map(|_| ())
+        }
         Some(Kind::StreamChanged(_)) | Some(Kind::NodeRebooted(_)) => Err(err(
             "event.kind",
             "is recorded by the collector, not sent by agents",

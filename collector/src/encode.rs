@@ -1,0 +1,213 @@
+//! The collector's model of sockets, firewall and resources back into
+//! protocol messages, for query answers. The inverse of `validate`: a
+//! round trip through both gives the same model (tested below).
+
+use crate::model::firewall::{Field, Firewall, Rule, VerdictKind};
+use crate::model::{
+    BindScope, Listener, ListenerKey, MemoryTrend, PressureFigures, Protocol, Resources,
+    SocketSummary,
+};
+use reachmap_proto::v1 as pb;
+
+pub fn protocol(p: Protocol) -> i32 {
+    match p {
+        Protocol::Tcp => pb::Protocol::Tcp as i32,
+        Protocol::Udp => pb::Protocol::Udp as i32,
+    }
+}
+
+pub fn listener_key(k: &ListenerKey) -> pb::ListenerKey {
+    pb::ListenerKey {
+        protocol: protocol(k.protocol),
+        address: k.address.to_string(),
+        port: u32::from(k.port),
+    }
+}
+
+pub fn listener(l: &Listener) -> pb::Listener {
+    pb::Listener {
+        protocol: protocol(l.protocol),
+        address: l.address.to_string(),
+        port: u32::from(l.port),
+        scope: match l.scope {
+            BindScope::Loopback => pb::BindScope::Loopback,
+            BindScope::Any => pb::BindScope::Any,
+            BindScope::Address => pb::BindScope::Address,
+        } as i32,
+        v6only: l.v6only,
+        accept_queue: l.accept_queue,
+        accept_queue_limit: l.accept_queue_limit,
+        established: l.established,
+        processes: l
+            .processes
+            .iter()
+            .map(|p| pb::Process {
+                pid: p.pid,
+                name: p.name.clone(),
+                unit: p.unit.clone().unwrap_or_default(),
+                cgroup: p.cgroup.clone().unwrap_or_default(),
+            })
+            .collect(),
+        interface: l.interface.clone().unwrap_or_default(),
+        uid: l.uid,
+        inode: l.inode,
+    }
+}
+
+pub fn sockets<'a>(
+    listeners: impl Iterator<Item = &'a Listener>,
+    s: &SocketSummary,
+) -> pb::SocketFacts {
+    pb::SocketFacts {
+        listeners: listeners.map(listener).collect(),
+        summary: Some(pb::SocketSummary {
+            tcp_total: s.tcp_total,
+            tcp_established: s.tcp_established,
+            tcp_time_wait: s.tcp_time_wait,
+            udp_total: s.udp_total,
+        }),
+    }
+}
+
+fn field(f: Field) -> pb::MatchField {
+    use pb::MatchField as M;
+    match f {
+        Field::SourceAddress => M::SourceAddress,
+        Field::DestinationAddress => M::DestinationAddress,
+        Field::Protocol => M::Protocol,
+        Field::SourcePort => M::SourcePort,
+        Field::DestinationPort => M::DestinationPort,
+        Field::InInterface => M::InInterface,
+        Field::OutInterface => M::OutInterface,
+        Field::CtState => M::CtState,
+        Field::AddressFamily => M::AddressFamily,
+        Field::IcmpType => M::IcmpType,
+        Field::DestinationAddressType => M::DestinationAddressType,
+        Field::Other => M::Other,
+    }
+}
+
+fn verdict(k: VerdictKind) -> pb::VerdictKind {
+    use pb::VerdictKind as V;
+    match k {
+        VerdictKind::Continue => V::Continue,
+        VerdictKind::Accept => V::Accept,
+        VerdictKind::Drop => V::Drop,
+        VerdictKind::Reject => V::Reject,
+        VerdictKind::Jump => V::Jump,
+        VerdictKind::Goto => V::Goto,
+        VerdictKind::Return => V::Return,
+        VerdictKind::Dnat => V::Dnat,
+        VerdictKind::Snat => V::Snat,
+        VerdictKind::Masquerade => V::Masquerade,
+        VerdictKind::Redirect => V::Redirect,
+        VerdictKind::Queue => V::Queue,
+    }
+}
+
+fn rule(r: &Rule) -> pb::FirewallRule {
+    pb::FirewallRule {
+        handle: r.handle.unwrap_or(0),
+        position: r.position,
+        matches: r
+            .matches
+            .iter()
+            .map(|m| pb::RuleMatch {
+                field: field(m.field) as i32,
+                negated: m.negated,
+                values: m.values.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        verdict: Some(pb::RuleVerdict {
+            kind: verdict(r.verdict.kind) as i32,
+            target: r.verdict.target.clone().unwrap_or_default(),
+            port: r.verdict.port.map(u32::from).unwrap_or(0),
+        }),
+        packets: r.packets,
+        bytes: r.bytes,
+        comment: r.comment.clone().unwrap_or_default(),
+        text: r.text.clone(),
+    }
+}
+
+pub fn firewall(f: &Firewall) -> pb::Firewall {
+    pb::Firewall {
+        backend: f.backend.clone(),
+        generation: f.generation,
+        hash: f.hash,
+        error: f.error.clone().unwrap_or_default(),
+        tables: f
+            .tables
+            .iter()
+            .map(|t| pb::FirewallTable {
+                family: t.family.clone(),
+                name: t.name.clone(),
+                chains: t
+                    .chains
+                    .iter()
+                    .map(|c| pb::FirewallChain {
+                        name: c.name.clone(),
+                        hook: c.hook.clone().unwrap_or_default(),
+                        r#type: c.chain_type.clone().unwrap_or_default(),
+                        priority: c.priority,
+                        policy: c.policy.clone().unwrap_or_default(),
+                        rules: c.rules.iter().map(rule).collect(),
+                    })
+                    .collect(),
+                sets: t
+                    .sets
+                    .iter()
+                    .map(|s| pb::FirewallSet {
+                        name: s.name.clone(),
+                        r#type: s.set_type.clone(),
+                        elements: s.elements.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+fn figures(p: &PressureFigures) -> Option<pb::PressureFigures> {
+    Some(pb::PressureFigures {
+        avg10: p.avg10,
+        avg60: p.avg60,
+        avg300: p.avg300,
+    })
+}
+
+pub fn resources(r: &Resources) -> pb::Resources {
+    pb::Resources {
+        sampled_unix_nanos: r.sampled_unix_nanos,
+        load1: r.load1,
+        load5: r.load5,
+        load15: r.load15,
+        cpus: r.cpus,
+        cpu_busy_pct: r.cpu_busy_pct,
+        cpu_steal_pct: r.cpu_steal_pct,
+        mem_total_bytes: r.mem_total_bytes,
+        mem_available_bytes: r.mem_available_bytes,
+        swap_total_bytes: r.swap_total_bytes,
+        swap_free_bytes: r.swap_free_bytes,
+        pressure: r.pressure.as_ref().map(|p| pb::Pressure {
+            cpu_some: figures(&p.cpu_some),
+            memory_some: figures(&p.memory_some),
+            memory_full: figures(&p.memory_full),
+            io_some: figures(&p.io_some),
+            io_full: figures(&p.io_full),
+        }),
+        conntrack_count: r.conntrack_count,
+        conntrack_max: r.conntrack_max,
+        listen_overflows: r.listen_overflows,
+        listen_drops: r.listen_drops,
+        disk_root_total_bytes: r.disk_root_total_bytes,
+        disk_root_used_bytes: r.disk_root_used_bytes,
+        memory_trend: match r.memory_trend {
+            MemoryTrend::Unknown => pb::MemoryTrend::Unknown,
+            MemoryTrend::Steady => pb::MemoryTrend::Steady,
+            MemoryTrend::Growing => pb::MemoryTrend::Growing,
+            MemoryTrend::Spike => pb::MemoryTrend::Spike,
+        } as i32,
+        memory_growth_mib_per_min: r.memory_growth_mib_per_min,
+    }
+}
