@@ -173,6 +173,7 @@ pub fn event(id: u64, e: &HostEvent) -> pb::Event {
     pb::Event {
         time_unix_nanos: unix_nanos(e.time),
         id,
+        received_unix_nanos: 0,
         kind: Some(kind),
     }
 }

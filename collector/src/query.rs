@@ -107,7 +107,10 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
             .iter()
             .rev()
             .take(RECENT_EVENTS)
-            .map(|e| e.event.clone())
+            .map(|e| pb::Event {
+                received_unix_nanos: unix_nanos(e.received),
+                ..e.event.clone()
+            })
             .collect(),
     }
 }

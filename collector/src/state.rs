@@ -101,6 +101,7 @@ impl Node {
             event: pb::Event {
                 time_unix_nanos: unix_nanos(now),
                 id: 0,
+                received_unix_nanos: 0,
                 kind: Some(kind),
             },
         });

@@ -79,7 +79,10 @@ pub struct RouteView {
 
 #[derive(Serialize, Debug)]
 pub struct EventView {
+    /// When it happened, by the agent's clock.
     pub time: Option<String>,
+    /// When the collector received it, by the collector's clock.
+    pub received: Option<String>,
     pub kind: &'static str,
     pub detail: String,
 }
@@ -400,6 +403,7 @@ impl From<&pb::NodeDetail> for NodeDetailView {
                     let (kind, detail) = describe(e);
                     EventView {
                         time: rfc3339(e.time_unix_nanos),
+                        received: rfc3339(e.received_unix_nanos),
                         kind,
                         detail,
                     }

@@ -425,6 +425,10 @@ pub struct Event {
     /// so a collector drops an event it already stored when an ack was lost.
     #[prost(uint64, tag = "2")]
     pub id: u64,
+    /// When the collector received the event, by its own clock; set by the
+    /// collector in query answers, left 0 by agents.
+    #[prost(int64, tag = "3")]
+    pub received_unix_nanos: i64,
     #[prost(
         oneof = "event::Kind",
         tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
