@@ -102,6 +102,7 @@ fn verdict(k: VerdictKind) -> pb::VerdictKind {
         VerdictKind::Masquerade => V::Masquerade,
         VerdictKind::Redirect => V::Redirect,
         VerdictKind::Queue => V::Queue,
+        VerdictKind::Other => V::Other,
     }
 }
 
@@ -127,6 +128,7 @@ fn rule(r: &Rule) -> pb::FirewallRule {
         bytes: r.bytes,
         comment: r.comment.clone().unwrap_or_default(),
         text: r.text.clone(),
+        unsupported: r.unsupported,
     }
 }
 
@@ -142,6 +144,7 @@ pub fn firewall(f: &Firewall) -> pb::Firewall {
             .map(|t| pb::FirewallTable {
                 family: t.family.clone(),
                 name: t.name.clone(),
+                backend: t.backend.clone(),
                 chains: t
                     .chains
                     .iter()

@@ -31,6 +31,7 @@ impl Firewall {
 pub struct Table {
     pub family: String,
     pub name: String,
+    pub backend: String,
     pub chains: Vec<Chain>,
     pub sets: Vec<Set>,
 }
@@ -135,6 +136,8 @@ pub enum VerdictKind {
     Masquerade,
     Redirect,
     Queue,
+    /// An action not normalised; `Verdict::target` holds its text.
+    Other,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -155,4 +158,6 @@ pub struct Rule {
     pub bytes: Option<u64>,
     pub comment: Option<String>,
     pub text: String,
+    /// Some match or action was not normalised.
+    pub unsupported: bool,
 }

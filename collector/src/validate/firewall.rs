@@ -47,6 +47,7 @@ fn verdict_kind(f: &str, raw: i32) -> Result<VerdictKind, ProtocolError> {
         Ok(V::Masquerade) => VerdictKind::Masquerade,
         Ok(V::Redirect) => VerdictKind::Redirect,
         Ok(V::Queue) => VerdictKind::Queue,
+        Ok(V::Other) => VerdictKind::Other,
         _ => return Err(err(f, format!("unknown verdict {raw}"))),
     })
 }
@@ -172,6 +173,7 @@ fn rule(f: &str, r: &pb::FirewallRule) -> Result<Rule, ProtocolError> {
         bytes: r.bytes,
         comment: optional(&format!("{f}.comment"), &r.comment, MAX_RULE_TEXT)?,
         text: text(&format!("{f}.text"), &r.text, MAX_RULE_TEXT)?,
+        unsupported: r.unsupported,
     })
 }
 
@@ -230,6 +232,7 @@ pub fn firewall(f: &str, fw: &pb::Firewall) -> Result<Firewall, ProtocolError> {
         tables.push(Table {
             family: text(&format!("{tf}.family"), &table.family, 16)?,
             name: text(&format!("{tf}.name"), &table.name, MAX_NAME)?,
+            backend: text(&format!("{tf}.backend"), &table.backend, 32)?,
             chains,
             sets,
         });
@@ -312,7 +315,7 @@ mod tests {
                         ..Default::default()
                     }],
                 }],
-                sets: vec![],
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -208,7 +208,8 @@ pub struct SocketSummary {
 /// The host's ruleset, normalised from nftables or iptables.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Firewall {
-    /// "nftables", "iptables-legacy", "iptables-nft" or "none".
+    /// Every backend with tables, joined by "+": "nftables",
+    /// "iptables-legacy", "iptables-nft", "nftables+iptables-legacy"; "none".
     #[prost(string, tag = "1")]
     pub backend: ::prost::alloc::string::String,
     /// nftables ruleset generation, when known.
@@ -234,6 +235,9 @@ pub struct FirewallTable {
     pub chains: ::prost::alloc::vec::Vec<FirewallChain>,
     #[prost(message, repeated, tag = "4")]
     pub sets: ::prost::alloc::vec::Vec<FirewallSet>,
+    /// Where the table came from: "nftables", "iptables-legacy", "iptables-nft".
+    #[prost(string, tag = "5")]
+    pub backend: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct FirewallChain {
@@ -310,6 +314,10 @@ pub struct FirewallRule {
     /// The rule as its tool would print it.
     #[prost(string, tag = "8")]
     pub text: ::prost::alloc::string::String,
+    /// Some match or action could not be normalised: an evaluator cannot be
+    /// sure what this rule does.
+    #[prost(bool, tag = "9")]
+    pub unsupported: bool,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct Resources {
@@ -1023,6 +1031,8 @@ pub enum VerdictKind {
     Masquerade = 10,
     Redirect = 11,
     Queue = 12,
+    /// An action not normalised; `target` holds its text.
+    Other = 13,
 }
 impl VerdictKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1044,6 +1054,7 @@ impl VerdictKind {
             Self::Masquerade => "VERDICT_KIND_MASQUERADE",
             Self::Redirect => "VERDICT_KIND_REDIRECT",
             Self::Queue => "VERDICT_KIND_QUEUE",
+            Self::Other => "VERDICT_KIND_OTHER",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1062,6 +1073,7 @@ impl VerdictKind {
             "VERDICT_KIND_MASQUERADE" => Some(Self::Masquerade),
             "VERDICT_KIND_REDIRECT" => Some(Self::Redirect),
             "VERDICT_KIND_QUEUE" => Some(Self::Queue),
+            "VERDICT_KIND_OTHER" => Some(Self::Other),
             _ => None,
         }
     }
