@@ -1,1 +1,0 @@
-//! Kernel log inspector: /dev/kmsg records.

@@ -1,1 +1,0 @@
-//! Resources inspector: /proc figures, pressure stall info, disk use.
