@@ -1,1 +1,0 @@
-//! Sockets inspector: netlink sock_diag dumps plus /proc fd inode maps.
