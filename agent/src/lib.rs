@@ -7,6 +7,7 @@ pub mod config;
 pub mod diff;
 pub mod events;
 pub mod facts;
+pub mod hub;
 pub mod inspect;
 pub mod oneshot;
 pub mod outbox;
@@ -14,7 +15,7 @@ pub mod stream;
 pub mod wire;
 
 use crate::config::Config;
-use crate::inspect::watch::Versioned;
+use crate::hub::Versioned;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -31,11 +32,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     tracing::info!(node = %config.node, boot_id = %identity.boot_id, collector = %config.collector, "starting");
 
-    let (net_tx, net_rx) = watch::channel(Arc::new(Versioned::default()));
+    let (facts_tx, net_rx) = watch::channel(Arc::new(Versioned::default()));
     let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
+    let (readings_tx, readings_rx) = mpsc::channel(hub::READINGS_QUEUE);
 
+    let hub_task = tokio::spawn(
+        hub::run(readings_rx, facts_tx, updates_tx, shutdown.clone())
+            .instrument(tracing::info_span!("hub")),
+    );
     let watcher = tokio::spawn(
-        inspect::watch::run(net_tx, updates_tx, shutdown.clone())
+        inspect::watch::run(readings_tx, shutdown.clone())
             .instrument(tracing::info_span!("net_watcher")),
     );
     // Wait for the first reading so the first snapshot is complete.
@@ -56,6 +62,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let stopped = async {
         let _ = streamer.await;
         let _ = watcher.await;
+        let _ = hub_task.await;
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
         .await

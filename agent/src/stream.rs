@@ -4,9 +4,8 @@
 
 use crate::backoff::Backoff;
 use crate::config::Config;
-use crate::events::HostEvent;
+use crate::hub::{Update, Versioned};
 use crate::inspect::host::{Identity, read_host_info};
-use crate::inspect::watch::{NetUpdate, Versioned};
 use crate::outbox::Outbox;
 use crate::wire;
 use reachmap_proto::v1 as pb;
@@ -52,7 +51,7 @@ pub struct Client {
     seq: u64,
     outbox: Outbox,
     net: watch::Receiver<Arc<Versioned>>,
-    updates: mpsc::Receiver<NetUpdate>,
+    updates: mpsc::Receiver<Update>,
 }
 
 impl Client {
@@ -60,7 +59,7 @@ impl Client {
         config: Arc<Config>,
         identity: Identity,
         net: watch::Receiver<Arc<Versioned>>,
-        updates: mpsc::Receiver<NetUpdate>,
+        updates: mpsc::Receiver<Update>,
     ) -> Self {
         Client {
             outbox: Outbox::new(config.event_buffer),
@@ -96,12 +95,9 @@ impl Client {
         }
     }
 
-    fn absorb_events(&mut self, update: &NetUpdate) {
-        for kind in &update.change.events {
-            self.outbox.push(HostEvent {
-                time: update.time,
-                kind: kind.clone(),
-            });
+    fn absorb_events(&mut self, update: &Update) {
+        for e in &update.events {
+            self.outbox.push(e.clone());
         }
     }
 
@@ -116,7 +112,7 @@ impl Client {
         };
         (
             current.version,
-            Body::Snapshot(wire::snapshot(current.version, &host, &current.state)),
+            Body::Snapshot(wire::snapshot(current.version, &host, &current.facts)),
         )
     }
 
@@ -223,10 +219,11 @@ impl Client {
                 }
                 Some(update) = self.updates.recv() => {
                     self.absorb_events(&update);
-                    if update.version <= sent_version {
-                        // Already part of the snapshot we sent.
+                    if update.version <= sent_version || update.change.is_empty() {
+                        // Already part of the snapshot we sent, or only events.
                     } else if update.base_version == sent_version {
-                        pending.push_back(Body::Delta(wire::delta(update.base_version, update.version, &update.change)));
+                        let net = self.net.borrow().clone();
+                        pending.push_back(Body::Delta(wire::delta(update.base_version, update.version, &update.change, &net.facts.net)));
                         sent_version = update.version;
                     } else {
                         let (v, snap) = self.snapshot();

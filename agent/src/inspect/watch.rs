@@ -1,17 +1,15 @@
 //! Keeps the host's network state current: one full rtnetlink reading at
 //! start, then a fresh reading whenever the kernel announces a change on the
 //! link, address or route multicast groups. Every reading that differs from
-//! the last becomes a new version, published on a watch channel (for
-//! snapshots) and sent as a `NetUpdate` (for deltas and events).
+//! the last goes to the hub, which versions it and works out the events.
 
-use crate::diff::{NetChange, diff};
 use crate::facts::NetState;
+use crate::hub::Reading;
 use crate::inspect::rtnl::{RtnlError, read_net_state};
 use futures::StreamExt;
 use rtnetlink::MulticastGroup;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Notifications arrive in bursts (an address add brings a route or two);
@@ -21,20 +19,6 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// (netlink drops multicast messages when the socket buffer overflows).
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Versioned {
-    pub version: u64,
-    pub state: NetState,
-}
-
-#[derive(Clone, Debug)]
-pub struct NetUpdate {
-    pub base_version: u64,
-    pub version: u64,
-    pub time: SystemTime,
-    pub change: NetChange,
-}
 
 /// Reads the state once; used by `run` and by one-shot readers.
 pub async fn read_once() -> Result<NetState, RtnlError> {
@@ -46,17 +30,11 @@ pub async fn read_once() -> Result<NetState, RtnlError> {
 }
 
 /// Runs until `shutdown`. A failing netlink socket is reopened after a pause;
-/// the agent keeps its last good reading meanwhile.
-///
-/// `updates` is bounded and this task waits when it is full (Block): the
-/// stream task always drains it, and a lost update would be a lost event.
-pub async fn run(
-    published: watch::Sender<Arc<Versioned>>,
-    updates: mpsc::Sender<NetUpdate>,
-    shutdown: CancellationToken,
-) {
+/// the hub keeps the last good reading meanwhile.
+pub async fn run(readings: mpsc::Sender<Reading>, shutdown: CancellationToken) {
+    let mut last: Option<NetState> = None;
     loop {
-        match watch_once(&published, &updates, &shutdown).await {
+        match watch_once(&readings, &mut last, &shutdown).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, "network watcher failed; reopening"),
         }
@@ -68,8 +46,8 @@ pub async fn run(
 }
 
 async fn watch_once(
-    published: &watch::Sender<Arc<Versioned>>,
-    updates: &mpsc::Sender<NetUpdate>,
+    readings: &mpsc::Sender<Reading>,
+    last: &mut Option<NetState>,
     shutdown: &CancellationToken,
 ) -> Result<(), RtnlError> {
     let (conn, handle, mut notifications) = rtnetlink::new_multicast_connection(&[
@@ -84,31 +62,11 @@ async fn watch_once(
     let mut resync = tokio::time::interval(RESYNC_EVERY);
     resync.tick().await;
     loop {
-        let current = published.borrow().clone();
         let state = read_net_state(&handle).await?;
-        if current.version == 0 || state != current.state {
-            let next = Arc::new(Versioned {
-                version: current.version + 1,
-                state,
-            });
-            if current.version > 0 {
-                let update = NetUpdate {
-                    base_version: current.version,
-                    version: next.version,
-                    time: SystemTime::now(),
-                    change: diff(&current.state, &next.state),
-                };
-                tracing::debug!(
-                    version = next.version,
-                    events = update.change.events.len(),
-                    "network state changed"
-                );
-                published.send_replace(next);
-                if updates.send(update).await.is_err() {
-                    return Ok(());
-                }
-            } else {
-                published.send_replace(next);
+        if last.as_ref() != Some(&state) {
+            *last = Some(state.clone());
+            if readings.send(Reading::Net(state)).await.is_err() {
+                return Ok(());
             }
         }
         tokio::select! {

@@ -1,0 +1,341 @@
+//! The one owner of the host's facts. Every inspector task sends its
+//! readings here; the hub keeps the current facts, gives each change a new
+//! version, works out the events a change makes (a listener gone, a ruleset
+//! changed and by whom, an OOM kill and the ports its victim held), publishes
+//! the current facts for snapshots and sends every change to the stream.
+
+use crate::diff::{NetChange, diff};
+use crate::events::{EventKind, FirewallChange, HostEvent, ListenerKey};
+use crate::facts::NetState;
+use crate::facts::firewall::Ruleset;
+use crate::facts::kernel::{KernelEvent, KernelEventKind};
+use crate::facts::resources::Resources;
+use crate::facts::sockets::{Listener, SocketSummary};
+use crate::wire::firewall::{backends, rule_count};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Everything the agent knows about its host at one version.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostFacts {
+    pub net: NetState,
+    /// One entry per (protocol, port, address): sockets sharing a key
+    /// (SO_REUSEPORT groups, forked workers) are merged.
+    pub listeners: BTreeMap<ListenerKey, Listener>,
+    pub socket_summary: SocketSummary,
+    /// `Err` holds why the ruleset could not be read.
+    pub firewall: Option<Result<Ruleset, String>>,
+    pub resources: Option<(SystemTime, Resources)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Versioned {
+    /// 0 until the first network reading arrived.
+    pub version: u64,
+    pub facts: HostFacts,
+}
+
+/// Who committed a ruleset change, from the nftables notification.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangeAuthor {
+    pub generation: Option<u32>,
+    pub pid: Option<u32>,
+    pub command: Option<String>,
+}
+
+/// One reading from one inspector.
+#[derive(Debug)]
+pub enum Reading {
+    Net(NetState),
+    /// The cheap, frequent reading: which listeners exist and who holds
+    /// them; queue and connection figures are left as last read.
+    Listeners(Vec<Listener>),
+    /// The full reading: listeners with their figures, and socket counts.
+    Sockets {
+        listeners: Vec<Listener>,
+        summary: SocketSummary,
+    },
+    Firewall {
+        ruleset: Result<Ruleset, String>,
+        author: Option<ChangeAuthor>,
+    },
+    Resources(Resources),
+    Kernel(KernelEvent),
+    KernelLogLost(u64),
+}
+
+/// What changed at one version, as a Delta carries it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Change {
+    pub net: NetChange,
+    pub listeners_upserted: Vec<Listener>,
+    pub listeners_removed: Vec<ListenerKey>,
+    pub socket_summary: Option<SocketSummary>,
+    pub firewall: Option<Result<Ruleset, String>>,
+    pub resources: Option<(SystemTime, Resources)>,
+}
+
+impl Change {
+    pub fn is_empty(&self) -> bool {
+        self.net.is_empty()
+            && self.listeners_upserted.is_empty()
+            && self.listeners_removed.is_empty()
+            && self.socket_summary.is_none()
+            && self.firewall.is_none()
+            && self.resources.is_none()
+    }
+}
+
+/// A change and the events it made. An update with only events (a kernel
+/// message) keeps the version: `base_version == version`.
+#[derive(Clone, Debug)]
+pub struct Update {
+    pub base_version: u64,
+    pub version: u64,
+    pub change: Change,
+    pub events: Vec<HostEvent>,
+}
+
+/// Merges sockets that share a key: processes joined, queues added.
+pub fn merge_listeners(list: Vec<Listener>) -> BTreeMap<ListenerKey, Listener> {
+    let mut out: BTreeMap<ListenerKey, Listener> = BTreeMap::new();
+    for l in list {
+        match out.get_mut(&ListenerKey::of(&l)) {
+            None => {
+                out.insert(ListenerKey::of(&l), l);
+            }
+            Some(m) => {
+                m.accept_queue = m.accept_queue.saturating_add(l.accept_queue);
+                m.accept_queue_limit = m.accept_queue_limit.saturating_add(l.accept_queue_limit);
+                m.established = m.established.max(l.established);
+                m.inode = m.inode.min(l.inode);
+                for p in l.processes {
+                    if !m.processes.contains(&p) {
+                        m.processes.push(p);
+                    }
+                }
+                m.processes.sort();
+            }
+        }
+    }
+    out
+}
+
+/// Listeners are the same to a person when the same processes hold the
+/// same address and scope; queue and connection figures come and go.
+fn same_identity(a: &Listener, b: &Listener) -> bool {
+    a.scope == b.scope
+        && a.v6only == b.v6only
+        && a.processes == b.processes
+        && a.interface_index == b.interface_index
+        && a.uid == b.uid
+}
+
+fn kernel_time(e: &KernelEvent) -> SystemTime {
+    match e.unix_ms.and_then(|ms| u64::try_from(ms).ok()) {
+        Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
+        None => SystemTime::now(),
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    current: Versioned,
+    /// The first reading of each kind describes the host as found, not a
+    /// change: it makes no events.
+    have_net: bool,
+    have_listeners: bool,
+}
+
+impl Hub {
+    pub fn current(&self) -> &Versioned {
+        &self.current
+    }
+
+    /// Applies one reading; returns the update to stream, if anything
+    /// changed or happened.
+    pub fn apply(&mut self, reading: Reading, now: SystemTime) -> Option<Update> {
+        let base = self.current.version;
+        let mut change = Change::default();
+        let mut events = Vec::new();
+        let facts = &mut self.current.facts;
+        let event = |kind| HostEvent { time: now, kind };
+        match reading {
+            Reading::Net(state) => {
+                if self.have_net && state == facts.net {
+                    return None;
+                }
+                let net = diff(&facts.net, &state);
+                if self.have_net {
+                    events.extend(net.events.iter().cloned().map(event));
+                }
+                change.net = net;
+                facts.net = state;
+                self.have_net = true;
+            }
+            Reading::Listeners(list) => {
+                let quiet = !std::mem::replace(&mut self.have_listeners, true);
+                let new = merge_listeners(list);
+                for (k, l) in &new {
+                    match facts.listeners.get(k) {
+                        None => {
+                            if !quiet {
+                                events.push(event(EventKind::ListenerAppeared(l.clone())));
+                            }
+                            change.listeners_upserted.push(l.clone());
+                        }
+                        Some(old) if !same_identity(old, l) => {
+                            let mut l = l.clone();
+                            l.established = old.established;
+                            change.listeners_upserted.push(l);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for (k, old) in &facts.listeners {
+                    if !new.contains_key(k) {
+                        events.push(event(EventKind::ListenerGone(old.clone())));
+                        change.listeners_removed.push(*k);
+                    }
+                }
+                for l in &change.listeners_upserted {
+                    facts.listeners.insert(ListenerKey::of(l), l.clone());
+                }
+                for k in &change.listeners_removed {
+                    facts.listeners.remove(k);
+                }
+            }
+            Reading::Sockets { listeners, summary } => {
+                let quiet = !std::mem::replace(&mut self.have_listeners, true);
+                let new = merge_listeners(listeners);
+                for (k, l) in &new {
+                    match facts.listeners.get(k) {
+                        None => {
+                            if !quiet {
+                                events.push(event(EventKind::ListenerAppeared(l.clone())));
+                            }
+                            change.listeners_upserted.push(l.clone());
+                        }
+                        Some(old) if old != l => change.listeners_upserted.push(l.clone()),
+                        Some(_) => {}
+                    }
+                }
+                for (k, old) in &facts.listeners {
+                    if !new.contains_key(k) {
+                        events.push(event(EventKind::ListenerGone(old.clone())));
+                        change.listeners_removed.push(*k);
+                    }
+                }
+                facts.listeners = new;
+                if summary != facts.socket_summary {
+                    change.socket_summary = Some(summary);
+                    facts.socket_summary = summary;
+                }
+            }
+            Reading::Firewall { ruleset, author } => {
+                let same = match (&facts.firewall, &ruleset) {
+                    (Some(Ok(old)), Ok(new)) => old.hash == new.hash,
+                    (Some(Err(old)), Err(new)) => old == new,
+                    _ => false,
+                };
+                if same {
+                    return None;
+                }
+                if let (Some(Ok(old)), Ok(new)) = (&facts.firewall, &ruleset) {
+                    let author = author.unwrap_or_default();
+                    events.push(event(EventKind::FirewallChanged(FirewallChange {
+                        backends: backends(new),
+                        generation: author.generation.or(new.generation),
+                        pid: author.pid,
+                        command: author.command,
+                        old_hash: old.hash,
+                        new_hash: new.hash,
+                        old_rules: rule_count(old),
+                        new_rules: rule_count(new),
+                    })));
+                }
+                change.firewall = Some(ruleset.clone());
+                facts.firewall = Some(ruleset);
+            }
+            Reading::Resources(r) => {
+                change.resources = Some((now, r.clone()));
+                facts.resources = Some((now, r));
+            }
+            Reading::Kernel(e) => {
+                let listeners = match &e.kind {
+                    KernelEventKind::OomKill(o) => facts
+                        .listeners
+                        .iter()
+                        .filter(|(_, l)| l.processes.iter().any(|p| p.pid == o.pid))
+                        .map(|(k, _)| *k)
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                events.push(HostEvent {
+                    time: kernel_time(&e),
+                    kind: EventKind::Kernel {
+                        event: e,
+                        listeners,
+                    },
+                });
+            }
+            Reading::KernelLogLost(n) => events.push(event(EventKind::KernelLogLost(n))),
+        }
+        let version = if change.is_empty() {
+            if events.is_empty() {
+                return None;
+            }
+            base
+        } else {
+            self.current.version += 1;
+            self.current.version
+        };
+        Some(Update {
+            base_version: base,
+            version,
+            change,
+            events,
+        })
+    }
+}
+
+/// Readings in flight from the inspectors; they wait when it is full
+/// (Block), which only slows the next reading.
+pub const READINGS_QUEUE: usize = 256;
+
+/// Runs until `shutdown` or until every inspector has stopped.
+///
+/// `updates` is bounded and the hub waits when it is full (Block): the
+/// stream task always drains it, and a lost update would be a lost event.
+pub async fn run(
+    mut readings: mpsc::Receiver<Reading>,
+    published: watch::Sender<Arc<Versioned>>,
+    updates: mpsc::Sender<Update>,
+    shutdown: CancellationToken,
+) {
+    let mut hub = Hub::default();
+    loop {
+        let reading = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = readings.recv() => match r {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let Some(update) = hub.apply(reading, SystemTime::now()) else {
+            continue;
+        };
+        // Snapshots wait for the first network reading: a node without
+        // interfaces is not worth reporting.
+        if !update.change.is_empty() && hub.have_net {
+            published.send_replace(Arc::new(hub.current().clone()));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = updates.send(update) => if r.is_err() { return },
+        }
+    }
+}

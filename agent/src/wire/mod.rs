@@ -1,0 +1,340 @@
+//! The one place where the agent's own types become protocol messages.
+
+pub mod firewall;
+pub mod resources;
+
+use crate::events::{EventKind, HostEvent, ListenerKey};
+use crate::facts::firewall::Ruleset;
+use crate::facts::kernel::{KernelEvent, KernelEventKind};
+use crate::facts::sockets::{BindScope, Listener, Protocol, SocketSummary};
+use crate::facts::{HostInfo, IfAddr, Interface, NetState, OperState, Route, Scope};
+use crate::hub::{Change, HostFacts};
+use reachmap_proto::v1 as pb;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn unix_nanos(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+pub fn host(h: &HostInfo) -> pb::HostInfo {
+    pb::HostInfo {
+        hostname: h.hostname.clone(),
+        kernel: h.kernel.clone(),
+        os: h.os.clone(),
+        uptime_seconds: h.uptime_seconds,
+        boot_time_unix_seconds: h.boot_time_unix_seconds,
+    }
+}
+
+fn firewall_of(f: &Result<Ruleset, String>) -> pb::Firewall {
+    match f {
+        Ok(r) => firewall::firewall(r),
+        Err(e) => firewall::unreadable(e),
+    }
+}
+
+pub fn snapshot(version: u64, host_info: &HostInfo, facts: &HostFacts) -> pb::Snapshot {
+    let net = &facts.net;
+    pb::Snapshot {
+        version,
+        host: Some(host(host_info)),
+        interfaces: net.interfaces.iter().map(interface).collect(),
+        routes: net.routes.iter().map(route).collect(),
+        sockets: Some(pb::SocketFacts {
+            listeners: facts
+                .listeners
+                .values()
+                .map(|l| listener_on(l, net))
+                .collect(),
+            summary: Some(socket_summary(&facts.socket_summary)),
+        }),
+        firewall: facts.firewall.as_ref().map(firewall_of),
+        resources: facts
+            .resources
+            .as_ref()
+            .map(|(t, r)| resources::resources(r, *t)),
+    }
+}
+
+/// `net` names the interfaces listeners are bound to.
+pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -> pb::Delta {
+    let n = &change.net;
+    pb::Delta {
+        base_version,
+        version,
+        interfaces_upserted: n.upserted.iter().map(interface).collect(),
+        interfaces_removed: n.removed.clone(),
+        routes_replaced: n.routes.is_some(),
+        routes: n.routes.iter().flatten().map(route).collect(),
+        host: None,
+        listeners_upserted: change
+            .listeners_upserted
+            .iter()
+            .map(|l| listener_on(l, net))
+            .collect(),
+        listeners_removed: change.listeners_removed.iter().map(listener_key).collect(),
+        socket_summary: change.socket_summary.as_ref().map(socket_summary),
+        firewall: change.firewall.as_ref().map(firewall_of),
+        resources: change
+            .resources
+            .as_ref()
+            .map(|(t, r)| resources::resources(r, *t)),
+    }
+}
+
+pub fn interface(i: &Interface) -> pb::Interface {
+    pb::Interface {
+        index: i.index,
+        name: i.name.clone(),
+        mac: i.mac.clone().unwrap_or_default(),
+        mtu: i.mtu,
+        admin_up: i.admin_up,
+        oper_state: oper_state(i.oper_state) as i32,
+        kind: i.kind.clone().unwrap_or_default(),
+        addresses: i.addresses.iter().map(address).collect(),
+    }
+}
+
+pub fn address(a: &IfAddr) -> pb::Address {
+    let scope = match a.scope {
+        Scope::Universe => pb::AddressScope::Universe,
+        Scope::Site => pb::AddressScope::Site,
+        Scope::Link => pb::AddressScope::Link,
+        Scope::Host => pb::AddressScope::Host,
+        Scope::Nowhere => pb::AddressScope::Unspecified,
+    };
+    pb::Address {
+        ip: a.ip.to_string(),
+        prefix_len: u32::from(a.prefix_len),
+        scope: scope as i32,
+    }
+}
+
+pub fn route(r: &Route) -> pb::Route {
+    pb::Route {
+        destination: r.destination_cidr(),
+        gateway: r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        interface: r.interface.clone().unwrap_or_default(),
+        preferred_source: r
+            .preferred_source
+            .map(|g| g.to_string())
+            .unwrap_or_default(),
+        metric: r.metric,
+        table: r.table,
+    }
+}
+
+pub fn oper_state(s: OperState) -> pb::OperState {
+    match s {
+        OperState::Unknown => pb::OperState::Unknown,
+        OperState::NotPresent => pb::OperState::NotPresent,
+        OperState::Down => pb::OperState::Down,
+        OperState::LowerLayerDown => pb::OperState::LowerLayerDown,
+        OperState::Testing => pb::OperState::Testing,
+        OperState::Dormant => pb::OperState::Dormant,
+        OperState::Up => pb::OperState::Up,
+    }
+}
+
+pub fn event(id: u64, e: &HostEvent) -> pb::Event {
+    use pb::event::Kind;
+    let kind = match &e.kind {
+        EventKind::AddressAdded {
+            interface,
+            address: a,
+        } => Kind::AddressChanged(pb::AddressChanged {
+            interface: interface.clone(),
+            removed: None,
+            added: Some(address(a)),
+        }),
+        EventKind::AddressRemoved {
+            interface,
+            address: a,
+        } => Kind::AddressChanged(pb::AddressChanged {
+            interface: interface.clone(),
+            removed: Some(address(a)),
+            added: None,
+        }),
+        EventKind::LinkAdded {
+            interface,
+            admin_up,
+            oper_state: s,
+        } => Kind::LinkChanged(pb::LinkChanged {
+            interface: interface.clone(),
+            added: true,
+            new_state: oper_state(*s) as i32,
+            new_admin_up: *admin_up,
+            ..Default::default()
+        }),
+        EventKind::LinkRemoved {
+            interface,
+            admin_up,
+            oper_state: s,
+        } => Kind::LinkChanged(pb::LinkChanged {
+            interface: interface.clone(),
+            removed: true,
+            old_state: oper_state(*s) as i32,
+            old_admin_up: *admin_up,
+            ..Default::default()
+        }),
+        EventKind::LinkChanged {
+            interface,
+            old_admin_up,
+            new_admin_up,
+            old_state,
+            new_state,
+        } => Kind::LinkChanged(pb::LinkChanged {
+            interface: interface.clone(),
+            old_state: oper_state(*old_state) as i32,
+            new_state: oper_state(*new_state) as i32,
+            old_admin_up: *old_admin_up,
+            new_admin_up: *new_admin_up,
+            added: false,
+            removed: false,
+        }),
+        EventKind::DefaultRouteAdded(r) => Kind::RouteChanged(pb::RouteChanged {
+            removed: None,
+            added: Some(route(r)),
+        }),
+        EventKind::DefaultRouteRemoved(r) => Kind::RouteChanged(pb::RouteChanged {
+            removed: Some(route(r)),
+            added: None,
+        }),
+        EventKind::ListenerAppeared(l) => Kind::ListenerChanged(pb::ListenerChanged {
+            listener: Some(listener(l)),
+            appeared: true,
+        }),
+        EventKind::ListenerGone(l) => Kind::ListenerChanged(pb::ListenerChanged {
+            listener: Some(listener(l)),
+            appeared: false,
+        }),
+        EventKind::FirewallChanged(f) => Kind::FirewallChanged(pb::FirewallChanged {
+            backend: f.backends.clone(),
+            generation: f.generation,
+            pid: f.pid,
+            command: f.command.clone().unwrap_or_default(),
+            old_hash: f.old_hash,
+            new_hash: f.new_hash,
+            old_rules: f.old_rules,
+            new_rules: f.new_rules,
+        }),
+        EventKind::Kernel { event, listeners } => kernel_event(event, listeners),
+        EventKind::KernelLogLost(count) => Kind::KernelLogLost(pb::KernelLogLost { count: *count }),
+        EventKind::Dropped { count, first, last } => Kind::EventsDropped(pb::EventsDropped {
+            count: *count,
+            first_dropped_unix_nanos: unix_nanos(*first),
+            last_dropped_unix_nanos: unix_nanos(*last),
+        }),
+    };
+    pb::Event {
+        time_unix_nanos: unix_nanos(e.time),
+        id,
+        received_unix_nanos: 0,
+        kind: Some(kind),
+    }
+}
+
+fn kernel_event(e: &KernelEvent, listeners: &[ListenerKey]) -> pb::event::Kind {
+    use pb::event::Kind;
+    match &e.kind {
+        KernelEventKind::OomKill(o) => Kind::OomKill(pb::OomKill {
+            pid: o.pid,
+            process: o.process.clone(),
+            cgroup: o.cgroup.clone().unwrap_or_default(),
+            unit: o.systemd_unit.clone().unwrap_or_default(),
+            constraint: o.constraint.clone().unwrap_or_default(),
+            total_vm_kb: o.total_vm_kb.unwrap_or(0),
+            anon_rss_kb: o.anon_rss_kb.unwrap_or(0),
+            file_rss_kb: o.file_rss_kb.unwrap_or(0),
+            shmem_rss_kb: o.shmem_rss_kb.unwrap_or(0),
+            oom_score_adj: o.oom_score_adj.unwrap_or(0),
+            listeners: listeners.iter().map(listener_key).collect(),
+            uid: o.uid.unwrap_or(0),
+        }),
+        KernelEventKind::ConntrackFull { count } => {
+            Kind::ConntrackFull(pb::ConntrackFull { count: *count })
+        }
+        KernelEventKind::SynFlood { address, port } => Kind::SynFlood(pb::SynFlood {
+            address: address.map(|a| a.to_string()).unwrap_or_default(),
+            port: u32::from(*port),
+        }),
+        KernelEventKind::LinkState {
+            interface,
+            up,
+            message,
+        } => Kind::KernelLink(pb::KernelLinkMessage {
+            interface: interface.clone(),
+            up: *up,
+            message: message.clone(),
+        }),
+    }
+}
+
+fn protocol(p: Protocol) -> i32 {
+    match p {
+        Protocol::Tcp => pb::Protocol::Tcp as i32,
+        Protocol::Udp => pb::Protocol::Udp as i32,
+    }
+}
+
+pub fn listener_key(k: &ListenerKey) -> pb::ListenerKey {
+    pb::ListenerKey {
+        protocol: protocol(k.protocol),
+        address: k.address.to_string(),
+        port: u32::from(k.port),
+    }
+}
+
+/// `interfaces` names a listener's SO_BINDTODEVICE index.
+pub fn listener_on(l: &Listener, interfaces: &NetState) -> pb::Listener {
+    let mut out = listener(l);
+    if let Some(i) = l.interface_index.and_then(|i| interfaces.interface(i)) {
+        out.interface = i.name.clone();
+    }
+    out
+}
+
+pub fn listener(l: &Listener) -> pb::Listener {
+    pb::Listener {
+        protocol: protocol(l.protocol),
+        address: l.address.to_string(),
+        port: u32::from(l.port),
+        scope: match l.scope {
+            BindScope::Loopback => pb::BindScope::Loopback,
+            BindScope::Any => pb::BindScope::Any,
+            BindScope::Address => pb::BindScope::Address,
+        } as i32,
+        v6only: l.v6only,
+        accept_queue: l.accept_queue,
+        accept_queue_limit: l.accept_queue_limit,
+        established: l.established,
+        processes: l
+            .processes
+            .iter()
+            .map(|p| pb::Process {
+                pid: p.pid,
+                name: p.name.clone(),
+                unit: p.unit.clone().unwrap_or_default(),
+                cgroup: p.cgroup.clone().unwrap_or_default(),
+            })
+            .collect(),
+        interface: l
+            .interface_index
+            .map(|i| format!("if{i}"))
+            .unwrap_or_default(),
+        uid: l.uid,
+        inode: l.inode,
+    }
+}
+
+pub fn socket_summary(s: &SocketSummary) -> pb::SocketSummary {
+    pb::SocketSummary {
+        tcp_total: s.tcp_total,
+        tcp_established: s.tcp_established,
+        tcp_time_wait: s.tcp_time_wait,
+        udp_total: s.udp_total,
+    }
+}
