@@ -16,8 +16,10 @@ use tokio::io::unix::AsyncFd;
 const NETLINK_NETFILTER: isize = 12;
 const NFNLGRP_NFTABLES: u32 = 7;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFT_MSG_NEWGEN: u8 = 16;
-const NFT_MSG_GETGEN: u8 = 17;
+// enum nf_tables_msg_types in linux/netfilter/nf_tables.h: NEWGEN follows
+// DELSETELEM (14), so it is 15 and GETGEN 16, as the captured bytes show.
+const NFT_MSG_NEWGEN: u8 = 15;
+const NFT_MSG_GETGEN: u8 = 16;
 const NFTA_GEN_ID: u16 = 1;
 const NFTA_GEN_PROC_PID: u16 = 2;
 const NFTA_GEN_PROC_NAME: u16 = 3;

@@ -1,0 +1,192 @@
+//! The firewall reader and monitor against the real kernel and tools, each
+//! test in a network namespace of its own.
+//!
+//! `<procfs>/net` must be the test thread's namespace: /proc/net follows the
+//! process's main thread, /proc/thread-self/net the calling thread.
+
+mod support;
+
+use reachmap_agent::facts::firewall::{
+    Backend, CtState, Family, Hook, Match, Policy, PortRange, PortSet, RuleVerdict,
+};
+use reachmap_agent::inspect::firewall::{
+    LegacyPoller, NftMonitor, Notification, ReadOptions, RulesetChange, read_ruleset,
+};
+use std::process::Command;
+use std::time::Duration;
+use support::{in_new_netns, require_root, sh};
+
+fn options() -> ReadOptions {
+    ReadOptions {
+        procfs: "/proc/thread-self".into(),
+        ..ReadOptions::default()
+    }
+}
+
+fn fixture_path(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/firewall/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Runs `nft` with `args` and returns its pid.
+fn nft(args: &[&str]) -> u32 {
+    let mut child = Command::new("nft").args(args).spawn().expect("spawn nft");
+    let pid = child.id();
+    let status = child.wait().expect("wait nft");
+    assert!(status.success(), "nft {args:?}");
+    pid
+}
+
+#[test]
+fn monitor_names_generation_and_process_then_reader_shows_the_rule() {
+    if !require_root() {
+        return;
+    }
+    in_new_netns(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut monitor = NftMonitor::open().expect("open monitor");
+            let pids = [
+                nft(&["add", "table", "inet", "t"]),
+                nft(&[
+                    "add",
+                    "chain",
+                    "inet",
+                    "t",
+                    "input",
+                    "{ type filter hook input priority 0; policy drop; }",
+                ]),
+                nft(&[
+                    "add", "rule", "inet", "t", "input", "tcp", "dport", "22", "accept",
+                ]),
+            ];
+            let capture = std::env::var("REACHMAP_CAPTURE_NFT_NOTIFY").ok();
+            let mut changes: Vec<RulesetChange> = Vec::new();
+            let mut datagrams = 0;
+            while changes.len() < pids.len() {
+                let raw = tokio::time::timeout(Duration::from_secs(5), monitor.recv_raw())
+                    .await
+                    .expect("a notification within 5 s")
+                    .expect("recv");
+                if let Some(dir) = &capture {
+                    datagrams += 1;
+                    std::fs::write(format!("{dir}/nft_notify_{datagrams}.bin"), &raw)
+                        .expect("write capture");
+                }
+                let parsed = reachmap_agent::inspect::firewall::parse_nft_notification(&raw)
+                    .expect("parse notification");
+                for n in parsed {
+                    if let Notification::NewGeneration(c) = n {
+                        changes.push(c);
+                    }
+                }
+            }
+            for (change, pid) in changes.iter().zip(pids) {
+                assert_eq!(change.pid, Some(pid), "{change:?}");
+                assert_eq!(change.command.as_deref(), Some("nft"), "{change:?}");
+            }
+            assert!(
+                changes
+                    .windows(2)
+                    .all(|w| w[1].generation > w[0].generation)
+            );
+
+            let rs = read_ruleset(&options()).expect("read ruleset");
+            assert_eq!(rs.backends, [Backend::Nftables]);
+            assert_eq!(rs.generation, changes.last().map(|c| c.generation));
+            let table = rs.table(Family::Inet, "t").expect("table t");
+            let input = table.chain("input").expect("chain input");
+            assert_eq!(input.hook, Some(Hook::Input));
+            assert_eq!(input.policy, Some(Policy::Drop));
+            assert_eq!(input.rules.len(), 1);
+            let rule = &input.rules[0];
+            assert_eq!(rule.verdict, Some(RuleVerdict::Accept));
+            assert!(rule.matches.contains(&Match::DestPort {
+                negated: false,
+                ports: PortSet::Literal(vec![PortRange { from: 22, to: 22 }])
+            }));
+            assert!(rule.handle.is_some());
+
+            // A deletion is a change too, and the next reading differs.
+            let handle = rule.handle.expect("handle").to_string();
+            nft(&["delete", "rule", "inet", "t", "input", "handle", &handle]);
+            let next = tokio::time::timeout(Duration::from_secs(5), monitor.next_change())
+                .await
+                .expect("change within 5 s")
+                .expect("next change");
+            assert_eq!(next.command.as_deref(), Some("nft"));
+            let after = read_ruleset(&options()).expect("re-read");
+            assert_ne!(after.hash, rs.hash);
+            assert_eq!(after.generation, Some(next.generation));
+        });
+    });
+}
+
+#[test]
+fn reader_prefers_iptables_save_for_iptables_nft_tables() {
+    if !require_root() {
+        return;
+    }
+    in_new_netns(|| {
+        sh(&format!(
+            "iptables-nft-restore < {}",
+            fixture_path("iptables.rules")
+        ));
+        sh("nft add table inet native; nft add chain inet native c");
+        let rs = read_ruleset(&options()).expect("read ruleset");
+        assert_eq!(rs.backends, [Backend::Nftables, Backend::IptablesNft]);
+        let filter = rs.table(Family::Ip, "filter").expect("filter");
+        assert_eq!(filter.backend, Backend::IptablesNft);
+        // nft's JSON would show this as an opaque xt match; iptables-save has it.
+        let input = filter.chain("INPUT").expect("INPUT");
+        assert_eq!(
+            input.rules[1].matches,
+            [Match::CtState {
+                negated: false,
+                states: vec![CtState::Related, CtState::Established]
+            }]
+        );
+        assert_eq!(rs.tables.iter().filter(|t| t.name == "filter").count(), 1);
+        assert_eq!(
+            rs.table(Family::Inet, "native").map(|t| t.backend),
+            Some(Backend::Nftables)
+        );
+    });
+}
+
+#[test]
+fn legacy_rules_are_read_and_polled() {
+    if !require_root() {
+        return;
+    }
+    in_new_netns(|| {
+        let mut poller = LegacyPoller::new(options());
+        assert!(!poller.poll().expect("first poll"));
+        sh(&format!(
+            "iptables-legacy-restore < {}",
+            fixture_path("docker.rules")
+        ));
+        assert!(poller.poll().expect("poll after restore"));
+        assert!(!poller.poll().expect("poll unchanged"));
+
+        let rs = read_ruleset(&options()).expect("read ruleset");
+        assert_eq!(rs.backends, [Backend::IptablesLegacy]);
+        let nat = rs.table(Family::Ip, "nat").expect("nat");
+        let docker = nat.chain("DOCKER").expect("DOCKER");
+        assert!(matches!(
+            docker.rules[1].verdict,
+            Some(RuleVerdict::Dnat { .. })
+        ));
+
+        // Traffic moves counters, not the hash.
+        sh("ping -c 1 -W 1 127.0.0.1 >/dev/null || true");
+        assert!(!poller.poll().expect("poll after traffic"));
+        sh("iptables-legacy -A DOCKER-USER -s 198.18.8.0/24 -j DROP");
+        assert!(poller.poll().expect("poll after a new rule"));
+    });
+}
