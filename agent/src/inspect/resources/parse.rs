@@ -136,10 +136,14 @@ pub struct MemInfo {
 /// MemAvailable; MemFree + Buffers + Cached stands in for it.
 pub fn parse_meminfo(text: &str) -> Result<MemInfo, FieldError> {
     let get = |key: &str| -> Result<Option<u64>, FieldError> {
-        let Some(line) = text.lines().find(|l| l.split(':').next() == Some(key)) else {
+        let Some(value) = text
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .find_map(|(k, v)| (k == key).then_some(v))
+        else {
             return Ok(None);
         };
-        let mut w = line[key.len() + 1..].split_whitespace();
+        let mut w = value.split_whitespace();
         let kb: u64 = num(key, w.next())?;
         match w.next() {
             Some("kB") => kb
