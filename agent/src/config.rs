@@ -53,6 +53,18 @@ pub struct Flags {
     /// The kernel log device [default: /dev/kmsg]
     #[arg(long, env = "REACHMAP_KMSG", value_name = "FILE")]
     pub kmsg: Option<PathBuf>,
+    /// The filesystem whose disk use is reported [default: /]
+    #[arg(long, env = "REACHMAP_ROOTFS", value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Where the agent keeps its small state (kernel log position) [default: /var/lib/reachmap-agent]
+    #[arg(long, env = "REACHMAP_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How often to read socket figures, resources and iptables-legacy rules [default: 10s]
+    #[arg(long, env = "REACHMAP_POLL_INTERVAL", value_name = "DURATION")]
+    pub poll_interval: Option<String>,
+    /// How often to check which listeners exist [default: 250ms]
+    #[arg(long, env = "REACHMAP_LISTENER_INTERVAL", value_name = "DURATION")]
+    pub listener_interval: Option<String>,
     /// Events kept while the collector is unreachable [default: 10000]
     #[arg(long, env = "REACHMAP_EVENT_BUFFER", value_name = "N")]
     pub event_buffer: Option<usize>,
@@ -76,6 +88,10 @@ struct File {
     procfs: Option<PathBuf>,
     sysfs: Option<PathBuf>,
     kmsg: Option<PathBuf>,
+    rootfs: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    poll_interval: Option<String>,
+    listener_interval: Option<String>,
     event_buffer: Option<usize>,
     labels: Option<BTreeMap<String, String>>,
 }
@@ -90,6 +106,10 @@ pub struct Config {
     pub procfs: PathBuf,
     pub sysfs: PathBuf,
     pub kmsg: PathBuf,
+    pub rootfs: PathBuf,
+    pub state_dir: PathBuf,
+    pub poll_interval: Duration,
+    pub listener_interval: Duration,
     /// Where machine-id is read from; tests point it at a fixture.
     pub etc: PathBuf,
     pub event_buffer: usize,
@@ -145,6 +165,28 @@ impl Config {
                 .or(file.reconnect_max.as_deref()),
             Duration::from_secs(5),
         )?;
+        let poll_interval = duration(
+            "poll_interval",
+            flags
+                .poll_interval
+                .as_deref()
+                .or(file.poll_interval.as_deref()),
+            Duration::from_secs(10),
+        )?;
+        let listener_interval = duration(
+            "listener_interval",
+            flags
+                .listener_interval
+                .as_deref()
+                .or(file.listener_interval.as_deref()),
+            Duration::from_millis(250),
+        )?;
+        if listener_interval < Duration::from_millis(10) {
+            return Err(invalid("listener_interval", "must be at least 10ms"));
+        }
+        if poll_interval < Duration::from_millis(100) {
+            return Err(invalid("poll_interval", "must be at least 100ms"));
+        }
         let event_buffer = flags.event_buffer.or(file.event_buffer).unwrap_or(10_000);
         if event_buffer == 0 {
             return Err(invalid("event_buffer", "must be at least 1"));
@@ -170,6 +212,18 @@ impl Config {
                 .clone()
                 .or(file.kmsg)
                 .unwrap_or_else(|| "/dev/kmsg".into()),
+            rootfs: flags
+                .rootfs
+                .clone()
+                .or(file.rootfs)
+                .unwrap_or_else(|| "/".into()),
+            state_dir: flags
+                .state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| "/var/lib/reachmap-agent".into()),
+            poll_interval,
+            listener_interval,
             etc: "/etc".into(),
             event_buffer,
             labels,
