@@ -3,8 +3,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[test]
 fn bind_scopes() {
-    let v4 = |s: &str| IpAddr::V4(s.parse::<Ipv4Addr>().unwrap());
-    let v6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().unwrap());
+    let v4 = |s: &str| IpAddr::V4(s.parse::<Ipv4Addr>().expect("address"));
+    let v6 = |s: &str| IpAddr::V6(s.parse::<Ipv6Addr>().expect("address"));
     assert_eq!(bind_scope(v4("127.0.0.1")), BindScope::Loopback);
     assert_eq!(bind_scope(v4("127.0.0.53")), BindScope::Loopback);
     assert_eq!(bind_scope(v4("0.0.0.0")), BindScope::Any);
@@ -34,7 +34,7 @@ fn fd_links() {
 }
 
 fn listener(address: &str, port: u16) -> Listener {
-    let address: IpAddr = address.parse().unwrap();
+    let address: IpAddr = address.parse().expect("address");
     Listener {
         protocol: Protocol::Tcp,
         address,
@@ -61,20 +61,35 @@ fn established_go_to_the_most_specific_listener() {
     ];
     let all = [0, 1, 2, 3];
     let mut counts = [0; 4];
-    attribute(&ls, &all, "198.18.0.1:80".parse().unwrap(), &mut counts);
+    attribute(
+        &ls,
+        &all,
+        "198.18.0.1:80".parse().expect("address"),
+        &mut counts,
+    );
     assert_eq!(counts, [0, 1, 0, 1]);
-    attribute(&ls, &all, "127.0.0.1:80".parse().unwrap(), &mut counts);
+    attribute(
+        &ls,
+        &all,
+        "127.0.0.1:80".parse().expect("address"),
+        &mut counts,
+    );
     assert_eq!(counts, [1, 1, 0, 1]);
     attribute(
         &ls,
         &all,
-        "[::ffff:198.18.0.2]:80".parse().unwrap(),
+        "[::ffff:198.18.0.2]:80".parse().expect("address"),
         &mut counts,
     );
-    attribute(&ls, &all, "[::1]:80".parse().unwrap(), &mut counts);
+    attribute(&ls, &all, "[::1]:80".parse().expect("address"), &mut counts);
     assert_eq!(counts, [1, 1, 2, 1]);
     // A socket no listener could have accepted counts for none.
     let only_v6 = [2];
-    attribute(&ls, &only_v6, "127.0.0.1:80".parse().unwrap(), &mut counts);
+    attribute(
+        &ls,
+        &only_v6,
+        "127.0.0.1:80".parse().expect("address"),
+        &mut counts,
+    );
     assert_eq!(counts, [1, 1, 2, 1]);
 }
