@@ -3,11 +3,15 @@
 //!
 //! Fixtures in tests/fixtures/kmsg/:
 //! - oom_memcg.txt: a real OOM kill in a 20 MiB memory cgroup, made with
-//!       CG=/sys/fs/cgroup/memory/rmtest-oom-$$; mkdir $CG
-//!       echo 20M > $CG/memory.limit_in_bytes; echo 20M > $CG/memory.memsw.limit_in_bytes
-//!       sh -c "echo \$\$ > $CG/cgroup.procs; exec python3 -c 'x=bytearray(200*1024*1024)'"
-//!       rmdir $CG
-//!       dd if=/dev/kmsg iflag=nonblock bs=8192 | awk -F, '$2 >= 6633'
+//!
+//! ```text
+//! CG=/sys/fs/cgroup/memory/rmtest-oom-$$; mkdir $CG
+//! echo 20M > $CG/memory.limit_in_bytes; echo 20M > $CG/memory.memsw.limit_in_bytes
+//! sh -c "echo \$\$ > $CG/cgroup.procs; exec python3 -c 'x=bytearray(200*1024*1024)'"
+//! rmdir $CG
+//! dd if=/dev/kmsg iflag=nonblock bs=8192 | awk -F, '$2 >= 6633'
+//! ```
+//!
 //! - syn_flood.txt: real SYN-queue overflows, in a fresh namespace with
 //!   198.18.0.11/32 on lo, `sysctl net.ipv4.tcp_syncookies=1`, the clients'
 //!   final ACKs dropped by `nft add rule inet t out 'tcp dport {8080,8443}

@@ -13,14 +13,13 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::require_root;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-static KMSG: Mutex<()> = Mutex::new(());
+static KMSG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const KMSG_PATH: &str = "/dev/kmsg";
 
@@ -104,7 +103,7 @@ async fn real_oom_kill_is_reported_with_pid_and_name() {
     if !require_root() {
         return;
     }
-    let _turn = KMSG.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = KMSG.lock().await;
     let (mut rx, _counters, token, task) = start_reader(4096);
 
     let cg = MemCgroup::new("20971520");
@@ -200,7 +199,7 @@ async fn reader_keeps_up_with_a_flood() {
     if !require_root() {
         return;
     }
-    let _turn = KMSG.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = KMSG.lock().await;
     let (mut rx, counters, token, task) = start_reader(64);
     let tag = format!("{}-{:?}", std::process::id(), std::thread::current().id());
     const COUNT: u32 = 100_000;

@@ -3,10 +3,14 @@
 //!
 //! - host/: this machine's files (6.18 kernel, 2 CPUs), copied one second
 //!   apart:
-//!       for t in t0 t1; do for f in loadavg stat meminfo pressure/cpu \
-//!         pressure/memory pressure/io net/netstat \
-//!         sys/net/netfilter/nf_conntrack_count sys/net/netfilter/nf_conntrack_max; do
-//!         cat /proc/$f > host/$t/$f; done; sleep 1; done
+//!
+//! ```text
+//! for t in t0 t1; do for f in loadavg stat meminfo pressure/cpu \
+//!   pressure/memory pressure/io net/netstat \
+//!   sys/net/netfilter/nf_conntrack_count sys/net/netfilter/nf_conntrack_max; do
+//!   cat /proc/$f > host/$t/$f; done; sleep 1; done
+//! ```
+//!
 //! - steal/: hand-made, 4 CPUs, 40 % of the interval stolen by the hypervisor;
 //!   no pressure, conntrack or netstat files (as on kernels without them).
 //! - overloaded/: hand-made, load 24 on 2 CPUs, 99 % busy, memory and swap
