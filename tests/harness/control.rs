@@ -83,15 +83,23 @@ impl Fleet {
     }
 
     /// Starts `reachmap-agent` in node `i` as `node-<i>`, reporting to the hub's
-    /// collector with a 1 s heartbeat and at most 1 s between reconnects.
+    /// collector with a 1 s heartbeat, at most 1 s between reconnects, socket
+    /// figures and resources read every second, and its own state directory.
     pub fn start_agent(&mut self, i: usize) {
+        self.start_agent_with(i, &[]);
+    }
+
+    /// `start_agent` with extra flags (they come last, so they win).
+    pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
         let node = self.node(i).clone();
         assert!(
             self.agents[i].is_none(),
             "the agent of {} is already running",
             node.name
         );
-        let args = [
+        let state_dir = self.dir().join(format!("agent-state-{}", node.name));
+        let state_dir = state_dir.to_str().expect("temp dir path is not UTF-8");
+        let mut args = vec![
             "--collector",
             COLLECTOR_URL,
             "--node",
@@ -100,7 +108,12 @@ impl Fleet {
             "1s",
             "--reconnect-max",
             "1s",
+            "--poll-interval",
+            "1s",
+            "--state-dir",
+            state_dir,
         ];
+        args.extend_from_slice(extra);
         let label = format!("agent-{}", node.name);
         let log = process::log_path(self.dir(), &label);
         let bin = binary("reachmap-agent");

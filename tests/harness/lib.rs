@@ -13,6 +13,7 @@
 mod bins;
 mod control;
 mod fleet;
+pub mod cgroup;
 pub mod netns;
 mod nodes;
 mod process;

@@ -1,0 +1,135 @@
+//! `reachmap-test-tool`: the small programs the end-to-end tests and the
+//! benchmarks run inside a node, so they need nothing installed beyond the
+//! project's own binaries.
+//!
+//! - `listen ADDR:PORT...`: listen on TCP (and `udp:ADDR:PORT` on UDP),
+//!   accept connections and hold them open; prints `ready`.
+//! - `hold PAIRS PORT`: listen on 127.0.0.1:PORT and open PAIRS connections
+//!   to it (2×PAIRS established sockets); prints `ready`.
+//! - `eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]`: optionally
+//!   listen first, wait, then allocate and touch MIB MiB — in a small memory
+//!   cgroup the OOM killer ends it.
+//!
+//! Every mode runs until killed.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
+    );
+    std::process::exit(2)
+}
+
+fn ready() {
+    println!("ready");
+    let _ = std::io::stdout().flush();
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|_| {
+        eprintln!("{s:?} is not ADDR:PORT");
+        std::process::exit(2)
+    })
+}
+
+fn serve(listener: TcpListener) {
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let want = 1_048_576.max(hard);
+        if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+fn park() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((mode, rest)) = args.split_first() else {
+        usage()
+    };
+    match mode.as_str() {
+        "listen" => {
+            let mut udp = Vec::new();
+            for a in rest {
+                if let Some(u) = a.strip_prefix("udp:") {
+                    udp.push(UdpSocket::bind(addr(u)).expect("bind udp"));
+                } else {
+                    serve(TcpListener::bind(addr(a)).expect("bind tcp"));
+                }
+            }
+            ready();
+            park()
+        }
+        "hold" => {
+            let [pairs, port] = rest else { usage() };
+            let pairs: usize = pairs.parse().unwrap_or_else(|_| usage());
+            raise_fd_limit();
+            let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or_else(|_| usage())))
+                .expect("bind");
+            let local = listener.local_addr().expect("local addr");
+            let acceptor = std::thread::spawn(move || {
+                let mut held = Vec::with_capacity(pairs);
+                while held.len() < pairs {
+                    match listener.accept() {
+                        Ok((c, _)) => held.push(c),
+                        Err(e) => panic!("accept: {e}"),
+                    }
+                }
+                (listener, held)
+            });
+            let mut clients = Vec::with_capacity(pairs);
+            for _ in 0..pairs {
+                clients.push(TcpStream::connect(local).expect("connect"));
+            }
+            let server = acceptor.join().expect("acceptor");
+            ready();
+            let _keep = (clients, server);
+            park()
+        }
+        "eat-memory" => {
+            let mut it = rest.iter();
+            let mib: usize = it
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| usage());
+            let mut after = 0.0f64;
+            let mut listeners = Vec::new();
+            while let Some(flag) = it.next() {
+                match (flag.as_str(), it.next()) {
+                    ("--after", Some(s)) => after = s.parse().unwrap_or_else(|_| usage()),
+                    ("--listen", Some(a)) => {
+                        listeners.push(TcpListener::bind(addr(a)).expect("bind tcp"))
+                    }
+                    _ => usage(),
+                }
+            }
+            ready();
+            std::thread::sleep(Duration::from_secs_f64(after));
+            let mut chunks: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..mib {
+                chunks.push(vec![1u8; 1 << 20]);
+            }
+            let _keep = (listeners, chunks);
+            park()
+        }
+        _ => usage(),
+    }
+}
