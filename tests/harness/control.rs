@@ -99,20 +99,22 @@ impl Fleet {
         );
         let state_dir = self.dir().join(format!("agent-state-{}", node.name));
         let state_dir = state_dir.to_str().expect("temp dir path is not UTF-8");
-        let mut args = vec![
-            "--collector",
-            COLLECTOR_URL,
-            "--node",
-            &node.name,
-            "--heartbeat-interval",
-            "1s",
-            "--reconnect-max",
-            "1s",
-            "--poll-interval",
-            "1s",
-            "--state-dir",
-            state_dir,
+        let defaults = [
+            ("--collector", COLLECTOR_URL),
+            ("--node", node.name.as_str()),
+            ("--heartbeat-interval", "1s"),
+            ("--reconnect-max", "1s"),
+            ("--poll-interval", "1s"),
+            ("--state-dir", state_dir),
         ];
+        // A flag given in `extra` replaces its default (a flag given twice
+        // is a usage error).
+        let mut args: Vec<&str> = Vec::new();
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         let label = format!("agent-{}", node.name);
         let log = process::log_path(self.dir(), &label);
