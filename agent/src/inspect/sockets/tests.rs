@@ -93,3 +93,10 @@ fn established_go_to_the_most_specific_listener() {
     );
     assert_eq!(counts, [1, 1, 2, 1]);
 }
+
+/// The agent moves the reader into a blocking task.
+#[test]
+fn reader_is_send() {
+    fn send<T: Send>() {}
+    send::<SocketReader>();
+}
