@@ -179,15 +179,11 @@ fn set_element(v: &Value) -> SetElement {
     let Ok(expr) = Expression::deserialize(inner) else {
         return SetElement::Other(render_value(inner));
     };
-    if let Some(items) = addr_items(&expr) {
-        if let [item] = items.as_slice() {
-            return SetElement::Addr(item.clone());
-        }
+    if let Some([item]) = addr_items(&expr).as_deref() {
+        return SetElement::Addr(item.clone());
     }
-    if let Some(ports) = port_ranges(&expr) {
-        if let [p] = ports.as_slice() {
-            return SetElement::Ports(*p);
-        }
+    if let Some([p]) = port_ranges(&expr).as_deref() {
+        return SetElement::Ports(*p);
     }
     SetElement::Other(render_value(inner))
 }
