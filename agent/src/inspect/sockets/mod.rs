@@ -149,7 +149,7 @@ impl SocketReader {
             }
             Ok(())
         })?;
-        self.owners.forget_exited();
+        self.owners.revalidate();
         let mut listeners = self.listeners_from(raw)?;
         summary.tcp_total = listeners
             .iter()

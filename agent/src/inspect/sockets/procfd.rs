@@ -85,11 +85,18 @@ pub fn unit_from_cgroup(path: &str) -> Option<String> {
     None
 }
 
+/// Where a process holds a socket: `/proc/PID/fd/FD`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Holder {
+    pid: u32,
+    fd: u32,
+}
+
 /// The cache of socket owners, and the process facts of those owners.
 pub struct Owners {
     procfs: PathBuf,
-    /// Inode -> pids holding it (sorted); empty when a scan found none.
-    inodes: HashMap<u64, Vec<u32>>,
+    /// Inode -> where it is held (sorted); empty when a scan found no one.
+    inodes: HashMap<u64, Vec<Holder>>,
     processes: HashMap<u32, Process>,
     scans: u64,
 }
@@ -125,89 +132,104 @@ impl Owners {
         for inode in missing {
             self.inodes.insert(inode, Vec::new());
         }
-        for (inode, mut pids) in found {
-            pids.sort_unstable();
-            pids.dedup();
-            for &pid in &pids {
-                if !self.processes.contains_key(&pid)
-                    && let Some(p) = read_process(&self.procfs, pid)
-                {
-                    self.processes.insert(pid, p);
-                }
-            }
-            self.inodes.insert(inode, pids);
+        let mut pids = HashSet::new();
+        for (inode, mut holders) in found {
+            holders.sort_unstable();
+            pids.extend(holders.iter().map(|h| h.pid));
+            self.inodes.insert(inode, holders);
+        }
+        // Re-read even known pids: a scan is rare, and the process may have
+        // exec'd since (new name).
+        for pid in pids {
+            match read_process(&self.procfs, pid) {
+                Some(p) => self.processes.insert(pid, p),
+                None => self.processes.remove(&pid),
+            };
         }
         Ok(())
     }
 
-    /// The processes holding `inode`, sorted by pid.
+    /// The processes holding `inode`, sorted by pid, each once.
     pub fn processes_of(&self, inode: u64) -> Vec<Process> {
-        self.inodes
+        let mut out: Vec<Process> = self
+            .inodes
             .get(&inode)
             .into_iter()
             .flatten()
-            .filter_map(|pid| self.processes.get(pid).cloned())
-            .collect()
+            .filter_map(|h| self.processes.get(&h.pid).cloned())
+            .collect();
+        out.dedup_by_key(|p| p.pid);
+        out
     }
 
     /// Forgets inodes not in `live`, and processes no remaining inode names.
     pub fn retain(&mut self, live: &HashSet<u64>) {
         self.inodes.retain(|inode, _| live.contains(inode));
-        let used: HashSet<u32> = self.inodes.values().flatten().copied().collect();
+        let used: HashSet<u32> = self.inodes.values().flatten().map(|h| h.pid).collect();
         self.processes.retain(|pid, _| used.contains(pid));
     }
 
-    /// Forgets processes that have exited, and the inodes they held, so the
-    /// next `resolve` finds who holds those sockets now (a forked child, a
-    /// process the socket was passed to).
-    pub fn forget_exited(&mut self) {
-        let exited: HashSet<u32> = self
-            .processes
-            .keys()
-            .copied()
-            .filter(|pid| !self.procfs.join(pid.to_string()).exists())
-            .collect();
-        if exited.is_empty() {
-            return;
-        }
-        self.processes.retain(|pid, _| !exited.contains(pid));
-        self.inodes
-            .retain(|_, pids| !pids.iter().any(|p| exited.contains(p)));
+    /// Checks every cached holder with one readlink: when a process exited,
+    /// closed the socket or exec'd without it (a forked child), the inode is
+    /// forgotten so the next `resolve` finds who holds it now.
+    pub fn revalidate(&mut self) {
+        let procfs = &self.procfs;
+        let mut stale = HashSet::new();
+        self.inodes.retain(|&inode, holders| {
+            let ok = holders.iter().all(|h| {
+                let link = procfs.join(format!("{}/fd/{}", h.pid, h.fd));
+                std::fs::read_link(link)
+                    .ok()
+                    .and_then(|t| t.to_str().and_then(parse_fd_link))
+                    == Some(inode)
+            });
+            if !ok {
+                stale.extend(holders.iter().map(|h| h.pid));
+            }
+            ok
+        });
+        self.processes.retain(|pid, _| !stale.contains(pid));
     }
 }
 
 /// Walks `/proc/*/fd` and returns, for each inode of `wanted` that some
-/// process holds, the pids holding it. Processes that vanish or deny access
+/// process holds, where it is held. Processes that vanish or deny access
 /// mid-scan are skipped; only an unreadable `procfs` itself is an error.
-fn scan_fds(procfs: &Path, wanted: &HashSet<u64>) -> Result<HashMap<u64, Vec<u32>>, SocketError> {
-    let mut found: HashMap<u64, Vec<u32>> = HashMap::new();
+fn scan_fds(
+    procfs: &Path,
+    wanted: &HashSet<u64>,
+) -> Result<HashMap<u64, Vec<Holder>>, SocketError> {
+    let mut found: HashMap<u64, Vec<Holder>> = HashMap::new();
     let entries = std::fs::read_dir(procfs).map_err(|source| SocketError::Proc {
         path: procfs.to_path_buf(),
         source,
     })?;
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(pid) = number(&entry.file_name()) else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
             continue;
         };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
+        for fd_entry in fds.flatten() {
+            let Some(fd) = number(&fd_entry.file_name()) else {
+                continue;
+            };
+            let Ok(target) = std::fs::read_link(fd_entry.path()) else {
                 continue;
             };
             if let Some(inode) = target.to_str().and_then(parse_fd_link)
                 && wanted.contains(&inode)
             {
-                found.entry(inode).or_default().push(pid);
+                found.entry(inode).or_default().push(Holder { pid, fd });
             }
         }
     }
     Ok(found)
+}
+
+fn number(name: &std::ffi::OsStr) -> Option<u32> {
+    name.to_str()?.parse().ok()
 }
 
 /// Name, unit and cgroup of a process; `None` when it has already exited.
