@@ -254,11 +254,10 @@ fn nft_rules_matches_verdicts_handles_counters() {
 fn nft_base_chains_in_kernel_order() {
     let rs = ruleset(parse_nft_json(&fixture("nft_ruleset.json")).expect("parse"));
     assert_eq!(rs.backends, [Backend::Nftables]);
-    let pre: Vec<&str> = rs
+    let pre: Vec<String> = rs
         .base_chains(Hook::Prerouting, Family::Ip)
         .iter()
         .map(|(t, c)| format!("{}/{}", t.name, c.name))
-        .map(|s| &*Box::leak(s.into_boxed_str()))
         .collect();
     assert_eq!(pre, ["nat/prerouting"]);
     assert_eq!(rs.base_chains(Hook::Input, Family::Ip6).len(), 1);

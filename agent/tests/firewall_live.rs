@@ -190,3 +190,37 @@ fn legacy_rules_are_read_and_polled() {
         assert!(poller.poll().expect("poll after a new rule"));
     });
 }
+
+#[test]
+fn two_thousand_rules_read_quickly() {
+    if !require_root() {
+        return;
+    }
+    in_new_netns(|| {
+        let mut script = String::from(
+            "table inet big {\n chain input {\n  type filter hook input priority 0; policy drop;\n",
+        );
+        for i in 0..2000u32 {
+            script.push_str(&format!(
+                "  ip saddr 198.18.{}.{}/32 tcp dport {} counter accept\n",
+                i / 250,
+                i % 250,
+                1000 + i
+            ));
+        }
+        script.push_str(" }\n}\n");
+        let path = std::env::temp_dir().join(format!("reachmap-fw-big-{}.nft", std::process::id()));
+        std::fs::write(&path, script).expect("write script");
+        sh(&format!("nft -f {}", path.display()));
+        let _ = std::fs::remove_file(&path);
+        let started = std::time::Instant::now();
+        let rs = read_ruleset(&options()).expect("read ruleset");
+        let took = started.elapsed();
+        eprintln!("read 2000 nft rules in {took:?}");
+        let input = rs.table(Family::Inet, "big").and_then(|t| t.chain("input"));
+        assert_eq!(input.map(|c| c.rules.len()), Some(2000));
+        assert!(input.is_some_and(|c| c.rules.iter().all(|r| !r.unsupported)));
+        // Generous for an unoptimised build on a loaded machine.
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    });
+}

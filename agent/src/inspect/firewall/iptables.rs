@@ -666,3 +666,76 @@ fn normalise_proto(p: &str) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_targets() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().expect("ip"));
+        let p = |from, to| Some(PortRange { from, to });
+        assert_eq!(parse_nat_to("198.18.0.10"), Some((ip("198.18.0.10"), None)));
+        assert_eq!(
+            parse_nat_to("198.18.0.10:80-81"),
+            Some((ip("198.18.0.10"), p(80, 81)))
+        );
+        assert_eq!(
+            parse_nat_to("[2001:db8::1]:443"),
+            Some((ip("2001:db8::1"), p(443, 443)))
+        );
+        assert_eq!(parse_nat_to("2001:db8::1"), Some((ip("2001:db8::1"), None)));
+        assert_eq!(parse_nat_to(":8080"), Some((None, p(8080, 8080))));
+        assert_eq!(
+            parse_nat_to("198.18.0.1-198.18.0.9"),
+            Some((ip("198.18.0.1"), None))
+        );
+        assert_eq!(parse_nat_to("198.18.0.10:90-80"), None);
+        assert_eq!(parse_nat_to("[2001:db8::1"), None);
+    }
+
+    #[test]
+    fn masks_and_ports() {
+        let m = |s: &str| mask_len(s.parse().expect("mask"));
+        assert_eq!(m("255.255.255.0"), Some(24));
+        assert_eq!(m("0.0.0.0"), Some(0));
+        assert_eq!(m("255.255.255.255"), Some(32));
+        assert_eq!(m("255.0.255.0"), None);
+        assert_eq!(m("ffff:ffff::"), Some(32));
+        assert_eq!(
+            parse_port_range(":1023", ':'),
+            Some(PortRange { from: 0, to: 1023 })
+        );
+        assert_eq!(
+            parse_port_range("1024:", ':'),
+            Some(PortRange {
+                from: 1024,
+                to: 65535
+            })
+        );
+        assert_eq!(parse_port_range("70000", ':'), None);
+        assert_eq!(parse_prefix("198.18.0.0/33"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        let t = tokenize(r#"-A X -m comment --comment "a \"b\" c" -j ACCEPT"#).expect("tokens");
+        let texts: Vec<&str> = t.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "-A",
+                "X",
+                "-m",
+                "comment",
+                "--comment",
+                "a \"b\" c",
+                "-j",
+                "ACCEPT"
+            ]
+        );
+        assert!(t[5].quoted);
+        assert!(tokenize("-A X \"open").is_err());
+        assert!(tokenize("-A X \\").is_err());
+    }
+}
