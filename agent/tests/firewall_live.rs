@@ -138,6 +138,10 @@ fn reader_prefers_iptables_save_for_iptables_nft_tables() {
             fixture_path("iptables.rules")
         ));
         sh("nft add table inet native; nft add chain inet native c");
+        // A native table under an iptables name, with rules iptables cannot show.
+        sh("nft add table ip6 filter; \
+            nft add chain ip6 filter input '{ type filter hook input priority 0; }'; \
+            nft add rule ip6 filter input meta l4proto tcp numgen random mod 10 '<' 3 drop");
         let rs = read_ruleset(&options()).expect("read ruleset");
         assert_eq!(rs.backends, [Backend::Nftables, Backend::IptablesNft]);
         let filter = rs.table(Family::Ip, "filter").expect("filter");
@@ -151,11 +155,20 @@ fn reader_prefers_iptables_save_for_iptables_nft_tables() {
                 states: vec![CtState::Related, CtState::Established]
             }]
         );
-        assert_eq!(rs.tables.iter().filter(|t| t.name == "filter").count(), 1);
+        assert_eq!(
+            rs.tables
+                .iter()
+                .filter(|t| t.family == Family::Ip && t.name == "filter")
+                .count(),
+            1
+        );
         assert_eq!(
             rs.table(Family::Inet, "native").map(|t| t.backend),
             Some(Backend::Nftables)
         );
+        let native6 = rs.table(Family::Ip6, "filter").expect("ip6 filter");
+        assert_eq!(native6.backend, Backend::Nftables);
+        assert_eq!(native6.chain("input").map(|c| c.rules.len()), Some(1));
     });
 }
 

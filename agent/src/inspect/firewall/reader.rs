@@ -84,10 +84,27 @@ fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
             continue;
         }
         let program = format!("{}{tool}-nft-save", opts.iptables_prefix);
-        let Some(text) = run(&program, &["-c"])? else {
-            continue;
+        // The nft view of these tables is complete but for xt options, so a
+        // failing refinement keeps it rather than failing the whole read.
+        let text = match run(&program, &["-c"]) {
+            Ok(Some(text)) => text,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping nft's view of iptables-nft tables");
+                continue;
+            }
         };
-        let xt = parse_iptables_save(&text, family, Backend::IptablesNft)?;
+        // A table holding native nft chains is printed as an empty stub
+        // after a warning comment; the nft view is the right one for it.
+        let incompatible = incompatible_tables(&text);
+        let mut xt = match parse_iptables_save(&text, family, Backend::IptablesNft) {
+            Ok(xt) => xt,
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping nft's view of iptables-nft tables");
+                continue;
+            }
+        };
+        xt.retain(|t| !incompatible.contains(&t.name.as_str()));
         tables.retain(|t| !(t.family == family && xt.iter().any(|x| x.name == t.name)));
         tables.extend(xt);
     }
@@ -100,6 +117,15 @@ fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
         }
     }
     Ok(tables)
+}
+
+/// Names from iptables-nft-save's "# Table `filter' contains incompatible
+/// base-chains, use 'nft' tool to list them." comments.
+fn incompatible_tables(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with('#') && l.contains("incompatible"))
+        .filter_map(|l| l.split_once('`')?.1.split_once('\'').map(|(name, _)| name))
+        .collect()
 }
 
 /// `iptables-legacy-save -c`, or `None` when x_tables holds no table.
