@@ -175,10 +175,20 @@ fn main() {
     let ns = fleet.node(0).netns.clone();
 
     // The loaded host.
-    fleet.spawn(0, "hold", &[TOOL, "hold", &pairs.to_string(), "9000"]);
+    // Several holders: a process may be limited to 20,000 open files.
+    let per_holder = 4_000;
+    for (k, start) in (0..pairs).step_by(per_holder).enumerate() {
+        let n = per_holder.min(pairs - start).to_string();
+        let port = (9000 + k).to_string();
+        fleet.spawn(0, "hold", &[TOOL, "hold", &n, &port]);
+    }
     eventually(Duration::from_secs(120), "sockets held", || {
         let n = established(&ns);
-        if n > 2 * pairs { Ok(n) } else { Err(format!("{n} TCP sockets so far")) }
+        if n > 2 * pairs {
+            Ok(n)
+        } else {
+            Err(format!("{n} TCP sockets so far"))
+        }
     });
     let file = fleet.dir().join("bench.nft");
     std::fs::write(&file, ruleset_file(rules)).expect("write ruleset");
@@ -198,7 +208,9 @@ fn main() {
         .expect("snapshot");
     let snap: Value = serde_json::from_slice(&out_ours.stdout).expect("snapshot JSON");
     let listeners = snap["sockets"]["listeners"].as_array().map_or(0, Vec::len);
-    let tcp_total = snap["sockets"]["summary"]["tcp_total"].as_u64().unwrap_or(0);
+    let tcp_total = snap["sockets"]["summary"]["tcp_total"]
+        .as_u64()
+        .unwrap_or(0);
     let fw_rules: usize = snap["firewall"]["tables"]
         .as_array()
         .map(|t| {
@@ -222,7 +234,10 @@ fn main() {
         b.push(ns_run(&ns, theirs).as_secs_f64() * 1000.0);
     }
     let (a, b) = (stats(a), stats(b));
-    println!("\n1. full snapshot, whole processes, {} runs each (ms)", a.n);
+    println!(
+        "\n1. full snapshot, whole processes, {} runs each (ms)",
+        a.n
+    );
     println!("   {:<58} {:>8} {:>8} {:>8}", "", "min", "median", "mean");
     println!(
         "   {:<58} {:>8.1} {:>8.1} {:>8.1}",
@@ -258,23 +273,41 @@ fn main() {
     );
 
     // 3. Event latency.
-    fleet.exec(0, &["ip", "link", "add", "rmb0", "type", "veth", "peer", "name", "rmb1"]);
+    fleet.exec(
+        0,
+        &[
+            "ip", "link", "add", "rmb0", "type", "veth", "peer", "name", "rmb1",
+        ],
+    );
     fleet.exec(0, &["ip", "link", "set", "rmb1", "up"]);
     let mut results: Vec<(&str, Stats)> = Vec::new();
     let mut addr = Vec::new();
     for i in 0..events {
         let ip = format!("198.18.7.{}", i + 1);
-        addr.push(latency(&fleet, "address_added", &format!("{ip}/32"), || {
-            fleet.exec(0, &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"]);
-        }));
+        addr.push(latency(
+            &fleet,
+            "address_added",
+            &format!("{ip}/32"),
+            || {
+                fleet.exec(
+                    0,
+                    &["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"],
+                );
+            },
+        ));
     }
     results.push(("address added", stats(addr)));
     let mut link = Vec::new();
     for _ in 0..events {
         fleet.exec(0, &["ip", "link", "set", "rmb0", "up"]);
-        link.push(latency(&fleet, "link_changed", "rmb0: admin up -> down", || {
-            fleet.exec(0, &["ip", "link", "set", "rmb0", "down"]);
-        }));
+        link.push(latency(
+            &fleet,
+            "link_changed",
+            "rmb0: admin up -> down",
+            || {
+                fleet.exec(0, &["ip", "link", "set", "rmb0", "down"]);
+            },
+        ));
     }
     results.push(("link down", stats(link)));
     let mut fw = Vec::new();
@@ -283,7 +316,9 @@ fn main() {
         fw.push(latency(&fleet, "firewall_changed", "by nft", || {
             fleet.exec(
                 0,
-                &["nft", "add", "rule", "inet", "bench", "input", "tcp", "dport", &port, "accept"],
+                &[
+                    "nft", "add", "rule", "inet", "bench", "input", "tcp", "dport", &port, "accept",
+                ],
             );
         }));
     }
@@ -296,7 +331,10 @@ fn main() {
         eventually(Duration::from_secs(10), "listener seen", || {
             node_events(&fleet)
                 .iter()
-                .any(|e| e["kind"] == "listener_appeared" && e["detail"].as_str().is_some_and(|d| d.contains(&listen)))
+                .any(|e| {
+                    e["kind"] == "listener_appeared"
+                        && e["detail"].as_str().is_some_and(|d| d.contains(&listen))
+                })
                 .then_some(())
                 .ok_or("not yet")
         });
@@ -309,7 +347,10 @@ fn main() {
     }
     results.push(("listener gone", stats(gone)));
     println!("\n3. event latency, change made -> event received by the collector (ms)");
-    println!("   {:<18} {:>5} {:>8} {:>8} {:>8}", "", "n", "median", "p99", "max");
+    println!(
+        "   {:<18} {:>5} {:>8} {:>8} {:>8}",
+        "", "n", "median", "p99", "max"
+    );
     for (name, s) in &results {
         println!(
             "   {:<18} {:>5} {:>8.1} {:>8.1} {:>8.1}",
