@@ -11,6 +11,7 @@ pub mod hub;
 pub mod inspect;
 pub mod oneshot;
 pub mod outbox;
+pub mod sources;
 pub mod stream;
 pub mod wire;
 
@@ -40,6 +41,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         hub::run(readings_rx, facts_tx, updates_tx, shutdown.clone())
             .instrument(tracing::info_span!("hub")),
     );
+    let sockets = sources::sockets(config.clone(), readings_tx.clone(), shutdown.clone())?;
+    let firewall = tokio::spawn(
+        sources::firewall(config.clone(), readings_tx.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("firewall")),
+    );
     let watcher = tokio::spawn(
         inspect::watch::run(readings_tx, shutdown.clone())
             .instrument(tracing::info_span!("net_watcher")),
@@ -62,7 +68,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let stopped = async {
         let _ = streamer.await;
         let _ = watcher.await;
+        let _ = firewall.await;
         let _ = hub_task.await;
+        let _ = tokio::task::spawn_blocking(move || sockets.join()).await;
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
         .await

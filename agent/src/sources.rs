@@ -1,0 +1,210 @@
+//! The tasks that run the inspectors and send their readings to the hub.
+//! Inspectors that block (netlink dumps, /proc walks, running `nft`) run on
+//! threads of their own; each task stops when `shutdown` fires.
+
+use crate::config::Config;
+use crate::facts::firewall::Ruleset;
+use crate::hub::{ChangeAuthor, Reading};
+use crate::inspect::firewall::notify::NftMonitor;
+use crate::inspect::firewall::reader::{LegacyPoller, ReadOptions, read_ruleset};
+use crate::inspect::sockets::SocketReader;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Sleeps until `deadline` in short steps, so a shutdown is noticed
+/// within one step; false when shutting down.
+fn sleep_until(deadline: Instant, shutdown: &CancellationToken) -> bool {
+    const STEP: Duration = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(STEP));
+    }
+}
+
+/// Sockets: which listeners exist every `listener_interval` (a dump the
+/// kernel filters to listening sockets, cheap on any host), and the full
+/// reading with connection counts every `poll_interval`.
+pub fn sockets(
+    config: Arc<Config>,
+    readings: mpsc::Sender<Reading>,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("sockets".into())
+        .spawn(move || {
+            let mut reader = SocketReader::new(config.procfs.clone());
+            let mut next_full = Instant::now();
+            let mut last_error: Option<String> = None;
+            loop {
+                let now = Instant::now();
+                let reading = if now >= next_full {
+                    next_full = now + config.poll_interval;
+                    reader.read_all().map(|f| Reading::Sockets {
+                        listeners: f.listeners,
+                        summary: f.summary,
+                    })
+                } else {
+                    reader.read_listeners().map(Reading::Listeners)
+                };
+                match reading {
+                    Ok(r) => {
+                        last_error = None;
+                        if readings.blocking_send(r).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        if last_error.as_ref() != Some(&e) {
+                            tracing::warn!(error = %e, "cannot read sockets");
+                            last_error = Some(e);
+                        }
+                    }
+                }
+                if !sleep_until(now + config.listener_interval, &shutdown) {
+                    return;
+                }
+            }
+        })
+}
+
+/// A burst of nft commands (a script, `iptables-restore`) commits several
+/// generations in a row; read once after it settles.
+const FIREWALL_DEBOUNCE: Duration = Duration::from_millis(30);
+
+fn read_firewall(opts: &ReadOptions) -> Result<Ruleset, String> {
+    read_ruleset(opts).map_err(|e| e.to_string())
+}
+
+async fn read_firewall_async(opts: ReadOptions) -> Result<Ruleset, String> {
+    match tokio::task::spawn_blocking(move || read_firewall(&opts)).await {
+        Ok(r) => r,
+        Err(e) => Err(format!("firewall reader stopped: {e}")),
+    }
+}
+
+/// Firewall: one reading at start, then a new one whenever nftables
+/// announces a committed change (with the generation, pid and command that
+/// made it). iptables-legacy has no notifications: it is polled by content
+/// hash every `poll_interval`; so is everything when the notification
+/// socket cannot be opened.
+pub async fn firewall(
+    config: Arc<Config>,
+    readings: mpsc::Sender<Reading>,
+    shutdown: CancellationToken,
+) {
+    let opts = ReadOptions {
+        procfs: config.procfs.clone(),
+        ..ReadOptions::default()
+    };
+    let mut monitor = match NftMonitor::open() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "no nftables change notifications; polling the ruleset instead");
+            None
+        }
+    };
+    let first = read_firewall_async(opts.clone()).await;
+    if readings
+        .send(Reading::Firewall {
+            ruleset: first,
+            author: None,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut legacy, _) = poll_legacy(LegacyPoller::new(opts.clone()), &opts).await;
+    let mut poll = tokio::time::interval(config.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        let author = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            change = next_change(&mut monitor) => match change {
+                Ok(c) => {
+                    // Let a burst settle; the last change names the author.
+                    let mut last = c;
+                    let settle = tokio::time::sleep(FIREWALL_DEBOUNCE);
+                    tokio::pin!(settle);
+                    loop {
+                        tokio::select! {
+                            _ = &mut settle => break,
+                            more = next_change(&mut monitor) => match more {
+                                Ok(c) => last = c,
+                                Err(_) => break,
+                            },
+                        }
+                    }
+                    Some(ChangeAuthor {
+                        generation: (last.generation != 0).then_some(last.generation),
+                        pid: last.pid,
+                        command: last.command,
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "nftables notifications failed; polling the ruleset instead");
+                    monitor = None;
+                    continue;
+                }
+            },
+            _ = poll.tick() => {
+                // Without notifications every poll is a full reading; with
+                // them only iptables-legacy needs looking at.
+                let changed = match &monitor {
+                    None => true,
+                    Some(_) => {
+                        let p = std::mem::replace(&mut legacy, LegacyPoller::new(opts.clone()));
+                        let (p, changed) = poll_legacy(p, &opts).await;
+                        legacy = p;
+                        changed
+                    }
+                };
+                if !changed {
+                    continue;
+                }
+                None
+            }
+        };
+        let ruleset = read_firewall_async(opts.clone()).await;
+        if readings
+            .send(Reading::Firewall { ruleset, author })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Runs one iptables-legacy poll off the runtime; true when the rules changed.
+async fn poll_legacy(mut p: LegacyPoller, opts: &ReadOptions) -> (LegacyPoller, bool) {
+    let opts = opts.clone();
+    match tokio::task::spawn_blocking(move || {
+        let changed = matches!(p.poll(), Ok(true));
+        (p, changed)
+    })
+    .await
+    {
+        Ok(x) => x,
+        Err(_) => (LegacyPoller::new(opts), false),
+    }
+}
+
+async fn next_change(
+    monitor: &mut Option<NftMonitor>,
+) -> Result<crate::inspect::firewall::notify::RulesetChange, String> {
+    match monitor {
+        Some(m) => m.next_change().await.map_err(|e| e.to_string()),
+        None => std::future::pending().await,
+    }
+}
