@@ -18,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse_netstat(text);
     let _ = parse_number("n", text);
     if let Ok(now) = parse_stat(text) {
-        let (a, b) = text.split_at(text.len() / 2);
+        let mut mid = text.len() / 2;
+        while !text.is_char_boundary(mid) {
+            mid -= 1;
+        }
+        let (a, b) = text.split_at(mid);
         for half in [a, b] {
             if let Ok(earlier) = parse_stat(half) {
                 let _ = now.usage_since(&earlier);
