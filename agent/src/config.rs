@@ -48,13 +48,13 @@ pub struct Flags {
     #[arg(long, global = true, env = "REACHMAP_PROCFS", value_name = "DIR")]
     pub procfs: Option<PathBuf>,
     /// Where the host's /sys is mounted [default: /sys]
-    #[arg(long, env = "REACHMAP_SYSFS", value_name = "DIR")]
+    #[arg(long, global = true, env = "REACHMAP_SYSFS", value_name = "DIR")]
     pub sysfs: Option<PathBuf>,
     /// The kernel log device [default: /dev/kmsg]
-    #[arg(long, env = "REACHMAP_KMSG", value_name = "FILE")]
+    #[arg(long, global = true, env = "REACHMAP_KMSG", value_name = "FILE")]
     pub kmsg: Option<PathBuf>,
     /// The filesystem whose disk use is reported [default: /]
-    #[arg(long, env = "REACHMAP_ROOTFS", value_name = "DIR")]
+    #[arg(long, global = true, env = "REACHMAP_ROOTFS", value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
     /// Where the agent keeps its small state (kernel log position) [default: /var/lib/reachmap-agent]
     #[arg(long, env = "REACHMAP_STATE_DIR", value_name = "DIR")]

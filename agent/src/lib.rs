@@ -46,6 +46,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         sources::firewall(config.clone(), readings_tx.clone(), shutdown.clone())
             .instrument(tracing::info_span!("firewall")),
     );
+    let resources = tokio::spawn(
+        sources::resources(config.clone(), readings_tx.clone(), shutdown.clone())
+            .instrument(tracing::info_span!("resources")),
+    );
+    let kernel_log = tokio::spawn(
+        sources::kernel_log(
+            config.clone(),
+            identity.boot_id.clone(),
+            readings_tx.clone(),
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("kernel_log")),
+    );
     let watcher = tokio::spawn(
         inspect::watch::run(readings_tx, shutdown.clone())
             .instrument(tracing::info_span!("net_watcher")),
@@ -69,6 +82,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = streamer.await;
         let _ = watcher.await;
         let _ = firewall.await;
+        let _ = resources.await;
+        let _ = kernel_log.await;
         let _ = hub_task.await;
         let _ = tokio::task::spawn_blocking(move || sockets.join()).await;
     };

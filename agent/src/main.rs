@@ -32,11 +32,14 @@ fn snapshot(flags: &Flags, format: Format) -> std::process::ExitCode {
     let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
         return std::process::ExitCode::FAILURE;
     };
-    let procfs = flags.procfs.clone().unwrap_or_else(|| "/proc".into());
-    match runtime.block_on(reachmap_agent::oneshot::read(
-        &procfs,
-        std::path::Path::new("/etc"),
-    )) {
+    let defaults = reachmap_agent::oneshot::Paths::default();
+    let paths = reachmap_agent::oneshot::Paths {
+        procfs: flags.procfs.clone().unwrap_or(defaults.procfs),
+        kmsg: flags.kmsg.clone().unwrap_or(defaults.kmsg),
+        rootfs: flags.rootfs.clone().unwrap_or(defaults.rootfs),
+        etc: defaults.etc,
+    };
+    match runtime.block_on(reachmap_agent::oneshot::read(&paths)) {
         Ok(s) => {
             let out = match format {
                 Format::Json => reachmap_agent::oneshot::json(&s),

@@ -7,6 +7,8 @@ use crate::facts::firewall::Ruleset;
 use crate::hub::{ChangeAuthor, Reading};
 use crate::inspect::firewall::notify::NftMonitor;
 use crate::inspect::firewall::reader::{LegacyPoller, ReadOptions, read_ruleset};
+use crate::inspect::kmsg::{KmsgReader, boot_unix_us};
+use crate::inspect::resources::ResourceSampler;
 use crate::inspect::sockets::SocketReader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -206,5 +208,114 @@ async fn next_change(
     match monitor {
         Some(m) => m.next_change().await.map_err(|e| e.to_string()),
         None => std::future::pending().await,
+    }
+}
+
+/// How far back the memory trend looks.
+const MEMORY_TREND_WINDOW: Duration = Duration::from_secs(600);
+
+/// Resources: a sample every `poll_interval` (the first one a moment after
+/// start, so CPU figures have two readings to compare).
+pub async fn resources(
+    config: Arc<Config>,
+    readings: mpsc::Sender<Reading>,
+    shutdown: CancellationToken,
+) {
+    let mut sampler = ResourceSampler::new(
+        config.procfs.clone(),
+        config.rootfs.clone(),
+        MEMORY_TREND_WINDOW,
+    );
+    if let Err(e) = sampler.prime() {
+        tracing::warn!(error = %e, "cannot read CPU times");
+    }
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_millis(500),
+        config.poll_interval,
+    );
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (s, r) = match tokio::task::spawn_blocking(move || {
+            let r = sampler.sample();
+            (sampler, r)
+        })
+        .await
+        {
+            Ok(x) => x,
+            Err(_) => return,
+        };
+        sampler = s;
+        match r {
+            Ok(r) => {
+                last_error = None;
+                if readings.send(Reading::Resources(r)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if last_error.as_ref() != Some(&e) {
+                    tracing::warn!(error = %e, "cannot read resources");
+                    last_error = Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// Kernel events waiting for the hub; beyond this the kernel-log reader
+/// counts and drops them (a flood of log lines must not stall it).
+const KERNEL_EVENT_QUEUE: usize = 1024;
+
+/// Kernel log: OOM kills, conntrack table full, SYN floods and link
+/// messages from /dev/kmsg, resumed after the last record an earlier run
+/// reported. Overwritten records are reported as lost once a second.
+pub async fn kernel_log(
+    config: Arc<Config>,
+    boot_id: String,
+    readings: mpsc::Sender<Reading>,
+    shutdown: CancellationToken,
+) {
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        tracing::warn!(dir = %config.state_dir.display(), error = %e, "cannot create the state directory; kernel messages may be reported again after a restart");
+    }
+    let reader = KmsgReader::new(config.kmsg.clone(), boot_id)
+        .state_file(config.state_dir.join("kmsg.state"))
+        .boot_unix_us(boot_unix_us(&config.procfs));
+    let counters = reader.counters();
+    let (tx, mut rx) = mpsc::channel(KERNEL_EVENT_QUEUE);
+    let stop = shutdown.clone();
+    let mut task = tokio::spawn(async move { reader.run(tx, stop).await });
+    let mut lost_reported = 0;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            e = rx.recv() => match e {
+                Some(e) => {
+                    if readings.send(Reading::Kernel(e)).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                let lost = counters.snapshot().lost_records_total;
+                if lost > lost_reported {
+                    let _ = readings.send(Reading::KernelLogLost(lost - lost_reported)).await;
+                    lost_reported = lost;
+                }
+            }
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(2), &mut task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "kernel log reader stopped"),
+        Ok(_) => {}
+        Err(_) => task.abort(),
     }
 }

@@ -47,15 +47,11 @@ impl MemoryCgroup {
         }
     }
 
-    /// The `cgroup.procs` file: `echo $$ > it` moves a shell in.
-    pub fn procs_file(&self) -> String {
-        self.dir.join("cgroup.procs").display().to_string()
-    }
-
-    /// A shell command line that moves itself into this cgroup, then execs
-    /// `command` (already quoted for sh).
-    pub fn exec_in(&self, command: &str) -> String {
-        format!("echo $$ > {} && exec {command}", self.procs_file())
+    /// Moves process `pid` into this cgroup. (A process inside a node cannot
+    /// do it itself: `ip netns exec` mounts a sysfs of its own, without the
+    /// cgroup hierarchy.) Memory it allocates from then on counts here.
+    pub fn add(&self, pid: u32) {
+        self.write("cgroup.procs", &pid.to_string());
     }
 }
 

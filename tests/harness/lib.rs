@@ -11,9 +11,9 @@
 //! [`Fleet::new`].
 
 mod bins;
+pub mod cgroup;
 mod control;
 mod fleet;
-pub mod cgroup;
 pub mod netns;
 mod nodes;
 mod process;

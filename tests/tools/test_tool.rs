@@ -82,8 +82,9 @@ fn main() {
             let [pairs, port] = rest else { usage() };
             let pairs: usize = pairs.parse().unwrap_or_else(|_| usage());
             raise_fd_limit();
-            let listener = TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or_else(|_| usage())))
-                .expect("bind");
+            let listener =
+                TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap_or_else(|_| usage())))
+                    .expect("bind");
             let local = listener.local_addr().expect("local addr");
             let acceptor = std::thread::spawn(move || {
                 let mut held = Vec::with_capacity(pairs);
