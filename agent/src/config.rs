@@ -59,9 +59,12 @@ pub struct Flags {
     /// Where the agent keeps its small state (kernel log position) [default: /var/lib/reachmap-agent]
     #[arg(long, env = "REACHMAP_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// How often to read socket figures, resources and iptables-legacy rules [default: 10s]
+    /// How often to read resources and iptables-legacy rules [default: 10s]
     #[arg(long, env = "REACHMAP_POLL_INTERVAL", value_name = "DURATION")]
     pub poll_interval: Option<String>,
+    /// How often to count connections per listener and sockets by state [default: 30s]
+    #[arg(long, env = "REACHMAP_SOCKET_POLL_INTERVAL", value_name = "DURATION")]
+    pub socket_poll_interval: Option<String>,
     /// How often to check which listeners exist [default: 250ms]
     #[arg(long, env = "REACHMAP_LISTENER_INTERVAL", value_name = "DURATION")]
     pub listener_interval: Option<String>,
@@ -91,6 +94,7 @@ struct File {
     rootfs: Option<PathBuf>,
     state_dir: Option<PathBuf>,
     poll_interval: Option<String>,
+    socket_poll_interval: Option<String>,
     listener_interval: Option<String>,
     event_buffer: Option<usize>,
     labels: Option<BTreeMap<String, String>>,
@@ -109,6 +113,7 @@ pub struct Config {
     pub rootfs: PathBuf,
     pub state_dir: PathBuf,
     pub poll_interval: Duration,
+    pub socket_poll_interval: Duration,
     pub listener_interval: Duration,
     /// Where machine-id is read from; tests point it at a fixture.
     pub etc: PathBuf,
@@ -173,6 +178,17 @@ impl Config {
                 .or(file.poll_interval.as_deref()),
             Duration::from_secs(10),
         )?;
+        let socket_poll_interval = duration(
+            "socket_poll_interval",
+            flags
+                .socket_poll_interval
+                .as_deref()
+                .or(file.socket_poll_interval.as_deref()),
+            Duration::from_secs(30),
+        )?;
+        if socket_poll_interval < Duration::from_millis(100) {
+            return Err(invalid("socket_poll_interval", "must be at least 100ms"));
+        }
         let listener_interval = duration(
             "listener_interval",
             flags
@@ -223,6 +239,7 @@ impl Config {
                 .or(file.state_dir)
                 .unwrap_or_else(|| "/var/lib/reachmap-agent".into()),
             poll_interval,
+            socket_poll_interval,
             listener_interval,
             etc: "/etc".into(),
             event_buffer,

@@ -339,3 +339,227 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::kernel::OomKill;
+    use crate::facts::sockets::{BindScope, Process, Protocol};
+    use crate::facts::{Interface, OperState};
+
+    fn net(up: bool) -> NetState {
+        NetState {
+            interfaces: vec![Interface {
+                index: 2,
+                name: "eth0".into(),
+                mac: None,
+                mtu: 1500,
+                admin_up: up,
+                oper_state: if up { OperState::Up } else { OperState::Down },
+                kind: None,
+                addresses: vec![],
+            }],
+            routes: vec![],
+        }
+    }
+
+    fn listener(port: u16, pid: u32, queue: u32) -> Listener {
+        Listener {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().expect("ip"),
+            port,
+            scope: BindScope::Any,
+            v6only: None,
+            inode: u64::from(port) * 10 + u64::from(pid),
+            uid: 0,
+            accept_queue: queue,
+            accept_queue_limit: 128,
+            established: 0,
+            processes: vec![Process {
+                pid,
+                name: "srv".into(),
+                unit: Some("srv.service".into()),
+                cgroup: None,
+            }],
+            interface_index: None,
+        }
+    }
+
+    fn kinds(u: &Update) -> Vec<&'static str> {
+        u.events
+            .iter()
+            .map(|e| match &e.kind {
+                EventKind::ListenerAppeared(_) => "appeared",
+                EventKind::ListenerGone(_) => "gone",
+                EventKind::FirewallChanged(_) => "firewall",
+                EventKind::Kernel { .. } => "kernel",
+                EventKind::LinkChanged { .. } => "link",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::now()
+    }
+
+    #[test]
+    fn first_readings_describe_the_host_without_events() {
+        let mut hub = Hub::default();
+        let u = hub.apply(Reading::Net(net(true)), now()).expect("first");
+        assert!(u.events.is_empty());
+        assert_eq!((u.base_version, u.version), (0, 1));
+        let u = hub
+            .apply(Reading::Listeners(vec![listener(80, 7, 0)]), now())
+            .expect("listeners");
+        assert!(u.events.is_empty(), "{:?}", u.events);
+        assert_eq!(u.change.listeners_upserted.len(), 1);
+        // The same reading again changes nothing.
+        assert!(
+            hub.apply(Reading::Listeners(vec![listener(80, 7, 0)]), now())
+                .is_none()
+        );
+        // A link going down is a change and an event.
+        let u = hub.apply(Reading::Net(net(false)), now()).expect("down");
+        assert_eq!(kinds(&u), ["link"]);
+        assert_eq!(u.version, u.base_version + 1);
+    }
+
+    #[test]
+    fn listeners_appear_and_go_and_figures_wait_for_the_full_reading() {
+        let mut hub = Hub::default();
+        hub.apply(Reading::Listeners(vec![listener(80, 7, 0)]), now());
+        let u = hub
+            .apply(
+                Reading::Listeners(vec![listener(80, 7, 0), listener(443, 7, 0)]),
+                now(),
+            )
+            .expect("new listener");
+        assert_eq!(kinds(&u), ["appeared"]);
+        // Queue fill changing in the cheap reading is not a change...
+        assert!(
+            hub.apply(
+                Reading::Listeners(vec![listener(80, 7, 5), listener(443, 7, 0)]),
+                now()
+            )
+            .is_none()
+        );
+        // ...but the full reading carries it.
+        let u = hub
+            .apply(
+                Reading::Sockets {
+                    listeners: vec![listener(80, 7, 5), listener(443, 7, 0)],
+                    summary: SocketSummary::default(),
+                },
+                now(),
+            )
+            .expect("figures");
+        assert!(u.events.is_empty());
+        assert_eq!(u.change.listeners_upserted.len(), 1);
+        assert_eq!(u.change.listeners_upserted[0].accept_queue, 5);
+        let u = hub
+            .apply(Reading::Listeners(vec![listener(443, 7, 0)]), now())
+            .expect("gone");
+        assert_eq!(kinds(&u), ["gone"]);
+        assert_eq!(u.change.listeners_removed.len(), 1);
+        assert_eq!(u.change.listeners_removed[0].port, 80);
+    }
+
+    #[test]
+    fn sockets_sharing_a_key_are_one_listener() {
+        let merged = merge_listeners(vec![listener(80, 7, 1), listener(80, 8, 2)]);
+        assert_eq!(merged.len(), 1);
+        let l = merged.values().next().expect("one");
+        assert_eq!(l.accept_queue, 3);
+        assert_eq!(
+            l.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            [7, 8]
+        );
+    }
+
+    #[test]
+    fn an_oom_kill_names_the_listeners_its_victim_held() {
+        let mut hub = Hub::default();
+        hub.apply(
+            Reading::Listeners(vec![listener(80, 7, 0), listener(9000, 8, 0)]),
+            now(),
+        );
+        let kill = KernelEvent {
+            seq: 1,
+            monotonic_us: 5,
+            unix_ms: Some(1_700_000_000_000),
+            kind: KernelEventKind::OomKill(OomKill {
+                pid: 7,
+                process: "srv".into(),
+                ..OomKill::default()
+            }),
+        };
+        let u = hub.apply(Reading::Kernel(kill), now()).expect("event");
+        assert_eq!(
+            u.version, u.base_version,
+            "an event alone keeps the version"
+        );
+        assert!(u.change.is_empty());
+        match &u.events[0].kind {
+            EventKind::Kernel { listeners, .. } => {
+                assert_eq!(listeners.iter().map(|k| k.port).collect::<Vec<_>>(), [80]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            u.events[0].time,
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_000)
+        );
+    }
+
+    #[test]
+    fn a_ruleset_change_is_an_event_with_its_author() {
+        let mut hub = Hub::default();
+        let rs = |hash| Ruleset {
+            hash,
+            ..Ruleset::default()
+        };
+        let u = hub
+            .apply(
+                Reading::Firewall {
+                    ruleset: Ok(rs(1)),
+                    author: None,
+                },
+                now(),
+            )
+            .expect("first");
+        assert!(u.events.is_empty());
+        assert!(
+            hub.apply(
+                Reading::Firewall {
+                    ruleset: Ok(rs(1)),
+                    author: None
+                },
+                now()
+            )
+            .is_none(),
+            "same hash, no change"
+        );
+        let u = hub
+            .apply(
+                Reading::Firewall {
+                    ruleset: Ok(rs(2)),
+                    author: Some(ChangeAuthor {
+                        generation: Some(9),
+                        pid: Some(42),
+                        command: Some("nft".into()),
+                    }),
+                },
+                now(),
+            )
+            .expect("changed");
+        match &u.events[0].kind {
+            EventKind::FirewallChanged(f) => {
+                assert_eq!((f.pid, f.command.as_deref()), (Some(42), Some("nft")));
+                assert_eq!((f.old_hash, f.new_hash, f.generation), (1, 2, Some(9)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(u.change.firewall.is_some());
+    }
+}

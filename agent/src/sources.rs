@@ -15,30 +15,42 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Sleeps until `deadline` in short steps, so a shutdown is noticed
-/// within one step; false when shutting down.
-fn sleep_until(deadline: Instant, shutdown: &CancellationToken) -> bool {
-    const STEP: Duration = Duration::from_millis(100);
-    loop {
-        if shutdown.is_cancelled() {
-            return false;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return true;
-        }
-        std::thread::sleep((deadline - now).min(STEP));
+/// A blocking thread's view of the shutdown token: `sleep` returns early,
+/// with false, once shutdown fires.
+struct ThreadShutdown(std::sync::mpsc::Receiver<()>);
+
+impl ThreadShutdown {
+    /// Must be called inside the runtime: a task drops the sender when
+    /// `shutdown` fires, which wakes the thread at once.
+    fn new(shutdown: &CancellationToken) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            token.cancelled().await;
+            drop(tx);
+        });
+        ThreadShutdown(rx)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> bool {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        matches!(
+            self.0.recv_timeout(wait),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
     }
 }
 
 /// Sockets: which listeners exist every `listener_interval` (a dump the
 /// kernel filters to listening sockets, cheap on any host), and the full
-/// reading with connection counts every `poll_interval`.
+/// reading with connection counts every `socket_poll_interval` (it walks
+/// every socket: about 30 ms of kernel time on a host with 20,000).
 pub fn sockets(
     config: Arc<Config>,
     readings: mpsc::Sender<Reading>,
     shutdown: CancellationToken,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let stop = ThreadShutdown::new(&shutdown);
     std::thread::Builder::new()
         .name("sockets".into())
         .spawn(move || {
@@ -48,7 +60,7 @@ pub fn sockets(
             loop {
                 let now = Instant::now();
                 let reading = if now >= next_full {
-                    next_full = now + config.poll_interval;
+                    next_full = now + config.socket_poll_interval;
                     reader.read_all().map(|f| Reading::Sockets {
                         listeners: f.listeners,
                         summary: f.summary,
@@ -71,7 +83,7 @@ pub fn sockets(
                         }
                     }
                 }
-                if !sleep_until(now + config.listener_interval, &shutdown) {
+                if !stop.sleep_until(now + config.listener_interval) {
                     return;
                 }
             }

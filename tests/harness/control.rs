@@ -105,6 +105,7 @@ impl Fleet {
             ("--heartbeat-interval", "1s"),
             ("--reconnect-max", "1s"),
             ("--poll-interval", "1s"),
+            ("--socket-poll-interval", "1s"),
             ("--state-dir", state_dir),
         ];
         // A flag given in `extra` replaces its default (a flag given twice
