@@ -15,6 +15,10 @@ use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// CPU figures need two readings of /proc/stat; this is the gap between
+/// them (the other readers run meanwhile, so it costs no extra time).
+const CPU_SAMPLE_GAP: Duration = Duration::from_millis(50);
+
 /// Where the host is read from.
 #[derive(Clone, Debug)]
 pub struct Paths {
@@ -108,7 +112,7 @@ pub async fn read(paths: &Paths) -> anyhow::Result<HostSnapshot> {
     });
     let (procfs, rootfs) = (paths.procfs.clone(), paths.rootfs.clone());
     let resources = async move {
-        inspect::resources::read_once(&procfs, &rootfs, Duration::from_millis(100))
+        inspect::resources::read_once(&procfs, &rootfs, CPU_SAMPLE_GAP)
             .await
             .map_err(|e| e.to_string())
     };
