@@ -213,6 +213,7 @@ impl Client {
                             command_id: cmd.id,
                             ok: false,
                             error: "this agent does not run commands yet".into(),
+                            ..Default::default()
                         })),
                         None => tracing::debug!("empty collector message"),
                     }

@@ -141,6 +141,20 @@ impl pb::query_server::Query for Query {
         }))
     }
 
+    async fn get_matrix(
+        &self,
+        _: Request<pb::MatrixRequest>,
+    ) -> Result<Response<pb::Matrix>, Status> {
+        Err(Status::unimplemented("the matrix is being wired in"))
+    }
+
+    async fn test_port(
+        &self,
+        _: Request<pb::TestPortRequest>,
+    ) -> Result<Response<pb::TestPortResult>, Status> {
+        Err(Status::unimplemented("test-port is being wired in"))
+    }
+
     async fn get_node(
         &self,
         request: Request<pb::GetNodeRequest>,

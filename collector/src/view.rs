@@ -318,6 +318,46 @@ pub fn describe(e: &pb::Event) -> (&'static str, String) {
                 l.count
             ),
         ),
+        Some(Kind::ProbeStateChanged(c)) => {
+            let state = |v: i32| {
+                pb::TargetState::try_from(v)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("TARGET_STATE_")
+                            .to_ascii_lowercase()
+                    })
+                    .unwrap_or_default()
+            };
+            let outcome = pb::ProbeOutcome::try_from(c.outcome)
+                .map(|o| {
+                    o.as_str_name()
+                        .trim_start_matches("PROBE_OUTCOME_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_default();
+            let target = c
+                .target
+                .as_ref()
+                .map(|t| {
+                    let kind = pb::ProbeKind::try_from(t.kind)
+                        .map(|k| {
+                            k.as_str_name()
+                                .trim_start_matches("PROBE_KIND_")
+                                .to_ascii_lowercase()
+                        })
+                        .unwrap_or_default();
+                    format!("{kind} {} ({})", host_port(&t.address, t.port), t.node)
+                })
+                .unwrap_or_default();
+            (
+                "probe_state_changed",
+                format!(
+                    "{target}: {} -> {} ({outcome})",
+                    state(c.old_state),
+                    state(c.new_state)
+                ),
+            )
+        }
         Some(Kind::StreamChanged(s)) if s.connected => (
             "agent_connected",
             format!("agent {} connected", s.agent_version),

@@ -369,6 +369,13 @@ pub fn event(e: &pb::Event) -> Result<(), ProtocolError> {
             text("event.kernel_link.interface", &k.interface, 64)?;
             text("event.kernel_link.message", &k.message, 1024).map(|_| ())
         }
+        Some(Kind::ProbeStateChanged(c)) => match &c.target {
+            None => Err(err("event.probe_state_changed.target", "missing")),
+            Some(t) => {
+                ip("event.probe_state_changed.target.address", &t.address)?;
+                text("event.probe_state_changed.target.node", &t.node, 64).map(|_| ())
+            }
+        },
         Some(Kind::StreamChanged(_)) | Some(Kind::NodeRebooted(_)) => Err(err(
             "event.kind",
             "is recorded by the collector, not sent by agents",

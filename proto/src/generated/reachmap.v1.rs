@@ -439,7 +439,7 @@ pub struct Event {
     pub received_unix_nanos: i64,
     #[prost(
         oneof = "event::Kind",
-        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22"
+        tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
     )]
     pub kind: ::core::option::Option<event::Kind>,
 }
@@ -474,6 +474,8 @@ pub mod event {
         KernelLink(super::KernelLinkMessage),
         #[prost(message, tag = "22")]
         KernelLogLost(super::KernelLogLost),
+        #[prost(message, tag = "23")]
+        ProbeStateChanged(super::ProbeStateChanged),
     }
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -630,27 +632,93 @@ pub struct RouteChanged {
     #[prost(message, optional, tag = "2")]
     pub added: ::core::option::Option<Route>,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProbeTarget {
+    /// Stable within a plan version; results and state changes name it.
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    #[prost(enumeration = "ProbeKind", tag = "5")]
+    pub kind: i32,
+    /// A declared service's name; empty for the probe port and ports learned
+    /// from the peer's listeners.
+    #[prost(string, tag = "6")]
+    pub service: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub http_path: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "8")]
+    pub expect_status: u32,
+}
+/// One target's rolling window of results.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TargetWindow {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<ProbeTarget>,
+    #[prost(uint32, tag = "2")]
+    pub sent: u32,
+    #[prost(uint32, tag = "3")]
+    pub ok: u32,
+    /// Failures in the window, by outcome.
+    #[prost(uint32, tag = "4")]
+    pub refused: u32,
+    #[prost(uint32, tag = "5")]
+    pub timeout: u32,
+    #[prost(uint32, tag = "6")]
+    pub unreachable: u32,
+    #[prost(uint32, tag = "7")]
+    pub no_route: u32,
+    #[prost(uint32, tag = "8")]
+    pub reset: u32,
+    #[prost(uint32, tag = "9")]
+    pub dns_error: u32,
+    #[prost(uint32, tag = "10")]
+    pub http_status: u32,
+    /// Round-trip times of the successful probes.
+    #[prost(double, optional, tag = "11")]
+    pub rtt_p50_ms: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "12")]
+    pub rtt_p99_ms: ::core::option::Option<f64>,
+    #[prost(enumeration = "ProbeOutcome", tag = "13")]
+    pub last_outcome: i32,
+    /// The most recent failure in the window, and when it happened.
+    #[prost(enumeration = "ProbeOutcome", tag = "14")]
+    pub last_failure: i32,
+    #[prost(int64, tag = "15")]
+    pub last_failure_unix_nanos: i64,
+    /// The last HTTP status seen (HTTP probes).
+    #[prost(uint32, tag = "16")]
+    pub last_http_status: u32,
+    #[prost(enumeration = "TargetState", tag = "17")]
+    pub state: i32,
+    #[prost(int64, tag = "18")]
+    pub last_probe_unix_nanos: i64,
+}
+/// A batch of windows, sent every interval.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbeResults {
-    #[prost(message, repeated, tag = "1")]
-    pub results: ::prost::alloc::vec::Vec<ProbeResult>,
+    #[prost(uint64, tag = "1")]
+    pub plan_version: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub windows: ::prost::alloc::vec::Vec<TargetWindow>,
 }
-#[derive(Clone, PartialEq, ::prost::Message)]
-pub struct ProbeResult {
-    #[prost(string, tag = "1")]
-    pub target_node: ::prost::alloc::string::String,
-    #[prost(string, tag = "2")]
-    pub target_address: ::prost::alloc::string::String,
-    #[prost(uint32, tag = "3")]
-    pub port: u32,
-    #[prost(string, tag = "4")]
-    pub kind: ::prost::alloc::string::String,
-    #[prost(string, tag = "5")]
-    pub outcome: ::prost::alloc::string::String,
-    #[prost(double, tag = "6")]
-    pub rtt_ms: f64,
-    #[prost(int64, tag = "7")]
-    pub time_unix_nanos: i64,
+/// A target whose state changed: sent at once, so a broken path shows within
+/// one interval.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProbeStateChanged {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<ProbeTarget>,
+    #[prost(enumeration = "TargetState", tag = "2")]
+    pub old_state: i32,
+    #[prost(enumeration = "TargetState", tag = "3")]
+    pub new_state: i32,
+    /// The outcome of the probe that changed it.
+    #[prost(enumeration = "ProbeOutcome", tag = "4")]
+    pub outcome: i32,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Heartbeat {
@@ -666,7 +734,7 @@ pub struct Heartbeat {
     #[prost(uint64, tag = "4")]
     pub dropped_events_total: u64,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CommandResult {
     #[prost(uint64, tag = "1")]
     pub command_id: u64,
@@ -674,6 +742,14 @@ pub struct CommandResult {
     pub ok: bool,
     #[prost(string, tag = "3")]
     pub error: ::prost::alloc::string::String,
+    /// OpenListener: the port listened on.
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    /// ProbeOnce: how it ended and how long it took.
+    #[prost(enumeration = "ProbeOutcome", tag = "5")]
+    pub outcome: i32,
+    #[prost(double, tag = "6")]
+    pub rtt_ms: f64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CollectorMessage {
@@ -702,52 +778,75 @@ pub struct Ack {
     #[prost(uint64, tag = "1")]
     pub seq: u64,
 }
+/// What to probe. Replaces any earlier plan. An agent refuses a target that
+/// is not a fleet member's address and planned port: it is not a scanner.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ProbePlan {
     #[prost(uint64, tag = "1")]
     pub version: u64,
+    /// Every target is probed once per interval, spread with jitter.
     #[prost(uint32, tag = "2")]
     pub interval_ms: u32,
     #[prost(message, repeated, tag = "3")]
     pub targets: ::prost::alloc::vec::Vec<ProbeTarget>,
-}
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ProbeTarget {
-    #[prost(string, tag = "1")]
-    pub node: ::prost::alloc::string::String,
-    #[prost(string, tag = "2")]
-    pub address: ::prost::alloc::string::String,
-    #[prost(uint32, tag = "3")]
-    pub port: u32,
-    #[prost(string, tag = "4")]
-    pub kind: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub timeout_ms: u32,
+    /// Upper bound on probes this agent starts per second.
+    #[prost(uint32, tag = "5")]
+    pub max_probes_per_second: u32,
+    /// How many recent results per target the rolling window keeps.
+    #[prost(uint32, tag = "6")]
+    pub window: u32,
+    /// Every fleet member's addresses: the only ones a plan or a command may
+    /// name.
+    #[prost(string, repeated, tag = "7")]
+    pub fleet_addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ResyncRequest {
     #[prost(string, tag = "1")]
     pub reason: ::prost::alloc::string::String,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Command {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "command::Kind", tags = "10")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
 pub mod command {
-    #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
     pub enum Kind {
         #[prost(message, tag = "10")]
         OpenListener(super::OpenListener),
+        #[prost(message, tag = "11")]
+        CloseListener(super::CloseListener),
+        #[prost(message, tag = "12")]
+        ProbeOnce(super::ProbeOnce),
     }
 }
+/// Listen on `port` (TCP, every address) for at most `ttl_ms`, accepting and
+/// closing connections: `reachmap test-port`. Refused when the port is in use.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct OpenListener {
     #[prost(uint32, tag = "1")]
     pub port: u32,
     #[prost(uint32, tag = "2")]
     pub ttl_ms: u32,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CloseListener {
+    #[prost(uint32, tag = "1")]
+    pub port: u32,
+}
+/// Probe one target now (a fleet member's address) and answer with the outcome.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProbeOnce {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<ProbeTarget>,
+    #[prost(uint32, tag = "2")]
+    pub timeout_ms: u32,
 }
 /// The collector's wall clock; the agent answers at once with a Heartbeat
 /// echoing it, which gives the collector one round trip to estimate offset.
@@ -808,6 +907,88 @@ pub struct NodeDetail {
     pub facts: ::core::option::Option<Snapshot>,
     #[prost(message, repeated, tag = "3")]
     pub recent_events: ::prost::alloc::vec::Vec<Event>,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MatrixRequest {
+    /// Only cells of this port; 0 for every cell.
+    #[prost(uint32, tag = "1")]
+    pub port: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MatrixCell {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    /// The probe port for node-to-node cells, else the service's port.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(enumeration = "ProbeKind", tag = "4")]
+    pub kind: i32,
+    #[prost(string, tag = "5")]
+    pub service: ::prost::alloc::string::String,
+    #[prost(enumeration = "CellState", tag = "6")]
+    pub state: i32,
+    /// Share of failed probes in the window, 0..1.
+    #[prost(double, tag = "7")]
+    pub loss: f64,
+    #[prost(double, optional, tag = "8")]
+    pub rtt_ms: ::core::option::Option<f64>,
+    #[prost(double, optional, tag = "9")]
+    pub rtt_p99_ms: ::core::option::Option<f64>,
+    /// The last failure's outcome, when there was one in the window.
+    #[prost(enumeration = "ProbeOutcome", tag = "10")]
+    pub failure: i32,
+    #[prost(int64, tag = "11")]
+    pub updated_unix_nanos: i64,
+    #[prost(int64, tag = "12")]
+    pub last_failure_unix_nanos: i64,
+    #[prost(uint32, tag = "13")]
+    pub sent: u32,
+    #[prost(string, tag = "14")]
+    pub address: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Matrix {
+    #[prost(string, repeated, tag = "1")]
+    pub nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(message, repeated, tag = "2")]
+    pub cells: ::prost::alloc::vec::Vec<MatrixCell>,
+    #[prost(int64, tag = "3")]
+    pub generated_unix_nanos: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TestPortRequest {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(uint32, tag = "4")]
+    pub timeout_ms: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TestPortResult {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    /// The path from src to dst:port is open when a connection reached the
+    /// temporary listener.
+    #[prost(bool, tag = "5")]
+    pub open: bool,
+    #[prost(enumeration = "ProbeOutcome", tag = "6")]
+    pub outcome: i32,
+    #[prost(double, tag = "7")]
+    pub rtt_ms: f64,
+    /// What happened, in a sentence a person reads.
+    #[prost(string, tag = "8")]
+    pub detail: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
@@ -1112,6 +1293,168 @@ impl MemoryTrend {
             "MEMORY_TREND_STEADY" => Some(Self::Steady),
             "MEMORY_TREND_GROWING" => Some(Self::Growing),
             "MEMORY_TREND_SPIKE" => Some(Self::Spike),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ProbeKind {
+    Unspecified = 0,
+    /// A TCP connect: open means the three-way handshake completed.
+    Tcp = 1,
+    /// ICMP echo (unprivileged ping socket where allowed, raw socket otherwise).
+    Icmp = 2,
+    /// HTTP GET of `http_path`; ok when the status is `expect_status`.
+    Http = 3,
+}
+impl ProbeKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "PROBE_KIND_UNSPECIFIED",
+            Self::Tcp => "PROBE_KIND_TCP",
+            Self::Icmp => "PROBE_KIND_ICMP",
+            Self::Http => "PROBE_KIND_HTTP",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PROBE_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "PROBE_KIND_TCP" => Some(Self::Tcp),
+            "PROBE_KIND_ICMP" => Some(Self::Icmp),
+            "PROBE_KIND_HTTP" => Some(Self::Http),
+            _ => None,
+        }
+    }
+}
+/// How one probe ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ProbeOutcome {
+    Unspecified = 0,
+    /// Connected (TCP), echo reply (ICMP), expected status (HTTP).
+    Open = 1,
+    /// RST to the SYN: the host answers, nothing listens (or a REJECT rule).
+    Refused = 2,
+    /// No answer in time: dropped on the way or at the destination.
+    Timeout = 3,
+    /// ICMP host/port/admin unreachable came back.
+    Unreachable = 4,
+    /// The source has no route to the destination (ENETUNREACH).
+    NoRoute = 5,
+    /// The connection was reset after it opened.
+    Reset = 6,
+    /// The target's name did not resolve.
+    DnsError = 7,
+    /// HTTP answered with a status other than the expected one.
+    HttpStatus = 8,
+}
+impl ProbeOutcome {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "PROBE_OUTCOME_UNSPECIFIED",
+            Self::Open => "PROBE_OUTCOME_OPEN",
+            Self::Refused => "PROBE_OUTCOME_REFUSED",
+            Self::Timeout => "PROBE_OUTCOME_TIMEOUT",
+            Self::Unreachable => "PROBE_OUTCOME_UNREACHABLE",
+            Self::NoRoute => "PROBE_OUTCOME_NO_ROUTE",
+            Self::Reset => "PROBE_OUTCOME_RESET",
+            Self::DnsError => "PROBE_OUTCOME_DNS_ERROR",
+            Self::HttpStatus => "PROBE_OUTCOME_HTTP_STATUS",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PROBE_OUTCOME_UNSPECIFIED" => Some(Self::Unspecified),
+            "PROBE_OUTCOME_OPEN" => Some(Self::Open),
+            "PROBE_OUTCOME_REFUSED" => Some(Self::Refused),
+            "PROBE_OUTCOME_TIMEOUT" => Some(Self::Timeout),
+            "PROBE_OUTCOME_UNREACHABLE" => Some(Self::Unreachable),
+            "PROBE_OUTCOME_NO_ROUTE" => Some(Self::NoRoute),
+            "PROBE_OUTCOME_RESET" => Some(Self::Reset),
+            "PROBE_OUTCOME_DNS_ERROR" => Some(Self::DnsError),
+            "PROBE_OUTCOME_HTTP_STATUS" => Some(Self::HttpStatus),
+            _ => None,
+        }
+    }
+}
+/// The agent's view of one target over its rolling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TargetState {
+    Unspecified = 0,
+    Ok = 1,
+    /// Some probes failed or were slow.
+    Degraded = 2,
+    Failing = 3,
+}
+impl TargetState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "TARGET_STATE_UNSPECIFIED",
+            Self::Ok => "TARGET_STATE_OK",
+            Self::Degraded => "TARGET_STATE_DEGRADED",
+            Self::Failing => "TARGET_STATE_FAILING",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TARGET_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "TARGET_STATE_OK" => Some(Self::Ok),
+            "TARGET_STATE_DEGRADED" => Some(Self::Degraded),
+            "TARGET_STATE_FAILING" => Some(Self::Failing),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum CellState {
+    Unspecified = 0,
+    Ok = 1,
+    /// Intermittent loss or slow.
+    Degraded = 2,
+    Failing = 3,
+    /// No data: the source's agent is gone, or no result yet.
+    Unknown = 4,
+}
+impl CellState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "CELL_STATE_UNSPECIFIED",
+            Self::Ok => "CELL_STATE_OK",
+            Self::Degraded => "CELL_STATE_DEGRADED",
+            Self::Failing => "CELL_STATE_FAILING",
+            Self::Unknown => "CELL_STATE_UNKNOWN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "CELL_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "CELL_STATE_OK" => Some(Self::Ok),
+            "CELL_STATE_DEGRADED" => Some(Self::Degraded),
+            "CELL_STATE_FAILING" => Some(Self::Failing),
+            "CELL_STATE_UNKNOWN" => Some(Self::Unknown),
             _ => None,
         }
     }
@@ -1538,6 +1881,48 @@ pub mod query_client {
             req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "GetNode"));
             self.inner.unary(req, path, codec).await
         }
+        pub async fn get_matrix(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MatrixRequest>,
+        ) -> std::result::Result<tonic::Response<super::Matrix>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/GetMatrix",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("reachmap.v1.Query", "GetMatrix"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn test_port(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TestPortRequest>,
+        ) -> std::result::Result<tonic::Response<super::TestPortResult>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/TestPort",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("reachmap.v1.Query", "TestPort"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1564,6 +1949,14 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::GetNodeRequest>,
         ) -> std::result::Result<tonic::Response<super::NodeDetail>, tonic::Status>;
+        async fn get_matrix(
+            &self,
+            request: tonic::Request<super::MatrixRequest>,
+        ) -> std::result::Result<tonic::Response<super::Matrix>, tonic::Status>;
+        async fn test_port(
+            &self,
+            request: tonic::Request<super::TestPortRequest>,
+        ) -> std::result::Result<tonic::Response<super::TestPortResult>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct QueryServer<T> {
@@ -1712,6 +2105,92 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetNodeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/GetMatrix" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetMatrixSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::MatrixRequest>
+                    for GetMatrixSvc<T> {
+                        type Response = super::Matrix;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MatrixRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::get_matrix(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetMatrixSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/TestPort" => {
+                    #[allow(non_camel_case_types)]
+                    struct TestPortSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::TestPortRequest>
+                    for TestPortSvc<T> {
+                        type Response = super::TestPortResult;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TestPortRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::test_port(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TestPortSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
