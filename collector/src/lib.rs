@@ -14,6 +14,7 @@ pub mod state;
 pub mod store;
 pub mod validate;
 pub mod view;
+pub mod web;
 
 use crate::config::Config;
 use anyhow::Context;
