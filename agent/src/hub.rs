@@ -26,8 +26,10 @@ pub struct HostFacts {
     /// (SO_REUSEPORT groups, forked workers) are merged.
     pub listeners: BTreeMap<ListenerKey, Listener>,
     pub socket_summary: SocketSummary,
-    /// `Err` holds why the ruleset could not be read.
-    pub firewall: Option<Result<Ruleset, String>>,
+    /// `Err` holds why the ruleset could not be read. Shared: a ruleset of
+    /// thousands of rules is never copied between the hub, the published
+    /// facts and the stream.
+    pub firewall: Option<Result<Arc<Ruleset>, String>>,
     pub resources: Option<(SystemTime, Resources)>,
 }
 
@@ -74,7 +76,7 @@ pub struct Change {
     pub listeners_upserted: Vec<Listener>,
     pub listeners_removed: Vec<ListenerKey>,
     pub socket_summary: Option<SocketSummary>,
-    pub firewall: Option<Result<Ruleset, String>>,
+    pub firewall: Option<Result<Arc<Ruleset>, String>>,
     pub resources: Option<(SystemTime, Resources)>,
 }
 
@@ -257,6 +259,7 @@ impl Hub {
                         new_rules: rule_count(new),
                     })));
                 }
+                let ruleset = ruleset.map(Arc::new);
                 change.firewall = Some(ruleset.clone());
                 facts.firewall = Some(ruleset);
             }

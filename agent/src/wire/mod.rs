@@ -29,7 +29,7 @@ pub fn host(h: &HostInfo) -> pb::HostInfo {
     }
 }
 
-fn firewall_of(f: &Result<Ruleset, String>) -> pb::Firewall {
+fn firewall_of(f: &Result<std::sync::Arc<Ruleset>, String>) -> pb::Firewall {
     match f {
         Ok(r) => firewall::firewall(r),
         Err(e) => firewall::unreadable(e),
