@@ -11,6 +11,7 @@ pub mod hub;
 pub mod inspect;
 pub mod oneshot;
 pub mod outbox;
+pub mod probe;
 pub mod sources;
 pub mod stream;
 pub mod wire;
