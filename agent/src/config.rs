@@ -68,6 +68,9 @@ pub struct Flags {
     /// How often to check which listeners exist [default: 250ms]
     #[arg(long, env = "REACHMAP_LISTENER_INTERVAL", value_name = "DURATION")]
     pub listener_interval: Option<String>,
+    /// Where peers' probes connect [default: 0.0.0.0:7442]
+    #[arg(long, env = "REACHMAP_PROBE_LISTEN", value_name = "ADDR:PORT")]
+    pub probe_listen: Option<String>,
     /// Events kept while the collector is unreachable [default: 10000]
     #[arg(long, env = "REACHMAP_EVENT_BUFFER", value_name = "N")]
     pub event_buffer: Option<usize>,
@@ -96,6 +99,7 @@ struct File {
     poll_interval: Option<String>,
     socket_poll_interval: Option<String>,
     listener_interval: Option<String>,
+    probe_listen: Option<String>,
     event_buffer: Option<usize>,
     labels: Option<BTreeMap<String, String>>,
 }
@@ -115,6 +119,7 @@ pub struct Config {
     pub poll_interval: Duration,
     pub socket_poll_interval: Duration,
     pub listener_interval: Duration,
+    pub probe_listen: std::net::SocketAddr,
     /// Where machine-id is read from; tests point it at a fixture.
     pub etc: PathBuf,
     pub event_buffer: usize,
@@ -203,6 +208,17 @@ impl Config {
         if poll_interval < Duration::from_millis(100) {
             return Err(invalid("poll_interval", "must be at least 100ms"));
         }
+        let probe_listen = flags
+            .probe_listen
+            .clone()
+            .or(file.probe_listen)
+            .unwrap_or_else(|| format!("0.0.0.0:{}", reachmap_proto::DEFAULT_PROBE_PORT));
+        let probe_listen = probe_listen.parse().map_err(|_| {
+            invalid(
+                "probe_listen",
+                format!("{probe_listen:?} is not ADDR:PORT (e.g. 0.0.0.0:7442)"),
+            )
+        })?;
         let event_buffer = flags.event_buffer.or(file.event_buffer).unwrap_or(10_000);
         if event_buffer == 0 {
             return Err(invalid("event_buffer", "must be at least 1"));
@@ -241,6 +257,7 @@ impl Config {
             poll_interval,
             socket_poll_interval,
             listener_interval,
+            probe_listen,
             etc: "/etc".into(),
             event_buffer,
             labels,

@@ -5,6 +5,7 @@ use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEFAULT_CONFIG: &str = "/etc/reachmap/collector.toml";
 
@@ -30,6 +31,45 @@ pub struct Flags {
     /// Where the collector keeps its state [default: /var/lib/reachmap]
     #[arg(long, env = "REACHMAP_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// How often every agent probes each of its targets [default: 10s]
+    #[arg(long, env = "REACHMAP_PROBE_INTERVAL", value_name = "DURATION")]
+    pub probe_interval: Option<String>,
+    /// How long one probe may take [default: the interval, at most 2s]
+    #[arg(long, env = "REACHMAP_PROBE_TIMEOUT", value_name = "DURATION")]
+    pub probe_timeout: Option<String>,
+    /// Fleet size up to which every node probes every other; beyond it, full mesh inside a zone and a few representatives of other zones [default: 50]
+    #[arg(long, env = "REACHMAP_FULL_MESH_MAX", value_name = "N")]
+    pub full_mesh_max: Option<usize>,
+    /// Per-pair series in /metrics only while the matrix has at most this many cells [default: 1000]
+    #[arg(long, env = "REACHMAP_METRICS_PAIR_CAP", value_name = "N")]
+    pub metrics_pair_cap: Option<usize>,
+}
+
+/// A service every node may run, probed on every peer.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub port: u16,
+    /// Probe with an HTTP GET of this path instead of a TCP connect.
+    pub path: Option<String>,
+    /// The HTTP status that means healthy [default: 200].
+    pub expect_status: Option<u16>,
+}
+
+/// How the fleet probes itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Results per target in an agent's rolling window.
+    pub window: usize,
+    /// Most probes one agent starts per second.
+    pub max_probes_per_second: u32,
+    pub full_mesh_max: usize,
+    /// Nodes of each other zone a node probes in a sparse plan.
+    pub zone_representatives: usize,
+    pub services: Vec<ServiceConfig>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -38,6 +78,15 @@ struct File {
     listen: Option<String>,
     http: Option<String>,
     data_dir: Option<PathBuf>,
+    probe_interval: Option<String>,
+    probe_timeout: Option<String>,
+    probe_window: Option<usize>,
+    max_probes_per_second: Option<u32>,
+    full_mesh_max: Option<usize>,
+    zone_representatives: Option<usize>,
+    metrics_pair_cap: Option<usize>,
+    #[serde(default)]
+    services: Vec<ServiceConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +94,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
+    pub probe: ProbeSettings,
+    pub metrics_pair_cap: usize,
 }
 
 impl Config {
@@ -54,6 +105,7 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
             None => File::default(),
         };
+        let probe = probe_settings(flags, &file)?;
         let listen = flags
             .listen
             .clone()
@@ -65,6 +117,11 @@ impl Config {
             .or(file.http)
             .unwrap_or_else(|| format!("0.0.0.0:{}", reachmap_proto::DEFAULT_HTTP_PORT));
         Ok(Config {
+            probe,
+            metrics_pair_cap: flags
+                .metrics_pair_cap
+                .or(file.metrics_pair_cap)
+                .unwrap_or(1000),
             listen: socket_addr("listen", &listen)?,
             http: socket_addr("http", &http)?,
             data_dir: flags
@@ -74,6 +131,99 @@ impl Config {
                 .unwrap_or_else(|| "/var/lib/reachmap".into()),
         })
     }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+fn duration(key: &'static str, text: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = text else { return Ok(None) };
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| {
+            invalid(
+                key,
+                format!("{text:?} is not a duration like 10s or 500ms ({e})"),
+            )
+        })
+}
+
+fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigError> {
+    let interval = duration(
+        "probe_interval",
+        flags
+            .probe_interval
+            .as_deref()
+            .or(file.probe_interval.as_deref()),
+    )?
+    .unwrap_or(Duration::from_secs(10));
+    if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
+        return Err(invalid("probe_interval", "must be between 100ms and 1h"));
+    }
+    let timeout = duration(
+        "probe_timeout",
+        flags
+            .probe_timeout
+            .as_deref()
+            .or(file.probe_timeout.as_deref()),
+    )?
+    .unwrap_or_else(|| interval.min(Duration::from_secs(2)));
+    if timeout.is_zero() || timeout > interval.max(Duration::from_secs(1)) * 3 {
+        return Err(invalid(
+            "probe_timeout",
+            "must be above 0 and at most three intervals",
+        ));
+    }
+    let window = file.probe_window.unwrap_or(10);
+    if !(1..=1000).contains(&window) {
+        return Err(invalid("probe_window", "must be between 1 and 1000"));
+    }
+    let max_probes_per_second = file.max_probes_per_second.unwrap_or(10_000);
+    if max_probes_per_second == 0 {
+        return Err(invalid("max_probes_per_second", "must be at least 1"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for s in &file.services {
+        if s.name.is_empty() || s.name.len() > 64 || s.name.chars().any(char::is_control) {
+            return Err(invalid(
+                "services",
+                format!(
+                    "service name {:?} must be 1-64 printable characters",
+                    s.name
+                ),
+            ));
+        }
+        if s.port == 0 {
+            return Err(invalid("services", format!("service {:?}: port 0", s.name)));
+        }
+        if let Some(p) = &s.path
+            && !p.starts_with('/')
+        {
+            return Err(invalid(
+                "services",
+                format!("service {:?}: path {p:?} must start with /", s.name),
+            ));
+        }
+        if !names.insert(&s.name) {
+            return Err(invalid(
+                "services",
+                format!("service {:?} is declared twice", s.name),
+            ));
+        }
+    }
+    Ok(ProbeSettings {
+        interval,
+        timeout,
+        window,
+        max_probes_per_second,
+        full_mesh_max: flags.full_mesh_max.or(file.full_mesh_max).unwrap_or(50),
+        zone_representatives: file.zone_representatives.unwrap_or(3),
+        services: file.services.clone(),
+    })
 }
 
 fn socket_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -149,6 +299,20 @@ mod tests {
                 .expect_err("bad")
                 .to_string()
                 .starts_with("http:")
+        );
+        let e = Config::load(&flags(
+            "[[services]]\nname = \"web\"\nport = 8080\npath = \"health\"\n",
+        ))
+        .expect_err("bad path")
+        .to_string();
+        assert!(e.starts_with("services:") && e.contains("health"), "{e}");
+        let mut f = flags("");
+        f.probe_interval = Some("1x".into());
+        assert!(
+            Config::load(&f)
+                .expect_err("bad interval")
+                .to_string()
+                .starts_with("probe_interval:")
         );
         let e = Config::load(&flags("lissen = \"x\"\n"))
             .expect_err("unknown key")
