@@ -15,6 +15,7 @@ pub fn router(fleet: Fleet) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node))
+        .merge(crate::web::routes())
         .with_state(fleet)
 }
 
