@@ -1,0 +1,733 @@
+//! The fleet-wide reachability matrix: one cell per (source, destination,
+//! port, kind), holding what the source's agent last reported for it.
+//!
+//! Built for 1,000 × 1,000 cells: node names are interned as `u32` ids, each
+//! source's row is a `Vec<Cell>` sorted by (destination id, port, kind) and
+//! found by binary search, a cell is 72 bytes, and the JSON view is streamed
+//! without building a value tree.
+//!
+//! A cell's state is the agent's state for the target (ok, degraded,
+//! failing), or `unknown`: no result yet, the source's agent is gone
+//! (`source_gone`), or nothing arrived for three probe intervals (`expire`,
+//! which the owner calls on its tick and before answering a query).
+//!
+//! Once a source has a plan (`set_plan`), its row holds exactly the plan's
+//! targets: cells of targets no longer planned are removed, new ones start
+//! `unknown`, and results for targets outside the plan (a batch of the
+//! previous plan still in flight) are ignored, so they cannot resurrect a
+//! removed cell. Results never add a node: a destination must be known
+//! (`add_node` or a plan naming it), so a misbehaving agent cannot grow the
+//! name table.
+
+use super::planner::{PlannedTarget, ProbeKind};
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Services are few (declared in config); a bound keeps a misbehaving agent
+/// that invents names from growing the table. Names past it are dropped.
+const MAX_SERVICES: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CellState {
+    Ok,
+    Degraded,
+    Failing,
+    Unknown,
+}
+
+impl CellState {
+    pub const ALL: [CellState; 4] = [
+        CellState::Ok,
+        CellState::Degraded,
+        CellState::Failing,
+        CellState::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellState::Ok => "ok",
+            CellState::Degraded => "degraded",
+            CellState::Failing => "failing",
+            CellState::Unknown => "unknown",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The agent's view of one target over its window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetState {
+    Ok,
+    Degraded,
+    Failing,
+}
+
+impl From<TargetState> for CellState {
+    fn from(s: TargetState) -> Self {
+        match s {
+            TargetState::Ok => CellState::Ok,
+            TargetState::Degraded => CellState::Degraded,
+            TargetState::Failing => CellState::Failing,
+        }
+    }
+}
+
+/// How one probe ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Open,
+    Refused,
+    Timeout,
+    Unreachable,
+    NoRoute,
+    Reset,
+    DnsError,
+    HttpStatus,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Open,
+        Outcome::Refused,
+        Outcome::Timeout,
+        Outcome::Unreachable,
+        Outcome::NoRoute,
+        Outcome::Reset,
+        Outcome::DnsError,
+        Outcome::HttpStatus,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Open => "open",
+            Outcome::Refused => "refused",
+            Outcome::Timeout => "timeout",
+            Outcome::Unreachable => "unreachable",
+            Outcome::NoRoute => "no_route",
+            Outcome::Reset => "reset",
+            Outcome::DnsError => "dns_error",
+            Outcome::HttpStatus => "http_status",
+        }
+    }
+
+    pub fn is_failure(self) -> bool {
+        self != Outcome::Open
+    }
+}
+
+/// Failures in a window, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailureCounts {
+    pub refused: u32,
+    pub timeout: u32,
+    pub unreachable: u32,
+    pub no_route: u32,
+    pub reset: u32,
+    pub dns_error: u32,
+    pub http_status: u32,
+}
+
+impl FailureCounts {
+    pub fn total(&self) -> u64 {
+        [
+            self.refused,
+            self.timeout,
+            self.unreachable,
+            self.no_route,
+            self.reset,
+            self.dns_error,
+            self.http_status,
+        ]
+        .iter()
+        .map(|c| u64::from(*c))
+        .sum()
+    }
+}
+
+/// One target's rolling window, as an agent reports it (the wire's
+/// `TargetWindow`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowInput {
+    pub target: PlannedTarget,
+    pub sent: u32,
+    pub ok: u32,
+    pub failures: FailureCounts,
+    pub rtt_p50_ms: Option<f64>,
+    pub rtt_p99_ms: Option<f64>,
+    pub last_outcome: Option<Outcome>,
+    /// The most recent failure in the window and when (unix nanos).
+    pub last_failure: Option<(Outcome, i64)>,
+    pub state: TargetState,
+}
+
+/// A target whose state changed (the wire's `ProbeStateChanged`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateChange {
+    pub target: PlannedTarget,
+    pub old: TargetState,
+    pub new: TargetState,
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub applied: usize,
+    /// Results for an unknown destination or a target outside the plan.
+    pub ignored: usize,
+}
+
+/// One cell, compact; `CellRef` resolves its names.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cell {
+    dst: u32,
+    /// Index + 1 into the service table; 0 for none.
+    service: u32,
+    port: u16,
+    kind: ProbeKind,
+    state: CellState,
+    failure: Option<Outcome>,
+    address: IpAddr,
+    sent: u32,
+    ok: u32,
+    /// NaN when unknown (keeps the cell at 72 bytes).
+    rtt_ms: f64,
+    rtt_p99_ms: f64,
+    updated: i64,
+    /// 0 when none.
+    last_failure_at: i64,
+}
+
+impl Cell {
+    fn placeholder(dst: u32, service: u32, t: &PlannedTarget) -> Cell {
+        Cell {
+            dst,
+            service,
+            port: t.port,
+            kind: t.kind,
+            state: CellState::Unknown,
+            failure: None,
+            address: t.address,
+            sent: 0,
+            ok: 0,
+            rtt_ms: f64::NAN,
+            rtt_p99_ms: f64::NAN,
+            updated: 0,
+            last_failure_at: 0,
+        }
+    }
+
+    fn key(&self) -> (u32, u16, ProbeKind) {
+        (self.dst, self.port, self.kind)
+    }
+
+    fn set_window(&mut self, w: &WindowInput, now: i64) {
+        self.address = w.target.address;
+        self.state = w.state.into();
+        self.sent = w.sent;
+        self.ok = w.ok.min(w.sent);
+        self.rtt_ms = w.rtt_p50_ms.filter(|v| v.is_finite()).unwrap_or(f64::NAN);
+        self.rtt_p99_ms = w.rtt_p99_ms.filter(|v| v.is_finite()).unwrap_or(f64::NAN);
+        self.failure = w.last_failure.map(|(o, _)| o).filter(|o| o.is_failure());
+        self.last_failure_at = w.last_failure.map_or(0, |(_, at)| at);
+        self.updated = now;
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    pub fn kind(&self) -> ProbeKind {
+        self.kind
+    }
+    pub fn state(&self) -> CellState {
+        self.state
+    }
+    pub fn address(&self) -> IpAddr {
+        self.address
+    }
+    /// Probes in the window.
+    pub fn sent(&self) -> u32 {
+        self.sent
+    }
+    /// Share of the window's probes that failed, 0..1 (0 with no probes).
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            f64::from(self.sent - self.ok) / f64::from(self.sent)
+        }
+    }
+    /// Median round trip of the successful probes.
+    pub fn rtt_ms(&self) -> Option<f64> {
+        Some(self.rtt_ms).filter(|v| !v.is_nan())
+    }
+    pub fn rtt_p99_ms(&self) -> Option<f64> {
+        Some(self.rtt_p99_ms).filter(|v| !v.is_nan())
+    }
+    /// The last failure's outcome in the window.
+    pub fn failure(&self) -> Option<Outcome> {
+        self.failure
+    }
+    /// Collector time (unix nanos) of the last report; 0 before any.
+    pub fn updated(&self) -> i64 {
+        self.updated
+    }
+    pub fn last_failure_at(&self) -> Option<i64> {
+        Some(self.last_failure_at).filter(|t| *t != 0)
+    }
+}
+
+/// A cell with its names resolved.
+#[derive(Clone, Copy, Debug)]
+pub struct CellRef<'a> {
+    pub src: &'a str,
+    pub dst: &'a str,
+    pub service: Option<&'a str>,
+    pub cell: &'a Cell,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Row {
+    /// Sorted by `Cell::key`.
+    cells: Vec<Cell>,
+    planned: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    /// Node names by id; "" for a freed id.
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+    free: Vec<u32>,
+    /// By source id.
+    rows: Vec<Row>,
+    services: Vec<String>,
+    service_ids: HashMap<String, u32>,
+    stale_after_nanos: i64,
+}
+
+impl Matrix {
+    /// Cells with no report for three `interval`s turn unknown.
+    pub fn new(interval: Duration) -> Matrix {
+        let mut m = Matrix {
+            names: Vec::new(),
+            ids: HashMap::new(),
+            free: Vec::new(),
+            rows: Vec::new(),
+            services: Vec::new(),
+            service_ids: HashMap::new(),
+            stale_after_nanos: 0,
+        };
+        m.set_interval(interval);
+        m
+    }
+
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.stale_after_nanos =
+            i64::try_from(interval.as_nanos().saturating_mul(3)).unwrap_or(i64::MAX);
+    }
+
+    /// Makes `name` a node of the matrix (an axis of the grid) even before
+    /// any cell names it.
+    pub fn add_node(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = name.to_string();
+                id
+            }
+            None => {
+                self.names.push(name.to_string());
+                self.rows.push(Row::default());
+                u32::try_from(self.names.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        self.ids.insert(name.to_string(), id);
+        id
+    }
+
+    fn service_id(&mut self, service: Option<&str>) -> u32 {
+        let Some(s) = service.filter(|s| !s.is_empty()) else {
+            return 0;
+        };
+        if let Some(id) = self.service_ids.get(s) {
+            return *id;
+        }
+        if self.services.len() >= MAX_SERVICES {
+            return 0;
+        }
+        self.services.push(s.to_string());
+        let id = u32::try_from(self.services.len()).unwrap_or(0);
+        self.service_ids.insert(s.to_string(), id);
+        id
+    }
+
+    /// `src`'s row becomes exactly `targets`: cells kept where planned before
+    /// (address and service from the plan), new ones `unknown`, the rest
+    /// removed. Targets naming `src` itself are skipped.
+    pub fn set_plan(&mut self, src: &str, targets: &[PlannedTarget]) {
+        let s = self.add_node(src);
+        let mut cells = Vec::with_capacity(targets.len());
+        for t in targets {
+            let d = self.add_node(&t.node);
+            if d == s {
+                continue;
+            }
+            let service = self.service_id(t.service.as_deref());
+            let old = &self.rows[s as usize].cells;
+            let cell = match old.binary_search_by(|c| c.key().cmp(&(d, t.port, t.kind))) {
+                Ok(i) => Cell {
+                    service,
+                    address: t.address,
+                    ..old[i].clone()
+                },
+                Err(_) => Cell::placeholder(d, service, t),
+            };
+            cells.push(cell);
+        }
+        cells.sort_unstable_by_key(Cell::key);
+        cells.dedup_by_key(|c| c.key());
+        self.rows[s as usize] = Row {
+            cells,
+            planned: true,
+        };
+    }
+
+    /// A batch of `src`'s windows, received at `now` (collector unix nanos).
+    pub fn apply(&mut self, src: &str, windows: Vec<WindowInput>, now: i64) -> ApplyStats {
+        let s = self.add_node(src);
+        let mut stats = ApplyStats::default();
+        let mut added = Vec::new();
+        for w in &windows {
+            let Some(&d) = self.ids.get(&w.target.node).filter(|d| **d != s) else {
+                stats.ignored += 1;
+                continue;
+            };
+            let key = (d, w.target.port, w.target.kind);
+            let row = &mut self.rows[s as usize];
+            match row.cells.binary_search_by(|c| c.key().cmp(&key)) {
+                Ok(i) => row.cells[i].set_window(w, now),
+                Err(_) if row.planned => {
+                    stats.ignored += 1;
+                    continue;
+                }
+                Err(_) => {
+                    let service = self.service_id(w.target.service.as_deref());
+                    let mut cell = Cell::placeholder(d, service, &w.target);
+                    cell.set_window(w, now);
+                    added.push(cell);
+                }
+            }
+            stats.applied += 1;
+        }
+        if !added.is_empty() {
+            let row = &mut self.rows[s as usize];
+            row.cells.append(&mut added);
+            row.cells.sort_by_key(Cell::key);
+            // A batch naming a target twice: the later window wins.
+            row.cells.reverse();
+            row.cells.dedup_by_key(|c| c.key());
+            row.cells.reverse();
+        }
+        stats
+    }
+
+    /// An immediate state change: the cell's state (and its failure, when
+    /// the change came from one) now, its figures at the next batch.
+    pub fn apply_change(&mut self, src: &str, change: &StateChange, now: i64) -> ApplyStats {
+        let Some(&s) = self.ids.get(src) else {
+            return ApplyStats {
+                applied: 0,
+                ignored: 1,
+            };
+        };
+        let Some(&d) = self.ids.get(&change.target.node).filter(|d| **d != s) else {
+            return ApplyStats {
+                applied: 0,
+                ignored: 1,
+            };
+        };
+        let key = (d, change.target.port, change.target.kind);
+        let row = &mut self.rows[s as usize];
+        let Ok(i) = row.cells.binary_search_by(|c| c.key().cmp(&key)) else {
+            return ApplyStats {
+                applied: 0,
+                ignored: 1,
+            };
+        };
+        let cell = &mut row.cells[i];
+        cell.state = change.new.into();
+        if let Some(o) = change.outcome.filter(|o| o.is_failure()) {
+            cell.failure = Some(o);
+            cell.last_failure_at = now;
+        }
+        cell.updated = now;
+        ApplyStats {
+            applied: 1,
+            ignored: 0,
+        }
+    }
+
+    /// `src`'s agent is gone: its row turns unknown, keeping the last figures.
+    pub fn source_gone(&mut self, src: &str) {
+        if let Some(&s) = self.ids.get(src) {
+            for c in &mut self.rows[s as usize].cells {
+                c.state = CellState::Unknown;
+            }
+        }
+    }
+
+    /// `name` left the fleet: its row, its column and its name go.
+    pub fn node_removed(&mut self, name: &str) {
+        let Some(id) = self.ids.remove(name) else {
+            return;
+        };
+        self.rows[id as usize] = Row::default();
+        self.names[id as usize] = String::new();
+        for row in &mut self.rows {
+            row.cells.retain(|c| c.dst != id);
+        }
+        self.free.push(id);
+    }
+
+    /// Cells without a report for three intervals turn unknown; returns how
+    /// many did.
+    pub fn expire(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        for row in &mut self.rows {
+            for c in &mut row.cells {
+                if c.state != CellState::Unknown
+                    && c.updated != 0
+                    && now.saturating_sub(c.updated) > self.stale_after_nanos
+                {
+                    c.state = CellState::Unknown;
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Node names, sorted.
+    pub fn nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.ids.keys().cloned().collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.iter().map(|r| r.cells.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn cell(&self, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Option<CellRef<'_>> {
+        let s = *self.ids.get(src)?;
+        let d = *self.ids.get(dst)?;
+        let row = &self.rows[s as usize];
+        let i = row
+            .cells
+            .binary_search_by(|c| c.key().cmp(&(d, port, kind)))
+            .ok()?;
+        Some(self.resolve(s, &row.cells[i]))
+    }
+
+    fn resolve<'a>(&'a self, src: u32, cell: &'a Cell) -> CellRef<'a> {
+        CellRef {
+            src: &self.names[src as usize],
+            dst: &self.names[cell.dst as usize],
+            service: (cell.service as usize)
+                .checked_sub(1)
+                .and_then(|i| self.services.get(i))
+                .map(String::as_str),
+            cell,
+        }
+    }
+
+    /// Every cell, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = CellRef<'_>> {
+        self.rows.iter().enumerate().flat_map(move |(s, row)| {
+            let s = u32::try_from(s).unwrap_or(u32::MAX);
+            row.cells.iter().map(move |c| self.resolve(s, c))
+        })
+    }
+
+    /// Cells (of `port` only, when given), sorted by (src, dst, port, kind).
+    pub fn cells(&self, port: Option<u16>) -> Vec<CellRef<'_>> {
+        let mut out = Vec::new();
+        self.for_each_sorted(port, |s, c| out.push(self.resolve(s, c)));
+        out
+    }
+
+    /// Calls `f` with (source id, cell) in (src, dst, port, kind) name order.
+    /// Rows are kept in id order; ids are assigned in arrival order, so each
+    /// row is re-sorted by name rank unless it already is in that order.
+    fn for_each_sorted<'a>(&'a self, port: Option<u16>, mut f: impl FnMut(u32, &'a Cell)) {
+        let mut order: Vec<u32> = self.ids.values().copied().collect();
+        order.sort_unstable_by(|a, b| self.names[*a as usize].cmp(&self.names[*b as usize]));
+        let mut rank = vec![u32::MAX; self.names.len()];
+        for (r, id) in order.iter().enumerate() {
+            rank[*id as usize] = u32::try_from(r).unwrap_or(u32::MAX);
+        }
+        let wanted = |c: &Cell| port.is_none_or(|p| c.port == p);
+        let mut index: Vec<(u64, u32)> = Vec::new();
+        for &s in &order {
+            let cells = &self.rows[s as usize].cells;
+            let in_order = cells
+                .windows(2)
+                .all(|w| rank[w[0].dst as usize] <= rank[w[1].dst as usize]);
+            if in_order {
+                for c in cells.iter().filter(|c| wanted(c)) {
+                    f(s, c);
+                }
+                continue;
+            }
+            index.clear();
+            index.extend(
+                cells
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| wanted(c))
+                    .map(|(i, c)| {
+                        let key = (u64::from(rank[c.dst as usize]) << 24)
+                            | (u64::from(c.port) << 8)
+                            | u64::from(kind_order(c.kind));
+                        (key, u32::try_from(i).unwrap_or(u32::MAX))
+                    }),
+            );
+            index.sort_unstable();
+            for (_, i) in &index {
+                f(s, &cells[*i as usize]);
+            }
+        }
+    }
+
+    /// The public JSON shape (`/api/v1/matrix`, `reachmap matrix --format
+    /// json`), streamed: `{"nodes":[...],"cells":[{"src","dst","port","kind",
+    /// "service","state","loss","rtt_ms","rtt_p99_ms","failure","sent",
+    /// "address","updated"}]}` with states and failures as snake_case
+    /// strings, unknown figures as null and `updated` in unix nanoseconds.
+    /// Buffered internally: any writer will do.
+    pub fn write_json(&self, port: Option<u16>, out: &mut impl Write) -> io::Result<()> {
+        // Names quoted and escaped once, not once per cell.
+        let quoted: Vec<String> = self.names.iter().map(|n| json_string(n)).collect();
+        let services: Vec<String> = self.services.iter().map(|n| json_string(n)).collect();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        buf.extend_from_slice(b"{\"nodes\":[");
+        for (i, n) in self.nodes().iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(json_string(n).as_bytes());
+        }
+        buf.extend_from_slice(b"],\"cells\":[");
+        let mut first = true;
+        let mut result = Ok(());
+        self.for_each_sorted(port, |s, c| {
+            if result.is_err() {
+                return;
+            }
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            write_cell(
+                &mut buf,
+                &quoted[s as usize],
+                &quoted[c.dst as usize],
+                &services,
+                c,
+            );
+            if buf.len() >= 1 << 16 {
+                result = out.write_all(&buf);
+                buf.clear();
+            }
+        });
+        result?;
+        buf.extend_from_slice(b"]}");
+        out.write_all(&buf)
+    }
+}
+
+fn kind_order(k: ProbeKind) -> u8 {
+    match k {
+        ProbeKind::Tcp => 0,
+        ProbeKind::Icmp => 1,
+        ProbeKind::Http => 2,
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
+}
+
+fn write_cell(buf: &mut Vec<u8>, src: &str, dst: &str, services: &[String], c: &Cell) {
+    // Writing to a Vec cannot fail.
+    let _ = write_cell_fallible(buf, src, dst, services, c);
+}
+
+fn write_cell_fallible(
+    buf: &mut Vec<u8>,
+    src: &str,
+    dst: &str,
+    services: &[String],
+    c: &Cell,
+) -> io::Result<()> {
+    buf.extend_from_slice(b"{\"src\":");
+    buf.extend_from_slice(src.as_bytes());
+    buf.extend_from_slice(b",\"dst\":");
+    buf.extend_from_slice(dst.as_bytes());
+    write!(
+        buf,
+        ",\"port\":{},\"kind\":\"{}\",\"service\":",
+        c.port,
+        c.kind.as_str()
+    )?;
+    match (c.service as usize)
+        .checked_sub(1)
+        .and_then(|i| services.get(i))
+    {
+        Some(s) => buf.extend_from_slice(s.as_bytes()),
+        None => buf.extend_from_slice(b"null"),
+    }
+    write!(buf, ",\"state\":\"{}\",\"loss\":", c.state.as_str())?;
+    write_f64(buf, Some(c.loss()))?;
+    buf.extend_from_slice(b",\"rtt_ms\":");
+    write_f64(buf, c.rtt_ms())?;
+    buf.extend_from_slice(b",\"rtt_p99_ms\":");
+    write_f64(buf, c.rtt_p99_ms())?;
+    buf.extend_from_slice(b",\"failure\":");
+    match c.failure {
+        Some(o) => write!(buf, "\"{}\"", o.as_str())?,
+        None => buf.extend_from_slice(b"null"),
+    }
+    write!(
+        buf,
+        ",\"sent\":{},\"address\":\"{}\",\"updated\":{}}}",
+        c.sent, c.address, c.updated
+    )
+}
+
+/// JSON has no NaN or infinity: those, and unknown values, are null.
+fn write_f64(buf: &mut Vec<u8>, v: Option<f64>) -> io::Result<()> {
+    match v.filter(|v| v.is_finite()) {
+        // Debug keeps a fraction on whole numbers ("0.0"), like serde_json.
+        Some(v) => write!(buf, "{v:?}"),
+        None => {
+            buf.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "matrix_tests.rs"]
+mod tests;

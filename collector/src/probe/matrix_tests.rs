@@ -1,0 +1,311 @@
+use super::*;
+
+const SEC: i64 = 1_000_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+fn target(node: &str, port: u16, kind: ProbeKind) -> PlannedTarget {
+    PlannedTarget::new(node, ip("198.18.0.9"), port, kind)
+}
+
+fn window(node: &str, port: u16, state: TargetState, sent: u32, ok: u32) -> WindowInput {
+    WindowInput {
+        target: target(node, port, ProbeKind::Tcp),
+        sent,
+        ok,
+        failures: FailureCounts {
+            timeout: sent - ok,
+            ..FailureCounts::default()
+        },
+        rtt_p50_ms: (ok > 0).then_some(0.25),
+        rtt_p99_ms: (ok > 0).then_some(1.5),
+        last_outcome: Some(Outcome::Open),
+        last_failure: (ok < sent).then_some((Outcome::Timeout, 5 * SEC)),
+        state,
+    }
+}
+
+fn matrix_abc() -> Matrix {
+    let mut m = Matrix::new(Duration::from_secs(1));
+    for n in ["c", "a", "b"] {
+        m.add_node(n);
+    }
+    for src in ["a", "b", "c"] {
+        let targets: Vec<PlannedTarget> = ["a", "b", "c"]
+            .into_iter()
+            .filter(|d| *d != src)
+            .flat_map(|d| {
+                [
+                    target(d, 7442, ProbeKind::Tcp),
+                    target(d, 0, ProbeKind::Icmp),
+                ]
+            })
+            .collect();
+        m.set_plan(src, &targets);
+    }
+    m
+}
+
+#[test]
+fn planned_cells_start_unknown_and_take_the_agent_state() {
+    let mut m = matrix_abc();
+    assert_eq!(m.len(), 12);
+    assert!(m.iter().all(|c| c.cell.state() == CellState::Unknown));
+    let stats = m.apply(
+        "a",
+        vec![
+            window("b", 7442, TargetState::Ok, 10, 10),
+            window("c", 7442, TargetState::Degraded, 10, 7),
+        ],
+        100 * SEC,
+    );
+    assert_eq!(
+        stats,
+        ApplyStats {
+            applied: 2,
+            ignored: 0
+        }
+    );
+    let ab = m.cell("a", "b", 7442, ProbeKind::Tcp).expect("a→b");
+    assert_eq!(ab.cell.state(), CellState::Ok);
+    assert_eq!(ab.cell.loss(), 0.0);
+    assert_eq!(ab.cell.rtt_ms(), Some(0.25));
+    assert_eq!(ab.cell.failure(), None);
+    let ac = m.cell("a", "c", 7442, ProbeKind::Tcp).expect("a→c");
+    assert_eq!(ac.cell.state(), CellState::Degraded);
+    assert!((ac.cell.loss() - 0.3).abs() < 1e-12);
+    assert_eq!(ac.cell.failure(), Some(Outcome::Timeout));
+    assert_eq!(ac.cell.last_failure_at(), Some(5 * SEC));
+    assert_eq!(ac.cell.updated(), 100 * SEC);
+    // Sorted by (src, dst, port, kind) by name, whatever the arrival order.
+    let keys: Vec<(&str, &str, u16)> = m
+        .cells(None)
+        .iter()
+        .map(|c| (c.src, c.dst, c.cell.port()))
+        .collect();
+    assert_eq!(
+        keys[..4],
+        [
+            ("a", "b", 0),
+            ("a", "b", 7442),
+            ("a", "c", 0),
+            ("a", "c", 7442)
+        ]
+    );
+    assert_eq!(m.cells(Some(0)).len(), 6);
+    assert_eq!(m.nodes(), ["a", "b", "c"]);
+}
+
+#[test]
+fn results_outside_the_plan_or_fleet_are_ignored() {
+    let mut m = matrix_abc();
+    let stats = m.apply(
+        "a",
+        vec![
+            window("b", 22, TargetState::Ok, 1, 1),    // not planned
+            window("zz", 7442, TargetState::Ok, 1, 1), // not a node
+            window("a", 7442, TargetState::Ok, 1, 1),  // itself
+            window("b", 7442, TargetState::Failing, 3, 0),
+        ],
+        SEC,
+    );
+    assert_eq!(
+        stats,
+        ApplyStats {
+            applied: 1,
+            ignored: 3
+        }
+    );
+    assert_eq!(m.len(), 12);
+    assert_eq!(m.nodes(), ["a", "b", "c"]);
+    // Without a plan, results for known nodes make cells (a collector that
+    // restarted before planning); a batch naming a target twice keeps the last.
+    let mut fresh = Matrix::new(Duration::from_secs(1));
+    fresh.add_node("b");
+    let stats = fresh.apply(
+        "a",
+        vec![
+            window("b", 22, TargetState::Failing, 2, 0),
+            window("b", 22, TargetState::Ok, 2, 2),
+            window("b", 7442, TargetState::Ok, 1, 1),
+        ],
+        SEC,
+    );
+    assert_eq!(stats.applied, 3);
+    assert_eq!(fresh.len(), 2);
+    let c = fresh.cell("a", "b", 22, ProbeKind::Tcp).expect("cell");
+    assert_eq!(c.cell.state(), CellState::Ok);
+}
+
+#[test]
+fn a_new_plan_keeps_figures_and_drops_cells_no_longer_planned() {
+    let mut m = matrix_abc();
+    m.apply("a", vec![window("b", 7442, TargetState::Ok, 4, 4)], SEC);
+    let mut svc = target("b", 80, ProbeKind::Http);
+    svc.service = Some("web".into());
+    m.set_plan("a", &[target("b", 7442, ProbeKind::Tcp), svc]);
+    let row: Vec<_> = m.cells(None).into_iter().filter(|c| c.src == "a").collect();
+    assert_eq!(row.len(), 2);
+    assert_eq!(row[1].cell.port(), 7442);
+    assert_eq!(row[1].cell.state(), CellState::Ok, "kept with its figures");
+    assert_eq!(row[1].cell.sent(), 4);
+    assert_eq!(row[0].service, Some("web"));
+    assert_eq!(row[0].cell.state(), CellState::Unknown);
+    // A late batch of the old plan does not bring a cell back.
+    let stats = m.apply("a", vec![window("c", 7442, TargetState::Ok, 1, 1)], 2 * SEC);
+    assert_eq!(stats.ignored, 1);
+    assert!(m.cell("a", "c", 7442, ProbeKind::Tcp).is_none());
+}
+
+#[test]
+fn state_changes_apply_at_once() {
+    let mut m = matrix_abc();
+    m.apply("a", vec![window("b", 7442, TargetState::Ok, 10, 10)], SEC);
+    let change = StateChange {
+        target: target("b", 7442, ProbeKind::Tcp),
+        old: TargetState::Ok,
+        new: TargetState::Failing,
+        outcome: Some(Outcome::Refused),
+    };
+    assert_eq!(m.apply_change("a", &change, 2 * SEC).applied, 1);
+    let c = m.cell("a", "b", 7442, ProbeKind::Tcp).expect("cell");
+    assert_eq!(c.cell.state(), CellState::Failing);
+    assert_eq!(c.cell.failure(), Some(Outcome::Refused));
+    assert_eq!(c.cell.updated(), 2 * SEC);
+    assert_eq!(c.cell.sent(), 10, "figures wait for the next batch");
+    let unplanned = StateChange {
+        target: target("b", 1, ProbeKind::Tcp),
+        ..change
+    };
+    assert_eq!(m.apply_change("a", &unplanned, 2 * SEC).ignored, 1);
+    assert_eq!(m.apply_change("nobody", &unplanned, 2 * SEC).ignored, 1);
+}
+
+#[test]
+fn gone_sources_and_stale_cells_turn_unknown() {
+    let mut m = matrix_abc();
+    m.apply(
+        "a",
+        vec![window("b", 7442, TargetState::Ok, 10, 9)],
+        10 * SEC,
+    );
+    m.apply(
+        "b",
+        vec![window("a", 7442, TargetState::Ok, 10, 10)],
+        10 * SEC,
+    );
+    m.source_gone("a");
+    let c = m.cell("a", "b", 7442, ProbeKind::Tcp).expect("cell");
+    assert_eq!(c.cell.state(), CellState::Unknown);
+    assert_eq!(c.cell.sent(), 10, "last figures kept");
+    assert!((c.cell.loss() - 0.1).abs() < 1e-12);
+    // Stale after three intervals (1 s each), not before.
+    assert_eq!(m.expire(13 * SEC), 0);
+    assert_eq!(m.expire(13 * SEC + 1), 1);
+    let ba = m.cell("b", "a", 7442, ProbeKind::Tcp).expect("cell");
+    assert_eq!(ba.cell.state(), CellState::Unknown);
+    // Fresh results bring it back.
+    m.apply(
+        "b",
+        vec![window("a", 7442, TargetState::Ok, 10, 10)],
+        14 * SEC,
+    );
+    let ba = m.cell("b", "a", 7442, ProbeKind::Tcp).expect("cell");
+    assert_eq!(ba.cell.state(), CellState::Ok);
+}
+
+#[test]
+fn removed_nodes_leave_row_column_and_name() {
+    let mut m = matrix_abc();
+    m.node_removed("b");
+    assert_eq!(m.nodes(), ["a", "c"]);
+    assert_eq!(m.len(), 4);
+    assert!(m.iter().all(|c| c.src != "b" && c.dst != "b"));
+    // The freed id is reused by the next node, with an empty row.
+    m.add_node("d");
+    assert_eq!(m.nodes(), ["a", "c", "d"]);
+    assert_eq!(m.len(), 4);
+    assert!(m.cells(None).iter().all(|c| c.src != "d"));
+    m.node_removed("nobody");
+}
+
+#[test]
+fn json_shape() {
+    let mut m = matrix_abc();
+    m.apply(
+        "a",
+        vec![
+            window("b", 7442, TargetState::Ok, 10, 10),
+            window("c", 7442, TargetState::Failing, 4, 0),
+        ],
+        7,
+    );
+    let mut out = Vec::new();
+    m.write_json(Some(7442), &mut out).expect("write");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+    assert_eq!(v["nodes"], serde_json::json!(["a", "b", "c"]));
+    let cells = v["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 6);
+    assert_eq!(
+        cells[0],
+        serde_json::json!({
+            "src": "a", "dst": "b", "port": 7442, "kind": "tcp", "service": null,
+            "state": "ok", "loss": 0.0, "rtt_ms": 0.25, "rtt_p99_ms": 1.5, "failure": null,
+            "sent": 10, "address": "198.18.0.9", "updated": 7
+        })
+    );
+    assert_eq!(cells[1]["state"], "failing");
+    assert_eq!(cells[1]["failure"], "timeout");
+    assert_eq!(cells[1]["loss"], 1.0);
+    assert_eq!(cells[1]["rtt_ms"], serde_json::Value::Null);
+    assert_eq!(cells[2]["state"], "unknown");
+
+    // Names that need escaping, and the empty matrix.
+    let mut odd = Matrix::new(Duration::from_secs(1));
+    odd.add_node("x\"y\\z");
+    odd.set_plan("q", &[target("x\"y\\z", 1, ProbeKind::Tcp)]);
+    let mut out = Vec::new();
+    odd.write_json(None, &mut out).expect("write");
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+    assert_eq!(v["cells"][0]["dst"], "x\"y\\z");
+    let mut out = Vec::new();
+    Matrix::new(Duration::from_secs(1))
+        .write_json(None, &mut out)
+        .expect("write");
+    assert_eq!(out, br#"{"nodes":[],"cells":[]}"#);
+}
+
+#[test]
+fn large_rows_stream_in_order() {
+    // Ids assigned in reverse name order force the re-sort path, and the
+    // output crosses the internal buffer size many times.
+    let mut m = Matrix::new(Duration::from_secs(1));
+    let names: Vec<String> = (0..60).rev().map(|i| format!("n{i:02}")).collect();
+    for n in &names {
+        m.add_node(n);
+    }
+    for src in &names {
+        let targets: Vec<PlannedTarget> = names
+            .iter()
+            .filter(|d| *d != src)
+            .map(|d| target(d, 7442, ProbeKind::Tcp))
+            .collect();
+        m.set_plan(src, &targets);
+    }
+    let mut out = Vec::new();
+    m.write_json(None, &mut out).expect("write");
+    assert!(out.len() > 1 << 16);
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+    let cells = v["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 60 * 59);
+    let pairs: Vec<(String, String)> = cells
+        .iter()
+        .map(|c| (c["src"].to_string(), c["dst"].to_string()))
+        .collect();
+    let mut sorted = pairs.clone();
+    sorted.sort();
+    assert_eq!(pairs, sorted);
+    assert_eq!(std::mem::size_of::<Cell>(), 72);
+}

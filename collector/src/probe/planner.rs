@@ -1,0 +1,430 @@
+//! What every agent probes, computed from the fleet: pure and deterministic,
+//! so the same fleet always gives the same plans (and the same digests, which
+//! is how the state task knows whether to push a new plan version).
+//!
+//! For each connected source and each chosen peer (never itself):
+//! - TCP to the peer's probe port and an ICMP echo, at the peer's primary
+//!   address — the first of `NodeInput::addresses`. One address is enough to
+//!   answer "can A reach B"; probing every address would multiply the matrix
+//!   without adding a cell.
+//! - every declared service (HTTP when declared with a path);
+//! - TCP to every port the peer listens on at a non-loopback address (any
+//!   address, or one of its own addresses), except the probe port, UDP, and
+//!   ephemeral ports (>= 32768) unless a service declares them; at most
+//!   `max_learned_ports_per_peer` of them, lowest first.
+//!
+//! One target per (peer, port, kind): that is a matrix cell. The first one
+//! wins, in the order above, so a declared service names the cell of a port
+//! its peer also listens on.
+//!
+//! Peers: every other node while the fleet has at most `full_mesh_max` nodes.
+//! Beyond, as in Pingmesh: the node's own zone (label `zone`; nodes without
+//! one form one zone) — all of it, or `full_mesh_max` of it by rendezvous hash
+//! when the zone itself is larger — plus `representatives` nodes of each other
+//! zone, chosen by rendezvous hashing of (source, candidate): stable as the
+//! fleet changes (a node joining moves few choices) and spread over the
+//! candidates, so no node is everyone's representative. A plan then names at
+//! most `full_mesh_max + representatives × (zones − 1)` peers, and never more
+//! than `max_targets_per_node` targets (probe ports first, then ICMP, then
+//! services, then learned ports, so a cap drops the least useful).
+//!
+//! Disconnected nodes are still probed (the host may be up while its agent is
+//! down); a disconnected source gets no plan. Nodes without an address cannot
+//! be probed and are not peers.
+
+use super::StableHash;
+use crate::model::{BindScope, Protocol};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub const DEFAULT_PROBE_PORT: u16 = 7442;
+/// Linux's default `ip_local_port_range` starts here: listeners above it are
+/// usually clients' ephemeral ports or short-lived, not services.
+pub const EPHEMERAL_PORT_START: u16 = 32768;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceKind {
+    Tcp,
+    Http { path: String, expect_status: u16 },
+}
+
+/// A service declared in the collector's config, probed on every peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub port: u16,
+    pub kind: ServiceKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannerConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Results per target in the agent's rolling window.
+    pub window: usize,
+    pub max_probes_per_second: u32,
+    pub probe_port: u16,
+    pub services: Vec<Service>,
+    /// Fleet size up to which every node probes every other.
+    pub full_mesh_max: usize,
+    /// Nodes of each other zone a node probes in a sparse plan.
+    pub representatives: usize,
+    pub learn_listener_ports: bool,
+    pub max_learned_ports_per_peer: usize,
+    pub max_targets_per_node: usize,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            window: 10,
+            max_probes_per_second: 200,
+            probe_port: DEFAULT_PROBE_PORT,
+            services: Vec::new(),
+            full_mesh_max: 50,
+            representatives: 3,
+            learn_listener_ports: true,
+            max_learned_ports_per_peer: 32,
+            max_targets_per_node: 1024,
+        }
+    }
+}
+
+/// One fleet member as the planner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInput {
+    pub name: String,
+    /// The node's `zone` label.
+    pub zone: Option<String>,
+    pub connected: bool,
+    /// The addresses peers should probe (universe scope, not loopback, not
+    /// link-local), the primary one first.
+    pub addresses: Vec<IpAddr>,
+    pub listeners: Vec<(Protocol, IpAddr, u16, BindScope)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProbeKind {
+    Tcp,
+    Icmp,
+    Http,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 3] = [ProbeKind::Tcp, ProbeKind::Icmp, ProbeKind::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Icmp => "icmp",
+            ProbeKind::Http => "http",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            ProbeKind::Tcp => 1,
+            ProbeKind::Icmp => 2,
+            ProbeKind::Http => 3,
+        }
+    }
+}
+
+/// One target of a plan; maps 1:1 onto the wire's `ProbeTarget`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PlannedTarget {
+    /// Stable for the same (node, address, port, kind), never 0.
+    pub id: u64,
+    pub node: String,
+    pub address: IpAddr,
+    /// 0 for ICMP.
+    pub port: u16,
+    pub kind: ProbeKind,
+    pub service: Option<String>,
+    pub http_path: Option<String>,
+    pub expect_status: Option<u16>,
+}
+
+impl PlannedTarget {
+    pub fn new(node: &str, address: IpAddr, port: u16, kind: ProbeKind) -> PlannedTarget {
+        PlannedTarget {
+            id: target_id(node, address, port, kind),
+            node: node.to_string(),
+            address,
+            port,
+            kind,
+            service: None,
+            http_path: None,
+            expect_status: None,
+        }
+    }
+}
+
+/// One node's plan; maps 1:1 onto the wire's `ProbePlan` (without the
+/// version, which the state task assigns when the digest changes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePlan {
+    /// Sorted by (node, port, kind).
+    pub targets: Vec<PlannedTarget>,
+    /// Every fleet member's addresses, sorted: the only ones the agent will
+    /// probe.
+    pub fleet_addresses: Vec<IpAddr>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub window: usize,
+    pub max_probes_per_second: u32,
+    /// A hash of everything above.
+    pub digest: u64,
+}
+
+/// A target's id: the same for the same (node, address, port, kind) in every
+/// plan and across collector restarts; never 0 (the wire's "unset").
+pub fn target_id(node: &str, address: IpAddr, port: u16, kind: ProbeKind) -> u64 {
+    let h = StableHash::new()
+        .str(node)
+        .ip(address)
+        .bytes(&port.to_le_bytes())
+        .bytes(&[kind.code()])
+        .finish();
+    h.max(1)
+}
+
+pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePlan> {
+    // By name, first of a duplicated name wins: the result must not depend on
+    // the caller's order.
+    let mut nodes: Vec<&NodeInput> = fleet.iter().collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    nodes.dedup_by(|a, b| a.name == b.name);
+
+    let fleet_addresses: Vec<IpAddr> = nodes
+        .iter()
+        .flat_map(|n| n.addresses.iter().copied())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let name_hash: Vec<u64> = nodes
+        .iter()
+        .map(|n| StableHash::new().str(&n.name).finish())
+        .collect();
+    let sparse = nodes.len() > cfg.full_mesh_max;
+    // Zone → indices into `nodes` of its probeable members.
+    let mut zones: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if !n.addresses.is_empty() {
+            zones.entry(zone_of(n)).or_default().push(i);
+        }
+    }
+    let declared_ports: HashSet<u16> = cfg.services.iter().map(|s| s.port).collect();
+
+    let mut plans = BTreeMap::new();
+    for (s, source) in nodes.iter().enumerate() {
+        if !source.connected {
+            continue;
+        }
+        let peers = if sparse {
+            sparse_peers(s, zone_of(source), &zones, &name_hash, cfg)
+        } else {
+            zones
+                .values()
+                .flatten()
+                .copied()
+                .filter(|&p| p != s)
+                .collect()
+        };
+        let mut tiered: Vec<(u8, PlannedTarget)> = Vec::new();
+        for p in peers {
+            peer_targets(nodes[p], cfg, &declared_ports, &mut tiered);
+        }
+        // Stable: within a tier, peers keep their (name) order.
+        tiered.sort_by_key(|(tier, _)| *tier);
+        tiered.truncate(cfg.max_targets_per_node);
+        let mut targets: Vec<PlannedTarget> = tiered.into_iter().map(|(_, t)| t).collect();
+        targets.sort_by(|a, b| (&a.node, a.port, a.kind).cmp(&(&b.node, b.port, b.kind)));
+        let mut plan = NodePlan {
+            targets,
+            fleet_addresses: fleet_addresses.clone(),
+            interval: cfg.interval,
+            timeout: cfg.timeout,
+            window: cfg.window,
+            max_probes_per_second: cfg.max_probes_per_second,
+            digest: 0,
+        };
+        plan.digest = digest(&plan);
+        plans.insert(source.name.clone(), plan);
+    }
+    plans
+}
+
+fn zone_of(n: &NodeInput) -> &str {
+    n.zone.as_deref().unwrap_or("")
+}
+
+/// Rendezvous weight of `candidate` for `source`.
+fn weight(source: u64, candidate: u64) -> u64 {
+    super::mix(source.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ candidate)
+}
+
+/// The `k` members of `zone` (other than `source`) with the highest weight
+/// for `source`, in index order.
+fn top_k(source: usize, zone: &[usize], k: usize, name_hash: &[u64]) -> Vec<usize> {
+    let mut scored: Vec<(u64, usize)> = zone
+        .iter()
+        .filter(|&&c| c != source)
+        .map(|&c| (weight(name_hash[source], name_hash[c]), c))
+        .collect();
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k, |a, b| b.cmp(a));
+        scored.truncate(k);
+    }
+    let mut chosen: Vec<usize> = scored.into_iter().map(|(_, c)| c).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+fn sparse_peers(
+    source: usize,
+    own_zone: &str,
+    zones: &BTreeMap<&str, Vec<usize>>,
+    name_hash: &[u64],
+    cfg: &PlannerConfig,
+) -> Vec<usize> {
+    let mut peers = Vec::new();
+    for (zone, members) in zones {
+        let k = if *zone == own_zone {
+            cfg.full_mesh_max
+        } else {
+            cfg.representatives
+        };
+        peers.extend(top_k(source, members, k, name_hash));
+    }
+    peers.sort_unstable();
+    peers
+}
+
+/// The peer's targets, each tagged with its priority tier (0 first).
+fn peer_targets(
+    peer: &NodeInput,
+    cfg: &PlannerConfig,
+    declared_ports: &HashSet<u16>,
+    out: &mut Vec<(u8, PlannedTarget)>,
+) {
+    let Some(&primary) = peer.addresses.first() else {
+        return;
+    };
+    let mut seen: HashSet<(u16, ProbeKind)> = HashSet::new();
+    let mut push = |tier: u8, t: PlannedTarget, out: &mut Vec<(u8, PlannedTarget)>| {
+        if seen.insert((t.port, t.kind)) {
+            out.push((tier, t));
+        }
+    };
+    let name = peer.name.as_str();
+    push(
+        0,
+        PlannedTarget::new(name, primary, cfg.probe_port, ProbeKind::Tcp),
+        out,
+    );
+    push(
+        1,
+        PlannedTarget::new(name, primary, 0, ProbeKind::Icmp),
+        out,
+    );
+    for s in &cfg.services {
+        let t = match &s.kind {
+            ServiceKind::Tcp => PlannedTarget::new(name, primary, s.port, ProbeKind::Tcp),
+            ServiceKind::Http {
+                path,
+                expect_status,
+            } => PlannedTarget {
+                http_path: Some(path.clone()),
+                expect_status: Some(*expect_status),
+                ..PlannedTarget::new(name, primary, s.port, ProbeKind::Http)
+            },
+        };
+        push(
+            2,
+            PlannedTarget {
+                service: Some(s.name.clone()),
+                ..t
+            },
+            out,
+        );
+    }
+    if !cfg.learn_listener_ports {
+        return;
+    }
+    let mut learned: Vec<(u16, IpAddr)> = peer
+        .listeners
+        .iter()
+        .filter(|(proto, _, port, _)| {
+            *proto == Protocol::Tcp
+                && *port != cfg.probe_port
+                && *port != 0
+                && (*port < EPHEMERAL_PORT_START || declared_ports.contains(port))
+        })
+        .filter_map(|(_, address, port, scope)| {
+            listener_address(peer, *address, *scope).map(|a| (*port, a))
+        })
+        .collect();
+    learned.sort_unstable();
+    let mut ports = 0;
+    for (port, address) in learned {
+        if ports == cfg.max_learned_ports_per_peer {
+            break;
+        }
+        let before = out.len();
+        push(
+            3,
+            PlannedTarget::new(name, address, port, ProbeKind::Tcp),
+            out,
+        );
+        if out.len() > before {
+            ports += 1;
+        }
+    }
+}
+
+/// Where a peer's listener is reachable from other nodes, if it is: the
+/// primary address for a wildcard bind (the first address of the listener's
+/// family for a 0.0.0.0 bind; `::` is dual-stack by default), the bound
+/// address when it is one of the peer's addresses, never loopback.
+fn listener_address(peer: &NodeInput, bound: IpAddr, scope: BindScope) -> Option<IpAddr> {
+    match scope {
+        BindScope::Loopback => None,
+        BindScope::Address => peer.addresses.iter().copied().find(|a| *a == bound),
+        BindScope::Any => match bound {
+            IpAddr::V4(_) => peer.addresses.iter().copied().find(IpAddr::is_ipv4),
+            IpAddr::V6(_) => peer.addresses.first().copied(),
+        },
+    }
+}
+
+fn digest(plan: &NodePlan) -> u64 {
+    let mut h = StableHash::new()
+        .u64(u64::try_from(plan.interval.as_nanos()).unwrap_or(u64::MAX))
+        .u64(u64::try_from(plan.timeout.as_nanos()).unwrap_or(u64::MAX))
+        .u64(plan.window as u64)
+        .u64(u64::from(plan.max_probes_per_second));
+    for t in &plan.targets {
+        h = h
+            .u64(t.id)
+            .str(&t.node)
+            .ip(t.address)
+            .bytes(&t.port.to_le_bytes())
+            .bytes(&[t.kind.code()])
+            .str(t.service.as_deref().unwrap_or(""))
+            .str(t.http_path.as_deref().unwrap_or(""))
+            .bytes(&t.expect_status.unwrap_or(0).to_le_bytes());
+    }
+    h = h.bytes(b"addresses");
+    for a in &plan.fleet_addresses {
+        h = h.ip(*a);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+#[path = "planner_tests.rs"]
+mod tests;
