@@ -11,6 +11,7 @@
 //! [`Fleet::new`].
 
 mod bins;
+pub mod browser;
 pub mod cgroup;
 mod control;
 mod fleet;

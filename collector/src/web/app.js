@@ -32,6 +32,7 @@
     cellEls: new Map(), // "src\0dst" -> td
     rowHeads: new Map(), // name -> th
     gridKey: null, // node list the table was built for
+    shown: null, // grid and view the cells' data attributes describe
     polls: 0,
   };
 
@@ -161,12 +162,17 @@
     for (const c of model.cells) {
       if (viewKey(c) === model.view) model.index.set(pairKey(c.src, c.dst), c);
     }
+    // The view's attributes change only with the view or a new grid.
+    const relabel = model.shown !== `${model.gridKey}\u0000${model.view}`;
+    model.shown = `${model.gridKey}\u0000${model.view}`;
     for (const [key, td] of model.cellEls) {
       const cell = model.index.get(key);
       const st = stateOf(cell);
-      td.dataset.port = port;
-      td.dataset.kind = kind;
-      td.dataset.service = service;
+      if (relabel) {
+        td.dataset.port = port;
+        td.dataset.kind = kind;
+        td.dataset.service = service;
+      }
       if (td.dataset.state !== st) {
         td.dataset.state = st;
         td.classList.remove(...STATES);
@@ -263,6 +269,7 @@
   }
 
   function apply(matrix, nodes) {
+    const started = performance.now();
     if (Array.isArray(nodes)) {
       model.connected = new Map(nodes.filter((n) => n && typeof n.name === "string").map((n) => [n.name, n.connected === true]));
     }
@@ -278,6 +285,7 @@
     updateCells();
     updateRowHeads();
     renderDetails();
+    document.body.dataset.applyMs = (performance.now() - started).toFixed(1);
   }
 
   async function poll() {
