@@ -4,17 +4,18 @@
 # so a warm machine pays nothing.
 ensure_packages() {
     local missing=() tool
-    for tool in ip nft iptables ping systemd-analyze; do
+    # chromium: the web page's browser test (tests/e2e/web.rs).
+    for tool in ip nft iptables ping systemd-analyze chromium; do
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
     if ((${#missing[@]} == 0)); then
-        echo "ip, nft, iptables, ping and systemd-analyze are installed"
+        echo "ip, nft, iptables, ping, systemd-analyze and chromium are installed"
         return
     fi
     echo "missing: ${missing[*]}; installing packages"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y \
-        iproute2 iptables nftables iputils-ping systemd
+        iproute2 iptables nftables iputils-ping systemd chromium
 }
 
 # Under sudo, cargo is usually not on root's PATH: fall back to the invoking
