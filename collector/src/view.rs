@@ -452,3 +452,113 @@ impl From<&pb::NodeDetail> for NodeDetailView {
         }
     }
 }
+
+/// One cell of the matrix, as `/api/v1/matrix` and `reachmap matrix --format
+/// json` show it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct CellView {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    /// "tcp", "icmp" or "http".
+    pub kind: String,
+    pub service: Option<String>,
+    /// "ok", "degraded", "failing" or "unknown".
+    pub state: String,
+    /// Share of failed probes in the window, 0..1.
+    pub loss: f64,
+    pub rtt_ms: Option<f64>,
+    pub rtt_p99_ms: Option<f64>,
+    /// The last failure's outcome ("timeout", "refused", ...), if any.
+    pub failure: Option<String>,
+    pub sent: u32,
+    pub address: String,
+    pub updated: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct MatrixView {
+    pub nodes: Vec<String>,
+    pub cells: Vec<CellView>,
+}
+
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.trim_start_matches(prefix).to_ascii_lowercase()
+}
+
+pub fn kind_name(v: i32) -> String {
+    pb::ProbeKind::try_from(v)
+        .map(|k| enum_name(k.as_str_name(), "PROBE_KIND_"))
+        .unwrap_or_else(|_| format!("kind-{v}"))
+}
+
+pub fn outcome_name(v: i32) -> Option<String> {
+    match pb::ProbeOutcome::try_from(v) {
+        Ok(pb::ProbeOutcome::Unspecified) => None,
+        Ok(o) => Some(enum_name(o.as_str_name(), "PROBE_OUTCOME_")),
+        Err(_) => Some(format!("outcome-{v}")),
+    }
+}
+
+pub fn cell_state_name(v: i32) -> String {
+    match pb::CellState::try_from(v) {
+        Ok(pb::CellState::Unspecified) | Err(_) => "unknown".into(),
+        Ok(s) => enum_name(s.as_str_name(), "CELL_STATE_"),
+    }
+}
+
+impl From<&pb::MatrixCell> for CellView {
+    fn from(c: &pb::MatrixCell) -> Self {
+        CellView {
+            src: c.src.clone(),
+            dst: c.dst.clone(),
+            port: u16::try_from(c.port).unwrap_or(0),
+            kind: kind_name(c.kind),
+            service: (!c.service.is_empty()).then(|| c.service.clone()),
+            state: cell_state_name(c.state),
+            loss: c.loss,
+            rtt_ms: c.rtt_ms,
+            rtt_p99_ms: c.rtt_p99_ms,
+            failure: outcome_name(c.failure),
+            sent: c.sent,
+            address: c.address.clone(),
+            updated: rfc3339(c.updated_unix_nanos),
+        }
+    }
+}
+
+impl From<&pb::Matrix> for MatrixView {
+    fn from(m: &pb::Matrix) -> Self {
+        MatrixView {
+            nodes: m.nodes.clone(),
+            cells: m.cells.iter().map(CellView::from).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TestPortView {
+    pub src: String,
+    pub dst: String,
+    pub address: String,
+    pub port: u32,
+    pub open: bool,
+    pub outcome: Option<String>,
+    pub rtt_ms: Option<f64>,
+    pub detail: String,
+}
+
+impl From<&pb::TestPortResult> for TestPortView {
+    fn from(r: &pb::TestPortResult) -> Self {
+        TestPortView {
+            src: r.src.clone(),
+            dst: r.dst.clone(),
+            address: r.address.clone(),
+            port: r.port,
+            open: r.open,
+            outcome: outcome_name(r.outcome),
+            rtt_ms: (r.open).then_some(r.rtt_ms),
+            detail: r.detail.clone(),
+        }
+    }
+}

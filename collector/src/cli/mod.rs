@@ -1,6 +1,7 @@
 //! `reachmap`, the query CLI: talks to the collector's Query service.
 
 mod facts;
+mod matrix;
 mod table;
 
 use crate::view;
@@ -43,6 +44,26 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Who reaches whom, right now: a grid of sources and destinations
+    Matrix {
+        /// Only the cells of this port (a service or a listener's port)
+        #[arg(long, value_name = "PORT")]
+        port: Option<u16>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Is the network path open? DST's agent listens on PORT for a moment and SRC's agent connects
+    TestPort {
+        src: String,
+        /// NODE:PORT
+        #[arg(value_name = "DST:PORT")]
+        dst: String,
+        /// How long to wait for the connection
+        #[arg(long, default_value = "3s", value_name = "DURATION")]
+        timeout: humantime::Duration,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +80,11 @@ pub enum CliError {
     Unreachable { url: String, reason: String },
     #[error("{0}")]
     Query(String),
+    #[error("{0}")]
+    Usage(String),
 }
+
+const MAX_ANSWER_BYTES: usize = 512 * 1024 * 1024;
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -83,7 +108,8 @@ async fn connect(url: &str) -> Result<QueryClient<Channel>, CliError> {
             url: url.to_string(),
             reason: root_cause(&e),
         })?;
-    Ok(QueryClient::new(channel).max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES))
+    // A whole matrix of a large fleet is bigger than one agent message.
+    Ok(QueryClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
 }
 
 fn status(url: &str, s: tonic::Status) -> CliError {
@@ -111,6 +137,52 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             Ok(match format {
                 Format::Json => json(&view::nodes(&nodes)),
                 Format::Table => table::nodes(&nodes, now),
+            })
+        }
+        Command::Matrix { port, format } => {
+            let matrix = client
+                .get_matrix(pb::MatrixRequest {
+                    port: port.map(u32::from).unwrap_or(0),
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let v = view::MatrixView::from(&matrix);
+            Ok(match format {
+                Format::Json => json(&v),
+                Format::Table => {
+                    use std::io::IsTerminal;
+                    let color =
+                        std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                    matrix::render_matrix(&v, port, color)
+                }
+            })
+        }
+        Command::TestPort {
+            src,
+            dst,
+            timeout,
+            format,
+        } => {
+            let (dst, port) = dst
+                .rsplit_once(':')
+                .and_then(|(d, p)| Some((d.to_string(), p.parse::<u16>().ok()?)))
+                .filter(|(_, p)| *p != 0)
+                .ok_or_else(|| CliError::Usage(format!("{dst:?} is not NODE:PORT")))?;
+            let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+            let r = client
+                .test_port(pb::TestPortRequest {
+                    src,
+                    dst,
+                    port: u32::from(port),
+                    timeout_ms,
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            Ok(match format {
+                Format::Json => json(&view::TestPortView::from(&r)),
+                Format::Table => format!("{}\n", r.detail),
             })
         }
         Command::Node { name, format } => {

@@ -1,0 +1,230 @@
+//! `reachmap matrix`: the fleet's reachability as a grid a person reads at a
+//! glance — sources down, destinations across — then every cell that is not
+//! ok, one line each. Colour on a terminal, plain text when piped.
+
+use super::table::render;
+use crate::view::{CellView, MatrixView};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+const RESET: &str = "\x1b[0m";
+
+fn colour(state: &str) -> &'static str {
+    match state {
+        "ok" => "\x1b[32m",
+        "degraded" => "\x1b[33m",
+        "failing" => "\x1b[1;31m",
+        _ => "\x1b[90m",
+    }
+}
+
+/// The symbol of a cell in the grid; the same width with or without colour.
+fn mark(state: &str) -> &'static str {
+    match state {
+        "ok" => "ok",
+        "degraded" => "DG",
+        "failing" => "XX",
+        _ => "??",
+    }
+}
+
+fn paint(text: &str, state: &str, color: bool) -> String {
+    if color {
+        format!("{}{text}{RESET}", colour(state))
+    } else {
+        text.to_string()
+    }
+}
+
+/// Which cells the grid shows: the given port, else the probe port over TCP.
+fn grid_cells<'a>(m: &'a MatrixView, port: Option<u16>) -> (String, Vec<&'a CellView>) {
+    match port {
+        Some(p) => (
+            format!("port {p}"),
+            m.cells
+                .iter()
+                .filter(|c| c.port == p && c.kind != "icmp")
+                .collect(),
+        ),
+        None => (
+            format!("probe port {} (tcp)", reachmap_proto::DEFAULT_PROBE_PORT),
+            m.cells
+                .iter()
+                .filter(|c| c.port == reachmap_proto::DEFAULT_PROBE_PORT && c.kind == "tcp")
+                .collect(),
+        ),
+    }
+}
+
+fn percent(loss: f64) -> String {
+    format!("{:.0}%", loss * 100.0)
+}
+
+pub fn render_matrix(m: &MatrixView, port: Option<u16>, color: bool) -> String {
+    let mut out = String::new();
+    if m.nodes.is_empty() {
+        out.push_str("no nodes\n");
+        return out;
+    }
+    let (what, cells) = grid_cells(m, port);
+    let by_pair: BTreeMap<(&str, &str), &CellView> = cells
+        .iter()
+        .map(|c| ((c.src.as_str(), c.dst.as_str()), *c))
+        .collect();
+    // Destinations are numbered; the legend names them, so a wide fleet
+    // still fits a terminal.
+    let width = m.nodes.iter().map(|n| n.chars().count()).max().unwrap_or(4);
+    let _ = writeln!(out, "reachability on {what}: rows reach columns");
+    let _ = write!(out, "{:width$}  ", "");
+    for (i, _) in m.nodes.iter().enumerate() {
+        let _ = write!(out, "{:>3}", i);
+    }
+    out.push('\n');
+    for (i, src) in m.nodes.iter().enumerate() {
+        let _ = write!(out, "{src:<width$}  ");
+        for (j, dst) in m.nodes.iter().enumerate() {
+            if i == j {
+                out.push_str("  ·");
+                continue;
+            }
+            match by_pair.get(&(src.as_str(), dst.as_str())) {
+                Some(c) => {
+                    let _ = write!(out, " {}", paint(mark(&c.state), &c.state, color));
+                }
+                None => out.push_str("  -"),
+            }
+        }
+        let _ = writeln!(out, "   {i} = {src}");
+    }
+    let counts = count_states(m.cells.iter());
+    let _ = writeln!(
+        out,
+        "\n{} cells: {} ok, {} degraded, {} failing, {} unknown   (ok ok, DG degraded, XX failing, ?? unknown, - not probed)",
+        m.cells.len(),
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3]
+    );
+    let mut bad: Vec<&CellView> = m
+        .cells
+        .iter()
+        .filter(|c| c.state != "ok")
+        .filter(|c| port.is_none_or(|p| c.port == p))
+        .collect();
+    bad.sort_by(|a, b| {
+        rank(&a.state)
+            .cmp(&rank(&b.state))
+            .then_with(|| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)))
+    });
+    if !bad.is_empty() {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = bad
+            .iter()
+            .map(|c| {
+                vec![
+                    c.src.clone(),
+                    c.dst.clone(),
+                    target(c),
+                    paint(&c.state, &c.state, color),
+                    c.failure.clone().unwrap_or_else(|| "-".into()),
+                    percent(c.loss),
+                    c.rtt_ms
+                        .map(|r| format!("{r:.1}ms"))
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["SRC", "DST", "TARGET", "STATE", "FAILURE", "LOSS", "RTT"],
+            &rows,
+        ));
+    }
+    out
+}
+
+fn target(c: &CellView) -> String {
+    let name = c
+        .service
+        .as_deref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    if c.kind == "icmp" {
+        "icmp".to_string()
+    } else {
+        format!("{}/{}{name}", c.kind, c.port)
+    }
+}
+
+fn rank(state: &str) -> u8 {
+    match state {
+        "failing" => 0,
+        "degraded" => 1,
+        "unknown" => 2,
+        _ => 3,
+    }
+}
+
+fn count_states<'a>(cells: impl Iterator<Item = &'a CellView>) -> [usize; 4] {
+    let mut n = [0; 4];
+    for c in cells {
+        let i = match c.state.as_str() {
+            "ok" => 0,
+            "degraded" => 1,
+            "failing" => 2,
+            _ => 3,
+        };
+        n[i] += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(src: &str, dst: &str, state: &str, failure: Option<&str>) -> CellView {
+        CellView {
+            src: src.into(),
+            dst: dst.into(),
+            port: 7442,
+            kind: "tcp".into(),
+            service: None,
+            state: state.into(),
+            loss: if state == "ok" { 0.0 } else { 1.0 },
+            rtt_ms: (state == "ok").then_some(0.2),
+            rtt_p99_ms: None,
+            failure: failure.map(String::from),
+            sent: 10,
+            address: "198.18.0.12".into(),
+            updated: None,
+        }
+    }
+
+    #[test]
+    fn grid_marks_every_pair_and_lists_problems() {
+        let m = MatrixView {
+            nodes: vec!["a".into(), "b".into()],
+            cells: vec![
+                cell("a", "b", "failing", Some("timeout")),
+                cell("b", "a", "ok", None),
+            ],
+        };
+        let plain = render_matrix(&m, None, false);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert!(
+            lines[2].starts_with("a    ·") && lines[2].contains("XX"),
+            "{plain}"
+        );
+        assert!(lines[3].contains("ok") && lines[3].contains('·'), "{plain}");
+        assert!(!plain.contains('\x1b'), "no colour when plain: {plain}");
+        assert!(
+            plain
+                .lines()
+                .any(|l| l.starts_with("a") && l.contains("failing") && l.contains("timeout")),
+            "{plain}"
+        );
+        let coloured = render_matrix(&m, None, true);
+        assert!(coloured.contains("\x1b[1;31mXX"), "{coloured}");
+    }
+}
