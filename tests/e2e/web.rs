@@ -319,6 +319,10 @@ fn page_shows_fixture_states_details_and_live_updates() {
             },
             "the details panel opens on a click"
         );
+        if let Some(dir) = std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
+            let path = std::path::Path::new(&dir).join("web-details.png");
+            b.screenshot(&path).expect("screenshot");
+        }
         assert_eq!(text(&mut b, "details-title"), "node-a → node-c");
         assert_eq!(text(&mut b, "d-target"), "198.18.0.13:7442");
         assert_eq!(text(&mut b, "d-state"), "degraded");

@@ -266,6 +266,12 @@ impl Browser {
             .ok_or_else(|| format!("no screenshot data: {r}"))
     }
 
+    /// Writes a PNG of the viewport to `path`.
+    pub fn screenshot(&mut self, path: &std::path::Path) -> Result<(), String> {
+        let png = base64_decode(&self.screenshot_base64()?)?;
+        std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// The last lines Chromium wrote to stderr.
     pub fn stderr_tail(&self) -> String {
         self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
@@ -370,4 +376,43 @@ fn connect(netns: Option<&str>, url: &str) -> Result<WebSocket<TcpStream>, Strin
     let (ws, _) = tungstenite::client::client(url, stream)
         .map_err(|e| format!("WebSocket handshake with {url}: {e}"))?;
     Ok(ws)
+}
+
+/// Standard base64 (with padding) to bytes.
+fn base64_decode(text: &str) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err(format!("invalid base64 byte {c:#x}")),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(((acc >> bits) & 0xff) as u8);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::base64_decode;
+
+    #[test]
+    fn decodes_base64() {
+        assert_eq!(base64_decode("aGVsbG8=").expect("valid"), b"hello");
+        assert_eq!(base64_decode("aGk=").expect("valid"), b"hi");
+        assert_eq!(base64_decode("").expect("valid"), b"");
+        assert!(base64_decode("a*b=").is_err());
+    }
 }

@@ -82,7 +82,9 @@
     const t = new Date(s);
     if (Number.isNaN(t.getTime())) return String(s);
     const ago = Math.max(0, Math.round((Date.now() - t.getTime()) / 1000));
-    return `${t.toLocaleTimeString()} (${ago}s ago)`;
+    if (ago >= 86400) return t.toLocaleString();
+    const rel = ago < 120 ? `${ago}s` : ago < 7200 ? `${Math.round(ago / 60)} min` : `${Math.round(ago / 3600)} h`;
+    return `${t.toLocaleTimeString()} (${rel} ago)`;
   }
 
   function cellText(src, dst, cell) {
@@ -173,14 +175,18 @@
         td.dataset.kind = kind;
         td.dataset.service = service;
       }
-      if (td.dataset.state !== st) {
+      // Last values kept on the element as plain properties: comparing them
+      // is much cheaper than reading the DOM back for 40,000 cells.
+      if (td.rmState !== st) {
+        td.rmState = st;
         td.dataset.state = st;
         td.classList.remove(...STATES);
         td.classList.add(st);
         td.textContent = SYMBOL[st];
       }
       const text = cellText(td.dataset.src, td.dataset.dst, cell);
-      if (td.title !== text) {
+      if (td.rmText !== text) {
+        td.rmText = text;
         td.title = text;
         td.setAttribute("aria-label", text);
       }
@@ -247,7 +253,7 @@
     $("d-failure").textContent = failure;
     $("d-sent").textContent = cell && num(cell.sent) !== null ? String(cell.sent) : "–";
     $("d-updated").textContent = cell ? fmtTime(cell.updated) : "never";
-    const hint = cell && cell.failure && st !== "ok" ? HINTS[cell.failure] || HINTS[st] : HINTS[st];
+    const hint = cell && cell.failure && st === "failing" ? HINTS[cell.failure] || HINTS[st] : HINTS[st];
     $("d-hint").textContent = hint || "";
     if (model.connected.get(src) === false) {
       $("d-hint").textContent = `The agent on ${src} is disconnected, so this path is not being probed.`;
