@@ -57,7 +57,7 @@ pub struct ServiceConfig {
     pub expect_status: Option<u16>,
 }
 
-/// How the fleet probes itself.
+/// How the fleet probes itself. `Default` is the documented defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeSettings {
     pub interval: Duration,
@@ -130,6 +130,20 @@ impl Config {
                 .or(file.data_dir)
                 .unwrap_or_else(|| "/var/lib/reachmap".into()),
         })
+    }
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            window: 10,
+            max_probes_per_second: 10_000,
+            full_mesh_max: 50,
+            zone_representatives: 3,
+            services: Vec::new(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use crate::model::{
     BindScope, Listener, ListenerKey, MemoryTrend, PressureFigures, Protocol, Resources,
     SocketSummary,
 };
+use crate::probe::{CellRef, CellState, Matrix, NodePlan, Outcome, PlannedTarget, ProbeKind};
 use reachmap_proto::v1 as pb;
 
 pub fn protocol(p: Protocol) -> i32 {
@@ -212,5 +213,94 @@ pub fn resources(r: &Resources) -> pb::Resources {
             MemoryTrend::Spike => pb::MemoryTrend::Spike,
         } as i32,
         memory_growth_mib_per_min: r.memory_growth_mib_per_min,
+    }
+}
+
+fn probe_kind(k: ProbeKind) -> i32 {
+    match k {
+        ProbeKind::Tcp => pb::ProbeKind::Tcp as i32,
+        ProbeKind::Icmp => pb::ProbeKind::Icmp as i32,
+        ProbeKind::Http => pb::ProbeKind::Http as i32,
+    }
+}
+
+pub fn outcome(o: Option<Outcome>) -> i32 {
+    use pb::ProbeOutcome as P;
+    (match o {
+        None => P::Unspecified,
+        Some(Outcome::Open) => P::Open,
+        Some(Outcome::Refused) => P::Refused,
+        Some(Outcome::Timeout) => P::Timeout,
+        Some(Outcome::Unreachable) => P::Unreachable,
+        Some(Outcome::NoRoute) => P::NoRoute,
+        Some(Outcome::Reset) => P::Reset,
+        Some(Outcome::DnsError) => P::DnsError,
+        Some(Outcome::HttpStatus) => P::HttpStatus,
+    }) as i32
+}
+
+pub fn probe_target(t: &PlannedTarget) -> pb::ProbeTarget {
+    pb::ProbeTarget {
+        id: t.id,
+        node: t.node.clone(),
+        address: t.address.to_string(),
+        port: u32::from(t.port),
+        kind: probe_kind(t.kind),
+        service: t.service.clone().unwrap_or_default(),
+        http_path: t.http_path.clone().unwrap_or_default(),
+        expect_status: t.expect_status.map(u32::from).unwrap_or(0),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+pub fn plan(p: &NodePlan, version: u64) -> pb::ProbePlan {
+    pb::ProbePlan {
+        version,
+        interval_ms: millis(p.interval),
+        targets: p.targets.iter().map(probe_target).collect(),
+        timeout_ms: millis(p.timeout),
+        max_probes_per_second: p.max_probes_per_second,
+        window: u32::try_from(p.window).unwrap_or(u32::MAX),
+        fleet_addresses: p.fleet_addresses.iter().map(ToString::to_string).collect(),
+    }
+}
+
+pub fn cell_state(s: CellState) -> i32 {
+    (match s {
+        CellState::Ok => pb::CellState::Ok,
+        CellState::Degraded => pb::CellState::Degraded,
+        CellState::Failing => pb::CellState::Failing,
+        CellState::Unknown => pb::CellState::Unknown,
+    }) as i32
+}
+
+pub fn cell(c: &CellRef) -> pb::MatrixCell {
+    let cell = c.cell;
+    pb::MatrixCell {
+        src: c.src.to_string(),
+        dst: c.dst.to_string(),
+        port: u32::from(cell.port()),
+        kind: probe_kind(cell.kind()),
+        service: c.service.unwrap_or_default().to_string(),
+        state: cell_state(cell.state()),
+        loss: cell.loss(),
+        rtt_ms: cell.rtt_ms(),
+        rtt_p99_ms: cell.rtt_p99_ms(),
+        failure: outcome(cell.failure()),
+        updated_unix_nanos: cell.updated(),
+        last_failure_unix_nanos: cell.last_failure_at().unwrap_or(0),
+        sent: cell.sent(),
+        address: cell.address().to_string(),
+    }
+}
+
+pub fn matrix(m: &Matrix, port: Option<u16>, now: i64) -> pb::Matrix {
+    pb::Matrix {
+        nodes: m.nodes(),
+        cells: m.cells(port).iter().map(cell).collect(),
+        generated_unix_nanos: now,
     }
 }

@@ -1,22 +1,100 @@
 //! The collector's HTTP side: the JSON API (same shapes as the CLI's
-//! `--format json`) and a health check.
+//! `--format json`), the web page, Prometheus metrics and a health check.
 
 use crate::query;
 use crate::state::Fleet;
 use crate::view;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-pub fn router(fleet: Fleet) -> axum::Router {
+#[derive(Clone)]
+pub struct HttpState {
+    pub fleet: Fleet,
+    /// Per-pair series in /metrics only up to this many cells.
+    pub metrics_pair_cap: usize,
+}
+
+pub fn router(fleet: Fleet, metrics_pair_cap: usize) -> axum::Router {
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node))
+        .route("/api/v1/matrix", get(matrix))
+        .route("/metrics", get(metrics))
         .merge(crate::web::routes())
-        .with_state(fleet)
+        .with_state(HttpState {
+            fleet,
+            metrics_pair_cap,
+        })
+}
+
+#[derive(serde::Deserialize)]
+struct MatrixQuery {
+    port: Option<u16>,
+}
+
+/// The matrix JSON is written straight from the matrix inside the state
+/// task (no intermediate tree), so even a 1,000-node fleet answers fast.
+async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Response {
+    let port = q.port.filter(|p| *p != 0);
+    let body = st
+        .fleet
+        .read_matrix(move |m, _| {
+            let mut out = Vec::with_capacity(64 * 1024);
+            m.write_json(port, &mut out).map(|()| out)
+        })
+        .await;
+    match body {
+        Some(Ok(bytes)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Some(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        None => status_error(tonic::Status::unavailable("collector is shutting down")),
+    }
+}
+
+async fn metrics(State(st): State<HttpState>) -> Response {
+    let cap = st.metrics_pair_cap;
+    let text = st
+        .fleet
+        .read_matrix(move |m, nodes| {
+            let figures: Vec<crate::metrics::NodeMetrics> = nodes
+                .values()
+                .map(|n| crate::metrics::NodeMetrics {
+                    name: n.name.clone(),
+                    connected: n.connected(),
+                    clock_offset_seconds: n.clock.map(|c| c.offset_nanos as f64 / 1e9),
+                    events_total: n.events.len() as u64,
+                    dropped_events_total: n.dropped_events_total,
+                })
+                .collect();
+            crate::metrics::render(&crate::metrics::MetricsInput {
+                nodes: &figures,
+                matrix: m,
+                pair_cap: cap,
+            })
+        })
+        .await;
+    match text {
+        Some(t) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            t,
+        )
+            .into_response(),
+        None => status_error(tonic::Status::unavailable("collector is shutting down")),
+    }
 }
 
 fn status_error(s: tonic::Status) -> Response {
@@ -27,15 +105,15 @@ fn status_error(s: tonic::Status) -> Response {
     (code, Json(serde_json::json!({ "error": s.message() }))).into_response()
 }
 
-async fn nodes(State(fleet): State<Fleet>) -> Response {
-    match query::list(&fleet).await {
+async fn nodes(State(st): State<HttpState>) -> Response {
+    match query::list(&st.fleet).await {
         Ok(list) => Json(view::nodes(&list)).into_response(),
         Err(s) => status_error(s),
     }
 }
 
-async fn node(State(fleet): State<Fleet>, Path(name): Path<String>) -> Response {
-    match query::get(&fleet, name).await {
+async fn node(State(st): State<HttpState>, Path(name): Path<String>) -> Response {
+    match query::get(&st.fleet, name).await {
         Ok(d) => Json(view::NodeDetailView::from(&d)).into_response(),
         Err(s) => status_error(s),
     }

@@ -307,10 +307,22 @@ impl Session {
                         .await;
                     false
                 }
-                Some(Body::ProbeResults(_)) | Some(Body::CommandResult(_)) => {
-                    self.fleet.seen(self.id, node).await;
-                    true
-                }
+                // Results are not buffered by the agent (the next batch
+                // carries the same windows), so they need no ack.
+                Some(Body::ProbeResults(r)) => match validate::probe::results(&r) {
+                    Ok(windows) => {
+                        self.fleet.probe_results(self.id, node, windows).await;
+                        false
+                    }
+                    Err(e) => return protocol(seq, &e),
+                },
+                Some(Body::CommandResult(r)) => match validate::probe::command_result(&r) {
+                    Ok(()) => {
+                        self.fleet.command_result(self.id, node, r).await;
+                        false
+                    }
+                    Err(e) => return protocol(seq, &e),
+                },
             };
             if acked && !self.send(CBody::Ack(pb::Ack { seq })).await {
                 return End::Failed {

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod query;
 pub mod state;
 pub mod store;
+pub mod testport;
 pub mod validate;
 pub mod view;
 pub mod web;
@@ -45,7 +46,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let http = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("http: cannot bind {}", config.http))?;
-    let (fleet, state_task) = state::Fleet::start(store, shutdown.clone())?;
+    let (fleet, state_task) = state::Fleet::start(store, &config.probe, shutdown.clone())?;
     tracing::info!(grpc = %config.listen, http = %config.http, data_dir = %config.data_dir.display(), "collector listening");
 
     let ingest = CollectorServer::new(ingest::Ingest::new(fleet.clone(), shutdown.clone()))
@@ -64,7 +65,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, http::router(fleet))
+        axum::serve(http, http::router(fleet, config.metrics_pair_cap))
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await
     });

@@ -143,16 +143,27 @@ impl pb::query_server::Query for Query {
 
     async fn get_matrix(
         &self,
-        _: Request<pb::MatrixRequest>,
+        request: Request<pb::MatrixRequest>,
     ) -> Result<Response<pb::Matrix>, Status> {
-        Err(Status::unimplemented("the matrix is being wired in"))
+        let port = u16::try_from(request.into_inner().port)
+            .map_err(|_| Status::invalid_argument("port: over 65535"))?;
+        let port = (port != 0).then_some(port);
+        let now = unix_nanos(std::time::SystemTime::now());
+        let m = self
+            .fleet
+            .read_matrix(move |m, _| encode::matrix(m, port, now))
+            .await
+            .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+        Ok(Response::new(m))
     }
 
     async fn test_port(
         &self,
-        _: Request<pb::TestPortRequest>,
+        request: Request<pb::TestPortRequest>,
     ) -> Result<Response<pb::TestPortResult>, Status> {
-        Err(Status::unimplemented("test-port is being wired in"))
+        Ok(Response::new(
+            crate::testport::run(&self.fleet, request.into_inner()).await?,
+        ))
     }
 
     async fn get_node(

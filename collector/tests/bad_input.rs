@@ -78,6 +78,8 @@ async fn start_collector() -> Collector {
         listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
         http: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
         data_dir: dir.clone(),
+        probe: reachmap_collector::config::ProbeSettings::default(),
+        metrics_pair_cap: 1000,
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(reachmap_collector::run(config, shutdown.clone()));

@@ -3,6 +3,7 @@
 //! one-line error naming the offending field out.
 
 pub mod firewall;
+pub mod probe;
 pub mod resources;
 pub mod sockets;
 
@@ -369,13 +370,7 @@ pub fn event(e: &pb::Event) -> Result<(), ProtocolError> {
             text("event.kernel_link.interface", &k.interface, 64)?;
             text("event.kernel_link.message", &k.message, 1024).map(|_| ())
         }
-        Some(Kind::ProbeStateChanged(c)) => match &c.target {
-            None => Err(err("event.probe_state_changed.target", "missing")),
-            Some(t) => {
-                ip("event.probe_state_changed.target.address", &t.address)?;
-                text("event.probe_state_changed.target.node", &t.node, 64).map(|_| ())
-            }
-        },
+        Some(Kind::ProbeStateChanged(c)) => probe::state_change(c).map(|_| ()),
         Some(Kind::StreamChanged(_)) | Some(Kind::NodeRebooted(_)) => Err(err(
             "event.kind",
             "is recorded by the collector, not sent by agents",
@@ -393,9 +388,9 @@ pub fn any(msg: &pb::AgentMessage) -> Result<(), ProtocolError> {
         Some(Body::Snapshot(s)) => snapshot(s).map(|_| ()),
         Some(Body::Delta(d)) => delta(d).map(|_| ()),
         Some(Body::Event(e)) => event(e),
-        Some(Body::Heartbeat(_)) | Some(Body::ProbeResults(_)) | Some(Body::CommandResult(_)) => {
-            Ok(())
-        }
+        Some(Body::ProbeResults(r)) => probe::results(r).map(|_| ()),
+        Some(Body::CommandResult(r)) => probe::command_result(r),
+        Some(Body::Heartbeat(_)) => Ok(()),
     }
 }
 

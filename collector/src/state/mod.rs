@@ -3,8 +3,14 @@
 //! sends commands over a bounded channel. When the channel is full, senders
 //! wait (Block): an agent stream slows down rather than losing a fact.
 
+mod probing;
+
+pub use probing::{Probing, probe_addresses};
+
 use crate::clock::Sample;
+use crate::config::ProbeSettings;
 use crate::model::{FactsDelta, Hello, NodeFacts};
+use crate::probe::{Matrix, WindowInput};
 use crate::store::{NodeRecord, Store};
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, VecDeque};
@@ -139,6 +145,9 @@ fn from_unix_nanos(n: i64) -> SystemTime {
 
 /// A read-only look at every node, run inside the owner task.
 type Reader = Box<dyn FnOnce(&BTreeMap<String, Node>) + Send>;
+/// The same, with the matrix.
+type MatrixReader = Box<dyn FnOnce(&Matrix, &BTreeMap<String, Node>) + Send>;
+type CommandReply = oneshot::Sender<Result<oneshot::Receiver<pb::CommandResult>, String>>;
 
 enum Cmd {
     Attach {
@@ -156,6 +165,14 @@ enum Cmd {
     Seen(SessionId, String),
     Detach(SessionId, String, String),
     Read(Reader),
+    ReadMatrix(MatrixReader),
+    ProbeResults(SessionId, String, Vec<WindowInput>),
+    CommandResult(SessionId, String, pb::CommandResult),
+    Command {
+        node: String,
+        kind: pb::command::Kind,
+        reply: CommandReply,
+    },
 }
 
 /// A handle to the state task; cheap to clone.
@@ -169,6 +186,7 @@ impl Fleet {
     /// handle is gone or `shutdown` fires, saving the registry last.
     pub fn start(
         store: Store,
+        probe: &ProbeSettings,
         shutdown: CancellationToken,
     ) -> Result<(Fleet, tokio::task::JoinHandle<()>), crate::store::StoreError> {
         let mut nodes = BTreeMap::new();
@@ -186,10 +204,15 @@ impl Fleet {
             nodes.insert(rec.name, n);
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let mut probing = Probing::new(probe, unix_nanos(SystemTime::now()));
+        for name in nodes.keys() {
+            probing.matrix.add_node(name);
+        }
         let owner = Owner {
             nodes,
             store,
             dirty: false,
+            probing,
         };
         let task = tokio::spawn(owner.run(rx, shutdown));
         Ok((Fleet { tx }, task))
@@ -248,6 +271,55 @@ impl Fleet {
         self.send(Cmd::Detach(s, node.into(), reason)).await;
     }
 
+    pub async fn probe_results(&self, s: SessionId, node: &str, windows: Vec<WindowInput>) {
+        self.send(Cmd::ProbeResults(s, node.into(), windows)).await;
+    }
+
+    pub async fn command_result(&self, s: SessionId, node: &str, r: pb::CommandResult) {
+        self.send(Cmd::CommandResult(s, node.into(), r)).await;
+    }
+
+    /// Sends a command to `node`'s agent and waits up to `timeout` for its
+    /// answer.
+    pub async fn command(
+        &self,
+        node: &str,
+        kind: pb::command::Kind,
+        timeout: Duration,
+    ) -> Result<pb::CommandResult, String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Command {
+            node: node.into(),
+            kind,
+            reply,
+        })
+        .await;
+        let answer = rx
+            .await
+            .map_err(|_| "collector is shutting down".to_string())??;
+        match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(_)) => Err(format!("{node}'s agent went away before answering")),
+            Err(_) => Err(format!(
+                "{node}'s agent did not answer within {}",
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
+
+    /// Runs `f` on the matrix and the nodes inside the owner task.
+    pub async fn read_matrix<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Matrix, &BTreeMap<String, Node>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::ReadMatrix(Box::new(move |m, nodes| {
+            let _ = reply.send(f(m, nodes));
+        })))
+        .await;
+        rx.await.ok()
+    }
+
     /// Runs `f` on the state inside the owner task and returns its result.
     pub async fn read<T: Send + 'static>(
         &self,
@@ -266,11 +338,18 @@ struct Owner {
     nodes: BTreeMap<String, Node>,
     store: Store,
     dirty: bool,
+    probing: Probing,
 }
+
+/// How often plans are recomputed (when the fleet changed) and stale cells
+/// expired.
+const PLAN_EVERY: Duration = Duration::from_millis(500);
 
 impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, shutdown: CancellationToken) {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut plan = tokio::time::interval(PLAN_EVERY);
+        plan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -278,6 +357,7 @@ impl Owner {
                     None => break,
                 },
                 _ = flush.tick() => self.flush().await,
+                _ = plan.tick() => self.probing.tick(&self.nodes, unix_nanos(SystemTime::now())),
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -327,6 +407,7 @@ impl Owner {
                     n.facts = Some(facts);
                     n.last_seen = now;
                     self.dirty = true;
+                    self.probing.mark_dirty();
                 }
             }
             Cmd::Delta(s, name, delta) => {
@@ -334,8 +415,16 @@ impl Owner {
                     n.last_seen = now;
                     match &mut n.facts {
                         Some(f) if f.version == delta.base_version => {
+                            // New addresses or listeners may change plans.
+                            let replan = !delta.upserted.is_empty()
+                                || !delta.removed.is_empty()
+                                || !delta.listeners_upserted.is_empty()
+                                || !delta.listeners_removed.is_empty();
                             f.apply(delta);
                             self.dirty = true;
+                            if replan {
+                                self.probing.mark_dirty();
+                            }
                         }
                         other => {
                             let have = other.as_ref().map_or(0, |f| f.version);
@@ -366,6 +455,14 @@ impl Owner {
                         return; // a resend of an event already stored
                     }
                     n.last_event = (instance, event.id);
+                    if let Some(pb::event::Kind::ProbeStateChanged(c)) = &event.kind
+                        && let Ok(change) = crate::validate::probe::state_change(c)
+                    {
+                        self.probing.state_change(&name, &change, unix_nanos(now));
+                    }
+                    let Some(n) = self.nodes.get_mut(&name) else {
+                        return;
+                    };
                     n.push_event(StoredEvent {
                         received: now,
                         event,
@@ -394,6 +491,10 @@ impl Owner {
                     n.since = now;
                     n.clock = None;
                     tracing::info!(node = %name, %reason, "disconnected");
+                    self.probing.detached(&name);
+                    let Some(n) = self.nodes.get_mut(&name) else {
+                        return;
+                    };
                     n.record(
                         now,
                         pb::event::Kind::StreamChanged(pb::StreamChanged {
@@ -406,6 +507,21 @@ impl Owner {
                 }
             }
             Cmd::Read(f) => f(&self.nodes),
+            Cmd::ReadMatrix(f) => f(&self.probing.matrix, &self.nodes),
+            Cmd::ProbeResults(s, name, windows) => {
+                if let Some(n) = self.current(s, &name) {
+                    n.last_seen = now;
+                    self.probing.results(&name, windows, unix_nanos(now));
+                }
+            }
+            Cmd::CommandResult(s, name, result) => {
+                if self.current(s, &name).is_some() {
+                    self.probing.command_result(&name, result);
+                }
+            }
+            Cmd::Command { node, kind, reply } => {
+                let _ = reply.send(self.probing.command(&self.nodes, &node, kind));
+            }
         }
     }
 
@@ -465,6 +581,7 @@ impl Owner {
         );
         node.hello = Some(hello);
         self.dirty = true;
+        self.probing.attached(&node.name);
         tracing::info!(node = %node.name, "connected");
         Ok(())
     }

@@ -1,0 +1,247 @@
+//! The probing half of the fleet state, owned by the state task: the plans
+//! sent to every agent, the matrix their results fill, and the one-off
+//! commands (test-port) waiting for an agent's answer.
+
+use super::Node;
+use crate::config::ProbeSettings;
+use crate::encode;
+use crate::model::Protocol;
+use crate::probe::{
+    Matrix, NodeInput, PlannerConfig, Service, ServiceKind, StateChange, WindowInput, plan,
+};
+use reachmap_proto::v1 as pb;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use tokio::sync::oneshot;
+
+pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
+    PlannerConfig {
+        interval: s.interval,
+        timeout: s.timeout,
+        window: s.window,
+        max_probes_per_second: s.max_probes_per_second,
+        full_mesh_max: s.full_mesh_max,
+        representatives: s.zone_representatives,
+        services: s
+            .services
+            .iter()
+            .map(|c| Service {
+                name: c.name.clone(),
+                port: c.port,
+                kind: match &c.path {
+                    Some(path) => ServiceKind::Http {
+                        path: path.clone(),
+                        expect_status: c.expect_status.unwrap_or(200),
+                    },
+                    None => ServiceKind::Tcp,
+                },
+            })
+            .collect(),
+        ..PlannerConfig::default()
+    }
+}
+
+/// Addresses peers should probe: global ones, not loopback or link-local.
+pub fn probe_addresses(node: &Node) -> Vec<IpAddr> {
+    let Some(f) = &node.facts else {
+        return node
+            .remembered_addresses
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .filter(|a: &IpAddr| usable(*a))
+            .collect();
+    };
+    let mut out: Vec<IpAddr> = f
+        .interfaces
+        .values()
+        .filter(|i| i.name != "lo")
+        .flat_map(|i| &i.addresses)
+        .filter(|a| a.scope == "universe" && usable(a.ip))
+        .map(|a| a.ip)
+        .collect();
+    // IPv4 first: the primary address is the one peers most likely use.
+    out.sort_by_key(|a| (a.is_ipv6(), *a));
+    out.dedup();
+    out
+}
+
+fn usable(a: IpAddr) -> bool {
+    match a {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local() && !v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            !v6.is_loopback() && !v6.is_unspecified() && (v6.segments()[0] & 0xffc0) != 0xfe80
+        }
+    }
+}
+
+fn node_input(n: &Node) -> NodeInput {
+    NodeInput {
+        name: n.name.clone(),
+        zone: n.labels.get("zone").cloned(),
+        connected: n.connected(),
+        addresses: probe_addresses(n),
+        listeners: n
+            .facts
+            .as_ref()
+            .map(|f| {
+                f.listeners
+                    .values()
+                    .filter(|l| l.protocol == Protocol::Tcp)
+                    .map(|l| (l.protocol, l.address, l.port, l.scope))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+struct Pending {
+    node: String,
+    reply: oneshot::Sender<pb::CommandResult>,
+}
+
+pub struct Probing {
+    pub matrix: Matrix,
+    config: PlannerConfig,
+    /// Set when the fleet changed in a way that may change plans.
+    dirty: bool,
+    /// Per node with a stream: the plan version and digest last sent.
+    sent: HashMap<String, (u64, u64)>,
+    next_version: u64,
+    pending: HashMap<u64, Pending>,
+    next_command: u64,
+}
+
+impl Probing {
+    pub fn new(settings: &ProbeSettings, now_nanos: i64) -> Probing {
+        Probing {
+            matrix: Matrix::new(settings.interval),
+            config: planner_config(settings),
+            dirty: true,
+            sent: HashMap::new(),
+            // Versions keep rising across collector restarts.
+            next_version: u64::try_from(now_nanos / 1_000_000).unwrap_or(1).max(1),
+            pending: HashMap::new(),
+            next_command: 1,
+        }
+    }
+
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// A node's stream began: it needs its plan (again).
+    pub fn attached(&mut self, name: &str) {
+        self.sent.remove(name);
+        self.matrix.add_node(name);
+        self.dirty = true;
+    }
+
+    /// A node's stream ended: its row turns unknown, its commands fail.
+    pub fn detached(&mut self, name: &str) {
+        self.sent.remove(name);
+        self.matrix.source_gone(name);
+        self.dirty = true;
+        let gone: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.node == name)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.pending.remove(&id);
+        }
+    }
+
+    pub fn results(&mut self, src: &str, windows: Vec<WindowInput>, now: i64) {
+        let stats = self.matrix.apply(src, windows, now);
+        if stats.ignored > 0 {
+            tracing::debug!(node = %src, ignored = stats.ignored, "results outside the plan");
+        }
+    }
+
+    pub fn state_change(&mut self, src: &str, change: &StateChange, now: i64) {
+        self.matrix.apply_change(src, change, now);
+    }
+
+    /// Re-plans when something changed and sends each connected agent its
+    /// plan when it differs from the one it has. A full stream queue leaves
+    /// the plan for the next tick.
+    pub fn tick(&mut self, nodes: &BTreeMap<String, Node>, now: i64) {
+        self.matrix.expire(now);
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let inputs: Vec<NodeInput> = nodes.values().map(node_input).collect();
+        let plans = plan(&inputs, &self.config);
+        for (name, p) in &plans {
+            let Some(stream) = nodes.get(name).and_then(|n| n.stream.as_ref()) else {
+                continue;
+            };
+            if self.sent.get(name).is_some_and(|(_, d)| *d == p.digest) {
+                continue;
+            }
+            self.next_version += 1;
+            let version = self.next_version;
+            let msg = pb::CollectorMessage {
+                body: Some(pb::collector_message::Body::Plan(encode::plan(p, version))),
+            };
+            if stream.outbound.try_send(Ok(msg)).is_ok() {
+                tracing::info!(node = %name, version, targets = p.targets.len(), "probe plan sent");
+                self.sent.insert(name.clone(), (version, p.digest));
+                self.matrix.set_plan(name, &p.targets);
+            } else {
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Sends `kind` to `node`'s agent; the answer arrives on the receiver.
+    pub fn command(
+        &mut self,
+        nodes: &BTreeMap<String, Node>,
+        node: &str,
+        kind: pb::command::Kind,
+    ) -> Result<oneshot::Receiver<pb::CommandResult>, String> {
+        let stream = nodes
+            .get(node)
+            .and_then(|n| n.stream.as_ref())
+            .ok_or_else(|| format!("{node}'s agent is not connected"))?;
+        let id = self.next_command;
+        self.next_command += 1;
+        let msg = pb::CollectorMessage {
+            body: Some(pb::collector_message::Body::Command(pb::Command {
+                id,
+                kind: Some(kind),
+            })),
+        };
+        stream
+            .outbound
+            .try_send(Ok(msg))
+            .map_err(|_| format!("{node}'s stream is busy; try again"))?;
+        let (reply, rx) = oneshot::channel();
+        self.pending.insert(
+            id,
+            Pending {
+                node: node.to_string(),
+                reply,
+            },
+        );
+        Ok(rx)
+    }
+
+    /// An agent answered a command.
+    pub fn command_result(&mut self, node: &str, result: pb::CommandResult) {
+        match self.pending.remove(&result.command_id) {
+            Some(p) if p.node == node => {
+                let _ = p.reply.send(result);
+            }
+            Some(p) => {
+                tracing::warn!(node = %node, expected = %p.node, "command answered by another node; ignored");
+            }
+            None => {
+                tracing::debug!(node = %node, id = result.command_id, "late or unknown command result")
+            }
+        }
+    }
+}

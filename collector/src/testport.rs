@@ -1,0 +1,180 @@
+//! `reachmap test-port SRC DST:PORT`: is the network path itself open?
+//! DST's agent listens on PORT for a moment, SRC's agent connects to it, and
+//! the listener is closed again — so the answer does not depend on whether
+//! a service runs there.
+
+use crate::model::Protocol;
+use crate::state::{Fleet, probe_addresses};
+use crate::view::outcome_name;
+use reachmap_proto::v1 as pb;
+use std::net::IpAddr;
+use std::time::Duration;
+use tonic::Status;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+/// Extra time an agent gets to answer beyond the probe's own timeout.
+const ANSWER_SLACK: Duration = Duration::from_secs(5);
+
+struct Ends {
+    address: IpAddr,
+    /// Who holds the port on DST already, when something does.
+    holder: Option<String>,
+}
+
+async fn ends(fleet: &Fleet, src: &str, dst: &str, port: u16) -> Result<Ends, Status> {
+    let (src_name, dst_name) = (src.to_string(), dst.to_string());
+    let found = fleet
+        .read(move |nodes| {
+            let s = nodes
+                .get(&src_name)
+                .ok_or_else(|| Status::not_found(format!("no node named {src_name:?}")))?;
+            let d = nodes
+                .get(&dst_name)
+                .ok_or_else(|| Status::not_found(format!("no node named {dst_name:?}")))?;
+            for n in [s, d] {
+                if !n.connected() {
+                    return Err(Status::failed_precondition(format!(
+                        "{}'s agent is not connected, so it cannot take part in a test",
+                        n.name
+                    )));
+                }
+            }
+            let address = probe_addresses(d).into_iter().next().ok_or_else(|| {
+                Status::failed_precondition(format!("{dst_name} has no address peers can reach"))
+            })?;
+            let holder = d.facts.as_ref().and_then(|f| {
+                f.listeners
+                    .values()
+                    .find(|l| l.protocol == Protocol::Tcp && l.port == port)
+                    .map(|l| {
+                        l.processes
+                            .first()
+                            .map(|p| format!("{} (pid {})", p.name, p.pid))
+                            .unwrap_or_else(|| "another socket".into())
+                    })
+            });
+            Ok(Ends { address, holder })
+        })
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+    found
+}
+
+pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPortResult, Status> {
+    let port = u16::try_from(req.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| Status::invalid_argument(format!("port: {} is not 1-65535", req.port)))?;
+    if req.src == req.dst {
+        return Err(Status::invalid_argument(
+            "source and destination are the same node",
+        ));
+    }
+    let timeout = match req.timeout_ms {
+        0 => DEFAULT_TIMEOUT,
+        ms => Duration::from_millis(u64::from(ms)).min(MAX_TIMEOUT),
+    };
+    let ends = ends(fleet, &req.src, &req.dst, port).await?;
+    if let Some(holder) = ends.holder {
+        return Err(Status::failed_precondition(format!(
+            "port {port} is in use on {} by {holder}; test-port needs a free port (the service itself is what `reachmap why` examines)",
+            req.dst
+        )));
+    }
+    let ttl = timeout + ANSWER_SLACK;
+    let opened = fleet
+        .command(
+            &req.dst,
+            pb::command::Kind::OpenListener(pb::OpenListener {
+                port: u32::from(port),
+                ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+            }),
+            ANSWER_SLACK,
+        )
+        .await
+        .map_err(Status::unavailable)?;
+    if !opened.ok {
+        return Err(Status::failed_precondition(format!(
+            "{} cannot listen on port {port}: {}",
+            req.dst, opened.error
+        )));
+    }
+    let probed = fleet
+        .command(
+            &req.src,
+            pb::command::Kind::ProbeOnce(pb::ProbeOnce {
+                target: Some(pb::ProbeTarget {
+                    id: 0,
+                    node: req.dst.clone(),
+                    address: ends.address.to_string(),
+                    port: u32::from(port),
+                    kind: pb::ProbeKind::Tcp as i32,
+                    ..Default::default()
+                }),
+                timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            }),
+            timeout + ANSWER_SLACK,
+        )
+        .await;
+    // Clean up whatever the probe did; the listener also closes itself
+    // after its time to live.
+    let closed = fleet
+        .command(
+            &req.dst,
+            pb::command::Kind::CloseListener(pb::CloseListener {
+                port: u32::from(port),
+            }),
+            ANSWER_SLACK,
+        )
+        .await;
+    if let Err(e) = &closed {
+        tracing::warn!(node = %req.dst, port, error = %e, "temporary listener not confirmed closed; it closes itself after its time to live");
+    }
+    let probed = probed.map_err(Status::unavailable)?;
+    if !probed.ok && probed.outcome == pb::ProbeOutcome::Unspecified as i32 {
+        return Err(Status::failed_precondition(format!(
+            "{} refused to probe: {}",
+            req.src, probed.error
+        )));
+    }
+    let open = probed.outcome == pb::ProbeOutcome::Open as i32;
+    let outcome = outcome_name(probed.outcome).unwrap_or_else(|| "unknown".into());
+    let path = format!("{} -> {} ({}) port {port}", req.src, req.dst, ends.address);
+    let detail = if open {
+        format!(
+            "OPEN: {path}: {} connected to a temporary listener on {} in {:.1} ms; the network path is open, so a failure on this port is the service's, not the network's",
+            req.src, req.dst, probed.rtt_ms
+        )
+    } else {
+        let why = match outcome.as_str() {
+            "timeout" => format!(
+                "no answer within {}: a firewall drops it, on {}, on {} or in the network between them",
+                humantime::format_duration(timeout),
+                req.dst,
+                req.src
+            ),
+            "refused" => format!(
+                "the connection was refused (a TCP reset) although {} was listening: a firewall rule rejects it",
+                req.dst
+            ),
+            "unreachable" => {
+                "an ICMP unreachable came back: a firewall rejects it or the host is unreachable"
+                    .to_string()
+            }
+            "no_route" => format!("{} has no route to {}", req.src, ends.address),
+            other => format!("the probe ended with {other}"),
+        };
+        format!("BLOCKED: {path}: {why}")
+    };
+    Ok(pb::TestPortResult {
+        src: req.src,
+        dst: req.dst,
+        address: ends.address.to_string(),
+        port: u32::from(port),
+        open,
+        outcome: probed.outcome,
+        rtt_ms: probed.rtt_ms,
+        detail,
+    })
+}

@@ -1,0 +1,161 @@
+//! Probe results, state changes and command results from the wire.
+
+use super::{ProtocolError, err, ip, text};
+use crate::probe::{
+    FailureCounts, Outcome, PlannedTarget, ProbeKind, StateChange, TargetState, WindowInput,
+};
+use reachmap_proto::v1 as pb;
+
+/// Windows per batch: far above any plan the planner makes.
+pub const MAX_WINDOWS: usize = 100_000;
+
+pub fn kind(field: &str, v: i32) -> Result<ProbeKind, ProtocolError> {
+    match pb::ProbeKind::try_from(v) {
+        Ok(pb::ProbeKind::Tcp) => Ok(ProbeKind::Tcp),
+        Ok(pb::ProbeKind::Icmp) => Ok(ProbeKind::Icmp),
+        Ok(pb::ProbeKind::Http) => Ok(ProbeKind::Http),
+        _ => Err(err(field, format!("unknown probe kind {v}"))),
+    }
+}
+
+/// `None` for "unspecified".
+pub fn outcome(field: &str, v: i32) -> Result<Option<Outcome>, ProtocolError> {
+    use pb::ProbeOutcome as P;
+    Ok(Some(match P::try_from(v) {
+        Ok(P::Unspecified) => return Ok(None),
+        Ok(P::Open) => Outcome::Open,
+        Ok(P::Refused) => Outcome::Refused,
+        Ok(P::Timeout) => Outcome::Timeout,
+        Ok(P::Unreachable) => Outcome::Unreachable,
+        Ok(P::NoRoute) => Outcome::NoRoute,
+        Ok(P::Reset) => Outcome::Reset,
+        Ok(P::DnsError) => Outcome::DnsError,
+        Ok(P::HttpStatus) => Outcome::HttpStatus,
+        Err(_) => return Err(err(field, format!("unknown outcome {v}"))),
+    }))
+}
+
+fn state(field: &str, v: i32) -> Result<TargetState, ProtocolError> {
+    match pb::TargetState::try_from(v) {
+        Ok(pb::TargetState::Ok) => Ok(TargetState::Ok),
+        Ok(pb::TargetState::Degraded) => Ok(TargetState::Degraded),
+        Ok(pb::TargetState::Failing) => Ok(TargetState::Failing),
+        _ => Err(err(field, format!("unknown target state {v}"))),
+    }
+}
+
+fn port(field: &str, p: u32) -> Result<u16, ProtocolError> {
+    u16::try_from(p).map_err(|_| err(field, format!("port {p} is over 65535")))
+}
+
+pub fn target(field: &str, t: &Option<pb::ProbeTarget>) -> Result<PlannedTarget, ProtocolError> {
+    let Some(t) = t else {
+        return Err(err(field, "missing"));
+    };
+    let node = text(&format!("{field}.node"), &t.node, 64)?;
+    reachmap_proto::check_node_name(&node).map_err(|p| err(format!("{field}.node"), p))?;
+    let mut planned = PlannedTarget::new(
+        &node,
+        ip(&format!("{field}.address"), &t.address)?,
+        port(&format!("{field}.port"), t.port)?,
+        kind(&format!("{field}.kind"), t.kind)?,
+    );
+    let optional = |f: &str, s: &str| -> Result<Option<String>, ProtocolError> {
+        let v = text(f, s, 256)?;
+        Ok((!v.is_empty()).then_some(v))
+    };
+    planned.service = optional(&format!("{field}.service"), &t.service)?;
+    planned.http_path = optional(&format!("{field}.http_path"), &t.http_path)?;
+    planned.expect_status = match t.expect_status {
+        0 => None,
+        s @ 100..=599 => Some(s as u16),
+        s => {
+            return Err(err(
+                format!("{field}.expect_status"),
+                format!("{s} is not an HTTP status"),
+            ));
+        }
+    };
+    Ok(planned)
+}
+
+fn ms(field: &str, v: Option<f64>) -> Result<Option<f64>, ProtocolError> {
+    match v {
+        Some(x) if !x.is_finite() || x < 0.0 => {
+            Err(err(field, format!("{x} is not a duration in ms")))
+        }
+        other => Ok(other),
+    }
+}
+
+pub fn window(field: &str, w: &pb::TargetWindow) -> Result<WindowInput, ProtocolError> {
+    let failures = FailureCounts {
+        refused: w.refused,
+        timeout: w.timeout,
+        unreachable: w.unreachable,
+        no_route: w.no_route,
+        reset: w.reset,
+        dns_error: w.dns_error,
+        http_status: w.http_status,
+    };
+    if u64::from(w.ok) + failures.total() > u64::from(w.sent) {
+        return Err(err(
+            format!("{field}.sent"),
+            format!(
+                "{} probes sent but {} results counted",
+                w.sent,
+                u64::from(w.ok) + failures.total()
+            ),
+        ));
+    }
+    let last_failure = outcome(&format!("{field}.last_failure"), w.last_failure)?
+        .filter(|o| o.is_failure())
+        .map(|o| (o, w.last_failure_unix_nanos));
+    Ok(WindowInput {
+        target: target(&format!("{field}.target"), &w.target)?,
+        sent: w.sent,
+        ok: w.ok,
+        failures,
+        rtt_p50_ms: ms(&format!("{field}.rtt_p50_ms"), w.rtt_p50_ms)?,
+        rtt_p99_ms: ms(&format!("{field}.rtt_p99_ms"), w.rtt_p99_ms)?,
+        last_outcome: outcome(&format!("{field}.last_outcome"), w.last_outcome)?,
+        last_failure,
+        state: state(&format!("{field}.state"), w.state)?,
+    })
+}
+
+pub fn results(r: &pb::ProbeResults) -> Result<Vec<WindowInput>, ProtocolError> {
+    if r.windows.len() > MAX_WINDOWS {
+        return Err(err(
+            "probe_results.windows",
+            format!("{} windows (at most {MAX_WINDOWS})", r.windows.len()),
+        ));
+    }
+    r.windows
+        .iter()
+        .enumerate()
+        .map(|(n, w)| window(&format!("probe_results.windows[{n}]"), w))
+        .collect()
+}
+
+pub fn state_change(c: &pb::ProbeStateChanged) -> Result<StateChange, ProtocolError> {
+    let f = "event.probe_state_changed";
+    Ok(StateChange {
+        target: target(&format!("{f}.target"), &c.target)?,
+        old: state(&format!("{f}.old_state"), c.old_state)?,
+        new: state(&format!("{f}.new_state"), c.new_state)?,
+        outcome: outcome(&format!("{f}.outcome"), c.outcome)?,
+    })
+}
+
+pub fn command_result(r: &pb::CommandResult) -> Result<(), ProtocolError> {
+    text("command_result.error", &r.error, 1024)?;
+    outcome("command_result.outcome", r.outcome)?;
+    if r.port > 65535 {
+        return Err(err(
+            "command_result.port",
+            format!("{} is over 65535", r.port),
+        ));
+    }
+    ms("command_result.rtt_ms", Some(r.rtt_ms)).map(|_| ())
+}
