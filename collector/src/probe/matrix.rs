@@ -21,7 +21,6 @@
 
 use super::planner::{PlannedTarget, ProbeKind};
 use std::collections::HashMap;
-use std::io::{self, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -609,52 +608,6 @@ impl Matrix {
             }
         }
     }
-
-    /// The public JSON shape (`/api/v1/matrix`, `reachmap matrix --format
-    /// json`), streamed: `{"nodes":[...],"cells":[{"src","dst","port","kind",
-    /// "service","state","loss","rtt_ms","rtt_p99_ms","failure","sent",
-    /// "address","updated"}]}` with states and failures as snake_case
-    /// strings, unknown figures as null and `updated` in unix nanoseconds.
-    /// Buffered internally: any writer will do.
-    pub fn write_json(&self, port: Option<u16>, out: &mut impl Write) -> io::Result<()> {
-        // Names quoted and escaped once, not once per cell.
-        let quoted: Vec<String> = self.names.iter().map(|n| json_string(n)).collect();
-        let services: Vec<String> = self.services.iter().map(|n| json_string(n)).collect();
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-        buf.extend_from_slice(b"{\"nodes\":[");
-        for (i, n) in self.nodes().iter().enumerate() {
-            if i > 0 {
-                buf.push(b',');
-            }
-            buf.extend_from_slice(json_string(n).as_bytes());
-        }
-        buf.extend_from_slice(b"],\"cells\":[");
-        let mut first = true;
-        let mut result = Ok(());
-        self.for_each_sorted(port, |s, c| {
-            if result.is_err() {
-                return;
-            }
-            if !first {
-                buf.push(b',');
-            }
-            first = false;
-            write_cell(
-                &mut buf,
-                &quoted[s as usize],
-                &quoted[c.dst as usize],
-                &services,
-                c,
-            );
-            if buf.len() >= 1 << 16 {
-                result = out.write_all(&buf);
-                buf.clear();
-            }
-        });
-        result?;
-        buf.extend_from_slice(b"]}");
-        out.write_all(&buf)
-    }
 }
 
 fn kind_order(k: ProbeKind) -> u8 {
@@ -665,68 +618,8 @@ fn kind_order(k: ProbeKind) -> u8 {
     }
 }
 
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
-}
-
-fn write_cell(buf: &mut Vec<u8>, src: &str, dst: &str, services: &[String], c: &Cell) {
-    // Writing to a Vec cannot fail.
-    let _ = write_cell_fallible(buf, src, dst, services, c);
-}
-
-fn write_cell_fallible(
-    buf: &mut Vec<u8>,
-    src: &str,
-    dst: &str,
-    services: &[String],
-    c: &Cell,
-) -> io::Result<()> {
-    buf.extend_from_slice(b"{\"src\":");
-    buf.extend_from_slice(src.as_bytes());
-    buf.extend_from_slice(b",\"dst\":");
-    buf.extend_from_slice(dst.as_bytes());
-    write!(
-        buf,
-        ",\"port\":{},\"kind\":\"{}\",\"service\":",
-        c.port,
-        c.kind.as_str()
-    )?;
-    match (c.service as usize)
-        .checked_sub(1)
-        .and_then(|i| services.get(i))
-    {
-        Some(s) => buf.extend_from_slice(s.as_bytes()),
-        None => buf.extend_from_slice(b"null"),
-    }
-    write!(buf, ",\"state\":\"{}\",\"loss\":", c.state.as_str())?;
-    write_f64(buf, Some(c.loss()))?;
-    buf.extend_from_slice(b",\"rtt_ms\":");
-    write_f64(buf, c.rtt_ms())?;
-    buf.extend_from_slice(b",\"rtt_p99_ms\":");
-    write_f64(buf, c.rtt_p99_ms())?;
-    buf.extend_from_slice(b",\"failure\":");
-    match c.failure {
-        Some(o) => write!(buf, "\"{}\"", o.as_str())?,
-        None => buf.extend_from_slice(b"null"),
-    }
-    write!(
-        buf,
-        ",\"sent\":{},\"address\":\"{}\",\"updated\":{}}}",
-        c.sent, c.address, c.updated
-    )
-}
-
-/// JSON has no NaN or infinity: those, and unknown values, are null.
-fn write_f64(buf: &mut Vec<u8>, v: Option<f64>) -> io::Result<()> {
-    match v.filter(|v| v.is_finite()) {
-        // Debug keeps a fraction on whole numbers ("0.0"), like serde_json.
-        Some(v) => write!(buf, "{v:?}"),
-        None => {
-            buf.extend_from_slice(b"null");
-            Ok(())
-        }
-    }
-}
+#[path = "matrix_json.rs"]
+mod json;
 
 #[cfg(test)]
 #[path = "matrix_tests.rs"]

@@ -297,6 +297,8 @@ fn large_rows_stream_in_order() {
     let mut out = Vec::new();
     m.write_json(None, &mut out).expect("write");
     assert!(out.len() > 1 << 16);
+    assert_eq!(m.to_json(None), out);
+    assert!(m.json_size_hint(None) >= out.len());
     let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
     let cells = v["cells"].as_array().expect("cells");
     assert_eq!(cells.len(), 60 * 59);

@@ -218,6 +218,15 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
         }
     }
     let declared_ports: HashSet<u16> = cfg.services.iter().map(|s| s.port).collect();
+    // A peer's targets are the same whoever probes it.
+    let per_peer: Vec<Vec<(u8, PlannedTarget)>> = nodes
+        .iter()
+        .map(|n| {
+            let mut v = Vec::new();
+            peer_targets(n, cfg, &declared_ports, &mut v);
+            v
+        })
+        .collect();
 
     let mut plans = BTreeMap::new();
     for (s, source) in nodes.iter().enumerate() {
@@ -236,7 +245,7 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
         };
         let mut tiered: Vec<(u8, PlannedTarget)> = Vec::new();
         for p in peers {
-            peer_targets(nodes[p], cfg, &declared_ports, &mut tiered);
+            tiered.extend(per_peer[p].iter().cloned());
         }
         // Stable: within a tier, peers keep their (name) order.
         tiered.sort_by_key(|(tier, _)| *tier);
