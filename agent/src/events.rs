@@ -48,6 +48,8 @@ pub enum EventKind {
     },
     /// Kernel log records overwritten before the agent read them.
     KernelLogLost(u64),
+    /// A probe target changed state (ok, degraded, failing).
+    ProbeState(crate::probe::StateChange),
     /// The unacked buffer overflowed; `count` events were lost.
     Dropped {
         count: u64,

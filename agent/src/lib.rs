@@ -26,6 +26,9 @@ use tracing::Instrument;
 
 /// Network updates in flight from the watcher to the stream task.
 const UPDATE_QUEUE: usize = 256;
+/// Prober output waiting for the stream task: a batch per interval and state
+/// changes; when full the prober drops batches (counted), never changes.
+const PROBE_OUTPUT_QUEUE: usize = 256;
 /// How long tasks get to stop after the shutdown signal.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 
@@ -71,7 +74,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         r = first.wait_for(|v| v.version > 0) => { r?; }
     }
 
-    let client = stream::Client::new(config.clone(), identity, net_rx, updates_rx);
+    // Probing: the plan comes from the collector over the stream; results
+    // and state changes go back the same way.
+    let (plan_tx, plan_rx) = watch::channel(None);
+    let (probe_tx, probe_rx) = mpsc::channel(PROBE_OUTPUT_QUEUE);
+    let prober = tokio::spawn(
+        probe::run(plan_rx, probe_tx, shutdown.clone()).instrument(tracing::info_span!("prober")),
+    );
+    let probe_listen = config.probe_listen;
+    let probe_port_shutdown = shutdown.clone();
+    let probe_port = tokio::spawn(
+        async move {
+            if let Err(e) = probe::serve_probe_port(probe_listen, probe_port_shutdown).await {
+                tracing::error!(address = %probe_listen, error = %e, "cannot serve the probe port; peers will see this node as unreachable");
+            }
+        }
+        .instrument(tracing::info_span!("probe_port")),
+    );
+    let probing = stream::Probing {
+        plan: plan_tx,
+        output: probe_rx,
+        temp: probe::TempListeners::new(shutdown.clone()),
+    };
+    let client = stream::Client::new(config.clone(), identity, net_rx, updates_rx, probing);
     let streamer = tokio::spawn(
         client
             .run(shutdown.clone())
@@ -86,6 +111,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let _ = resources.await;
         let _ = kernel_log.await;
         let _ = hub_task.await;
+        let _ = prober.await;
+        let _ = probe_port.await;
         let _ = tokio::task::spawn_blocking(move || sockets.join()).await;
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)

@@ -4,15 +4,18 @@
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::events::{EventKind, HostEvent};
 use crate::hub::{Update, Versioned};
 use crate::inspect::host::{Identity, read_host_info};
 use crate::outbox::Outbox;
+use crate::probe::{Plan, ProberOutput, TempListeners};
 use crate::wire;
 use reachmap_proto::v1 as pb;
 use reachmap_proto::v1::agent_message::Body;
 use reachmap_proto::v1::collector_client::CollectorClient;
 use reachmap_proto::v1::collector_message::Body as CBody;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -44,6 +47,17 @@ enum Ended {
     Shutdown,
 }
 
+/// Answers of commands still running, bounded: commands come one at a
+/// time from `reachmap test-port`.
+const COMMAND_QUEUE: usize = 16;
+
+/// The probing side of the stream: plans in, results and answers out.
+pub struct Probing {
+    pub plan: watch::Sender<Option<Arc<Plan>>>,
+    pub output: mpsc::Receiver<ProberOutput>,
+    pub temp: TempListeners,
+}
+
 pub struct Client {
     config: Arc<Config>,
     identity: Identity,
@@ -52,6 +66,12 @@ pub struct Client {
     outbox: Outbox,
     net: watch::Receiver<Arc<Versioned>>,
     updates: mpsc::Receiver<Update>,
+    probing: Probing,
+    /// The addresses of the fleet, from the last plan: the only ones a
+    /// command may make this agent probe.
+    fleet: Arc<HashSet<IpAddr>>,
+    answers_tx: mpsc::Sender<pb::CommandResult>,
+    answers: mpsc::Receiver<pb::CommandResult>,
 }
 
 impl Client {
@@ -60,8 +80,14 @@ impl Client {
         identity: Identity,
         net: watch::Receiver<Arc<Versioned>>,
         updates: mpsc::Receiver<Update>,
+        probing: Probing,
     ) -> Self {
+        let (answers_tx, answers) = mpsc::channel(COMMAND_QUEUE);
         Client {
+            probing,
+            fleet: Arc::default(),
+            answers_tx,
+            answers,
             outbox: Outbox::new(config.event_buffer),
             config,
             identity,
@@ -90,9 +116,126 @@ impl Client {
                     _ = shutdown.cancelled() => return,
                     _ = &mut sleep => break,
                     Some(update) = self.updates.recv() => self.absorb_events(&update),
+                    // Results wait for no one (the next batch carries the
+                    // same windows); state changes are events and are kept.
+                    Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
+                    Some(_) = self.answers.recv() => {}
                 }
             }
         }
+    }
+
+    /// Keeps a state change as an event; returns a batch to send.
+    fn absorb_probe(&mut self, out: ProberOutput) -> Option<Body> {
+        match out {
+            ProberOutput::Batch {
+                plan_version,
+                windows,
+            } => Some(Body::ProbeResults(wire::probe::results(
+                plan_version,
+                &windows,
+            ))),
+            ProberOutput::Changed(c) => {
+                self.outbox.push(HostEvent {
+                    time: SystemTime::now(),
+                    kind: EventKind::ProbeState(c),
+                });
+                None
+            }
+        }
+    }
+
+    fn apply_plan(&mut self, p: &pb::ProbePlan) {
+        match wire::probe::plan(p) {
+            Ok((plan, unreadable)) => {
+                for u in &unreadable {
+                    tracing::warn!(target = %u, "probe target refused");
+                }
+                tracing::info!(
+                    version = plan.version,
+                    targets = plan.targets.len(),
+                    "probe plan received"
+                );
+                self.fleet = Arc::new(plan.fleet_addresses.clone());
+                self.probing.plan.send_replace(Some(Arc::new(plan)));
+            }
+            Err(e) => tracing::warn!(error = %e, "probe plan refused"),
+        }
+    }
+
+    /// Runs a command off the stream task; its answer comes back on
+    /// `answers`.
+    fn start_command(&self, cmd: pb::Command) {
+        let id = cmd.id;
+        let answers = self.answers_tx.clone();
+        let temp = self.probing.temp.clone();
+        let fleet = self.fleet.clone();
+        let refuse = move |error: String| pb::CommandResult {
+            command_id: id,
+            ok: false,
+            error,
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            use pb::command::Kind;
+            let answer = match cmd.kind {
+                None => refuse("empty command".into()),
+                Some(Kind::OpenListener(o)) => match u16::try_from(o.port) {
+                    Ok(port) if port != 0 => {
+                        let ttl = Duration::from_millis(u64::from(o.ttl_ms.clamp(100, 60_000)));
+                        match temp.open(port, ttl).await {
+                            Ok(port) => pb::CommandResult {
+                                command_id: id,
+                                ok: true,
+                                port: u32::from(port),
+                                ..Default::default()
+                            },
+                            Err(e) => refuse(e.to_string()),
+                        }
+                    }
+                    _ => refuse(format!("port {} is not 1-65535", o.port)),
+                },
+                Some(Kind::CloseListener(c)) => match u16::try_from(c.port) {
+                    Ok(port) => match temp.close(port).await {
+                        Ok(()) => pb::CommandResult {
+                            command_id: id,
+                            ok: true,
+                            port: c.port,
+                            ..Default::default()
+                        },
+                        Err(e) => refuse(e.to_string()),
+                    },
+                    Err(_) => refuse(format!("port {} is not 1-65535", c.port)),
+                },
+                Some(Kind::ProbeOnce(p)) => {
+                    let target = p
+                        .target
+                        .as_ref()
+                        .ok_or_else(|| "no target".to_string())
+                        .and_then(wire::probe::target);
+                    match target {
+                        Err(e) => refuse(e),
+                        Ok(t) if !fleet.contains(&t.address) => refuse(format!(
+                            "{} is not a fleet member's address in this agent's probe plan",
+                            t.address
+                        )),
+                        Ok(t) => {
+                            let timeout =
+                                Duration::from_millis(u64::from(p.timeout_ms.clamp(100, 60_000)));
+                            let r = crate::probe::probe_once(&t, timeout).await;
+                            pb::CommandResult {
+                                command_id: id,
+                                ok: true,
+                                outcome: wire::probe::outcome(r.outcome),
+                                rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+                                ..Default::default()
+                            }
+                        }
+                    }
+                }
+            };
+            let _ = answers.send(answer).await;
+        });
     }
 
     fn absorb_events(&mut self, update: &Update) {
@@ -206,15 +349,8 @@ impl Client {
                             sent_version = v;
                             pending.push_back(snap);
                         }
-                        Some(CBody::Plan(plan)) => {
-                            tracing::info!(version = plan.version, targets = plan.targets.len(), "probe plan received");
-                        }
-                        Some(CBody::Command(cmd)) => pending.push_back(Body::CommandResult(pb::CommandResult {
-                            command_id: cmd.id,
-                            ok: false,
-                            error: "this agent does not run commands yet".into(),
-                            ..Default::default()
-                        })),
+                        Some(CBody::Plan(plan)) => self.apply_plan(&plan),
+                        Some(CBody::Command(cmd)) => self.start_command(cmd),
                         None => tracing::debug!("empty collector message"),
                     }
                 }
@@ -232,6 +368,14 @@ impl Client {
                         pending.push_back(snap);
                     }
                 }
+                Some(out) = self.probing.output.recv() => {
+                    if let Some(batch) = self.absorb_probe(out) {
+                        // Only the newest batch is worth sending.
+                        pending.retain(|b| !matches!(b, Body::ProbeResults(_)));
+                        pending.push_back(batch);
+                    }
+                }
+                Some(answer) = self.answers.recv() => pending.push_front(Body::CommandResult(answer)),
                 _ = heartbeat.tick() => pending.push_back(self.heartbeat(0)),
                 permit = tx.reserve(), if want_send => {
                     let Ok(permit) = permit else { return Err(StreamError::Closed) };

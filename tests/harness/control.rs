@@ -23,7 +23,8 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Fleet {
     /// Starts `reachmap-collector` in the hub namespace (gRPC on
-    /// 198.18.0.1:7440, HTTP on 198.18.0.1:7441, data in the fleet directory)
+    /// 198.18.0.1:7440, HTTP on 198.18.0.1:7441, data in the fleet directory,
+    /// agents probing every second)
     /// and waits until it accepts connections. The data directory survives
     /// restarts of the collector.
     pub fn start_collector(&mut self) {
@@ -33,7 +34,18 @@ impl Fleet {
         let listen = format!("{HUB_ADDR}:{COLLECTOR_GRPC_PORT}");
         let http = format!("{HUB_ADDR}:{COLLECTOR_HTTP_PORT}");
         let data = data_dir.to_str().expect("temp dir path is not UTF-8");
-        let args = ["--listen", &listen, "--http", &http, "--data-dir", data];
+        let args = [
+            "--listen",
+            &listen,
+            "--http",
+            &http,
+            "--data-dir",
+            data,
+            "--probe-interval",
+            "1s",
+            "--probe-timeout",
+            "1s",
+        ];
         let log = process::log_path(self.dir(), "collector");
         let bin = binary("reachmap-collector");
         let env = self.isolated_config();

@@ -1,6 +1,7 @@
 //! The one place where the agent's own types become protocol messages.
 
 pub mod firewall;
+pub mod probe;
 pub mod resources;
 
 use crate::events::{EventKind, HostEvent, ListenerKey};
@@ -223,6 +224,7 @@ pub fn event(id: u64, e: &HostEvent) -> pb::Event {
         }),
         EventKind::Kernel { event, listeners } => kernel_event(event, listeners),
         EventKind::KernelLogLost(count) => Kind::KernelLogLost(pb::KernelLogLost { count: *count }),
+        EventKind::ProbeState(c) => Kind::ProbeStateChanged(probe::state_change(c)),
         EventKind::Dropped { count, first, last } => Kind::EventsDropped(pb::EventsDropped {
             count: *count,
             first_dropped_unix_nanos: unix_nanos(*first),

@@ -140,10 +140,16 @@ pub fn results(r: &pb::ProbeResults) -> Result<Vec<WindowInput>, ProtocolError> 
 
 pub fn state_change(c: &pb::ProbeStateChanged) -> Result<StateChange, ProtocolError> {
     let f = "event.probe_state_changed";
+    let new = state(&format!("{f}.new_state"), c.new_state)?;
     Ok(StateChange {
         target: target(&format!("{f}.target"), &c.target)?,
-        old: state(&format!("{f}.old_state"), c.old_state)?,
-        new: state(&format!("{f}.new_state"), c.new_state)?,
+        // Unspecified: the target's first result, it had no state before.
+        old: if c.old_state == pb::TargetState::Unspecified as i32 {
+            new
+        } else {
+            state(&format!("{f}.old_state"), c.old_state)?
+        },
+        new,
         outcome: outcome(&format!("{f}.outcome"), c.outcome)?,
     })
 }

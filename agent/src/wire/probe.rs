@@ -1,0 +1,163 @@
+//! Probe plans from the collector into the prober's types, and the prober's
+//! windows, state changes and command answers back into protocol messages.
+
+use crate::probe::{Outcome, Plan, ProbeKind, StateChange, Target, TargetState, WindowSummary};
+use reachmap_proto::v1 as pb;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("probe plan: {0}")]
+pub struct PlanError(String);
+
+fn kind_from(v: i32) -> Option<ProbeKind> {
+    match pb::ProbeKind::try_from(v).ok()? {
+        pb::ProbeKind::Tcp => Some(ProbeKind::Tcp),
+        pb::ProbeKind::Icmp => Some(ProbeKind::Icmp),
+        pb::ProbeKind::Http => Some(ProbeKind::Http),
+        pb::ProbeKind::Unspecified => None,
+    }
+}
+
+fn kind_to(k: ProbeKind) -> i32 {
+    (match k {
+        ProbeKind::Tcp => pb::ProbeKind::Tcp,
+        ProbeKind::Icmp => pb::ProbeKind::Icmp,
+        ProbeKind::Http => pb::ProbeKind::Http,
+    }) as i32
+}
+
+pub fn outcome(o: Outcome) -> i32 {
+    (match o {
+        Outcome::Open => pb::ProbeOutcome::Open,
+        Outcome::Refused => pb::ProbeOutcome::Refused,
+        Outcome::Timeout => pb::ProbeOutcome::Timeout,
+        Outcome::Unreachable => pb::ProbeOutcome::Unreachable,
+        Outcome::NoRoute => pb::ProbeOutcome::NoRoute,
+        Outcome::Reset => pb::ProbeOutcome::Reset,
+        Outcome::DnsError => pb::ProbeOutcome::DnsError,
+        Outcome::HttpStatus => pb::ProbeOutcome::HttpStatus,
+    }) as i32
+}
+
+fn state(s: TargetState) -> i32 {
+    (match s {
+        TargetState::Ok => pb::TargetState::Ok,
+        TargetState::Degraded => pb::TargetState::Degraded,
+        TargetState::Failing => pb::TargetState::Failing,
+    }) as i32
+}
+
+/// A target as the collector sent it; `None` with the reason when it is not
+/// one this agent can probe.
+pub fn target(t: &pb::ProbeTarget) -> Result<Target, String> {
+    let address: IpAddr = t
+        .address
+        .parse()
+        .map_err(|_| format!("{:?} is not an IP address", t.address))?;
+    let kind = kind_from(t.kind).ok_or_else(|| format!("unknown probe kind {}", t.kind))?;
+    let port = u16::try_from(t.port).map_err(|_| format!("port {} is over 65535", t.port))?;
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(Target {
+        id: t.id,
+        node: t.node.clone(),
+        address,
+        port,
+        kind,
+        service: some(&t.service),
+        http_path: some(&t.http_path),
+        expect_status: u16::try_from(t.expect_status).ok().filter(|s| *s != 0),
+    })
+}
+
+pub fn target_to(t: &Target) -> pb::ProbeTarget {
+    pb::ProbeTarget {
+        id: t.id,
+        node: t.node.clone(),
+        address: t.address.to_string(),
+        port: u32::from(t.port),
+        kind: kind_to(t.kind),
+        service: t.service.clone().unwrap_or_default(),
+        http_path: t.http_path.clone().unwrap_or_default(),
+        expect_status: t.expect_status.map(u32::from).unwrap_or(0),
+    }
+}
+
+/// The plan, with every target this agent cannot read dropped and named in
+/// the second value (the prober's own `check_plan` then refuses anything
+/// outside the fleet).
+pub fn plan(p: &pb::ProbePlan) -> Result<(Plan, Vec<String>), PlanError> {
+    if p.interval_ms == 0 {
+        return Err(PlanError("interval_ms is 0".into()));
+    }
+    let mut fleet_addresses = HashSet::new();
+    for a in &p.fleet_addresses {
+        let ip: IpAddr = a
+            .parse()
+            .map_err(|_| PlanError(format!("fleet address {a:?} is not an IP address")))?;
+        fleet_addresses.insert(ip);
+    }
+    let mut targets = Vec::with_capacity(p.targets.len());
+    let mut unreadable = Vec::new();
+    for t in &p.targets {
+        match target(t) {
+            Ok(t) => targets.push(t),
+            Err(e) => unreadable.push(format!("{} {}:{}: {e}", t.node, t.address, t.port)),
+        }
+    }
+    Ok((
+        Plan {
+            version: p.version,
+            interval: Duration::from_millis(u64::from(p.interval_ms)),
+            timeout: Duration::from_millis(u64::from(p.timeout_ms)),
+            max_probes_per_second: p.max_probes_per_second,
+            window: usize::try_from(p.window).unwrap_or(0),
+            targets,
+            fleet_addresses,
+        },
+        unreadable,
+    ))
+}
+
+pub fn window(w: &WindowSummary) -> pb::TargetWindow {
+    pb::TargetWindow {
+        target: Some(target_to(&w.target)),
+        sent: w.sent,
+        ok: w.ok,
+        refused: w.refused,
+        timeout: w.timeout,
+        unreachable: w.unreachable,
+        no_route: w.no_route,
+        reset: w.reset,
+        dns_error: w.dns_error,
+        http_status: w.http_status,
+        rtt_p50_ms: w.rtt_p50_ms,
+        rtt_p99_ms: w.rtt_p99_ms,
+        last_outcome: outcome(w.last_outcome),
+        last_failure: w.last_failure.map(|(o, _)| outcome(o)).unwrap_or(0),
+        last_failure_unix_nanos: w
+            .last_failure
+            .map(|(_, t)| super::unix_nanos(t))
+            .unwrap_or(0),
+        last_http_status: w.last_http_status.map(u32::from).unwrap_or(0),
+        state: state(w.state),
+        last_probe_unix_nanos: super::unix_nanos(w.last_probe),
+    }
+}
+
+pub fn results(plan_version: u64, windows: &[WindowSummary]) -> pb::ProbeResults {
+    pb::ProbeResults {
+        plan_version,
+        windows: windows.iter().map(window).collect(),
+    }
+}
+
+pub fn state_change(c: &StateChange) -> pb::ProbeStateChanged {
+    pb::ProbeStateChanged {
+        target: Some(target_to(&c.target)),
+        old_state: c.old.map(state).unwrap_or(0),
+        new_state: state(c.new),
+        outcome: outcome(c.outcome),
+    }
+}
