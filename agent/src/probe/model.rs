@@ -138,7 +138,7 @@ pub struct WindowSummary {
 
 /// A target whose state changed (`ProbeStateChanged` on the wire). `old` is
 /// `None` for a target's first result (`TARGET_STATE_UNSPECIFIED`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateChange {
     pub target: Target,
     pub old: Option<TargetState>,
