@@ -171,6 +171,10 @@ const GRID_JS: &str = "[...document.querySelectorAll('#matrix td')].map(td => ({
     self: td.classList.contains('self'), text: td.textContent, title: td.title,
     bg: getComputedStyle(td).backgroundColor }))";
 
+/// The test's own GET of /api/v1/matrix, from the page's origin.
+const FETCH_MATRIX_JS: &str = "fetch('api/v1/matrix', {cache: 'no-store'})
+    .then(async r => ({status: r.status, body: r.ok ? await r.json() : null}))";
+
 fn grid(b: &mut Browser) -> Vec<Value> {
     match b.eval(GRID_JS).expect("read the grid") {
         Value::Array(a) => a,
@@ -312,9 +316,7 @@ fn page_shows_fixture_states_details_and_live_updates() {
         assert_eventually!(
             Duration::from_secs(5),
             || {
-                let open = b
-                    .eval("!document.getElementById('details').hidden")
-                    .map_err(|e| e)?;
+                let open = b.eval("!document.getElementById('details').hidden")?;
                 ensure(open == true, open)
             },
             "the details panel opens on a click"
@@ -394,9 +396,7 @@ fn page_shows_fixture_states_details_and_live_updates() {
         assert_eventually!(
             Duration::from_secs(15),
             || {
-                let n = b
-                    .eval("document.querySelectorAll('#matrix td.ok').length")
-                    .map_err(|e| e)?;
+                let n = b.eval("document.querySelectorAll('#matrix td.ok').length")?;
                 ensure(n == 200 * 199, n)
             },
             "200×200 grid all ok"
@@ -434,9 +434,7 @@ fn page_follows_a_real_fleet() {
     assert_eventually!(
         Duration::from_secs(10),
         || {
-            let rows = b
-                .eval("document.querySelectorAll('#matrix tbody tr').length")
-                .map_err(|e| e)?;
+            let rows = b.eval("document.querySelectorAll('#matrix tbody tr').length")?;
             ensure(rows == 3, rows)
         },
         "one row per node"
@@ -447,16 +445,11 @@ fn page_follows_a_real_fleet() {
     assert_eq!(g.iter().filter(|c| c["self"] == true).count(), 3, "{g:#?}");
 
     // Cells carry the states the API gives (unknown where it has no cell).
-    let allow_missing = std::env::var_os("REACHMAP_WEB_ALLOW_NO_MATRIX").is_some();
-    assert_eventually!(
+    let g = assert_eventually!(
         Duration::from_secs(10),
         || {
-            let api = b
-                .eval("fetch('api/v1/matrix', {cache: 'no-store'}).then(async r => ({status: r.status, body: r.ok ? await r.json() : null}))")
-                .map_err(|e| e)?;
-            if api["status"] == 404 && allow_missing {
-                eprintln!("REACHMAP_WEB_ALLOW_NO_MATRIX: /api/v1/matrix is 404; expecting unknown");
-            } else if api["status"] != 200 {
+            let api = b.eval(FETCH_MATRIX_JS)?;
+            if api["status"] != 200 {
                 return Err(format!("GET /api/v1/matrix answered {}", api["status"]));
             }
             let g = grid(&mut b);
@@ -483,10 +476,20 @@ fn page_follows_a_real_fleet() {
                     })
                 })
                 .collect();
-            ensure(mismatches.is_empty(), mismatches)
+            ensure(mismatches.is_empty(), mismatches)?;
+            Ok::<_, String>(g)
         },
         "the page shows the API's states"
     );
+    let states: Vec<String> = g
+        .iter()
+        .filter(|c| c["self"] == false)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+            format!("{}→{} {}", s("src"), s("dst"), s("state"))
+        })
+        .collect();
+    eprintln!("fleet page states, equal to the API's: {states:?}");
 
     // A click names the cell.
     b.click("td[data-src='node-0'][data-dst='node-1']")
@@ -508,7 +511,7 @@ fn page_follows_a_real_fleet() {
         || {
             let connected = b
                 .eval("document.querySelector(\"#matrix tbody th[data-node='node-2']\").dataset.connected")
-                .map_err(|e| e)?;
+                ?;
             let g = grid(&mut b);
             let row: Vec<Value> = g
                 .iter()

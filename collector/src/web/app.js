@@ -77,9 +77,17 @@
     return n === null ? "–" : `${(n * 100).toFixed(1)}%`;
   }
 
+  // RFC 3339 strings per the API; numbers are read as Unix time in the unit
+  // their size suggests (seconds up to nanoseconds).
+  function toDate(v) {
+    if (typeof v !== "number") return new Date(v);
+    const ms = v > 1e17 ? v / 1e6 : v > 1e14 ? v / 1e3 : v > 1e11 ? v : v * 1000;
+    return new Date(ms);
+  }
+
   function fmtTime(s) {
     if (!s) return "never";
-    const t = new Date(s);
+    const t = toDate(s);
     if (Number.isNaN(t.getTime())) return String(s);
     const ago = Math.max(0, Math.round((Date.now() - t.getTime()) / 1000));
     if (ago >= 86400) return t.toLocaleString();
@@ -247,7 +255,7 @@
     $("d-rtt").textContent = cell ? `${fmtMs(cell.rtt_ms)} / ${fmtMs(cell.rtt_p99_ms)}` : "–";
     let failure = "none in the window";
     if (cell && cell.failure) {
-      const when = cell.last_failure || cell.updated;
+      const when = cell.last_failure || cell.last_failure_at || cell.updated;
       failure = `${cell.failure}${when ? `, ${fmtTime(when)}` : ""}`;
     }
     $("d-failure").textContent = failure;
