@@ -24,7 +24,7 @@ struct Ends {
 
 async fn ends(fleet: &Fleet, src: &str, dst: &str, port: u16) -> Result<Ends, Status> {
     let (src_name, dst_name) = (src.to_string(), dst.to_string());
-    let found = fleet
+    fleet
         .read(move |nodes| {
             let s = nodes
                 .get(&src_name)
@@ -57,8 +57,7 @@ async fn ends(fleet: &Fleet, src: &str, dst: &str, port: u16) -> Result<Ends, St
             Ok(Ends { address, holder })
         })
         .await
-        .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
-    found
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?
 }
 
 pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPortResult, Status> {

@@ -37,7 +37,7 @@ fn paint(text: &str, state: &str, color: bool) -> String {
 }
 
 /// Which cells the grid shows: the given port, else the probe port over TCP.
-fn grid_cells<'a>(m: &'a MatrixView, port: Option<u16>) -> (String, Vec<&'a CellView>) {
+fn grid_cells(m: &MatrixView, port: Option<u16>) -> (String, Vec<&CellView>) {
     match port {
         Some(p) => (
             format!("port {p}"),

@@ -1,0 +1,313 @@
+//! End-to-end tests of the probe mesh: real agents in namespace nodes probe
+//! each other, the collector keeps the matrix, `reachmap matrix --format json`
+//! shows it. Faults are real nft rules inside the nodes.
+
+use std::time::Duration;
+
+use reachmap_fleet_tests::{Fleet, assert_eventually, require_root};
+use serde_json::Value;
+
+const PROBE_PORT: u64 = 7442;
+
+fn running_fleet(test: &str, n: usize) -> Fleet {
+    let mut fleet = Fleet::new(test, n);
+    fleet.start_collector();
+    fleet.start_agents();
+    fleet
+}
+
+fn matrix(fleet: &Fleet) -> Result<Value, String> {
+    let out = fleet.cli(&["matrix", "--format", "json"]);
+    if !out.status.success() {
+        return Err(format!(
+            "reachmap matrix failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
+}
+
+fn cells(m: &Value) -> Vec<Value> {
+    m["cells"].as_array().cloned().unwrap_or_default()
+}
+
+/// The probe-port TCP cells and the ICMP cells between fleet nodes.
+fn mesh(m: &Value, kind: &str) -> Vec<Value> {
+    cells(m)
+        .into_iter()
+        .filter(|c| c["kind"] == kind && (kind == "icmp" || c["port"] == PROBE_PORT))
+        .collect()
+}
+
+fn show(cells: &[Value]) -> String {
+    cells
+        .iter()
+        .map(|c| {
+            format!(
+                "{} -> {} {}/{} {} failure={} loss={}",
+                c["src"], c["dst"], c["kind"], c["port"], c["state"], c["failure"], c["loss"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until `check` holds for the matrix; returns it.
+fn wait_matrix(
+    fleet: &Fleet,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    assert_eventually!(
+        timeout,
+        || {
+            let m = matrix(fleet)?;
+            if check(&m) {
+                Ok(m)
+            } else {
+                Err(format!(
+                    "{}\n{}",
+                    show(&mesh(&m, "tcp")),
+                    show(&mesh(&m, "icmp"))
+                ))
+            }
+        },
+        "{what}"
+    )
+}
+
+fn all_ok(m: &Value, n: usize, kind: &str) -> bool {
+    let c = mesh(m, kind);
+    c.len() == n * (n - 1) && c.iter().all(|c| c["state"] == "ok")
+}
+
+fn node(i: usize) -> String {
+    format!("node-{i}")
+}
+
+fn nft(fleet: &Fleet, i: usize, script: &str) {
+    fleet.exec(i, &["nft", script]);
+}
+
+#[test]
+fn a_fleet_converges_and_a_drop_then_a_reject_show_on_exactly_the_right_cells() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("matrix_drop", 4);
+    let m = wait_matrix(&fleet, Duration::from_secs(30), "4 nodes, all ok", |m| {
+        all_ok(m, 4, "tcp") && all_ok(m, 4, "icmp")
+    });
+    assert_eq!(m["nodes"].as_array().map(Vec::len), Some(4), "{m}");
+    for c in mesh(&m, "tcp") {
+        assert!(c["rtt_ms"].as_f64().is_some(), "an ok cell has an RTT: {c}");
+        assert_eq!(c["loss"], 0.0, "{c}");
+    }
+
+    // DROP on node-3's probe port: every cell into node-3 times out, and
+    // nothing else changes.
+    nft(
+        &fleet,
+        3,
+        "add table inet rmtest; \
+         add chain inet rmtest input { type filter hook input priority 0; policy accept; }; \
+         add rule inet rmtest input tcp dport 7442 drop",
+    );
+    let into = |c: &Value, kind: &str| c["dst"] == node(3).as_str() && c["kind"] == kind;
+    wait_matrix(
+        &fleet,
+        Duration::from_secs(20),
+        "cells into node-3 failing with timeout, every other tcp cell ok",
+        |m| {
+            mesh(m, "tcp").iter().all(|c| {
+                if into(c, "tcp") {
+                    c["state"] == "failing" && c["failure"] == "timeout"
+                } else {
+                    c["state"] == "ok"
+                }
+            }) && mesh(m, "icmp").iter().all(|c| c["state"] == "ok")
+        },
+    );
+
+    // Removed: back to ok.
+    nft(&fleet, 3, "flush chain inet rmtest input");
+    wait_matrix(&fleet, Duration::from_secs(30), "all ok again", |m| {
+        all_ok(m, 4, "tcp")
+    });
+
+    // REJECT with a TCP reset: refused, not a timeout.
+    nft(
+        &fleet,
+        3,
+        "add rule inet rmtest input tcp dport 7442 reject with tcp reset",
+    );
+    wait_matrix(
+        &fleet,
+        Duration::from_secs(20),
+        "cells into node-3 failing with refused",
+        |m| {
+            mesh(m, "tcp").iter().all(|c| {
+                if into(c, "tcp") {
+                    c["state"] == "failing" && c["failure"] == "refused"
+                } else {
+                    c["state"] == "ok"
+                }
+            })
+        },
+    );
+}
+
+#[test]
+fn icmp_dropped_but_tcp_allowed_shows_icmp_failing_and_tcp_ok() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("matrix_icmp", 3);
+    wait_matrix(&fleet, Duration::from_secs(30), "3 nodes, all ok", |m| {
+        all_ok(m, 3, "tcp") && all_ok(m, 3, "icmp")
+    });
+    nft(
+        &fleet,
+        1,
+        "add table inet rmtest; \
+         add chain inet rmtest input { type filter hook input priority 0; policy accept; }; \
+         add rule inet rmtest input icmp type echo-request drop",
+    );
+    wait_matrix(
+        &fleet,
+        Duration::from_secs(20),
+        "icmp into node-1 failing, tcp into node-1 ok",
+        |m| {
+            let icmp_ok = mesh(m, "icmp").iter().all(|c| {
+                if c["dst"] == "node-1" {
+                    c["state"] == "failing" && c["failure"] == "timeout"
+                } else {
+                    c["state"] == "ok"
+                }
+            });
+            icmp_ok && all_ok(m, 3, "tcp")
+        },
+    );
+}
+
+#[test]
+fn random_loss_turns_cells_degraded() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("matrix_loss", 3);
+    wait_matrix(&fleet, Duration::from_secs(30), "3 nodes, all ok", |m| {
+        all_ok(m, 3, "tcp")
+    });
+    // 30% of the probes into node-2 are lost (only probes: the agent's own
+    // stream to the collector is left alone).
+    nft(
+        &fleet,
+        2,
+        "add table inet rmtest; \
+         add chain inet rmtest input { type filter hook input priority 0; policy accept; }; \
+         add rule inet rmtest input tcp dport 7442 numgen random mod 100 < 30 drop",
+    );
+    let m = wait_matrix(
+        &fleet,
+        Duration::from_secs(40),
+        "a tcp cell into node-2 degraded with some loss",
+        |m| {
+            mesh(m, "tcp").iter().any(|c| {
+                c["dst"] == "node-2"
+                    && c["state"] == "degraded"
+                    && c["loss"].as_f64().is_some_and(|l| l > 0.0 && l < 1.0)
+            })
+        },
+    );
+    // Cells that do not go to node-2 are untouched.
+    for c in mesh(&m, "tcp").iter().filter(|c| c["dst"] != "node-2") {
+        assert_eq!(c["state"], "ok", "{c}");
+    }
+}
+
+#[test]
+fn a_killed_agent_turns_its_row_unknown() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("matrix_killed", 3);
+    wait_matrix(&fleet, Duration::from_secs(30), "3 nodes, all ok", |m| {
+        all_ok(m, 3, "tcp")
+    });
+    fleet.kill_agent(2);
+    wait_matrix(
+        &fleet,
+        Duration::from_secs(20),
+        "node-2's row unknown; node-2's probe port gone, so cells into it failing",
+        |m| {
+            mesh(m, "tcp").iter().all(|c| {
+                if c["src"] == "node-2" {
+                    c["state"] == "unknown"
+                } else if c["dst"] == "node-2" {
+                    // The host still answers: its probe port is closed.
+                    c["state"] == "failing" && c["failure"] == "refused"
+                } else {
+                    c["state"] == "ok"
+                }
+            })
+        },
+    );
+}
+
+#[test]
+fn test_port_checks_the_path_without_a_service() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("test_port", 2);
+    wait_matrix(&fleet, Duration::from_secs(30), "2 nodes, all ok", |m| {
+        all_ok(m, 2, "tcp")
+    });
+    let run = |args: &[&str]| -> (bool, Value) {
+        let out = fleet.cli(args);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), v)
+    };
+    let (ok, v) = run(&["test-port", "node-0", "node-1:9999", "--format", "json"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["open"], true, "{v}");
+    assert_eq!(v["address"], "198.18.0.12", "{v}");
+
+    // Nothing is left listening afterwards.
+    let ss = fleet.exec(1, &["ss", "-Hltn", "sport = :9999"]);
+    assert!(
+        String::from_utf8_lossy(&ss.stdout).trim().is_empty(),
+        "the temporary listener is gone"
+    );
+
+    // A firewall on the path: blocked, with the reason.
+    fleet.exec(
+        1,
+        &[
+            "nft",
+            "add table inet rmtest; \
+             add chain inet rmtest input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmtest input tcp dport 9999 drop",
+        ],
+    );
+    let (ok, v) = run(&[
+        "test-port",
+        "node-0",
+        "node-1:9999",
+        "--timeout",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{v}");
+    assert_eq!(v["open"], false, "{v}");
+    assert_eq!(v["outcome"], "timeout", "{v}");
+
+    // A port in use is refused, with who holds it.
+    let out = fleet.cli(&["test-port", "node-0", "node-1:7442"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use") && err.lines().count() == 1, "{err}");
+}
