@@ -89,9 +89,16 @@ async fn echo(addr: IpAddr) -> io::Result<Reply> {
     let want_id = (!ping_socket).then_some(id);
     let interest = Interest::READABLE | Interest::ERROR;
     loop {
-        socket.ready(interest).await?;
+        let ready = socket.ready(interest).await?;
+        // `try_io` needs the one interest that fired: with both it sees no
+        // readiness and would not even try.
+        let fired = if ready.is_readable() {
+            Interest::READABLE
+        } else {
+            Interest::ERROR
+        };
         let fd = socket.as_raw_fd();
-        let read = socket.try_io(interest, || {
+        let read = socket.try_io(fired, || {
             nix::sys::socket::recv(fd, &mut buf, nix::sys::socket::MsgFlags::empty())
                 .map_err(io::Error::from)
         });
