@@ -24,6 +24,23 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Time this thread has spent on a CPU: unlike wall time, not inflated when
+/// other processes compete for the cores.
+fn cpu_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// Wall and CPU time of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
+    let (w, c) = (Instant::now(), cpu_time());
+    let r = f();
+    (r, w.elapsed(), cpu_time().saturating_sub(c))
+}
+
 fn main() -> std::io::Result<()> {
     let n: usize = std::env::args()
         .nth(1)
@@ -62,23 +79,24 @@ fn main() -> std::io::Result<()> {
     }
     // Probe-port TCP cells only, every node to every other: the 1M-cell
     // case. Each source's plan is made just before it is set.
-    let mut set_plan = Duration::ZERO;
+    let mut set_plan = (Duration::ZERO, Duration::ZERO);
     for src in &fleet {
         let targets: Vec<PlannedTarget> = fleet
             .iter()
             .filter(|d| d.name != src.name)
             .map(|d| PlannedTarget::new(&d.name, d.addresses[0], 7442, ProbeKind::Tcp))
             .collect();
-        let t = Instant::now();
-        m.set_plan(&src.name, &targets);
-        set_plan += t.elapsed();
+        let ((), w, c) = timed(|| m.set_plan(&src.name, &targets));
+        set_plan.0 += w;
+        set_plan.1 += c;
     }
     let rss_planned = rss_kib("VmRSS:");
 
     // One batch per source, as its agent sends every interval; made just
     // before it is applied (as ingest decodes one message at a time), and
     // only the apply timed.
-    let sources: Vec<(String, Vec<(String, IpAddr, u16, ProbeKind)>)> = {
+    type Targets = Vec<(String, IpAddr, u16, ProbeKind)>;
+    let sources: Vec<(String, Targets)> = {
         let mut v: Vec<(String, Vec<_>)> = Vec::new();
         for c in m.cells(None) {
             if v.last().is_none_or(|b| b.0 != c.src) {
@@ -97,14 +115,14 @@ fn main() -> std::io::Result<()> {
     };
     let rounds: i64 = 3;
     let mut windows = 0usize;
-    let mut apply_time = Duration::ZERO;
+    let mut apply_time = (Duration::ZERO, Duration::ZERO);
     for round in 0..rounds {
         for (src, targets) in &sources {
             let batch: Vec<WindowInput> = targets
                 .iter()
                 .enumerate()
                 .map(|(k, (dst, address, port, kind))| {
-                    let ok = if (k + round as usize) % 97 == 0 {
+                    let ok = if (k + round as usize).is_multiple_of(97) {
                         7
                     } else {
                         10
@@ -130,56 +148,33 @@ fn main() -> std::io::Result<()> {
                 })
                 .collect();
             windows += batch.len();
-            let t = Instant::now();
-            m.apply(src, batch, 1_000_000_000 * (round + 1));
-            apply_time += t.elapsed();
+            let (_, w, c) = timed(|| m.apply(src, batch, 1_000_000_000 * (round + 1)));
+            apply_time.0 += w;
+            apply_time.1 += c;
         }
     }
     drop(sources);
     let rss_filled = rss_kib("VmRSS:");
 
-    let t = Instant::now();
-    let expired = m.expire(4_000_000_000);
-    let expire_time = t.elapsed();
-
-    // As a handler would: a fresh buffer sized from the hint each time.
-    let mut json = Vec::new();
-    let mut times = Vec::new();
+    let (expired, expire_w, expire_c) = timed(|| m.expire(4_000_000_000));
+    let (cells, cells_w, cells_c) = timed(|| m.cells(None).len());
+    // As a handler would: a fresh buffer each time.
+    let mut json_runs = Vec::new();
+    let mut json_len = 0;
     for _ in 0..5 {
-        let t = Instant::now();
-        json = m.to_json(None);
-        times.push(t.elapsed());
+        let (json, w, c) = timed(|| m.to_json(None));
+        json_len = json.len();
+        json_runs.push((c, w));
     }
-    times.sort();
-    let (best, median) = (times[0], times[2]);
-    let mut sink = std::io::sink();
-    let t = Instant::now();
-    m.write_json(None, &mut sink)?;
-    let json_sink = t.elapsed();
-    let t = Instant::now();
-    let cells = m.cells(None).len();
-    let cells_time = t.elapsed();
-    let t = Instant::now();
-    let one_port = m.to_json(Some(7442));
-    let one_port_time = t.elapsed();
-
-    // Planning last: a full-mesh plan of 1,000 nodes is 2M targets, which
-    // would otherwise count in the matrix's memory.
-    let rss_before_plan = rss_kib("VmRSS:");
-    let full = PlannerConfig {
-        full_mesh_max: n,
-        max_targets_per_node: 2 * n,
-        ..PlannerConfig::default()
-    };
-    let t = Instant::now();
-    let plans = plan(&fleet, &full);
-    let plan_full = t.elapsed();
-    drop(plans);
-    let sparse_cfg = PlannerConfig::default();
-    let t = Instant::now();
-    let sparse = plan(&fleet, &sparse_cfg);
-    let plan_sparse = t.elapsed();
-    let sparse_max = sparse.values().map(|p| p.targets.len()).max().unwrap_or(0);
+    json_runs.sort();
+    let (json_c, json_w) = json_runs[2];
+    let mut kept = Vec::new();
+    m.write_json_into(None, &mut kept);
+    let ((), kept_w, kept_c) = timed(|| m.write_json_into(None, &mut kept));
+    drop(kept);
+    let (r, sink_w, sink_c) = timed(|| m.write_json(None, &mut std::io::sink()));
+    r?;
+    let (one_port, port_w, port_c) = timed(|| m.to_json(Some(7442)).len());
 
     let nodes: Vec<NodeMetrics> = fleet
         .iter()
@@ -191,57 +186,100 @@ fn main() -> std::io::Result<()> {
             dropped_events_total: 0,
         })
         .collect();
-    let t = Instant::now();
-    let text = metrics::render(&MetricsInput {
-        nodes: &nodes,
-        matrix: &m,
-        pair_cap: metrics::DEFAULT_PAIR_CAP,
+    let (text, metrics_w, metrics_c) = timed(|| {
+        metrics::render(&MetricsInput {
+            nodes: &nodes,
+            matrix: &m,
+            pair_cap: metrics::DEFAULT_PAIR_CAP,
+        })
     });
-    let metrics_time = t.elapsed();
+    let rss_views = rss_kib("VmRSS:");
 
-    println!("nodes                      {n}");
-    println!("cells                      {cells} (expired at +4s: {expired})");
-    println!(
-        "plan, full mesh            {:.1} ms ({} targets per node)",
-        ms(plan_full),
-        2 * (n - 1)
+    // Planning last: a full-mesh plan of 1,000 nodes is 2M targets, which
+    // would otherwise count in the matrix's memory.
+    let full = PlannerConfig {
+        full_mesh_max: n,
+        max_targets_per_node: 2 * n,
+        ..PlannerConfig::default()
+    };
+    let (full_max, full_w, full_c) = timed(|| {
+        plan(&fleet, &full)
+            .values()
+            .map(|p| p.targets.len())
+            .max()
+            .unwrap_or(0)
+    });
+    let (sparse_max, sparse_w, sparse_c) = timed(|| {
+        plan(&fleet, &PlannerConfig::default())
+            .values()
+            .map(|p| p.targets.len())
+            .max()
+            .unwrap_or(0)
+    });
+
+    let line = |what: &str, w: Duration, c: Duration, rest: String| {
+        println!(
+            "{what:<28}{:>8.1} ms wall {:>8.1} ms cpu  {rest}",
+            ms(w),
+            ms(c)
+        );
+    };
+    println!("nodes {n}, cells {cells}, expired at +4s: {expired}");
+    line(
+        "plan, full mesh",
+        full_w,
+        full_c,
+        format!("max {full_max} targets per node"),
+    );
+    line(
+        "plan, sparse (default)",
+        sparse_w,
+        sparse_c,
+        format!("max {sparse_max} targets per node"),
+    );
+    line(
+        "set_plan, every node",
+        set_plan.0,
+        set_plan.1,
+        String::new(),
+    );
+    line(
+        "apply",
+        apply_time.0,
+        apply_time.1,
+        format!(
+            "{windows} windows: {:.0} windows per cpu-second",
+            windows as f64 / apply_time.1.as_secs_f64()
+        ),
+    );
+    line("expire", expire_w, expire_c, String::new());
+    line("cells(None), sorted", cells_w, cells_c, String::new());
+    line(
+        "to_json, whole matrix",
+        json_w,
+        json_c,
+        format!("{json_len} bytes (median of 5 by cpu)"),
+    );
+    line("write_json_into, reused buf", kept_w, kept_c, String::new());
+    line("write_json into a sink", sink_w, sink_c, String::new());
+    line(
+        "to_json, port 7442",
+        port_w,
+        port_c,
+        format!("{one_port} bytes"),
+    );
+    line(
+        "metrics::render",
+        metrics_w,
+        metrics_c,
+        format!("{} bytes, pair series capped", text.len()),
     );
     println!(
-        "plan, sparse (default)     {:.1} ms (max {sparse_max} targets per node)",
-        ms(plan_sparse)
-    );
-    println!("set_plan, every node       {:.1} ms", ms(set_plan));
-    println!(
-        "apply                      {:.0} windows/s ({} windows in {:.1} ms)",
-        windows as f64 / apply_time.as_secs_f64(),
-        windows,
-        ms(apply_time)
-    );
-    println!("expire                     {:.1} ms", ms(expire_time));
-    println!("cells() sorted             {:.1} ms", ms(cells_time));
-    println!(
-        "write_json, whole matrix   {:.1} ms median of 5 ({:.1} best) with to_json (a fresh buffer), {:.1} ms with write_json into a sink, {} bytes",
-        ms(median),
-        ms(best),
-        ms(json_sink),
-        json.len()
-    );
-    println!(
-        "write_json, --port 7442    {:.1} ms, {} bytes",
-        ms(one_port_time),
-        one_port.len()
-    );
-    println!(
-        "metrics::render            {:.1} ms, {} bytes (pair series capped)",
-        ms(metrics_time),
-        text.len()
-    );
-    println!(
-        "RSS                        {} MiB at start, {} MiB with every plan set, {} MiB after the results, {} MiB after the JSON views and metrics, peak {} MiB",
+        "RSS: {} MiB at start, {} MiB with every plan set (the matrix), {} MiB after the results, {} MiB after the views, peak {} MiB",
         base_rss / 1024,
         rss_planned / 1024,
         rss_filled / 1024,
-        rss_before_plan / 1024,
+        rss_views / 1024,
         rss_kib("VmHWM:") / 1024
     );
     Ok(())

@@ -298,6 +298,9 @@ fn large_rows_stream_in_order() {
     m.write_json(None, &mut out).expect("write");
     assert!(out.len() > 1 << 16);
     assert_eq!(m.to_json(None), out);
+    let mut kept = b"old".to_vec();
+    m.write_json_into(None, &mut kept);
+    assert_eq!(kept, out);
     assert!(m.json_size_hint(None) >= out.len());
     let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
     let cells = v["cells"].as_array().expect("cells");
