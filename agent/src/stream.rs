@@ -127,6 +127,7 @@ impl Client {
 
     /// Keeps a state change as an event; returns a batch to send.
     fn absorb_probe(&mut self, out: ProberOutput) -> Option<Body> {
+        tracing::trace!(?out, "prober output");
         match out {
             ProberOutput::Batch {
                 plan_version,

@@ -304,3 +304,67 @@ pub fn matrix(m: &Matrix, port: Option<u16>, now: i64) -> pb::Matrix {
         generated_unix_nanos: now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{FailureCounts, TargetState, WindowInput};
+    use crate::view::MatrixView;
+    use std::time::Duration;
+
+    /// `/api/v1/matrix` (written straight from the matrix) and `reachmap
+    /// matrix --format json` (through the Query service) give the same JSON.
+    #[test]
+    fn http_and_cli_matrix_json_agree() {
+        let mut m = Matrix::new(Duration::from_secs(10));
+        let ip = |s: &str| s.parse().expect("ip");
+        let to_b = PlannedTarget::new("b", ip("198.18.0.12"), 7442, ProbeKind::Tcp);
+        let icmp_b = PlannedTarget::new("b", ip("198.18.0.12"), 0, ProbeKind::Icmp);
+        let to_a = PlannedTarget::new("a", ip("198.18.0.11"), 7442, ProbeKind::Tcp);
+        m.set_plan("a", &[to_b.clone(), icmp_b]);
+        m.set_plan("b", &[to_a]);
+        m.apply(
+            "a",
+            vec![WindowInput {
+                target: to_b,
+                sent: 10,
+                ok: 7,
+                failures: FailureCounts {
+                    timeout: 3,
+                    ..FailureCounts::default()
+                },
+                rtt_p50_ms: Some(0.25),
+                rtt_p99_ms: Some(1.5),
+                last_outcome: Some(Outcome::Open),
+                last_failure: Some((Outcome::Timeout, 5)),
+                state: TargetState::Degraded,
+            }],
+            1_000,
+        );
+        let mut http = Vec::new();
+        m.write_json(None, &mut http).expect("write");
+        let http: serde_json::Value = serde_json::from_slice(&http).expect("json");
+        let cli = serde_json::to_value(MatrixView::from(&matrix(&m, None, 2_000))).expect("json");
+        assert_eq!(http["nodes"], cli["nodes"]);
+        let (h, c) = (
+            http["cells"].as_array().expect("cells"),
+            cli["cells"].as_array().expect("cells"),
+        );
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.len(), c.len());
+        for (h, c) in h.iter().zip(c) {
+            let (h, c) = (h.as_object().expect("obj"), c.as_object().expect("obj"));
+            assert_eq!(
+                h.keys().collect::<Vec<_>>(),
+                c.keys().collect::<Vec<_>>(),
+                "same fields"
+            );
+            for (k, hv) in h {
+                match (hv.as_f64(), c[k].as_f64()) {
+                    (Some(x), Some(y)) => assert!((x - y).abs() < 1e-3, "{k}: {x} vs {y}"),
+                    _ => assert_eq!(hv, &c[k], "{k}"),
+                }
+            }
+        }
+    }
+}

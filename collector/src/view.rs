@@ -473,7 +473,8 @@ pub struct CellView {
     pub failure: Option<String>,
     pub sent: u32,
     pub address: String,
-    pub updated: Option<String>,
+    /// When the cell last changed, in unix nanoseconds; 0 before any result.
+    pub updated: i64,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -522,7 +523,7 @@ impl From<&pb::MatrixCell> for CellView {
             failure: outcome_name(c.failure),
             sent: c.sent,
             address: c.address.clone(),
-            updated: rfc3339(c.updated_unix_nanos),
+            updated: c.updated_unix_nanos,
         }
     }
 }

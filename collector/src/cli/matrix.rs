@@ -197,7 +197,7 @@ mod tests {
             failure: failure.map(String::from),
             sent: 10,
             address: "198.18.0.12".into(),
-            updated: None,
+            updated: 0,
         }
     }
 
