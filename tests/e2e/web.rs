@@ -444,6 +444,21 @@ fn page_follows_a_real_fleet() {
     assert_eq!(g.len(), 9, "{g:#?}");
     assert_eq!(g.iter().filter(|c| c["self"] == true).count(), 3, "{g:#?}");
 
+    // The agents probe each other: every cell turns ok on the page.
+    assert_eventually!(
+        Duration::from_secs(20),
+        || {
+            let g = grid(&mut b);
+            let states: Vec<Value> = g
+                .iter()
+                .filter(|c| c["self"] == false)
+                .map(|c| c["state"].clone())
+                .collect();
+            ensure(states.len() == 6 && states.iter().all(|s| s == "ok"), states)
+        },
+        "every cell of the page ok"
+    );
+
     // Cells carry the states the API gives (unknown where it has no cell).
     let g = assert_eventually!(
         Duration::from_secs(10),
