@@ -4,18 +4,19 @@
 # so a warm machine pays nothing.
 ensure_packages() {
     local missing=() tool
-    # chromium: the web page's browser test (tests/e2e/web.rs).
-    for tool in ip nft iptables ping systemd-analyze chromium; do
+    # chromium: the web page's browser test (tests/e2e/web.rs); curl: HTTP
+    # checks in the end-to-end tests.
+    for tool in ip nft iptables ping systemd-analyze chromium curl; do
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
     if ((${#missing[@]} == 0)); then
-        echo "ip, nft, iptables, ping, systemd-analyze and chromium are installed"
+        echo "ip, nft, iptables, ping, systemd-analyze, chromium and curl are installed"
         return
     fi
     echo "missing: ${missing[*]}; installing packages"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y \
-        iproute2 iptables nftables iputils-ping systemd chromium
+        iproute2 iptables nftables iputils-ping systemd chromium curl
 }
 
 # Under sudo, cargo is usually not on root's PATH: fall back to the invoking

@@ -311,3 +311,36 @@ fn test_port_checks_the_path_without_a_service() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn metrics_and_the_matrix_api_serve_the_same_fleet() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("metrics", 2);
+    wait_matrix(&fleet, Duration::from_secs(30), "2 nodes, all ok", |m| {
+        all_ok(m, 2, "tcp")
+    });
+    let get = |path: &str| -> String {
+        let out = fleet.hub_exec(&["curl", "-sf", &format!("http://198.18.0.1:7441{path}")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let metrics = get("/metrics");
+    for want in [
+        "reachmap_nodes{state=\"connected\"} 2",
+        "reachmap_node_up{node=\"node-0\"} 1",
+        "reachmap_matrix_cells{state=\"ok\"}",
+        "reachmap_pair_loss_ratio{",
+    ] {
+        assert!(metrics.contains(want), "{want} in:\n{metrics}");
+    }
+    let api: Value = serde_json::from_str(&get("/api/v1/matrix?port=7442")).expect("matrix JSON");
+    let cells = api["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 2, "{api}");
+    assert!(
+        cells
+            .iter()
+            .all(|c| c["port"] == PROBE_PORT && c["state"] == "ok"),
+        "{api}"
+    );
+}
