@@ -129,10 +129,11 @@ logs=$(mktemp -d /tmp/rmdemo.XXXXXX)
 build_fleet
 mkdir -p "$logs/collector-data"
 start "$hub" collector "$bin/reachmap-collector" --listen "$hub_addr:7440" \
-    --http "$hub_addr:7441" --data-dir "$logs/collector-data"
+    --http "$hub_addr:7441" --data-dir "$logs/collector-data" --probe-interval 2s
 for ((i = 0; i < nodes; i++)); do
     start "$prefix-n$i" "agent-node-$i" "$bin/reachmap-agent" --collector "$collector_url" \
-        --node "node-$i" --heartbeat-interval 1s --reconnect-max 1s
+        --node "node-$i" --heartbeat-interval 1s --reconnect-max 1s \
+        --state-dir "$logs/agent-state-node-$i"
 done
 
 echo "==== waiting for $nodes connected nodes (up to 30 s)"
@@ -154,10 +155,26 @@ fi
 echo "==== reachmap nodes"
 cli nodes
 
+echo "==== waiting for the probe mesh (up to 20 s)"
+deadline=$((SECONDS + 20))
+while ((SECONDS < deadline)); do
+    json=$(cli matrix --format json 2>/dev/null || true)
+    ok=$(tr -d '[:space:]' <<<"$json" | grep -o '"state":"ok"' | wc -l || true)
+    ((ok >= nodes * (nodes - 1) * 2)) && break
+    sleep 0.5
+done
+echo "==== reachmap matrix"
+cli matrix
+
 if [[ -t 1 ]]; then
     echo
     echo "The fleet is running. Query it with:"
     echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url nodes"
+    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url matrix"
+    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url test-port node-0 node-1:9000"
+    echo "  sudo ip netns exec $hub curl -s http://$hub_addr:7441/metrics"
+    echo "Break something and watch the matrix, e.g. drop node-2's probe port:"
+    echo "  sudo ip netns exec $prefix-n2 nft 'add table inet demo; add chain inet demo in { type filter hook input priority 0; }; add rule inet demo in tcp dport 7442 drop'"
     echo "Logs: $logs"
     echo "Press Enter or Ctrl-C to tear it down."
     trap 'exit 0' INT
