@@ -454,7 +454,10 @@ fn page_follows_a_real_fleet() {
                 .filter(|c| c["self"] == false)
                 .map(|c| c["state"].clone())
                 .collect();
-            ensure(states.len() == 6 && states.iter().all(|s| s == "ok"), states)
+            ensure(
+                states.len() == 6 && states.iter().all(|s| s == "ok"),
+                states,
+            )
         },
         "every cell of the page ok"
     );
