@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, run as root on the machine being measured:
 #   sudo deploy/bench.sh host-facts   # snapshot vs ss/nft/ip, daemon RSS and CPU, event latency
+#   sudo deploy/bench.sh loadgen      # collector with 1,000 simulated agents (AGENTS, DURATION)
 # Builds release binaries first; the figures go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +15,22 @@ case "$which" in
   host-facts)
     REACHMAP_BIN_DIR="$PWD/target/release" cargo bench -p reachmap-fleet-tests --bench host_facts
     ;;
+  loadgen)
+    # A real collector on loopback ports; simulated agents speak the real
+    # protocol to it (no namespaces, no traffic beyond 127.0.0.0/8).
+    cargo build --release -p reachmap-collector --example loadgen
+    agents="${AGENTS:-1000}" grpc=127.0.0.1:17440 http=127.0.0.1:17441
+    ulimit -n $((agents * 2 + 1024))
+    data="$(mktemp -d)"
+    target/release/reachmap-collector --listen "$grpc" --http "$http" --data-dir "$data/data" \
+      --probe-interval 10s --full-mesh-max "$agents" 2>"$data/collector.log" &
+    collector=$!
+    trap 'kill "$collector" 2>/dev/null; wait "$collector" 2>/dev/null; rm -rf "$data"' EXIT
+    target/release/examples/loadgen --agents "$agents" --collector "http://$grpc" --http "$http" \
+      --pid "$collector" --duration "${DURATION:-60s}" --cli target/release/reachmap
+    ;;
   *)
-    echo "unknown benchmark: $which (known: host-facts)" >&2
+    echo "unknown benchmark: $which (known: host-facts, loadgen)" >&2
     exit 2
     ;;
 esac
