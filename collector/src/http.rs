@@ -23,12 +23,33 @@ pub fn router(fleet: Fleet, metrics_pair_cap: usize) -> axum::Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/matrix", get(matrix))
+        .route("/api/v1/why", get(why))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes())
         .with_state(HttpState {
             fleet,
             metrics_pair_cap,
         })
+}
+
+#[derive(serde::Deserialize)]
+struct WhyQuery {
+    src: String,
+    dst: String,
+    port: Option<u16>,
+}
+
+/// `/api/v1/why?src=A&dst=B[&port=P]`: the same JSON as `reachmap why
+/// --format json`.
+async fn why(State(st): State<HttpState>, Query(q): Query<WhyQuery>) -> Response {
+    let port = q
+        .port
+        .filter(|p| *p != 0)
+        .unwrap_or(reachmap_proto::DEFAULT_PROBE_PORT);
+    match query::why(&st.fleet, q.src, q.dst, port).await {
+        Ok(e) => Json(e).into_response(),
+        Err(s) => status_error(s),
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -100,6 +121,7 @@ async fn metrics(State(st): State<HttpState>) -> Response {
 fn status_error(s: tonic::Status) -> Response {
     let code = match s.code() {
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(serde_json::json!({ "error": s.message() }))).into_response()

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod correlate;
 pub mod encode;
 pub mod http;
 pub mod ingest;

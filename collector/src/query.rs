@@ -115,6 +115,25 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
     }
 }
 
+/// Explains the cell SRC -> DST:PORT, inside the state task.
+pub async fn why(
+    fleet: &Fleet,
+    src: String,
+    dst: String,
+    port: u16,
+) -> Result<crate::correlate::Explanation, Status> {
+    fleet
+        .read_matrix(move |m, nodes| {
+            crate::correlate::explain(m, nodes, &src, &dst, port, std::time::SystemTime::now())
+        })
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?
+        .map_err(|e| match e {
+            crate::correlate::WhyError::NoSuchNode(_) => Status::not_found(e.to_string()),
+            crate::correlate::WhyError::SameNode => Status::invalid_argument(e.to_string()),
+        })
+}
+
 pub async fn list(fleet: &Fleet) -> Result<Vec<pb::NodeSummary>, Status> {
     fleet
         .read(|nodes: &BTreeMap<String, Node>| nodes.values().map(summary).collect())
@@ -155,6 +174,20 @@ impl pb::query_server::Query for Query {
             .await
             .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
         Ok(Response::new(m))
+    }
+
+    async fn why(
+        &self,
+        request: Request<pb::WhyRequest>,
+    ) -> Result<Response<pb::WhyAnswer>, Status> {
+        let r = request.into_inner();
+        let port = match u16::try_from(r.port) {
+            Ok(0) => reachmap_proto::DEFAULT_PROBE_PORT,
+            Ok(p) => p,
+            Err(_) => return Err(Status::invalid_argument("port: over 65535")),
+        };
+        let e = why(&self.fleet, r.src, r.dst, port).await?;
+        Ok(Response::new(pb::WhyAnswer::from(&e)))
     }
 
     async fn test_port(

@@ -3,6 +3,7 @@
 mod facts;
 mod matrix;
 mod table;
+mod why;
 
 use crate::view;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +50,15 @@ pub enum Command {
         /// Only the cells of this port (a service or a listener's port)
         #[arg(long, value_name = "PORT")]
         port: Option<u16>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Why can SRC not reach DST[:PORT]? A verdict and the causes, with evidence and fixes
+    Why {
+        src: String,
+        /// NODE or NODE:PORT (the probe port when no port is given)
+        #[arg(value_name = "DST[:PORT]")]
+        dst: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -155,6 +165,37 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                     let color =
                         std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
                     matrix::render_matrix(&v, port, color)
+                }
+            })
+        }
+        Command::Why { src, dst, format } => {
+            let (dst, port) = match dst.rsplit_once(':') {
+                Some((d, p)) => {
+                    let port =
+                        p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                            CliError::Usage(format!("{p:?} is not a port (1-65535)"))
+                        })?;
+                    (d.to_string(), port)
+                }
+                None => (dst, reachmap_proto::DEFAULT_PROBE_PORT),
+            };
+            let answer = client
+                .why(pb::WhyRequest {
+                    src,
+                    dst,
+                    port: u32::from(port),
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let e = crate::correlate::Explanation::from(&answer);
+            Ok(match format {
+                Format::Json => json(&e),
+                Format::Table => {
+                    use std::io::IsTerminal;
+                    let color =
+                        std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                    why::render(&e, now, color)
                 }
             })
         }

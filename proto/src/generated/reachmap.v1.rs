@@ -990,6 +990,81 @@ pub struct TestPortResult {
     #[prost(string, tag = "8")]
     pub detail: ::prost::alloc::string::String,
 }
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WhyRequest {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    /// 0: the probe port.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WhyEvidence {
+    /// "fact", "event" or "probe".
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
+    pub time_unix_nanos: i64,
+    #[prost(string, tag = "4")]
+    pub text: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WhyCause {
+    /// Stable codes (DESIGN.md): NOT_LISTENING, FIREWALL_INBOUND, ...
+    #[prost(string, tag = "1")]
+    pub code: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "4")]
+    pub evidence: ::prost::alloc::vec::Vec<WhyEvidence>,
+    #[prost(string, tag = "5")]
+    pub fix: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WhyChange {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(int64, tag = "2")]
+    pub time_unix_nanos: i64,
+    #[prost(string, tag = "3")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WhyAnswer {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    /// "reachable", "degraded", "unreachable" or "unknown".
+    #[prost(string, tag = "4")]
+    pub verdict: ::prost::alloc::string::String,
+    /// Most likely first.
+    #[prost(message, repeated, tag = "5")]
+    pub causes: ::prost::alloc::vec::Vec<WhyCause>,
+    /// What was checked, with what it found.
+    #[prost(string, repeated, tag = "6")]
+    pub checked: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// What changed on both nodes before the cell turned bad, newest first.
+    #[prost(message, repeated, tag = "7")]
+    pub changes: ::prost::alloc::vec::Vec<WhyChange>,
+    /// The probe cell asked about, the reverse direction, and ICMP.
+    #[prost(message, optional, tag = "8")]
+    pub probe: ::core::option::Option<MatrixCell>,
+    #[prost(message, optional, tag = "9")]
+    pub reverse: ::core::option::Option<MatrixCell>,
+    #[prost(message, optional, tag = "10")]
+    pub icmp: ::core::option::Option<MatrixCell>,
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum OperState {
@@ -1923,6 +1998,25 @@ pub mod query_client {
                 .insert(GrpcMethod::new("reachmap.v1.Query", "TestPort"));
             self.inner.unary(req, path, codec).await
         }
+        /// Why can SRC not reach DST:PORT? A verdict and the causes facts support.
+        pub async fn why(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WhyRequest>,
+        ) -> std::result::Result<tonic::Response<super::WhyAnswer>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/reachmap.v1.Query/Why");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "Why"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1957,6 +2051,11 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::TestPortRequest>,
         ) -> std::result::Result<tonic::Response<super::TestPortResult>, tonic::Status>;
+        /// Why can SRC not reach DST:PORT? A verdict and the causes facts support.
+        async fn why(
+            &self,
+            request: tonic::Request<super::WhyRequest>,
+        ) -> std::result::Result<tonic::Response<super::WhyAnswer>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct QueryServer<T> {
@@ -2191,6 +2290,49 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = TestPortSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/Why" => {
+                    #[allow(non_camel_case_types)]
+                    struct WhySvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::WhyRequest>
+                    for WhySvc<T> {
+                        type Response = super::WhyAnswer;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WhyRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::why(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WhySvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -1,0 +1,172 @@
+//! An explanation as the Query service sends it and back: the CLI rebuilds
+//! the same `Explanation` the HTTP API serialises, so both print the same
+//! JSON.
+
+use super::{Cause, CellSummary, ChangeView, Evidence, Explanation, Verdict};
+use crate::view::{cell_state_name, kind_name, outcome_name};
+use reachmap_proto::v1 as pb;
+
+fn verdict_name(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Reachable => "reachable",
+        Verdict::Degraded => "degraded",
+        Verdict::Unreachable => "unreachable",
+        Verdict::Unknown => "unknown",
+    }
+}
+
+fn verdict_from(s: &str) -> Verdict {
+    match s {
+        "reachable" => Verdict::Reachable,
+        "degraded" => Verdict::Degraded,
+        "unreachable" => Verdict::Unreachable,
+        _ => Verdict::Unknown,
+    }
+}
+
+fn by_name<E: Copy>(all: &[E], name: &str, to_name: impl Fn(E) -> String) -> Option<E> {
+    all.iter().copied().find(|e| to_name(*e) == name)
+}
+
+fn cell_to(c: &CellSummary) -> pb::MatrixCell {
+    let kinds = [pb::ProbeKind::Tcp, pb::ProbeKind::Icmp, pb::ProbeKind::Http];
+    let states = [
+        pb::CellState::Ok,
+        pb::CellState::Degraded,
+        pb::CellState::Failing,
+        pb::CellState::Unknown,
+    ];
+    let outcomes = [
+        pb::ProbeOutcome::Open,
+        pb::ProbeOutcome::Refused,
+        pb::ProbeOutcome::Timeout,
+        pb::ProbeOutcome::Unreachable,
+        pb::ProbeOutcome::NoRoute,
+        pb::ProbeOutcome::Reset,
+        pb::ProbeOutcome::DnsError,
+        pb::ProbeOutcome::HttpStatus,
+    ];
+    pb::MatrixCell {
+        src: c.src.clone(),
+        dst: c.dst.clone(),
+        port: u32::from(c.port),
+        kind: by_name(&kinds, &c.kind, |k| kind_name(k as i32)).map_or(0, |k| k as i32),
+        state: by_name(&states, &c.state, |s| cell_state_name(s as i32)).map_or(0, |s| s as i32),
+        loss: c.loss,
+        rtt_ms: c.rtt_ms,
+        failure: c
+            .failure
+            .as_deref()
+            .and_then(|f| by_name(&outcomes, f, |o| outcome_name(o as i32).unwrap_or_default()))
+            .map_or(0, |o| o as i32),
+        last_failure_unix_nanos: c.last_failure,
+        address: c.address.clone(),
+        ..Default::default()
+    }
+}
+
+fn cell_from(c: &pb::MatrixCell) -> CellSummary {
+    CellSummary {
+        src: c.src.clone(),
+        dst: c.dst.clone(),
+        port: u16::try_from(c.port).unwrap_or(0),
+        kind: kind_name(c.kind),
+        state: cell_state_name(c.state),
+        loss: c.loss,
+        rtt_ms: c.rtt_ms,
+        failure: outcome_name(c.failure),
+        last_failure: c.last_failure_unix_nanos,
+        address: c.address.clone(),
+    }
+}
+
+impl From<&Explanation> for pb::WhyAnswer {
+    fn from(e: &Explanation) -> Self {
+        pb::WhyAnswer {
+            src: e.src.clone(),
+            dst: e.dst.clone(),
+            port: u32::from(e.port),
+            verdict: verdict_name(e.verdict).into(),
+            causes: e
+                .causes
+                .iter()
+                .map(|c| pb::WhyCause {
+                    code: c.code.clone(),
+                    node: c.node.clone(),
+                    detail: c.detail.clone(),
+                    evidence: c
+                        .evidence
+                        .iter()
+                        .map(|v| pb::WhyEvidence {
+                            kind: v.kind.clone(),
+                            node: v.node.clone(),
+                            time_unix_nanos: v.time,
+                            text: v.text.clone(),
+                        })
+                        .collect(),
+                    fix: c.fix.clone().unwrap_or_default(),
+                })
+                .collect(),
+            checked: e.checked.clone(),
+            changes: e
+                .changes
+                .iter()
+                .map(|c| pb::WhyChange {
+                    node: c.node.clone(),
+                    time_unix_nanos: c.time,
+                    kind: c.kind.clone(),
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            probe: e.probe.as_ref().map(cell_to),
+            reverse: e.reverse.as_ref().map(cell_to),
+            icmp: e.icmp.as_ref().map(cell_to),
+        }
+    }
+}
+
+impl From<&pb::WhyAnswer> for Explanation {
+    fn from(a: &pb::WhyAnswer) -> Self {
+        Explanation {
+            src: a.src.clone(),
+            dst: a.dst.clone(),
+            port: u16::try_from(a.port).unwrap_or(0),
+            verdict: verdict_from(&a.verdict),
+            causes: a
+                .causes
+                .iter()
+                .map(|c| Cause {
+                    code: c.code.clone(),
+                    node: c.node.clone(),
+                    detail: c.detail.clone(),
+                    evidence: c
+                        .evidence
+                        .iter()
+                        .map(|v| Evidence {
+                            kind: v.kind.clone(),
+                            node: v.node.clone(),
+                            time: v.time_unix_nanos,
+                            text: v.text.clone(),
+                        })
+                        .collect(),
+                    fix: (!c.fix.is_empty()).then(|| c.fix.clone()),
+                    weight: 0,
+                })
+                .collect(),
+            checked: a.checked.clone(),
+            changes: a
+                .changes
+                .iter()
+                .map(|c| ChangeView {
+                    node: c.node.clone(),
+                    time: c.time_unix_nanos,
+                    kind: c.kind.clone(),
+                    detail: c.detail.clone(),
+                })
+                .collect(),
+            probe: a.probe.as_ref().map(cell_from),
+            reverse: a.reverse.as_ref().map(cell_from),
+            icmp: a.icmp.as_ref().map(cell_from),
+        }
+    }
+}
