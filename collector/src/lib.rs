@@ -19,6 +19,7 @@ pub mod testport;
 pub mod validate;
 pub mod view;
 pub mod web;
+pub mod why;
 
 use crate::config::Config;
 use anyhow::Context;
