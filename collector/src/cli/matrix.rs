@@ -60,7 +60,30 @@ fn percent(loss: f64) -> String {
     format!("{:.0}%", loss * 100.0)
 }
 
-pub fn render_matrix(m: &MatrixView, port: Option<u16>, color: bool) -> String {
+/// The top cause of a bad cell, by (src, dst, port), from `reachmap why`.
+pub type Causes = std::collections::HashMap<(String, String, u16), String>;
+
+/// The cells worth explaining: failing or degraded TCP/HTTP cells, at most
+/// `max` of them, worst first.
+pub fn cells_to_explain(
+    m: &MatrixView,
+    port: Option<u16>,
+    max: usize,
+) -> Vec<(String, String, u16)> {
+    let mut bad: Vec<&CellView> = m
+        .cells
+        .iter()
+        .filter(|c| (c.state == "failing" || c.state == "degraded") && c.kind != "icmp")
+        .filter(|c| port.is_none_or(|p| c.port == p))
+        .collect();
+    bad.sort_by_key(|c| rank(&c.state));
+    bad.into_iter()
+        .take(max)
+        .map(|c| (c.src.clone(), c.dst.clone(), c.port))
+        .collect()
+}
+
+pub fn render_matrix(m: &MatrixView, port: Option<u16>, color: bool, causes: &Causes) -> String {
     let mut out = String::new();
     if m.nodes.is_empty() {
         out.push_str("no nodes\n");
@@ -132,11 +155,17 @@ pub fn render_matrix(m: &MatrixView, port: Option<u16>, color: bool) -> String {
                     c.rtt_ms
                         .map(|r| format!("{r:.1}ms"))
                         .unwrap_or_else(|| "-".into()),
+                    causes
+                        .get(&(c.src.clone(), c.dst.clone(), c.port))
+                        .cloned()
+                        .unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect();
         out.push_str(&render(
-            &["SRC", "DST", "TARGET", "STATE", "FAILURE", "LOSS", "RTT"],
+            &[
+                "SRC", "DST", "TARGET", "STATE", "FAILURE", "LOSS", "RTT", "CAUSE",
+            ],
             &rows,
         ));
     }
@@ -210,7 +239,12 @@ mod tests {
                 cell("b", "a", "ok", None),
             ],
         };
-        let plain = render_matrix(&m, None, false);
+        let causes: Causes = [(
+            ("a".to_string(), "b".to_string(), 7442),
+            "FIREWALL_INBOUND".to_string(),
+        )]
+        .into();
+        let plain = render_matrix(&m, None, false, &causes);
         let lines: Vec<&str> = plain.lines().collect();
         assert!(
             lines[2].starts_with("a    ·") && lines[2].contains("XX"),
@@ -224,7 +258,8 @@ mod tests {
                 .any(|l| l.starts_with("a") && l.contains("failing") && l.contains("timeout")),
             "{plain}"
         );
-        let coloured = render_matrix(&m, None, true);
+        assert!(plain.contains("FIREWALL_INBOUND"), "{plain}");
+        let coloured = render_matrix(&m, None, true, &causes);
         assert!(coloured.contains("\x1b[1;31mXX"), "{coloured}");
     }
 }

@@ -94,6 +94,8 @@ pub enum CliError {
     Usage(String),
 }
 
+/// Bad cells `reachmap matrix` asks the correlator about.
+const MAX_EXPLAINED: usize = 100;
 const MAX_ANSWER_BYTES: usize = 512 * 1024 * 1024;
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -164,7 +166,27 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                     use std::io::IsTerminal;
                     let color =
                         std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                    matrix::render_matrix(&v, port, color)
+                    // Every bad cell shown gets its top cause.
+                    let asks = matrix::cells_to_explain(&v, port, MAX_EXPLAINED);
+                    let answers = futures::future::join_all(asks.into_iter().map(|(s, d, p)| {
+                        let mut c = client.clone();
+                        async move {
+                            let a = c
+                                .why(pb::WhyRequest {
+                                    src: s.clone(),
+                                    dst: d.clone(),
+                                    port: u32::from(p),
+                                })
+                                .await
+                                .ok()?
+                                .into_inner();
+                            let top = a.causes.first()?.code.clone();
+                            Some(((s, d, p), top))
+                        }
+                    }))
+                    .await;
+                    let causes: matrix::Causes = answers.into_iter().flatten().collect();
+                    matrix::render_matrix(&v, port, color, &causes)
                 }
             })
         }

@@ -266,6 +266,64 @@
     if (model.connected.get(src) === false) {
       $("d-hint").textContent = `The agent on ${src} is disconnected, so this path is not being probed.`;
     }
+    loadWhy(src, dst, kind === "icmp" ? "" : String(cell ? cell.port : port));
+  }
+
+  // The explanation of the selected cell, from /api/v1/why; answers that
+  // arrive after the selection moved on are dropped.
+  let whySeq = 0;
+  async function loadWhy(src, dst, port) {
+    const seq = ++whySeq;
+    const box = $("cell-why");
+    if (!port) {
+      box.replaceChildren();
+      return;
+    }
+    let answer;
+    try {
+      answer = await getJSON(`api/v1/why?src=${encodeURIComponent(src)}&dst=${encodeURIComponent(dst)}&port=${encodeURIComponent(port)}`);
+    } catch (e) {
+      if (seq === whySeq) box.textContent = `explanation unavailable: ${e.message}`;
+      return;
+    }
+    if (seq !== whySeq) return;
+    const parts = [];
+    const head = document.createElement("p");
+    head.className = "why-verdict";
+    head.dataset.verdict = answer.verdict || "unknown";
+    head.textContent = `Verdict: ${String(answer.verdict || "unknown").toUpperCase()}`;
+    parts.push(head);
+    const causes = Array.isArray(answer.causes) ? answer.causes : [];
+    if (causes.length === 0 && answer.verdict !== "reachable") {
+      const none = document.createElement("p");
+      none.textContent = "No cause found in the facts. Checked: " + (answer.checked || []).join("; ");
+      parts.push(none);
+    }
+    const list = document.createElement("ol");
+    for (const c of causes) {
+      const li = document.createElement("li");
+      li.className = "why-cause";
+      li.dataset.code = c.code;
+      const title = document.createElement("strong");
+      title.textContent = `${c.code} on ${c.node}`;
+      li.append(title, document.createTextNode(`: ${c.detail}`));
+      const ev = document.createElement("ul");
+      for (const e of c.evidence || []) {
+        const item = document.createElement("li");
+        item.textContent = `${e.kind} [${e.node}${e.time ? " " + fmtTime(e.time) : ""}] ${e.text}`;
+        ev.append(item);
+      }
+      if (c.fix) {
+        const fix = document.createElement("li");
+        fix.className = "why-fix";
+        fix.textContent = `fix: ${c.fix}`;
+        ev.append(fix);
+      }
+      li.append(ev);
+      list.append(li);
+    }
+    if (causes.length) parts.push(list);
+    box.replaceChildren(...parts);
   }
 
   // ------------------------------------------------------------------- data
