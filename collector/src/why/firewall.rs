@@ -387,6 +387,7 @@ pub struct Compiled {
 
 /// iptables targets that change marks, logs or headers and go on.
 const NON_TERMINAL_TARGETS: &[&str] = &[
+    "LOG",
     "MARK",
     "CONNMARK",
     "TCPMSS",
@@ -607,6 +608,13 @@ enum Could {
     Anything,
 }
 
+fn policy_rank(ch: &CompiledChain) -> (bool, bool) {
+    (
+        matches!(ch.hook, Some(Hook::Input | Hook::Forward | Hook::Output)),
+        !ch.nat,
+    )
+}
+
 /// How one base chain ended.
 enum ChainEnd {
     Accepted,
@@ -622,7 +630,7 @@ struct Walk<'a, 'p> {
     nat: Option<NatRewrite>,
     candidates: Vec<(Uncertain, Could)>,
     last_accept: Option<RuleRef>,
-    last_policy: Option<PolicyRef>,
+    last_policy: Option<((bool, bool), PolicyRef)>,
 }
 
 impl Walk<'_, '_> {
@@ -709,10 +717,16 @@ impl Walk<'_, '_> {
     fn policy(&mut self, base: usize) -> ChainEnd {
         let p = self.policy_ref(base);
         self.trace.push(Step::Policy(p.clone()));
-        if self.c.chains[base].policy_drop {
+        let ch = &self.c.chains[base];
+        if ch.policy_drop {
             ChainEnd::Final(Final::Drop, None, Some(p))
         } else {
-            self.last_policy = Some(p);
+            // The policy that names an accept best is the last one of a
+            // filtering hook (input, forward, output), not of a NAT chain.
+            let rank = policy_rank(ch);
+            if self.last_policy.as_ref().is_none_or(|(r, _)| rank >= *r) {
+                self.last_policy = Some((rank, p));
+            }
             ChainEnd::Accepted
         }
     }
@@ -854,8 +868,11 @@ impl Walk<'_, '_> {
     fn undecided(&mut self, chain: usize, rule: usize) {
         let ch = &self.c.chains[chain];
         let r = &ch.rules[rule];
+        // Source NAT, or an accept that only skips it, never filters.
+        let source_nat = ch.nat && matches!(self.st.hook, Hook::Input | Hook::Postrouting);
         let could = match &r.action {
-            Action::Continue => return,
+            Action::Continue | Action::SourceNat => return,
+            Action::Accept if source_nat => return,
             Action::Accept if !ch.nat => Could::Accept,
             Action::Drop => Could::Drop,
             Action::Reject(w) => Could::Reject(w.clone()),
@@ -921,7 +938,7 @@ impl Walk<'_, '_> {
             ChainEnd::Final(f, r, p) => (f, r, p),
             ChainEnd::Accepted => match self.last_accept {
                 Some(r) => (Final::Accept, Some(r), None),
-                None => (Final::Accept, None, self.last_policy),
+                None => (Final::Accept, None, self.last_policy.map(|(_, p)| p)),
             },
         };
         let uncertain = self

@@ -285,6 +285,7 @@ pub(super) enum Test {
         types: Vec<u8>,
         any: bool,
     },
+    Always,
     /// Not expressed in the model: the packet might or might not match.
     Other,
 }
@@ -507,6 +508,14 @@ pub(super) fn compile(m: &Match, set: &dyn Fn(&str) -> Option<usize>) -> Compile
 fn other_text(text: &str, negated: bool) -> Option<CompiledMatch> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let (v6, rest, negated) = match words.as_slice() {
+        // A comment always matches (nft's view of an iptables-nft rule).
+        ["xt", "match", "comment"] => {
+            return Some(CompiledMatch {
+                negated,
+                test: Test::Always,
+                unknown: None,
+            });
+        }
         ["-m", "icmp", "--icmp-type", t] => (false, vec![*t], negated),
         ["-m", "icmp", "!", "--icmp-type", t] => (false, vec![*t], !negated),
         ["-m", "icmp6", "--icmpv6-type", t] => (true, vec![*t], negated),
@@ -651,6 +660,7 @@ impl CompiledMatch {
                     }
                 }
             }
+            Test::Always => Tri::Yes,
             Test::Other => Tri::Maybe,
         };
         if self.negated { raw.not() } else { raw }
