@@ -115,6 +115,8 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
             "{} reaches {} on port {}: nothing to explain",
             ctx.src.name, ctx.dst.name, ctx.port
         ));
+        // Worth saying even when the port works: ping will say it does not.
+        icmp_only(ctx, checked, &mut out);
         clock(ctx, checked, &mut out);
         return out;
     }
@@ -712,9 +714,6 @@ fn icmp_only(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
         "ICMP echo {} -> {}: {}",
         ctx.src.name, ctx.dst.name, icmp.state
     ));
-    if icmp.state == "failing" && tcp.state == "ok" && ctx.port == 0 {
-        return;
-    }
     if icmp.state == "failing" && tcp.kind != "icmp" && tcp.state != "failing" {
         let mut c = cause(
             "ICMP_ONLY_BLOCKED",

@@ -1,0 +1,227 @@
+//! End-to-end tests of `reachmap why`: each cause made for real in a
+//! namespace fleet and asserted through `reachmap why --format json` — the
+//! top cause's code and node, and the named rule or process where there is
+//! one.
+
+use std::time::Duration;
+
+use reachmap_fleet_tests::cgroup::MemoryCgroup;
+use reachmap_fleet_tests::{Fleet, assert_eventually, require_root};
+use serde_json::Value;
+
+const TOOL: &str = env!("CARGO_BIN_EXE_reachmap-test-tool");
+
+fn running_fleet(test: &str, n: usize) -> Fleet {
+    let mut fleet = Fleet::new(test, n);
+    fleet.start_collector();
+    fleet.start_agents();
+    fleet
+}
+
+fn why(fleet: &Fleet, src: &str, dst: &str) -> Result<Value, String> {
+    let out = fleet.cli(&["why", src, dst, "--format", "json"]);
+    if !out.status.success() {
+        return Err(format!(
+            "reachmap why failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
+}
+
+/// Waits until `why SRC DST` gives `verdict` with `code` on `node` first;
+/// returns the answer.
+fn wait_cause(fleet: &Fleet, src: &str, dst: &str, verdict: &str, code: &str, node: &str) -> Value {
+    assert_eventually!(
+        Duration::from_secs(25),
+        || {
+            let w = why(fleet, src, dst)?;
+            let top = &w["causes"][0];
+            if w["verdict"] == verdict && top["code"] == code && top["node"] == node {
+                Ok(w)
+            } else {
+                Err(serde_json::to_string_pretty(&w).unwrap_or_default())
+            }
+        },
+        "why {src} {dst}: {verdict} because of {code} on {node}"
+    )
+}
+
+/// Waits until the probe mesh between the nodes is all ok.
+fn wait_mesh(fleet: &Fleet, n: usize) {
+    assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let out = fleet.cli(&["matrix", "--port", "7442", "--format", "json"]);
+            let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let cells = m["cells"].as_array().cloned().unwrap_or_default();
+            let ok = cells.iter().filter(|c| c["state"] == "ok").count();
+            if ok == n * (n - 1) {
+                Ok(())
+            } else {
+                Err(format!("{ok} ok cells: {m}"))
+            }
+        },
+        "the probe mesh is all ok"
+    );
+}
+
+#[test]
+fn loopback_only_and_not_listening() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("why_listen", 2);
+    wait_mesh(&fleet, 2);
+    fleet.spawn(1, "listen", &[TOOL, "listen", "127.0.0.1:8080"]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1:8080",
+        "unreachable",
+        "LOOPBACK_ONLY",
+        "node-1",
+    );
+    let top = &w["causes"][0];
+    assert!(
+        top["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("0.0.0.0:8080")),
+        "the fix says what to bind: {top}"
+    );
+    assert!(
+        top["evidence"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("reachmap-test-t")),
+        "the evidence names the process: {top}"
+    );
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1:8081",
+        "unreachable",
+        "NOT_LISTENING",
+        "node-1",
+    );
+    assert!(
+        w["checked"].as_array().is_some_and(|c| !c.is_empty()),
+        "{w}"
+    );
+}
+
+#[test]
+fn the_listening_process_was_oom_killed() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("why_oom", 2);
+    wait_mesh(&fleet, 2);
+    let cgroup = MemoryCgroup::new(&format!("rmt-{}-whyoom", std::process::id()), 48);
+    let pid = fleet.spawn(
+        1,
+        "eat-memory",
+        &[
+            TOOL,
+            "eat-memory",
+            "400",
+            "--after",
+            "2",
+            "--listen",
+            "0.0.0.0:8090",
+        ],
+    );
+    cgroup.add(pid);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1:8090",
+        "unreachable",
+        "PROCESS_OOM_KILLED",
+        "node-1",
+    );
+    let detail = w["causes"][0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("pid {pid}")), "{w}");
+    assert!(
+        w["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["kind"] == "oom_kill")),
+        "what changed shows the kill: {w}"
+    );
+    drop(cgroup);
+}
+
+#[test]
+fn agent_down() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("why_agent", 2);
+    wait_mesh(&fleet, 2);
+    fleet.kill_agent(1);
+    wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "AGENT_DOWN",
+        "node-1",
+    );
+    // From the dead agent's side nothing is probed: unknown.
+    wait_cause(
+        &fleet,
+        "node-1",
+        "node-0",
+        "unknown",
+        "AGENT_DOWN",
+        "node-1",
+    );
+}
+
+#[test]
+fn no_route() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_route", 2);
+    wait_mesh(&fleet, 2);
+    // node-0 keeps its way to the collector but loses the fleet's subnet.
+    fleet.exec(0, &["ip", "route", "add", "198.18.0.1/32", "dev", "eth0"]);
+    fleet.exec(0, &["ip", "route", "del", "198.18.0.0/24", "dev", "eth0"]);
+    // And no default route to fall back on (there may be none).
+    fleet.try_exec(0, &["ip", "route", "del", "default"]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "NO_ROUTE",
+        "node-0",
+    );
+    assert_eq!(w["probe"]["failure"], "no_route", "{w}");
+}
+
+#[test]
+fn icmp_blocked_but_tcp_fine() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_icmp", 2);
+    wait_mesh(&fleet, 2);
+    fleet.exec(
+        1,
+        &[
+            "nft",
+            "add table inet rmtest; \
+             add chain inet rmtest input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmtest input icmp type echo-request drop",
+        ],
+    );
+    wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "reachable",
+        "ICMP_ONLY_BLOCKED",
+        "node-1",
+    );
+}
