@@ -292,6 +292,27 @@ mod procstat {
         })
     }
 
+    /// (CPU time, run-queue wait) of every thread, in nanoseconds, from
+    /// /proc/PID/task/*/schedstat: finer than ticks, and the wait shows
+    /// how much other processes kept the threads from a core.
+    pub fn sched(pid: &str) -> Option<(u64, u64)> {
+        let mut total = (0u64, 0u64);
+        for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else {
+                continue; // the thread ended
+            };
+            let mut f = text
+                .split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0));
+            total.0 += f.next().unwrap_or(0);
+            total.1 += f.next().unwrap_or(0);
+        }
+        Some(total)
+    }
+
     /// CPU used between two samples, in percent of one core.
     pub fn cpu_pct(a: &Sample, b: &Sample) -> f64 {
         let wall = b.at.duration_since(a.at).as_secs_f64();
@@ -996,11 +1017,16 @@ fn spawn_collector(args: &Args, bin: &PathBuf, grpc: SocketAddr) -> anyhow::Resu
     Ok(Spawned { child, dir })
 }
 
-/// One request's figures, or why it failed.
+/// One request's figures.
 struct Timed {
+    start: Instant,
     first: Duration,
     total: Duration,
     bytes: usize,
+    /// Collector CPU (all threads) during the request, and the time its
+    /// threads were runnable but waiting for a core (other processes).
+    cpu: Option<Duration>,
+    waited: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -1017,27 +1043,40 @@ impl Series {
         }
     }
 
-    fn print(&self, name: &str, with_first_byte: bool) {
+    fn of(&self, f: impl Fn(&Timed) -> Option<Duration>) -> Vec<Duration> {
+        self.samples.iter().filter_map(f).collect()
+    }
+
+    /// `ingest_share`: the collector's CPU share (of one core) for ingest
+    /// alone, subtracted to show what a request itself cost.
+    fn print(&self, name: &str, with_first_byte: bool, ingest_share: f64) {
         println!("  {name}");
         if let Some(t) = self.samples.last() {
             println!(
                 "    total (last byte)  {}",
-                summary(self.samples.iter().map(|t| t.total).collect())
+                summary(self.of(|t| Some(t.total)))
             );
             if with_first_byte {
                 println!(
                     "    first byte         {}",
-                    summary(self.samples.iter().map(|t| t.first).collect())
+                    summary(self.of(|t| Some(t.first)))
                 );
                 println!(
                     "    transfer           {}",
-                    summary(
-                        self.samples
-                            .iter()
-                            .map(|t| t.total.saturating_sub(t.first))
-                            .collect()
-                    )
+                    summary(self.of(|t| Some(t.total.saturating_sub(t.first))))
                 );
+            }
+            let cpu = self.of(|t| t.cpu);
+            if !cpu.is_empty() {
+                println!("    collector CPU      {}", summary(cpu));
+                println!(
+                    "    CPU above ingest   {}",
+                    summary(self.of(|t| {
+                        t.cpu
+                            .map(|c| c.saturating_sub(t.total.mul_f64(ingest_share)))
+                    }))
+                );
+                println!("    collector waited   {}", summary(self.of(|t| t.waited)));
             }
             println!("    size               {:.1} MB", t.bytes as f64 / 1e6);
         }
@@ -1047,19 +1086,47 @@ impl Series {
     }
 }
 
-fn http_get(addr: SocketAddr, path: &str, buf: &mut Vec<u8>, want: u16) -> anyhow::Result<Timed> {
+/// Runs `f` (giving first-byte time, total time, bytes) with the
+/// collector's scheduler figures around it.
+fn measured(
+    pid: Option<&str>,
+    f: impl FnOnce() -> anyhow::Result<(Duration, Duration, usize)>,
+) -> anyhow::Result<Timed> {
+    let before = pid.and_then(procstat::sched);
+    let start = Instant::now();
+    let (first, total, bytes) = f()?;
+    let after = pid.and_then(procstat::sched);
+    let (cpu, waited) = match (before, after) {
+        (Some(a), Some(b)) => (
+            Some(Duration::from_nanos(b.0.saturating_sub(a.0))),
+            Some(Duration::from_nanos(b.1.saturating_sub(a.1))),
+        ),
+        _ => (None, None),
+    };
+    Ok(Timed {
+        start,
+        first,
+        total,
+        bytes,
+        cpu,
+        waited,
+    })
+}
+
+fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    buf: &mut Vec<u8>,
+    want: u16,
+) -> anyhow::Result<(Duration, Duration, usize)> {
     let (f, _) = http::get(addr, path, buf)?;
     if f.status != want {
         bail!("{path}: status {} (expected {want})", f.status);
     }
-    Ok(Timed {
-        first: f.first_byte,
-        total: f.total,
-        bytes: f.body_len,
-    })
+    Ok((f.first_byte, f.total, f.body_len))
 }
 
-fn cli_matrix(cli: &PathBuf, url: &str) -> anyhow::Result<Timed> {
+fn cli_matrix(cli: &PathBuf, url: &str) -> anyhow::Result<(Duration, Duration, usize)> {
     let start = Instant::now();
     let out = std::process::Command::new(cli)
         .args([
@@ -1083,11 +1150,58 @@ fn cli_matrix(cli: &PathBuf, url: &str) -> anyhow::Result<Timed> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(Timed {
-        first: total,
-        total,
-        bytes: out.stdout.len(),
+    Ok((total, total, out.stdout.len()))
+}
+
+/// `GetMatrix` over gRPC, decoded; the connection is made before the clock
+/// starts.
+fn grpc_matrix(
+    rt: &tokio::runtime::Handle,
+    url: &str,
+    port: u32,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    rt.block_on(async {
+        let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
+            .connect()
+            .await?;
+        let mut q = pb::query_client::QueryClient::new(ch).max_decoding_message_size(1 << 30);
+        let start = Instant::now();
+        let m = q.get_matrix(pb::MatrixRequest { port }).await?.into_inner();
+        let total = start.elapsed();
+        Ok((total, total, prost::Message::encoded_len(&m)))
     })
+}
+
+/// The same number of bytes from memory over a loopback TCP connection,
+/// read the same way: what transfer alone costs on this machine now.
+fn loopback_copy(bytes: usize, buf: &mut Vec<u8>) -> anyhow::Result<Duration> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let data = vec![b'x'; bytes];
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go)?;
+        s.write_all(&data)
+    });
+    let mut s = std::net::TcpStream::connect(addr)?;
+    buf.clear();
+    let mut chunk = vec![0u8; 1 << 20];
+    let start = Instant::now();
+    s.write_all(b"g")?;
+    loop {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let took = start.elapsed();
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("loopback writer panicked"))??;
+    Ok(took)
 }
 
 #[derive(Default)]
@@ -1096,33 +1210,162 @@ struct Rounds {
     full: Series,
     port: Series,
     metrics: Series,
+    grpc: Series,
     cli: Series,
+    loopback: Option<anyhow::Result<Duration>>,
+    /// Back-to-back 404 probes from another thread: (start, latency).
+    watch: Vec<(Instant, Duration)>,
 }
 
-/// Requests one after another until `until`, pausing between rounds.
-fn query_rounds(args: &Args, until: Instant, buf: &mut Vec<u8>) -> Rounds {
+impl Rounds {
+    /// For each request of `s`: the longest a 404 probe started while it
+    /// ran waited — how long the state task was busy with it.
+    fn state_task_busy(&self, s: &Series) -> Vec<Duration> {
+        s.samples
+            .iter()
+            .filter_map(|t| {
+                let end = t.start + t.total;
+                self.watch
+                    .iter()
+                    .filter(|(at, _)| *at >= t.start && *at < end)
+                    .map(|(_, d)| *d)
+                    .max()
+            })
+            .collect()
+    }
+}
+
+/// gRPC and CLI runs, after the HTTP rounds: each takes seconds.
+const SLOW_ROUNDS: usize = 3;
+
+/// Requests one after another until `until`, pausing between rounds, with
+/// a watcher probing the state task meanwhile.
+fn query_rounds(
+    args: &Args,
+    pid: Option<&str>,
+    rt: &tokio::runtime::Handle,
+    until: Instant,
+    buf: &mut Vec<u8>,
+) -> Rounds {
     let mut r = Rounds::default();
     let addr = args.http;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch_stop = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = Vec::new();
+        while !watch_stop.load(Ordering::Relaxed) {
+            let at = Instant::now();
+            if http_get(addr, "/api/v1/nodes/loadgen-queue-probe", &mut buf, 404).is_ok() {
+                seen.push((at, at.elapsed()));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        seen
+    });
     let cli_ok = args.cli.exists();
-    while Instant::now() < until || r.full.samples.len() + r.full.errors.len() < 3 {
+    let mut round = 0;
+    while Instant::now() < until || round < 3 {
         // A name no node has: the answer is a 404 from the state task, so
         // its latency is the state task's queueing (plus HTTP).
-        r.queue_probe.add(http_get(
-            addr,
-            "/api/v1/nodes/loadgen-queue-probe",
-            buf,
-            404,
-        ));
-        r.full.add(http_get(addr, "/api/v1/matrix", buf, 200));
-        r.port
-            .add(http_get(addr, "/api/v1/matrix?port=7442", buf, 200));
-        r.metrics.add(http_get(addr, "/metrics", buf, 200));
+        r.queue_probe.add(measured(pid, || {
+            http_get(addr, "/api/v1/nodes/loadgen-queue-probe", buf, 404)
+        }));
+        r.full
+            .add(measured(pid, || http_get(addr, "/api/v1/matrix", buf, 200)));
+        if round == 0
+            && let Some(t) = r.full.samples.last()
+        {
+            r.loopback = Some(loopback_copy(t.bytes, buf));
+        }
+        r.port.add(measured(pid, || {
+            http_get(addr, "/api/v1/matrix?port=7442", buf, 200)
+        }));
+        r.metrics
+            .add(measured(pid, || http_get(addr, "/metrics", buf, 200)));
+        round += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The gRPC path last: each answer takes the state task for seconds.
+    for _ in 0..SLOW_ROUNDS {
+        r.grpc.add(measured(pid, || {
+            grpc_matrix(rt, &args.collector, PROBE_PORT)
+        }));
+        std::thread::sleep(Duration::from_millis(500));
         if cli_ok {
-            r.cli.add(cli_matrix(&args.cli, &args.collector));
+            r.cli
+                .add(measured(pid, || cli_matrix(&args.cli, &args.collector)));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    stop.store(true, Ordering::Relaxed);
+    r.watch = watcher.join().unwrap_or_default();
     r
+}
+
+/// This thread's CPU time (ns resolution).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// The collector's per-window work outside the state task, in this
+/// process: protobuf decode and `validate::probe::results` of a batch like
+/// the agents send. Returns CPU per window (decode, validate).
+fn calibrate(agents: usize) -> anyhow::Result<(Duration, Duration)> {
+    let targets: Vec<pb::ProbeTarget> = (1..agents.max(2))
+        .flat_map(|i| {
+            let node = format!("sim-{i:04}");
+            let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + i as u32);
+            [pb::ProbeKind::Tcp, pb::ProbeKind::Icmp].map(|kind| pb::ProbeTarget {
+                id: i as u64 * 2 + kind as u64,
+                node: node.clone(),
+                address: address.to_string(),
+                port: if kind == pb::ProbeKind::Tcp {
+                    PROBE_PORT
+                } else {
+                    0
+                },
+                kind: kind as i32,
+                ..Default::default()
+            })
+        })
+        .take(1024)
+        .collect();
+    let batch = pb::AgentMessage {
+        seq: 9,
+        body: Some(pb::agent_message::Body::ProbeResults(pb::ProbeResults {
+            plan_version: 1,
+            windows: targets
+                .iter()
+                .map(|t| sim::window("sim-0000", t, 10, unix_nanos(), 1))
+                .collect(),
+        })),
+    };
+    let bytes = prost::Message::encode_to_vec(&batch);
+    // Whole blocks of rounds: the kernel updates a thread's CPU time at
+    // ticks and switches, too coarse for one batch.
+    const ROUNDS: u32 = 100;
+    let c0 = thread_cpu();
+    let decoded = (0..ROUNDS)
+        .map(|_| <pb::AgentMessage as prost::Message>::decode(bytes.as_slice()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c1 = thread_cpu();
+    for m in &decoded {
+        let Some(pb::agent_message::Body::ProbeResults(r)) = &m.body else {
+            bail!("calibration batch did not decode to results");
+        };
+        let v = reachmap_collector::validate::probe::results(r)
+            .map_err(|e| anyhow::anyhow!("calibration batch rejected: {e:?}"))?;
+        std::hint::black_box(v);
+    }
+    let c2 = thread_cpu();
+    let (decode, validate) = (c1 - c0, c2 - c1);
+    let per = targets.len() as u32 * ROUNDS;
+    Ok((decode / per, validate / per))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -1188,6 +1431,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("warning: collector pid unknown (--pid): no collector CPU or memory figures");
     }
 
+    let calibration = tokio::task::spawn_blocking({
+        let n = args.agents;
+        move || calibrate(n)
+    })
+    .await??;
     let idle = (coll(), own());
     let shared = Arc::new(Shared {
         counters: Counters::default(),
@@ -1290,12 +1538,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let mut s = Series::default();
         let mut buf = Vec::new();
         while Instant::now() < probe_until {
-            s.add(http_get(
-                addr,
-                "/api/v1/nodes/loadgen-queue-probe",
-                &mut buf,
-                404,
-            ));
+            s.add(measured(None, || {
+                http_get(addr, "/api/v1/nodes/loadgen-queue-probe", &mut buf, 404)
+            }));
             std::thread::sleep(Duration::from_millis(250));
         }
         s
@@ -1311,13 +1556,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .max(Duration::from_secs(5));
     let qargs = args.clone();
     let until = Instant::now() + query_for;
+    let query_started = Instant::now();
+    let rt = tokio::runtime::Handle::current();
+    let qpid = pid_s.clone();
     let (rounds, buf) = tokio::task::spawn_blocking(move || {
         let mut buf = buf;
-        let r = query_rounds(&qargs, until, &mut buf);
+        let r = query_rounds(&qargs, qpid.as_deref(), &rt, until, &mut buf);
         (r, buf)
     })
     .await?;
     let query_end = (coll(), own());
+    let query_secs = query_started.elapsed().as_secs_f64();
     let w2 = c.windows.load(Ordering::Relaxed);
 
     // The matrix against what the agents sent.
@@ -1388,6 +1637,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             mib(b.rss_kib)
         );
     }
+    println!(
+        "  of which, measured in this process: protobuf decode {:.2} µs, validate {:.2} µs per window",
+        calibration.0.as_secs_f64() * 1e6,
+        calibration.1.as_secs_f64() * 1e6
+    );
     if let (Some(a), Some(b)) = (ingest_start.1, ingest_end.1) {
         println!(
             "  loadgen    CPU {:.1}% of one core",
@@ -1398,22 +1652,58 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "  state-task queueing probe (404 through the state task): {}",
         summary(ingest_queue.samples.iter().map(|t| t.total).collect())
     );
+    let share = match (ingest_start.0, ingest_end.0) {
+        (Some(a), Some(b)) => procstat::cpu_pct(&a, &b) / 100.0,
+        _ => 0.0,
+    };
     println!();
     println!(
-        "queries while ingesting ({:.0}s, {:.0} windows/s sent)",
-        query_for.as_secs_f64(),
-        (w2 - w1) as f64 / query_for.as_secs_f64()
+        "queries while ingesting ({query_secs:.0}s, {:.0} windows/s sent)",
+        (w2 - w1) as f64 / query_secs
     );
     rounds
         .queue_probe
-        .print("state-task queueing probe (404)", false);
-    rounds.full.print("GET /api/v1/matrix (every cell)", true);
-    rounds.port.print("GET /api/v1/matrix?port=7442", true);
-    rounds.metrics.print("GET /metrics", true);
+        .print("state-task queueing probe (404)", false, share);
+    rounds
+        .full
+        .print("GET /api/v1/matrix (every cell)", true, share);
+    rounds
+        .port
+        .print("GET /api/v1/matrix?port=7442", true, share);
+    rounds.metrics.print("GET /metrics", true, share);
+    for (name, series) in [
+        ("every cell", &rounds.full),
+        ("?port=7442", &rounds.port),
+        ("/metrics", &rounds.metrics),
+    ] {
+        println!(
+            "  state task busy during {name} (longest wait of a 404 probe started meanwhile): {}",
+            summary(rounds.state_task_busy(series))
+        );
+    }
+    match &rounds.loopback {
+        Some(Ok(d)) => println!(
+            "  loopback TCP copy of the same {:.1} MB from memory, read the same way: {:.1} ms",
+            rounds
+                .full
+                .samples
+                .first()
+                .map_or(0.0, |t| t.bytes as f64 / 1e6),
+            d.as_secs_f64() * 1e3
+        ),
+        Some(Err(e)) => println!("  loopback TCP copy failed: {e:#}"),
+        None => {}
+    }
+    rounds.grpc.print(
+        "GetMatrix port=7442 over gRPC (connected; response received and decoded)",
+        false,
+        share,
+    );
     if args.cli.exists() {
         rounds.cli.print(
             "reachmap matrix --port 7442 --format json (gRPC, process run to exit)",
             false,
+            share,
         );
     } else {
         println!(
