@@ -33,7 +33,7 @@ fn why(fleet: &Fleet, src: &str, dst: &str) -> Result<Value, String> {
 /// returns the answer.
 fn wait_cause(fleet: &Fleet, src: &str, dst: &str, verdict: &str, code: &str, node: &str) -> Value {
     assert_eventually!(
-        Duration::from_secs(25),
+        Duration::from_secs(40),
         || {
             let w = why(fleet, src, dst)?;
             let top = &w["causes"][0];
@@ -223,5 +223,192 @@ fn icmp_blocked_but_tcp_fine() {
         "reachable",
         "ICMP_ONLY_BLOCKED",
         "node-1",
+    );
+}
+
+fn nft(fleet: &Fleet, i: usize, script: &str) {
+    fleet.exec(i, &["nft", script]);
+}
+
+fn evidence_text(w: &Value) -> String {
+    w["causes"][0]["evidence"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter_map(|x| x["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn firewall_inbound_drop_in_a_user_chain_with_a_set_names_the_rule() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_fw_in", 2);
+    wait_mesh(&fleet, 2);
+    nft(
+        &fleet,
+        1,
+        "add table inet rmtest; \
+         add set inet rmtest blocked { type ipv4_addr; elements = { 198.18.0.11 } }; \
+         add chain inet rmtest input { type filter hook input priority 0; policy accept; }; \
+         add chain inet rmtest probes; \
+         add rule inet rmtest input tcp dport 7442 jump probes; \
+         add rule inet rmtest probes ip saddr @blocked drop",
+    );
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "FIREWALL_INBOUND",
+        "node-1",
+    );
+    let top = &w["causes"][0];
+    let ev = evidence_text(&w);
+    assert!(
+        ev.contains("@blocked") && ev.contains("chain probes"),
+        "{ev}"
+    );
+    assert!(
+        top["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("nft delete rule inet rmtest probes handle")),
+        "{top}"
+    );
+    assert!(ev.contains("by nft"), "who changed the ruleset: {ev}");
+}
+
+#[test]
+fn firewall_inbound_reject_with_iptables() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_fw_ipt", 2);
+    wait_mesh(&fleet, 2);
+    fleet.exec(
+        1,
+        &[
+            "iptables",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "-s",
+            "198.18.0.11",
+            "--dport",
+            "7442",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ],
+    );
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "FIREWALL_INBOUND",
+        "node-1",
+    );
+    assert_eq!(w["probe"]["failure"], "refused", "{w}");
+    assert!(evidence_text(&w).contains("REJECT"), "{w}");
+}
+
+#[test]
+fn firewall_outbound_drop() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_fw_out", 2);
+    wait_mesh(&fleet, 2);
+    nft(
+        &fleet,
+        0,
+        "add table inet rmtest; \
+         add chain inet rmtest output { type filter hook output priority 0; policy accept; }; \
+         add rule inet rmtest output ip daddr 198.18.0.12 tcp dport 7442 drop",
+    );
+    wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "FIREWALL_OUTBOUND",
+        "node-0",
+    );
+}
+
+#[test]
+fn stale_allow_list_after_an_address_change() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_stale", 2);
+    wait_mesh(&fleet, 2);
+    // node-1 lets in the collector and node-0's address only.
+    nft(
+        &fleet,
+        1,
+        "add table inet rmtest; \
+         add chain inet rmtest input { type filter hook input priority 0; policy drop; }; \
+         add rule inet rmtest input iif lo accept; \
+         add rule inet rmtest input ct state established,related accept; \
+         add rule inet rmtest input ip saddr 198.18.0.1 accept; \
+         add rule inet rmtest input ip saddr 198.18.0.11 tcp dport 7442 accept",
+    );
+    // node-0 gets a new address (its agent reconnects from it); the new one
+    // must survive the old primary's removal.
+    fleet.exec(
+        0,
+        &["sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"],
+    );
+    fleet.exec(0, &["ip", "addr", "add", "198.18.0.21/24", "dev", "eth0"]);
+    fleet.exec(0, &["ip", "addr", "del", "198.18.0.11/24", "dev", "eth0"]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "STALE_ALLOWLIST_ADDRESS",
+        "node-1",
+    );
+    let detail = w["causes"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("198.18.0.11") && detail.contains("198.18.0.21"),
+        "{w}"
+    );
+}
+
+#[test]
+fn a_block_in_the_network_path() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("why_path", 2);
+    wait_mesh(&fleet, 2);
+    // The bridge between them drops node-0's probes to node-1: neither
+    // host's own facts show anything.
+    fleet.hub_exec(&[
+        "nft",
+        "add table bridge rmtest; \
+         add chain bridge rmtest forward { type filter hook forward priority 0; policy accept; }; \
+         add rule bridge rmtest forward ip saddr 198.18.0.11 ip daddr 198.18.0.12 tcp dport 7442 drop",
+    ]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "NETWORK_PATH",
+        "node-1",
+    );
+    assert!(
+        evidence_text(&w).contains("the other way"),
+        "direction evidence: {w}"
     );
 }

@@ -253,7 +253,7 @@ fn changes(ctx: &Context) -> Vec<ChangeView> {
             ));
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|c| std::cmp::Reverse(c.0));
     out.into_iter().take(MAX_CHANGES).map(|(_, c)| c).collect()
 }
 
