@@ -57,29 +57,25 @@ struct MatrixQuery {
     port: Option<u16>,
 }
 
-/// The matrix JSON is written straight from the matrix inside the state
-/// task (no intermediate tree), so even a 1,000-node fleet answers fast.
+/// The matrix is copied out of the state task (a plain memory copy) and
+/// encoded on a blocking thread into a buffer sized up front, so a large
+/// matrix does not hold up the agents' results while it is written.
 async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Response {
     let port = q.port.filter(|p| *p != 0);
-    let body = st
-        .fleet
-        .read_matrix(move |m, _| {
-            let mut out = Vec::with_capacity(64 * 1024);
-            m.write_json(port, &mut out).map(|()| out)
-        })
-        .await;
-    match body {
-        Some(Ok(bytes)) => (
+    let Some(copy) = st.fleet.read_matrix(|m, _| m.clone()).await else {
+        return status_error(tonic::Status::unavailable("collector is shutting down"));
+    };
+    match tokio::task::spawn_blocking(move || copy.to_json(port)).await {
+        Ok(bytes) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             bytes,
         )
             .into_response(),
-        Some(Err(e)) => (
+        Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(serde_json::json!({ "error": e.to_string() })),
         )
             .into_response(),
-        None => status_error(tonic::Status::unavailable("collector is shutting down")),
     }
 }
 

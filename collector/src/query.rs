@@ -168,11 +168,15 @@ impl pb::query_server::Query for Query {
             .map_err(|_| Status::invalid_argument("port: over 65535"))?;
         let port = (port != 0).then_some(port);
         let now = unix_nanos(std::time::SystemTime::now());
-        let m = self
+        // Copied out of the state task, encoded off it.
+        let copy = self
             .fleet
-            .read_matrix(move |m, _| encode::matrix(m, port, now))
+            .read_matrix(|m, _| m.clone())
             .await
             .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+        let m = tokio::task::spawn_blocking(move || encode::matrix(&copy, port, now))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(m))
     }
 

@@ -867,13 +867,13 @@ fn rule_place(r: &RuleRef) -> String {
 
 /// The command that removes a rule, in the tool that manages it.
 fn delete_command(r: &RuleRef) -> String {
-    if r.backend == "nftables" {
-        if let Some(h) = r.handle {
-            return format!(
-                "nft delete rule {} {} {} handle {h}",
-                r.family, r.table, r.chain
-            );
-        }
+    if r.backend == "nftables"
+        && let Some(h) = r.handle
+    {
+        return format!(
+            "nft delete rule {} {} {} handle {h}",
+            r.family, r.table, r.chain
+        );
     }
     let tool = if r.family == "ip6" {
         "ip6tables"
