@@ -5,6 +5,8 @@
 //! fleet state and the time; the state task runs it.
 
 mod causes;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use crate::model::NodeFacts;

@@ -94,6 +94,28 @@ impl Node {
         self.stream.is_some()
     }
 
+    /// A node as the correlator's tests need it: `connected` gives it a
+    /// stream whose other end is gone.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, connected: bool, facts: Option<NodeFacts>) -> Node {
+        let mut n = Node::new(name, SystemTime::now());
+        n.facts = facts;
+        if connected {
+            let (outbound, _) = mpsc::channel(1);
+            n.stream = Some(Stream {
+                session: 1,
+                cancel: CancellationToken::new(),
+                outbound,
+            });
+        }
+        n
+    }
+
+    #[cfg(test)]
+    pub(crate) fn push_for_test(&mut self, time: SystemTime, kind: pb::event::Kind) {
+        self.record(time, kind);
+    }
+
     pub fn addresses(&self) -> Vec<String> {
         match &self.facts {
             Some(f) => f.addresses().map(|a| a.ip.to_string()).collect(),
