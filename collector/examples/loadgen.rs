@@ -1210,6 +1210,8 @@ struct Rounds {
     full: Series,
     port: Series,
     metrics: Series,
+    /// `reachmap why` over HTTP, for pairs spread over the fleet.
+    why: Series,
     grpc: Series,
     cli: Series,
     loopback: Option<anyhow::Result<Duration>>,
@@ -1283,6 +1285,13 @@ fn query_rounds(
         }));
         r.metrics
             .add(measured(pid, || http_get(addr, "/metrics", buf, 200)));
+        for k in 0..5 {
+            let n = args.agents.max(2);
+            let (a, b) = ((round * 7 + k * 131) % n, (round * 13 + k * 257 + 1) % n);
+            let b = if a == b { (b + 1) % n } else { b };
+            let path = format!("/api/v1/why?src={}&dst={}", node_name(a), node_name(b));
+            r.why.add(measured(pid, || http_get(addr, &path, buf, 200)));
+        }
         round += 1;
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -1671,6 +1680,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .port
         .print("GET /api/v1/matrix?port=7442", true, share);
     rounds.metrics.print("GET /metrics", true, share);
+    rounds
+        .why
+        .print("GET /api/v1/why (5 pairs a round)", true, share);
     for (name, series) in [
         ("every cell", &rounds.full),
         ("?port=7442", &rounds.port),
@@ -1947,4 +1959,9 @@ mod tests {
         assert_eq!(r.lag_ms, vec![100.0 / 1e6]);
         assert_eq!((r.min_row, r.max_row), (1, 1));
     }
+}
+
+/// The name of simulated agent `i`.
+fn node_name(i: usize) -> String {
+    format!("sim-{i:04}")
 }
