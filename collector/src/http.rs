@@ -90,7 +90,7 @@ async fn metrics(State(st): State<HttpState>) -> Response {
                     name: n.name.clone(),
                     connected: n.connected(),
                     clock_offset_seconds: n.clock.map(|c| c.offset_nanos as f64 / 1e9),
-                    events_total: n.events.len() as u64,
+                    events_total: n.events_total,
                     dropped_events_total: n.dropped_events_total,
                 })
                 .collect();

@@ -67,6 +67,9 @@ pub struct Node {
     last_event: (u64, u64),
     pub clock: Option<Sample>,
     pub dropped_events_total: u64,
+    /// Events stored since the collector started (the ring keeps the last
+    /// `EVENTS_PER_NODE`).
+    pub events_total: u64,
 }
 
 impl Node {
@@ -87,6 +90,7 @@ impl Node {
             last_event: (0, 0),
             clock: None,
             dropped_events_total: 0,
+            events_total: 0,
         }
     }
 
@@ -136,6 +140,7 @@ impl Node {
     }
 
     fn push_event(&mut self, e: StoredEvent) {
+        self.events_total += 1;
         if self.events.len() == EVENTS_PER_NODE {
             self.events.pop_front();
         }
