@@ -173,8 +173,9 @@ if [[ -t 1 ]]; then
     echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url matrix"
     echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url test-port node-0 node-1:9000"
     echo "  sudo ip netns exec $hub curl -s http://$hub_addr:7441/metrics"
-    echo "Break something and watch the matrix, e.g. drop node-2's probe port:"
+    echo "Break something and watch the matrix, then ask why, e.g. drop node-2's probe port:"
     echo "  sudo ip netns exec $prefix-n2 nft 'add table inet demo; add chain inet demo in { type filter hook input priority 0; }; add rule inet demo in tcp dport 7442 drop'"
+    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url why node-0 node-2"
     echo "Logs: $logs"
     echo "Press Enter or Ctrl-C to tear it down."
     trap 'exit 0' INT
