@@ -7,7 +7,9 @@ use super::{Cause, Context, Evidence, Verdict};
 use crate::model::{BindScope, Listener, NodeFacts, Protocol};
 use crate::state::Node;
 use crate::view::{describe, rfc3339};
-use crate::why::firewall::{Compiled, Decision, Final, Packet, PathKind, RuleRef, evaluate};
+use crate::why::firewall::{
+    Compiled, Decision, Final, NatRewrite, Packet, PathKind, RuleRef, evaluate,
+};
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
 
@@ -857,6 +859,30 @@ fn interface_with(f: &NodeFacts, addr: IpAddr) -> Option<String> {
         .map(|i| i.name.clone())
 }
 
+/// A port forward the packet went through, as a person reads it.
+fn nat_text(n: &NatRewrite) -> String {
+    let to = match (n.dst, n.port) {
+        (Some(a), Some(p)) => endpoint(a, p),
+        (Some(a), None) => a.to_string(),
+        (None, Some(p)) => format!("this host's port {p}"),
+        (None, None) => "this host".into(),
+    };
+    format!(
+        "{} rewrites {} to {to}{} by rule `{}` ({})",
+        n.kind,
+        n.original_port
+            .map(|p| endpoint(n.original_dst, p))
+            .unwrap_or_else(|| n.original_dst.to_string()),
+        if n.forwarded {
+            ", forwarded to another host"
+        } else {
+            ""
+        },
+        n.rule.text,
+        rule_place(&n.rule)
+    )
+}
+
 fn rule_place(r: &RuleRef) -> String {
     let at = match r.handle {
         Some(h) => format!("handle {h}"),
@@ -936,6 +962,9 @@ pub fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>)
             d.verdict,
             decided_by(&d)
         ));
+        if let Some(n) = &d.nat {
+            checked.push(format!("{}: {}", ctx.dst.name, nat_text(n)));
+        }
         if let Some(action) = blocked(&d) {
             // Would the source's former address have been let in?
             let former: Vec<IpAddr> = events(
@@ -1114,6 +1143,9 @@ fn firewall_cause(
                 r.src, r.dst, r.port
             ),
         });
+    }
+    if let Some(n) = &d.nat {
+        c.evidence.push(fact(node, nat_text(n)));
     }
     for u in &d.uncertain {
         c.evidence.push(fact(
