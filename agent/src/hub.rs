@@ -136,6 +136,44 @@ fn same_identity(a: &Listener, b: &Listener) -> bool {
         && a.uid == b.uid
 }
 
+/// Applies a listener reading: what appeared or went is an event (unless
+/// `quiet`), and what changed goes into `change`. With `figures` the
+/// reading's queue and connection counts are news too; without (the cheap
+/// reading) only who listens where is, and known figures are kept.
+fn apply_listeners(
+    current: &mut BTreeMap<ListenerKey, Listener>,
+    new: BTreeMap<ListenerKey, Listener>,
+    figures: bool,
+    quiet: bool,
+    now: SystemTime,
+    change: &mut Change,
+    events: &mut Vec<HostEvent>,
+) {
+    let event = |kind| HostEvent { time: now, kind };
+    let gone: Vec<ListenerKey> = current
+        .keys()
+        .filter(|k| !new.contains_key(k))
+        .copied()
+        .collect();
+    for (k, mut l) in new {
+        match current.get(&k) {
+            None if !quiet => events.push(event(EventKind::ListenerAppeared(l.clone()))),
+            None => {}
+            Some(old) if figures && *old != l => {}
+            Some(old) if !figures && !same_identity(old, &l) => l.established = old.established,
+            Some(_) => continue,
+        }
+        change.listeners_upserted.push(l.clone());
+        current.insert(k, l);
+    }
+    for k in gone {
+        if let Some(old) = current.remove(&k) {
+            events.push(event(EventKind::ListenerGone(old)));
+            change.listeners_removed.push(k);
+        }
+    }
+}
+
 fn kernel_time(e: &KernelEvent) -> SystemTime {
     match e.unix_ms.and_then(|ms| u64::try_from(ms).ok()) {
         Some(ms) => UNIX_EPOCH + Duration::from_millis(ms),
@@ -181,57 +219,28 @@ impl Hub {
             Reading::Listeners(list) => {
                 let quiet = !std::mem::replace(&mut self.have_listeners, true);
                 let new = merge_listeners(list);
-                for (k, l) in &new {
-                    match facts.listeners.get(k) {
-                        None => {
-                            if !quiet {
-                                events.push(event(EventKind::ListenerAppeared(l.clone())));
-                            }
-                            change.listeners_upserted.push(l.clone());
-                        }
-                        Some(old) if !same_identity(old, l) => {
-                            let mut l = l.clone();
-                            l.established = old.established;
-                            change.listeners_upserted.push(l);
-                        }
-                        Some(_) => {}
-                    }
-                }
-                for (k, old) in &facts.listeners {
-                    if !new.contains_key(k) {
-                        events.push(event(EventKind::ListenerGone(old.clone())));
-                        change.listeners_removed.push(*k);
-                    }
-                }
-                for l in &change.listeners_upserted {
-                    facts.listeners.insert(ListenerKey::of(l), l.clone());
-                }
-                for k in &change.listeners_removed {
-                    facts.listeners.remove(k);
-                }
+                apply_listeners(
+                    &mut facts.listeners,
+                    new,
+                    false,
+                    quiet,
+                    now,
+                    &mut change,
+                    &mut events,
+                );
             }
             Reading::Sockets { listeners, summary } => {
                 let quiet = !std::mem::replace(&mut self.have_listeners, true);
                 let new = merge_listeners(listeners);
-                for (k, l) in &new {
-                    match facts.listeners.get(k) {
-                        None => {
-                            if !quiet {
-                                events.push(event(EventKind::ListenerAppeared(l.clone())));
-                            }
-                            change.listeners_upserted.push(l.clone());
-                        }
-                        Some(old) if old != l => change.listeners_upserted.push(l.clone()),
-                        Some(_) => {}
-                    }
-                }
-                for (k, old) in &facts.listeners {
-                    if !new.contains_key(k) {
-                        events.push(event(EventKind::ListenerGone(old.clone())));
-                        change.listeners_removed.push(*k);
-                    }
-                }
-                facts.listeners = new;
+                apply_listeners(
+                    &mut facts.listeners,
+                    new,
+                    true,
+                    quiet,
+                    now,
+                    &mut change,
+                    &mut events,
+                );
                 if summary != facts.socket_summary {
                     change.socket_summary = Some(summary);
                     facts.socket_summary = summary;
