@@ -319,42 +319,25 @@ pub fn describe(e: &pb::Event) -> (&'static str, String) {
             ),
         ),
         Some(Kind::ProbeStateChanged(c)) => {
-            let state = |v: i32| {
-                pb::TargetState::try_from(v)
-                    .map(|s| {
-                        s.as_str_name()
-                            .trim_start_matches("TARGET_STATE_")
-                            .to_ascii_lowercase()
-                    })
-                    .unwrap_or_default()
-            };
-            let outcome = pb::ProbeOutcome::try_from(c.outcome)
-                .map(|o| {
-                    o.as_str_name()
-                        .trim_start_matches("PROBE_OUTCOME_")
-                        .to_ascii_lowercase()
-                })
-                .unwrap_or_default();
             let target = c
                 .target
                 .as_ref()
                 .map(|t| {
-                    let kind = pb::ProbeKind::try_from(t.kind)
-                        .map(|k| {
-                            k.as_str_name()
-                                .trim_start_matches("PROBE_KIND_")
-                                .to_ascii_lowercase()
-                        })
-                        .unwrap_or_default();
-                    format!("{kind} {} ({})", host_port(&t.address, t.port), t.node)
+                    format!(
+                        "{} {} ({})",
+                        kind_name(t.kind),
+                        host_port(&t.address, t.port),
+                        t.node
+                    )
                 })
                 .unwrap_or_default();
             (
                 "probe_state_changed",
                 format!(
-                    "{target}: {} -> {} ({outcome})",
-                    state(c.old_state),
-                    state(c.new_state)
+                    "{target}: {} -> {} ({})",
+                    target_state_name(c.old_state),
+                    target_state_name(c.new_state),
+                    outcome_name(c.outcome).unwrap_or_else(|| "unspecified".into())
                 ),
             )
         }
@@ -499,6 +482,12 @@ pub fn outcome_name(v: i32) -> Option<String> {
         Ok(o) => Some(enum_name(o.as_str_name(), "PROBE_OUTCOME_")),
         Err(_) => Some(format!("outcome-{v}")),
     }
+}
+
+pub fn target_state_name(v: i32) -> String {
+    pb::TargetState::try_from(v)
+        .map(|s| enum_name(s.as_str_name(), "TARGET_STATE_"))
+        .unwrap_or_else(|_| format!("state-{v}"))
 }
 
 pub fn cell_state_name(v: i32) -> String {

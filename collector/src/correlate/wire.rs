@@ -24,41 +24,30 @@ fn verdict_from(s: &str) -> Verdict {
     }
 }
 
-fn by_name<E: Copy>(all: &[E], name: &str, to_name: impl Fn(E) -> String) -> Option<E> {
-    all.iter().copied().find(|e| to_name(*e) == name)
+/// The wire value of an enum from its lower-case name (`"tcp"` with
+/// prefix `PROBE_KIND_`); 0 (unspecified) when there is none.
+fn wire_value(prefix: &str, name: &str, from: impl Fn(&str) -> Option<i32>) -> i32 {
+    from(&format!("{prefix}{}", name.to_ascii_uppercase())).unwrap_or(0)
 }
 
 fn cell_to(c: &CellSummary) -> pb::MatrixCell {
-    let kinds = [pb::ProbeKind::Tcp, pb::ProbeKind::Icmp, pb::ProbeKind::Http];
-    let states = [
-        pb::CellState::Ok,
-        pb::CellState::Degraded,
-        pb::CellState::Failing,
-        pb::CellState::Unknown,
-    ];
-    let outcomes = [
-        pb::ProbeOutcome::Open,
-        pb::ProbeOutcome::Refused,
-        pb::ProbeOutcome::Timeout,
-        pb::ProbeOutcome::Unreachable,
-        pb::ProbeOutcome::NoRoute,
-        pb::ProbeOutcome::Reset,
-        pb::ProbeOutcome::DnsError,
-        pb::ProbeOutcome::HttpStatus,
-    ];
     pb::MatrixCell {
         src: c.src.clone(),
         dst: c.dst.clone(),
         port: u32::from(c.port),
-        kind: by_name(&kinds, &c.kind, |k| kind_name(k as i32)).map_or(0, |k| k as i32),
-        state: by_name(&states, &c.state, |s| cell_state_name(s as i32)).map_or(0, |s| s as i32),
+        kind: wire_value("PROBE_KIND_", &c.kind, |n| {
+            pb::ProbeKind::from_str_name(n).map(|k| k as i32)
+        }),
+        state: wire_value("CELL_STATE_", &c.state, |n| {
+            pb::CellState::from_str_name(n).map(|k| k as i32)
+        }),
         loss: c.loss,
         rtt_ms: c.rtt_ms,
-        failure: c
-            .failure
-            .as_deref()
-            .and_then(|f| by_name(&outcomes, f, |o| outcome_name(o as i32).unwrap_or_default()))
-            .map_or(0, |o| o as i32),
+        failure: c.failure.as_deref().map_or(0, |f| {
+            wire_value("PROBE_OUTCOME_", f, |n| {
+                pb::ProbeOutcome::from_str_name(n).map(|k| k as i32)
+            })
+        }),
         last_failure_unix_nanos: c.last_failure,
         address: c.address.clone(),
         ..Default::default()
