@@ -209,7 +209,7 @@ fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
         // The probe port is the agent's own listener.
         return;
     }
-    let Some(f) = ctx.facts(ctx.dst) else {
+    let Some(f) = ctx.dst.facts.as_ref() else {
         checked.push(format!("{}'s sockets: not reported yet", ctx.dst.name));
         return;
     };
@@ -378,7 +378,7 @@ fn interfaces_and_routes(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec
         return;
     };
     // The source: a route to the destination, over an interface that is up.
-    if let Some(f) = ctx.facts(ctx.src) {
+    if let Some(f) = ctx.src.facts.as_ref() {
         match route_to(f, addr) {
             None => {
                 checked.push(format!("{}'s route to {addr}: none", ctx.src.name));
@@ -430,7 +430,7 @@ fn interfaces_and_routes(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec
         }
     }
     // The destination: the interface holding the address is up.
-    if let Some(f) = ctx.facts(ctx.dst) {
+    if let Some(f) = ctx.dst.facts.as_ref() {
         let holder = f
             .interfaces
             .values()
@@ -519,8 +519,9 @@ fn interface_down(ctx: &Context, node: &Node, i: &crate::model::Interface) -> Ca
 fn kernel(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     for n in [ctx.dst, ctx.src] {
         let full = events(n, |k| matches!(k, pb::event::Kind::ConntrackFull(_))).next();
-        let at_max = ctx
-            .facts(n)
+        let at_max = n
+            .facts
+            .as_ref()
             .and_then(|f| f.resources.as_ref())
             .and_then(|r| Some((r.conntrack_count?, r.conntrack_max?)))
             .filter(|(c, m)| *m > 0 && *c * 100 >= *m * 95);
@@ -564,7 +565,7 @@ fn kernel(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
             |k| matches!(k, pb::event::Kind::SynFlood(f) if f.port == u32::from(ctx.port)),
         )
         .next();
-        let full_queue = ctx.facts(ctx.dst).and_then(|f| {
+        let full_queue = ctx.dst.facts.as_ref().and_then(|f| {
             listeners(f, ctx.port)
                 .into_iter()
                 .find(|l| l.accept_queue_limit > 0 && l.accept_queue >= l.accept_queue_limit)
@@ -610,7 +611,7 @@ fn kernel(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
 
 fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     for n in [ctx.dst, ctx.src] {
-        let Some(r) = ctx.facts(n).and_then(|f| f.resources.as_ref()) else {
+        let Some(r) = n.facts.as_ref().and_then(|f| f.resources.as_ref()) else {
             checked.push(format!("resources of {}: not reported", n.name));
             continue;
         };
@@ -946,7 +947,7 @@ pub fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>)
         ctx.port
     };
     let outcome = ctx.failure();
-    if let Some(f) = ctx.facts(ctx.dst)
+    if let Some(f) = ctx.dst.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
         let mut p = Packet::tcp(src_addr, dst_addr, port);
@@ -1038,7 +1039,7 @@ pub fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>)
     } else {
         checked.push(format!("{}'s firewall: not reported", ctx.dst.name));
     }
-    if let Some(f) = ctx.facts(ctx.src)
+    if let Some(f) = ctx.src.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
         let mut p = Packet::tcp(src_addr, dst_addr, port);

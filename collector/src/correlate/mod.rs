@@ -9,7 +9,6 @@ mod causes;
 mod tests;
 mod wire;
 
-use crate::model::NodeFacts;
 use crate::probe::{CellState, Matrix, ProbeKind};
 use crate::state::{Node, StoredEvent, unix_nanos};
 use crate::view::{describe, rfc3339};
@@ -146,20 +145,6 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    pub fn facts<'n>(&self, n: &'n Node) -> Option<&'n NodeFacts> {
-        n.facts.as_ref()
-    }
-
-    pub fn failing(&self) -> bool {
-        self.probe.as_ref().is_some_and(|c| c.state == "failing")
-    }
-
-    pub fn bad(&self) -> bool {
-        self.probe
-            .as_ref()
-            .is_some_and(|c| c.state == "failing" || c.state == "degraded")
-    }
-
     pub fn failure(&self) -> Option<&str> {
         self.probe.as_ref().and_then(|c| c.failure.as_deref())
     }
