@@ -75,12 +75,6 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
         ms => Duration::from_millis(u64::from(ms)).min(MAX_TIMEOUT),
     };
     let ends = ends(fleet, &req.src, &req.dst, port).await?;
-    if let Some(holder) = ends.holder {
-        return Err(Status::failed_precondition(format!(
-            "port {port} is in use on {} by {holder}; test-port needs a free port (the service itself is what `reachmap why` examines)",
-            req.dst
-        )));
-    }
     let ttl = timeout + ANSWER_SLACK;
     let opened = fleet
         .command(
@@ -93,11 +87,17 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
         )
         .await
         .map_err(Status::unavailable)?;
+    // The agent's bind decides whether the port is free (the facts may be a
+    // moment old, e.g. still show the previous test's listener); the facts
+    // then name who holds it.
     if !opened.ok {
-        return Err(Status::failed_precondition(format!(
-            "{} cannot listen on port {port}: {}",
-            req.dst, opened.error
-        )));
+        return Err(Status::failed_precondition(match ends.holder {
+            Some(holder) => format!(
+                "port {port} is in use on {} by {holder}; test-port needs a free port (the service itself is what `reachmap why` examines)",
+                req.dst
+            ),
+            None => format!("{} cannot listen on port {port}: {}", req.dst, opened.error),
+        }));
     }
     let probed = fleet
         .command(
