@@ -1208,6 +1208,7 @@ fn loopback_copy(bytes: usize, buf: &mut Vec<u8>) -> anyhow::Result<Duration> {
 struct Rounds {
     queue_probe: Series,
     full: Series,
+    detail: Series,
     port: Series,
     metrics: Series,
     /// `reachmap why` over HTTP, for pairs spread over the fleet.
@@ -1280,6 +1281,9 @@ fn query_rounds(
         {
             r.loopback = Some(loopback_copy(t.bytes, buf));
         }
+        r.detail.add(measured(pid, || {
+            http_get(addr, "/api/v1/matrix?detail=full", buf, 200)
+        }));
         r.port.add(measured(pid, || {
             http_get(addr, "/api/v1/matrix?port=7442", buf, 200)
         }));
@@ -1582,7 +1586,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let fetch_shared = shared.clone();
     let (check_report, fetch) = tokio::task::spawn_blocking(move || {
         let mut buf = buf;
-        let (f, start) = http::get(addr, "/api/v1/matrix", &mut buf)?;
+        let (f, start) = http::get(addr, "/api/v1/matrix?detail=full", &mut buf)?;
         let sends = |src: &str| -> Vec<i64> {
             src.strip_prefix("sim-")
                 .and_then(|i| i.parse::<usize>().ok())
@@ -1677,6 +1681,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .full
         .print("GET /api/v1/matrix (every cell)", true, share);
     rounds
+        .detail
+        .print("GET /api/v1/matrix?detail=full", true, share);
+    rounds
         .port
         .print("GET /api/v1/matrix?port=7442", true, share);
     rounds.metrics.print("GET /metrics", true, share);
@@ -1685,6 +1692,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .print("GET /api/v1/why (5 pairs a round)", true, share);
     for (name, series) in [
         ("every cell", &rounds.full),
+        ("?detail=full", &rounds.detail),
         ("?port=7442", &rounds.port),
         ("/metrics", &rounds.metrics),
     ] {

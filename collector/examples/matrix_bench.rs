@@ -6,7 +6,7 @@
 
 use reachmap_collector::metrics::{self, MetricsInput, NodeMetrics};
 use reachmap_collector::probe::{
-    FailureCounts, Matrix, NodeInput, Outcome, PlannedTarget, PlannerConfig, ProbeKind,
+    FailureCounts, JsonDetail, Matrix, NodeInput, Outcome, PlannedTarget, PlannerConfig, ProbeKind,
     TargetState, WindowInput, plan,
 };
 use std::net::{IpAddr, Ipv4Addr};
@@ -162,19 +162,21 @@ fn main() -> std::io::Result<()> {
     let mut json_runs = Vec::new();
     let mut json_len = 0;
     for _ in 0..5 {
-        let (json, w, c) = timed(|| m.to_json(None));
+        let (json, w, c) = timed(|| m.to_json(None, JsonDetail::Summary));
         json_len = json.len();
         json_runs.push((c, w));
     }
     json_runs.sort();
     let (json_c, json_w) = json_runs[2];
     let mut kept = Vec::new();
-    m.write_json_into(None, &mut kept);
-    let ((), kept_w, kept_c) = timed(|| m.write_json_into(None, &mut kept));
+    m.write_json_into(None, JsonDetail::Summary, &mut kept);
+    let ((), kept_w, kept_c) = timed(|| m.write_json_into(None, JsonDetail::Summary, &mut kept));
+    let (detail_len, detail_w, detail_c) = timed(|| m.to_json(None, JsonDetail::Full).len());
     drop(kept);
-    let (r, sink_w, sink_c) = timed(|| m.write_json(None, &mut std::io::sink()));
+    let (r, sink_w, sink_c) =
+        timed(|| m.write_json(None, JsonDetail::Summary, &mut std::io::sink()));
     r?;
-    let (one_port, port_w, port_c) = timed(|| m.to_json(Some(7442)).len());
+    let (one_port, port_w, port_c) = timed(|| m.to_json(Some(7442), JsonDetail::Summary).len());
 
     let nodes: Vec<NodeMetrics> = fleet
         .iter()
@@ -261,6 +263,12 @@ fn main() -> std::io::Result<()> {
         format!("{json_len} bytes (median of 5 by cpu)"),
     );
     line("write_json_into, reused buf", kept_w, kept_c, String::new());
+    line(
+        "to_json, whole matrix, detail=full",
+        detail_w,
+        detail_c,
+        format!("{detail_len} bytes"),
+    );
     line("write_json into a sink", sink_w, sink_c, String::new());
     line(
         "to_json, port 7442",

@@ -308,7 +308,7 @@ pub fn matrix(m: &Matrix, port: Option<u16>, now: i64) -> pb::Matrix {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{FailureCounts, TargetState, WindowInput};
+    use crate::probe::{FailureCounts, JsonDetail, TargetState, WindowInput};
     use crate::view::MatrixView;
     use std::time::Duration;
 
@@ -341,10 +341,19 @@ mod tests {
             }],
             1_000,
         );
-        let mut http = Vec::new();
-        m.write_json(None, &mut http).expect("write");
-        let http: serde_json::Value = serde_json::from_slice(&http).expect("json");
-        let cli = serde_json::to_value(MatrixView::from(&matrix(&m, None, 2_000))).expect("json");
+        let view = MatrixView::from(&matrix(&m, None, 2_000));
+        for (detail, cli) in [
+            (JsonDetail::Summary, serde_json::to_value(view.summary())),
+            (JsonDetail::Full, serde_json::to_value(&view)),
+        ] {
+            let mut http = Vec::new();
+            m.write_json(None, detail, &mut http).expect("write");
+            let http: serde_json::Value = serde_json::from_slice(&http).expect("json");
+            same_json(&http, &cli.expect("json"));
+        }
+    }
+
+    fn same_json(http: &serde_json::Value, cli: &serde_json::Value) {
         assert_eq!(http["nodes"], cli["nodes"]);
         let (h, c) = (
             http["cells"].as_array().expect("cells"),

@@ -1,14 +1,18 @@
 //! The collector's HTTP side: the JSON API (same shapes as the CLI's
 //! `--format json`), the web page, Prometheus metrics and a health check.
 
+use crate::probe::JsonDetail;
 use crate::query;
 use crate::state::Fleet;
 use crate::view;
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -55,28 +59,46 @@ async fn why(State(st): State<HttpState>, Query(q): Query<WhyQuery>) -> Response
 #[derive(serde::Deserialize)]
 struct MatrixQuery {
     port: Option<u16>,
+    /// "summary" (the default) or "full".
+    detail: Option<String>,
 }
 
+/// Chunks of the matrix body handed to the connection at a time.
+const MATRIX_CHUNK: usize = 256 * 1024;
+/// Encoded chunks waiting for the connection: the encoder stays at most
+/// this far ahead of the client.
+const MATRIX_CHUNKS_AHEAD: usize = 16;
+
 /// The matrix is copied out of the state task (a plain memory copy) and
-/// encoded on a blocking thread into a buffer sized up front, so a large
-/// matrix does not hold up the agents' results while it is written.
+/// encoded on a blocking thread that hands the body over in chunks as it
+/// goes: the first bytes leave at once, the encoding overlaps the transfer,
+/// and the agents' results are not held up while a large matrix is written.
 async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Response {
     let port = q.port.filter(|p| *p != 0);
+    let detail = match q.detail.as_deref() {
+        None | Some("summary") => JsonDetail::Summary,
+        Some("full") => JsonDetail::Full,
+        Some(other) => {
+            return status_error(tonic::Status::invalid_argument(format!(
+                "detail={other:?}: expected \"summary\" or \"full\""
+            )));
+        }
+    };
     let Some(copy) = st.fleet.read_matrix(|m, _| m.clone()).await else {
         return status_error(tonic::Status::unavailable("collector is shutting down"));
     };
-    match tokio::task::spawn_blocking(move || copy.to_json(port)).await {
-        Ok(bytes) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            bytes,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
-    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(MATRIX_CHUNKS_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        copy.json_chunks(port, detail, MATRIX_CHUNK, |chunk| {
+            tx.blocking_send(Bytes::from(chunk)).is_ok()
+        });
+    });
+    let body = ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {

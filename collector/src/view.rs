@@ -436,8 +436,9 @@ impl From<&pb::NodeDetail> for NodeDetailView {
     }
 }
 
-/// One cell of the matrix, as `/api/v1/matrix` and `reachmap matrix --format
-/// json` show it.
+/// One cell of the matrix, as `/api/v1/matrix?detail=full` and `reachmap
+/// matrix --format json --detail` show it; `summary` gives the default,
+/// shorter form.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct CellView {
     pub src: String,
@@ -445,15 +446,15 @@ pub struct CellView {
     pub port: u16,
     /// "tcp", "icmp" or "http".
     pub kind: String,
-    pub service: Option<String>,
     /// "ok", "degraded", "failing" or "unknown".
     pub state: String,
     /// Share of failed probes in the window, 0..1.
     pub loss: f64,
     pub rtt_ms: Option<f64>,
-    pub rtt_p99_ms: Option<f64>,
     /// The last failure's outcome ("timeout", "refused", ...), if any.
     pub failure: Option<String>,
+    pub service: Option<String>,
+    pub rtt_p99_ms: Option<f64>,
     pub sent: u32,
     pub address: String,
     /// When the cell last changed, in unix nanoseconds; 0 before any result.
@@ -464,6 +465,48 @@ pub struct CellView {
 pub struct MatrixView {
     pub nodes: Vec<String>,
     pub cells: Vec<CellView>,
+}
+
+/// A cell in the default JSON: the fields a script or dashboard needs.
+#[derive(Serialize, Debug)]
+pub struct CellSummaryView<'a> {
+    pub src: &'a str,
+    pub dst: &'a str,
+    pub port: u16,
+    pub kind: &'a str,
+    pub state: &'a str,
+    pub loss: f64,
+    pub rtt_ms: Option<f64>,
+    pub failure: Option<&'a str>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct MatrixSummaryView<'a> {
+    pub nodes: &'a [String],
+    pub cells: Vec<CellSummaryView<'a>>,
+}
+
+impl MatrixView {
+    /// The default JSON (`/api/v1/matrix`, `reachmap matrix --format json`).
+    pub fn summary(&self) -> MatrixSummaryView<'_> {
+        MatrixSummaryView {
+            nodes: &self.nodes,
+            cells: self
+                .cells
+                .iter()
+                .map(|c| CellSummaryView {
+                    src: &c.src,
+                    dst: &c.dst,
+                    port: c.port,
+                    kind: &c.kind,
+                    state: &c.state,
+                    loss: c.loss,
+                    rtt_ms: c.rtt_ms,
+                    failure: c.failure.as_deref(),
+                })
+                .collect(),
+        }
+    }
 }
 
 fn enum_name(full: &str, prefix: &str) -> String {
@@ -504,12 +547,12 @@ impl From<&pb::MatrixCell> for CellView {
             dst: c.dst.clone(),
             port: u16::try_from(c.port).unwrap_or(0),
             kind: kind_name(c.kind),
-            service: (!c.service.is_empty()).then(|| c.service.clone()),
             state: cell_state_name(c.state),
             loss: c.loss,
             rtt_ms: c.rtt_ms,
-            rtt_p99_ms: c.rtt_p99_ms,
             failure: outcome_name(c.failure),
+            service: (!c.service.is_empty()).then(|| c.service.clone()),
+            rtt_p99_ms: c.rtt_p99_ms,
             sent: c.sent,
             address: c.address.clone(),
             updated: c.updated_unix_nanos,

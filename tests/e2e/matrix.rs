@@ -343,4 +343,30 @@ fn metrics_and_the_matrix_api_serve_the_same_fleet() {
             .all(|c| c["port"] == PROBE_PORT && c["state"] == "ok"),
         "{api}"
     );
+    // The summary carries the fields scripts need; `detail=full` the rest.
+    assert!(cells.iter().all(|c| c.get("address").is_none()), "{api}");
+    let full: Value =
+        serde_json::from_str(&get("/api/v1/matrix?port=7442&detail=full")).expect("matrix JSON");
+    let full_cells = full["cells"].as_array().expect("cells");
+    assert_eq!(full_cells.len(), 2, "{full}");
+    assert!(
+        full_cells.iter().all(|c| c["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("198.18."))
+            && c["sent"].as_u64().is_some_and(|n| n > 0)),
+        "{full}"
+    );
+    // A detail it does not know is a one-line error, not a guess.
+    let out = fleet.hub_exec(&[
+        "curl",
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "http://198.18.0.1:7441/api/v1/matrix?detail=everything",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n400") && text.contains("detail=\\\"everything\\\""),
+        "{text}"
+    );
 }

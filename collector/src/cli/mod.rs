@@ -52,6 +52,10 @@ pub enum Command {
         port: Option<u16>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// With --format json, every cell's service, RTT p99, probes sent,
+        /// address probed and time of the last change as well
+        #[arg(long)]
+        detail: bool,
     },
     /// Why can SRC not reach DST[:PORT]? A verdict and the causes, with evidence and fixes
     Why {
@@ -151,7 +155,11 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 Format::Table => table::nodes(&nodes, now),
             })
         }
-        Command::Matrix { port, format } => {
+        Command::Matrix {
+            port,
+            format,
+            detail,
+        } => {
             let matrix = client
                 .get_matrix(pb::MatrixRequest {
                     port: port.map(u32::from).unwrap_or(0),
@@ -161,7 +169,8 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 .into_inner();
             let v = view::MatrixView::from(&matrix);
             Ok(match format {
-                Format::Json => json(&v),
+                Format::Json if detail => json(&v),
+                Format::Json => json(&v.summary()),
                 Format::Table => {
                     use std::io::IsTerminal;
                     let color =

@@ -623,6 +623,7 @@ impl Matrix {
 
 #[path = "matrix_json.rs"]
 mod json;
+pub use json::JsonDetail;
 
 #[cfg(test)]
 #[path = "matrix_tests.rs"]

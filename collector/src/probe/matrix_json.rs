@@ -13,20 +13,38 @@ use std::net::IpAddr;
 
 /// Output is handed to the writer in chunks of about this size.
 const CHUNK: usize = 1 << 16;
-/// What one cell takes, roughly: for sizing a buffer up front.
-const BYTES_PER_CELL: usize = 220;
+/// What one cell takes, roughly, for sizing a buffer up front.
+const SUMMARY_BYTES_PER_CELL: usize = 120;
+const FULL_BYTES_PER_CELL: usize = 220;
+
+/// How much of each cell the JSON carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum JsonDetail {
+    /// `src, dst, port, kind, state, loss, rtt_ms, failure`: what a script
+    /// or dashboard needs, half the bytes of `Full` on a large fleet.
+    #[default]
+    Summary,
+    /// Also `service, rtt_p99_ms, sent, address, updated`.
+    Full,
+}
 
 impl Matrix {
     /// The public JSON shape (`/api/v1/matrix`, `reachmap matrix --format
     /// json`), streamed: `{"nodes":[...],"cells":[{"src","dst","port","kind",
-    /// "service","state","loss","rtt_ms","rtt_p99_ms","failure","sent",
-    /// "address","updated"}]}`, cells sorted by (src, dst, port, kind),
-    /// states and failures as snake_case strings, `service`, `failure` and
-    /// unknown RTTs null, `updated` in unix nanoseconds (0: no result yet).
-    /// Buffered internally in 64 KiB chunks: any writer will do.
-    pub fn write_json(&self, port: Option<u16>, out: &mut impl Write) -> io::Result<()> {
+    /// "state","loss","rtt_ms","failure"}]}`, with `Full` detail also
+    /// `"service","rtt_p99_ms","sent","address","updated"`; cells sorted by
+    /// (src, dst, port, kind), states and failures as snake_case strings,
+    /// `service`, `failure` and unknown RTTs null, `updated` in unix
+    /// nanoseconds (0: no result yet). Buffered internally in 64 KiB chunks:
+    /// any writer will do.
+    pub fn write_json(
+        &self,
+        port: Option<u16>,
+        detail: JsonDetail,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
         let mut buf = Vec::with_capacity(CHUNK + 1024);
-        self.encode(port, &mut buf, CHUNK, |b| {
+        self.encode(port, detail, &mut buf, CHUNK, |b| {
             let r = out.write_all(b);
             b.clear();
             r
@@ -34,21 +52,46 @@ impl Matrix {
         out.write_all(&buf)
     }
 
-    /// `write_json` into one buffer sized up front: what an HTTP handler
-    /// wants for a body, without a copy per chunk.
-    pub fn to_json(&self, port: Option<u16>) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.json_size_hint(port));
+    /// The same JSON handed to `emit` in owned chunks of about `chunk`
+    /// bytes, as it is written: an HTTP body can go out while the rest is
+    /// still being encoded. Stops early when `emit` returns false (the
+    /// receiver went away).
+    pub fn json_chunks(
+        &self,
+        port: Option<u16>,
+        detail: JsonDetail,
+        chunk: usize,
+        mut emit: impl FnMut(Vec<u8>) -> bool,
+    ) {
+        let fresh = || Vec::with_capacity(chunk + 1024);
+        let mut buf = fresh();
+        let done = self.encode(port, detail, &mut buf, chunk, |b| {
+            if emit(std::mem::replace(b, fresh())) {
+                Ok(())
+            } else {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+        });
+        if done.is_ok() {
+            emit(buf);
+        }
+    }
+
+    /// `write_json` into one buffer sized up front, without a copy per
+    /// chunk.
+    pub fn to_json(&self, port: Option<u16>, detail: JsonDetail) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.json_size_hint(port, detail));
         // Nothing to flush, so nothing can fail.
-        let _ = self.encode(port, &mut buf, usize::MAX, |_| Ok(()));
+        let _ = self.encode(port, detail, &mut buf, usize::MAX, |_| Ok(()));
         buf
     }
 
     /// `to_json` into a buffer the caller keeps: a fresh 200 MB buffer costs
     /// about as much in first-touch page faults as the encoding itself.
-    pub fn write_json_into(&self, port: Option<u16>, buf: &mut Vec<u8>) {
+    pub fn write_json_into(&self, port: Option<u16>, detail: JsonDetail, buf: &mut Vec<u8>) {
         buf.clear();
-        buf.reserve(self.json_size_hint(port));
-        let _ = self.encode(port, buf, usize::MAX, |_| Ok(()));
+        buf.reserve(self.json_size_hint(port, detail));
+        let _ = self.encode(port, detail, buf, usize::MAX, |_| Ok(()));
     }
 
     /// Appends the JSON to `buf`, calling `flush` whenever it holds `chunk`
@@ -56,6 +99,7 @@ impl Matrix {
     fn encode(
         &self,
         port: Option<u16>,
+        detail: JsonDetail,
         buf: &mut Vec<u8>,
         chunk: usize,
         mut flush: impl FnMut(&mut Vec<u8>) -> io::Result<()>,
@@ -90,23 +134,27 @@ impl Matrix {
             first = false;
             buf.extend_from_slice(&row_prefix[s as usize]);
             buf.extend_from_slice(&quoted[c.dst as usize]);
-            let service = (c.service as usize)
-                .checked_sub(1)
-                .and_then(|i| services.get(i));
-            let address = match &mut addresses[c.dst as usize] {
-                Some((ip, text)) if *ip == c.address => text,
-                slot => {
-                    let mut text = Vec::with_capacity(40);
-                    write_ip(&mut text, c.address);
-                    &*slot.insert((c.address, text)).1
+            write_cell(buf, c);
+            if detail == JsonDetail::Full {
+                let service = (c.service as usize)
+                    .checked_sub(1)
+                    .and_then(|i| services.get(i));
+                let address = match &mut addresses[c.dst as usize] {
+                    Some((ip, text)) if *ip == c.address => text,
+                    slot => {
+                        let mut text = Vec::with_capacity(40);
+                        write_ip(&mut text, c.address);
+                        &*slot.insert((c.address, text)).1
+                    }
+                };
+                if updated.0 != c.updated {
+                    updated.1.clear();
+                    write_i64(&mut updated.1, c.updated);
+                    updated.0 = c.updated;
                 }
-            };
-            if updated.0 != c.updated {
-                updated.1.clear();
-                write_i64(&mut updated.1, c.updated);
-                updated.0 = c.updated;
+                write_detail(buf, service.map(Vec::as_slice), address, &updated.1, c);
             }
-            write_cell(buf, service.map(Vec::as_slice), address, &updated.1, c);
+            buf.push(b'}');
             if buf.len() >= chunk {
                 result = flush(buf);
             }
@@ -117,12 +165,16 @@ impl Matrix {
     }
 
     /// About how many bytes `write_json` writes, to size a buffer.
-    pub fn json_size_hint(&self, port: Option<u16>) -> usize {
+    pub fn json_size_hint(&self, port: Option<u16>, detail: JsonDetail) -> usize {
         let cells = match port {
             None => self.len(),
             Some(p) => self.iter().filter(|c| c.cell.port == p).count(),
         };
-        cells * BYTES_PER_CELL + self.names.len() * 32 + 64
+        let per_cell = match detail {
+            JsonDetail::Summary => SUMMARY_BYTES_PER_CELL,
+            JsonDetail::Full => FULL_BYTES_PER_CELL,
+        };
+        cells * per_cell + self.names.len() * 32 + 64
     }
 }
 
@@ -130,27 +182,45 @@ fn json_string(s: &str) -> Vec<u8> {
     serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec())
 }
 
-/// Everything after `"dst":NAME`.
-fn write_cell(buf: &mut Vec<u8>, service: Option<&[u8]>, address: &[u8], updated: &[u8], c: &Cell) {
+/// The summary fields after `"dst":NAME`, without the closing brace.
+fn write_cell(buf: &mut Vec<u8>, c: &Cell) {
     buf.extend_from_slice(b",\"port\":");
     write_u64(buf, u64::from(c.port));
-    buf.extend_from_slice(match c.kind {
-        ProbeKind::Tcp => b",\"kind\":\"tcp\",\"service\":",
-        ProbeKind::Icmp => b",\"kind\":\"icmp\",\"service\":",
-        ProbeKind::Http => b",\"kind\":\"http\",\"service\":",
-    });
-    buf.extend_from_slice(service.unwrap_or(b"null"));
-    buf.extend_from_slice(match c.state {
-        CellState::Ok => b",\"state\":\"ok\",\"loss\":",
-        CellState::Degraded => b",\"state\":\"degraded\",\"loss\":",
-        CellState::Failing => b",\"state\":\"failing\",\"loss\":",
-        CellState::Unknown => b",\"state\":\"unknown\",\"loss\":",
+    buf.extend_from_slice(match (c.kind, c.state) {
+        (ProbeKind::Tcp, CellState::Ok) => b",\"kind\":\"tcp\",\"state\":\"ok\",\"loss\":",
+        (ProbeKind::Tcp, CellState::Degraded) => {
+            b",\"kind\":\"tcp\",\"state\":\"degraded\",\"loss\":"
+        }
+        (ProbeKind::Tcp, CellState::Failing) => {
+            b",\"kind\":\"tcp\",\"state\":\"failing\",\"loss\":"
+        }
+        (ProbeKind::Tcp, CellState::Unknown) => {
+            b",\"kind\":\"tcp\",\"state\":\"unknown\",\"loss\":"
+        }
+        (ProbeKind::Icmp, CellState::Ok) => b",\"kind\":\"icmp\",\"state\":\"ok\",\"loss\":",
+        (ProbeKind::Icmp, CellState::Degraded) => {
+            b",\"kind\":\"icmp\",\"state\":\"degraded\",\"loss\":"
+        }
+        (ProbeKind::Icmp, CellState::Failing) => {
+            b",\"kind\":\"icmp\",\"state\":\"failing\",\"loss\":"
+        }
+        (ProbeKind::Icmp, CellState::Unknown) => {
+            b",\"kind\":\"icmp\",\"state\":\"unknown\",\"loss\":"
+        }
+        (ProbeKind::Http, CellState::Ok) => b",\"kind\":\"http\",\"state\":\"ok\",\"loss\":",
+        (ProbeKind::Http, CellState::Degraded) => {
+            b",\"kind\":\"http\",\"state\":\"degraded\",\"loss\":"
+        }
+        (ProbeKind::Http, CellState::Failing) => {
+            b",\"kind\":\"http\",\"state\":\"failing\",\"loss\":"
+        }
+        (ProbeKind::Http, CellState::Unknown) => {
+            b",\"kind\":\"http\",\"state\":\"unknown\",\"loss\":"
+        }
     });
     write_fixed(buf, c.loss(), 6);
     buf.extend_from_slice(b",\"rtt_ms\":");
     write_opt(buf, c.rtt_ms());
-    buf.extend_from_slice(b",\"rtt_p99_ms\":");
-    write_opt(buf, c.rtt_p99_ms());
     buf.extend_from_slice(b",\"failure\":");
     match c.failure {
         Some(o) => {
@@ -160,13 +230,26 @@ fn write_cell(buf: &mut Vec<u8>, service: Option<&[u8]>, address: &[u8], updated
         }
         None => buf.extend_from_slice(b"null"),
     }
+}
+
+/// The `Full` fields after the summary, without the closing brace.
+fn write_detail(
+    buf: &mut Vec<u8>,
+    service: Option<&[u8]>,
+    address: &[u8],
+    updated: &[u8],
+    c: &Cell,
+) {
+    buf.extend_from_slice(b",\"service\":");
+    buf.extend_from_slice(service.unwrap_or(b"null"));
+    buf.extend_from_slice(b",\"rtt_p99_ms\":");
+    write_opt(buf, c.rtt_p99_ms());
     buf.extend_from_slice(b",\"sent\":");
     write_u64(buf, u64::from(c.sent));
     buf.extend_from_slice(b",\"address\":\"");
     buf.extend_from_slice(address);
     buf.extend_from_slice(b"\",\"updated\":");
     buf.extend_from_slice(updated);
-    buf.push(b'}');
 }
 
 fn write_opt(buf: &mut Vec<u8>, v: Option<f64>) {

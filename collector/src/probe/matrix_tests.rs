@@ -243,7 +243,8 @@ fn json_shape() {
         7,
     );
     let mut out = Vec::new();
-    m.write_json(Some(7442), &mut out).expect("write");
+    m.write_json(Some(7442), JsonDetail::Full, &mut out)
+        .expect("write");
     let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
     assert_eq!(v["nodes"], serde_json::json!(["a", "b", "c"]));
     let cells = v["cells"].as_array().expect("cells");
@@ -256,6 +257,18 @@ fn json_shape() {
             "sent": 10, "address": "198.18.0.9", "updated": 7
         })
     );
+    // The summary: the same cells with only the fields scripts need.
+    let summary: serde_json::Value =
+        serde_json::from_slice(&m.to_json(Some(7442), JsonDetail::Summary)).expect("valid JSON");
+    assert_eq!(summary["nodes"], v["nodes"]);
+    assert_eq!(
+        summary["cells"][1],
+        serde_json::json!({
+            "src": "a", "dst": "c", "port": 7442, "kind": "tcp", "state": "failing",
+            "loss": 1.0, "rtt_ms": null, "failure": "timeout"
+        })
+    );
+    assert_eq!(summary["cells"].as_array().map(Vec::len), Some(6));
     assert_eq!(cells[1]["state"], "failing");
     assert_eq!(cells[1]["failure"], "timeout");
     assert_eq!(cells[1]["loss"], 1.0);
@@ -267,12 +280,13 @@ fn json_shape() {
     odd.add_node("x\"y\\z");
     odd.set_plan("q", &[target("x\"y\\z", 1, ProbeKind::Tcp)]);
     let mut out = Vec::new();
-    odd.write_json(None, &mut out).expect("write");
+    odd.write_json(None, JsonDetail::Full, &mut out)
+        .expect("write");
     let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
     assert_eq!(v["cells"][0]["dst"], "x\"y\\z");
     let mut out = Vec::new();
     Matrix::new(Duration::from_secs(1))
-        .write_json(None, &mut out)
+        .write_json(None, JsonDetail::Summary, &mut out)
         .expect("write");
     assert_eq!(out, br#"{"nodes":[],"cells":[]}"#);
 }
@@ -294,14 +308,34 @@ fn large_rows_stream_in_order() {
             .collect();
         m.set_plan(src, &targets);
     }
+    for detail in [JsonDetail::Summary, JsonDetail::Full] {
+        let mut out = Vec::new();
+        m.write_json(None, detail, &mut out).expect("write");
+        assert!(out.len() > 1 << 16);
+        assert_eq!(m.to_json(None, detail), out);
+        let mut kept = b"old".to_vec();
+        m.write_json_into(None, detail, &mut kept);
+        assert_eq!(kept, out);
+        assert!(m.json_size_hint(None, detail) >= out.len());
+        // In chunks, as an HTTP body goes out; and a receiver that goes
+        // away stops the encoder.
+        let mut chunks = Vec::new();
+        m.json_chunks(None, detail, 4096, |c| {
+            chunks.push(c);
+            true
+        });
+        assert!(chunks.len() > 10);
+        assert_eq!(chunks.concat(), out);
+        let mut taken = 0;
+        m.json_chunks(None, detail, 4096, |_| {
+            taken += 1;
+            taken < 3
+        });
+        assert_eq!(taken, 3);
+    }
     let mut out = Vec::new();
-    m.write_json(None, &mut out).expect("write");
-    assert!(out.len() > 1 << 16);
-    assert_eq!(m.to_json(None), out);
-    let mut kept = b"old".to_vec();
-    m.write_json_into(None, &mut kept);
-    assert_eq!(kept, out);
-    assert!(m.json_size_hint(None) >= out.len());
+    m.write_json(None, JsonDetail::Summary, &mut out)
+        .expect("write");
     let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
     let cells = v["cells"].as_array().expect("cells");
     assert_eq!(cells.len(), 60 * 59);

@@ -6,8 +6,8 @@ pub mod matrix;
 pub mod planner;
 
 pub use matrix::{
-    ApplyStats, Cell, CellRef, CellState, FailureCounts, Matrix, Outcome, StateChange, TargetState,
-    WindowInput,
+    ApplyStats, Cell, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome, StateChange,
+    TargetState, WindowInput,
 };
 pub use planner::{
     NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind, plan,

@@ -362,7 +362,7 @@
 
   async function poll() {
     try {
-      const [matrix, nodes] = await Promise.allSettled([getJSON("api/v1/matrix"), getJSON("api/v1/nodes")]);
+      const [matrix, nodes] = await Promise.allSettled([getJSON("api/v1/matrix?detail=full"), getJSON("api/v1/nodes")]);
       if (matrix.status === "rejected" && nodes.status === "rejected") throw matrix.reason;
       apply(matrix.status === "fulfilled" ? matrix.value : null, nodes.status === "fulfilled" ? nodes.value : null);
       const problems = [matrix, nodes].filter((r) => r.status === "rejected").map((r) => r.reason.message);
