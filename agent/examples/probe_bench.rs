@@ -138,6 +138,7 @@ fn bench_prober(args: &Args) -> anyhow::Result<f64> {
         window,
         targets,
         fleet_addresses: [IpAddr::V4(Ipv4Addr::LOCALHOST)].into(),
+        names: Vec::new(),
     };
     println!(
         "reachmap prober: {} targets every {:?} ({expected_rate:.0} probes/s planned), {} s",

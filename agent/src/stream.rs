@@ -132,9 +132,11 @@ impl Client {
             ProberOutput::Batch {
                 plan_version,
                 windows,
+                names,
             } => Some(Body::ProbeResults(wire::probe::results(
                 plan_version,
                 &windows,
+                &names,
             ))),
             ProberOutput::Changed(c) => {
                 self.outbox.push(HostEvent {

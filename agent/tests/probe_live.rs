@@ -266,6 +266,7 @@ fn plan(version: u64, targets: Vec<probe::Target>, interval: Duration, rate: u32
         window: 5,
         targets,
         fleet_addresses: fleet,
+        names: Vec::new(),
     }
 }
 
@@ -346,14 +347,17 @@ async fn next_change(rx: &mut mpsc::Receiver<ProberOutput>) -> StateChange {
         .expect("a state change within 5 s")
 }
 
-async fn next_batch(rx: &mut mpsc::Receiver<ProberOutput>) -> (u64, Vec<probe::WindowSummary>) {
+type Batch = (u64, Vec<probe::WindowSummary>, Vec<probe::NameResolution>);
+
+async fn next_batch(rx: &mut mpsc::Receiver<ProberOutput>) -> Batch {
     let wait = async {
         loop {
             match rx.recv().await {
                 Some(ProberOutput::Batch {
                     plan_version,
                     windows,
-                }) => return (plan_version, windows),
+                    names,
+                }) => return (plan_version, windows, names),
                 Some(ProberOutput::Changed(_)) => {}
                 None => panic!("prober stopped"),
             }
@@ -379,6 +383,12 @@ fn prober_reports_windows_and_state_changes() {
             let closed = target(2, "127.0.0.1", 9, ProbeKind::Tcp);
             let mut outsider = target(3, "198.18.99.99", 80, ProbeKind::Tcp);
             let mut p = plan(1, vec![open.clone(), closed.clone()], interval, 100);
+            // A name is looked up through the host's resolver, never probed.
+            let localhost = probe::FleetName {
+                name: "localhost".into(),
+                node: "n1".into(),
+            };
+            p.names = vec![localhost.clone()];
             outsider.node = "not-a-member".into();
             p.targets.push(outsider);
             let (plan_tx, plan_rx) = watch::channel(Some(Arc::new(p)));
@@ -392,8 +402,17 @@ fn prober_reports_windows_and_state_changes() {
             let c = next_change(&mut out_rx).await;
             assert_eq!((c.target.id, c.old, c.new), (2, None, TargetState::Failing));
             assert_eq!(c.outcome, Outcome::Refused);
-            let (version, windows) = next_batch(&mut out_rx).await;
+            let (version, windows, mut names) = next_batch(&mut out_rx).await;
             assert_eq!(version, 1);
+            while names.is_empty() {
+                names = next_batch(&mut out_rx).await.2;
+            }
+            assert_eq!(names.len(), 1, "{names:?}");
+            assert_eq!(names[0].name, localhost);
+            assert!(
+                names[0].error.is_none() && names[0].addresses.iter().all(IpAddr::is_loopback),
+                "{names:?}"
+            );
             let ids: Vec<u64> = windows.iter().map(|w| w.target.id).collect();
             assert_eq!(ids, vec![1, 2], "the outsider is never probed");
             assert_eq!(stats.targets_refused.load(Ordering::Relaxed), 1);
@@ -426,7 +445,7 @@ fn prober_reports_windows_and_state_changes() {
             kept.id = 10;
             plan_tx.send_replace(Some(Arc::new(plan(2, vec![kept], interval, 100))));
             let (version, windows) = loop {
-                let (v, w) = next_batch(&mut out_rx).await;
+                let (v, w, _) = next_batch(&mut out_rx).await;
                 if v == 2 && !w.is_empty() {
                     break (v, w);
                 }

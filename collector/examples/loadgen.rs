@@ -729,6 +729,7 @@ mod agent {
                     pending.push_back(Body::ProbeResults(pb::ProbeResults {
                         plan_version: p.version,
                         windows,
+                        names: Vec::new(),
                     }));
                     let jitter = 0.98 + 0.04 * rand::random::<f64>();
                     batch_due = Some(due + p.interval.mul_f64(jitter));
@@ -1356,6 +1357,7 @@ fn calibrate(agents: usize) -> anyhow::Result<(Duration, Duration)> {
                 .iter()
                 .map(|t| sim::window("sim-0000", t, 10, unix_nanos(), 1))
                 .collect(),
+            names: Vec::new(),
         })),
     };
     let bytes = prost::Message::encode_to_vec(&batch);

@@ -43,6 +43,22 @@ pub struct Flags {
     /// Per-pair series in /metrics only while the matrix has at most this many cells [default: 1000]
     #[arg(long, env = "REACHMAP_METRICS_PAIR_CAP", value_name = "N")]
     pub metrics_pair_cap: Option<usize>,
+    /// A name the fleet's clients use for a member (e.g. db.example.com=db-1): every other agent looks it up and reports a name pointing at an old address; repeat for more, added to the file's [[names]]
+    #[arg(
+        long = "name",
+        env = "REACHMAP_NAMES",
+        value_name = "NAME=NODE",
+        value_delimiter = ','
+    )]
+    pub names: Vec<String>,
+}
+
+/// A name the fleet's clients use for one of its members.
+#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NameConfig {
+    pub name: String,
+    pub node: String,
 }
 
 /// A service every node may run, probed on every peer.
@@ -70,6 +86,7 @@ pub struct ProbeSettings {
     /// Nodes of each other zone a node probes in a sparse plan.
     pub zone_representatives: usize,
     pub services: Vec<ServiceConfig>,
+    pub names: Vec<NameConfig>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -87,6 +104,8 @@ struct File {
     metrics_pair_cap: Option<usize>,
     #[serde(default)]
     services: Vec<ServiceConfig>,
+    #[serde(default)]
+    names: Vec<NameConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +162,7 @@ impl Default for ProbeSettings {
             full_mesh_max: 50,
             zone_representatives: 3,
             services: Vec::new(),
+            names: Vec::new(),
         }
     }
 }
@@ -229,7 +249,9 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
             ));
         }
     }
+    let names = fleet_names(flags, file)?;
     Ok(ProbeSettings {
+        names,
         interval,
         timeout,
         window,
@@ -238,6 +260,41 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
         zone_representatives: file.zone_representatives.unwrap_or(3),
         services: file.services.clone(),
     })
+}
+
+/// The file's `[[names]]` and the flag's `NAME=NODE`s, checked: a host
+/// name (what a resolver takes) and a node name, each name once.
+fn fleet_names(flags: &Flags, file: &File) -> Result<Vec<NameConfig>, ConfigError> {
+    let mut out = file.names.clone();
+    for f in &flags.names {
+        let (name, node) = f
+            .split_once('=')
+            .ok_or_else(|| invalid("names", format!("{f:?} is not NAME=NODE")))?;
+        out.push(NameConfig {
+            name: name.trim().to_string(),
+            node: node.trim().to_string(),
+        });
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for n in &out {
+        if !reachmap_proto::valid_host_name(&n.name) {
+            return Err(invalid("names", format!("{:?} is not a host name", n.name)));
+        }
+        if let Err(e) = reachmap_proto::check_node_name(&n.node) {
+            return Err(invalid("names", format!("{:?}: {e}", n.node)));
+        }
+        if let Some(other) = seen.insert(n.name.to_ascii_lowercase(), &n.node)
+            && *other != n.node
+        {
+            return Err(invalid(
+                "names",
+                format!("{:?} is given to both {other} and {}", n.name, n.node),
+            ));
+        }
+    }
+    out.sort_by(|a, b| (&a.name, &a.node).cmp(&(&b.name, &b.node)));
+    out.dedup();
+    Ok(out)
 }
 
 fn socket_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -332,5 +389,30 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(e.contains("lissen") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn names_from_the_file_and_the_flag() {
+        let mut f = flags("[[names]]\nname = \"db.fleet.test\"\nnode = \"db-1\"\n");
+        f.names = vec!["web.fleet.test=web-1".into(), "db.fleet.test = db-1".into()];
+        let names = Config::load(&f).expect("names").probe.names;
+        let pairs: Vec<(&str, &str)> = names
+            .iter()
+            .map(|n| (n.name.as_str(), n.node.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("db.fleet.test", "db-1"), ("web.fleet.test", "web-1")]
+        );
+        for (flag, want) in [
+            ("db.fleet.test", "not NAME=NODE"),
+            ("db fleet=db-1", "not a host name"),
+            ("db.fleet.test=db 1", "contains"),
+            ("DB.fleet.test=db-2", "given to both"),
+        ] {
+            f.names = vec![flag.into()];
+            let e = Config::load(&f).expect_err(flag).to_string();
+            assert!(e.starts_with("names:") && e.contains(want), "{flag}: {e}");
+        }
     }
 }

@@ -265,6 +265,14 @@ pub fn plan(p: &NodePlan, version: u64) -> pb::ProbePlan {
         max_probes_per_second: p.max_probes_per_second,
         window: u32::try_from(p.window).unwrap_or(u32::MAX),
         fleet_addresses: p.fleet_addresses.iter().map(ToString::to_string).collect(),
+        names: p
+            .names
+            .iter()
+            .map(|n| pb::FleetName {
+                name: n.name.clone(),
+                node: n.node.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -309,9 +309,13 @@ impl Session {
                 }
                 // Results are not buffered by the agent (the next batch
                 // carries the same windows), so they need no ack.
-                Some(Body::ProbeResults(r)) => match validate::probe::results(&r) {
-                    Ok(windows) => {
-                        self.fleet.probe_results(self.id, node, windows).await;
+                Some(Body::ProbeResults(r)) => match validate::probe::results(&r)
+                    .and_then(|w| Ok((w, validate::probe::names(&r)?)))
+                {
+                    Ok((windows, names)) => {
+                        self.fleet
+                            .probe_results(self.id, node, windows, names)
+                            .await;
                         false
                     }
                     Err(e) => return protocol(seq, &e),

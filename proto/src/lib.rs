@@ -19,6 +19,23 @@ pub const DEFAULT_GRPC_PORT: u16 = 7440;
 pub const DEFAULT_HTTP_PORT: u16 = 7441;
 pub const DEFAULT_PROBE_PORT: u16 = 7442;
 
+/// A host name as DNS and /etc/hosts take it: 1-253 characters, dot-separated
+/// labels of 1-63 letters, digits, '-' or '_', none starting or ending with
+/// '-'. Anything else never reaches the resolver.
+pub fn valid_host_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// Node names are DNS-label-like: 1 to 253 characters of ASCII letters,
 /// digits, `.`, `-` and `_`. Both ends enforce this; the error says why.
 pub fn check_node_name(name: &str) -> Result<(), String> {

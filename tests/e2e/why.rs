@@ -385,6 +385,89 @@ fn stale_allow_list_after_an_address_change() {
 }
 
 #[test]
+fn a_name_still_pointing_at_the_old_address() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("why_dns", 2);
+    // node-0's clients reach node-1 as db.fleet.test, through node-0's own
+    // /etc/hosts (no name server: nothing leaves the fleet).
+    fleet.etc_file(
+        0,
+        "hosts",
+        "127.0.0.1 localhost\n198.18.0.12 db.fleet.test\n",
+    );
+    fleet.etc_file(0, "resolv.conf", "options timeout:1 attempts:1\n");
+    fleet.start_collector_with(&["--name", "db.fleet.test=node-1"]);
+    fleet.start_agents();
+    wait_mesh(&fleet, 2);
+    assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let w = why(&fleet, "node-0", "node-1")?;
+            let checked = w["checked"].to_string();
+            if checked.contains("resolves db.fleet.test to 198.18.0.12, node-1's") {
+                Ok(())
+            } else {
+                Err(serde_json::to_string_pretty(&w).unwrap_or_default())
+            }
+        },
+        "node-0 resolves db.fleet.test to node-1"
+    );
+    // node-1 gets a new address; the name still has the old one.
+    fleet.exec(
+        1,
+        &["sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"],
+    );
+    fleet.exec(1, &["ip", "addr", "add", "198.18.0.22/24", "dev", "eth0"]);
+    fleet.exec(1, &["ip", "addr", "del", "198.18.0.12/24", "dev", "eth0"]);
+    // Probes follow node-1 to its new address: the path works, but every
+    // client that uses the name fails.
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "reachable",
+        "STALE_DNS",
+        "node-0",
+    );
+    let c = &w["causes"][0];
+    let detail = c["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("db.fleet.test") && detail.contains("198.18.0.12"),
+        "{w}"
+    );
+    assert!(
+        c["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("db.fleet.test at 198.18.0.22")),
+        "{w}"
+    );
+    assert!(
+        evidence_text(&w).contains("198.18.0.12"),
+        "the address change is evidence: {w}"
+    );
+    // Fixing the name clears the cause.
+    fleet.etc_file(
+        0,
+        "hosts",
+        "127.0.0.1 localhost\n198.18.0.22 db.fleet.test\n",
+    );
+    assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let w = why(&fleet, "node-0", "node-1")?;
+            if w["verdict"] == "reachable" && w["causes"].as_array().is_some_and(|c| c.is_empty()) {
+                Ok(())
+            } else {
+                Err(serde_json::to_string_pretty(&w).unwrap_or_default())
+            }
+        },
+        "no cause once the name is right"
+    );
+}
+
+#[test]
 fn a_block_in_the_network_path() {
     if !require_root() {
         return;

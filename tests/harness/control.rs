@@ -28,6 +28,11 @@ impl Fleet {
     /// and waits until it accepts connections. The data directory survives
     /// restarts of the collector.
     pub fn start_collector(&mut self) {
+        self.start_collector_with(&[]);
+    }
+
+    /// `start_collector` with more flags.
+    pub fn start_collector_with(&mut self, extra: &[&str]) {
         assert!(self.collector.is_none(), "the collector is already running");
         let data_dir = self.dir().join("collector-data");
         std::fs::create_dir_all(&data_dir).expect("cannot create the collector data dir");
@@ -46,6 +51,7 @@ impl Fleet {
             "--probe-timeout",
             "1s",
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let log = process::log_path(self.dir(), "collector");
         let bin = binary("reachmap-collector");
         let env = self.isolated_config();

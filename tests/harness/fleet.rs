@@ -159,6 +159,23 @@ impl Fleet {
         &self.dir_path
     }
 
+    /// Gives node `i` its own `/etc/<file>` (e.g. "hosts"): processes started
+    /// in it from now on see `contents` there (`ip netns exec` mounts it).
+    /// Later writes are seen by running processes too: the file is rewritten
+    /// in place, never replaced. Removed with the namespace.
+    pub fn etc_file(&self, i: usize, file: &str, contents: &str) {
+        assert!(
+            !file.contains('/') && !file.is_empty(),
+            "{file:?} is not a file name"
+        );
+        let dir = netns::etc_dir(&self.node(i).netns);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        let path = dir.join(file);
+        std::fs::write(&path, contents)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    }
+
     /// Runs a command inside node `i`; panics with its output unless it succeeds.
     pub fn exec(&self, i: usize, args: &[&str]) -> Output {
         let ns = self.node(i).netns.clone();

@@ -146,7 +146,20 @@ pub fn delete(name: &str) -> Result<(), String> {
             describe(&out)
         ));
     }
+    // Files `ip netns exec` mounts over /etc in the namespace (see
+    // `Fleet::etc_file`); `ip netns del` leaves them.
+    let etc = etc_dir(name);
+    if etc.exists() {
+        std::fs::remove_dir_all(&etc)
+            .map_err(|e| format!("cannot remove {}: {e}", etc.display()))?;
+    }
     Ok(())
+}
+
+/// `/etc/netns/NAME`: `ip netns exec NAME` bind-mounts each file in it over
+/// the same file in /etc, for the processes it starts.
+pub fn etc_dir(name: &str) -> std::path::PathBuf {
+    Path::new("/etc/netns").join(name)
 }
 
 /// Removes namespaces left by earlier runs of the harness whose process is

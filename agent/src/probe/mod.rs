@@ -17,14 +17,15 @@ pub mod http;
 pub mod icmp;
 pub mod listener;
 pub mod model;
+pub mod names;
 pub mod scheduler;
 pub mod tcp;
 pub mod window;
 
 pub use listener::{ProbeError, TempListeners, serve_probe_port};
 pub use model::{
-    Outcome, Plan, ProbeKind, ProbeResult, ProberOutput, StateChange, Target, TargetKey,
-    TargetState, WindowSummary, check_plan,
+    FleetName, NameResolution, Outcome, Plan, ProbeKind, ProbeResult, ProberOutput, StateChange,
+    Target, TargetKey, TargetState, WindowSummary, check_plan, valid_host_name,
 };
 
 use futures::StreamExt;
@@ -108,9 +109,13 @@ struct Running {
     /// Set while rate-limited: when the next token is there.
     retry_at: Option<Instant>,
     batch_due: Instant,
+    /// The latest lookup of each of the plan's names.
+    resolved: Vec<NameResolution>,
 }
 
 type InFlight = Pin<Box<dyn Future<Output = (u64, usize, ProbeResult, SystemTime)> + Send>>;
+/// One round of name lookups, for the plan version it was started for.
+type Lookups = Pin<Box<dyn Future<Output = (u64, Vec<NameResolution>)> + Send>>;
 
 impl Prober {
     pub fn new() -> Self {
@@ -142,9 +147,14 @@ impl Prober {
     ) {
         let mut running: Option<Running> = None;
         let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
+        // At most one round of name lookups at a time: a slow resolver
+        // delays the next round, never piles rounds up.
+        let mut lookups: Option<Lookups> = None;
         let mut plan_open = true;
         let initial = plan_rx.borrow_and_update().clone();
-        self.apply(&mut running, initial);
+        if self.apply(&mut running, initial) {
+            lookups = running.as_ref().and_then(start_lookups);
+        }
         loop {
             let can_start = in_flight.len() < self.max_in_flight;
             let wake = running.as_ref().map(|r| match r.next_start() {
@@ -160,7 +170,15 @@ impl Prober {
                         continue;
                     }
                     let plan = plan_rx.borrow_and_update().clone();
-                    self.apply(&mut running, plan);
+                    if self.apply(&mut running, plan) {
+                        lookups = running.as_ref().and_then(start_lookups);
+                    }
+                }
+                (version, resolved) = async { lookups.as_mut().expect("guarded").await }, if lookups.is_some() => {
+                    lookups = None;
+                    if let Some(r) = running.as_mut().filter(|r| r.plan.version == version) {
+                        r.resolved = resolved;
+                    }
                 }
                 Some((version, i, result, at)) = in_flight.next(), if !in_flight.is_empty() => {
                     self.stats.probes_completed.fetch_add(1, Ordering::Relaxed);
@@ -181,6 +199,9 @@ impl Prober {
                         if !self.send_batch(r, &out) {
                             return;
                         }
+                        if lookups.is_none() {
+                            lookups = start_lookups(r);
+                        }
                     }
                     self.start_due(r, &mut in_flight, now);
                 }
@@ -188,19 +209,20 @@ impl Prober {
         }
     }
 
-    /// Switches to `plan`, keeping the windows of targets that stay.
-    fn apply(&self, running: &mut Option<Running>, plan: Option<Arc<Plan>>) {
+    /// Switches to `plan`, keeping the windows of targets that stay; true
+    /// when a new plan now runs.
+    fn apply(&self, running: &mut Option<Running>, plan: Option<Arc<Plan>>) -> bool {
         let Some(plan) = plan else {
             if running.take().is_some() {
                 tracing::info!("probe plan withdrawn");
             }
-            return;
+            return false;
         };
         if running
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(&r.plan, &plan) || r.plan.version == plan.version)
         {
-            return;
+            return false;
         }
         let (checked, refused) = check_plan((*plan).clone());
         for (target, reason) in &refused {
@@ -209,8 +231,19 @@ impl Prober {
         self.stats
             .targets_refused
             .fetch_add(refused.len() as u64, Ordering::Relaxed);
-        let mut old: HashMap<TargetKey, Window> = running
-            .take()
+        let previous = running.take();
+        // Lookups of names that stay are kept until the next round.
+        let resolved: Vec<NameResolution> = previous
+            .as_ref()
+            .map(|r| {
+                r.resolved
+                    .iter()
+                    .filter(|n| checked.names.contains(&n.name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut old: HashMap<TargetKey, Window> = previous
             .map(|r| {
                 r.slots
                     .into_iter()
@@ -251,7 +284,9 @@ impl Prober {
             plan: Arc::new(checked),
             slots,
             schedule,
+            resolved,
         });
+        true
     }
 
     /// Starts every probe that is due, as far as the rate limit and the cap
@@ -296,6 +331,7 @@ impl Prober {
         let batch = ProberOutput::Batch {
             plan_version: r.plan.version,
             windows,
+            names: r.resolved.clone(),
         };
         match out.try_send(batch) {
             Ok(()) => true,
@@ -315,6 +351,19 @@ impl Running {
         let due = self.schedule.next_due()?;
         Some(self.retry_at.map_or(due, |retry| retry.max(due)))
     }
+}
+
+/// A round of lookups of the running plan's names; `None` when it has none.
+fn start_lookups(r: &Running) -> Option<Lookups> {
+    if r.plan.names.is_empty() {
+        return None;
+    }
+    let names = r.plan.names.clone();
+    let version = r.plan.version;
+    let timeout = names::lookup_timeout(r.plan.interval);
+    Some(Box::pin(async move {
+        (version, names::resolve_all(&names, timeout).await)
+    }))
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -110,7 +110,33 @@ pub struct Plan {
     pub targets: Vec<Target>,
     /// Every fleet member's addresses: the only ones a probe may go to.
     pub fleet_addresses: HashSet<IpAddr>,
+    /// Names the fleet's clients use for other members, looked up every
+    /// interval through this host's resolver (nothing is probed by name).
+    pub names: Vec<FleetName>,
 }
+
+/// Most names a plan may ask this agent to look up.
+pub const MAX_NAMES: usize = 256;
+
+/// A name the collector's config gives a fleet member (`FleetName`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FleetName {
+    pub name: String,
+    pub node: String,
+}
+
+/// What a name resolved to on this host (`NameResolution`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameResolution {
+    pub name: FleetName,
+    /// In the resolver's order, without repeats.
+    pub addresses: Vec<IpAddr>,
+    /// Why the lookup failed (or gave nothing).
+    pub error: Option<String>,
+    pub at: SystemTime,
+}
+
+pub use reachmap_proto::valid_host_name;
 
 /// One target's rolling window (`TargetWindow` on the wire).
 #[derive(Debug, Clone, PartialEq)]
@@ -153,6 +179,8 @@ pub enum ProberOutput {
     Batch {
         plan_version: u64,
         windows: Vec<WindowSummary>,
+        /// The latest lookup of each of the plan's names.
+        names: Vec<NameResolution>,
     },
     /// Sent as soon as the probe that changed the state ends.
     Changed(StateChange),
@@ -192,6 +220,7 @@ pub fn check_plan(plan: Plan) -> (Plan, Vec<(Target, String)>) {
         window,
         targets,
         fleet_addresses,
+        names,
     } = plan;
     let mut kept = Vec::with_capacity(targets.len());
     let mut refused = Vec::new();
@@ -224,8 +253,20 @@ pub fn check_plan(plan: Plan) -> (Plan, Vec<(Target, String)>) {
         },
         targets: kept,
         fleet_addresses,
+        names: check_names(names),
     };
     (plan, refused)
+}
+
+/// Valid host names only (the wire reports the others), each once, at most
+/// `MAX_NAMES`.
+fn check_names(names: Vec<FleetName>) -> Vec<FleetName> {
+    let mut seen = HashSet::new();
+    names
+        .into_iter()
+        .filter(|n| valid_host_name(&n.name) && seen.insert(n.clone()))
+        .take(MAX_NAMES)
+        .collect()
 }
 
 fn refusal(target: &Target, fleet: &HashSet<IpAddr>) -> Option<String> {
@@ -298,7 +339,54 @@ mod tests {
                 .iter()
                 .map(|a| a.parse().expect("address"))
                 .collect(),
+            names: Vec::new(),
         }
+    }
+
+    #[test]
+    fn names_are_host_names_each_once() {
+        for good in [
+            "db",
+            "db.fleet.test",
+            "db.fleet.test.",
+            "a-b_c.x1",
+            &"a.".repeat(126),
+        ] {
+            assert!(valid_host_name(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "db..test",
+            "-db.test",
+            "db-.test",
+            "db test",
+            "db/test",
+            "db\n.test",
+            &"a".repeat(64),
+            &format!("{}a", "a.".repeat(127)),
+        ] {
+            assert!(!valid_host_name(bad), "{bad:?}");
+        }
+        let name = |n: &str, node: &str| FleetName {
+            name: n.into(),
+            node: node.into(),
+        };
+        let mut p = plan(Vec::new());
+        p.names = vec![
+            name("db.test", "n1"),
+            name("bad name", "n1"),
+            name("db.test", "n1"),
+            name("db.test", "n2"),
+        ];
+        p.names
+            .extend((0..MAX_NAMES).map(|i| name(&format!("h{i}"), "n3")));
+        let (checked, _) = check_plan(p);
+        assert_eq!(checked.names.len(), MAX_NAMES);
+        assert_eq!(
+            checked.names[..2],
+            [name("db.test", "n1"), name("db.test", "n2")]
+        );
     }
 
     #[test]

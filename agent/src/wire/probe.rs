@@ -1,7 +1,10 @@
 //! Probe plans from the collector into the prober's types, and the prober's
 //! windows, state changes and command answers back into protocol messages.
 
-use crate::probe::{Outcome, Plan, ProbeKind, StateChange, Target, TargetState, WindowSummary};
+use crate::probe::{
+    FleetName, NameResolution, Outcome, Plan, ProbeKind, StateChange, Target, TargetState,
+    WindowSummary, valid_host_name,
+};
 use reachmap_proto::v1 as pb;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -106,6 +109,17 @@ pub fn plan(p: &pb::ProbePlan) -> Result<(Plan, Vec<String>), PlanError> {
             Err(e) => unreadable.push(format!("{} {}:{}: {e}", t.node, t.address, t.port)),
         }
     }
+    let mut names = Vec::with_capacity(p.names.len());
+    for n in &p.names {
+        if valid_host_name(&n.name) {
+            names.push(FleetName {
+                name: n.name.clone(),
+                node: n.node.clone(),
+            });
+        } else {
+            unreadable.push(format!("name {:?} for {}: not a host name", n.name, n.node));
+        }
+    }
     Ok((
         Plan {
             version: p.version,
@@ -115,6 +129,7 @@ pub fn plan(p: &pb::ProbePlan) -> Result<(Plan, Vec<String>), PlanError> {
             window: usize::try_from(p.window).unwrap_or(0),
             targets,
             fleet_addresses,
+            names,
         },
         unreadable,
     ))
@@ -146,10 +161,25 @@ pub fn window(w: &WindowSummary) -> pb::TargetWindow {
     }
 }
 
-pub fn results(plan_version: u64, windows: &[WindowSummary]) -> pb::ProbeResults {
+pub fn resolution(r: &NameResolution) -> pb::NameResolution {
+    pb::NameResolution {
+        name: r.name.name.clone(),
+        node: r.name.node.clone(),
+        addresses: r.addresses.iter().map(ToString::to_string).collect(),
+        error: r.error.clone().unwrap_or_default(),
+        resolved_unix_nanos: super::unix_nanos(r.at),
+    }
+}
+
+pub fn results(
+    plan_version: u64,
+    windows: &[WindowSummary],
+    names: &[NameResolution],
+) -> pb::ProbeResults {
     pb::ProbeResults {
         plan_version,
         windows: windows.iter().map(window).collect(),
+        names: names.iter().map(resolution).collect(),
     }
 }
 

@@ -118,8 +118,10 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
             "{} reaches {} on port {}: nothing to explain",
             ctx.src.name, ctx.dst.name, ctx.port
         ));
-        // Worth saying even when the port works: ping will say it does not.
+        // Worth saying even when the port works: ping will say it does not,
+        // and clients that use a name reach what the name says.
         icmp_only(ctx, checked, &mut out);
+        names(ctx, checked, &mut out);
         clock(ctx, checked, &mut out);
         return out;
     }
@@ -138,6 +140,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
         checked.push("load, CPU steal and memory: not relevant without slow or lost probes".into());
     }
     icmp_only(ctx, checked, &mut out);
+    names(ctx, checked, &mut out);
     loss(ctx, checked, &mut out);
     clock(ctx, checked, &mut out);
     reboot(ctx, checked, &mut out);
@@ -849,6 +852,94 @@ fn reboot(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
 }
 
 /// The address a source sends from: its first probe-able address.
+/// STALE_DNS: a name the config gives the destination resolves, on the
+/// source, to none of the destination's addresses — typically its old one
+/// after the cloud gave it a new one. Probes go to the addresses the
+/// destination reports, so the path can be fine while every client that uses
+/// the name fails.
+fn names(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
+    let (src, dst) = (&ctx.src.name, &ctx.dst.name);
+    let lookups: Vec<_> = ctx.src.names.iter().filter(|r| r.node == *dst).collect();
+    if lookups.is_empty() {
+        return;
+    }
+    let Some(f) = &ctx.dst.facts else {
+        checked.push(format!("names of {dst}: its addresses are not known"));
+        return;
+    };
+    let now: Vec<IpAddr> = f.addresses().map(|a| a.ip).collect();
+    let listed = |v: &[IpAddr]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for r in lookups {
+        let looked_up = Evidence {
+            kind: "fact".into(),
+            node: src.clone(),
+            time: r.resolved_unix_nanos,
+            text: match &r.error {
+                Some(e) => format!("{} does not resolve: {e}", r.name),
+                None => format!("{} resolves to {}", r.name, listed(&r.addresses)),
+            },
+        };
+        if let Some(e) = &r.error {
+            checked.push(format!("{src} cannot look up {}: {e}", r.name));
+            continue;
+        }
+        if r.addresses.iter().any(|a| now.contains(a)) {
+            checked.push(format!(
+                "{src} resolves {} to {}, {dst}'s",
+                r.name,
+                listed(&r.addresses)
+            ));
+            continue;
+        }
+        // The address the destination had and dropped, when its events say.
+        let dropped = events(ctx.dst, |k| {
+            matches!(k, pb::event::Kind::AddressChanged(a)
+                if a.removed.as_ref().is_some_and(|x| r.addresses.iter().any(|ip| ip.to_string() == x.ip)))
+        })
+        .next();
+        let detail = if dropped.is_some() {
+            format!(
+                "{} resolves on {src} to {}, an address {dst} no longer has: clients that use the name cannot reach it",
+                r.name,
+                listed(&r.addresses)
+            )
+        } else {
+            format!(
+                "{} resolves on {src} to {}, none of them {dst}'s: clients that use the name reach something else",
+                r.name,
+                listed(&r.addresses)
+            )
+        };
+        let mut c = cause("STALE_DNS", ctx.src, 80, detail);
+        c.evidence.push(looked_up);
+        if let Some(e) = dropped {
+            c.evidence.push(event(ctx.dst, e));
+        }
+        c.evidence
+            .push(fact(ctx.dst, format!("addresses now: {}", listed(&now))));
+        let new = ctx
+            .address
+            .filter(|a| now.contains(a))
+            .or_else(|| crate::state::probe_addresses(ctx.dst).into_iter().next());
+        c.fix = Some(match new {
+            Some(a) => format!(
+                "point {} at {a} in the resolver {src} uses (its DNS record, or /etc/hosts on {src})",
+                r.name
+            ),
+            None => format!(
+                "point {} at {dst}'s current address in the resolver {src} uses",
+                r.name
+            ),
+        });
+        out.push(c);
+    }
+}
+
 fn source_address(n: &Node) -> Option<IpAddr> {
     crate::state::probe_addresses(n).into_iter().next()
 }

@@ -5,12 +5,25 @@
 pub mod matrix;
 pub mod planner;
 
+/// What a name resolved to on one agent's host, as it reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedName {
+    pub name: String,
+    /// The node the config gives the name to.
+    pub node: String,
+    pub addresses: Vec<std::net::IpAddr>,
+    /// Why the lookup failed, if it did.
+    pub error: Option<String>,
+    pub resolved_unix_nanos: i64,
+}
+
 pub use matrix::{
     ApplyStats, Cell, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome, StateChange,
     TargetState, WindowInput,
 };
 pub use planner::{
-    NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind, plan,
+    FleetName, NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind,
+    plan,
 };
 
 /// A 64-bit hash whose value is fixed by this file, not by the standard

@@ -73,6 +73,16 @@ pub struct PlannerConfig {
     pub learn_listener_ports: bool,
     pub max_learned_ports_per_peer: usize,
     pub max_targets_per_node: usize,
+    /// Names the fleet's clients use for its members: every agent looks up
+    /// the names of the other members.
+    pub names: Vec<FleetName>,
+}
+
+/// A name the config gives a fleet member, e.g. `db.example.com` → `db-1`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FleetName {
+    pub name: String,
+    pub node: String,
 }
 
 impl Default for PlannerConfig {
@@ -89,6 +99,7 @@ impl Default for PlannerConfig {
             learn_listener_ports: true,
             max_learned_ports_per_peer: 32,
             max_targets_per_node: 1024,
+            names: Vec::new(),
         }
     }
 }
@@ -176,6 +187,8 @@ pub struct NodePlan {
     pub timeout: Duration,
     pub window: usize,
     pub max_probes_per_second: u32,
+    /// Names of other members for the agent to look up, sorted.
+    pub names: Vec<FleetName>,
     /// A hash of everything above.
     pub digest: u64,
 }
@@ -228,6 +241,9 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
         })
         .collect();
 
+    let mut names = cfg.names.clone();
+    names.sort();
+    names.dedup();
     let mut plans = BTreeMap::new();
     for (s, source) in nodes.iter().enumerate() {
         if !source.connected {
@@ -259,6 +275,11 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
             timeout: cfg.timeout,
             window: cfg.window,
             max_probes_per_second: cfg.max_probes_per_second,
+            names: names
+                .iter()
+                .filter(|n| n.node != source.name)
+                .cloned()
+                .collect(),
             digest: 0,
         };
         plan.digest = digest(&plan);
@@ -430,6 +451,10 @@ fn digest(plan: &NodePlan) -> u64 {
     h = h.bytes(b"addresses");
     for a in &plan.fleet_addresses {
         h = h.ip(*a);
+    }
+    h = h.bytes(b"names");
+    for n in &plan.names {
+        h = h.str(&n.name).str(&n.node);
     }
     h.finish()
 }

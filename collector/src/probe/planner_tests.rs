@@ -340,3 +340,31 @@ fn degenerate_fleets() {
     assert_eq!(p["b"].targets.len(), 2);
     assert_eq!(p["b"].targets[0].address, ip("198.18.0.1"));
 }
+
+#[test]
+fn every_agent_looks_up_the_names_of_the_others() {
+    let nodes: Vec<NodeInput> = (1..=3)
+        .map(|i| node(&format!("n{i}"), None, &format!("198.18.0.{i}")))
+        .collect();
+    let name = |n: &str, node: &str| FleetName {
+        name: n.to_string(),
+        node: node.to_string(),
+    };
+    let mut cfg = PlannerConfig::default();
+    let before = plan(&nodes, &cfg);
+    cfg.names = vec![
+        name("b.test", "n2"),
+        name("a.test", "n1"),
+        name("a.test", "n1"),
+    ];
+    let plans = plan(&nodes, &cfg);
+    assert_eq!(plans["n1"].names, [name("b.test", "n2")]);
+    assert_eq!(plans["n2"].names, [name("a.test", "n1")]);
+    assert_eq!(
+        plans["n3"].names,
+        [name("a.test", "n1"), name("b.test", "n2")]
+    );
+    // A new name is a new plan for the agents that look it up.
+    assert!(plans.keys().all(|k| plans[k].digest != before[k].digest));
+    assert_eq!(plans["n1"].targets, before["n1"].targets);
+}

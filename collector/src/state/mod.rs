@@ -10,7 +10,7 @@ pub use probing::{Probing, probe_addresses};
 use crate::clock::Sample;
 use crate::config::ProbeSettings;
 use crate::model::{FactsDelta, Hello, NodeFacts};
-use crate::probe::{Matrix, WindowInput};
+use crate::probe::{Matrix, ResolvedName, WindowInput};
 use crate::store::{NodeRecord, Store};
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, VecDeque};
@@ -70,6 +70,9 @@ pub struct Node {
     /// Events stored since the collector started (the ring keeps the last
     /// `EVENTS_PER_NODE`).
     pub events_total: u64,
+    /// What the fleet's names resolve to on this node, from its latest
+    /// probe results.
+    pub names: Vec<ResolvedName>,
 }
 
 impl Node {
@@ -91,6 +94,7 @@ impl Node {
             clock: None,
             dropped_events_total: 0,
             events_total: 0,
+            names: Vec::new(),
         }
     }
 
@@ -193,7 +197,7 @@ enum Cmd {
     Detach(SessionId, String, String),
     Read(Reader),
     ReadMatrix(MatrixReader),
-    ProbeResults(SessionId, String, Vec<WindowInput>),
+    ProbeResults(SessionId, String, Vec<WindowInput>, Vec<ResolvedName>),
     CommandResult(SessionId, String, pb::CommandResult),
     Command {
         node: String,
@@ -298,8 +302,15 @@ impl Fleet {
         self.send(Cmd::Detach(s, node.into(), reason)).await;
     }
 
-    pub async fn probe_results(&self, s: SessionId, node: &str, windows: Vec<WindowInput>) {
-        self.send(Cmd::ProbeResults(s, node.into(), windows)).await;
+    pub async fn probe_results(
+        &self,
+        s: SessionId,
+        node: &str,
+        windows: Vec<WindowInput>,
+        names: Vec<ResolvedName>,
+    ) {
+        self.send(Cmd::ProbeResults(s, node.into(), windows, names))
+            .await;
     }
 
     pub async fn command_result(&self, s: SessionId, node: &str, r: pb::CommandResult) {
@@ -535,9 +546,10 @@ impl Owner {
             }
             Cmd::Read(f) => f(&self.nodes),
             Cmd::ReadMatrix(f) => f(&self.probing.matrix, &self.nodes),
-            Cmd::ProbeResults(s, name, windows) => {
+            Cmd::ProbeResults(s, name, windows, names) => {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
+                    n.names = names;
                     self.probing.results(&name, windows, unix_nanos(now));
                 }
             }

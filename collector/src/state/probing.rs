@@ -7,7 +7,8 @@ use crate::config::ProbeSettings;
 use crate::encode;
 use crate::model::Protocol;
 use crate::probe::{
-    Matrix, NodeInput, PlannerConfig, Service, ServiceKind, StateChange, WindowInput, plan,
+    FleetName, Matrix, NodeInput, PlannerConfig, Service, ServiceKind, StateChange, WindowInput,
+    plan,
 };
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,14 @@ pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
                     },
                     None => ServiceKind::Tcp,
                 },
+            })
+            .collect(),
+        names: s
+            .names
+            .iter()
+            .map(|n| FleetName {
+                name: n.name.clone(),
+                node: n.node.clone(),
             })
             .collect(),
         ..PlannerConfig::default()

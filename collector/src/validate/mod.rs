@@ -388,7 +388,7 @@ pub fn any(msg: &pb::AgentMessage) -> Result<(), ProtocolError> {
         Some(Body::Snapshot(s)) => snapshot(s).map(|_| ()),
         Some(Body::Delta(d)) => delta(d).map(|_| ()),
         Some(Body::Event(e)) => event(e),
-        Some(Body::ProbeResults(r)) => probe::results(r).map(|_| ()),
+        Some(Body::ProbeResults(r)) => probe::results(r).and_then(|_| probe::names(r)).map(|_| ()),
         Some(Body::CommandResult(r)) => probe::command_result(r),
         Some(Body::Heartbeat(_)) => Ok(()),
     }
@@ -421,6 +421,54 @@ mod tests {
             }],
             oper_state: pb::OperState::Up as i32,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn name_lookups_are_checked_field_by_field() {
+        let good = pb::NameResolution {
+            name: "db.fleet.test".into(),
+            node: "db-1".into(),
+            addresses: vec!["198.18.0.12".into(), "2001:db8::1".into()],
+            error: String::new(),
+            resolved_unix_nanos: 1,
+        };
+        let batch = |n: pb::NameResolution| pb::ProbeResults {
+            names: vec![good.clone(), n],
+            ..Default::default()
+        };
+        let names = probe::names(&batch(good.clone())).expect("good");
+        assert_eq!(names[0].addresses.len(), 2);
+        assert_eq!(names[0].error, None);
+        let mut failed = good.clone();
+        failed.addresses.clear();
+        failed.error = "Name or service not known".into();
+        let names = probe::names(&batch(failed)).expect("a failed lookup is a fact too");
+        assert_eq!(names[1].error.as_deref(), Some("Name or service not known"));
+        for (field, bad) in [
+            ("probe_results.names[1].name", {
+                let mut b = good.clone();
+                b.name = "db fleet".into();
+                b
+            }),
+            ("probe_results.names[1].node", {
+                let mut b = good.clone();
+                b.node = String::new();
+                b
+            }),
+            ("probe_results.names[1].addresses[1]", {
+                let mut b = good.clone();
+                b.addresses[1] = "db-1".into();
+                b
+            }),
+            ("probe_results.names[1].error", {
+                let mut b = good.clone();
+                b.error = "x".repeat(5000);
+                b
+            }),
+        ] {
+            let e = probe::names(&batch(bad)).expect_err(field);
+            assert_eq!(e.field, field, "{e}");
         }
     }
 

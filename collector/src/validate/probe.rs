@@ -2,7 +2,8 @@
 
 use super::{ProtocolError, err, ip, text};
 use crate::probe::{
-    FailureCounts, Outcome, PlannedTarget, ProbeKind, StateChange, TargetState, WindowInput,
+    FailureCounts, Outcome, PlannedTarget, ProbeKind, ResolvedName, StateChange, TargetState,
+    WindowInput,
 };
 use reachmap_proto::v1 as pb;
 
@@ -135,6 +136,58 @@ pub fn results(r: &pb::ProbeResults) -> Result<Vec<WindowInput>, ProtocolError> 
         .iter()
         .enumerate()
         .map(|(n, w)| window(&format!("probe_results.windows[{n}]"), w))
+        .collect()
+}
+
+/// Names per batch, and addresses per name: far above what a plan asks for
+/// or a resolver gives.
+pub const MAX_NAMES: usize = 1_024;
+pub const MAX_NAME_ADDRESSES: usize = 64;
+
+/// The lookups of the plan's names a batch carries.
+pub fn names(r: &pb::ProbeResults) -> Result<Vec<ResolvedName>, ProtocolError> {
+    if r.names.len() > MAX_NAMES {
+        return Err(err(
+            "probe_results.names",
+            format!("{} names (at most {MAX_NAMES})", r.names.len()),
+        ));
+    }
+    r.names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let f = format!("probe_results.names[{i}]");
+            if !reachmap_proto::valid_host_name(&n.name) {
+                return Err(err(
+                    format!("{f}.name"),
+                    format!("{:?} is not a host name", n.name),
+                ));
+            }
+            reachmap_proto::check_node_name(&n.node).map_err(|e| err(format!("{f}.node"), e))?;
+            if n.addresses.len() > MAX_NAME_ADDRESSES {
+                return Err(err(
+                    format!("{f}.addresses"),
+                    format!(
+                        "{} addresses (at most {MAX_NAME_ADDRESSES})",
+                        n.addresses.len()
+                    ),
+                ));
+            }
+            let addresses = n
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(j, a)| ip(&format!("{f}.addresses[{j}]"), a))
+                .collect::<Result<Vec<_>, _>>()?;
+            text(&format!("{f}.error"), &n.error, 1024)?;
+            Ok(ResolvedName {
+                name: n.name.clone(),
+                node: n.node.clone(),
+                addresses,
+                error: (!n.error.is_empty()).then(|| n.error.clone()),
+                resolved_unix_nanos: n.resolved_unix_nanos,
+            })
+        })
         .collect()
 }
 

@@ -705,6 +705,27 @@ pub struct ProbeResults {
     pub plan_version: u64,
     #[prost(message, repeated, tag = "2")]
     pub windows: ::prost::alloc::vec::Vec<TargetWindow>,
+    /// What the plan's names resolve to on this host, latest lookup of each.
+    #[prost(message, repeated, tag = "3")]
+    pub names: ::prost::alloc::vec::Vec<NameResolution>,
+}
+/// A name the fleet's clients use for one of its members, looked up through
+/// the agent host's own resolver (/etc/hosts, DNS, as nsswitch says).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct NameResolution {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The node the collector's config says the name is for.
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    /// Every address the lookup gave, in the resolver's order.
+    #[prost(string, repeated, tag = "3")]
+    pub addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Why the lookup failed; empty when it answered.
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub resolved_unix_nanos: i64,
 }
 /// A target whose state changed: sent at once, so a broken path shows within
 /// one interval.
@@ -801,6 +822,18 @@ pub struct ProbePlan {
     /// name.
     #[prost(string, repeated, tag = "7")]
     pub fleet_addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Names the fleet's clients use for other members (collector config): the
+    /// agent looks each one up every interval and reports what it got, so a
+    /// name still pointing at a member's old address shows.
+    #[prost(message, repeated, tag = "8")]
+    pub names: ::prost::alloc::vec::Vec<FleetName>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FleetName {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ResyncRequest {
