@@ -110,6 +110,35 @@ fn loopback_only_and_not_listening() {
 }
 
 #[test]
+fn a_listener_that_does_not_accept_fills_its_queue() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("why_queue", 2);
+    wait_mesh(&fleet, 2);
+    // A service too slow to accept: backlog 1, never accepting. node-0's
+    // probes of the port fill the queue, then their SYNs are dropped.
+    fleet.spawn(1, "stall", &[TOOL, "stall", "0.0.0.0:8090", "1"]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1:8090",
+        "unreachable",
+        "LISTEN_QUEUE_OVERFLOW",
+        "node-1",
+    );
+    let evidence = evidence_text(&w);
+    assert!(
+        evidence.contains("accept queue") && evidence.contains("of 1 on tcp 0.0.0.0:8090"),
+        "the full queue is the evidence: {w}"
+    );
+    assert!(
+        w["probe"]["failure"] == "timeout",
+        "SYNs to a full queue are dropped: {w}"
+    );
+}
+
+#[test]
 fn the_listening_process_was_oom_killed() {
     if !require_root() {
         return;

@@ -6,6 +6,9 @@
 //!   accept connections and hold them open; prints `ready`.
 //! - `hold PAIRS PORT`: listen on 127.0.0.1:PORT and open PAIRS connections
 //!   to it (2×PAIRS established sockets); prints `ready`.
+//! - `stall ADDR:PORT BACKLOG`: listen with a listen backlog of BACKLOG and
+//!   never accept: once BACKLOG + 1 connections wait, the kernel drops new
+//!   SYNs (a service too slow to accept); prints `ready`.
 //! - `eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]`: optionally
 //!   listen first, wait, then allocate and touch MIB MiB — in a small memory
 //!   cgroup the OOM killer ends it.
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
+        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
     );
     std::process::exit(2)
 }
@@ -76,6 +79,17 @@ fn main() {
                 }
             }
             ready();
+            park()
+        }
+        "stall" => {
+            let [a, backlog] = rest else { usage() };
+            let backlog: i32 = backlog.parse().unwrap_or_else(|_| usage());
+            let listener = TcpListener::bind(addr(a)).expect("bind tcp");
+            // A second listen() on a listening socket sets its backlog.
+            let backlog = nix::sys::socket::Backlog::new(backlog).unwrap_or_else(|_| usage());
+            nix::sys::socket::listen(&listener, backlog).expect("listen");
+            ready();
+            let _keep = listener;
             park()
         }
         "hold" => {
