@@ -153,6 +153,24 @@ fn codes(e: &Explanation) -> Vec<(&str, &str)> {
         .collect()
 }
 
+/// b's address went from .12 to .22 half a minute ago.
+fn b_moved_to_22(w: &mut World) {
+    let f = w.b().facts.as_mut().expect("f");
+    f.interfaces.get_mut(&2).expect("eth0").addresses[0].ip = ip("198.18.0.22");
+    w.b().push_for_test(
+        SystemTime::now() - Duration::from_secs(30),
+        pb::event::Kind::AddressChanged(pb::AddressChanged {
+            interface: "eth0".into(),
+            removed: Some(pb::Address {
+                ip: "198.18.0.12".into(),
+                prefix_len: 24,
+                scope: pb::AddressScope::Universe as i32,
+            }),
+            added: None,
+        }),
+    );
+}
+
 fn world() -> World {
     let mut a = facts("198.18.0.11");
     a.resources = Some(resources());
@@ -311,20 +329,7 @@ fn clock_skew_and_a_reboot() {
 #[test]
 fn the_destination_lost_the_address_it_is_probed_at() {
     let mut w = world();
-    let f = w.b().facts.as_mut().expect("f");
-    f.interfaces.get_mut(&2).expect("eth0").addresses[0].ip = ip("198.18.0.22");
-    w.b().push_for_test(
-        SystemTime::now() - Duration::from_secs(30),
-        pb::event::Kind::AddressChanged(pb::AddressChanged {
-            interface: "eth0".into(),
-            removed: Some(pb::Address {
-                ip: "198.18.0.12".into(),
-                prefix_len: 24,
-                scope: pb::AddressScope::Universe as i32,
-            }),
-            added: None,
-        }),
-    );
+    b_moved_to_22(&mut w);
     w.probe(7442, TargetState::Failing, 1.0, Some(Outcome::Timeout));
     let e = w.why(7442);
     assert_eq!(
@@ -454,20 +459,7 @@ fn a_port_forward_is_followed_to_the_rule_that_drops_it() {
 #[test]
 fn a_name_still_pointing_at_the_old_address_is_stale_dns() {
     let mut w = world();
-    let f = w.b().facts.as_mut().expect("f");
-    f.interfaces.get_mut(&2).expect("eth0").addresses[0].ip = ip("198.18.0.22");
-    w.b().push_for_test(
-        SystemTime::now() - Duration::from_secs(30),
-        pb::event::Kind::AddressChanged(pb::AddressChanged {
-            interface: "eth0".into(),
-            removed: Some(pb::Address {
-                ip: "198.18.0.12".into(),
-                prefix_len: 24,
-                scope: pb::AddressScope::Universe as i32,
-            }),
-            added: None,
-        }),
-    );
+    b_moved_to_22(&mut w);
     let lookup = |name: &str, node: &str, addresses: &[&str], error: Option<&str>| {
         crate::probe::ResolvedName {
             name: name.into(),
