@@ -186,37 +186,16 @@ fn json_string(s: &str) -> Vec<u8> {
 fn write_cell(buf: &mut Vec<u8>, c: &Cell) {
     buf.extend_from_slice(b",\"port\":");
     write_u64(buf, u64::from(c.port));
-    buf.extend_from_slice(match (c.kind, c.state) {
-        (ProbeKind::Tcp, CellState::Ok) => b",\"kind\":\"tcp\",\"state\":\"ok\",\"loss\":",
-        (ProbeKind::Tcp, CellState::Degraded) => {
-            b",\"kind\":\"tcp\",\"state\":\"degraded\",\"loss\":"
-        }
-        (ProbeKind::Tcp, CellState::Failing) => {
-            b",\"kind\":\"tcp\",\"state\":\"failing\",\"loss\":"
-        }
-        (ProbeKind::Tcp, CellState::Unknown) => {
-            b",\"kind\":\"tcp\",\"state\":\"unknown\",\"loss\":"
-        }
-        (ProbeKind::Icmp, CellState::Ok) => b",\"kind\":\"icmp\",\"state\":\"ok\",\"loss\":",
-        (ProbeKind::Icmp, CellState::Degraded) => {
-            b",\"kind\":\"icmp\",\"state\":\"degraded\",\"loss\":"
-        }
-        (ProbeKind::Icmp, CellState::Failing) => {
-            b",\"kind\":\"icmp\",\"state\":\"failing\",\"loss\":"
-        }
-        (ProbeKind::Icmp, CellState::Unknown) => {
-            b",\"kind\":\"icmp\",\"state\":\"unknown\",\"loss\":"
-        }
-        (ProbeKind::Http, CellState::Ok) => b",\"kind\":\"http\",\"state\":\"ok\",\"loss\":",
-        (ProbeKind::Http, CellState::Degraded) => {
-            b",\"kind\":\"http\",\"state\":\"degraded\",\"loss\":"
-        }
-        (ProbeKind::Http, CellState::Failing) => {
-            b",\"kind\":\"http\",\"state\":\"failing\",\"loss\":"
-        }
-        (ProbeKind::Http, CellState::Unknown) => {
-            b",\"kind\":\"http\",\"state\":\"unknown\",\"loss\":"
-        }
+    buf.extend_from_slice(match c.kind {
+        ProbeKind::Tcp => b",\"kind\":\"tcp\"",
+        ProbeKind::Icmp => b",\"kind\":\"icmp\"",
+        ProbeKind::Http => b",\"kind\":\"http\"",
+    });
+    buf.extend_from_slice(match c.state {
+        CellState::Ok => b",\"state\":\"ok\",\"loss\":",
+        CellState::Degraded => b",\"state\":\"degraded\",\"loss\":",
+        CellState::Failing => b",\"state\":\"failing\",\"loss\":",
+        CellState::Unknown => b",\"state\":\"unknown\",\"loss\":",
     });
     write_fixed(buf, c.loss(), 6);
     buf.extend_from_slice(b",\"rtt_ms\":");
