@@ -7,7 +7,9 @@ use crate::model::{
     BindScope, Listener, ListenerKey, MemoryTrend, PressureFigures, Protocol, Resources,
     SocketSummary,
 };
-use crate::probe::{CellRef, CellState, Matrix, NodePlan, Outcome, PlannedTarget, ProbeKind};
+use crate::probe::{
+    CellRef, CellState, Matrix, NodePlan, Outcome, PlannedTarget, ProbeKind, ResolvedName,
+};
 use reachmap_proto::v1 as pb;
 
 pub fn protocol(p: Protocol) -> i32 {
@@ -273,6 +275,16 @@ pub fn plan(p: &NodePlan, version: u64) -> pb::ProbePlan {
                 node: n.node.clone(),
             })
             .collect(),
+    }
+}
+
+pub fn resolved_name(r: &ResolvedName) -> pb::NameResolution {
+    pb::NameResolution {
+        name: r.name.clone(),
+        node: r.node.clone(),
+        addresses: r.addresses.iter().map(ToString::to_string).collect(),
+        error: r.error.clone().unwrap_or_default(),
+        resolved_unix_nanos: r.resolved_unix_nanos,
     }
 }
 

@@ -112,6 +112,7 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
                 ..e.event.clone()
             })
             .collect(),
+        names: n.names.iter().map(crate::encode::resolved_name).collect(),
     }
 }
 

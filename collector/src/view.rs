@@ -100,6 +100,19 @@ pub struct NodeDetailView {
     pub resources: Option<model::Resources>,
     /// Newest first.
     pub events: Vec<EventView>,
+    /// The fleet's names as this node resolves them.
+    pub names: Vec<NameView>,
+}
+
+#[derive(Serialize, Debug)]
+pub struct NameView {
+    pub name: String,
+    /// The node the config gives the name to.
+    pub node: String,
+    pub addresses: Vec<String>,
+    pub error: Option<String>,
+    /// When it was looked up, RFC 3339.
+    pub resolved: Option<String>,
 }
 
 #[derive(Serialize, Debug)]
@@ -430,6 +443,17 @@ impl From<&pb::NodeDetail> for NodeDetailView {
                         kind,
                         detail,
                     }
+                })
+                .collect(),
+            names: d
+                .names
+                .iter()
+                .map(|n| NameView {
+                    name: n.name.clone(),
+                    node: n.node.clone(),
+                    addresses: n.addresses.clone(),
+                    error: (!n.error.is_empty()).then(|| n.error.clone()),
+                    resolved: rfc3339(n.resolved_unix_nanos),
                 })
                 .collect(),
         }

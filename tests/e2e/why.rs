@@ -443,6 +443,21 @@ fn a_name_still_pointing_at_the_old_address() {
         },
         "node-0 resolves db.fleet.test to node-1"
     );
+    // `reachmap node` shows the lookups too.
+    let out = fleet.cli(&["node", "node-0", "--format", "json"]);
+    let node: Value = serde_json::from_slice(&out.stdout).expect("node JSON");
+    assert_eq!(node["names"][0]["name"], "db.fleet.test", "{node}");
+    assert_eq!(node["names"][0]["node"], "node-1", "{node}");
+    assert_eq!(node["names"][0]["addresses"][0], "198.18.0.12", "{node}");
+    let table = String::from_utf8_lossy(&fleet.cli(&["node", "node-0"]).stdout).into_owned();
+    assert!(
+        table.lines().any(|l| l.split_whitespace().take(3).eq([
+            "db.fleet.test",
+            "node-1",
+            "198.18.0.12"
+        ])),
+        "{table}"
+    );
     // node-1 gets a new address; the name still has the old one.
     fleet.exec(
         1,

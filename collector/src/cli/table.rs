@@ -206,6 +206,29 @@ pub fn node(d: &pb::NodeDetail, now: SystemTime) -> String {
             let _ = writeln!(out, "\nfacts unreadable: {e}");
         }
     }
+    if !d.names.is_empty() {
+        out.push_str("\nNAMES (as this node resolves them)\n");
+        let rows: Vec<Vec<String>> = d
+            .names
+            .iter()
+            .map(|n| {
+                vec![
+                    n.name.clone(),
+                    n.node.clone(),
+                    if n.error.is_empty() {
+                        n.addresses.join(" ")
+                    } else {
+                        format!("error: {}", n.error)
+                    },
+                    ago(n.resolved_unix_nanos, now),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["NAME", "FOR NODE", "RESOLVES TO", "LOOKED UP"],
+            &rows,
+        ));
+    }
     if !d.recent_events.is_empty() {
         out.push_str("\nRECENT EVENTS\n");
         let rows: Vec<Vec<String>> = d

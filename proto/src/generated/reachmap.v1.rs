@@ -940,6 +940,9 @@ pub struct NodeDetail {
     pub facts: ::core::option::Option<Snapshot>,
     #[prost(message, repeated, tag = "3")]
     pub recent_events: ::prost::alloc::vec::Vec<Event>,
+    /// What the fleet's names resolve to on this node, latest lookup of each.
+    #[prost(message, repeated, tag = "4")]
+    pub names: ::prost::alloc::vec::Vec<NameResolution>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MatrixRequest {
