@@ -174,7 +174,7 @@ impl Prober {
                         lookups = running.as_ref().and_then(start_lookups);
                     }
                 }
-                (version, resolved) = async { lookups.as_mut().expect("guarded").await }, if lookups.is_some() => {
+                (version, resolved) = lookups_done(&mut lookups), if lookups.is_some() => {
                     lookups = None;
                     if let Some(r) = running.as_mut().filter(|r| r.plan.version == version) {
                         r.resolved = resolved;
@@ -364,6 +364,14 @@ fn start_lookups(r: &Running) -> Option<Lookups> {
     Some(Box::pin(async move {
         (version, names::resolve_all(&names, timeout).await)
     }))
+}
+
+/// The running round of lookups' answers; never, when none runs.
+async fn lookups_done(lookups: &mut Option<Lookups>) -> (u64, Vec<NameResolution>) {
+    match lookups {
+        Some(round) => round.await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
