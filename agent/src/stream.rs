@@ -310,8 +310,10 @@ impl Client {
             labels: self.config.labels.clone().into_iter().collect(),
         });
         let (mut sent_version, snapshot) = self.snapshot();
+        let mut snapshot_seq = 0;
         for body in [hello, snapshot] {
             let seq = self.next_seq();
+            snapshot_seq = seq;
             // The queue is empty and larger than two: this cannot wait.
             let _ = tx
                 .send(pb::AgentMessage {
@@ -329,7 +331,9 @@ impl Client {
         let mut pending: VecDeque<Body> = VecDeque::new();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut acked_once = false;
+        // The backoff starts over only once the collector has taken the
+        // snapshot: one it refuses ends every session at the same point.
+        let mut snapshot_taken = false;
         loop {
             let want_send = !pending.is_empty() || self.outbox.has_unsent();
             tokio::select! {
@@ -340,8 +344,8 @@ impl Client {
                     match msg.body {
                         Some(CBody::Ack(ack)) => {
                             self.outbox.ack(ack.seq);
-                            if !acked_once {
-                                acked_once = true;
+                            if !snapshot_taken && ack.seq >= snapshot_seq {
+                                snapshot_taken = true;
                                 backoff.reset();
                             }
                         }

@@ -389,3 +389,39 @@ fn nft_view_of_iptables_nft_rules_is_uncertain() {
         d.uncertain
     );
 }
+
+#[test]
+fn a_rule_with_a_large_inline_set_keeps_every_element() {
+    // 1,000 addresses in one rule print as over 8 KiB of text: the agent
+    // shortens the text, the collector takes the ruleset (before, it refused
+    // the whole snapshot), and the parsed matches still hold every address.
+    let addresses: Vec<String> = (0..1000)
+        .map(|i| format!("\"198.19.{}.{}\"", i / 250, i % 250 + 1))
+        .collect();
+    let json = format!(
+        r#"{{"nftables": [
+  {{"metainfo": {{"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}}},
+  {{"table": {{"family": "inet", "name": "big", "handle": 1}}}},
+  {{"chain": {{"family": "inet", "table": "big", "name": "input", "handle": 1, "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}}}},
+  {{"rule": {{"family": "inet", "table": "big", "chain": "input", "handle": 2, "expr": [
+    {{"match": {{"op": "==", "left": {{"payload": {{"protocol": "ip", "field": "saddr"}}}}, "right": {{"set": [{}]}}}}}},
+    {{"drop": null}}
+  ]}}}}
+]}}"#,
+        addresses.join(", ")
+    );
+    let tables = reachmap_agent::inspect::firewall::parse_nft_json(&json).expect("nft JSON parses");
+    let fw = firewall_eval_support::through_the_wire(tables);
+    let rule = &fw.tables[0].chains[0].rules[0];
+    assert!(
+        rule.text.len() <= reachmap_proto::MAX_RULE_TEXT,
+        "{}",
+        rule.text.len()
+    );
+    assert!(rule.text.ends_with('…'));
+    let compiled = Compiled::new(&fw);
+    let last = compiled.evaluate(&tcp_in("198.19.3.250", ME, 22, "eth0"), PathKind::Receive);
+    assert_eq!(last.verdict, Final::Drop, "{last:?}");
+    let other = compiled.evaluate(&tcp_in("198.19.4.1", ME, 22, "eth0"), PathKind::Receive);
+    assert_eq!(other.verdict, Final::Accept, "{other:?}");
+}

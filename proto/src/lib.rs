@@ -14,6 +14,25 @@ pub mod v1 {
 /// host with tens of thousands of sockets and rules fits comfortably.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Longest firewall rule text or comment the collector takes, in bytes. A
+/// rule with a large inline set prints longer; the agent shortens the text
+/// (its parsed matches keep every element).
+pub const MAX_RULE_TEXT: usize = 8_192;
+
+/// `s` cut to at most `max` bytes on a character boundary, ending in "…"
+/// when cut.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    const MORE: &str = "…";
+    let mut end = max.saturating_sub(MORE.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &s[..end]).into()
+}
+
 /// Default ports (DESIGN.md): collector gRPC, collector HTTP, agent probe listener.
 pub const DEFAULT_GRPC_PORT: u16 = 7440;
 pub const DEFAULT_HTTP_PORT: u16 = 7441;
@@ -61,7 +80,20 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_node_name;
+    use super::{check_node_name, clip};
+
+    #[test]
+    fn clip_cuts_on_a_character_boundary() {
+        assert_eq!(clip("short", 8), "short");
+        assert_eq!(clip("exactly8", 8), "exactly8");
+        assert_eq!(clip("abcdefghij", 8), "abcde…");
+        // "é" is two bytes: never cut in half.
+        let cut = clip("ééééé", 6);
+        assert_eq!(cut, "é…");
+        assert!(cut.len() <= 6);
+        let long = "x".repeat(20_000);
+        assert_eq!(clip(&long, 8_192).len(), 8_192);
+    }
 
     #[test]
     fn node_names() {

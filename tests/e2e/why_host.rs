@@ -255,9 +255,6 @@ fn the_source_interface_lost_its_carrier() {
 }
 
 #[test]
-#[ignore = "INTERFACE_DOWN never matches LOWERLAYERDOWN: correlate/causes.rs compares \
-            oper_state with \"lowerlayerdown\", the collector's model names it \
-            \"lower_layer_down\" (validate/mod.rs)"]
 fn the_destination_address_is_on_a_link_whose_lower_link_is_down() {
     if !require_root() {
         return;

@@ -5,6 +5,7 @@ use crate::facts::firewall::{
     PortSet, Rule, RuleVerdict, Ruleset, SetElement,
 };
 use reachmap_proto::v1 as pb;
+use reachmap_proto::{MAX_RULE_TEXT, clip};
 
 pub fn backend(b: Backend) -> &'static str {
     match b {
@@ -190,8 +191,12 @@ fn rule(r: &Rule) -> pb::FirewallRule {
         verdict: Some(verdict(&r.verdict)),
         packets: r.counter.map(|c| c.packets),
         bytes: r.counter.map(|c| c.bytes),
-        comment: r.comment.clone().unwrap_or_default(),
-        text: r.text.clone(),
+        comment: r
+            .comment
+            .as_deref()
+            .map(|c| clip(c, MAX_RULE_TEXT).into_owned())
+            .unwrap_or_default(),
+        text: clip(&r.text, MAX_RULE_TEXT).into_owned(),
         unsupported: r.unsupported,
     }
 }

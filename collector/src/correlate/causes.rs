@@ -425,7 +425,7 @@ fn interfaces_and_routes(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec
                     ctx.src.name, r.destination, r.prefix_len, r.interface
                 ));
                 if let Some(i) = f.interfaces.values().find(|i| i.name == r.interface)
-                    && (!i.admin_up || i.oper_state == "down" || i.oper_state == "lowerlayerdown")
+                    && (!i.admin_up || i.oper_state == "down" || i.oper_state == "lower_layer_down")
                 {
                     out.push(interface_down(ctx, ctx.src, i));
                 }
@@ -478,7 +478,7 @@ fn interfaces_and_routes(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec
                     i.oper_state,
                     if i.admin_up { "up" } else { "down" }
                 ));
-                if !i.admin_up || i.oper_state == "down" || i.oper_state == "lowerlayerdown" {
+                if !i.admin_up || i.oper_state == "down" || i.oper_state == "lower_layer_down" {
                     out.push(interface_down(ctx, ctx.dst, i));
                 }
             }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 pub const MAX_RULES: usize = 200_000;
 pub const MAX_SET_ELEMENTS: usize = 1_000_000;
 const MAX_NAME: usize = 256;
-const MAX_RULE_TEXT: usize = 8_192;
+use reachmap_proto::MAX_RULE_TEXT;
 
 fn field(f: &str, raw: i32) -> Result<Field, ProtocolError> {
     use pb::MatchField as M;
