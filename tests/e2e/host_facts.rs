@@ -213,6 +213,65 @@ fn an_nft_rule_is_reported_with_its_chain_verdict_and_author() {
 }
 
 #[test]
+fn a_rule_with_a_thousand_element_set_keeps_the_node_connected() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("nft_big_rule", 1);
+    wait_detail(
+        &fleet,
+        "node-0",
+        Duration::from_secs(15),
+        "a firewall reading",
+        |d| d["firewall"].is_object().then_some(()),
+    );
+    // One rule whose text is over 8 KiB (addresses outside the fleet, which
+    // nothing sends to).
+    let set: Vec<String> = (0..1000)
+        .map(|i| format!("198.19.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    fleet.exec(
+        0,
+        &[
+            "nft",
+            &format!(
+                "add table inet big; \
+                 add chain inet big input {{ type filter hook input priority 0; policy accept; }}; \
+                 add rule inet big input ip saddr {{ {} }} drop",
+                set.join(", ")
+            ),
+        ],
+    );
+    let rule = wait_detail(
+        &fleet,
+        "node-0",
+        Duration::from_secs(15),
+        "connected, with the big rule in its ruleset",
+        |d| {
+            if d["node"]["connected"] != true {
+                return None;
+            }
+            let table = d["firewall"]["tables"]
+                .as_array()?
+                .iter()
+                .find(|t| t["name"] == "big")?;
+            Some(table["chains"][0]["rules"][0].clone())
+        },
+    );
+    let text = rule["text"].as_str().expect("text");
+    assert!(text.len() <= 8_192 && text.ends_with('…'), "{}", text.len());
+    // The matches still hold every address.
+    let values: usize = rule["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .filter(|m| m["field"] == "source_address")
+        .map(|m| m["values"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(values, 1000, "{rule:#}");
+}
+
+#[test]
 fn address_and_link_changes_arrive_as_events() {
     if !require_root() {
         return;
