@@ -6,65 +6,13 @@
 use std::time::Duration;
 
 use reachmap_fleet_tests::cgroup::MemoryCgroup;
+mod why_support;
+
 use reachmap_fleet_tests::{Fleet, assert_eventually, require_root};
 use serde_json::Value;
+use why_support::{evidence_text, running_fleet, wait_cause, wait_mesh, why};
 
 const TOOL: &str = env!("CARGO_BIN_EXE_reachmap-test-tool");
-
-fn running_fleet(test: &str, n: usize) -> Fleet {
-    let mut fleet = Fleet::new(test, n);
-    fleet.start_collector();
-    fleet.start_agents();
-    fleet
-}
-
-fn why(fleet: &Fleet, src: &str, dst: &str) -> Result<Value, String> {
-    let out = fleet.cli(&["why", src, dst, "--format", "json"]);
-    if !out.status.success() {
-        return Err(format!(
-            "reachmap why failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
-}
-
-/// Waits until `why SRC DST` gives `verdict` with `code` on `node` first;
-/// returns the answer.
-fn wait_cause(fleet: &Fleet, src: &str, dst: &str, verdict: &str, code: &str, node: &str) -> Value {
-    assert_eventually!(
-        Duration::from_secs(40),
-        || {
-            let w = why(fleet, src, dst)?;
-            let top = &w["causes"][0];
-            if w["verdict"] == verdict && top["code"] == code && top["node"] == node {
-                Ok(w)
-            } else {
-                Err(serde_json::to_string_pretty(&w).unwrap_or_default())
-            }
-        },
-        "why {src} {dst}: {verdict} because of {code} on {node}"
-    )
-}
-
-/// Waits until the probe mesh between the nodes is all ok.
-fn wait_mesh(fleet: &Fleet, n: usize) {
-    assert_eventually!(
-        Duration::from_secs(30),
-        || {
-            let out = fleet.cli(&["matrix", "--port", "7442", "--format", "json"]);
-            let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let cells = m["cells"].as_array().cloned().unwrap_or_default();
-            let ok = cells.iter().filter(|c| c["state"] == "ok").count();
-            if ok == n * (n - 1) {
-                Ok(())
-            } else {
-                Err(format!("{ok} ok cells: {m}"))
-            }
-        },
-        "the probe mesh is all ok"
-    );
-}
 
 #[test]
 fn loopback_only_and_not_listening() {
@@ -257,18 +205,6 @@ fn icmp_blocked_but_tcp_fine() {
 
 fn nft(fleet: &Fleet, i: usize, script: &str) {
     fleet.exec(i, &["nft", script]);
-}
-
-fn evidence_text(w: &Value) -> String {
-    w["causes"][0]["evidence"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .filter_map(|x| x["text"].as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .unwrap_or_default()
 }
 
 #[test]
