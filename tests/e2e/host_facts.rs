@@ -54,6 +54,17 @@ fn wait_detail<T>(
     )
 }
 
+/// Waits until node-0 has reported its firewall once.
+fn wait_firewall_reading(fleet: &Fleet) {
+    wait_detail(
+        fleet,
+        "node-0",
+        Duration::from_secs(15),
+        "a firewall reading",
+        |d| d["firewall"].is_object().then_some(()),
+    );
+}
+
 fn listener<'a>(d: &'a Value, proto: &str, port: u64) -> Option<&'a Value> {
     d["listeners"]
         .as_array()?
@@ -158,13 +169,7 @@ fn an_nft_rule_is_reported_with_its_chain_verdict_and_author() {
         return;
     }
     let fleet = running_fleet("nft_rule", 1);
-    wait_detail(
-        &fleet,
-        "node-0",
-        Duration::from_secs(15),
-        "a firewall reading",
-        |d| d["firewall"].is_object().then_some(()),
-    );
+    wait_firewall_reading(&fleet);
     fleet.exec(
         0,
         &[
@@ -218,13 +223,7 @@ fn a_rule_with_a_thousand_element_set_keeps_the_node_connected() {
         return;
     }
     let fleet = running_fleet("nft_big_rule", 1);
-    wait_detail(
-        &fleet,
-        "node-0",
-        Duration::from_secs(15),
-        "a firewall reading",
-        |d| d["firewall"].is_object().then_some(()),
-    );
+    wait_firewall_reading(&fleet);
     // One rule whose text is over 8 KiB (addresses outside the fleet, which
     // nothing sends to).
     let set: Vec<String> = (0..1000)
