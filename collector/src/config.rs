@@ -1,6 +1,7 @@
 //! The collector's configuration: TOML file, flags and environment (a flag
 //! or variable wins over the file), validated at start; errors name the key.
 
+use crate::probe::FleetName;
 use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -53,14 +54,6 @@ pub struct Flags {
     pub names: Vec<String>,
 }
 
-/// A name the fleet's clients use for one of its members.
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NameConfig {
-    pub name: String,
-    pub node: String,
-}
-
 /// A service every node may run, probed on every peer.
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +79,7 @@ pub struct ProbeSettings {
     /// Nodes of each other zone a node probes in a sparse plan.
     pub zone_representatives: usize,
     pub services: Vec<ServiceConfig>,
-    pub names: Vec<NameConfig>,
+    pub names: Vec<FleetName>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -105,7 +98,7 @@ struct File {
     #[serde(default)]
     services: Vec<ServiceConfig>,
     #[serde(default)]
-    names: Vec<NameConfig>,
+    names: Vec<FleetName>,
 }
 
 #[derive(Debug, Clone)]
@@ -264,13 +257,13 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
 
 /// The file's `[[names]]` and the flag's `NAME=NODE`s, checked: a host
 /// name (what a resolver takes) and a node name, each name once.
-fn fleet_names(flags: &Flags, file: &File) -> Result<Vec<NameConfig>, ConfigError> {
+fn fleet_names(flags: &Flags, file: &File) -> Result<Vec<FleetName>, ConfigError> {
     let mut out = file.names.clone();
     for f in &flags.names {
         let (name, node) = f
             .split_once('=')
             .ok_or_else(|| invalid("names", format!("{f:?} is not NAME=NODE")))?;
-        out.push(NameConfig {
+        out.push(FleetName {
             name: name.trim().to_string(),
             node: node.trim().to_string(),
         });

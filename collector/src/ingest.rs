@@ -309,9 +309,7 @@ impl Session {
                 }
                 // Results are not buffered by the agent (the next batch
                 // carries the same windows), so they need no ack.
-                Some(Body::ProbeResults(r)) => match validate::probe::results(&r)
-                    .and_then(|w| Ok((w, validate::probe::names(&r)?)))
-                {
+                Some(Body::ProbeResults(r)) => match validate::probe::batch(&r) {
                     Ok((windows, names)) => {
                         self.fleet
                             .probe_results(self.id, node, windows, names)

@@ -875,15 +875,6 @@ fn names(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
             .join(", ")
     };
     for r in lookups {
-        let looked_up = Evidence {
-            kind: "fact".into(),
-            node: src.clone(),
-            time: r.resolved_unix_nanos,
-            text: match &r.error {
-                Some(e) => format!("{} does not resolve: {e}", r.name),
-                None => format!("{} resolves to {}", r.name, listed(&r.addresses)),
-            },
-        };
         if let Some(e) = &r.error {
             checked.push(format!("{src} cannot look up {}: {e}", r.name));
             continue;
@@ -916,7 +907,12 @@ fn names(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
             )
         };
         let mut c = cause("STALE_DNS", ctx.src, 80, detail);
-        c.evidence.push(looked_up);
+        c.evidence.push(Evidence {
+            kind: "fact".into(),
+            node: src.clone(),
+            time: r.resolved_unix_nanos,
+            text: format!("{} resolves to {}", r.name, listed(&r.addresses)),
+        });
         if let Some(e) = dropped {
             c.evidence.push(event(ctx.dst, e));
         }

@@ -78,8 +78,10 @@ pub struct PlannerConfig {
     pub names: Vec<FleetName>,
 }
 
-/// A name the config gives a fleet member, e.g. `db.example.com` → `db-1`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A name the config gives a fleet member, e.g. `db.example.com` → `db-1`
+/// (`[[names]]` in the collector's config).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FleetName {
     pub name: String,
     pub node: String,

@@ -7,8 +7,7 @@ use crate::config::ProbeSettings;
 use crate::encode;
 use crate::model::Protocol;
 use crate::probe::{
-    FleetName, Matrix, NodeInput, PlannerConfig, Service, ServiceKind, StateChange, WindowInput,
-    plan,
+    Matrix, NodeInput, PlannerConfig, Service, ServiceKind, StateChange, WindowInput, plan,
 };
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, HashMap};
@@ -38,14 +37,7 @@ pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
                 },
             })
             .collect(),
-        names: s
-            .names
-            .iter()
-            .map(|n| FleetName {
-                name: n.name.clone(),
-                node: n.node.clone(),
-            })
-            .collect(),
+        names: s.names.clone(),
         ..PlannerConfig::default()
     }
 }

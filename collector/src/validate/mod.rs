@@ -388,7 +388,7 @@ pub fn any(msg: &pb::AgentMessage) -> Result<(), ProtocolError> {
         Some(Body::Snapshot(s)) => snapshot(s).map(|_| ()),
         Some(Body::Delta(d)) => delta(d).map(|_| ()),
         Some(Body::Event(e)) => event(e),
-        Some(Body::ProbeResults(r)) => probe::results(r).and_then(|_| probe::names(r)).map(|_| ()),
+        Some(Body::ProbeResults(r)) => probe::batch(r).map(|_| ()),
         Some(Body::CommandResult(r)) => probe::command_result(r),
         Some(Body::Heartbeat(_)) => Ok(()),
     }

@@ -144,6 +144,11 @@ pub fn results(r: &pb::ProbeResults) -> Result<Vec<WindowInput>, ProtocolError> 
 pub const MAX_NAMES: usize = 1_024;
 pub const MAX_NAME_ADDRESSES: usize = 64;
 
+/// A whole batch: its windows and its name lookups.
+pub fn batch(r: &pb::ProbeResults) -> Result<(Vec<WindowInput>, Vec<ResolvedName>), ProtocolError> {
+    Ok((results(r)?, names(r)?))
+}
+
 /// The lookups of the plan's names a batch carries.
 pub fn names(r: &pb::ProbeResults) -> Result<Vec<ResolvedName>, ProtocolError> {
     if r.names.len() > MAX_NAMES {
