@@ -310,10 +310,8 @@ impl Client {
             labels: self.config.labels.clone().into_iter().collect(),
         });
         let (mut sent_version, snapshot) = self.snapshot();
-        let mut snapshot_seq = 0;
         for body in [hello, snapshot] {
             let seq = self.next_seq();
-            snapshot_seq = seq;
             // The queue is empty and larger than two: this cannot wait.
             let _ = tx
                 .send(pb::AgentMessage {
@@ -332,7 +330,9 @@ impl Client {
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The backoff starts over only once the collector has taken the
-        // snapshot: one it refuses ends every session at the same point.
+        // snapshot (sent last above): one it refuses ends every session at
+        // the same point.
+        let snapshot_seq = self.seq;
         let mut snapshot_taken = false;
         loop {
             let want_send = !pending.is_empty() || self.outbox.has_unsent();
