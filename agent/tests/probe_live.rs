@@ -484,8 +484,20 @@ fn full_output_drops_batches_but_not_changes() {
             let prober = Prober::new();
             let stats = prober.stats();
             let task = tokio::spawn(prober.run(plan_rx, out_tx, stop.clone()));
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            assert!(stats.batches_dropped.load(Ordering::Relaxed) >= 3);
+            // Nobody reads: after the change fills the channel, every batch
+            // (one per 100 ms) is dropped. Waited for, not timed: a busy
+            // machine may run the prober late.
+            let dropped = tokio::time::timeout(Duration::from_secs(30), async {
+                while stats.batches_dropped.load(Ordering::Relaxed) < 3 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await;
+            assert!(
+                dropped.is_ok(),
+                "batches dropped: {}",
+                stats.batches_dropped.load(Ordering::Relaxed)
+            );
             // The change was waiting for room, not dropped.
             let c = next_change(&mut out_rx).await;
             assert_eq!(c.new, TargetState::Failing);
