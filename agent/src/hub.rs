@@ -11,6 +11,7 @@ use crate::facts::firewall::Ruleset;
 use crate::facts::kernel::{KernelEvent, KernelEventKind};
 use crate::facts::resources::Resources;
 use crate::facts::sockets::{Listener, SocketSummary};
+use crate::health::HealthMap;
 use crate::wire::firewall::{backends, rule_count};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct HostFacts {
     /// facts and the stream.
     pub firewall: Option<Result<Arc<Ruleset>, String>>,
     pub resources: Option<(SystemTime, Resources)>,
+    /// How each fact source is: what the facts above rest on.
+    pub health: HealthMap,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -67,6 +70,8 @@ pub enum Reading {
     Resources(Resources),
     Kernel(KernelEvent),
     KernelLogLost(u64),
+    /// The health board changed.
+    Health(HealthMap),
 }
 
 /// What changed at one version, as a Delta carries it.
@@ -78,11 +83,13 @@ pub struct Change {
     pub socket_summary: Option<SocketSummary>,
     pub firewall: Option<Result<Arc<Ruleset>, String>>,
     pub resources: Option<(SystemTime, Resources)>,
+    pub health: Option<HealthMap>,
 }
 
 impl Change {
     pub fn is_empty(&self) -> bool {
-        self.net.is_empty()
+        self.health.is_none()
+            && self.net.is_empty()
             && self.listeners_upserted.is_empty()
             && self.listeners_removed.is_empty()
             && self.socket_summary.is_none()
@@ -295,6 +302,13 @@ impl Hub {
                 });
             }
             Reading::KernelLogLost(n) => events.push(event(EventKind::KernelLogLost(n))),
+            Reading::Health(h) => {
+                if h == facts.health {
+                    return None;
+                }
+                change.health = Some(h.clone());
+                facts.health = h;
+            }
         }
         let version = if change.is_empty() {
             if events.is_empty() {
@@ -324,14 +338,24 @@ pub const READINGS_QUEUE: usize = 256;
 /// stream task always drains it, and a lost update would be a lost event.
 pub async fn run(
     mut readings: mpsc::Receiver<Reading>,
+    mut health: watch::Receiver<HealthMap>,
     published: watch::Sender<Arc<Versioned>>,
     updates: mpsc::Sender<Update>,
     shutdown: CancellationToken,
 ) {
     let mut hub = Hub::default();
+    hub.current.facts.health = health.borrow_and_update().clone();
+    let mut health_open = true;
     loop {
         let reading = tokio::select! {
             _ = shutdown.cancelled() => return,
+            changed = health.changed(), if health_open => {
+                if changed.is_err() {
+                    health_open = false;
+                    continue;
+                }
+                Reading::Health(health.borrow_and_update().clone())
+            }
             r = readings.recv() => match r {
                 Some(r) => r,
                 None => return,

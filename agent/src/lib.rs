@@ -7,6 +7,7 @@ pub mod config;
 pub mod diff;
 pub mod events;
 pub mod facts;
+pub mod health;
 pub mod hub;
 pub mod inspect;
 pub mod oneshot;
@@ -17,6 +18,7 @@ pub mod stream;
 pub mod wire;
 
 use crate::config::Config;
+use crate::health::{HealthBoard, Source};
 use crate::hub::Versioned;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,84 +39,121 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let config = Arc::new(config);
     tracing::info!(node = %config.node, boot_id = %identity.boot_id, collector = %config.collector, "starting");
 
+    // Every queue below has a consumer from the first moment: the hub
+    // drains the readings, and the stream task drains the hub's updates
+    // (keeping their events) even before it has a first reading to send,
+    // so no burst a source makes at start (a kernel-log backlog, a storm of
+    // listener changes) can fill a queue nobody reads.
+    let (board, health_rx) = HealthBoard::new();
     let (facts_tx, net_rx) = watch::channel(Arc::new(Versioned::default()));
     let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
     let (readings_tx, readings_rx) = mpsc::channel(hub::READINGS_QUEUE);
-
-    let hub_task = tokio::spawn(
-        hub::run(readings_rx, facts_tx, updates_tx, shutdown.clone())
-            .instrument(tracing::info_span!("hub")),
-    );
-    let sockets = sources::sockets(config.clone(), readings_tx.clone(), shutdown.clone())?;
-    let firewall = tokio::spawn(
-        sources::firewall(config.clone(), readings_tx.clone(), shutdown.clone())
-            .instrument(tracing::info_span!("firewall")),
-    );
-    let resources = tokio::spawn(
-        sources::resources(config.clone(), readings_tx.clone(), shutdown.clone())
-            .instrument(tracing::info_span!("resources")),
-    );
-    let kernel_log = tokio::spawn(
-        sources::kernel_log(
-            config.clone(),
-            identity.boot_id.clone(),
-            readings_tx.clone(),
-            shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("kernel_log")),
-    );
-    let watcher = tokio::spawn(
-        inspect::watch::run(readings_tx, shutdown.clone())
-            .instrument(tracing::info_span!("net_watcher")),
-    );
-    // Wait for the first reading so the first snapshot is complete.
-    let mut first = net_rx.clone();
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        r = first.wait_for(|v| v.version > 0) => { r?; }
-    }
-
-    // Probing: the plan comes from the collector over the stream; results
-    // and state changes go back the same way.
     let (plan_tx, plan_rx) = watch::channel(None);
     let (probe_tx, probe_rx) = mpsc::channel(PROBE_OUTPUT_QUEUE);
-    let prober = tokio::spawn(
-        probe::run(plan_rx, probe_tx, shutdown.clone()).instrument(tracing::info_span!("prober")),
-    );
-    let probe_listen = config.probe_listen;
-    let probe_port_shutdown = shutdown.clone();
-    let probe_port = tokio::spawn(
-        async move {
-            if let Err(e) = probe::serve_probe_port(probe_listen, probe_port_shutdown).await {
-                tracing::error!(address = %probe_listen, error = %e, "cannot serve the probe port; peers will see this node as unreachable");
-            }
-        }
-        .instrument(tracing::info_span!("probe_port")),
-    );
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        hub::run(
+            readings_rx,
+            health_rx,
+            facts_tx,
+            updates_tx,
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("hub")),
+    ));
     let probing = stream::Probing {
         plan: plan_tx,
         output: probe_rx,
         temp: probe::TempListeners::new(shutdown.clone()),
     };
-    let client = stream::Client::new(config.clone(), identity, net_rx, updates_rx, probing);
-    let streamer = tokio::spawn(
+    let client = stream::Client::new(config.clone(), identity.clone(), net_rx, updates_rx, probing);
+    tasks.push(tokio::spawn(
         client
             .run(shutdown.clone())
             .instrument(tracing::info_span!("stream", node = %config.node)),
-    );
+    ));
+
+    let supervised = |source: Source, start: Box<dyn FnMut() -> SourceRun + Send>| {
+        tokio::spawn(
+            health::supervise(source, board.clone(), shutdown.clone(), start)
+                .instrument(tracing::info_span!("source", name = source.name())),
+        )
+    };
+    {
+        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
+        tasks.push(supervised(Source::Sockets, Box::new(move || {
+            Box::pin(sources::sockets(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
+        })));
+    }
+    {
+        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
+        tasks.push(supervised(Source::Firewall, Box::new(move || {
+            Box::pin(sources::firewall(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
+        })));
+    }
+    {
+        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
+        tasks.push(supervised(Source::Resources, Box::new(move || {
+            Box::pin(sources::resources(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
+        })));
+    }
+    {
+        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
+        let boot_id = identity.boot_id.clone();
+        tasks.push(supervised(Source::KernelLog, Box::new(move || {
+            Box::pin(sources::kernel_log(
+                c.clone(),
+                boot_id.clone(),
+                r.clone(),
+                b.clone(),
+                s.clone(),
+            )) as SourceRun
+        })));
+    }
+    {
+        let (r, b, s) = (readings_tx, board.clone(), shutdown.clone());
+        tasks.push(supervised(Source::Network, Box::new(move || {
+            let (r, b, s) = (r.clone(), b.clone(), s.clone());
+            Box::pin(async move {
+                inspect::watch::run(r, || b.ok(Source::Network), s)
+                    .await
+                    .map_err(|e| format!("network watcher: {e}"))
+            }) as SourceRun
+        })));
+    }
+    {
+        // Probing: the plan comes from the collector over the stream;
+        // results and state changes go back the same way.
+        let (b, s) = (board.clone(), shutdown.clone());
+        tasks.push(supervised(Source::Prober, Box::new(move || {
+            let prober = probe::Prober::new().with_health(b.clone());
+            let (plan, out, s) = (plan_rx.clone(), probe_tx.clone(), s.clone());
+            Box::pin(async move {
+                prober.run(plan, out, s).await;
+                Ok(())
+            }) as SourceRun
+        })));
+    }
+    {
+        let (listen, b, s) = (config.probe_listen, board.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(
+            health::supervise(Source::Prober, board.clone(), shutdown.clone(), move || {
+                let (b, s) = (b.clone(), s.clone());
+                Box::pin(async move {
+                    probe::serve_probe_port_reporting(listen, s, || b.ok(Source::Prober))
+                        .await
+                        .map_err(|e| {
+                            format!("cannot serve the probe port {listen}: {e}; peers see this node as unreachable")
+                        })
+                }) as SourceRun
+            })
+            .instrument(tracing::info_span!("probe_port")),
+        ));
+    }
 
     shutdown.cancelled().await;
-    let stopped = async {
-        let _ = streamer.await;
-        let _ = watcher.await;
-        let _ = firewall.await;
-        let _ = resources.await;
-        let _ = kernel_log.await;
-        let _ = hub_task.await;
-        let _ = prober.await;
-        let _ = probe_port.await;
-        let _ = tokio::task::spawn_blocking(move || sockets.join()).await;
-    };
+    let stopped = futures::future::join_all(tasks);
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
         .await
         .is_err()
@@ -124,3 +163,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tracing::info!("stopped");
     Ok(())
 }
+
+/// One run of a supervised source.
+type SourceRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;

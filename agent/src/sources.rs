@@ -1,13 +1,19 @@
 //! The tasks that run the inspectors and send their readings to the hub.
 //! Inspectors that block (netlink dumps, /proc walks, running `nft`) run on
 //! threads of their own; each task stops when `shutdown` fires.
+//!
+//! Each source runs under `health::supervise`: it returns `Ok` only when
+//! the agent is stopping, and `Err` with the reason when it cannot read; it
+//! says how it is on the health board after every reading, so a source that
+//! cannot read is a fact the collector sees, never a line in a log alone.
 
 use crate::config::Config;
+use crate::health::{HealthBoard, Source};
 use crate::facts::firewall::Ruleset;
 use crate::hub::{ChangeAuthor, Reading};
 use crate::inspect::firewall::notify::NftMonitor;
 use crate::inspect::firewall::reader::{LegacyPoller, ReadOptions, read_ruleset};
-use crate::inspect::kmsg::{KmsgReader, boot_unix_us};
+use crate::inspect::kmsg::{KmsgError, KmsgReader, ResumeState, boot_unix_us};
 use crate::inspect::resources::ResourceSampler;
 use crate::inspect::sockets::SocketReader;
 use std::sync::Arc;
@@ -45,49 +51,46 @@ impl ThreadShutdown {
 /// kernel filters to listening sockets, cheap on any host), and the full
 /// reading with connection counts every `socket_poll_interval` (it walks
 /// every socket: about 30 ms of kernel time on a host with 20,000).
-pub fn sockets(
+pub async fn sockets(
     config: Arc<Config>,
     readings: mpsc::Sender<Reading>,
+    board: HealthBoard,
     shutdown: CancellationToken,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+) -> Result<(), String> {
     let stop = ThreadShutdown::new(&shutdown);
-    std::thread::Builder::new()
-        .name("sockets".into())
-        .spawn(move || {
-            let mut reader = SocketReader::new(config.procfs.clone());
-            let mut next_full = Instant::now();
-            let mut last_error: Option<String> = None;
-            loop {
-                let now = Instant::now();
-                let reading = if now >= next_full {
-                    next_full = now + config.socket_poll_interval;
-                    reader.read_all().map(|f| Reading::Sockets {
-                        listeners: f.listeners,
-                        summary: f.summary,
-                    })
-                } else {
-                    reader.read_listeners().map(Reading::Listeners)
-                };
-                match reading {
-                    Ok(r) => {
-                        last_error = None;
-                        if readings.blocking_send(r).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        if last_error.as_ref() != Some(&e) {
-                            tracing::warn!(error = %e, "cannot read sockets");
-                            last_error = Some(e);
-                        }
+    let thread = tokio::task::spawn_blocking(move || {
+        let mut reader = SocketReader::new(config.procfs.clone());
+        let mut next_full = Instant::now();
+        loop {
+            let now = Instant::now();
+            let reading = if now >= next_full {
+                next_full = now + config.socket_poll_interval;
+                reader.read_all().map(|f| Reading::Sockets {
+                    listeners: f.listeners,
+                    summary: f.summary,
+                })
+            } else {
+                reader.read_listeners().map(Reading::Listeners)
+            };
+            match reading {
+                Ok(r) => {
+                    board.ok(Source::Sockets);
+                    if readings.blocking_send(r).is_err() {
+                        return Ok(());
                     }
                 }
-                if !stop.sleep_until(now + config.listener_interval) {
-                    return;
-                }
+                Err(e) => return Err(format!("cannot read sockets: {e}")),
             }
-        })
+            if !stop.sleep_until(now + config.listener_interval) {
+                return Ok(());
+            }
+        }
+    });
+    match thread.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(format!("socket reader stopped: {e}")),
+    }
 }
 
 /// A burst of nft commands (a script, `iptables-restore`) commits several
@@ -113,20 +116,31 @@ async fn read_firewall_async(opts: ReadOptions) -> Result<Ruleset, String> {
 pub async fn firewall(
     config: Arc<Config>,
     readings: mpsc::Sender<Reading>,
+    board: HealthBoard,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     let opts = ReadOptions {
         procfs: config.procfs.clone(),
+        sysfs: config.sysfs.clone(),
         ..ReadOptions::default()
     };
     let mut monitor = match NftMonitor::open() {
         Ok(m) => Some(m),
         Err(e) => {
-            tracing::warn!(error = %e, "no nftables change notifications; polling the ruleset instead");
+            board.degraded(
+                Source::Firewall,
+                format!("no nftables change notifications ({e}); polling the ruleset every {:?}", config.poll_interval),
+            );
             None
         }
     };
+    let healthy = |monitor: &Option<NftMonitor>| {
+        if monitor.is_some() {
+            board.ok(Source::Firewall);
+        }
+    };
     let first = read_firewall_async(opts.clone()).await;
+    let failed = first.as_ref().err().cloned();
     if readings
         .send(Reading::Firewall {
             ruleset: first,
@@ -135,15 +149,19 @@ pub async fn firewall(
         .await
         .is_err()
     {
-        return;
+        return Ok(());
     }
+    if let Some(e) = failed {
+        return Err(format!("cannot read the ruleset: {e}"));
+    }
+    healthy(&monitor);
     let (mut legacy, _) = poll_legacy(LegacyPoller::new(opts.clone()), &opts).await;
     let mut poll = tokio::time::interval(config.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
     loop {
         let author = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             change = next_change(&mut monitor) => match change {
                 Ok(c) => {
                     // Let a burst settle; the last change names the author.
@@ -166,7 +184,10 @@ pub async fn firewall(
                     })
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "nftables notifications failed; polling the ruleset instead");
+                    board.degraded(
+                        Source::Firewall,
+                        format!("nftables notifications failed ({e}); polling the ruleset every {:?}", config.poll_interval),
+                    );
                     monitor = None;
                     continue;
                 }
@@ -190,13 +211,18 @@ pub async fn firewall(
             }
         };
         let ruleset = read_firewall_async(opts.clone()).await;
+        let failed = ruleset.as_ref().err().cloned();
         if readings
             .send(Reading::Firewall { ruleset, author })
             .await
             .is_err()
         {
-            return;
+            return Ok(());
         }
+        if let Some(e) = failed {
+            return Err(format!("cannot read the ruleset: {e}"));
+        }
+        healthy(&monitor);
     }
 }
 
@@ -231,25 +257,25 @@ const MEMORY_TREND_WINDOW: Duration = Duration::from_secs(600);
 pub async fn resources(
     config: Arc<Config>,
     readings: mpsc::Sender<Reading>,
+    board: HealthBoard,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
     let mut sampler = ResourceSampler::new(
         config.procfs.clone(),
         config.rootfs.clone(),
         MEMORY_TREND_WINDOW,
     );
-    if let Err(e) = sampler.prime() {
-        tracing::warn!(error = %e, "cannot read CPU times");
-    }
+    // Without a first reading of CPU times the first sample has no CPU
+    // figures; the sample says whether the rest can be read.
+    let _ = sampler.prime();
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_millis(500),
         config.poll_interval,
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         let (s, r) = match tokio::task::spawn_blocking(move || {
@@ -259,23 +285,18 @@ pub async fn resources(
         .await
         {
             Ok(x) => x,
-            Err(_) => return,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(format!("resource sampler stopped: {e}")),
         };
         sampler = s;
         match r {
             Ok(r) => {
-                last_error = None;
+                board.ok(Source::Resources);
                 if readings.send(Reading::Resources(r)).await.is_err() {
-                    return;
+                    return Ok(());
                 }
             }
-            Err(e) => {
-                let e = e.to_string();
-                if last_error.as_ref() != Some(&e) {
-                    tracing::warn!(error = %e, "cannot read resources");
-                    last_error = Some(e);
-                }
-            }
+            Err(e) => return Err(format!("cannot read resources: {e}")),
         }
     }
 }
@@ -291,43 +312,79 @@ pub async fn kernel_log(
     config: Arc<Config>,
     boot_id: String,
     readings: mpsc::Sender<Reading>,
+    board: HealthBoard,
     shutdown: CancellationToken,
-) {
+) -> Result<(), String> {
+    let state_file = config.state_dir.join(kmsg_state_name(&config.node));
+    let mut resume_problem = None;
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
-        tracing::warn!(dir = %config.state_dir.display(), error = %e, "cannot create the state directory; kernel messages may be reported again after a restart");
+        resume_problem = Some(format!(
+            "cannot create the state directory {}: {e}; kernel messages may be reported again after a restart",
+            config.state_dir.display()
+        ));
+    }
+    // A resume state that cannot be read is set aside: reading everything
+    // again is better than reading nothing.
+    if let Err(e @ KmsgError::BadState { .. }) = ResumeState::load(&state_file) {
+        let _ = std::fs::remove_file(&state_file);
+        resume_problem = Some(format!("{e}; removed, kernel messages may be reported again"));
     }
     let reader = KmsgReader::new(config.kmsg.clone(), boot_id)
-        .state_file(config.state_dir.join("kmsg.state"))
+        .state_file(state_file)
+        .follow(true)
         .boot_unix_us(boot_unix_us(&config.procfs));
     let counters = reader.counters();
     let (tx, mut rx) = mpsc::channel(KERNEL_EVENT_QUEUE);
     let stop = shutdown.clone();
     let mut task = tokio::spawn(async move { reader.run(tx, stop).await });
     let mut lost_reported = 0;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let outcome = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break Ok(()),
             e = rx.recv() => match e {
                 Some(e) => {
                     if readings.send(Reading::Kernel(e)).await.is_err() {
-                        break;
+                        break Ok(());
                     }
                 }
-                None => break,
+                // The reader ended: shutdown, or an error it returns below.
+                None => break Ok(()),
             },
             _ = tick.tick() => {
-                let lost = counters.snapshot().lost_records_total;
+                let stats = counters.snapshot();
+                let lost = stats.lost_records_total;
                 if lost > lost_reported {
                     let _ = readings.send(Reading::KernelLogLost(lost - lost_reported)).await;
                     lost_reported = lost;
                 }
+                if task.is_finished() {
+                    continue;
+                }
+                match stats.save_error.or_else(|| resume_problem.clone()) {
+                    Some(e) => board.degraded(Source::KernelLog, format!("reading, but the resume state is not saved: {e}")),
+                    None => board.ok(Source::KernelLog),
+                }
             }
         }
-    }
+    };
     match tokio::time::timeout(Duration::from_secs(2), &mut task).await {
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "kernel log reader stopped"),
-        Ok(_) => {}
-        Err(_) => task.abort(),
+        Ok(Ok(Err(e))) => Err(format!("kernel log reader stopped: {e}")),
+        Ok(Ok(Ok(_))) => outcome,
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => Err(format!("kernel log reader stopped: {e}")),
+        Err(_) => {
+            task.abort();
+            outcome
+        }
     }
+}
+
+/// Each node's own resume state: agents sharing a state directory (several
+/// on one machine) never overwrite each other's place in the log.
+pub fn kmsg_state_name(node: &str) -> String {
+    format!("kmsg-{node}.state")
 }

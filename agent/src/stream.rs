@@ -101,6 +101,27 @@ impl Client {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
         let uri = self.config.collector.to_string();
+        // The first snapshot waits for the first network reading (a node
+        // without interfaces is not worth reporting); meanwhile everything
+        // the hub and the prober produce is taken in, so they never wait
+        // on a queue this task is not reading.
+        let mut net = self.net.clone();
+        let first = async move { net.wait_for(|v| v.version > 0).await.is_ok() };
+        tokio::pin!(first);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ok = &mut first => {
+                    if !ok {
+                        return;
+                    }
+                    break;
+                }
+                Some(update) = self.updates.recv() => self.absorb_events(&update),
+                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
+                Some(_) = self.answers.recv() => {}
+            }
+        }
         loop {
             match self.session(&shutdown, &mut backoff).await {
                 Ok(Ended::Shutdown) => return,
@@ -290,9 +311,15 @@ impl Client {
             )
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let channel = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            c = endpoint.connect() => c.map_err(|source| StreamError::Connect { uri: uri.to_string(), source })?,
+        let connecting = endpoint.connect();
+        tokio::pin!(connecting);
+        let channel = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                c = &mut connecting => break c.map_err(|source| StreamError::Connect { uri: uri.to_string(), source })?,
+                Some(update) = self.updates.recv() => self.absorb_events(&update),
+                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
+            }
         };
         let mut client = CollectorClient::new(channel)
             .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
@@ -320,9 +347,21 @@ impl Client {
                 })
                 .await;
         }
-        let mut inbound = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-            r = client.connect(ReceiverStream::new(rx)) => r?.into_inner(),
+        // Updates taken in while the stream opens keep their events; their
+        // changes are in the snapshot already sent or come as a new one.
+        let mut missed_change = false;
+        let opening = client.connect(ReceiverStream::new(rx));
+        tokio::pin!(opening);
+        let mut inbound = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
+                r = &mut opening => break r?.into_inner(),
+                Some(update) = self.updates.recv() => {
+                    self.absorb_events(&update);
+                    missed_change |= update.version > sent_version && !update.change.is_empty();
+                }
+                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
+            }
         };
         tracing::info!(collector = %uri, node = %self.config.node, "connected");
 
@@ -334,6 +373,11 @@ impl Client {
         // the same point.
         let snapshot_seq = self.seq;
         let mut snapshot_taken = false;
+        if missed_change {
+            let (v, snap) = self.snapshot();
+            sent_version = v;
+            pending.push_back(snap);
+        }
         loop {
             let want_send = !pending.is_empty() || self.outbox.has_unsent();
             tokio::select! {

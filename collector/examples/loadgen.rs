@@ -515,6 +515,7 @@ mod agent {
     fn snapshot(sim: &Sim) -> Body {
         let up = pb::OperState::Up as i32;
         Body::Snapshot(pb::Snapshot {
+            sources: Vec::new(),
             version: 1,
             host: Some(pb::HostInfo {
                 hostname: sim.name.clone(),

@@ -186,6 +186,7 @@ fn main() -> std::io::Result<()> {
             clock_offset_seconds: Some(0.001),
             events_total: 10,
             dropped_events_total: 0,
+            sources: Vec::new(),
         })
         .collect();
     let (text, metrics_w, metrics_c) = timed(|| {

@@ -114,6 +114,17 @@ async fn metrics(State(st): State<HttpState>) -> Response {
                     clock_offset_seconds: n.clock.map(|c| c.offset_nanos as f64 / 1e9),
                     events_total: n.events_total,
                     dropped_events_total: n.dropped_events_total,
+                    sources: n
+                        .facts
+                        .iter()
+                        .flat_map(|f| f.sources.iter())
+                        .map(|(k, h)| crate::metrics::SourceMetrics {
+                            source: k.name(),
+                            state: h.state.name(),
+                            errors_total: h.errors_total,
+                            restarts_total: h.restarts_total,
+                        })
+                        .collect(),
                 })
                 .collect();
             crate::metrics::render(&crate::metrics::MetricsInput {

@@ -23,7 +23,20 @@ pub struct NodeMetrics {
     pub clock_offset_seconds: Option<f64>,
     pub events_total: u64,
     pub dropped_events_total: u64,
+    /// Each fact source the agent reported: (name, state name, errors
+    /// total, restarts total).
+    pub sources: Vec<SourceMetrics>,
 }
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceMetrics {
+    pub source: &'static str,
+    pub state: &'static str,
+    pub errors_total: u64,
+    pub restarts_total: u64,
+}
+
+const SOURCE_STATES: [&str; 4] = ["starting", "ok", "degraded", "down"];
 
 pub struct MetricsInput<'a> {
     pub nodes: &'a [NodeMetrics],
@@ -99,9 +112,59 @@ pub fn render(input: &MetricsInput) -> String {
         );
     }
 
+    source_families(&mut w, nodes);
     matrix_families(&mut w, input.matrix);
     pair_families(&mut w, input.matrix, input.pair_cap);
     w.out
+}
+
+/// Fact-source health: one state series per source (as Kubernetes does for
+/// pod phases), so an alert on `state="down"` needs no label matching.
+fn source_families(w: &mut Exposition, nodes: &[NodeMetrics]) {
+    w.family(
+        "reachmap_node_source_state",
+        "gauge",
+        "1 for the state each fact source of the node's agent is in (starting, ok, degraded, down).",
+    );
+    for n in nodes {
+        for s in &n.sources {
+            for state in SOURCE_STATES {
+                w.sample(
+                    "reachmap_node_source_state",
+                    &[("node", &n.name), ("source", s.source), ("state", state)],
+                    bool_value(s.state == state),
+                );
+            }
+        }
+    }
+    w.family(
+        "reachmap_node_source_errors_total",
+        "counter",
+        "Errors a fact source of the node's agent met, as the agent counts them.",
+    );
+    for n in nodes {
+        for s in &n.sources {
+            w.sample(
+                "reachmap_node_source_errors_total",
+                &[("node", &n.name), ("source", s.source)],
+                s.errors_total as f64,
+            );
+        }
+    }
+    w.family(
+        "reachmap_node_source_restarts_total",
+        "counter",
+        "Times the node's agent restarted a fact source after it failed.",
+    );
+    for n in nodes {
+        for s in &n.sources {
+            w.sample(
+                "reachmap_node_source_restarts_total",
+                &[("node", &n.name), ("source", s.source)],
+                s.restarts_total as f64,
+            );
+        }
+    }
 }
 
 #[derive(Default)]
@@ -446,9 +509,45 @@ mod tests {
                 clock_offset_seconds: (i == 0).then_some(-0.25),
                 events_total: 7,
                 dropped_events_total: i as u64,
+                sources: vec![SourceMetrics {
+                    source: "kernel_log",
+                    state: if i == 2 { "down" } else { "ok" },
+                    errors_total: 3 * i as u64,
+                    restarts_total: i as u64,
+                }],
             })
             .collect();
         (nodes, m)
+    }
+
+    #[test]
+    fn source_health_series() {
+        let (nodes, m) = fleet(&["a", "b", "c"]);
+        let text = render(&MetricsInput {
+            nodes: &nodes,
+            matrix: &m,
+            pair_cap: DEFAULT_PAIR_CAP,
+        });
+        let (s, types) = parse(&text);
+        let state = |node, st| {
+            get(
+                &s,
+                "reachmap_node_source_state",
+                &[("node", node), ("source", "kernel_log"), ("state", st)],
+            )
+        };
+        assert_eq!(state("c", "down"), Some(1.0));
+        assert_eq!(state("c", "ok"), Some(0.0));
+        assert_eq!(state("a", "ok"), Some(1.0));
+        assert_eq!(
+            get(
+                &s,
+                "reachmap_node_source_errors_total",
+                &[("node", "c"), ("source", "kernel_log")]
+            ),
+            Some(6.0)
+        );
+        assert_eq!(types["reachmap_node_source_restarts_total"], "counter");
     }
 
     #[test]

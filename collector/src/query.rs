@@ -2,6 +2,7 @@
 //! answers (protocol messages).
 
 use crate::encode;
+use crate::model::health::SourceState;
 use crate::model::{Interface, NodeFacts, Route};
 use crate::state::{Fleet, Node, unix_nanos};
 use reachmap_proto::v1 as pb;
@@ -35,6 +36,17 @@ pub fn summary(n: &Node) -> pb::NodeSummary {
         clock_rtt_ms: n.clock.map(|c| c.rtt_nanos as f64 / 1e6),
         labels: n.labels.clone().into_iter().collect(),
         dropped_events_total: n.dropped_events_total,
+        unhealthy_sources: n
+            .facts
+            .as_ref()
+            .map(|f| {
+                f.sources
+                    .iter()
+                    .filter(|(_, h)| h.state != SourceState::Ok)
+                    .map(|(k, h)| encode::source_health(*k, h))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -95,6 +107,7 @@ pub fn facts(f: &NodeFacts) -> pb::Snapshot {
         sockets: Some(encode::sockets(f.listeners.values(), &f.socket_summary)),
         firewall: f.firewall.as_ref().map(encode::firewall),
         resources: f.resources.as_ref().map(encode::resources),
+        sources: encode::sources(&f.sources),
     }
 }
 

@@ -24,6 +24,59 @@ pub struct NodeView {
     pub clock_rtt_ms: Option<f64>,
     pub labels: BTreeMap<String, String>,
     pub dropped_events_total: u64,
+    /// Fact sources that are not reading (down, or not read yet): what this
+    /// node's facts cannot show.
+    pub blind: Vec<String>,
+    /// Every source that is not ok, with its last error.
+    pub unhealthy_sources: Vec<SourceView>,
+}
+
+/// One fact source's health, as the agent last reported it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct SourceView {
+    pub source: String,
+    /// "starting", "ok", "degraded" or "down".
+    pub state: String,
+    /// RFC 3339, by the agent's clock: when it entered this state.
+    pub since: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub errors_total: u64,
+    pub restarts_total: u64,
+}
+
+pub fn source_name(v: i32) -> String {
+    pb::FactSource::try_from(v)
+        .map(|s| enum_name(s.as_str_name(), "FACT_SOURCE_"))
+        .unwrap_or_else(|_| format!("source {v}"))
+}
+
+pub fn source_state_name(v: i32) -> String {
+    pb::SourceState::try_from(v)
+        .map(|s| enum_name(s.as_str_name(), "SOURCE_STATE_"))
+        .unwrap_or_else(|_| format!("state {v}"))
+}
+
+/// Down, or not read yet.
+pub fn source_blind(h: &pb::SourceHealth) -> bool {
+    matches!(
+        pb::SourceState::try_from(h.state),
+        Ok(pb::SourceState::Down | pb::SourceState::Starting)
+    )
+}
+
+impl From<&pb::SourceHealth> for SourceView {
+    fn from(h: &pb::SourceHealth) -> Self {
+        SourceView {
+            source: source_name(h.source),
+            state: source_state_name(h.state),
+            since: rfc3339(h.since_unix_nanos),
+            last_error: (!h.last_error.is_empty()).then(|| h.last_error.clone()),
+            last_error_at: rfc3339(h.last_error_unix_nanos),
+            errors_total: h.errors_total,
+            restarts_total: h.restarts_total,
+        }
+    }
 }
 
 pub fn rfc3339(unix_nanos: i64) -> Option<String> {
@@ -47,6 +100,13 @@ impl From<&pb::NodeSummary> for NodeView {
             clock_rtt_ms: n.clock_rtt_ms,
             labels: n.labels.clone().into_iter().collect(),
             dropped_events_total: n.dropped_events_total,
+            blind: n
+                .unhealthy_sources
+                .iter()
+                .filter(|h| source_blind(h))
+                .map(|h| source_name(h.source))
+                .collect(),
+            unhealthy_sources: n.unhealthy_sources.iter().map(SourceView::from).collect(),
         }
     }
 }
@@ -102,6 +162,8 @@ pub struct NodeDetailView {
     pub events: Vec<EventView>,
     /// The fleet's names as this node resolves them.
     pub names: Vec<NameView>,
+    /// Every fact source of the agent and how it is.
+    pub sources: Vec<SourceView>,
 }
 
 #[derive(Serialize, Debug)]
@@ -456,6 +518,9 @@ impl From<&pb::NodeDetail> for NodeDetailView {
                     resolved: rfc3339(n.resolved_unix_nanos),
                 })
                 .collect(),
+            sources: facts
+                .map(|f| f.sources.iter().map(SourceView::from).collect())
+                .unwrap_or_default(),
         }
     }
 }

@@ -18,7 +18,6 @@ const DEBOUNCE: Duration = Duration::from_millis(20);
 /// A full re-reading even without notifications, in case one was lost
 /// (netlink drops multicast messages when the socket buffer overflows).
 const RESYNC_EVERY: Duration = Duration::from_secs(60);
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Reads the state once; used by `run` and by one-shot readers.
 pub async fn read_once() -> Result<NetState, RtnlError> {
@@ -29,25 +28,22 @@ pub async fn read_once() -> Result<NetState, RtnlError> {
     state
 }
 
-/// Runs until `shutdown`. A failing netlink socket is reopened after a pause;
-/// the hub keeps the last good reading meanwhile.
-pub async fn run(readings: mpsc::Sender<Reading>, shutdown: CancellationToken) {
+/// Runs until `shutdown` (`Ok`) or until the netlink socket fails (`Err`;
+/// the agent's supervisor opens a new one after a pause, and the hub keeps
+/// the last good reading meanwhile). `read` is called after every reading.
+pub async fn run(
+    readings: mpsc::Sender<Reading>,
+    read: impl Fn(),
+    shutdown: CancellationToken,
+) -> Result<(), RtnlError> {
     let mut last: Option<NetState> = None;
-    loop {
-        match watch_once(&readings, &mut last, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => tracing::warn!(error = %e, "network watcher failed; reopening"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY_AFTER) => {}
-        }
-    }
+    watch_once(&readings, &mut last, &read, &shutdown).await
 }
 
 async fn watch_once(
     readings: &mpsc::Sender<Reading>,
     last: &mut Option<NetState>,
+    read: &impl Fn(),
     shutdown: &CancellationToken,
 ) -> Result<(), RtnlError> {
     let (conn, handle, mut notifications) = rtnetlink::new_multicast_connection(&[
@@ -63,6 +59,7 @@ async fn watch_once(
     resync.tick().await;
     loop {
         let state = read_net_state(&handle).await?;
+        read();
         if last.as_ref() != Some(&state) {
             *last = Some(state.clone());
             if readings.send(Reading::Net(state)).await.is_err() {

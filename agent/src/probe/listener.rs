@@ -37,8 +37,18 @@ pub async fn serve_probe_port(
     addr: SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<(), ProbeError> {
+    serve_probe_port_reporting(addr, shutdown, || {}).await
+}
+
+/// [`serve_probe_port`], calling `listening` once the port is bound.
+pub async fn serve_probe_port_reporting(
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    listening: impl FnOnce(),
+) -> Result<(), ProbeError> {
     let listener = listen(addr)?;
     tracing::info!(%addr, "probe port listening");
+    listening();
     accept_and_close(listener, shutdown).await;
     Ok(())
 }

@@ -22,12 +22,13 @@ pub mod scheduler;
 pub mod tcp;
 pub mod window;
 
-pub use listener::{ProbeError, TempListeners, serve_probe_port};
+pub use listener::{ProbeError, TempListeners, serve_probe_port, serve_probe_port_reporting};
 pub use model::{
     FleetName, NameResolution, Outcome, Plan, ProbeKind, ProbeResult, ProberOutput, StateChange,
     Target, TargetKey, TargetState, WindowSummary, check_plan, valid_host_name,
 };
 
+use crate::health::{HealthBoard, Source};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use scheduler::{Schedule, TokenBucket, random_phases};
@@ -78,6 +79,7 @@ pub struct ProberStats {
 pub struct Prober {
     stats: Arc<ProberStats>,
     max_in_flight: usize,
+    health: Option<HealthBoard>,
 }
 
 impl Default for Prober {
@@ -122,6 +124,31 @@ impl Prober {
         Prober {
             stats: Arc::default(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            health: None,
+        }
+    }
+
+    /// Report the prober's and the name lookups' health on `board`.
+    pub fn with_health(mut self, board: HealthBoard) -> Self {
+        self.health = Some(board);
+        self
+    }
+
+    fn report_names(&self, names: usize, resolved: &[NameResolution]) {
+        let Some(board) = &self.health else { return };
+        // An answer that a name does not exist is a fact about the name; no
+        // answer for any name at all is the resolver not working.
+        let unanswered = resolved
+            .iter()
+            .filter(|r| r.error.as_deref().is_some_and(|e| e.starts_with(names::NO_ANSWER)))
+            .count();
+        if names > 0 && unanswered == names {
+            board.degraded(
+                Source::Names,
+                format!("the resolver answered none of the {names} lookups"),
+            );
+        } else {
+            board.ok(Source::Names);
         }
     }
 
@@ -151,6 +178,9 @@ impl Prober {
         // delays the next round, never piles rounds up.
         let mut lookups: Option<Lookups> = None;
         let mut plan_open = true;
+        if let Some(b) = &self.health {
+            b.ok(Source::Prober);
+        }
         let initial = plan_rx.borrow_and_update().clone();
         if self.apply(&mut running, initial) {
             lookups = running.as_ref().and_then(start_lookups);
@@ -177,6 +207,7 @@ impl Prober {
                 (version, resolved) = lookups_done(&mut lookups), if lookups.is_some() => {
                     lookups = None;
                     if let Some(r) = running.as_mut().filter(|r| r.plan.version == version) {
+                        self.report_names(r.plan.names.len(), &resolved);
                         r.resolved = resolved;
                     }
                 }
@@ -212,6 +243,11 @@ impl Prober {
     /// Switches to `plan`, keeping the windows of targets that stay; true
     /// when a new plan now runs.
     fn apply(&self, running: &mut Option<Running>, plan: Option<Arc<Plan>>) -> bool {
+        if let (Some(b), Some(p)) = (&self.health, &plan)
+            && p.names.is_empty()
+        {
+            b.ok(Source::Names);
+        }
         let Some(plan) = plan else {
             if running.take().is_some() {
                 tracing::info!("probe plan withdrawn");

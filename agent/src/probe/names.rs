@@ -16,6 +16,9 @@ pub fn lookup_timeout(interval: Duration) -> Duration {
 }
 
 /// Every name looked up at once, each bounded by `timeout`.
+/// How a lookup that timed out begins its error.
+pub const NO_ANSWER: &str = "no answer in";
+
 pub async fn resolve_all(names: &[FleetName], timeout: Duration) -> Vec<NameResolution> {
     futures::future::join_all(names.iter().map(|n| resolve(n, timeout))).await
 }
@@ -23,7 +26,7 @@ pub async fn resolve_all(names: &[FleetName], timeout: Duration) -> Vec<NameReso
 async fn resolve(name: &FleetName, timeout: Duration) -> NameResolution {
     let lookup = tokio::net::lookup_host((name.name.as_str(), 0));
     let (addresses, error) = match tokio::time::timeout(timeout, lookup).await {
-        Err(_) => (Vec::new(), Some(format!("no answer in {timeout:?}"))),
+        Err(_) => (Vec::new(), Some(format!("{NO_ANSWER} {timeout:?}"))),
         Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
         Ok(Ok(found)) => {
             let addresses = unique(found.map(|a| a.ip()));

@@ -10,6 +10,7 @@ use crate::facts::kernel::{KernelEvent, KernelEventKind};
 use crate::facts::sockets::{BindScope, Listener, Protocol, SocketSummary};
 use crate::facts::{HostInfo, IfAddr, Interface, NetState, OperState, Route, Scope};
 use crate::hub::{Change, HostFacts};
+use crate::health::{HealthMap, Source, State};
 use reachmap_proto::v1 as pb;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,64 @@ pub fn snapshot(version: u64, host_info: &HostInfo, facts: &HostFacts) -> pb::Sn
             .resources
             .as_ref()
             .map(|(t, r)| resources::resources(r, *t)),
+        sources: health(&facts.health),
+    }
+}
+
+/// Every source's health, in the order of `Source::ALL`.
+pub fn health(map: &HealthMap) -> Vec<pb::SourceHealth> {
+    map.iter()
+        .map(|(source, h)| pb::SourceHealth {
+            source: fact_source(*source) as i32,
+            state: source_state(h.state) as i32,
+            since_unix_nanos: unix_nanos(h.since),
+            last_error: h
+                .last_error
+                .as_ref()
+                .map(|(_, e)| one_line(e, MAX_ERROR_TEXT))
+                .unwrap_or_default(),
+            last_error_unix_nanos: h.last_error.as_ref().map_or(0, |(t, _)| unix_nanos(*t)),
+            errors_total: h.errors_total,
+            restarts_total: h.restarts_total,
+        })
+        .collect()
+}
+
+/// The longest error text the collector takes.
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// An error as one line of at most `max` bytes: a tool's stderr may hold
+/// newlines and tabs, which the collector refuses in text fields.
+fn one_line(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fact_source(s: Source) -> pb::FactSource {
+    match s {
+        Source::Sockets => pb::FactSource::Sockets,
+        Source::Firewall => pb::FactSource::Firewall,
+        Source::Network => pb::FactSource::Network,
+        Source::KernelLog => pb::FactSource::KernelLog,
+        Source::Resources => pb::FactSource::Resources,
+        Source::Prober => pb::FactSource::Prober,
+        Source::Names => pb::FactSource::Names,
+    }
+}
+
+fn source_state(s: State) -> pb::SourceState {
+    match s {
+        State::Starting => pb::SourceState::Starting,
+        State::Ok => pb::SourceState::Ok,
+        State::Degraded => pb::SourceState::Degraded,
+        State::Down => pb::SourceState::Down,
     }
 }
 
@@ -83,6 +142,7 @@ pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -
             .resources
             .as_ref()
             .map(|(t, r)| resources::resources(r, *t)),
+        sources: change.health.as_ref().map(health).unwrap_or_default(),
     }
 }
 

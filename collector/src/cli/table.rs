@@ -100,6 +100,7 @@ pub fn nodes(list: &[pb::NodeSummary], now: SystemTime) -> String {
                     n.version.clone()
                 },
                 clock(n.clock_offset_ms),
+                sources_cell(n),
             ]
         })
         .collect();
@@ -111,9 +112,72 @@ pub fn nodes(list: &[pb::NodeSummary], now: SystemTime) -> String {
             "LAST SEEN",
             "VERSION",
             "CLOCK",
+            "SOURCES",
         ],
         &rows,
     )
+}
+
+/// `ok`, or the sources that are not, blind ones marked: a node whose
+/// kernel log is not read cannot show an OOM kill.
+fn sources_cell(n: &pb::NodeSummary) -> String {
+    if n.unhealthy_sources.is_empty() {
+        return "ok".into();
+    }
+    n.unhealthy_sources
+        .iter()
+        .map(|h| {
+            let state = view::source_state_name(h.state);
+            let name = view::source_name(h.source);
+            if view::source_blind(h) {
+                format!("BLIND {name} ({state})")
+            } else {
+                format!("{name} {state}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn sources_section(out: &mut String, sources: &[pb::SourceHealth], now: SystemTime) {
+    if sources.is_empty() {
+        return;
+    }
+    let blind: Vec<String> = sources
+        .iter()
+        .filter(|h| view::source_blind(h))
+        .map(|h| view::source_name(h.source))
+        .collect();
+    if blind.is_empty() {
+        out.push_str("\nSOURCES\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "\nSOURCES  blind: {} (their facts are missing or stale)",
+            blind.join(", ")
+        );
+    }
+    let rows: Vec<Vec<String>> = sources
+        .iter()
+        .map(|h| {
+            vec![
+                view::source_name(h.source),
+                view::source_state_name(h.state),
+                ago(h.since_unix_nanos, now),
+                h.errors_total.to_string(),
+                h.restarts_total.to_string(),
+                if h.last_error.is_empty() {
+                    "-".into()
+                } else {
+                    format!("{} ({})", h.last_error, ago(h.last_error_unix_nanos, now))
+                },
+            ]
+        })
+        .collect();
+    out.push_str(&render(
+        &["SOURCE", "STATE", "SINCE", "ERRORS", "RESTARTS", "LAST ERROR"],
+        &rows,
+    ));
 }
 
 pub fn node(d: &pb::NodeDetail, now: SystemTime) -> String {
@@ -147,6 +211,7 @@ pub fn node(d: &pb::NodeDetail, now: SystemTime) -> String {
             ago_secs(h.uptime_seconds)
         );
     }
+    sources_section(&mut out, &facts.sources, now);
     out.push_str("\nINTERFACES\n");
     let rows: Vec<Vec<String>> = facts
         .interfaces

@@ -1,6 +1,7 @@
 //! The collector's own model of a node's facts, validated from the wire.
 
 pub mod firewall;
+pub mod health;
 
 pub use firewall::Firewall;
 use serde::Serialize;
@@ -180,9 +181,16 @@ pub struct NodeFacts {
     pub socket_summary: SocketSummary,
     pub firewall: Option<Firewall>,
     pub resources: Option<Resources>,
+    /// How each of the agent's fact sources is.
+    pub sources: health::Sources,
 }
 
 impl NodeFacts {
+    /// The source's health when it is not reading (down, or not read yet).
+    pub fn blind(&self, source: health::FactSource) -> Option<&health::SourceHealth> {
+        self.sources.get(&source).filter(|h| h.blind())
+    }
+
     pub fn addresses(&self) -> impl Iterator<Item = &Addr> {
         self.interfaces.values().flat_map(|i| i.addresses.iter())
     }
@@ -202,6 +210,8 @@ pub struct FactsDelta {
     pub socket_summary: Option<SocketSummary>,
     pub firewall: Option<Firewall>,
     pub resources: Option<Resources>,
+    /// Present when a source's health changed: every source, whole.
+    pub sources: Option<health::Sources>,
 }
 
 impl NodeFacts {
@@ -232,6 +242,9 @@ impl NodeFacts {
         }
         if let Some(r) = d.resources {
             self.resources = Some(r);
+        }
+        if let Some(s) = d.sources {
+            self.sources = s;
         }
         self.version = d.version;
     }

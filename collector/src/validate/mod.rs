@@ -3,6 +3,7 @@
 //! one-line error naming the offending field out.
 
 pub mod firewall;
+pub mod health;
 pub mod probe;
 pub mod resources;
 pub mod sockets;
@@ -258,6 +259,7 @@ pub fn snapshot(s: &pb::Snapshot) -> Result<NodeFacts, ProtocolError> {
             .as_ref()
             .map(|r| resources::resources("snapshot.resources", r))
             .transpose()?,
+        sources: health::sources("snapshot.sources", &s.sources)?,
     })
 }
 
@@ -297,6 +299,11 @@ pub fn delta(d: &pb::Delta) -> Result<FactsDelta, ProtocolError> {
             .as_ref()
             .map(|r| resources::resources("delta.resources", r))
             .transpose()?,
+        sources: if d.sources.is_empty() {
+            None
+        } else {
+            Some(health::sources("delta.sources", &d.sources)?)
+        },
     })
 }
 

@@ -71,6 +71,29 @@ pub struct Snapshot {
     pub firewall: ::core::option::Option<Firewall>,
     #[prost(message, optional, tag = "7")]
     pub resources: ::core::option::Option<Resources>,
+    /// The health of every fact source of the agent: what it is reading and
+    /// what it is blind to.
+    #[prost(message, repeated, tag = "8")]
+    pub sources: ::prost::alloc::vec::Vec<SourceHealth>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SourceHealth {
+    #[prost(enumeration = "FactSource", tag = "1")]
+    pub source: i32,
+    #[prost(enumeration = "SourceState", tag = "2")]
+    pub state: i32,
+    /// When the source entered this state, by the agent's clock.
+    #[prost(int64, tag = "3")]
+    pub since_unix_nanos: i64,
+    /// The last error and when it happened; empty when there was none.
+    #[prost(string, tag = "4")]
+    pub last_error: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub last_error_unix_nanos: i64,
+    #[prost(uint64, tag = "6")]
+    pub errors_total: u64,
+    #[prost(uint64, tag = "7")]
+    pub restarts_total: u64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct HostInfo {
@@ -423,6 +446,9 @@ pub struct Delta {
     /// Present when a new resource sample was taken.
     #[prost(message, optional, tag = "12")]
     pub resources: ::core::option::Option<Resources>,
+    /// Present when a source's health changed: every source, whole.
+    #[prost(message, repeated, tag = "13")]
+    pub sources: ::prost::alloc::vec::Vec<SourceHealth>,
 }
 /// Something that happened, kept in the agent's buffer until acked.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -926,6 +952,10 @@ pub struct NodeSummary {
     >,
     #[prost(uint64, tag = "12")]
     pub dropped_events_total: u64,
+    /// Fact sources that are down (not reading) or degraded, as the agent last
+    /// reported them; empty when every source is reading.
+    #[prost(message, repeated, tag = "13")]
+    pub unhealthy_sources: ::prost::alloc::vec::Vec<SourceHealth>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetNodeRequest {
@@ -1100,6 +1130,100 @@ pub struct WhyAnswer {
     pub reverse: ::core::option::Option<MatrixCell>,
     #[prost(message, optional, tag = "10")]
     pub icmp: ::core::option::Option<MatrixCell>,
+}
+/// The agent's sources of host facts. Each runs supervised: an error is
+/// counted and the source restarted with backoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum FactSource {
+    Unspecified = 0,
+    /// Listening sockets and connection counts (sock_diag, /proc fds).
+    Sockets = 1,
+    /// The firewall ruleset (nft, iptables-save, nftables notifications).
+    Firewall = 2,
+    /// Interfaces, addresses and routes (rtnetlink).
+    Network = 3,
+    /// OOM kills, conntrack full, SYN floods, link messages (/dev/kmsg).
+    KernelLog = 4,
+    /// Load, CPU, memory, pressure, conntrack counts (/proc).
+    Resources = 5,
+    /// The probes of the collector's plan and the probe port.
+    Prober = 6,
+    /// Lookups of the fleet's names through the host's resolver.
+    Names = 7,
+}
+impl FactSource {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "FACT_SOURCE_UNSPECIFIED",
+            Self::Sockets => "FACT_SOURCE_SOCKETS",
+            Self::Firewall => "FACT_SOURCE_FIREWALL",
+            Self::Network => "FACT_SOURCE_NETWORK",
+            Self::KernelLog => "FACT_SOURCE_KERNEL_LOG",
+            Self::Resources => "FACT_SOURCE_RESOURCES",
+            Self::Prober => "FACT_SOURCE_PROBER",
+            Self::Names => "FACT_SOURCE_NAMES",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "FACT_SOURCE_UNSPECIFIED" => Some(Self::Unspecified),
+            "FACT_SOURCE_SOCKETS" => Some(Self::Sockets),
+            "FACT_SOURCE_FIREWALL" => Some(Self::Firewall),
+            "FACT_SOURCE_NETWORK" => Some(Self::Network),
+            "FACT_SOURCE_KERNEL_LOG" => Some(Self::KernelLog),
+            "FACT_SOURCE_RESOURCES" => Some(Self::Resources),
+            "FACT_SOURCE_PROBER" => Some(Self::Prober),
+            "FACT_SOURCE_NAMES" => Some(Self::Names),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SourceState {
+    Unspecified = 0,
+    /// Not read yet since the agent started.
+    Starting = 1,
+    /// Reading.
+    Ok = 2,
+    /// Reading, but with part of its facts missing (e.g. no change
+    /// notifications, resume state not saved).
+    Degraded = 3,
+    /// Not reading: its facts are stale or missing, and their absence proves
+    /// nothing.
+    Down = 4,
+}
+impl SourceState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SOURCE_STATE_UNSPECIFIED",
+            Self::Starting => "SOURCE_STATE_STARTING",
+            Self::Ok => "SOURCE_STATE_OK",
+            Self::Degraded => "SOURCE_STATE_DEGRADED",
+            Self::Down => "SOURCE_STATE_DOWN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SOURCE_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "SOURCE_STATE_STARTING" => Some(Self::Starting),
+            "SOURCE_STATE_OK" => Some(Self::Ok),
+            "SOURCE_STATE_DEGRADED" => Some(Self::Degraded),
+            "SOURCE_STATE_DOWN" => Some(Self::Down),
+            _ => None,
+        }
+    }
 }
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

@@ -21,6 +21,9 @@ const XTABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
 pub struct ReadOptions {
     /// Where `net/ip_tables_names` is read (the agent's `--procfs`).
     pub procfs: PathBuf,
+    /// Where `module/nf_tables` tells whether the kernel has nftables (the
+    /// agent's `--sysfs`).
+    pub sysfs: PathBuf,
     pub nft: String,
     /// Program prefix for the iptables-nft tools: `<prefix>` + `iptables-nft-save`.
     pub iptables_prefix: String,
@@ -32,6 +35,7 @@ impl Default for ReadOptions {
     fn default() -> Self {
         ReadOptions {
             procfs: PathBuf::from("/proc"),
+            sysfs: PathBuf::from("/sys"),
             nft: "nft".into(),
             iptables_prefix: String::new(),
             generation: true,
@@ -74,7 +78,17 @@ pub fn read_ruleset(opts: &ReadOptions) -> Result<Ruleset, FirewallError> {
 fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
     let mut tables = match run(&opts.nft, &["-j", "list", "ruleset"])? {
         Some(json) if !json.trim().is_empty() => parse_nft_json(&json)?,
-        _ => Vec::new(),
+        Some(_) => Vec::new(),
+        // Without nf_tables in the kernel there is nothing nft could show;
+        // with it, a missing nft means rules nobody can read, not no rules.
+        None if opts.sysfs.join("module/nf_tables").exists() => {
+            return Err(FirewallError::Command {
+                program: opts.nft.clone(),
+                reason: "not found on PATH, but the kernel has nf_tables: its rules cannot be read"
+                    .into(),
+            });
+        }
+        None => Vec::new(),
     };
     for (family, tool) in [(Family::Ip, "iptables"), (Family::Ip6, "ip6tables")] {
         let managed = tables

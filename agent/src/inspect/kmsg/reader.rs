@@ -53,6 +53,10 @@ pub struct KmsgCounters {
     skipped: AtomicU64,
     /// seq + 1 of the last record seen; 0 before the first.
     next_seq: AtomicU64,
+    save_errors: AtomicU64,
+    /// Why the resume state could not be saved the last time it could not;
+    /// `None` once a save works again.
+    save_error: std::sync::Mutex<Option<String>>,
 }
 
 /// What a reader has done so far.
@@ -72,6 +76,10 @@ pub struct KmsgStats {
     /// Records skipped on resume because an earlier run reported them.
     pub skipped_total: u64,
     pub last_seq: Option<u64>,
+    /// Saves of the resume state that failed; reading goes on regardless.
+    pub save_errors_total: u64,
+    /// Why the last save failed, while saves keep failing.
+    pub save_error: Option<String>,
 }
 
 impl KmsgCounters {
@@ -86,6 +94,8 @@ impl KmsgCounters {
             malformed_total: self.malformed.load(Relaxed),
             skipped_total: self.skipped.load(Relaxed),
             last_seq: next.checked_sub(1),
+            save_errors_total: self.save_errors.load(Relaxed),
+            save_error: self.save_error.lock().ok().and_then(|e| e.clone()),
         }
     }
 }
@@ -97,6 +107,7 @@ pub struct KmsgReader {
     boot_id: String,
     state_file: Option<PathBuf>,
     boot_unix_us: Option<i64>,
+    follow: bool,
     counters: Arc<KmsgCounters>,
 }
 
@@ -109,6 +120,7 @@ impl KmsgReader {
             boot_id: boot_id.into(),
             state_file: None,
             boot_unix_us: None,
+            follow: false,
             counters: Arc::default(),
         }
     }
@@ -123,6 +135,13 @@ impl KmsgReader {
     /// The wall-clock time of boot, for events' `unix_ms` (`boot_unix_us`).
     pub fn boot_unix_us(mut self, boot_unix_us: Option<i64>) -> Self {
         self.boot_unix_us = boot_unix_us;
+        self
+    }
+
+    /// For a regular file standing in for /dev/kmsg: keep reading records
+    /// appended to it (as `tail -f`) instead of returning at its end.
+    pub fn follow(mut self, follow: bool) -> Self {
+        self.follow = follow;
         self
     }
 
@@ -152,6 +171,14 @@ impl KmsgReader {
         if meta.file_type().is_char_device() {
             let file = open_nonblocking(&self.path).map_err(io)?;
             tokio::task::spawn_blocking(move || self.read_device(file, core, &out, &shutdown))
+                .await
+                .map_err(|e| KmsgError::Io {
+                    path: PathBuf::new(),
+                    error: std::io::Error::other(e),
+                })?
+        } else if self.follow {
+            let file = std::fs::File::open(&self.path).map_err(io)?;
+            tokio::task::spawn_blocking(move || self.follow_file(file, core, &out, &shutdown))
                 .await
                 .map_err(|e| KmsgError::Io {
                     path: PathBuf::new(),
@@ -191,7 +218,7 @@ impl KmsgReader {
                 for ev in core.classifier.tick() {
                     core.send(out, ev);
                 }
-                self.save(&mut saved, core.last_seq)?;
+                self.save(&mut saved, core.last_seq);
                 next_tick = Instant::now() + TICK;
             }
             match file.read(&mut buf) {
@@ -219,6 +246,53 @@ impl KmsgReader {
         self.stop(&mut core, out, &mut saved)
     }
 
+    /// The file loop, on a blocking thread: every record already in the
+    /// file, then the records appended to it, whole lines at a time.
+    fn follow_file(
+        &self,
+        mut file: std::fs::File,
+        mut core: Core,
+        out: &mpsc::Sender<KernelEvent>,
+        shutdown: &CancellationToken,
+    ) -> Result<KmsgStats, KmsgError> {
+        let io = |error| KmsgError::Io {
+            path: self.path.clone(),
+            error,
+        };
+        let mut saved = core.last_seq;
+        let mut pending: Vec<u8> = Vec::new();
+        let mut chunk = vec![0u8; RECORD_BUF];
+        let mut next_tick = Instant::now() + TICK;
+        while !shutdown.is_cancelled() {
+            let n = file.read(&mut chunk).map_err(io)?;
+            if n > 0 {
+                pending.extend_from_slice(&chunk[..n]);
+                // Only whole lines: a writer may be half-way through one.
+                if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
+                    let whole: Vec<u8> = pending.drain(..=end).collect();
+                    for record in split_records(&whole) {
+                        if let Some(ev) = core.handle(record) {
+                            core.send(out, ev);
+                        }
+                    }
+                }
+                continue;
+            }
+            if Instant::now() >= next_tick {
+                for ev in core.classifier.tick() {
+                    core.send(out, ev);
+                }
+                self.save(&mut saved, core.last_seq);
+                next_tick = Instant::now() + TICK;
+            }
+            // The file went away or was replaced: reading it again is the
+            // supervisor's business.
+            std::fs::metadata(&self.path).map_err(io)?;
+            std::thread::sleep(Duration::from_millis(u64::from(POLL_MS)));
+        }
+        self.stop(&mut core, out, &mut saved)
+    }
+
     fn stop(
         &self,
         core: &mut Core,
@@ -228,22 +302,40 @@ impl KmsgReader {
         for ev in core.classifier.finish() {
             core.send(out, ev);
         }
-        self.save(saved, core.last_seq)?;
+        self.save(saved, core.last_seq);
         Ok(self.counters.snapshot())
     }
 
-    fn save(&self, saved: &mut Option<u64>, last: Option<u64>) -> Result<(), KmsgError> {
-        if let (Some(path), Some(seq)) = (&self.state_file, last)
-            && *saved != last
-        {
-            let state = ResumeState {
-                boot_id: self.boot_id.clone(),
-                seq,
-            };
-            state.save(path)?;
-            *saved = last;
+    /// Saves the resume state if it moved. A failure (a full disk, a
+    /// read-only state directory) is counted and kept in the counters for
+    /// the agent to report, and never stops the reader: it only means the
+    /// records since the last save may be reported again after a restart.
+    fn save(&self, saved: &mut Option<u64>, last: Option<u64>) {
+        let (Some(path), Some(seq)) = (&self.state_file, last) else {
+            return;
+        };
+        if *saved == last {
+            return;
         }
-        Ok(())
+        let state = ResumeState {
+            boot_id: self.boot_id.clone(),
+            seq,
+        };
+        let result = state.save(path);
+        let mut error = match self.counters.save_error.lock() {
+            Ok(e) => e,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match result {
+            Ok(()) => {
+                *saved = last;
+                *error = None;
+            }
+            Err(e) => {
+                self.counters.save_errors.fetch_add(1, Relaxed);
+                *error = Some(e.to_string());
+            }
+        }
     }
 }
 

@@ -42,18 +42,25 @@ impl ResumeState {
     }
 
     /// Writes the state to a temp file next to `path` and renames it over.
+    /// The temp file's name is this process's own, so writers sharing a
+    /// directory never rename each other's half-written files.
     pub fn save(&self, path: &Path) -> Result<(), KmsgError> {
         let io = |error| KmsgError::Io {
             path: path.to_owned(),
             error,
         };
         let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
+        tmp_name.push(format!(".{}.{:x}.tmp", std::process::id(), rand::random::<u32>()));
         let tmp = Path::new(&tmp_name);
-        let mut file = std::fs::File::create(tmp).map_err(io)?;
-        writeln!(file, "{} {}", self.boot_id, self.seq).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(tmp, path).map_err(io)
+        let written = std::fs::File::create(tmp).and_then(|mut file| {
+            writeln!(file, "{} {}", self.boot_id, self.seq)?;
+            file.sync_all()?;
+            std::fs::rename(tmp, path)
+        });
+        if written.is_err() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        written.map_err(io)
     }
 }
 
