@@ -116,7 +116,9 @@ pub struct HealthBoard {
 
 impl std::fmt::Debug for HealthBoard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("HealthBoard").field(&*self.tx.borrow()).finish()
+        f.debug_tuple("HealthBoard")
+            .field(&*self.tx.borrow())
+            .finish()
     }
 }
 
@@ -206,10 +208,7 @@ impl HealthBoard {
 
     fn log(&self, source: Source, state: State, error: &str) {
         let admitted = match self.logs.lock() {
-            Ok(mut logs) => logs
-                .entry(source)
-                .or_default()
-                .admit(error, Instant::now()),
+            Ok(mut logs) => logs.entry(source).or_default().admit(error, Instant::now()),
             Err(_) => Some(0),
         };
         let Some(suppressed) = admitted else {
@@ -217,10 +216,20 @@ impl HealthBoard {
         };
         match state {
             State::Down => {
-                tracing::warn!(source = source.name(), error, suppressed, "fact source down")
+                tracing::warn!(
+                    source = source.name(),
+                    error,
+                    suppressed,
+                    "fact source down"
+                )
             }
             _ => {
-                tracing::warn!(source = source.name(), error, suppressed, "fact source degraded")
+                tracing::warn!(
+                    source = source.name(),
+                    error,
+                    suppressed,
+                    "fact source degraded"
+                )
             }
         }
     }
@@ -340,20 +349,25 @@ mod tests {
         let shutdown = CancellationToken::new();
         let r = runs.clone();
         let b = board.clone();
-        supervise(Source::Resources, board.clone(), shutdown.clone(), move || {
-            let n = r.fetch_add(1, Ordering::SeqCst);
-            let b = b.clone();
-            async move {
-                match n {
-                    0 => Err("no /proc/stat".to_string()),
-                    1 => panic!("bad sample"),
-                    _ => {
-                        b.ok(Source::Resources);
-                        Ok(())
+        supervise(
+            Source::Resources,
+            board.clone(),
+            shutdown.clone(),
+            move || {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                let b = b.clone();
+                async move {
+                    match n {
+                        0 => Err("no /proc/stat".to_string()),
+                        1 => panic!("bad sample"),
+                        _ => {
+                            b.ok(Source::Resources);
+                            Ok(())
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(runs.load(Ordering::SeqCst), 3);
         let h = rx.borrow()[&Source::Resources].clone();

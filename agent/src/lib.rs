@@ -67,7 +67,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         output: probe_rx,
         temp: probe::TempListeners::new(shutdown.clone()),
     };
-    let client = stream::Client::new(config.clone(), identity.clone(), net_rx, updates_rx, probing);
+    let client = stream::Client::new(
+        config.clone(),
+        identity.clone(),
+        net_rx,
+        updates_rx,
+        probing,
+    );
     tasks.push(tokio::spawn(
         client
             .run(shutdown.clone())
@@ -81,59 +87,107 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     };
     {
-        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
-        tasks.push(supervised(Source::Sockets, Box::new(move || {
-            Box::pin(sources::sockets(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
-        })));
+        let (c, r, b, s) = (
+            config.clone(),
+            readings_tx.clone(),
+            board.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(supervised(
+            Source::Sockets,
+            Box::new(move || {
+                Box::pin(sources::sockets(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
+            }),
+        ));
     }
     {
-        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
-        tasks.push(supervised(Source::Firewall, Box::new(move || {
-            Box::pin(sources::firewall(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
-        })));
+        let (c, r, b, s) = (
+            config.clone(),
+            readings_tx.clone(),
+            board.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(supervised(
+            Source::Firewall,
+            Box::new(move || {
+                Box::pin(sources::firewall(
+                    c.clone(),
+                    r.clone(),
+                    b.clone(),
+                    s.clone(),
+                )) as SourceRun
+            }),
+        ));
     }
     {
-        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
-        tasks.push(supervised(Source::Resources, Box::new(move || {
-            Box::pin(sources::resources(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
-        })));
+        let (c, r, b, s) = (
+            config.clone(),
+            readings_tx.clone(),
+            board.clone(),
+            shutdown.clone(),
+        );
+        tasks.push(supervised(
+            Source::Resources,
+            Box::new(move || {
+                Box::pin(sources::resources(
+                    c.clone(),
+                    r.clone(),
+                    b.clone(),
+                    s.clone(),
+                )) as SourceRun
+            }),
+        ));
     }
     {
-        let (c, r, b, s) = (config.clone(), readings_tx.clone(), board.clone(), shutdown.clone());
+        let (c, r, b, s) = (
+            config.clone(),
+            readings_tx.clone(),
+            board.clone(),
+            shutdown.clone(),
+        );
         let boot_id = identity.boot_id.clone();
-        tasks.push(supervised(Source::KernelLog, Box::new(move || {
-            Box::pin(sources::kernel_log(
-                c.clone(),
-                boot_id.clone(),
-                r.clone(),
-                b.clone(),
-                s.clone(),
-            )) as SourceRun
-        })));
+        tasks.push(supervised(
+            Source::KernelLog,
+            Box::new(move || {
+                Box::pin(sources::kernel_log(
+                    c.clone(),
+                    boot_id.clone(),
+                    r.clone(),
+                    b.clone(),
+                    s.clone(),
+                )) as SourceRun
+            }),
+        ));
     }
     {
         let (r, b, s) = (readings_tx, board.clone(), shutdown.clone());
-        tasks.push(supervised(Source::Network, Box::new(move || {
-            let (r, b, s) = (r.clone(), b.clone(), s.clone());
-            Box::pin(async move {
-                inspect::watch::run(r, || b.ok(Source::Network), s)
-                    .await
-                    .map_err(|e| format!("network watcher: {e}"))
-            }) as SourceRun
-        })));
+        tasks.push(supervised(
+            Source::Network,
+            Box::new(move || {
+                let (r, b, s) = (r.clone(), b.clone(), s.clone());
+                Box::pin(async move {
+                    inspect::watch::run(r, || b.ok(Source::Network), s)
+                        .await
+                        .map_err(|e| format!("network watcher: {e}"))
+                }) as SourceRun
+            }),
+        ));
     }
     {
         // Probing: the plan comes from the collector over the stream;
         // results and state changes go back the same way.
         let (b, s) = (board.clone(), shutdown.clone());
-        tasks.push(supervised(Source::Prober, Box::new(move || {
-            let prober = probe::Prober::new().with_health(b.clone());
-            let (plan, out, s) = (plan_rx.clone(), probe_tx.clone(), s.clone());
-            Box::pin(async move {
-                prober.run(plan, out, s).await;
-                Ok(())
-            }) as SourceRun
-        })));
+        tasks.push(supervised(
+            Source::Prober,
+            Box::new(move || {
+                let prober = probe::Prober::new().with_health(b.clone());
+                let (plan, out, s) = (plan_rx.clone(), probe_tx.clone(), s.clone());
+                Box::pin(async move {
+                    prober.run(plan, out, s).await;
+                    Ok(())
+                }) as SourceRun
+            }),
+        ));
     }
     {
         let (listen, b, s) = (config.probe_listen, board.clone(), shutdown.clone());

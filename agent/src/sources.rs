@@ -8,8 +8,8 @@
 //! cannot read is a fact the collector sees, never a line in a log alone.
 
 use crate::config::Config;
-use crate::health::{HealthBoard, Source};
 use crate::facts::firewall::Ruleset;
+use crate::health::{HealthBoard, Source};
 use crate::hub::{ChangeAuthor, Reading};
 use crate::inspect::firewall::notify::NftMonitor;
 use crate::inspect::firewall::reader::{LegacyPoller, ReadOptions, read_ruleset};
@@ -129,7 +129,10 @@ pub async fn firewall(
         Err(e) => {
             board.degraded(
                 Source::Firewall,
-                format!("no nftables change notifications ({e}); polling the ruleset every {:?}", config.poll_interval),
+                format!(
+                    "no nftables change notifications ({e}); polling the ruleset every {:?}",
+                    config.poll_interval
+                ),
             );
             None
         }
@@ -327,7 +330,9 @@ pub async fn kernel_log(
     // again is better than reading nothing.
     if let Err(e @ KmsgError::BadState { .. }) = ResumeState::load(&state_file) {
         let _ = std::fs::remove_file(&state_file);
-        resume_problem = Some(format!("{e}; removed, kernel messages may be reported again"));
+        resume_problem = Some(format!(
+            "{e}; removed, kernel messages may be reported again"
+        ));
     }
     let reader = KmsgReader::new(config.kmsg.clone(), boot_id)
         .state_file(state_file)

@@ -109,6 +109,12 @@ impl Fleet {
 
     /// `start_agent` with extra flags (they come last, so they win).
     pub fn start_agent_with(&mut self, i: usize, extra: &[&str]) {
+        self.start_agent_env(i, extra, &[]);
+    }
+
+    /// `start_agent_with`, and more environment variables for the agent
+    /// (`PATH`, say).
+    pub fn start_agent_env(&mut self, i: usize, extra: &[&str], vars: &[(&'static str, PathBuf)]) {
         let node = self.node(i).clone();
         assert!(
             self.agents[i].is_none(),
@@ -138,7 +144,8 @@ impl Fleet {
         let label = format!("agent-{}", node.name);
         let log = process::log_path(self.dir(), &label);
         let bin = binary("reachmap-agent");
-        let env = self.isolated_config();
+        let mut env = self.isolated_config().to_vec();
+        env.extend(vars.iter().cloned());
         self.agents[i] = Some(Proc::spawn(&label, &node.netns, &bin, &args, &env, &log));
     }
 

@@ -140,7 +140,11 @@ impl Prober {
         // answer for any name at all is the resolver not working.
         let unanswered = resolved
             .iter()
-            .filter(|r| r.error.as_deref().is_some_and(|e| e.starts_with(names::NO_ANSWER)))
+            .filter(|r| {
+                r.error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(names::NO_ANSWER))
+            })
             .count();
         if names > 0 && unanswered == names {
             board.degraded(

@@ -9,8 +9,8 @@ use crate::facts::firewall::Ruleset;
 use crate::facts::kernel::{KernelEvent, KernelEventKind};
 use crate::facts::sockets::{BindScope, Listener, Protocol, SocketSummary};
 use crate::facts::{HostInfo, IfAddr, Interface, NetState, OperState, Route, Scope};
-use crate::hub::{Change, HostFacts};
 use crate::health::{HealthMap, Source, State};
+use crate::hub::{Change, HostFacts};
 use reachmap_proto::v1 as pb;
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -175,7 +175,14 @@ fn sources_section(out: &mut String, sources: &[pb::SourceHealth], now: SystemTi
         })
         .collect();
     out.push_str(&render(
-        &["SOURCE", "STATE", "SINCE", "ERRORS", "RESTARTS", "LAST ERROR"],
+        &[
+            "SOURCE",
+            "STATE",
+            "SINCE",
+            "ERRORS",
+            "RESTARTS",
+            "LAST ERROR",
+        ],
         &rows,
     ));
 }

@@ -26,7 +26,10 @@ pub fn sources(field: &str, list: &[pb::SourceHealth]) -> Result<Sources, Protoc
             Ok(pb::SourceState::Degraded) => SourceState::Degraded,
             Ok(pb::SourceState::Down) => SourceState::Down,
             Ok(pb::SourceState::Unspecified) | Err(_) => {
-                return Err(err(format!("{f}.state"), format!("unknown state {}", h.state)));
+                return Err(err(
+                    format!("{f}.state"),
+                    format!("unknown state {}", h.state),
+                ));
             }
         };
         let last_error = if h.last_error.is_empty() {
@@ -88,7 +91,11 @@ mod tests {
         let ok = sources(
             "snapshot.sources",
             &[
-                h(pb::FactSource::KernelLog, pb::SourceState::Down, "no /dev/kmsg"),
+                h(
+                    pb::FactSource::KernelLog,
+                    pb::SourceState::Down,
+                    "no /dev/kmsg",
+                ),
                 h(pb::FactSource::Sockets, pb::SourceState::Ok, ""),
             ],
         )
@@ -110,7 +117,10 @@ mod tests {
             ],
         )
         .expect_err("twice");
-        assert_eq!(twice.to_string(), "snapshot.sources[1].source: sockets appears twice");
+        assert_eq!(
+            twice.to_string(),
+            "snapshot.sources[1].source: sockets appears twice"
+        );
         let mut bad_state = h(pb::FactSource::Sockets, pb::SourceState::Ok, "");
         bad_state.state = 42;
         assert_eq!(

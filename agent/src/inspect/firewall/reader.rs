@@ -81,7 +81,7 @@ fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
         Some(_) => Vec::new(),
         // Without nf_tables in the kernel there is nothing nft could show;
         // with it, a missing nft means rules nobody can read, not no rules.
-        None if opts.sysfs.join("module/nf_tables").exists() => {
+        None if nf_tables_present(opts) => {
             return Err(FirewallError::Command {
                 program: opts.nft.clone(),
                 reason: "not found on PATH, but the kernel has nf_tables: its rules cannot be read"
@@ -131,6 +131,12 @@ fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
         }
     }
     Ok(tables)
+}
+
+/// Whether the kernel has nftables: a module directory for it, or an
+/// answer to a generation request (nf_tables built in).
+fn nf_tables_present(opts: &ReadOptions) -> bool {
+    opts.sysfs.join("module/nf_tables").exists() || notify::current_generation().is_ok()
 }
 
 /// Names from iptables-nft-save's "# Table `filter' contains incompatible

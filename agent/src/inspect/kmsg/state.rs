@@ -50,7 +50,11 @@ impl ResumeState {
             error,
         };
         let mut tmp_name = path.as_os_str().to_owned();
-        tmp_name.push(format!(".{}.{:x}.tmp", std::process::id(), rand::random::<u32>()));
+        tmp_name.push(format!(
+            ".{}.{:x}.tmp",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let tmp = Path::new(&tmp_name);
         let written = std::fs::File::create(tmp).and_then(|mut file| {
             writeln!(file, "{} {}", self.boot_id, self.seq)?;
