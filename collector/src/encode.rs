@@ -325,6 +325,46 @@ pub fn matrix(m: &Matrix, port: Option<u16>, now: i64) -> pb::Matrix {
     }
 }
 
+/// Fact-source health back into its message.
+pub fn source_health(
+    source: crate::model::health::FactSource,
+    h: &crate::model::health::SourceHealth,
+) -> pb::SourceHealth {
+    use crate::model::health::{FactSource as F, SourceState as S};
+    let source = match source {
+        F::Sockets => pb::FactSource::Sockets,
+        F::Firewall => pb::FactSource::Firewall,
+        F::Network => pb::FactSource::Network,
+        F::KernelLog => pb::FactSource::KernelLog,
+        F::Resources => pb::FactSource::Resources,
+        F::Prober => pb::FactSource::Prober,
+        F::Names => pb::FactSource::Names,
+    };
+    let state = match h.state {
+        S::Starting => pb::SourceState::Starting,
+        S::Ok => pb::SourceState::Ok,
+        S::Degraded => pb::SourceState::Degraded,
+        S::Down => pb::SourceState::Down,
+    };
+    pb::SourceHealth {
+        source: source as i32,
+        state: state as i32,
+        since_unix_nanos: h.since,
+        last_error: h
+            .last_error
+            .as_ref()
+            .map(|(_, e)| e.clone())
+            .unwrap_or_default(),
+        last_error_unix_nanos: h.last_error.as_ref().map_or(0, |(t, _)| *t),
+        errors_total: h.errors_total,
+        restarts_total: h.restarts_total,
+    }
+}
+
+pub fn sources(s: &crate::model::health::Sources) -> Vec<pb::SourceHealth> {
+    s.iter().map(|(k, h)| source_health(*k, h)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,44 +436,4 @@ mod tests {
             }
         }
     }
-}
-
-/// Fact-source health back into its message.
-pub fn source_health(
-    source: crate::model::health::FactSource,
-    h: &crate::model::health::SourceHealth,
-) -> pb::SourceHealth {
-    use crate::model::health::{FactSource as F, SourceState as S};
-    let source = match source {
-        F::Sockets => pb::FactSource::Sockets,
-        F::Firewall => pb::FactSource::Firewall,
-        F::Network => pb::FactSource::Network,
-        F::KernelLog => pb::FactSource::KernelLog,
-        F::Resources => pb::FactSource::Resources,
-        F::Prober => pb::FactSource::Prober,
-        F::Names => pb::FactSource::Names,
-    };
-    let state = match h.state {
-        S::Starting => pb::SourceState::Starting,
-        S::Ok => pb::SourceState::Ok,
-        S::Degraded => pb::SourceState::Degraded,
-        S::Down => pb::SourceState::Down,
-    };
-    pb::SourceHealth {
-        source: source as i32,
-        state: state as i32,
-        since_unix_nanos: h.since,
-        last_error: h
-            .last_error
-            .as_ref()
-            .map(|(_, e)| e.clone())
-            .unwrap_or_default(),
-        last_error_unix_nanos: h.last_error.as_ref().map_or(0, |(t, _)| *t),
-        errors_total: h.errors_total,
-        restarts_total: h.restarts_total,
-    }
-}
-
-pub fn sources(s: &crate::model::health::Sources) -> Vec<pb::SourceHealth> {
-    s.iter().map(|(k, h)| source_health(*k, h)).collect()
 }

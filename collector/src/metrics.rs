@@ -643,7 +643,7 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            BTreeSet::from(["dst", "kind", "node", "port", "src", "state"])
+            BTreeSet::from(["dst", "kind", "node", "port", "source", "src", "state"])
         );
     }
 

@@ -374,9 +374,11 @@ node-1  down 5m ago  198.18.0.12,2001:db8::5  5m ago     -        -
                 "LAST",
                 "SEEN",
                 "VERSION",
-                "CLOCK"
+                "CLOCK",
+                "SOURCES"
             ]
         );
+        assert!(lines[1].ends_with(" ok"), "every source reading: {got}");
         assert!(lines[1].starts_with("node-0  connected"), "{got}");
         assert!(
             lines[1].contains(" 198.18.0.11 ")
@@ -389,5 +391,31 @@ node-1  down 5m ago  198.18.0.12,2001:db8::5  5m ago     -        -
             "{got}"
         );
         assert!(nodes(&[], now).contains("no nodes"));
+    }
+
+    #[test]
+    fn a_blind_source_is_marked() {
+        let n = pb::NodeSummary {
+            name: "node-0".into(),
+            connected: true,
+            unhealthy_sources: vec![
+                pb::SourceHealth {
+                    source: pb::FactSource::KernelLog as i32,
+                    state: pb::SourceState::Down as i32,
+                    last_error: "/dev/kmsg: permission denied".into(),
+                    ..Default::default()
+                },
+                pb::SourceHealth {
+                    source: pb::FactSource::Firewall as i32,
+                    state: pb::SourceState::Degraded as i32,
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            sources_cell(&n),
+            "BLIND kernel_log (down), firewall degraded"
+        );
     }
 }
