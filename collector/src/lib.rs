@@ -11,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod packet;
 pub mod probe;
 pub mod query;
 pub mod state;
@@ -19,7 +20,6 @@ pub mod testport;
 pub mod validate;
 pub mod view;
 pub mod web;
-pub mod why;
 
 use crate::config::Config;
 use anyhow::Context;

@@ -7,7 +7,7 @@ use super::{Cause, Context, Evidence, Verdict};
 use crate::model::{BindScope, Listener, NodeFacts, Protocol};
 use crate::state::Node;
 use crate::view::{describe, rfc3339};
-use crate::why::firewall::{
+use crate::packet::firewall::{
     Compiled, Decision, Final, NatRewrite, Packet, PathKind, RuleRef, evaluate,
 };
 use reachmap_proto::v1 as pb;
