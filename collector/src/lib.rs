@@ -5,7 +5,6 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod correlate;
 pub mod encode;
 pub mod http;
 pub mod ingest;
@@ -20,6 +19,7 @@ pub mod testport;
 pub mod validate;
 pub mod view;
 pub mod web;
+pub mod why;
 
 use crate::config::Config;
 use anyhow::Context;

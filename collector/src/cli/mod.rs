@@ -219,7 +219,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 .await
                 .map_err(|s| status(&cli.collector, s))?
                 .into_inner();
-            let e = crate::correlate::Explanation::from(&answer);
+            let e = crate::why::Explanation::from(&answer);
             Ok(match format {
                 Format::Json => json(&e),
                 Format::Table => {
