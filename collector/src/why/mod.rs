@@ -5,6 +5,7 @@
 //! fleet state and the time; the state task runs it.
 
 mod causes;
+pub mod code;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -12,6 +13,7 @@ mod wire;
 use crate::probe::{CellState, Matrix, ProbeKind};
 use crate::state::{Node, StoredEvent, unix_nanos};
 use crate::view::{describe, rfc3339};
+use code::CauseCode;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -51,7 +53,9 @@ pub struct Evidence {
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Cause {
-    /// Stable, part of the public interface (DESIGN.md).
+    /// Stable, part of the public interface: a `CauseCode`'s string. A
+    /// string rather than the enum so an answer from a newer collector
+    /// keeps codes this build does not know.
     pub code: String,
     /// The node the cause is on.
     pub node: String,
@@ -105,19 +109,6 @@ pub struct Explanation {
     pub reverse: Option<CellSummary>,
     pub icmp: Option<CellSummary>,
 }
-
-/// Causes that, when facts show them, make a connection fail for certain.
-const BLOCKING: [&str; 9] = [
-    "NOT_LISTENING",
-    "LOOPBACK_ONLY",
-    "BOUND_OTHER_ADDRESS",
-    "PROCESS_OOM_KILLED",
-    "FIREWALL_INBOUND",
-    "FIREWALL_OUTBOUND",
-    "NO_ROUTE",
-    "INTERFACE_DOWN",
-    "STALE_ALLOWLIST_ADDRESS",
-];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WhyError {
@@ -310,7 +301,9 @@ pub fn explain(
     let verdict = if verdict == Verdict::Unknown
         && ctx.src.connected()
         && ctx.probe.is_none()
-        && causes.iter().any(|c| BLOCKING.contains(&c.code.as_str()))
+        && causes
+            .iter()
+            .any(|c| CauseCode::parse(&c.code).is_some_and(CauseCode::blocks))
     {
         Verdict::Unreachable
     } else {

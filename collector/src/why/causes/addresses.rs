@@ -3,6 +3,7 @@
 
 use super::{cause, event, events, fact, probe, route_to};
 use crate::state::Node;
+use crate::why::code::CauseCode;
 use crate::why::{Cause, Context, Evidence};
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
@@ -22,7 +23,7 @@ pub(super) fn interfaces_and_routes(
             None => {
                 checked.push(format!("{}'s route to {addr}: none", ctx.src.name));
                 let mut c = cause(
-                    "NO_ROUTE",
+                    CauseCode::NoRoute,
                     ctx.src,
                     if ctx.failure() == Some("no_route") {
                         90
@@ -82,7 +83,7 @@ pub(super) fn interfaces_and_routes(
                 })
                 .next();
                 let mut c = cause(
-                    "PEER_ADDRESS_CHANGED",
+                    CauseCode::PeerAddressChanged,
                     ctx.dst,
                     85,
                     format!(
@@ -124,7 +125,7 @@ pub(super) fn interfaces_and_routes(
 
 fn interface_down(ctx: &Context, node: &Node, i: &crate::model::Interface) -> Cause {
     let mut c = cause(
-        "INTERFACE_DOWN",
+        CauseCode::InterfaceDown,
         node,
         88,
         format!(
@@ -209,7 +210,7 @@ pub(super) fn names(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Caus
                 listed(&r.addresses)
             )
         };
-        let mut c = cause("STALE_DNS", ctx.src, 80, detail);
+        let mut c = cause(CauseCode::StaleDns, ctx.src, 80, detail);
         c.evidence.push(Evidence {
             kind: "fact".into(),
             node: src.clone(),

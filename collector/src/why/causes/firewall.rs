@@ -8,6 +8,7 @@ use crate::packet::firewall::{
     Compiled, Decision, Final, NatRewrite, Packet, PathKind, RuleRef, evaluate,
 };
 use crate::state::Node;
+use crate::why::code::CauseCode;
 use crate::why::{Cause, Context, Evidence};
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
@@ -148,7 +149,7 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
                 let before = compiled.evaluate(&q, PathKind::Receive);
                 if before.verdict == Final::Accept {
                     let mut c = cause(
-                        "STALE_ALLOWLIST_ADDRESS",
+                        CauseCode::StaleAllowlistAddress,
                         ctx.dst,
                         96,
                         format!(
@@ -190,7 +191,7 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             out.push(firewall_cause(
                 ctx,
                 ctx.dst,
-                "FIREWALL_INBOUND",
+                CauseCode::FirewallInbound,
                 &d,
                 action,
                 outcome,
@@ -223,7 +224,7 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             out.push(firewall_cause(
                 ctx,
                 ctx.src,
-                "FIREWALL_OUTBOUND",
+                CauseCode::FirewallOutbound,
                 &d,
                 action,
                 outcome,
@@ -241,7 +242,7 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
 fn firewall_cause(
     ctx: &Context,
     node: &Node,
-    code: &str,
+    code: CauseCode,
     d: &Decision,
     action: &str,
     outcome: Option<&str>,

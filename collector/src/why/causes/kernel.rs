@@ -3,6 +3,7 @@
 
 use super::{cause, event, events, fact};
 use crate::state::Node;
+use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
 use reachmap_proto::v1 as pb;
 
@@ -16,7 +17,7 @@ pub(super) fn oom_killed(
 ) -> Cause {
     let port = ctx.port;
     let mut c = cause(
-        "PROCESS_OOM_KILLED",
+        CauseCode::ProcessOomKilled,
         ctx.dst,
         95,
         format!(
@@ -61,7 +62,7 @@ pub(super) fn conntrack(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         ));
         if full.is_some() || at_max.is_some() {
             let mut c = cause(
-                "CONNTRACK_FULL",
+                CauseCode::ConntrackFull,
                 n,
                 78,
                 format!(
@@ -109,7 +110,7 @@ pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         ));
         if r.load1 / cpus >= 2.0 || r.cpu_busy_pct.is_some_and(|b| b >= 95.0) {
             let mut c = cause(
-                "HOST_OVERLOADED",
+                CauseCode::HostOverloaded,
                 n,
                 45,
                 format!(
@@ -137,7 +138,7 @@ pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         }
         if let Some(steal) = r.cpu_steal_pct.filter(|s| *s >= 10.0) {
             let mut c = cause(
-                "CPU_STEAL",
+                CauseCode::CpuSteal,
                 n,
                 45,
                 format!(
@@ -161,7 +162,7 @@ pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         let low_mem = r.mem_total_bytes > 0 && r.mem_available_bytes * 20 < r.mem_total_bytes;
         if psi >= 10.0 || low_mem || r.memory_trend == crate::model::MemoryTrend::Growing {
             let mut c = cause(
-                "MEMORY_PRESSURE",
+                CauseCode::MemoryPressure,
                 n,
                 45,
                 format!(
@@ -205,7 +206,7 @@ pub(super) fn clock(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Caus
     {
         let worse = if a.abs() > b.abs() { ctx.src } else { ctx.dst };
         let mut c = cause(
-            "CLOCK_SKEW",
+            CauseCode::ClockSkew,
             worse,
             20,
             format!(
@@ -238,7 +239,7 @@ pub(super) fn reboot(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cau
         checked.push(format!("{} rebooted recently: {}", n.name, e.is_some()));
         if let Some(e) = e {
             let mut c = cause(
-                "NODE_REBOOTED",
+                CauseCode::NodeRebooted,
                 n,
                 40,
                 format!("{} rebooted shortly before the failure", n.name),

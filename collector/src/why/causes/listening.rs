@@ -5,6 +5,7 @@
 
 use super::{cause, endpoint, event, events, fact, listener_text, listeners, probe};
 use crate::model::{BindScope, Listener};
+use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
 use reachmap_proto::v1 as pb;
 
@@ -49,7 +50,7 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             out.push(super::kernel::oom_killed(ctx, kill, o, gone));
         }
         let mut c = cause(
-            "NOT_LISTENING",
+            CauseCode::NotListening,
             ctx.dst,
             if oom.is_some() { 80 } else { 90 },
             format!("nothing listens on TCP port {port} on {}", ctx.dst.name),
@@ -88,7 +89,7 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         .unwrap_or_else(|| "its address".into());
     let mut c = if all_loopback {
         cause(
-            "LOOPBACK_ONLY",
+            CauseCode::LoopbackOnly,
             ctx.dst,
             92,
             format!(
@@ -101,7 +102,7 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         )
     } else {
         cause(
-            "BOUND_OTHER_ADDRESS",
+            CauseCode::BoundOtherAddress,
             ctx.dst,
             88,
             format!(
@@ -145,7 +146,7 @@ pub(super) fn listen_queue(ctx: &Context, checked: &mut Vec<String>, out: &mut V
         ));
         if flood.is_some() || full_queue.is_some() {
             let mut c = cause(
-                "LISTEN_QUEUE_OVERFLOW",
+                CauseCode::ListenQueueOverflow,
                 ctx.dst,
                 80,
                 format!(

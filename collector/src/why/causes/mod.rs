@@ -13,6 +13,7 @@ mod kernel;
 mod listening;
 mod path;
 
+use super::code::CauseCode;
 use super::{Cause, Context, Evidence, Verdict};
 use crate::model::{Listener, NodeFacts, Protocol};
 use crate::state::Node;
@@ -62,9 +63,9 @@ fn probe(ctx: &Context) -> Option<Evidence> {
     })
 }
 
-fn cause(code: &str, node: &Node, weight: u32, detail: String) -> Cause {
+fn cause(code: CauseCode, node: &Node, weight: u32, detail: String) -> Cause {
     Cause {
-        code: code.to_string(),
+        code: code.as_str().to_string(),
         node: node.name.clone(),
         detail,
         evidence: Vec::new(),

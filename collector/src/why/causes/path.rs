@@ -3,6 +3,7 @@
 
 use super::{cause, event, events, fact, probe};
 use crate::view::rfc3339;
+use crate::why::code::CauseCode;
 use crate::why::{Cause, Context, Evidence};
 use reachmap_proto::v1 as pb;
 
@@ -36,7 +37,7 @@ pub(super) fn agents(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cau
             )
         };
         let mut c = cause(
-            "AGENT_DOWN",
+            CauseCode::AgentDown,
             n,
             if role == "source" { 100 } else { 70 },
             detail,
@@ -74,7 +75,7 @@ pub(super) fn icmp_only(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     ));
     if icmp.state == "failing" && tcp.kind != "icmp" && tcp.state != "failing" {
         let mut c = cause(
-            "ICMP_ONLY_BLOCKED",
+            CauseCode::IcmpOnlyBlocked,
             ctx.dst,
             35,
             format!(
@@ -117,7 +118,7 @@ pub(super) fn loss(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause
     ));
     if p.state == "degraded" && p.loss > 0.0 && p.loss < 1.0 {
         let mut c = cause(
-            "INTERMITTENT_LOSS",
+            CauseCode::IntermittentLoss,
             ctx.dst,
             50,
             format!(
@@ -153,7 +154,7 @@ pub(super) fn network_path(ctx: &Context, checked: &mut Vec<String>, out: &mut V
         return;
     }
     let mut c = cause(
-        "NETWORK_PATH",
+        CauseCode::NetworkPath,
         ctx.dst,
         65,
         format!(
