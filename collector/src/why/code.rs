@@ -248,7 +248,7 @@ pub fn markdown() -> String {
         "`reachmap why SRC DST[:PORT]` answers with a verdict and a ranked list of\n\
          causes. Each cause has one of the codes below (the JSON `code`; stable, part\n\
          of the public interface), the node it is on, a one-line detail, the evidence\n\
-         behind it (facts, events and probe results) and a fix.\n\
+         behind it (facts, events and probe results, each with its time) and a fix.\n\
          A cause that no fact supports is never reported. When nothing explains a\n\
          failure the answer has no causes and lists what was checked; `reachmap why`\n\
          prints that as `UNKNOWN`, which is the absence of a cause, not a code.\n\n\

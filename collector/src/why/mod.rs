@@ -80,6 +80,9 @@ pub struct CellSummary {
     pub failure: Option<String>,
     #[serde(serialize_with = "time_json")]
     pub last_failure: i64,
+    /// When the source last reported the cell.
+    #[serde(serialize_with = "time_json")]
+    pub updated: i64,
     pub address: String,
 }
 
@@ -157,6 +160,7 @@ fn summary(m: &Matrix, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Opti
         rtt_ms: c.cell.rtt_ms(),
         failure: c.cell.failure().map(|o| o.as_str().to_string()),
         last_failure: c.cell.last_failure_at().unwrap_or(0),
+        updated: c.cell.updated(),
         address: c.cell.address().to_string(),
     })
 }

@@ -1,10 +1,10 @@
 //! Addresses, routes, interfaces and names: NO_ROUTE, INTERFACE_DOWN,
 //! PEER_ADDRESS_CHANGED, STALE_DNS.
 
-use super::{cause, event, events, fact, probe, route_to};
+use super::{cause, event, events, fact, fact_at, probe, route_to};
 use crate::state::Node;
 use crate::why::code::CauseCode;
-use crate::why::{Cause, Context, Evidence};
+use crate::why::{Cause, Context};
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
 
@@ -211,12 +211,11 @@ pub(super) fn names(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Caus
             )
         };
         let mut c = cause(CauseCode::StaleDns, ctx.src, 80, detail);
-        c.evidence.push(Evidence {
-            kind: "fact".into(),
-            node: src.clone(),
-            time: r.resolved_unix_nanos,
-            text: format!("{} resolves to {}", r.name, listed(&r.addresses)),
-        });
+        c.evidence.push(fact_at(
+            ctx.src,
+            r.resolved_unix_nanos,
+            format!("{} resolves to {}", r.name, listed(&r.addresses)),
+        ));
         if let Some(e) = dropped {
             c.evidence.push(event(ctx.dst, e));
         }

@@ -303,7 +303,7 @@ fn firewall_cause(
         c.evidence.push(Evidence {
             kind: "probe".into(),
             node: r.src.clone(),
-            time: 0,
+            time: r.updated,
             text: format!(
                 "the other way works: {} -> {} port {} is ok",
                 r.src, r.dst, r.port

@@ -1,7 +1,7 @@
 //! The kernel and the host's resources: PROCESS_OOM_KILLED, CONNTRACK_FULL,
 //! HOST_OVERLOADED, CPU_STEAL, MEMORY_PRESSURE, CLOCK_SKEW, NODE_REBOOTED.
 
-use super::{cause, event, events, fact};
+use super::{cause, event, events, fact, sampled};
 use crate::state::Node;
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
@@ -46,10 +46,8 @@ pub(super) fn oom_killed(
 pub(super) fn conntrack(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     for n in [ctx.dst, ctx.src] {
         let full = events(n, |k| matches!(k, pb::event::Kind::ConntrackFull(_))).next();
-        let at_max = n
-            .facts
-            .as_ref()
-            .and_then(|f| f.resources.as_ref())
+        let resources = n.facts.as_ref().and_then(|f| f.resources.as_ref());
+        let at_max = resources
             .and_then(|r| Some((r.conntrack_count?, r.conntrack_max?)))
             .filter(|(c, m)| *m > 0 && *c * 100 >= *m * 95);
         checked.push(format!(
@@ -73,9 +71,12 @@ pub(super) fn conntrack(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             if let Some(e) = full {
                 c.evidence.push(event(n, e));
             }
-            if let Some((cnt, max)) = at_max {
-                c.evidence.push(fact(
+            if let Some((cnt, max)) = at_max
+                && let Some(r) = resources
+            {
+                c.evidence.push(sampled(
                     n,
+                    r,
                     format!("nf_conntrack_count {cnt} of nf_conntrack_max {max}"),
                 ));
             }
@@ -118,8 +119,9 @@ pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
                     n.name, r.load1, r.cpus
                 ),
             );
-            c.evidence.push(fact(
+            c.evidence.push(sampled(
                 n,
+                r,
                 format!(
                     "load {:.2} {:.2} {:.2}, cpu busy {}",
                     r.load1,
@@ -146,7 +148,8 @@ pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
                     n.name
                 ),
             );
-            c.evidence.push(fact(n, format!("cpu steal {steal:.1}%")));
+            c.evidence
+                .push(sampled(n, r, format!("cpu steal {steal:.1}%")));
             c.fix = Some(format!(
                 "move {} to another host or a bigger instance type",
                 n.name
@@ -178,7 +181,7 @@ pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
                     }
                 ),
             );
-            c.evidence.push(fact(n, format!(
+            c.evidence.push(sampled(n, r, format!(
                 "memory available {} MiB of {} MiB, swap used {} MiB, memory pressure {psi:.1}%",
                 r.mem_available_bytes >> 20, r.mem_total_bytes >> 20, swap_used >> 20
             )));

@@ -14,19 +14,47 @@ mod listening;
 mod path;
 
 use super::code::CauseCode;
-use super::{Cause, Context, Evidence, Verdict};
+use super::{Cause, CellSummary, Context, Evidence, Verdict};
 use crate::model::{Listener, NodeFacts, Protocol};
 use crate::state::Node;
 use crate::view::describe;
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
 
+/// A fact of `node` as the collector holds it. The agent sends every change
+/// as it happens, so the facts are the node's as of the last message from
+/// it: that is when they were last read.
 fn fact(node: &Node, text: String) -> Evidence {
+    fact_at(node, crate::state::unix_nanos(node.last_seen), text)
+}
+
+/// A fact that carries its own reading time (a resource sample, a name
+/// lookup); the node's last message when it has none.
+fn fact_at(node: &Node, read: i64, text: String) -> Evidence {
     Evidence {
         kind: "fact".into(),
         node: node.name.clone(),
-        time: crate::state::unix_nanos(node.last_seen),
+        time: if read > 0 {
+            read
+        } else {
+            crate::state::unix_nanos(node.last_seen)
+        },
         text,
+    }
+}
+
+/// A resource fact: read when the node sampled its resources.
+fn sampled(node: &Node, r: &crate::model::Resources, text: String) -> Evidence {
+    fact_at(node, r.sampled_unix_nanos, text)
+}
+
+/// When a cell's figures are from: its last failure when it had one in the
+/// window, else its last report.
+fn cell_time(c: &CellSummary) -> i64 {
+    if c.last_failure > 0 {
+        c.last_failure
+    } else {
+        c.updated
     }
 }
 
@@ -45,7 +73,7 @@ fn probe(ctx: &Context) -> Option<Evidence> {
     Some(Evidence {
         kind: "probe".into(),
         node: ctx.src.name.clone(),
-        time: c.last_failure,
+        time: cell_time(c),
         text: format!(
             "{} -> {} {}/{} at {}: {}{}, loss {:.0}%",
             c.src,

@@ -1,7 +1,7 @@
 //! Agents, probes and the network between the nodes: AGENT_DOWN,
 //! ICMP_ONLY_BLOCKED, INTERMITTENT_LOSS, NETWORK_PATH.
 
-use super::{cause, event, events, fact, probe};
+use super::{cause, cell_time, event, events, fact, probe};
 use crate::view::rfc3339;
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context, Evidence};
@@ -86,7 +86,7 @@ pub(super) fn icmp_only(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         c.evidence.push(Evidence {
             kind: "probe".into(),
             node: ctx.src.name.clone(),
-            time: icmp.last_failure,
+            time: cell_time(icmp),
             text: format!(
                 "icmp {} ({}), tcp/{} {}",
                 icmp.state,
@@ -169,7 +169,7 @@ pub(super) fn network_path(ctx: &Context, checked: &mut Vec<String>, out: &mut V
         c.evidence.push(Evidence {
             kind: "probe".into(),
             node: ctx.dst.name.clone(),
-            time: r.last_failure,
+            time: cell_time(r),
             text: format!(
                 "the other way, {} -> {} port {}: {}",
                 r.src, r.dst, r.port, r.state
@@ -181,7 +181,13 @@ pub(super) fn network_path(ctx: &Context, checked: &mut Vec<String>, out: &mut V
         c.evidence.push(Evidence {
             kind: "probe".into(),
             node: ctx.dst.name.clone(),
-            time: 0,
+            time: ctx
+                .others_to_dst
+                .iter()
+                .filter(|c| c.state == "ok")
+                .map(|c| c.updated)
+                .max()
+                .unwrap_or(0),
             text: format!(
                 "{others_ok} other nodes reach {} on this port",
                 ctx.dst.name

@@ -7,6 +7,7 @@ mod addresses;
 mod firewall;
 mod kernel;
 mod listening;
+mod path;
 
 use super::{Explanation, Verdict, explain};
 use crate::clock::Sample;
@@ -142,12 +143,27 @@ impl World {
         );
     }
 
+    /// Every fixture test asks through here, so each also checks that
+    /// every evidence line carries its time.
     fn why(&self, port: u16) -> Explanation {
-        explain(&self.matrix, &self.nodes, "a", "b", port, SystemTime::now()).expect("explained")
+        let e = explain(&self.matrix, &self.nodes, "a", "b", port, SystemTime::now())
+            .expect("explained");
+        assert_every_evidence_has_its_time(&e);
+        e
     }
 
     fn b(&mut self) -> &mut Node {
         self.nodes.get_mut("b").expect("b")
+    }
+}
+
+/// Every evidence line says when its fact was read, its event happened or
+/// its probe reported.
+fn assert_every_evidence_has_its_time(e: &Explanation) {
+    for c in &e.causes {
+        for v in &c.evidence {
+            assert!(v.time > 0, "{} evidence without a time: {v:?}", c.code);
+        }
     }
 }
 
