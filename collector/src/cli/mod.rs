@@ -2,6 +2,7 @@
 
 mod facts;
 mod matrix;
+mod render;
 mod table;
 mod why;
 
