@@ -11,7 +11,7 @@
 use reachmap_collector::model::firewall::{
     Chain, Field, Firewall, Match, Rule, Set, Table, Value, Verdict, VerdictKind,
 };
-use reachmap_collector::why::firewall::{Compiled, Final, Packet, PathKind};
+use reachmap_collector::packet::firewall::{Compiled, Final, Packet, PathKind};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};

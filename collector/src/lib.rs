@@ -5,12 +5,12 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod correlate;
 pub mod encode;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod packet;
 pub mod probe;
 pub mod query;
 pub mod state;

@@ -135,16 +135,16 @@ pub async fn why(
     src: String,
     dst: String,
     port: u16,
-) -> Result<crate::correlate::Explanation, Status> {
+) -> Result<crate::why::Explanation, Status> {
     fleet
         .read_matrix(move |m, nodes| {
-            crate::correlate::explain(m, nodes, &src, &dst, port, std::time::SystemTime::now())
+            crate::why::explain(m, nodes, &src, &dst, port, std::time::SystemTime::now())
         })
         .await
         .ok_or_else(|| Status::unavailable("collector is shutting down"))?
         .map_err(|e| match e {
-            crate::correlate::WhyError::NoSuchNode(_) => Status::not_found(e.to_string()),
-            crate::correlate::WhyError::SameNode => Status::invalid_argument(e.to_string()),
+            crate::why::WhyError::NoSuchNode(_) => Status::not_found(e.to_string()),
+            crate::why::WhyError::SameNode => Status::invalid_argument(e.to_string()),
         })
 }
 

@@ -8,7 +8,7 @@ mod firewall_eval_support;
 use firewall_eval_support::{ip, iptables_fixture, nft_fixture, tcp_in};
 use reachmap_agent::facts::firewall::Backend;
 use reachmap_collector::model::firewall::Firewall;
-use reachmap_collector::why::firewall::{Compiled, CtState, Final, L4, Packet, PathKind};
+use reachmap_collector::packet::firewall::{Compiled, CtState, Final, L4, Packet, PathKind};
 
 const ME: &str = "198.18.0.2";
 

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use reachmap_agent::inspect::firewall::{ReadOptions, read_ruleset};
-use reachmap_collector::why::firewall::{Compiled, Final, Packet, PathKind};
+use reachmap_collector::packet::firewall::{Compiled, Final, Packet, PathKind};
 use socket2::{Domain, Socket, Type};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpListener};

@@ -1,4 +1,4 @@
-//! The packet evaluator (`why::firewall`) on any ruleset the collector
+//! The packet evaluator (`packet::firewall`) on any ruleset the collector
 //! accepts and any packet: compiling the ruleset and walking a packet
 //! through it on every path must never panic.
 //!
@@ -20,7 +20,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use reachmap_agent::facts::firewall::{Backend, Family, Ruleset, Table};
 use reachmap_agent::inspect::firewall::{parse_iptables_save, parse_nft_json};
-use reachmap_collector::why::firewall::{Compiled, CtState, L4, Packet, PathKind};
+use reachmap_collector::packet::firewall::{Compiled, CtState, L4, Packet, PathKind};
 use reachmap_proto::v1 as pb;
 
 /// flags, protocol, ct state, sport (2), dport (2), icmp type, iif, oif,

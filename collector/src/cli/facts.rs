@@ -1,7 +1,7 @@
 //! Text sections of `reachmap node` for sockets, firewall and resources,
 //! rendered from the collector's model.
 
-use super::table::render;
+use super::render::render;
 use crate::model::{BindScope, Firewall, Listener, MemoryTrend, NodeFacts, Resources};
 use std::fmt::Write;
 

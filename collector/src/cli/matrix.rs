@@ -2,7 +2,7 @@
 //! glance — sources down, destinations across — then every cell that is not
 //! ok, one line each. Colour on a terminal, plain text when piped.
 
-use super::table::render;
+use super::render::render;
 use crate::view::{CellView, MatrixView};
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -2,6 +2,7 @@
 
 mod facts;
 mod matrix;
+mod render;
 mod table;
 mod why;
 
@@ -219,7 +220,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 .await
                 .map_err(|s| status(&cli.collector, s))?
                 .into_inner();
-            let e = crate::correlate::Explanation::from(&answer);
+            let e = crate::why::Explanation::from(&answer);
             Ok(match format {
                 Format::Json => json(&e),
                 Format::Table => {

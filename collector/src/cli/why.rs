@@ -1,7 +1,7 @@
 //! `reachmap why`: the verdict, then each cause with its evidence and fix,
 //! then what changed and what was checked.
 
-use crate::correlate::{Explanation, Verdict};
+use crate::why::{Explanation, Verdict};
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,3 +1,328 @@
-//! Explaining a failing cell: why SRC cannot reach DST:PORT.
+//! The correlator: `reachmap why SRC DST[:PORT]`. It reads the facts and
+//! events of both ends and the matrix cells between them, runs every cause
+//! check, and returns a verdict with the causes that facts support, most
+//! likely first — never a cause without evidence. Pure: it is given the
+//! fleet state and the time; the state task runs it.
 
-pub mod firewall;
+mod causes;
+pub mod code;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use crate::probe::{CellState, Matrix, ProbeKind};
+use crate::state::{Node, StoredEvent, unix_nanos};
+use crate::view::{describe, rfc3339};
+use code::CauseCode;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+/// How far back "what changed" looks before the cell turned bad.
+pub const CHANGE_WINDOW_NANOS: i64 = 30 * 60 * 1_000_000_000;
+const MAX_CHANGES: usize = 20;
+
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Reachable,
+    Degraded,
+    Unreachable,
+    Unknown,
+}
+
+/// Unix nanoseconds as RFC 3339 in JSON (null for 0).
+fn time_json<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    match rfc3339(*t) {
+        Some(text) => s.serialize_str(&text),
+        None => s.serialize_none(),
+    }
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Evidence {
+    /// "fact", "event" or "probe".
+    pub kind: String,
+    pub node: String,
+    /// When the fact was read or the event happened, unix nanoseconds.
+    #[serde(serialize_with = "time_json")]
+    pub time: i64,
+    pub text: String,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Cause {
+    /// Stable, part of the public interface: a `CauseCode`'s string. A
+    /// string rather than the enum so an answer from a newer collector
+    /// keeps codes this build does not know.
+    pub code: String,
+    /// The node the cause is on.
+    pub node: String,
+    pub detail: String,
+    pub evidence: Vec<Evidence>,
+    pub fix: Option<String>,
+    /// How strongly the facts point at this cause; causes are sorted by it.
+    #[serde(skip)]
+    pub weight: u32,
+}
+
+/// The probe results between the two nodes on the asked port.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct CellSummary {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub kind: String,
+    pub state: String,
+    pub loss: f64,
+    pub rtt_ms: Option<f64>,
+    pub failure: Option<String>,
+    #[serde(serialize_with = "time_json")]
+    pub last_failure: i64,
+    /// When the source last reported the cell.
+    #[serde(serialize_with = "time_json")]
+    pub updated: i64,
+    pub address: String,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ChangeView {
+    pub node: String,
+    #[serde(serialize_with = "time_json")]
+    pub time: i64,
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Explanation {
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub verdict: Verdict,
+    /// Most likely first.
+    pub causes: Vec<Cause>,
+    /// Every check that ran, with what it found.
+    pub checked: Vec<String>,
+    /// What changed on both nodes before the cell turned bad, newest first.
+    pub changes: Vec<ChangeView>,
+    pub probe: Option<CellSummary>,
+    /// The same port the other way (B to A), when probed: direction evidence.
+    pub reverse: Option<CellSummary>,
+    pub icmp: Option<CellSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WhyError {
+    #[error("no node named {0:?}")]
+    NoSuchNode(String),
+    #[error("source and destination are the same node")]
+    SameNode,
+}
+
+/// Everything a cause check may look at.
+pub struct Context<'a> {
+    pub src: &'a Node,
+    pub dst: &'a Node,
+    pub port: u16,
+    /// The address the source probes the destination at.
+    pub address: Option<IpAddr>,
+    pub probe: Option<CellSummary>,
+    pub reverse: Option<CellSummary>,
+    pub icmp: Option<CellSummary>,
+    /// Other sources' cells to the same destination and port.
+    pub others_to_dst: Vec<CellSummary>,
+    pub now: i64,
+    /// When the cell turned bad (from the source's state-change events).
+    pub bad_since: Option<i64>,
+}
+
+impl Context<'_> {
+    pub fn failure(&self) -> Option<&str> {
+        self.probe.as_ref().and_then(|c| c.failure.as_deref())
+    }
+}
+
+fn state_name(s: CellState) -> &'static str {
+    s.as_str()
+}
+
+fn summary(m: &Matrix, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Option<CellSummary> {
+    let c = m.cell(src, dst, port, kind)?;
+    Some(CellSummary {
+        src: src.to_string(),
+        dst: dst.to_string(),
+        port,
+        kind: kind.as_str().to_string(),
+        state: state_name(c.cell.state()).to_string(),
+        loss: c.cell.loss(),
+        rtt_ms: c.cell.rtt_ms(),
+        failure: c.cell.failure().map(|o| o.as_str().to_string()),
+        last_failure: c.cell.last_failure_at().unwrap_or(0),
+        updated: c.cell.updated(),
+        address: c.cell.address().to_string(),
+    })
+}
+
+/// When the source's probes of `dst:port` last turned bad, from its events.
+fn bad_since(src: &Node, dst: &str, port: u16) -> Option<i64> {
+    src.events.iter().rev().find_map(|e| match &e.event.kind {
+        Some(reachmap_proto::v1::event::Kind::ProbeStateChanged(c))
+            if c.target
+                .as_ref()
+                .is_some_and(|t| t.node == dst && t.port == u32::from(port))
+                && c.new_state != reachmap_proto::v1::TargetState::Ok as i32 =>
+        {
+            Some(e.event.time_unix_nanos)
+        }
+        _ => None,
+    })
+}
+
+/// Events worth showing as "what changed".
+fn is_change(e: &StoredEvent) -> bool {
+    use reachmap_proto::v1::event::Kind;
+    matches!(
+        e.event.kind,
+        Some(
+            Kind::AddressChanged(_)
+                | Kind::LinkChanged(_)
+                | Kind::RouteChanged(_)
+                | Kind::NodeRebooted(_)
+                | Kind::ListenerChanged(_)
+                | Kind::FirewallChanged(_)
+                | Kind::OomKill(_)
+                | Kind::ConntrackFull(_)
+                | Kind::SynFlood(_)
+                | Kind::KernelLink(_)
+                | Kind::StreamChanged(_)
+        )
+    )
+}
+
+/// A kernel link message names an interface; one this node does not have
+/// is about another namespace on the same kernel.
+fn about_node(n: &Node, e: &StoredEvent) -> bool {
+    match &e.event.kind {
+        Some(reachmap_proto::v1::event::Kind::KernelLink(k)) => n
+            .facts
+            .as_ref()
+            .is_some_and(|f| f.interfaces.values().any(|i| i.name == k.interface)),
+        _ => true,
+    }
+}
+
+fn changes(ctx: &Context) -> Vec<ChangeView> {
+    let until = ctx.now;
+    let from = ctx.bad_since.unwrap_or(ctx.now) - CHANGE_WINDOW_NANOS;
+    let mut out: Vec<(i64, ChangeView)> = Vec::new();
+    for n in [ctx.src, ctx.dst] {
+        for e in n.events.iter().filter(|e| is_change(e) && about_node(n, e)) {
+            let t = e.event.time_unix_nanos;
+            if t < from || t > until {
+                continue;
+            }
+            let (kind, detail) = describe(&e.event);
+            out.push((
+                t,
+                ChangeView {
+                    node: n.name.clone(),
+                    time: t,
+                    kind: kind.to_string(),
+                    detail,
+                },
+            ));
+        }
+    }
+    out.sort_by_key(|c| std::cmp::Reverse(c.0));
+    out.into_iter().take(MAX_CHANGES).map(|(_, c)| c).collect()
+}
+
+pub fn explain(
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    src: &str,
+    dst: &str,
+    port: u16,
+    now: SystemTime,
+) -> Result<Explanation, WhyError> {
+    if src == dst {
+        return Err(WhyError::SameNode);
+    }
+    let s = nodes
+        .get(src)
+        .ok_or_else(|| WhyError::NoSuchNode(src.to_string()))?;
+    let d = nodes
+        .get(dst)
+        .ok_or_else(|| WhyError::NoSuchNode(dst.to_string()))?;
+    let kind = if port == 0 {
+        ProbeKind::Icmp
+    } else {
+        ProbeKind::Tcp
+    };
+    let probe = summary(m, src, dst, port, kind).or_else(|| {
+        (port != 0)
+            .then(|| summary(m, src, dst, port, ProbeKind::Http))
+            .flatten()
+    });
+    let others_to_dst = nodes
+        .keys()
+        .filter(|n| n.as_str() != src && n.as_str() != dst)
+        .filter_map(|n| summary(m, n, dst, port, kind))
+        .collect();
+    let address = probe
+        .as_ref()
+        .and_then(|c| c.address.parse().ok())
+        .or_else(|| crate::state::probe_addresses(d).into_iter().next());
+    let ctx = Context {
+        src: s,
+        dst: d,
+        port,
+        address,
+        reverse: summary(m, dst, src, port, kind),
+        icmp: summary(m, src, dst, 0, ProbeKind::Icmp),
+        probe,
+        others_to_dst,
+        now: unix_nanos(now),
+        bad_since: bad_since(s, dst, port),
+    };
+    let verdict = match (
+        ctx.src.connected(),
+        ctx.probe.as_ref().map(|c| c.state.as_str()),
+    ) {
+        (false, _) => Verdict::Unknown,
+        (true, Some("ok")) => Verdict::Reachable,
+        (true, Some("degraded")) => Verdict::Degraded,
+        (true, Some("failing")) => Verdict::Unreachable,
+        _ => Verdict::Unknown,
+    };
+    let mut checked = Vec::new();
+    let mut causes = causes::run(&ctx, verdict, &mut checked);
+    causes.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| a.code.cmp(&b.code)));
+    // No probes of this port (a service nobody probes yet), but facts that
+    // block it for certain: the answer is still clear.
+    let verdict = if verdict == Verdict::Unknown
+        && ctx.src.connected()
+        && ctx.probe.is_none()
+        && causes
+            .iter()
+            .any(|c| CauseCode::parse(&c.code).is_some_and(CauseCode::blocks))
+    {
+        Verdict::Unreachable
+    } else {
+        verdict
+    };
+    Ok(Explanation {
+        src: src.to_string(),
+        dst: dst.to_string(),
+        port,
+        verdict,
+        causes,
+        checked,
+        changes: changes(&ctx),
+        probe: ctx.probe.clone(),
+        reverse: ctx.reverse.clone(),
+        icmp: ctx.icmp.clone(),
+    })
+}

@@ -7,7 +7,7 @@
 use reachmap_agent::facts::firewall::{Backend, Family, Ruleset, Table};
 use reachmap_agent::inspect::firewall::{parse_iptables_save, parse_nft_json};
 use reachmap_collector::model::firewall::Firewall;
-use reachmap_collector::why::firewall::Packet;
+use reachmap_collector::packet::firewall::Packet;
 use std::net::IpAddr;
 
 /// The collector's model of the agent's tables.

@@ -49,6 +49,7 @@ fn cell_to(c: &CellSummary) -> pb::MatrixCell {
             })
         }),
         last_failure_unix_nanos: c.last_failure,
+        updated_unix_nanos: c.updated,
         address: c.address.clone(),
         ..Default::default()
     }
@@ -65,6 +66,7 @@ fn cell_from(c: &pb::MatrixCell) -> CellSummary {
         rtt_ms: c.rtt_ms,
         failure: outcome_name(c.failure),
         last_failure: c.last_failure_unix_nanos,
+        updated: c.updated_unix_nanos,
         address: c.address.clone(),
     }
 }

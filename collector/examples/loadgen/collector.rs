@@ -1,0 +1,99 @@
+//! The collector under test: where it is, or one started and stopped for the run.
+
+use crate::Args;
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub fn loopback_host(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url:?} is not an http:// URL"))?;
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let addr: SocketAddr = hostport.parse().with_context(|| {
+        format!("{url:?}: the collector must be given as http://127.x.y.z:PORT")
+    })?;
+    if !addr.ip().is_loopback() {
+        bail!("{url:?} is not a loopback address: the load generator only talks to 127.0.0.0/8");
+    }
+    Ok(())
+}
+
+/// The reachmap-collector whose command line names `port`.
+pub fn find_collector(port: u16) -> Option<u32> {
+    let needle = format!(":{port}");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmd
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args
+            .first()
+            .is_some_and(|a| a.ends_with("reachmap-collector"))
+            && args.iter().any(|a| a.ends_with(&needle))
+        {
+            found.push(pid);
+        }
+    }
+    (found.len() == 1).then(|| found[0])
+}
+
+pub fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+pub struct Spawned {
+    pub child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // SIGTERM first (a clean shutdown), then SIGKILL.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn spawn_collector(args: &Args, bin: &PathBuf, grpc: SocketAddr) -> anyhow::Result<Spawned> {
+    let dir = std::env::temp_dir().join(format!("reachmap-loadgen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join("collector.log"))?;
+    let child = std::process::Command::new(bin)
+        .arg("--listen")
+        .arg(grpc.to_string())
+        .arg("--http")
+        .arg(args.http.to_string())
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--probe-interval")
+        .arg(args.probe_interval.to_string())
+        .arg("--full-mesh-max")
+        .arg(args.agents.max(1).to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Spawned { child, dir })
+}

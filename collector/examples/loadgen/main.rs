@@ -1,0 +1,402 @@
+//! Collector load benchmark: N simulated agents speak the real protocol to a
+//! real `reachmap-collector` (one HTTP/2 connection and one `Connect` stream
+//! per agent), and the collector is measured while it ingests their results.
+//!
+//! Each simulated agent sends Hello, a Snapshot (one interface with a unique
+//! address, the probe listener 0.0.0.0:7442), heartbeats, answers time
+//! probes, and once per interval of the plan the collector pushed to it a
+//! `ProbeResults` batch with one window per planned target — the load a real
+//! agent with that plan makes. Batches are spread over the interval (a random
+//! phase per agent, ±2% jitter per batch); window figures are deterministic
+//! per (source, destination, port, kind) — 97% ok, 2% degraded, 1% failing —
+//! so the matrix the collector serves can be checked cell by cell.
+//!
+//! The simulated agents send no traffic anywhere but the collector: their
+//! addresses are data only. They come from 198.18.0.0/15 (network testing)
+//! by default because the planner never plans loopback addresses; the
+//! collector and its HTTP port must be on 127.0.0.0/8.
+//!
+//!     cargo run --release -p reachmap-collector --example loadgen -- \
+//!         --agents 1000 --collector http://127.0.0.1:17440 --http 127.0.0.1:17441 \
+//!         --pid PID --duration 60s
+//!
+//! or `--spawn target/release/reachmap-collector` to start (and stop) one.
+//! `deploy/bench.sh loadgen` runs it the documented way.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use reachmap_proto::v1 as pb;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+mod agent;
+mod calibrate;
+mod check;
+mod collector;
+mod http;
+mod procstat;
+mod queries;
+mod report;
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use calibrate::calibrate;
+use collector::{find_collector, loopback_host, open_files_limit, spawn_collector};
+use queries::{Series, http_get, measured, query_rounds};
+
+/// Load the collector with simulated agents and measure it.
+#[derive(Parser, Debug, Clone)]
+struct Args {
+    /// Simulated agents
+    #[arg(long, default_value_t = 1000)]
+    agents: usize,
+    /// The collector's gRPC URL (loopback only)
+    #[arg(long, default_value = "http://127.0.0.1:7440")]
+    collector: String,
+    /// The collector's HTTP address (loopback only)
+    #[arg(long, default_value = "127.0.0.1:7441")]
+    http: SocketAddr,
+    /// The collector's pid, for its CPU and memory [default: found by its command line]
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Start this collector binary on --collector/--http (temp data dir,
+    /// --probe-interval, --full-mesh-max = agents) and stop it at the end
+    #[arg(long)]
+    spawn: Option<PathBuf>,
+    /// Probe interval for a spawned collector
+    #[arg(long, default_value = "10s")]
+    probe_interval: humantime::Duration,
+    /// How long to measure once every agent has its plan and sent a batch
+    #[arg(long, default_value = "60s")]
+    duration: humantime::Duration,
+    /// The reachmap CLI, timed on `matrix --port 7442 --format json`
+    #[arg(long, default_value = "target/release/reachmap")]
+    cli: PathBuf,
+    /// New agent streams per second while ramping up
+    #[arg(long, default_value_t = 250)]
+    connect_rate: u32,
+    /// First simulated address (198.18.0.0/15 or 127.0.0.0/8; the collector
+    /// plans no loopback address)
+    #[arg(long, default_value = "198.19.0.0")]
+    address_base: Ipv4Addr,
+    /// Agent heartbeat interval
+    #[arg(long, default_value = "5s")]
+    heartbeat: humantime::Duration,
+}
+
+const PROBE_PORT: u32 = 7442;
+/// Messages queued toward the collector per agent (as the agent's wire queue).
+const WIRE_QUEUE: usize = 16;
+
+fn unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Figures every simulated agent adds to.
+#[derive(Default)]
+struct Counters {
+    connected: AtomicUsize,
+    sessions: AtomicU64,
+    stream_errors: AtomicU64,
+    plans: AtomicU64,
+    plan_bytes: AtomicU64,
+    batches: AtomicU64,
+    windows: AtomicU64,
+    result_bytes: AtomicU64,
+    superseded: AtomicU64,
+    events: AtomicU64,
+    acks: AtomicU64,
+    time_probes: AtomicU64,
+    commands: AtomicU64,
+    resyncs: AtomicU64,
+    /// Milliseconds since the start when the last plan arrived.
+    last_plan_ms: AtomicU64,
+    /// The interval of the last plan, in milliseconds.
+    plan_interval_ms: AtomicU64,
+}
+
+/// What the measuring side reads of one agent.
+#[derive(Default)]
+struct AgentShared {
+    plan_targets: AtomicUsize,
+    /// Unix nanos of the last batches handed to the stream, newest last.
+    sends: std::sync::Mutex<std::collections::VecDeque<i64>>,
+}
+
+struct Shared {
+    counters: Counters,
+    agents: Vec<AgentShared>,
+    first_error: std::sync::Mutex<Option<String>>,
+    started: Instant,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    loopback_host(&args.collector)?;
+    if !args.http.ip().is_loopback() {
+        bail!("--http {} is not a loopback address", args.http);
+    }
+    let base = args.address_base;
+    let in_test_range = base.octets()[0] == 198 && (base.octets()[1] & 0xfe) == 18;
+    if !(base.is_loopback() || in_test_range) {
+        bail!("--address-base {base} is neither in 198.18.0.0/15 nor in 127.0.0.0/8");
+    }
+    if args.agents == 0 || args.agents > 60_000 {
+        bail!("--agents {} is out of range (1..=60000)", args.agents);
+    }
+    if let Some(limit) = open_files_limit()
+        && limit < args.agents as u64 + 256
+    {
+        bail!(
+            "open files limit is {limit}: {} agent connections need more (ulimit -n {})",
+            args.agents,
+            args.agents * 2 + 256
+        );
+    }
+    let grpc: SocketAddr = args
+        .collector
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .context("--collector")?;
+    let spawned = match &args.spawn {
+        Some(bin) => Some(spawn_collector(&args, bin, grpc)?),
+        None => None,
+    };
+    // Wait for the collector's HTTP side.
+    let mut buf = Vec::new();
+    let ready_by = Instant::now() + Duration::from_secs(15);
+    loop {
+        match http::get(args.http, "/healthz", &mut buf) {
+            Ok((f, _)) if f.status == 200 => break,
+            _ if Instant::now() > ready_by => {
+                bail!("the collector at {} is not answering", args.http)
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let pid = args
+        .pid
+        .or_else(|| spawned.as_ref().map(|s| s.child.id()))
+        .or_else(|| find_collector(grpc.port()));
+    let pid_s = pid.map(|p| p.to_string());
+    let coll = || pid_s.as_deref().and_then(procstat::sample);
+    let own = || procstat::sample("self");
+    if pid.is_none() {
+        println!("warning: collector pid unknown (--pid): no collector CPU or memory figures");
+    }
+
+    let calibration = tokio::task::spawn_blocking({
+        let n = args.agents;
+        move || calibrate(n)
+    })
+    .await??;
+    let idle = (coll(), own());
+    let shared = Arc::new(Shared {
+        counters: Counters::default(),
+        agents: (0..args.agents).map(|_| AgentShared::default()).collect(),
+        first_error: std::sync::Mutex::new(None),
+        started: Instant::now(),
+    });
+    let cancel = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let pace = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
+    let base_n = u32::from(base);
+    for i in 0..args.agents {
+        let sim = agent::Sim {
+            index: i,
+            name: format!("sim-{i:04}"),
+            address: Ipv4Addr::from(base_n + 1 + i as u32),
+            collector: args.collector.clone(),
+            heartbeat: args.heartbeat.into(),
+        };
+        tasks.spawn(agent::run(sim, shared.clone(), cancel.clone()));
+        tokio::time::sleep(pace).await;
+    }
+    let c = &shared.counters;
+    let n = args.agents;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let t_connected = loop {
+        if c.connected.load(Ordering::Relaxed) == n {
+            break shared.started.elapsed();
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} agents connected in 120s (first error: {:?})",
+                c.connected.load(Ordering::Relaxed),
+                shared.first_error.lock().ok().and_then(|e| e.clone())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Converged: every agent has a plan naming every peer, and no plan has
+    // arrived for 2 s.
+    let t_converged = loop {
+        let all = shared
+            .agents
+            .iter()
+            .all(|a| a.plan_targets.load(Ordering::Relaxed) + 1 >= n);
+        let quiet = shared.started.elapsed().as_millis() as u64
+            > c.last_plan_ms.load(Ordering::Relaxed) + 2000;
+        if all && quiet {
+            break Duration::from_millis(c.last_plan_ms.load(Ordering::Relaxed));
+        }
+        if Instant::now() > deadline {
+            let planned = shared
+                .agents
+                .iter()
+                .filter(|a| a.plan_targets.load(Ordering::Relaxed) + 1 >= n)
+                .count();
+            let mut sizes: Vec<usize> = shared
+                .agents
+                .iter()
+                .map(|a| a.plan_targets.load(Ordering::Relaxed))
+                .collect();
+            sizes.sort_unstable();
+            bail!(
+                "plans did not converge in 120s: {planned} of {n} agents have a full plan (targets min {} max {}); with --address-base in 127.0.0.0/8 the collector plans nothing",
+                sizes.first().unwrap_or(&0),
+                sizes.last().unwrap_or(&0)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let plans_at_convergence = (
+        c.plans.load(Ordering::Relaxed),
+        c.plan_bytes.load(Ordering::Relaxed),
+    );
+    let converged = (coll(), own());
+    let targets: Vec<usize> = shared
+        .agents
+        .iter()
+        .map(|a| a.plan_targets.load(Ordering::Relaxed))
+        .collect();
+    let interval = Duration::from_millis(c.plan_interval_ms.load(Ordering::Relaxed).max(100));
+    println!(
+        "ramp-up: {n} streams in {:.1}s, plans converged at {:.1}s; warming up for one interval ({})",
+        t_connected.as_secs_f64(),
+        t_converged.as_secs_f64(),
+        humantime::format_duration(interval)
+    );
+    // Every agent sends at least one batch with its final plan.
+    tokio::time::sleep(interval + Duration::from_secs(2)).await;
+
+    // Ingest only.
+    let duration: Duration = args.duration.into();
+    let ingest_for = (duration / 3).max(interval);
+    let w0 = c.windows.load(Ordering::Relaxed);
+    let b0 = c.result_bytes.load(Ordering::Relaxed);
+    let ingest_start = (coll(), own());
+    let addr = args.http;
+    let probe_until = Instant::now() + ingest_for;
+    let ingest_queue = tokio::task::spawn_blocking(move || {
+        let mut s = Series::default();
+        let mut buf = Vec::new();
+        while Instant::now() < probe_until {
+            s.add(measured(None, || {
+                http_get(addr, "/api/v1/nodes/loadgen-queue-probe", &mut buf, 404)
+            }));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        s
+    })
+    .await?;
+    let ingest_end = (coll(), own());
+    let w1 = c.windows.load(Ordering::Relaxed);
+    let b1 = c.result_bytes.load(Ordering::Relaxed);
+
+    // Queries while ingesting.
+    let query_for = duration
+        .saturating_sub(ingest_for)
+        .max(Duration::from_secs(5));
+    let qargs = args.clone();
+    let until = Instant::now() + query_for;
+    let query_started = Instant::now();
+    let rt = tokio::runtime::Handle::current();
+    let qpid = pid_s.clone();
+    let (rounds, buf) = tokio::task::spawn_blocking(move || {
+        let mut buf = buf;
+        let r = query_rounds(&qargs, qpid.as_deref(), &rt, until, &mut buf);
+        (r, buf)
+    })
+    .await?;
+    let query_end = (coll(), own());
+    let query_secs = query_started.elapsed().as_secs_f64();
+    let w2 = c.windows.load(Ordering::Relaxed);
+
+    // The matrix against what the agents sent.
+    let fetch_shared = shared.clone();
+    let (check_report, fetch) = tokio::task::spawn_blocking(move || {
+        let mut buf = buf;
+        let (f, start) = http::get(addr, "/api/v1/matrix?detail=full", &mut buf)?;
+        let sends = |src: &str| -> Vec<i64> {
+            src.strip_prefix("sim-")
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| fetch_shared.agents.get(i))
+                .and_then(|a| a.sends.lock().ok().map(|s| s.iter().copied().collect()))
+                .unwrap_or_default()
+        };
+        let r = check::check(&buf[start..], sends)?;
+        anyhow::Ok((r, f))
+    })
+    .await??;
+    let end = (coll(), own());
+
+    cancel.cancel();
+    let stop_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::timeout_at(stop_by, tasks.join_next())
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {}
+
+    report::print(report::Run {
+        args,
+        shared,
+        n,
+        targets,
+        interval,
+        plans_at_convergence,
+        calibration,
+        idle,
+        converged,
+        ingest_start,
+        ingest_end,
+        query_end,
+        end,
+        ingest_for,
+        ingest_queue,
+        w0,
+        w1,
+        w2,
+        b0,
+        b1,
+        query_secs,
+        rounds,
+        check_report,
+        fetch,
+    });
+    drop(spawned);
+    Ok(())
+}
+
+/// The name of simulated agent `i`.
+fn node_name(i: usize) -> String {
+    format!("sim-{i:04}")
+}

@@ -1,0 +1,175 @@
+//! Is anything listening on the port, on an address the source can reach,
+//! and can it keep up: NOT_LISTENING, LOOPBACK_ONLY, BOUND_OTHER_ADDRESS,
+//! LISTEN_QUEUE_OVERFLOW. A listener that went with an OOM kill is
+//! PROCESS_OOM_KILLED, built in `kernel`.
+
+use super::{cause, endpoint, event, events, fact, listener_text, listeners, probe};
+use crate::model::{BindScope, Listener};
+use crate::why::code::CauseCode;
+use crate::why::{Cause, Context};
+use reachmap_proto::v1 as pb;
+
+pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
+    let port = ctx.port;
+    if port == 0 || port == reachmap_proto::DEFAULT_PROBE_PORT {
+        // The probe port is the agent's own listener.
+        return;
+    }
+    let Some(f) = ctx.dst.facts.as_ref() else {
+        checked.push(format!("{}'s sockets: not reported yet", ctx.dst.name));
+        return;
+    };
+    let found = listeners(f, port);
+    checked.push(format!(
+        "TCP listeners on port {port} on {}: {}",
+        ctx.dst.name,
+        if found.is_empty() {
+            "none".to_string()
+        } else {
+            found
+                .iter()
+                .map(|l| listener_text(l))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    if found.is_empty() {
+        let oom = events(ctx.dst, |k| {
+            matches!(k, pb::event::Kind::OomKill(o)
+                if o.listeners.iter().any(|l| l.port == u32::from(port)))
+        })
+        .next();
+        let gone = events(ctx.dst, |k| {
+            matches!(k, pb::event::Kind::ListenerChanged(l)
+                if !l.appeared && l.listener.as_ref().is_some_and(|x| x.port == u32::from(port)))
+        })
+        .next();
+        if let Some(kill) = oom
+            && let Some(pb::event::Kind::OomKill(o)) = &kill.kind
+        {
+            out.push(super::kernel::oom_killed(ctx, kill, o, gone));
+        }
+        let mut c = cause(
+            CauseCode::NotListening,
+            ctx.dst,
+            if oom.is_some() { 80 } else { 90 },
+            format!("nothing listens on TCP port {port} on {}", ctx.dst.name),
+        );
+        c.evidence.push(fact(
+            ctx.dst,
+            format!("no TCP socket in LISTEN on port {port}"),
+        ));
+        if let Some(g) = gone {
+            c.evidence.push(event(ctx.dst, g));
+        }
+        if let Some(p) = probe(ctx) {
+            c.evidence.push(p);
+        }
+        c.fix = Some(format!(
+            "start the service that should listen on port {port} on {}",
+            ctx.dst.name
+        ));
+        out.push(c);
+        return;
+    }
+    // Something listens: on an address the source can reach?
+    let reachable = |l: &&Listener| match l.scope {
+        BindScope::Any => true,
+        BindScope::Loopback => false,
+        BindScope::Address => ctx.address.is_none_or(|a| a == l.address),
+    };
+    if found.iter().any(reachable) {
+        return;
+    }
+    let all_loopback = found.iter().all(|l| l.scope == BindScope::Loopback);
+    let l = found[0];
+    let addr = ctx
+        .address
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "its address".into());
+    let mut c = if all_loopback {
+        cause(
+            CauseCode::LoopbackOnly,
+            ctx.dst,
+            92,
+            format!(
+                "{} listens on {} only: reachable from {} itself, not from {}",
+                listener_text(l).split(" by ").next().unwrap_or_default(),
+                l.address,
+                ctx.dst.name,
+                ctx.src.name
+            ),
+        )
+    } else {
+        cause(
+            CauseCode::BoundOtherAddress,
+            ctx.dst,
+            88,
+            format!(
+                "the service on {} is bound to {}, but {} connects to {addr}",
+                ctx.dst.name, l.address, ctx.src.name
+            ),
+        )
+    };
+    c.evidence
+        .push(fact(ctx.dst, format!("listening: {}", listener_text(l))));
+    if let Some(p) = probe(ctx) {
+        c.evidence.push(p);
+    }
+    c.fix = Some(format!(
+        "bind the service to 0.0.0.0:{port} (or {addr}:{port}) instead of {}",
+        endpoint(l.address, port)
+    ));
+    out.push(c);
+}
+
+pub(super) fn listen_queue(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
+    if ctx.port != 0 {
+        let flood = events(
+            ctx.dst,
+            |k| matches!(k, pb::event::Kind::SynFlood(f) if f.port == u32::from(ctx.port)),
+        )
+        .next();
+        let full_queue = ctx.dst.facts.as_ref().and_then(|f| {
+            listeners(f, ctx.port)
+                .into_iter()
+                .find(|l| l.accept_queue_limit > 0 && l.accept_queue >= l.accept_queue_limit)
+        });
+        checked.push(format!(
+            "listen queue on {} port {}: {}",
+            ctx.dst.name,
+            ctx.port,
+            match full_queue {
+                Some(l) => format!("{} of {}", l.accept_queue, l.accept_queue_limit),
+                None => "not full".into(),
+            }
+        ));
+        if flood.is_some() || full_queue.is_some() {
+            let mut c = cause(
+                CauseCode::ListenQueueOverflow,
+                ctx.dst,
+                80,
+                format!(
+                    "the listener on port {} on {} cannot accept connections fast enough: its queue is full",
+                    ctx.port, ctx.dst.name
+                ),
+            );
+            if let Some(l) = full_queue {
+                c.evidence.push(fact(
+                    ctx.dst,
+                    format!(
+                        "accept queue {} of {} on {}",
+                        l.accept_queue,
+                        l.accept_queue_limit,
+                        listener_text(l)
+                    ),
+                ));
+            }
+            if let Some(e) = flood {
+                c.evidence.push(event(ctx.dst, e));
+            }
+            c.fix = Some("make the service accept faster (more workers) or raise its listen backlog and net.core.somaxconn".into());
+            out.push(c);
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Probes and the path between the nodes: the evidence that comes from the
+//! other direction, other sources and ICMP.
+
+use super::*;
+
+/// `src`'s windows for `targets`, all reported now (one plan, so one call
+/// per source).
+fn report(w: &mut World, src: &str, targets: &[(PlannedTarget, TargetState, f64)]) {
+    let plan: Vec<PlannedTarget> = targets.iter().map(|(t, _, _)| t.clone()).collect();
+    w.matrix.set_plan(src, &plan);
+    let now = unix_nanos(SystemTime::now());
+    let windows = targets
+        .iter()
+        .map(|(t, state, loss)| {
+            let failed = (loss * 10.0).round() as u32;
+            WindowInput {
+                target: t.clone(),
+                sent: 10,
+                ok: 10 - failed,
+                failures: FailureCounts {
+                    timeout: failed,
+                    ..FailureCounts::default()
+                },
+                rtt_p50_ms: Some(0.3),
+                rtt_p99_ms: Some(0.9),
+                last_outcome: Some(if failed == 10 {
+                    Outcome::Timeout
+                } else {
+                    Outcome::Open
+                }),
+                last_failure: (failed > 0).then_some((Outcome::Timeout, now)),
+                state: *state,
+            }
+        })
+        .collect();
+    w.matrix.apply(src, windows, now);
+}
+
+#[test]
+fn every_evidence_line_has_its_time() {
+    use crate::model::firewall::{Chain, Firewall, Table};
+    let mut w = world();
+    w.nodes.insert(
+        "c".to_string(),
+        Node::for_test("c", true, Some(facts("198.18.0.13"))),
+    );
+    let tcp = |dst: &str, addr: &str| PlannedTarget::new(dst, ip(addr), 7442, ProbeKind::Tcp);
+    let icmp = |dst: &str, addr: &str| PlannedTarget::new(dst, ip(addr), 0, ProbeKind::Icmp);
+    // a -> b times out; the other way and c -> b work: the network path.
+    report(
+        &mut w,
+        "a",
+        &[
+            (tcp("b", "198.18.0.12"), TargetState::Failing, 1.0),
+            (icmp("b", "198.18.0.12"), TargetState::Ok, 0.0),
+        ],
+    );
+    report(
+        &mut w,
+        "b",
+        &[(tcp("a", "198.18.0.11"), TargetState::Ok, 0.0)],
+    );
+    report(
+        &mut w,
+        "c",
+        &[(tcp("b", "198.18.0.12"), TargetState::Ok, 0.0)],
+    );
+    let e = w.why(7442);
+    let c = codes(&e);
+    assert_eq!(c, vec![("NETWORK_PATH", "b")], "{c:?}");
+    let texts: Vec<&str> = e.causes[0]
+        .evidence
+        .iter()
+        .map(|v| v.text.as_str())
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("the other way"))
+            && texts.iter().any(|t| t.contains("other nodes reach b")),
+        "{texts:?}"
+    );
+
+    // b's firewall drops it by policy while the other way works.
+    w.b().facts.as_mut().expect("f").firewall = Some(Firewall {
+        backend: "nftables".into(),
+        generation: Some(1),
+        hash: 1,
+        error: None,
+        tables: vec![Table {
+            family: "inet".into(),
+            name: "filter".into(),
+            backend: "nftables".into(),
+            sets: vec![],
+            chains: vec![Chain {
+                name: "input".into(),
+                hook: Some("input".into()),
+                chain_type: Some("filter".into()),
+                priority: Some(0),
+                policy: Some("drop".into()),
+                rules: vec![],
+            }],
+        }],
+    });
+    let e = w.why(7442);
+    let fw = e
+        .causes
+        .iter()
+        .find(|c| c.code == "FIREWALL_INBOUND")
+        .expect("FIREWALL_INBOUND");
+    assert!(
+        fw.evidence
+            .iter()
+            .any(|v| v.text.starts_with("the other way works")),
+        "{:?}",
+        fw.evidence
+    );
+
+    // Degraded TCP while ICMP fails: loss, and ICMP blocked alone.
+    w.b().facts.as_mut().expect("f").firewall = None;
+    report(
+        &mut w,
+        "a",
+        &[
+            (tcp("b", "198.18.0.12"), TargetState::Degraded, 0.3),
+            (icmp("b", "198.18.0.12"), TargetState::Failing, 1.0),
+        ],
+    );
+    let e = w.why(7442);
+    let c = codes(&e);
+    assert!(
+        c.contains(&("INTERMITTENT_LOSS", "b")) && c.contains(&("ICMP_ONLY_BLOCKED", "b")),
+        "{c:?}"
+    );
+
+    // b's agent is gone.
+    w.nodes.insert(
+        "b".to_string(),
+        Node::for_test("b", false, Some(facts("198.18.0.12"))),
+    );
+    let e = w.why(7442);
+    assert!(codes(&e).contains(&("AGENT_DOWN", "b")), "{:?}", codes(&e));
+}
