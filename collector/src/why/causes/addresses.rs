@@ -1,7 +1,9 @@
 //! Addresses, routes, interfaces and names: NO_ROUTE, INTERFACE_DOWN,
 //! PEER_ADDRESS_CHANGED, STALE_DNS.
 
+use super::blind;
 use super::{cause, event, events, fact, fact_at, probe, route_to};
+use crate::model::health::FactSource;
 use crate::state::Node;
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
@@ -18,7 +20,14 @@ pub(super) fn interfaces_and_routes(
         return;
     };
     // The source: a route to the destination, over an interface that is up.
-    if let Some(f) = ctx.src.facts.as_ref() {
+    if let Some(f) = ctx.src.facts.as_ref()
+        && !blind::skipped(
+            ctx.src,
+            FactSource::Network,
+            "routes and interfaces",
+            checked,
+        )
+    {
         match route_to(f, addr) {
             None => {
                 checked.push(format!("{}'s route to {addr}: none", ctx.src.name));
@@ -70,7 +79,14 @@ pub(super) fn interfaces_and_routes(
         }
     }
     // The destination: the interface holding the address is up.
-    if let Some(f) = ctx.dst.facts.as_ref() {
+    if let Some(f) = ctx.dst.facts.as_ref()
+        && !blind::skipped(
+            ctx.dst,
+            FactSource::Network,
+            "addresses and interfaces",
+            checked,
+        )
+    {
         let holder = f
             .interfaces
             .values()
@@ -165,6 +181,19 @@ pub(super) fn names(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Caus
     let (src, dst) = (&ctx.src.name, &ctx.dst.name);
     let lookups: Vec<_> = ctx.src.names.iter().filter(|r| r.node == *dst).collect();
     if lookups.is_empty() {
+        return;
+    }
+    if blind::skipped(
+        ctx.src,
+        FactSource::Names,
+        &format!("lookups of {dst}'s names"),
+        checked,
+    ) || blind::skipped(
+        ctx.dst,
+        FactSource::Network,
+        &format!("the addresses {dst}'s names should resolve to"),
+        checked,
+    ) {
         return;
     }
     let Some(f) = &ctx.dst.facts else {

@@ -2,8 +2,10 @@
 //! FIREWALL_INBOUND, FIREWALL_OUTBOUND, STALE_ALLOWLIST_ADDRESS; a port
 //! forward on the way is followed and shown.
 
+use super::blind;
 use super::{cause, endpoint, event, events, fact, probe, route_to};
 use crate::model::NodeFacts;
+use crate::model::health::FactSource;
 use crate::packet::firewall::{
     Compiled, Decision, Final, NatRewrite, Packet, PathKind, RuleRef, evaluate,
 };
@@ -112,7 +114,13 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         ctx.port
     };
     let outcome = ctx.failure();
-    if let Some(f) = ctx.dst.facts.as_ref()
+    if blind::skipped(
+        ctx.dst,
+        FactSource::Firewall,
+        "the inbound firewall",
+        checked,
+    ) {
+    } else if let Some(f) = ctx.dst.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
         let mut p = Packet::tcp(src_addr, dst_addr, port);
@@ -204,7 +212,13 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     } else {
         checked.push(format!("{}'s firewall: not reported", ctx.dst.name));
     }
-    if let Some(f) = ctx.src.facts.as_ref()
+    if blind::skipped(
+        ctx.src,
+        FactSource::Firewall,
+        "the outbound firewall",
+        checked,
+    ) {
+    } else if let Some(f) = ctx.src.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
         let mut p = Packet::tcp(src_addr, dst_addr, port);

@@ -1,7 +1,9 @@
 //! The kernel and the host's resources: PROCESS_OOM_KILLED, CONNTRACK_FULL,
 //! HOST_OVERLOADED, CPU_STEAL, MEMORY_PRESSURE, CLOCK_SKEW, NODE_REBOOTED.
 
+use super::blind;
 use super::{cause, event, events, fact, sampled};
+use crate::model::health::FactSource;
 use crate::state::Node;
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
@@ -46,6 +48,12 @@ pub(super) fn oom_killed(
 pub(super) fn conntrack(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     for n in [ctx.dst, ctx.src] {
         let full = events(n, |k| matches!(k, pb::event::Kind::ConntrackFull(_))).next();
+        if full.is_none()
+            && (blind::skipped(n, FactSource::KernelLog, "conntrack-full messages", checked)
+                | blind::skipped(n, FactSource::Resources, "conntrack figures", checked))
+        {
+            continue;
+        }
         let resources = n.facts.as_ref().and_then(|f| f.resources.as_ref());
         let at_max = resources
             .and_then(|r| Some((r.conntrack_count?, r.conntrack_max?)))
@@ -91,6 +99,14 @@ pub(super) fn conntrack(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
 
 pub(super) fn resources(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     for n in [ctx.dst, ctx.src] {
+        if blind::skipped(
+            n,
+            FactSource::Resources,
+            "load, CPU steal and memory",
+            checked,
+        ) {
+            continue;
+        }
         let Some(r) = n.facts.as_ref().and_then(|f| f.resources.as_ref()) else {
             checked.push(format!("resources of {}: not reported", n.name));
             continue;

@@ -3,7 +3,9 @@
 //! LISTEN_QUEUE_OVERFLOW. A listener that went with an OOM kill is
 //! PROCESS_OOM_KILLED, built in `kernel`.
 
+use super::blind;
 use super::{cause, endpoint, event, events, fact, listener_text, listeners, probe};
+use crate::model::health::FactSource;
 use crate::model::{BindScope, Listener};
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
@@ -19,6 +21,14 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         checked.push(format!("{}'s sockets: not reported yet", ctx.dst.name));
         return;
     };
+    if blind::skipped(
+        ctx.dst,
+        FactSource::Sockets,
+        &format!("TCP listeners on port {port}"),
+        checked,
+    ) {
+        return;
+    }
     let found = listeners(f, port);
     checked.push(format!(
         "TCP listeners on port {port} on {}: {}",
@@ -48,6 +58,16 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             && let Some(pb::event::Kind::OomKill(o)) = &kill.kind
         {
             out.push(super::kernel::oom_killed(ctx, kill, o, gone));
+        } else if !blind::skipped(
+            ctx.dst,
+            FactSource::KernelLog,
+            &format!("an OOM kill of what listened on port {port}"),
+            checked,
+        ) {
+            checked.push(format!(
+                "an OOM kill of what listened on port {port} on {}: none in its kernel log",
+                ctx.dst.name
+            ));
         }
         let mut c = cause(
             CauseCode::NotListening,
@@ -124,7 +144,14 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
 }
 
 pub(super) fn listen_queue(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
-    if ctx.port != 0 {
+    if ctx.port != 0
+        && !blind::skipped(
+            ctx.dst,
+            FactSource::Sockets,
+            &format!("the listen queue of port {}", ctx.port),
+            checked,
+        )
+    {
         let flood = events(
             ctx.dst,
             |k| matches!(k, pb::event::Kind::SynFlood(f) if f.port == u32::from(ctx.port)),

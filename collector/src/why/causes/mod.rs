@@ -8,6 +8,7 @@
 //! work. This module has the helpers they share and runs them in order.
 
 mod addresses;
+mod blind;
 mod firewall;
 mod kernel;
 mod listening;
@@ -149,6 +150,7 @@ fn events<'a>(
 pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Cause> {
     let mut out = Vec::new();
     path::agents(ctx, checked, &mut out);
+    blind::report(ctx, checked, &mut out);
     if verdict == Verdict::Reachable {
         checked.push(format!(
             "{} reaches {} on port {}: nothing to explain",

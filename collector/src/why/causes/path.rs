@@ -1,7 +1,9 @@
 //! Agents, probes and the network between the nodes: AGENT_DOWN,
 //! ICMP_ONLY_BLOCKED, INTERMITTENT_LOSS, NETWORK_PATH.
 
+use super::blind;
 use super::{cause, cell_time, event, events, fact, probe};
+use crate::model::health::FactSource;
 use crate::view::rfc3339;
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context, Evidence};
@@ -146,6 +148,23 @@ pub(super) fn network_path(ctx: &Context, checked: &mut Vec<String>, out: &mut V
         .as_ref()
         .is_some_and(|p| p.state == "failing" && p.failure.as_deref() == Some("timeout"));
     let explained = out.iter().any(|c| c.weight >= 75);
+    // "Both ends allow it" rests on both firewalls and the listener list.
+    let unseen = [
+        (ctx.dst, FactSource::Firewall),
+        (ctx.src, FactSource::Firewall),
+        (ctx.dst, FactSource::Sockets),
+    ]
+    .iter()
+    .filter(|(n, s)| blind::blind(n, *s).is_some())
+    .map(|(n, s)| format!("{}'s {}", n.name, s.name()))
+    .collect::<Vec<_>>();
+    if timeouts && !explained && !unseen.is_empty() {
+        checked.push(format!(
+            "a block in the network path: not concluded, {} not reading",
+            unseen.join(" and ")
+        ));
+        return;
+    }
     checked.push(format!(
         "both ends allow it yet probes time out: {}",
         timeouts && !explained && ctx.src.connected() && ctx.dst.connected()

@@ -4,6 +4,7 @@
 //! no namespace can fake, so they are tested here.)
 
 mod addresses;
+mod blind;
 mod firewall;
 mod kernel;
 mod listening;
