@@ -56,6 +56,23 @@ pub fn render(e: &Explanation, now: SystemTime, color: bool) -> String {
     if let Some(r) = &e.reverse {
         let _ = writeln!(out, "  the other way ({} -> {}): {}", r.src, r.dst, r.state);
     }
+    for a in &e.addresses {
+        let state = match a.listening {
+            Some(true) => "listening",
+            Some(false) => "nothing listens there",
+            None => "-",
+        };
+        let verdict = if e.address.as_deref() == Some(a.address.as_str()) {
+            "  <- the verdict's address"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  clients reach {} at {} ({}): {state}{verdict}",
+            e.dst, a.address, a.via
+        );
+    }
     if e.causes.is_empty() {
         if e.verdict != Verdict::Reachable {
             out.push_str("\nno cause found in the facts: UNKNOWN. What was checked:\n");

@@ -86,9 +86,9 @@ cause_codes! {
     },
     BoundOtherAddress = "BOUND_OTHER_ADDRESS" {
         blocks: true,
-        when: "the listeners on the port on the destination are bound to particular addresses, none of them the one the source connects to.",
-        evidence: "the listener (address, port, process, pid, systemd unit); the probe result.",
-        fix: "bind the service to 0.0.0.0 (or the address the source connects to) instead of the address it is bound to.",
+        when: "the listeners on the port on the destination are bound to particular addresses, and an address clients use to reach it (its primary address, or one its configured names resolve to on the source) is not among them; reported even while a probe to the bound address succeeds, and the verdict then holds for the client's address.",
+        evidence: "the listener (address, port, process, pid, systemd unit); the probe result; the client addresses and whether each is served.",
+        fix: "bind the service to 0.0.0.0 (every address) instead of the address it is bound to, or point clients at that address.",
     },
     ListenQueueOverflow = "LISTEN_QUEUE_OVERFLOW" {
         blocks: false,

@@ -95,6 +95,17 @@ pub struct ChangeView {
     pub detail: String,
 }
 
+/// One address clients reach the destination at.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ClientAddress {
+    pub address: String,
+    /// How clients come to use it: the node's primary address, or a name.
+    pub via: String,
+    /// Whether a listener on the port takes connections there; `None` when
+    /// not known.
+    pub listening: Option<bool>,
+}
+
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct Explanation {
     pub src: String,
@@ -111,6 +122,11 @@ pub struct Explanation {
     /// The same port the other way (B to A), when probed: direction evidence.
     pub reverse: Option<CellSummary>,
     pub icmp: Option<CellSummary>,
+    /// The address of the destination the verdict holds for: where clients
+    /// connect, which may not be where the probe went.
+    pub address: Option<String>,
+    /// How clients reach the destination, and whether each address works.
+    pub addresses: Vec<ClientAddress>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +144,11 @@ pub struct Context<'a> {
     pub port: u16,
     /// The address the source probes the destination at.
     pub address: Option<IpAddr>,
+    /// The addresses clients use to reach the destination: its primary
+    /// address (the one peers probe) first, then what the destination's
+    /// configured names resolve to on the source, where that is one of the
+    /// destination's addresses; each with how clients come to use it.
+    pub clients: Vec<(IpAddr, String)>,
     pub probe: Option<CellSummary>,
     pub reverse: Option<CellSummary>,
     pub icmp: Option<CellSummary>,
@@ -280,6 +301,7 @@ pub fn explain(
         dst: d,
         port,
         address,
+        clients: client_addresses(s, d),
         reverse: summary(m, dst, src, port, kind),
         icmp: summary(m, src, dst, 0, ProbeKind::Icmp),
         probe,
@@ -300,6 +322,35 @@ pub fn explain(
     let mut checked = Vec::new();
     let mut causes = causes::run(&ctx, verdict, &mut checked);
     causes.sort_by(|a, b| b.weight.cmp(&a.weight).then_with(|| a.code.cmp(&b.code)));
+    // A listener bound away from the addresses clients use refuses them
+    // even while a probe to where it is bound succeeds: the verdict is the
+    // clients'.
+    let unserved = causes::unserved_clients(&ctx);
+    let verdict = if verdict == Verdict::Reachable
+        && !unserved.is_empty()
+        && causes.iter().any(|c| {
+            c.code == CauseCode::BoundOtherAddress.as_str()
+                || c.code == CauseCode::LoopbackOnly.as_str()
+        }) {
+        Verdict::Unreachable
+    } else {
+        verdict
+    };
+    let verdict_address = unserved
+        .first()
+        .copied()
+        .or(ctx.address)
+        .map(|a| a.to_string());
+    let served = causes::served_clients(&ctx);
+    let addresses = ctx
+        .clients
+        .iter()
+        .map(|(a, via)| ClientAddress {
+            address: a.to_string(),
+            via: via.clone(),
+            listening: served.as_ref().map(|s| s.contains(a)),
+        })
+        .collect();
     // No probes of this port (a service nobody probes yet), but facts that
     // block it for certain: the answer is still clear.
     let verdict = if verdict == Verdict::Unknown
@@ -324,5 +375,34 @@ pub fn explain(
         probe: ctx.probe.clone(),
         reverse: ctx.reverse.clone(),
         icmp: ctx.icmp.clone(),
+        address: verdict_address,
+        addresses,
     })
+}
+
+/// How clients reach `dst` from `src`: its primary address first, then
+/// the addresses `dst`'s configured names resolve to on `src` that are
+/// `dst`'s (a name resolving elsewhere is STALE_DNS's business).
+fn client_addresses(src: &Node, dst: &Node) -> Vec<(IpAddr, String)> {
+    let own = crate::state::probe_addresses(dst);
+    let mut out: Vec<(IpAddr, String)> = Vec::new();
+    if let Some(primary) = own.first() {
+        out.push((*primary, format!("{}'s primary address", dst.name)));
+    }
+    for r in src.names.iter().filter(|r| r.node == dst.name) {
+        for a in &r.addresses {
+            if !own.contains(a) {
+                continue;
+            }
+            let via = format!("{} resolves to it on {}", r.name, src.name);
+            match out.iter_mut().find(|(x, _)| x == a) {
+                Some((_, v)) => {
+                    v.push_str(", ");
+                    v.push_str(&via);
+                }
+                None => out.push((*a, via)),
+            }
+        }
+    }
+    out
 }

@@ -2,7 +2,7 @@
 //! the same `Explanation` the HTTP API serialises, so both print the same
 //! JSON.
 
-use super::{Cause, CellSummary, ChangeView, Evidence, Explanation, Verdict};
+use super::{Cause, CellSummary, ChangeView, ClientAddress, Evidence, Explanation, Verdict};
 use crate::view::{cell_state_name, kind_name, outcome_name};
 use reachmap_proto::v1 as pb;
 
@@ -112,6 +112,16 @@ impl From<&Explanation> for pb::WhyAnswer {
             probe: e.probe.as_ref().map(cell_to),
             reverse: e.reverse.as_ref().map(cell_to),
             icmp: e.icmp.as_ref().map(cell_to),
+            address: e.address.clone().unwrap_or_default(),
+            addresses: e
+                .addresses
+                .iter()
+                .map(|a| pb::WhyAddress {
+                    address: a.address.clone(),
+                    via: a.via.clone(),
+                    listening: a.listening,
+                })
+                .collect(),
         }
     }
 }
@@ -158,6 +168,16 @@ impl From<&pb::WhyAnswer> for Explanation {
             probe: a.probe.as_ref().map(cell_from),
             reverse: a.reverse.as_ref().map(cell_from),
             icmp: a.icmp.as_ref().map(cell_from),
+            address: (!a.address.is_empty()).then(|| a.address.clone()),
+            addresses: a
+                .addresses
+                .iter()
+                .map(|x| ClientAddress {
+                    address: x.address.clone(),
+                    via: x.via.clone(),
+                    listening: x.listening,
+                })
+                .collect(),
         }
     }
 }

@@ -1130,6 +1130,26 @@ pub struct WhyAnswer {
     pub reverse: ::core::option::Option<MatrixCell>,
     #[prost(message, optional, tag = "10")]
     pub icmp: ::core::option::Option<MatrixCell>,
+    /// The address of DST the verdict holds for: the one clients use, which
+    /// may differ from the one the probe went to.
+    #[prost(string, tag = "11")]
+    pub address: ::prost::alloc::string::String,
+    /// How clients reach DST: its primary address and what its configured
+    /// names resolve to on SRC, each with whether something listens there.
+    #[prost(message, repeated, tag = "12")]
+    pub addresses: ::prost::alloc::vec::Vec<WhyAddress>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WhyAddress {
+    #[prost(string, tag = "1")]
+    pub address: ::prost::alloc::string::String,
+    /// "DST's primary address", "name db.internal on SRC", ...
+    #[prost(string, tag = "2")]
+    pub via: ::prost::alloc::string::String,
+    /// Whether a listener on the port takes connections to this address;
+    /// absent when not known (the probe port, ICMP, sockets not read).
+    #[prost(bool, optional, tag = "3")]
+    pub listening: ::core::option::Option<bool>,
 }
 /// The agent's sources of host facts. Each runs supervised: an error is
 /// counted and the source restarted with backoff.

@@ -10,6 +10,7 @@ use crate::model::{BindScope, Listener};
 use crate::why::code::CauseCode;
 use crate::why::{Cause, Context};
 use reachmap_proto::v1 as pb;
+use std::net::IpAddr;
 
 pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     let port = ctx.port;
@@ -92,21 +93,127 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         out.push(c);
         return;
     }
-    // Something listens: on an address the source can reach?
-    let reachable = |l: &&Listener| match l.scope {
-        BindScope::Any => true,
-        BindScope::Loopback => false,
-        BindScope::Address => ctx.address.is_none_or(|a| a == l.address),
+    bound_elsewhere(ctx, &found, checked, out);
+}
+
+/// Whether the listener takes connections to `a`.
+fn serves(l: &Listener, a: IpAddr) -> bool {
+    match l.scope {
+        BindScope::Any if l.address.is_ipv4() => a.is_ipv4(),
+        // `[::]` takes IPv4 too unless it is IPV6_V6ONLY.
+        BindScope::Any => a.is_ipv6() || l.v6only != Some(true),
+        BindScope::Loopback => a.is_loopback() && l.address == a,
+        BindScope::Address => l.address == a,
+    }
+}
+
+/// The addresses clients use, or the probed one when there are none.
+fn clients(ctx: &Context) -> Vec<(IpAddr, String)> {
+    if ctx.clients.is_empty() {
+        return ctx
+            .address
+            .map(|a| (a, "the address probed".to_string()))
+            .into_iter()
+            .collect();
+    }
+    ctx.clients.clone()
+}
+
+/// The client addresses a listener on the port takes connections to;
+/// `None` when that is not known (no service port, no sockets read).
+pub(in crate::why) fn served_clients(ctx: &Context) -> Option<Vec<IpAddr>> {
+    if ctx.port == 0 || ctx.port == reachmap_proto::DEFAULT_PROBE_PORT {
+        return None;
+    }
+    let f = ctx.dst.facts.as_ref()?;
+    if f.blind(FactSource::Sockets).is_some() {
+        return None;
+    }
+    let found = listeners(f, ctx.port);
+    Some(
+        clients(ctx)
+            .into_iter()
+            .map(|(a, _)| a)
+            .filter(|a| found.iter().any(|l| serves(l, *a)))
+            .collect(),
+    )
+}
+
+/// The client addresses no listener on the port takes connections to.
+pub(in crate::why) fn unserved_clients(ctx: &Context) -> Vec<IpAddr> {
+    let Some(served) = served_clients(ctx) else {
+        return Vec::new();
     };
-    if found.iter().any(reachable) {
+    clients(ctx)
+        .into_iter()
+        .map(|(a, _)| a)
+        .filter(|a| !served.contains(a))
+        .collect()
+}
+
+/// Also asked when the probe works: the probe goes where the listener is
+/// bound, clients go to the node's own address or name.
+pub(super) fn client_addresses(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
+    let port = ctx.port;
+    if port == 0 || port == reachmap_proto::DEFAULT_PROBE_PORT {
         return;
     }
+    let Some(f) = ctx.dst.facts.as_ref() else {
+        return;
+    };
+    if f.blind(FactSource::Sockets).is_some() {
+        return;
+    }
+    let found = listeners(f, port);
+    if !found.is_empty() {
+        bound_elsewhere(ctx, &found, checked, out);
+    }
+}
+
+/// Something listens: on the addresses clients use?
+fn bound_elsewhere(
+    ctx: &Context,
+    found: &[&Listener],
+    checked: &mut Vec<String>,
+    out: &mut Vec<Cause>,
+) {
+    let port = ctx.port;
+    let clients = clients(ctx);
+    let unserved: Vec<&(IpAddr, String)> = clients
+        .iter()
+        .filter(|(a, _)| !found.iter().any(|l| serves(l, *a)))
+        .collect();
+    checked.push(format!(
+        "clients reach {} at {}: {}",
+        ctx.dst.name,
+        clients
+            .iter()
+            .map(|(a, via)| format!("{a} ({via})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if unserved.is_empty() {
+            "something listens on each".to_string()
+        } else {
+            format!(
+                "nothing listens on port {port} at {}",
+                unserved
+                    .iter()
+                    .map(|(a, _)| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    ));
+    let Some((addr, via)) = unserved.first().map(|(a, v)| (*a, v.as_str())) else {
+        return;
+    };
     let all_loopback = found.iter().all(|l| l.scope == BindScope::Loopback);
-    let l = found[0];
-    let addr = ctx
-        .address
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "its address".into());
+    // The listener that works somewhere else: bound to one address.
+    let l = found
+        .iter()
+        .find(|l| l.scope == BindScope::Address)
+        .copied()
+        .unwrap_or(found[0]);
     let mut c = if all_loopback {
         cause(
             CauseCode::LoopbackOnly,
@@ -126,7 +233,7 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             ctx.dst,
             88,
             format!(
-                "the service on {} is bound to {}, but {} connects to {addr}",
+                "the service on {} is bound to {}, but {} connects to {addr} ({via}): connections there are refused",
                 ctx.dst.name, l.address, ctx.src.name
             ),
         )
@@ -136,10 +243,24 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     if let Some(p) = probe(ctx) {
         c.evidence.push(p);
     }
-    c.fix = Some(format!(
-        "bind the service to 0.0.0.0:{port} (or {addr}:{port}) instead of {}",
-        endpoint(l.address, port)
-    ));
+    let works = (!all_loopback).then(|| endpoint(l.address, port));
+    if let (Some(works), Some(p)) = (&works, &ctx.probe)
+        && p.state == "ok"
+        && p.address == l.address.to_string()
+    {
+        checked.push(format!(
+            "the probe to {works}, where the service listens, succeeds: the verdict is for {addr}, the address clients use"
+        ));
+    }
+    c.fix = Some(match works {
+        Some(works) => format!(
+            "bind the service to 0.0.0.0:{port} (every address) instead of {works}, or point clients at {works}"
+        ),
+        None => format!(
+            "bind the service to 0.0.0.0:{port} (or {addr}:{port}) instead of {}",
+            endpoint(l.address, port)
+        ),
+    });
     out.push(c);
 }
 

@@ -14,6 +14,8 @@ mod kernel;
 mod listening;
 mod path;
 
+pub(super) use listening::{served_clients, unserved_clients};
+
 use super::code::CauseCode;
 use super::{Cause, CellSummary, Context, Evidence, Verdict};
 use crate::model::{Listener, NodeFacts, Protocol};
@@ -157,7 +159,9 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
             ctx.src.name, ctx.dst.name, ctx.port
         ));
         // Worth saying even when the port works: ping will say it does not,
-        // and clients that use a name reach what the name says.
+        // clients that use a name reach what the name says, and clients that
+        // use the node's own address may find nothing listening there.
+        listening::client_addresses(ctx, checked, &mut out);
         path::icmp_only(ctx, checked, &mut out);
         addresses::names(ctx, checked, &mut out);
         kernel::clock(ctx, checked, &mut out);

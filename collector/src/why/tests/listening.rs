@@ -46,3 +46,95 @@ fn bound_to_another_address_and_listen_queue_overflow() {
             .is_some_and(|f| f.contains("0.0.0.0:8080"))
     );
 }
+
+#[test]
+fn a_listener_on_a_second_address_fails_clients_of_the_primary_one() {
+    let mut w = world();
+    let f = w.b().facts.as_mut().expect("f");
+    f.interfaces
+        .get_mut(&2)
+        .expect("eth0")
+        .addresses
+        .push(Addr {
+            ip: ip("198.18.0.112"),
+            prefix_len: 24,
+            scope: "universe".into(),
+        });
+    let l = listener("198.18.0.112", 8080, BindScope::Address);
+    f.listeners.insert(l.key(), l);
+    // The planner probes the listener where it is bound: that works.
+    w.probe_at("198.18.0.112", 8080, TargetState::Ok, 0.0, None);
+    let e = w.why(8080);
+    assert_eq!(e.verdict, Verdict::Unreachable, "{:?}", e.checked);
+    assert_eq!(e.address.as_deref(), Some("198.18.0.12"));
+    let c = &e.causes[0];
+    assert_eq!(c.code, "BOUND_OTHER_ADDRESS", "{:?}", codes(&e));
+    assert!(
+        c.detail
+            .contains("bound to 198.18.0.112, but a connects to 198.18.0.12 (b's primary address)"),
+        "{c:?}"
+    );
+    let fix = c.fix.as_deref().unwrap_or_default();
+    assert!(
+        fix.contains("0.0.0.0:8080") && fix.contains("point clients at 198.18.0.112:8080"),
+        "{fix}"
+    );
+    assert_eq!(e.addresses.len(), 1);
+    assert_eq!(e.addresses[0].listening, Some(false));
+    assert!(
+        e.checked
+            .iter()
+            .any(|l| l.contains("where the service listens, succeeds")),
+        "{:?}",
+        e.checked
+    );
+
+    // A name the source resolves to the second address is how its clients
+    // come: that address works, the primary still does not.
+    w.nodes
+        .get_mut("a")
+        .expect("a")
+        .names
+        .push(crate::probe::ResolvedName {
+            name: "web.internal".into(),
+            node: "b".into(),
+            addresses: vec![ip("198.18.0.112")],
+            error: None,
+            resolved_unix_nanos: unix_nanos(SystemTime::now()),
+        });
+    let e = w.why(8080);
+    let listening: Vec<_> = e
+        .addresses
+        .iter()
+        .map(|a| (a.address.as_str(), a.listening))
+        .collect();
+    assert_eq!(
+        listening,
+        [("198.18.0.12", Some(false)), ("198.18.0.112", Some(true))]
+    );
+    assert!(
+        e.addresses[1]
+            .via
+            .contains("web.internal resolves to it on a"),
+        "{:?}",
+        e.addresses
+    );
+}
+
+#[test]
+fn a_wildcard_listener_serves_every_client_address() {
+    let mut w = world();
+    let l = listener("0.0.0.0", 8080, BindScope::Any);
+    w.b()
+        .facts
+        .as_mut()
+        .expect("f")
+        .listeners
+        .insert(l.key(), l);
+    w.probe(8080, TargetState::Ok, 0.0, None);
+    let e = w.why(8080);
+    assert_eq!(e.verdict, Verdict::Reachable);
+    assert!(e.causes.is_empty(), "{:?}", codes(&e));
+    assert_eq!(e.addresses[0].listening, Some(true));
+    assert_eq!(e.address.as_deref(), Some("198.18.0.12"));
+}

@@ -112,7 +112,19 @@ impl World {
 
     /// a's probes of b:port end with `state`, `loss` and `failure`.
     fn probe(&mut self, port: u16, state: TargetState, loss: f64, failure: Option<Outcome>) {
-        let t = PlannedTarget::new("b", ip("198.18.0.12"), port, ProbeKind::Tcp);
+        self.probe_at("198.18.0.12", port, state, loss, failure);
+    }
+
+    /// `probe`, to one of b's addresses.
+    fn probe_at(
+        &mut self,
+        address: &str,
+        port: u16,
+        state: TargetState,
+        loss: f64,
+        failure: Option<Outcome>,
+    ) {
+        let t = PlannedTarget::new("b", ip(address), port, ProbeKind::Tcp);
         self.matrix.set_plan("a", std::slice::from_ref(&t));
         let failed = (loss * 10.0).round() as u32;
         self.matrix.apply(
