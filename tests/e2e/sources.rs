@@ -132,12 +132,14 @@ fn an_unreadable_kernel_log_is_blind_and_recovers_when_it_appears() {
     if !require_root() {
         return;
     }
-    let mut fleet = Fleet::new("blind_kmsg", 1);
+    let mut fleet = Fleet::new("blind_kmsg", 2);
     fleet.start_collector();
     let kmsg = fleet.dir().join("kmsg-later");
     let path = kmsg.to_str().expect("UTF-8 path").to_string();
     fleet.start_agent_with(0, &["--kmsg", &path]);
+    fleet.start_agent(1);
     wait_snapshot(&fleet, "node-0", Duration::from_secs(20));
+    wait_snapshot(&fleet, "node-1", Duration::from_secs(20));
 
     let s = wait_source(&fleet, "node-0", "kernel_log", "down");
     let error = s["last_error"].as_str().unwrap_or_default();
@@ -170,6 +172,34 @@ fn an_unreadable_kernel_log_is_blind_and_recovers_when_it_appears() {
         ),
         "{metrics}"
     );
+
+    // `why` to a port nothing listens on: nothing listens, and whether an
+    // OOM kill took it cannot be known — the answer names the blind source
+    // instead of resting on a log nobody reads.
+    let w = assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let out = fleet.cli(&["why", "node-1", "node-0:8080", "--format", "json"]);
+            let w: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let codes: Vec<&str> = w["causes"]
+                .as_array()
+                .map(|c| c.iter().filter_map(|c| c["code"].as_str()).collect())
+                .unwrap_or_default();
+            if codes.contains(&"NOT_LISTENING") && codes.contains(&"SOURCE_BLIND") {
+                Ok(w)
+            } else {
+                Err(w.to_string())
+            }
+        },
+        "why names the blind kernel log"
+    );
+    let checked = w["checked"].to_string();
+    assert!(
+        checked.contains("an OOM kill of what listened on port 8080 on node-0: not known")
+            && checked.contains("kernel_log source is down"),
+        "{w:#}"
+    );
+    assert!(!checked.contains("none in its kernel log"), "{w:#}");
 
     // The log appears, holding an OOM kill: the reader starts by itself and
     // reports it.
@@ -287,12 +317,21 @@ fn a_missing_nft_blinds_the_firewall_until_it_is_installed() {
     if !require_root() {
         return;
     }
-    let mut fleet = Fleet::new("blind_nft", 1);
+    let mut fleet = Fleet::new("blind_nft", 2);
     fleet.start_collector();
     let bin = path_without_nft(&fleet.dir().join("bin"));
     fleet.start_agent_env(0, &[], &[("PATH", bin.clone())]);
+    fleet.start_agent(1);
     wait_snapshot(&fleet, "node-0", Duration::from_secs(20));
     let s = wait_source(&fleet, "node-0", "firewall", "down");
+    let out = fleet.cli(&["why", "node-1", "node-0:7442", "--format", "json"]);
+    let w: Value = serde_json::from_slice(&out.stdout).expect("why JSON");
+    assert!(
+        w["checked"]
+            .to_string()
+            .contains("the inbound firewall on node-0: not known — its firewall source is down"),
+        "{w:#}"
+    );
     assert!(
         s["last_error"].as_str().is_some_and(|e| e.contains("nft")),
         "{s:#}"

@@ -258,6 +258,58 @@ fn the_service_is_bound_to_another_address() {
     assert!(w["probe"].is_null(), "{w}");
 }
 
+#[test]
+fn a_service_on_the_second_address_of_the_link_fails_clients_of_the_first() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = running_fleet("why_second", 2);
+    wait_mesh(&fleet, 2);
+    // A second address on node-1's own link, reachable from node-0: the
+    // planner probes the listener there and that probe succeeds, but a
+    // client of node-1's address (198.18.0.12) is refused.
+    fleet.exec(1, &["ip", "addr", "add", "198.18.0.112/24", "dev", "eth0"]);
+    fleet.spawn(1, "listen", &[TOOL, "listen", "198.18.0.112:8080"]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1:8080",
+        "unreachable",
+        "BOUND_OTHER_ADDRESS",
+        "node-1",
+    );
+    assert_eq!(
+        w["address"], "198.18.0.12",
+        "the verdict is the clients' address: {w:#}"
+    );
+    let top = &w["causes"][0];
+    assert!(
+        text(top, "detail").contains(
+            "bound to 198.18.0.112, but node-0 connects to 198.18.0.12 (node-1's primary address)"
+        ),
+        "{top}"
+    );
+    assert!(
+        text(top, "fix").contains("point clients at 198.18.0.112:8080"),
+        "the fix names the address that works: {top}"
+    );
+    let clients = w["addresses"].as_array().expect("addresses");
+    assert_eq!(clients[0]["address"], "198.18.0.12", "{w:#}");
+    assert_eq!(clients[0]["listening"], false, "{w:#}");
+    // The address that works, really works: a connection from node-0.
+    let connect = |to: &str| {
+        fleet
+            .try_exec(0, &["bash", "-c", &format!("exec 3<>/dev/tcp/{to}")])
+            .status
+            .success()
+    };
+    assert!(
+        connect("198.18.0.112/8080"),
+        "the bound address takes connections"
+    );
+    assert!(!connect("198.18.0.12/8080"), "the primary address refuses");
+}
+
 // ---------------------------------------------------------------------------
 // CPU_STEAL and HOST_OVERLOADED
 // ---------------------------------------------------------------------------
