@@ -86,78 +86,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 .instrument(tracing::info_span!("source", name = source.name())),
         )
     };
-    {
-        let (c, r, b, s) = (
-            config.clone(),
-            readings_tx.clone(),
-            board.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(supervised(
-            Source::Sockets,
-            Box::new(move || {
-                Box::pin(sources::sockets(c.clone(), r.clone(), b.clone(), s.clone())) as SourceRun
-            }),
-        ));
-    }
-    {
-        let (c, r, b, s) = (
-            config.clone(),
-            readings_tx.clone(),
-            board.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(supervised(
-            Source::Firewall,
-            Box::new(move || {
-                Box::pin(sources::firewall(
-                    c.clone(),
-                    r.clone(),
-                    b.clone(),
-                    s.clone(),
-                )) as SourceRun
-            }),
-        ));
-    }
-    {
-        let (c, r, b, s) = (
-            config.clone(),
-            readings_tx.clone(),
-            board.clone(),
-            shutdown.clone(),
-        );
-        tasks.push(supervised(
-            Source::Resources,
-            Box::new(move || {
-                Box::pin(sources::resources(
-                    c.clone(),
-                    r.clone(),
-                    b.clone(),
-                    s.clone(),
-                )) as SourceRun
-            }),
-        ));
-    }
-    {
-        let (c, r, b, s) = (
-            config.clone(),
-            readings_tx.clone(),
-            board.clone(),
-            shutdown.clone(),
-        );
-        let boot_id = identity.boot_id.clone();
-        tasks.push(supervised(
-            Source::KernelLog,
-            Box::new(move || {
-                Box::pin(sources::kernel_log(
-                    c.clone(),
-                    boot_id.clone(),
-                    r.clone(),
-                    b.clone(),
-                    s.clone(),
-                )) as SourceRun
-            }),
-        ));
+    let env = sources::SourceEnv {
+        config: config.clone(),
+        boot_id: identity.boot_id.clone(),
+        readings: readings_tx.clone(),
+        board: board.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let readers: [(Source, fn(sources::SourceEnv) -> SourceRun); 4] = [
+        (Source::Sockets, |e| Box::pin(sources::sockets(e))),
+        (Source::Firewall, |e| Box::pin(sources::firewall(e))),
+        (Source::Resources, |e| Box::pin(sources::resources(e))),
+        (Source::KernelLog, |e| Box::pin(sources::kernel_log(e))),
+    ];
+    for (source, start) in readers {
+        let env = env.clone();
+        tasks.push(supervised(source, Box::new(move || start(env.clone()))));
     }
     {
         let (r, b, s) = (readings_tx, board.clone(), shutdown.clone());

@@ -21,6 +21,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// What every source is run with.
+#[derive(Clone)]
+pub struct SourceEnv {
+    pub config: Arc<Config>,
+    /// This boot's id, which the kernel log's resume state is kept for.
+    pub boot_id: String,
+    pub readings: mpsc::Sender<Reading>,
+    pub board: HealthBoard,
+    pub shutdown: CancellationToken,
+}
+
 /// A blocking thread's view of the shutdown token: `sleep` returns early,
 /// with false, once shutdown fires.
 struct ThreadShutdown(std::sync::mpsc::Receiver<()>);
@@ -51,12 +62,14 @@ impl ThreadShutdown {
 /// kernel filters to listening sockets, cheap on any host), and the full
 /// reading with connection counts every `socket_poll_interval` (it walks
 /// every socket: about 30 ms of kernel time on a host with 20,000).
-pub async fn sockets(
-    config: Arc<Config>,
-    readings: mpsc::Sender<Reading>,
-    board: HealthBoard,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+pub async fn sockets(env: SourceEnv) -> Result<(), String> {
+    let SourceEnv {
+        config,
+        readings,
+        board,
+        shutdown,
+        ..
+    } = env;
     let stop = ThreadShutdown::new(&shutdown);
     let thread = tokio::task::spawn_blocking(move || {
         let mut reader = SocketReader::new(config.procfs.clone());
@@ -113,12 +126,14 @@ async fn read_firewall_async(opts: ReadOptions) -> Result<Ruleset, String> {
 /// made it). iptables-legacy has no notifications: it is polled by content
 /// hash every `poll_interval`; so is everything when the notification
 /// socket cannot be opened.
-pub async fn firewall(
-    config: Arc<Config>,
-    readings: mpsc::Sender<Reading>,
-    board: HealthBoard,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+pub async fn firewall(env: SourceEnv) -> Result<(), String> {
+    let SourceEnv {
+        config,
+        readings,
+        board,
+        shutdown,
+        ..
+    } = env;
     let opts = ReadOptions {
         procfs: config.procfs.clone(),
         sysfs: config.sysfs.clone(),
@@ -257,12 +272,14 @@ const MEMORY_TREND_WINDOW: Duration = Duration::from_secs(600);
 
 /// Resources: a sample every `poll_interval` (the first one a moment after
 /// start, so CPU figures have two readings to compare).
-pub async fn resources(
-    config: Arc<Config>,
-    readings: mpsc::Sender<Reading>,
-    board: HealthBoard,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+pub async fn resources(env: SourceEnv) -> Result<(), String> {
+    let SourceEnv {
+        config,
+        readings,
+        board,
+        shutdown,
+        ..
+    } = env;
     let mut sampler = ResourceSampler::new(
         config.procfs.clone(),
         config.rootfs.clone(),
@@ -311,13 +328,14 @@ const KERNEL_EVENT_QUEUE: usize = 1024;
 /// Kernel log: OOM kills, conntrack table full, SYN floods and link
 /// messages from /dev/kmsg, resumed after the last record an earlier run
 /// reported. Overwritten records are reported as lost once a second.
-pub async fn kernel_log(
-    config: Arc<Config>,
-    boot_id: String,
-    readings: mpsc::Sender<Reading>,
-    board: HealthBoard,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+pub async fn kernel_log(env: SourceEnv) -> Result<(), String> {
+    let SourceEnv {
+        config,
+        boot_id,
+        readings,
+        board,
+        shutdown,
+    } = env;
     let state_file = config.state_dir.join(kmsg_state_name(&config.node));
     let mut resume_problem = None;
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {

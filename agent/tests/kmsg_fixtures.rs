@@ -307,3 +307,63 @@ fn events_serialize_with_snake_case_tags() {
     assert_eq!(json["kind"]["type"], "syn_flood");
     assert_eq!(json["kind"]["port"], 8080);
 }
+
+#[tokio::test]
+async fn a_followed_file_reports_records_appended_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("kmsg");
+    std::fs::copy(fixture("bridge.txt"), &log).expect("copy");
+    let (tx, mut rx) = mpsc::channel(64);
+    let stop = CancellationToken::new();
+    let reader = KmsgReader::new(&log, "b").follow(true);
+    let task = tokio::spawn(reader.run(tx, stop.clone()));
+    for _ in 0..5 {
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("the file's records")
+            .expect("open");
+    }
+    // Half a record, then the rest: only whole lines are read.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    f.write_all(b"6,99999,4000000000,-;br0: port 2(v9) entered ")
+        .expect("write");
+    f.flush().expect("flush");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    f.write_all(b"forwarding state\n").expect("write");
+    let e = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("the appended record")
+        .expect("open");
+    assert_eq!(e.seq, 99999);
+    stop.cancel();
+    task.await.expect("joined").expect("stats");
+}
+
+#[tokio::test]
+async fn a_resume_state_that_cannot_be_saved_never_stops_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("no-such-dir").join("kmsg.state");
+    let (tx, mut rx) = mpsc::channel(64);
+    let stats = KmsgReader::new(fixture("syn_flood.txt"), "b")
+        .state_file(&state)
+        .run(tx, CancellationToken::new())
+        .await
+        .expect("reading goes on");
+    assert_eq!(stats.save_errors_total, 1, "{stats:?}");
+    assert!(
+        stats
+            .save_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no-such-dir")),
+        "{stats:?}"
+    );
+    let mut events = 0;
+    while rx.try_recv().is_ok() {
+        events += 1;
+    }
+    assert_eq!(events, 2);
+}
