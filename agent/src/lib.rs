@@ -93,7 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         board: board.clone(),
         shutdown: shutdown.clone(),
     };
-    let readers: [(Source, fn(sources::SourceEnv) -> SourceRun); 4] = [
+    let readers: [(Source, StartSource); 4] = [
         (Source::Sockets, |e| Box::pin(sources::sockets(e))),
         (Source::Firewall, |e| Box::pin(sources::firewall(e))),
         (Source::Resources, |e| Box::pin(sources::resources(e))),
@@ -164,3 +164,5 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 /// One run of a supervised source.
 type SourceRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+/// Starts one run of a source that reads the host.
+type StartSource = fn(sources::SourceEnv) -> SourceRun;
