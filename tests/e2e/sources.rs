@@ -251,12 +251,13 @@ fn a_removed_procfs_tree_blinds_resources_until_it_is_back() {
     if !require_root() {
         return;
     }
-    let mut fleet = Fleet::new("blind_procfs", 1);
+    let mut fleet = Fleet::new("blind_procfs", 2);
     fleet.start_collector();
     let tree = fleet.dir().join("procfs");
     proc_links(&tree);
     let path = tree.to_str().expect("UTF-8 path").to_string();
     fleet.start_agent_with(0, &["--procfs", &path]);
+    fleet.start_agent(1);
     wait_snapshot(&fleet, "node-0", Duration::from_secs(20));
     wait_source(&fleet, "node-0", "resources", "ok");
 
@@ -274,6 +275,19 @@ fn a_removed_procfs_tree_blinds_resources_until_it_is_back() {
             .as_array()
             .is_some_and(|b| b.iter().any(|s| s == "resources")),
         "{n:#}"
+    );
+    let out = fleet.cli(&["why", "node-1", "node-0:7442", "--format", "json"]);
+    let w: Value = serde_json::from_slice(&out.stdout).expect("why JSON");
+    let blind = w["causes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["code"] == "SOURCE_BLIND").cloned())
+        .unwrap_or_else(|| panic!("no SOURCE_BLIND: {w:#}"));
+    assert_eq!(blind["node"], "node-0", "{blind:#}");
+    assert!(
+        blind["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("resources source is down")),
+        "{blind:#}"
     );
 
     proc_links(&tree);
