@@ -92,8 +92,12 @@ pub fn nodes(list: &[pb::NodeSummary], now: SystemTime) -> String {
 }
 
 /// `ok`, or the sources that are not, blind ones marked: a node whose
-/// kernel log is not read cannot show an OOM kill.
+/// kernel log is not read cannot show an OOM kill. `-` while disconnected.
 fn sources_cell(n: &pb::NodeSummary) -> String {
+    // A stopped agent's last word on its sources is stale.
+    if !n.connected {
+        return "-".into();
+    }
     if n.unhealthy_sources.is_empty() {
         return "ok".into();
     }
