@@ -52,6 +52,14 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub names: Vec<String>,
+    /// A DNS name or IP address agents and clients reach the collector at, put in its server certificate (besides the host name); repeat for more, added to the file's server_names
+    #[arg(
+        long = "server-name",
+        env = "REACHMAP_SERVER_NAMES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub server_names: Vec<String>,
 }
 
 /// A service every node may run, probed on every peer.
@@ -99,6 +107,8 @@ struct File {
     services: Vec<ServiceConfig>,
     #[serde(default)]
     names: Vec<FleetName>,
+    #[serde(default)]
+    server_names: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +116,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub http: SocketAddr,
     pub data_dir: PathBuf,
+    /// Names for the collector's server certificate (the host name is
+    /// always added).
+    pub server_names: Vec<String>,
     pub probe: ProbeSettings,
     pub metrics_pair_cap: usize,
 }
@@ -128,7 +141,28 @@ impl Config {
             .clone()
             .or(file.http)
             .unwrap_or_else(|| format!("0.0.0.0:{}", reachmap_proto::DEFAULT_HTTP_PORT));
+        let server_names: Vec<String> = file
+            .server_names
+            .iter()
+            .chain(&flags.server_names)
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for n in &server_names {
+            if n.parse::<std::net::IpAddr>().is_err()
+                && (n.len() > 253
+                    || !n
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
+            {
+                return Err(invalid(
+                    "server_names",
+                    format!("{n:?} is not a DNS name or an IP address"),
+                ));
+            }
+        }
         Ok(Config {
+            server_names,
             probe,
             metrics_pair_cap: flags
                 .metrics_pair_cap
@@ -335,6 +369,20 @@ mod tests {
         assert_eq!(
             Config::load(&f).expect("flag").listen.to_string(),
             "[::1]:9001"
+        );
+    }
+
+    #[test]
+    fn server_names_from_the_file_and_flags() {
+        let mut f = flags("server_names = [\"collector.example.internal\"]\n");
+        f.server_names = vec!["198.18.0.1".into()];
+        let c = Config::load(&f).expect("names");
+        assert_eq!(c.server_names, ["collector.example.internal", "198.18.0.1"]);
+        f.server_names = vec!["not a name".into()];
+        let e = Config::load(&f).expect_err("bad name").to_string();
+        assert!(
+            e.contains("server_names") && e.contains("not a name"),
+            "{e}"
         );
     }
 

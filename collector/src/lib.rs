@@ -16,6 +16,7 @@ pub mod query;
 pub mod state;
 pub mod store;
 pub mod testport;
+pub mod trust;
 pub mod validate;
 pub mod view;
 pub mod web;
@@ -42,6 +43,21 @@ pub fn one_line(s: &str) -> String {
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = store::Store::open(&config.data_dir)?;
+    // The collector's own CA, made on first start; the connections do not
+    // use it yet (see ARCHITECTURE.md, "Trust").
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string());
+    let (authority, made) =
+        trust::Authority::load_or_create(&config.data_dir, &config.server_names, host.as_deref())?;
+    if made.ca {
+        tracing::info!(pin = %authority.pin, dir = %trust::Authority::dir(&config.data_dir).display(), "made the collector's CA; agents enrol with --ca-pin {}", authority.pin);
+    } else {
+        tracing::info!(pin = %authority.pin, "collector CA");
+    }
+    if made.server {
+        tracing::info!(names = ?config.server_names, "issued the collector's server certificate");
+    }
     let grpc = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;

@@ -78,6 +78,7 @@ async fn start_collector() -> Collector {
         listen: format!("127.0.0.1:{grpc}").parse().expect("addr"),
         http: format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
         data_dir: dir.clone(),
+        server_names: Vec::new(),
         probe: reachmap_collector::config::ProbeSettings::default(),
         metrics_pair_cap: 1000,
     };

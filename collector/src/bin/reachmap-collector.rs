@@ -9,6 +9,23 @@ use tokio_util::sync::CancellationToken;
 struct Cli {
     #[command(flatten)]
     flags: Flags,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// The collector's certificate authority
+    Ca {
+        #[command(subcommand)]
+        what: CaCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CaCommand {
+    /// Print the pin agents are given (`sha256:` of the CA's public key)
+    Pin,
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +45,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(78);
         }
     };
+    if let Some(Command::Ca {
+        what: CaCommand::Pin,
+    }) = cli.command
+    {
+        return match reachmap_collector::trust::read_pin(&config.data_dir) {
+            Ok(pin) => {
+                println!("{pin}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("reachmap-collector: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

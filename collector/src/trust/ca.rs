@@ -1,0 +1,538 @@
+//! The collector's own certificate authority, made on first start under the
+//! data directory, and the collector's server certificate it issues.
+//!
+//! - `tls/ca.key` and `tls/ca.crt`: an ECDSA P-256 CA, ten years.
+//! - `tls/server.key` and `tls/server.crt`: the collector's certificate,
+//!   one year, `serverAuth` only, its SANs the configured server names and
+//!   the host name, plus the URI `reachmap:collector` — the role an agent
+//!   checks, so a node's certificate from the same CA cannot pose as the
+//!   collector. It is issued again when it nears its end, when the names
+//!   change, or when it is not the CA's.
+//!
+//! Key files are written 0600, every file through a temp file and a rename.
+//! The pin an agent is given (`sha256:` and the hex SHA-256 of the CA's
+//! SubjectPublicKeyInfo, as kubeadm prints it) names the CA's key, so it
+//! survives the CA certificate being re-issued with the same key.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The URI SAN that marks the collector's certificate.
+pub const COLLECTOR_ROLE_URI: &str = "reachmap:collector";
+const CA_LIFETIME_DAYS: i64 = 3650;
+const SERVER_LIFETIME_DAYS: i64 = 365;
+/// A server certificate this close to its end is issued again at start.
+const SERVER_RENEW_BEFORE_DAYS: i64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("{path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Bad { path: PathBuf, what: String },
+    #[error("issuing a certificate: {0}")]
+    Issue(#[from] rcgen::Error),
+    #[error("{0:?} is not a DNS name or an IP address")]
+    BadName(String),
+}
+
+/// The CA and the server certificate, in PEM.
+pub struct Authority {
+    dir: PathBuf,
+    pub ca_cert_pem: String,
+    ca_key: KeyPair,
+    pub server_cert_pem: String,
+    pub server_key_pem: String,
+    /// `sha256:<hex>` of the CA's public key.
+    pub pin: String,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("dir", &self.dir)
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `load_or_create` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Made {
+    pub ca: bool,
+    pub server: bool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrustError + '_ {
+    move |error| TrustError::Io {
+        path: path.to_owned(),
+        error,
+    }
+}
+
+fn bad(path: &Path, what: impl Into<String>) -> TrustError {
+    TrustError::Bad {
+        path: path.to_owned(),
+        what: what.into(),
+    }
+}
+
+impl Authority {
+    /// The directory the files live in: `DATA_DIR/tls`.
+    pub fn dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("tls")
+    }
+
+    /// Loads the CA under `data_dir/tls`, making it on first start, and the
+    /// server certificate for `names` (plus `host_name`), issuing it again
+    /// when needed.
+    pub fn load_or_create(
+        data_dir: &Path,
+        names: &[String],
+        host_name: Option<&str>,
+    ) -> Result<(Authority, Made), TrustError> {
+        let dir = Self::dir(data_dir);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let (ca_key, ca_cert_pem, made_ca) = match read_optional(&dir.join("ca.key"))? {
+            Some(key_pem) => {
+                let key_path = dir.join("ca.key");
+                let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(&key_path, e.to_string()))?;
+                let cert_path = dir.join("ca.crt");
+                let cert = read_optional(&cert_path)?
+                    .ok_or_else(|| bad(&cert_path, "missing while ca.key exists"))?;
+                (key, cert, false)
+            }
+            None => {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                let cert = ca_params()?.self_signed(&key)?.pem();
+                write_file(&dir.join("ca.key"), key.serialize_pem().as_bytes(), 0o600)?;
+                write_file(&dir.join("ca.crt"), cert.as_bytes(), 0o644)?;
+                (key, cert, true)
+            }
+        };
+        let ca_path = dir.join("ca.crt");
+        let ca_der = pem_der(&ca_path, &ca_cert_pem)?;
+        let pin = pin_of_der(&ca_der).map_err(|e| bad(&ca_path, e))?;
+        let spki = spki_of(&ca_der).map_err(|e| bad(&ca_path, e))?;
+        if spki != ca_key.subject_public_key_info() {
+            return Err(bad(&ca_path, "is not the certificate of ca.key"));
+        }
+
+        let wanted = server_names(names, host_name)?;
+        let server_path = dir.join("server.crt");
+        let current = match (
+            read_optional(&server_path)?,
+            read_optional(&dir.join("server.key"))?,
+        ) {
+            (Some(cert), Some(key)) if server_is_current(&cert, &pin_spki(&ca_der), &wanted) => {
+                Some((cert, key))
+            }
+            _ => None,
+        };
+        let (server_cert_pem, server_key_pem, made_server) = match current {
+            Some((cert, key)) => (cert, key, false),
+            None => {
+                let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+                let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key)?;
+                let cert = server_params(&wanted)?.signed_by(&key, &issuer)?.pem();
+                let key_pem = key.serialize_pem();
+                write_file(&dir.join("server.key"), key_pem.as_bytes(), 0o600)?;
+                write_file(&server_path, cert.as_bytes(), 0o644)?;
+                (cert, key_pem, true)
+            }
+        };
+        Ok((
+            Authority {
+                dir,
+                ca_cert_pem,
+                ca_key,
+                server_cert_pem,
+                server_key_pem,
+                pin,
+            },
+            Made {
+                ca: made_ca,
+                server: made_server,
+            },
+        ))
+    }
+
+    /// The CA's key, for issuing node and client certificates.
+    pub fn ca_key(&self) -> &KeyPair {
+        &self.ca_key
+    }
+}
+
+/// The pin of the CA kept under `data_dir`, without making one.
+pub fn read_pin(data_dir: &Path) -> Result<String, TrustError> {
+    let path = Authority::dir(data_dir).join("ca.crt");
+    let pem = read_optional(&path)?.ok_or_else(|| {
+        bad(
+            &path,
+            "no CA yet: it is made when the collector first starts",
+        )
+    })?;
+    let der = pem_der(&path, &pem)?;
+    pin_of_der(&der).map_err(|e| bad(&path, e))
+}
+
+fn ca_params() -> Result<CertificateParams, TrustError> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "reachmap collector CA");
+    dn.push(DnType::OrganizationName, "reachmap");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(CA_LIFETIME_DAYS);
+    Ok(p)
+}
+
+/// The SANs a server certificate must carry, sorted: the configured names
+/// and the host name, and the collector role.
+fn server_names(names: &[String], host_name: Option<&str>) -> Result<BTreeSet<String>, TrustError> {
+    let mut out = BTreeSet::new();
+    for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
+        if n.parse::<IpAddr>().is_err() && !valid_dns_name(n) {
+            return Err(TrustError::BadName(n.to_string()));
+        }
+        out.insert(n.to_ascii_lowercase());
+    }
+    if let Some(h) = host_name.filter(|h| valid_dns_name(h)) {
+        out.insert(h.to_ascii_lowercase());
+    }
+    Ok(out)
+}
+
+fn valid_dns_name(n: &str) -> bool {
+    n.len() <= 253
+        && n.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+fn server_params(names: &BTreeSet<String>) -> Result<CertificateParams, TrustError> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "reachmap collector");
+    p.distinguished_name = dn;
+    for n in names {
+        p.subject_alt_names.push(match n.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                n.clone()
+                    .try_into()
+                    .map_err(|_| TrustError::BadName(n.clone()))?,
+            ),
+        });
+    }
+    p.subject_alt_names.push(SanType::URI(
+        COLLECTOR_ROLE_URI
+            .to_string()
+            .try_into()
+            .map_err(|_| TrustError::BadName(COLLECTOR_ROLE_URI.into()))?,
+    ));
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(SERVER_LIFETIME_DAYS);
+    Ok(p)
+}
+
+/// What a certificate says about itself, for the checks here and in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// DNS names and IP addresses, as text.
+    pub names: BTreeSet<String>,
+    pub uris: BTreeSet<String>,
+    pub server_auth: bool,
+    pub client_auth: bool,
+    pub is_ca: bool,
+    pub not_after_unix: i64,
+    /// The raw SubjectPublicKeyInfo of the issuer is not in a certificate:
+    /// this is the issuer's distinguished name, as text.
+    pub issuer: String,
+}
+
+pub fn cert_facts(der: &[u8]) -> Result<CertFacts, String> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
+    let mut names = BTreeSet::new();
+    let mut uris = BTreeSet::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for g in &san.value.general_names {
+            match g {
+                GeneralName::DNSName(d) => {
+                    names.insert(d.to_ascii_lowercase());
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        names.insert(ip.to_string());
+                    }
+                }
+                GeneralName::URI(u) => {
+                    uris.insert((*u).to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    let eku = cert.extended_key_usage().ok().flatten();
+    Ok(CertFacts {
+        names,
+        uris,
+        server_auth: eku.as_ref().is_some_and(|e| e.value.server_auth),
+        client_auth: eku.as_ref().is_some_and(|e| e.value.client_auth),
+        is_ca: cert.is_ca(),
+        not_after_unix: cert.validity().not_after.timestamp(),
+        issuer: cert.issuer().to_string(),
+    })
+}
+
+/// Whether `cert_pem` is a server certificate of the CA whose public key
+/// is `ca_spki`, for exactly `wanted`, and not near its end.
+fn server_is_current(cert_pem: &str, ca_spki: &[u8], wanted: &BTreeSet<String>) -> bool {
+    let Ok(der) = pem_der(Path::new(""), cert_pem) else {
+        return false;
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(&der) else {
+        return false;
+    };
+    let Ok((_, ca_key)) = x509_parser::x509::SubjectPublicKeyInfo::from_der(ca_spki) else {
+        return false;
+    };
+    if cert.verify_signature(Some(&ca_key)).is_err() {
+        return false;
+    }
+    let Ok(f) = cert_facts(&der) else {
+        return false;
+    };
+    let renew_at = OffsetDateTime::now_utc() + Duration::days(SERVER_RENEW_BEFORE_DAYS);
+    f.names == *wanted
+        && f.uris.contains(COLLECTOR_ROLE_URI)
+        && f.server_auth
+        && f.not_after_unix > renew_at.unix_timestamp()
+}
+
+fn spki_of(der: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
+    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+fn pin_spki(ca_der: &[u8]) -> Vec<u8> {
+    spki_of(ca_der).unwrap_or_default()
+}
+
+/// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo.
+pub fn pin_of_der(der: &[u8]) -> Result<String, String> {
+    let spki = spki_of(der)?;
+    let digest = Sha256::digest(&spki);
+    let mut hex = String::with_capacity(71);
+    hex.push_str("sha256:");
+    for b in digest {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    Ok(hex)
+}
+
+fn pem_der(path: &Path, pem: &str) -> Result<Vec<u8>, TrustError> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| bad(path, format!("not a PEM certificate: {e}")))?;
+    Ok(p.contents)
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>, TrustError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Writes through a temp file of this process's own and a rename, with
+/// `mode` from the moment the file exists.
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        pem_der(Path::new("test"), pem).expect("pem")
+    }
+
+    #[test]
+    fn first_start_makes_a_ca_and_a_server_certificate() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let names = vec![
+            "collector.example.internal".to_string(),
+            "198.18.0.1".to_string(),
+        ];
+        let (a, made) =
+            Authority::load_or_create(data.path(), &names, Some("hub-1")).expect("made");
+        assert_eq!(
+            made,
+            Made {
+                ca: true,
+                server: true
+            }
+        );
+        let dir = Authority::dir(data.path());
+        assert_eq!(mode(&dir.join("ca.key")), 0o600);
+        assert_eq!(mode(&dir.join("server.key")), 0o600);
+        assert!(
+            a.pin.starts_with("sha256:") && a.pin.len() == 71,
+            "{}",
+            a.pin
+        );
+
+        let ca = cert_facts(&der(&a.ca_cert_pem)).expect("ca");
+        assert!(ca.is_ca);
+        let s = cert_facts(&der(&a.server_cert_pem)).expect("server");
+        assert_eq!(
+            s.names,
+            BTreeSet::from([
+                "198.18.0.1".to_string(),
+                "collector.example.internal".to_string(),
+                "hub-1".to_string()
+            ])
+        );
+        assert!(s.uris.contains(COLLECTOR_ROLE_URI));
+        assert!(s.server_auth && !s.client_auth && !s.is_ca);
+        assert!(s.issuer.contains("reachmap collector CA"), "{}", s.issuer);
+        // Signed by the CA, for real.
+        assert!(server_is_current(
+            &a.server_cert_pem,
+            &pin_spki(&der(&a.ca_cert_pem)),
+            &server_names(&names, Some("hub-1")).expect("names")
+        ));
+        assert_eq!(read_pin(data.path()).expect("pin"), a.pin);
+    }
+
+    #[test]
+    fn a_restart_keeps_both_and_new_names_reissue_only_the_server_certificate() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let names = vec!["c1".to_string()];
+        let (a, _) = Authority::load_or_create(data.path(), &names, None).expect("first");
+        let (b, made) = Authority::load_or_create(data.path(), &names, None).expect("again");
+        assert_eq!(
+            made,
+            Made {
+                ca: false,
+                server: false
+            }
+        );
+        assert_eq!(
+            (b.pin.as_str(), b.server_cert_pem.as_str()),
+            (a.pin.as_str(), a.server_cert_pem.as_str())
+        );
+        let more = vec!["c1".to_string(), "c2".to_string()];
+        let (c, made) = Authority::load_or_create(data.path(), &more, None).expect("renamed");
+        assert_eq!(
+            made,
+            Made {
+                ca: false,
+                server: true
+            }
+        );
+        assert_eq!(c.pin, a.pin);
+        assert!(
+            cert_facts(&der(&c.server_cert_pem))
+                .expect("facts")
+                .names
+                .contains("c2")
+        );
+    }
+
+    #[test]
+    fn a_server_certificate_of_another_ca_is_replaced() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let other = tempfile::tempdir().expect("tempdir");
+        let (a, _) = Authority::load_or_create(data.path(), &[], None).expect("a");
+        let (x, _) = Authority::load_or_create(other.path(), &[], None).expect("x");
+        assert_ne!(a.pin, x.pin);
+        let dir = Authority::dir(data.path());
+        std::fs::write(dir.join("server.crt"), &x.server_cert_pem).expect("write");
+        std::fs::write(dir.join("server.key"), &x.server_key_pem).expect("write");
+        let (_, made) = Authority::load_or_create(data.path(), &[], None).expect("again");
+        assert!(
+            made.server,
+            "a certificate the CA did not sign is issued again"
+        );
+    }
+
+    #[test]
+    fn bad_files_and_names_are_one_line_errors() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let e = Authority::load_or_create(data.path(), &["not a name!".to_string()], None)
+            .expect_err("bad name");
+        assert_eq!(
+            e.to_string(),
+            "\"not a name!\" is not a DNS name or an IP address"
+        );
+        let dir = Authority::dir(data.path());
+        std::fs::write(dir.join("ca.key"), "garbage").expect("write");
+        let e = Authority::load_or_create(data.path(), &[], None).expect_err("bad key");
+        assert!(e.to_string().contains("ca.key"), "{e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+        let e = read_pin(tempfile::tempdir().expect("tempdir").path()).expect_err("no CA");
+        assert!(e.to_string().contains("no CA yet"), "{e}");
+    }
+}
