@@ -157,20 +157,8 @@ pub async fn firewall(env: SourceEnv) -> Result<(), String> {
             board.ok(Source::Firewall);
         }
     };
-    let first = read_firewall_async(opts.clone()).await;
-    let failed = first.as_ref().err().cloned();
-    if readings
-        .send(Reading::Firewall {
-            ruleset: first,
-            author: None,
-        })
-        .await
-        .is_err()
-    {
+    if !read_and_send(&opts, &readings, None).await? {
         return Ok(());
-    }
-    if let Some(e) = failed {
-        return Err(format!("cannot read the ruleset: {e}"));
     }
     healthy(&monitor);
     let (mut legacy, _) = poll_legacy(LegacyPoller::new(opts.clone()), &opts).await;
@@ -228,19 +216,33 @@ pub async fn firewall(env: SourceEnv) -> Result<(), String> {
                 None
             }
         };
-        let ruleset = read_firewall_async(opts.clone()).await;
-        let failed = ruleset.as_ref().err().cloned();
-        if readings
-            .send(Reading::Firewall { ruleset, author })
-            .await
-            .is_err()
-        {
+        if !read_and_send(&opts, &readings, author).await? {
             return Ok(());
         }
-        if let Some(e) = failed {
-            return Err(format!("cannot read the ruleset: {e}"));
-        }
         healthy(&monitor);
+    }
+}
+
+/// Reads the ruleset and hands it to the hub — an unreadable one too, its
+/// error is a fact. `Ok(false)` when the hub is gone; `Err` when the
+/// ruleset could not be read, for the supervisor to try again.
+async fn read_and_send(
+    opts: &ReadOptions,
+    readings: &mpsc::Sender<Reading>,
+    author: Option<ChangeAuthor>,
+) -> Result<bool, String> {
+    let ruleset = read_firewall_async(opts.clone()).await;
+    let failed = ruleset.as_ref().err().cloned();
+    if readings
+        .send(Reading::Firewall { ruleset, author })
+        .await
+        .is_err()
+    {
+        return Ok(false);
+    }
+    match failed {
+        Some(e) => Err(format!("cannot read the ruleset: {e}")),
+        None => Ok(true),
     }
 }
 

@@ -107,20 +107,8 @@ impl Client {
         // on a queue this task is not reading.
         let mut net = self.net.clone();
         let first = async move { net.wait_for(|v| v.version > 0).await.is_ok() };
-        tokio::pin!(first);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                ok = &mut first => {
-                    if !ok {
-                        return;
-                    }
-                    break;
-                }
-                Some(update) = self.updates.recv() => self.absorb_events(&update),
-                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
-                Some(_) = self.answers.recv() => {}
-            }
+        if self.taking_in(&shutdown, first).await != Some(true) {
+            return;
         }
         loop {
             match self.session(&shutdown, &mut backoff).await {
@@ -130,18 +118,34 @@ impl Client {
             self.outbox.rewind();
             let delay = backoff.next_delay(&mut rand::rng());
             tracing::debug!(?delay, "reconnecting");
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = &mut sleep => break,
-                    Some(update) = self.updates.recv() => self.absorb_events(&update),
-                    // Results wait for no one (the next batch carries the
-                    // same windows); state changes are events and are kept.
-                    Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
-                    Some(_) = self.answers.recv() => {}
-                }
+            if self
+                .taking_in(&shutdown, tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Runs `fut` while taking in what the hub and the prober produce, so
+    /// neither waits on a queue this task is not reading: events are kept in
+    /// the outbox; result batches and command answers are dropped (the next
+    /// batch carries the same windows, and no stream is there to answer
+    /// on). `None` when `shutdown` fires first.
+    async fn taking_in<T>(
+        &mut self,
+        shutdown: &CancellationToken,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                v = &mut fut => return Some(v),
+                Some(update) = self.updates.recv() => self.absorb_events(&update),
+                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
+                Some(_) = self.answers.recv() => {}
             }
         }
     }
@@ -311,16 +315,13 @@ impl Client {
             )
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let connecting = endpoint.connect();
-        tokio::pin!(connecting);
-        let channel = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                c = &mut connecting => break c.map_err(|source| StreamError::Connect { uri: uri.to_string(), source })?,
-                Some(update) = self.updates.recv() => self.absorb_events(&update),
-                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
-            }
+        let Some(channel) = self.taking_in(shutdown, endpoint.connect()).await else {
+            return Ok(Ended::Shutdown);
         };
+        let channel = channel.map_err(|source| StreamError::Connect {
+            uri: uri.to_string(),
+            source,
+        })?;
         let mut client = CollectorClient::new(channel)
             .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES);
@@ -347,22 +348,11 @@ impl Client {
                 })
                 .await;
         }
-        // Updates taken in while the stream opens keep their events; their
-        // changes are in the snapshot already sent or come as a new one.
-        let mut missed_change = false;
         let opening = client.connect(ReceiverStream::new(rx));
-        tokio::pin!(opening);
-        let mut inbound = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-                r = &mut opening => break r?.into_inner(),
-                Some(update) = self.updates.recv() => {
-                    self.absorb_events(&update);
-                    missed_change |= update.version > sent_version && !update.change.is_empty();
-                }
-                Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
-            }
+        let Some(inbound) = self.taking_in(shutdown, opening).await else {
+            return Ok(Ended::Shutdown);
         };
+        let mut inbound = inbound?.into_inner();
         tracing::info!(collector = %uri, node = %self.config.node, "connected");
 
         let mut pending: VecDeque<Body> = VecDeque::new();
@@ -373,7 +363,9 @@ impl Client {
         // the same point.
         let snapshot_seq = self.seq;
         let mut snapshot_taken = false;
-        if missed_change {
+        // The facts changed while the stream opened: the updates taken in
+        // meanwhile kept their events, and a new snapshot carries the rest.
+        if self.net.borrow().version > sent_version {
             let (v, snap) = self.snapshot();
             sent_version = v;
             pending.push_back(snap);

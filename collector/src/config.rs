@@ -149,12 +149,7 @@ impl Config {
             .filter(|n| !n.is_empty())
             .collect();
         for n in &server_names {
-            if n.parse::<std::net::IpAddr>().is_err()
-                && (n.len() > 253
-                    || !n
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.'))
-            {
+            if !crate::trust::is_server_name(n) {
                 return Err(invalid(
                     "server_names",
                     format!("{n:?} is not a DNS name or an IP address"),

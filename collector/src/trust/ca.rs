@@ -126,8 +126,8 @@ impl Authority {
         };
         let ca_path = dir.join("ca.crt");
         let ca_der = pem_der(&ca_path, &ca_cert_pem)?;
-        let pin = pin_of_der(&ca_der).map_err(|e| bad(&ca_path, e))?;
         let spki = spki_of(&ca_der).map_err(|e| bad(&ca_path, e))?;
+        let pin = pin_of_spki(&spki);
         if spki != ca_key.subject_public_key_info() {
             return Err(bad(&ca_path, "is not the certificate of ca.key"));
         }
@@ -138,7 +138,7 @@ impl Authority {
             read_optional(&server_path)?,
             read_optional(&dir.join("server.key"))?,
         ) {
-            (Some(cert), Some(key)) if server_is_current(&cert, &pin_spki(&ca_der), &wanted) => {
+            (Some(cert), Some(key)) if server_is_current(&cert, &spki, &wanted) => {
                 Some((cert, key))
             }
             _ => None,
@@ -213,7 +213,7 @@ fn ca_params() -> Result<CertificateParams, TrustError> {
 fn server_names(names: &[String], host_name: Option<&str>) -> Result<BTreeSet<String>, TrustError> {
     let mut out = BTreeSet::new();
     for n in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
-        if n.parse::<IpAddr>().is_err() && !valid_dns_name(n) {
+        if !is_server_name(n) {
             return Err(TrustError::BadName(n.to_string()));
         }
         out.insert(n.to_ascii_lowercase());
@@ -222,6 +222,11 @@ fn server_names(names: &[String], host_name: Option<&str>) -> Result<BTreeSet<St
         out.insert(h.to_ascii_lowercase());
     }
     Ok(out)
+}
+
+/// A name a server certificate may carry: an IP address or a DNS name.
+pub fn is_server_name(n: &str) -> bool {
+    n.parse::<IpAddr>().is_ok() || valid_dns_name(n)
 }
 
 fn valid_dns_name(n: &str) -> bool {
@@ -284,6 +289,10 @@ pub struct CertFacts {
 pub fn cert_facts(der: &[u8]) -> Result<CertFacts, String> {
     let (_, cert) =
         X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
+    Ok(facts_of(&cert))
+}
+
+fn facts_of(cert: &X509Certificate<'_>) -> CertFacts {
     let mut names = BTreeSet::new();
     let mut uris = BTreeSet::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -310,7 +319,7 @@ pub fn cert_facts(der: &[u8]) -> Result<CertFacts, String> {
         }
     }
     let eku = cert.extended_key_usage().ok().flatten();
-    Ok(CertFacts {
+    CertFacts {
         names,
         uris,
         server_auth: eku.as_ref().is_some_and(|e| e.value.server_auth),
@@ -318,7 +327,7 @@ pub fn cert_facts(der: &[u8]) -> Result<CertFacts, String> {
         is_ca: cert.is_ca(),
         not_after_unix: cert.validity().not_after.timestamp(),
         issuer: cert.issuer().to_string(),
-    })
+    }
 }
 
 /// Whether `cert_pem` is a server certificate of the CA whose public key
@@ -336,9 +345,7 @@ fn server_is_current(cert_pem: &str, ca_spki: &[u8], wanted: &BTreeSet<String>) 
     if cert.verify_signature(Some(&ca_key)).is_err() {
         return false;
     }
-    let Ok(f) = cert_facts(&der) else {
-        return false;
-    };
+    let f = facts_of(&cert);
     let renew_at = OffsetDateTime::now_utc() + Duration::days(SERVER_RENEW_BEFORE_DAYS);
     f.names == *wanted
         && f.uris.contains(COLLECTOR_ROLE_URI)
@@ -352,20 +359,19 @@ fn spki_of(der: &[u8]) -> Result<Vec<u8>, String> {
     Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
-fn pin_spki(ca_der: &[u8]) -> Vec<u8> {
-    spki_of(ca_der).unwrap_or_default()
-}
-
 /// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo.
 pub fn pin_of_der(der: &[u8]) -> Result<String, String> {
-    let spki = spki_of(der)?;
-    let digest = Sha256::digest(&spki);
+    Ok(pin_of_spki(&spki_of(der)?))
+}
+
+fn pin_of_spki(spki: &[u8]) -> String {
+    let digest = Sha256::digest(spki);
     let mut hex = String::with_capacity(71);
     hex.push_str("sha256:");
     for b in digest {
         hex.push_str(&format!("{b:02x}"));
     }
-    Ok(hex)
+    hex
 }
 
 fn pem_der(path: &Path, pem: &str) -> Result<Vec<u8>, TrustError> {
@@ -460,7 +466,7 @@ mod tests {
         // Signed by the CA, for real.
         assert!(server_is_current(
             &a.server_cert_pem,
-            &pin_spki(&der(&a.ca_cert_pem)),
+            &spki_of(&der(&a.ca_cert_pem)).expect("spki"),
             &server_names(&names, Some("hub-1")).expect("names")
         ));
         assert_eq!(read_pin(data.path()).expect("pin"), a.pin);

@@ -3,4 +3,7 @@
 
 pub mod ca;
 
-pub use ca::{Authority, COLLECTOR_ROLE_URI, Made, TrustError, cert_facts, pin_of_der, read_pin};
+pub use ca::{
+    Authority, COLLECTOR_ROLE_URI, Made, TrustError, cert_facts, is_server_name, pin_of_der,
+    read_pin,
+};

@@ -301,7 +301,7 @@ pub fn explain(
         dst: d,
         port,
         address,
-        clients: client_addresses(s, d),
+        clients: client_addresses(s, d, address),
         reverse: summary(m, dst, src, port, kind),
         icmp: summary(m, src, dst, 0, ProbeKind::Icmp),
         probe,
@@ -325,7 +325,16 @@ pub fn explain(
     // A listener bound away from the addresses clients use refuses them
     // even while a probe to where it is bound succeeds: the verdict is the
     // clients'.
-    let unserved = causes::unserved_clients(&ctx);
+    let served = causes::served_clients(&ctx);
+    let unserved: Vec<IpAddr> = match &served {
+        Some(served) => ctx
+            .clients
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| !served.contains(a))
+            .collect(),
+        None => Vec::new(),
+    };
     let verdict = if verdict == Verdict::Reachable
         && !unserved.is_empty()
         && causes.iter().any(|c| {
@@ -341,7 +350,6 @@ pub fn explain(
         .copied()
         .or(ctx.address)
         .map(|a| a.to_string());
-    let served = causes::served_clients(&ctx);
     let addresses = ctx
         .clients
         .iter()
@@ -380,14 +388,17 @@ pub fn explain(
     })
 }
 
-/// How clients reach `dst` from `src`: its primary address first, then
-/// the addresses `dst`'s configured names resolve to on `src` that are
-/// `dst`'s (a name resolving elsewhere is STALE_DNS's business).
-fn client_addresses(src: &Node, dst: &Node) -> Vec<(IpAddr, String)> {
+/// How clients reach `dst` from `src`: its primary address first (else
+/// the address probed), then the addresses `dst`'s configured names
+/// resolve to on `src` that are `dst`'s (a name resolving elsewhere is
+/// STALE_DNS's business).
+fn client_addresses(src: &Node, dst: &Node, probed: Option<IpAddr>) -> Vec<(IpAddr, String)> {
     let own = crate::state::probe_addresses(dst);
     let mut out: Vec<(IpAddr, String)> = Vec::new();
-    if let Some(primary) = own.first() {
-        out.push((*primary, format!("{}'s primary address", dst.name)));
+    match (own.first(), probed) {
+        (Some(primary), _) => out.push((*primary, format!("{}'s primary address", dst.name))),
+        (None, Some(a)) => out.push((a, "the address probed".to_string())),
+        (None, None) => {}
     }
     for r in src.names.iter().filter(|r| r.node == dst.name) {
         for a in &r.addresses {

@@ -215,10 +215,7 @@ impl KmsgReader {
         let mut next_tick = Instant::now() + TICK;
         while !shutdown.is_cancelled() {
             if Instant::now() >= next_tick {
-                for ev in core.classifier.tick() {
-                    core.send(out, ev);
-                }
-                self.save(&mut saved, core.last_seq);
+                self.tick(&mut core, out, &mut saved);
                 next_tick = Instant::now() + TICK;
             }
             match file.read(&mut buf) {
@@ -279,10 +276,7 @@ impl KmsgReader {
                 continue;
             }
             if Instant::now() >= next_tick {
-                for ev in core.classifier.tick() {
-                    core.send(out, ev);
-                }
-                self.save(&mut saved, core.last_seq);
+                self.tick(&mut core, out, &mut saved);
                 next_tick = Instant::now() + TICK;
             }
             // The file went away or was replaced: reading it again is the
@@ -291,6 +285,15 @@ impl KmsgReader {
             std::thread::sleep(Duration::from_millis(u64::from(POLL_MS)));
         }
         self.stop(&mut core, out, &mut saved)
+    }
+
+    /// Once a `TICK`: flush the events the classifier held back, and save
+    /// the place in the log.
+    fn tick(&self, core: &mut Core, out: &mpsc::Sender<KernelEvent>, saved: &mut Option<u64>) {
+        for ev in core.classifier.tick() {
+            core.send(out, ev);
+        }
+        self.save(saved, core.last_seq);
     }
 
     fn stop(

@@ -107,18 +107,6 @@ fn serves(l: &Listener, a: IpAddr) -> bool {
     }
 }
 
-/// The addresses clients use, or the probed one when there are none.
-fn clients(ctx: &Context) -> Vec<(IpAddr, String)> {
-    if ctx.clients.is_empty() {
-        return ctx
-            .address
-            .map(|a| (a, "the address probed".to_string()))
-            .into_iter()
-            .collect();
-    }
-    ctx.clients.clone()
-}
-
 /// The client addresses a listener on the port takes connections to;
 /// `None` when that is not known (no service port, no sockets read).
 pub(in crate::why) fn served_clients(ctx: &Context) -> Option<Vec<IpAddr>> {
@@ -131,24 +119,12 @@ pub(in crate::why) fn served_clients(ctx: &Context) -> Option<Vec<IpAddr>> {
     }
     let found = listeners(f, ctx.port);
     Some(
-        clients(ctx)
-            .into_iter()
-            .map(|(a, _)| a)
+        ctx.clients
+            .iter()
+            .map(|(a, _)| *a)
             .filter(|a| found.iter().any(|l| serves(l, *a)))
             .collect(),
     )
-}
-
-/// The client addresses no listener on the port takes connections to.
-pub(in crate::why) fn unserved_clients(ctx: &Context) -> Vec<IpAddr> {
-    let Some(served) = served_clients(ctx) else {
-        return Vec::new();
-    };
-    clients(ctx)
-        .into_iter()
-        .map(|(a, _)| a)
-        .filter(|a| !served.contains(a))
-        .collect()
 }
 
 /// Also asked when the probe works: the probe goes where the listener is
@@ -178,7 +154,7 @@ fn bound_elsewhere(
     out: &mut Vec<Cause>,
 ) {
     let port = ctx.port;
-    let clients = clients(ctx);
+    let clients = &ctx.clients;
     let unserved: Vec<&(IpAddr, String)> = clients
         .iter()
         .filter(|(a, _)| !found.iter().any(|l| serves(l, *a)))

@@ -14,7 +14,7 @@ mod kernel;
 mod listening;
 mod path;
 
-pub(super) use listening::{served_clients, unserved_clients};
+pub(super) use listening::served_clients;
 
 use super::code::CauseCode;
 use super::{Cause, CellSummary, Context, Evidence, Verdict};
