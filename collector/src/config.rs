@@ -60,6 +60,21 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub server_names: Vec<String>,
+    /// Plaintext, and nobody authenticated: for a lab only (a WARN at every start)
+    #[arg(long, env = "REACHMAP_INSECURE")]
+    pub insecure: bool,
+    /// The operator's own CA certificate (PEM) instead of the one made under the data directory; with --ca-key
+    #[arg(long, env = "REACHMAP_CA_CERT", value_name = "FILE", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert (PEM)
+    #[arg(long, env = "REACHMAP_CA_KEY", value_name = "FILE", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Lifetime of the certificates nodes get at enrolment and renewal [default: 30d]
+    #[arg(long, env = "REACHMAP_NODE_CERT_LIFETIME", value_name = "DURATION")]
+    pub node_cert_lifetime: Option<String>,
+    /// Also serve /metrics without authentication on this address (e.g. 127.0.0.1:7444), for a local Prometheus
+    #[arg(long, env = "REACHMAP_METRICS_LISTEN", value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 /// A service every node may run, probed on every peer.
@@ -109,6 +124,11 @@ struct File {
     names: Vec<FleetName>,
     #[serde(default)]
     server_names: Vec<String>,
+    insecure: Option<bool>,
+    ca_cert: Option<PathBuf>,
+    ca_key: Option<PathBuf>,
+    node_cert_lifetime: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +141,11 @@ pub struct Config {
     pub server_names: Vec<String>,
     pub probe: ProbeSettings,
     pub metrics_pair_cap: usize,
+    pub insecure: bool,
+    /// The operator's CA: certificate and key files.
+    pub own_ca: Option<(PathBuf, PathBuf)>,
+    pub node_cert_lifetime: Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -156,7 +181,39 @@ impl Config {
                 ));
             }
         }
+        let own_ca = match (
+            flags.ca_cert.clone().or(file.ca_cert),
+            flags.ca_key.clone().or(file.ca_key),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => return Err(invalid("ca_cert", "ca_cert and ca_key go together")),
+        };
+        let node_cert_lifetime = duration(
+            "node_cert_lifetime",
+            flags
+                .node_cert_lifetime
+                .as_deref()
+                .or(file.node_cert_lifetime.as_deref()),
+        )?
+        .unwrap_or(crate::trust::NODE_CERT_LIFETIME);
+        if node_cert_lifetime < Duration::from_secs(10)
+            || node_cert_lifetime > Duration::from_secs(366 * 24 * 3600)
+        {
+            return Err(invalid(
+                "node_cert_lifetime",
+                "must be between 10s and 366 days",
+            ));
+        }
+        let metrics_listen = match flags.metrics_listen.clone().or(file.metrics_listen) {
+            Some(a) => Some(socket_addr("metrics_listen", &a)?),
+            None => None,
+        };
         Ok(Config {
+            insecure: flags.insecure || file.insecure.unwrap_or(false),
+            own_ca,
+            node_cert_lifetime,
+            metrics_listen,
             server_names,
             probe,
             metrics_pair_cap: flags

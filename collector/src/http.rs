@@ -8,7 +8,10 @@ use crate::view;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use crate::trust::{Denied, Peer, Trust};
+use axum::http::{HeaderMap, StatusCode, header};
+use reachmap_tls::Role;
+use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
@@ -21,19 +24,140 @@ pub struct HttpState {
     pub metrics_pair_cap: usize,
 }
 
-pub fn router(fleet: Fleet, metrics_pair_cap: usize) -> axum::Router {
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+/// The cookie the web page keeps its token in.
+const COOKIE: &str = "reachmap_token";
+const LOGIN_PAGE: &str = include_str!("web/login.html");
+
+/// Everything but `/healthz` and `/login` needs a viewer: a client
+/// certificate, `Authorization: Bearer TOKEN`, or the web page's cookie.
+pub fn router(fleet: Fleet, trust: Arc<Trust>, metrics_pair_cap: usize) -> axum::Router {
+    let state = HttpState {
+        fleet,
+        metrics_pair_cap,
+    };
+    let guarded = axum::Router::new()
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/matrix", get(matrix))
         .route("/api/v1/why", get(why))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes())
+        .route_layer(axum::middleware::from_fn_with_state(trust.clone(), authenticate))
+        .with_state(state);
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", axum::routing::post(logout))
+        .with_state(trust)
+        .merge(guarded)
+}
+
+/// `/metrics` alone, without authentication, for `--metrics-listen`.
+pub fn metrics_router(fleet: Fleet, metrics_pair_cap: usize) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(metrics))
         .with_state(HttpState {
             fleet,
             metrics_pair_cap,
         })
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+async fn authenticate(
+    State(trust): State<Arc<Trust>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| &c.0);
+    let headers = request.headers();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::trust::bearer)
+        .map(str::to_string)
+        .or_else(|| cookie_token(headers));
+    let what = request.uri().path().to_string();
+    let verdict = trust
+        .caller(peer, token.as_deref())
+        .and_then(|c| trust.allow(&c, Role::Viewer, &what));
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(Denied::Unauthenticated(m)) => {
+            let page = request.method() == axum::http::Method::GET
+                && !what.starts_with("/api/")
+                && what != "/metrics";
+            if page {
+                axum::response::Redirect::to("/login").into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer realm=\"reachmap\"")],
+                    Json(serde_json::json!({ "error": m })),
+                )
+                    .into_response()
+            }
+        }
+        Err(Denied::Forbidden(m)) => {
+            (StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": m }))).into_response()
+        }
+    }
+}
+
+async fn login_page() -> Response {
+    axum::response::Html(LOGIN_PAGE).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// Takes an API token once and keeps it in an HttpOnly, Secure,
+/// SameSite=Strict cookie until it expires.
+async fn login(State(trust): State<Arc<Trust>>, axum::Form(f): axum::Form<LoginForm>) -> Response {
+    let token = f.token.trim();
+    let Some(expires) = trust.api_token_expires(token) else {
+        let page = LOGIN_PAGE.replace(
+            "<!--error-->",
+            "<p class=\"error\" id=\"login-error\">That token is not a valid viewer or operator token.</p>",
+        );
+        return (StatusCode::UNAUTHORIZED, axum::response::Html(page)).into_response();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+        (expires - now).max(0)
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [(header::SET_COOKIE, cookie), (header::LOCATION, "/".to_string())],
+    )
+        .into_response()
+}
+
+async fn logout() -> Response {
+    let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict");
+    (
+        StatusCode::SEE_OTHER,
+        [(header::SET_COOKIE, cookie), (header::LOCATION, "/login".to_string())],
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -151,6 +275,8 @@ fn status_error(s: tonic::Status) -> Response {
     let code = match s.code() {
         tonic::Code::NotFound => StatusCode::NOT_FOUND,
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(serde_json::json!({ "error": s.message() }))).into_response()

@@ -6,6 +6,8 @@
 
 use crate::clock::ClockEstimator;
 use crate::state::{Fleet, SessionId, unix_nanos};
+use crate::trust::{Caller, Peer, Trust};
+use std::sync::Arc;
 use crate::validate::{self, ProtocolError};
 use reachmap_proto::v1 as pb;
 use reachmap_proto::v1::agent_message::Body;
@@ -31,18 +33,51 @@ const OUTBOUND_QUEUE: usize = 64;
 
 pub struct Ingest {
     fleet: Fleet,
+    trust: Arc<Trust>,
     next_session: AtomicU64,
     shutdown: CancellationToken,
 }
 
 impl Ingest {
-    pub fn new(fleet: Fleet, shutdown: CancellationToken) -> Self {
+    pub fn new(fleet: Fleet, trust: Arc<Trust>, shutdown: CancellationToken) -> Self {
         Ingest {
             fleet,
+            trust,
             next_session: AtomicU64::new(1),
             shutdown,
         }
     }
+
+    /// The node a request's certificate names (`None` with `--insecure`).
+    fn node_of<T>(&self, request: &Request<T>, what: &str) -> Result<Option<(String, String)>, Status> {
+        match self.trust.caller(request.extensions().get::<Peer>(), None)? {
+            Caller::Lab => Ok(None),
+            Caller::Node { name, serial } => Ok(Some((name, serial))),
+            Caller::Client { name, .. } => Err(Status::permission_denied(format!(
+                "{name} is a query client; only a node's certificate may {what}"
+            ))),
+        }
+    }
+}
+
+fn peer_addr<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.addr.to_string())
+        .or_else(|| request.remote_addr().map(|a| a.to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn issued(trust: &Trust, i: crate::trust::Issued) -> Result<Response<pb::EnrollResponse>, Status> {
+    Ok(Response::new(pb::EnrollResponse {
+        cert_der: i.der,
+        ca_der: trust
+            .authority
+            .ca_der()
+            .map_err(|e| Status::internal(e.to_string()))?,
+        not_after_unix: i.not_after_unix,
+    }))
 }
 
 type OutStream = Pin<Box<dyn futures::Stream<Item = Result<pb::CollectorMessage, Status>> + Send>>;
@@ -51,14 +86,56 @@ type OutStream = Pin<Box<dyn futures::Stream<Item = Result<pb::CollectorMessage,
 impl pb::collector_server::Collector for Ingest {
     type ConnectStream = OutStream;
 
+    async fn enroll(
+        &self,
+        request: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let peer = peer_addr(&request);
+        if self.trust.insecure {
+            return Err(Status::failed_precondition(
+                "this collector runs with --insecure: there is nothing to enrol in",
+            ));
+        }
+        let r = request.into_inner();
+        match self.trust.enrol(&r.token, &r.node, &r.csr_der) {
+            Ok(i) => {
+                tracing::info!(node = %r.node, %peer, serial = %i.serial, "enrolled");
+                issued(&self.trust, i)
+            }
+            Err(e) => {
+                tracing::warn!(node = %r.node, %peer, reason = %e, "refused an enrolment");
+                Err(Status::permission_denied(format!("enrolment refused: {e}")))
+            }
+        }
+    }
+
+    async fn renew(
+        &self,
+        request: Request<pb::RenewRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let Some((node, _)) = self.node_of(&request, "renew")? else {
+            return Err(Status::failed_precondition(
+                "this collector runs with --insecure: there is nothing to renew",
+            ));
+        };
+        match self.trust.renew(&node, &request.into_inner().csr_der) {
+            Ok(i) => {
+                tracing::info!(%node, serial = %i.serial, "renewed");
+                issued(&self.trust, i)
+            }
+            Err(e) => {
+                tracing::warn!(%node, reason = %e, "refused a renewal");
+                Err(Status::invalid_argument(format!("renewal refused: {e}")))
+            }
+        }
+    }
+
     async fn connect(
         &self,
         request: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let peer = request
-            .remote_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_else(|| "unknown".into());
+        let peer = peer_addr(&request);
+        let cert = self.node_of(&request, "speak the agent stream")?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let session = Session {
@@ -66,6 +143,8 @@ impl pb::collector_server::Collector for Ingest {
             fleet: self.fleet.clone(),
             out: tx,
             cancel: self.shutdown.child_token(),
+            cert,
+            trust: self.trust.clone(),
         };
         let span =
             tracing::info_span!("session", id = session.id, %peer, node = tracing::field::Empty);
@@ -80,6 +159,9 @@ struct Session {
     out: mpsc::Sender<Result<pb::CollectorMessage, Status>>,
     /// Fired when a newer stream of the same node replaces this one, or at shutdown.
     cancel: CancellationToken,
+    /// The node and serial of the certificate (none with `--insecure`).
+    cert: Option<(String, String)>,
+    trust: Arc<Trust>,
 }
 
 enum End {
@@ -149,6 +231,17 @@ impl Session {
                     .await;
             }
         };
+        if let Some((name, _)) = &self.cert
+            && *name != hello.node
+        {
+            tracing::warn!(certificate = %name, hello = %hello.node, "refused a hello naming another node");
+            return self
+                .reject(Status::permission_denied(format!(
+                    "this certificate is node {name}'s; the hello names {}",
+                    hello.node
+                )))
+                .await;
+        }
         let node = hello.node.clone();
         let instance = hello.instance_id;
         let idle_limit = Duration::from_millis(u64::from(hello.heartbeat_interval_ms)) * 3
@@ -188,6 +281,7 @@ impl Session {
         inbound: &mut Streaming<pb::AgentMessage>,
     ) -> End {
         let mut clock = ClockEstimator::default();
+        let mut revocations = self.trust.revocations();
         let mut probe = tokio::time::interval(TIME_PROBE_BURST_EVERY);
         let mut probes_sent = 0u32;
         loop {
@@ -196,6 +290,17 @@ impl Session {
                     reason: "replaced by a newer stream or collector shutdown".into(),
                     status: Some(Status::aborted("stream replaced or collector shutting down")),
                 },
+                Ok(()) = revocations.changed() => {
+                    if let Some((_, serial)) = &self.cert
+                        && self.trust.is_denied(serial)
+                    {
+                        return End::Failed {
+                            reason: "its certificate was revoked".into(),
+                            status: Some(Status::permission_denied("this node's certificate was revoked")),
+                        };
+                    }
+                    continue;
+                }
                 _ = probe.tick() => {
                     let t0 = unix_nanos(SystemTime::now());
                     if !self.send(CBody::TimeProbe(pb::TimeProbe { collector_time_unix_nanos: t0 })).await {

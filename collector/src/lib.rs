@@ -41,52 +41,138 @@ pub fn one_line(s: &str) -> String {
     }
 }
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = store::Store::open(&config.data_dir)?;
-    // The collector's own CA, made on first start; the connections do not
-    // use it yet (see ARCHITECTURE.md, "Trust").
+/// The CA (made on first start, or the operator's), the tokens and the
+/// deny-list.
+fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
+    if config.insecure {
+        tracing::warn!("--insecure: plaintext gRPC and HTTP, and nobody is authenticated: anyone who reaches these ports can pose as any node and read everything (for a lab only)");
+    }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string());
+    // The addresses the collector listens on are names too, and loopback
+    // for a CLI on the same machine.
+    let mut names = config.server_names.clone();
+    for ip in [config.listen.ip(), config.http.ip()] {
+        if !ip.is_unspecified() {
+            names.push(ip.to_string());
+        }
+    }
+    names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    names.sort();
+    names.dedup();
+    let own = config
+        .own_ca
+        .as_ref()
+        .map(|(c, k)| (c.as_path(), k.as_path()));
     let (authority, made) =
-        trust::Authority::load_or_create(&config.data_dir, &config.server_names, host.as_deref())?;
+        trust::Authority::load_with(&config.data_dir, &names, host.as_deref(), own)?;
     if made.ca {
         tracing::info!(pin = %authority.pin, dir = %trust::Authority::dir(&config.data_dir).display(), "made the collector's CA; agents enrol with --ca-pin {}", authority.pin);
     } else {
         tracing::info!(pin = %authority.pin, "collector CA");
     }
     if made.server {
-        tracing::info!(names = ?config.server_names, "issued the collector's server certificate");
+        tracing::info!(names = ?names, "issued the collector's server certificate");
     }
+    Ok(trust::Trust::open(
+        &config.data_dir,
+        authority,
+        config.node_cert_lifetime,
+        config.insecure,
+    )?)
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = store::Store::open(&config.data_dir)?;
+    let trust = std::sync::Arc::new(open_trust(&config)?);
     let grpc = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen: cannot bind {}", config.listen))?;
     let http = tokio::net::TcpListener::bind(config.http)
         .await
         .with_context(|| format!("http: cannot bind {}", config.http))?;
+    let metrics_only = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics_listen: cannot bind {addr}"))?,
+        ),
+        None => None,
+    };
     let (fleet, state_task) = state::Fleet::start(store, &config.probe, shutdown.clone())?;
-    tracing::info!(grpc = %config.listen, http = %config.http, data_dir = %config.data_dir.display(), "collector listening");
+    let scheme = if config.insecure { "http" } else { "https" };
+    tracing::info!(grpc = %format!("{scheme}://{}", config.listen), http = %format!("{scheme}://{}", config.http), data_dir = %config.data_dir.display(), "collector listening");
 
-    let ingest = CollectorServer::new(ingest::Ingest::new(fleet.clone(), shutdown.clone()))
-        .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES);
-    let query = QueryServer::new(query::Query::new(fleet.clone()));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let ingest = CollectorServer::new(ingest::Ingest::new(
+        fleet.clone(),
+        trust.clone(),
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES);
+    let query = QueryServer::new(query::Query::new(fleet.clone(), trust.clone()));
+    let grpc_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(ingest)
+        .add_service(query);
     let grpc_shutdown = shutdown.clone();
-    let grpc_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(10)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(ingest)
-            .add_service(query)
-            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned()),
-    );
-    let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, http::router(fleet, config.metrics_pair_cap))
+    let router = http::router(fleet.clone(), trust.clone(), config.metrics_pair_cap);
+    let (grpc_task, http_task) = if config.insecure {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+        let grpc_task = tokio::spawn(
+            grpc_server.serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned()),
+        );
+        let http_shutdown = shutdown.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(
+                http,
+                router,
+            )
             .with_graceful_shutdown(http_shutdown.cancelled_owned())
             .await
-    });
+        });
+        (grpc_task, http_task)
+    } else {
+        let grpc_tls = trust::server::server_config(&trust, reachmap_tls::ALPN_H2)?;
+        let http_tls = trust::server::server_config(&trust, reachmap_tls::ALPN_HTTP1)?;
+        let conns = trust::server::accept(grpc, grpc_tls, "gRPC", shutdown.clone());
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(conns),
+            Ok::<_, std::io::Error>,
+        );
+        let grpc_task = tokio::spawn(
+            grpc_server.serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned()),
+        );
+        let listener = trust::server::HttpsListener {
+            local: http.local_addr()?,
+            rx: trust::server::accept(http, http_tls, "HTTP", shutdown.clone()),
+        };
+        let http_shutdown = shutdown.clone();
+        let http_task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<trust::Peer>(),
+            )
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+        });
+        (grpc_task, http_task)
+    };
+    if let Some(listener) = metrics_only {
+        tracing::info!(addr = %config.metrics_listen.map(|a| a.to_string()).unwrap_or_default(), "serving /metrics without authentication");
+        let metrics_shutdown = shutdown.clone();
+        let router = http::metrics_router(fleet.clone(), config.metrics_pair_cap);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(metrics_shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
 
     shutdown.cancelled().await;
     let stopped = async {

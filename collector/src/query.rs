@@ -6,7 +6,10 @@ use crate::model::health::SourceState;
 use crate::model::{Interface, NodeFacts, Route};
 use crate::state::{Fleet, Node, unix_nanos};
 use reachmap_proto::v1 as pb;
+use crate::trust::{Caller, Peer, TokenKind, TokenRecord, Trust};
+use reachmap_tls::Role;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Recent events returned with a node's details.
@@ -14,11 +17,39 @@ const RECENT_EVENTS: usize = 50;
 
 pub struct Query {
     fleet: Fleet,
+    trust: Arc<Trust>,
 }
 
 impl Query {
-    pub fn new(fleet: Fleet) -> Self {
-        Query { fleet }
+    pub fn new(fleet: Fleet, trust: Arc<Trust>) -> Self {
+        Query { fleet, trust }
+    }
+
+    /// Who sent `request`, if they may do `what` (which needs `need`).
+    fn allow<T>(&self, request: &Request<T>, need: Role, what: &str) -> Result<Caller, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trust::bearer);
+        let caller = self
+            .trust
+            .caller(request.extensions().get::<Peer>(), token)?;
+        self.trust.allow(&caller, need, what)?;
+        Ok(caller)
+    }
+}
+
+fn token_info(r: &TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: r.id.clone(),
+        kind: r.kind.as_str().into(),
+        created_unix: r.created_unix,
+        expires_unix: r.expires_unix,
+        uses_left: r.uses_left,
+        node: r.node.clone().unwrap_or_default(),
+        description: r.description.clone(),
+        revoked: r.revoked,
     }
 }
 
@@ -167,8 +198,9 @@ pub async fn get(fleet: &Fleet, name: String) -> Result<pb::NodeDetail, Status> 
 impl pb::query_server::Query for Query {
     async fn list_nodes(
         &self,
-        _: Request<pb::ListNodesRequest>,
+        request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.allow(&request, Role::Viewer, "nodes")?;
         Ok(Response::new(pb::ListNodesResponse {
             nodes: list(&self.fleet).await?,
         }))
@@ -178,6 +210,7 @@ impl pb::query_server::Query for Query {
         &self,
         request: Request<pb::MatrixRequest>,
     ) -> Result<Response<pb::Matrix>, Status> {
+        self.allow(&request, Role::Viewer, "matrix")?;
         let port = u16::try_from(request.into_inner().port)
             .map_err(|_| Status::invalid_argument("port: over 65535"))?;
         let port = (port != 0).then_some(port);
@@ -198,6 +231,7 @@ impl pb::query_server::Query for Query {
         &self,
         request: Request<pb::WhyRequest>,
     ) -> Result<Response<pb::WhyAnswer>, Status> {
+        self.allow(&request, Role::Viewer, "why")?;
         let r = request.into_inner();
         let port = match u16::try_from(r.port) {
             Ok(0) => reachmap_proto::DEFAULT_PROBE_PORT,
@@ -212,6 +246,8 @@ impl pb::query_server::Query for Query {
         &self,
         request: Request<pb::TestPortRequest>,
     ) -> Result<Response<pb::TestPortResult>, Status> {
+        let caller = self.allow(&request, Role::Operator, "test-port")?;
+        tracing::info!(?caller, "test-port");
         Ok(Response::new(
             crate::testport::run(&self.fleet, request.into_inner()).await?,
         ))
@@ -221,8 +257,81 @@ impl pb::query_server::Query for Query {
         &self,
         request: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::NodeDetail>, Status> {
+        self.allow(&request, Role::Viewer, "node")?;
         Ok(Response::new(
             get(&self.fleet, request.into_inner().name).await?,
         ))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let caller = self.allow(&request, Role::Operator, "token create")?;
+        let r = request.into_inner();
+        let kind = TokenKind::parse(&r.kind).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "kind {:?}: expected enroll, viewer or operator",
+                r.kind
+            ))
+        })?;
+        let ttl = (r.ttl_seconds > 0).then(|| std::time::Duration::from_secs(r.ttl_seconds));
+        let node = (!r.node.is_empty()).then_some(r.node);
+        let (token, rec) = self
+            .trust
+            .create_token(kind, ttl, r.uses, node, r.description)
+            .map_err(Status::invalid_argument)?;
+        tracing::info!(?caller, id = %rec.id, kind = rec.kind.as_str(), "token created");
+        Ok(Response::new(pb::CreateTokenResponse {
+            token,
+            info: Some(token_info(&rec)),
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.allow(&request, Role::Operator, "token list")?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: self.trust.list_tokens().iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let caller = self.allow(&request, Role::Operator, "token revoke")?;
+        let id = request.into_inner().id;
+        self.trust
+            .revoke_token(&id)
+            .map_err(Status::not_found)?;
+        tracing::info!(?caller, %id, "token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+
+    async fn revoke_node(
+        &self,
+        request: Request<pb::RevokeNodeRequest>,
+    ) -> Result<Response<pb::RevokeNodeResponse>, Status> {
+        let caller = self.allow(&request, Role::Operator, "node revoke")?;
+        let node = request.into_inner().node;
+        reachmap_proto::check_node_name(&node).map_err(Status::invalid_argument)?;
+        let name = node.clone();
+        let connected = self
+            .fleet
+            .read(move |nodes: &BTreeMap<String, Node>| nodes.get(&name).is_some_and(Node::connected))
+            .await
+            .unwrap_or(false);
+        let certificates = self
+            .trust
+            .revoke_node(&node)
+            .map_err(Status::internal)?;
+        tracing::warn!(?caller, %node, certificates, "node revoked");
+        Ok(Response::new(pb::RevokeNodeResponse {
+            certificates,
+            disconnected: connected,
+        }))
     }
 }

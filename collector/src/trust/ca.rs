@@ -18,18 +18,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
-use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// The URI SAN that marks the collector's certificate.
-pub const COLLECTOR_ROLE_URI: &str = "reachmap:collector";
+pub use reachmap_tls::COLLECTOR_ROLE_URI;
 const CA_LIFETIME_DAYS: i64 = 3650;
 const SERVER_LIFETIME_DAYS: i64 = 365;
 /// A server certificate this close to its end is issued again at start.
@@ -48,6 +45,8 @@ pub enum TrustError {
     Issue(#[from] rcgen::Error),
     #[error("{0:?} is not a DNS name or an IP address")]
     BadName(String),
+    #[error("a lifetime of {0:?} is too long")]
+    Lifetime(std::time::Duration),
 }
 
 /// The CA and the server certificate, in PEM.
@@ -105,15 +104,34 @@ impl Authority {
         names: &[String],
         host_name: Option<&str>,
     ) -> Result<(Authority, Made), TrustError> {
+        Self::load_with(data_dir, names, host_name, None)
+    }
+
+    /// `load_or_create`, with the operator's own CA (`--ca-cert`, `--ca-key`)
+    /// when `own_ca` names its files: it is used as it is and never written.
+    pub fn load_with(
+        data_dir: &Path,
+        names: &[String],
+        host_name: Option<&str>,
+        own_ca: Option<(&Path, &Path)>,
+    ) -> Result<(Authority, Made), TrustError> {
         let dir = Self::dir(data_dir);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let (ca_key, ca_cert_pem, made_ca) = match read_optional(&dir.join("ca.key"))? {
+        let (cert_path, key_path) = match own_ca {
+            Some((c, k)) => (c.to_owned(), k.to_owned()),
+            None => (dir.join("ca.crt"), dir.join("ca.key")),
+        };
+        let own_key = match own_ca {
+            Some(_) => Some(
+                read_optional(&key_path)?.ok_or_else(|| bad(&key_path, "no such file"))?,
+            ),
+            None => read_optional(&key_path)?,
+        };
+        let (ca_key, ca_cert_pem, made_ca) = match own_key {
             Some(key_pem) => {
-                let key_path = dir.join("ca.key");
                 let key = KeyPair::from_pem(&key_pem).map_err(|e| bad(&key_path, e.to_string()))?;
-                let cert_path = dir.join("ca.crt");
                 let cert = read_optional(&cert_path)?
-                    .ok_or_else(|| bad(&cert_path, "missing while ca.key exists"))?;
+                    .ok_or_else(|| bad(&cert_path, "missing while its key exists"))?;
                 (key, cert, false)
             }
             None => {
@@ -124,12 +142,19 @@ impl Authority {
                 (key, cert, true)
             }
         };
-        let ca_path = dir.join("ca.crt");
+        let ca_path = cert_path;
         let ca_der = pem_der(&ca_path, &ca_cert_pem)?;
-        let spki = spki_of(&ca_der).map_err(|e| bad(&ca_path, e))?;
-        let pin = pin_of_spki(&spki);
+        let ca_info = reachmap_tls::cert_info(&ca_der).map_err(|e| bad(&ca_path, e))?;
+        if !ca_info.is_ca {
+            return Err(bad(&ca_path, "is not a CA certificate (no CA basic constraint)"));
+        }
+        let spki = ca_info.spki;
+        let pin = reachmap_tls::pin_of_spki(&spki);
         if spki != ca_key.subject_public_key_info() {
-            return Err(bad(&ca_path, "is not the certificate of ca.key"));
+            return Err(bad(
+                &ca_path,
+                format!("is not the certificate of {}", key_path.display()),
+            ));
         }
 
         let wanted = server_names(names, host_name)?;
@@ -175,6 +200,94 @@ impl Authority {
     pub fn ca_key(&self) -> &KeyPair {
         &self.ca_key
     }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> Result<Vec<u8>, TrustError> {
+        pem_der(&self.dir.join("ca.crt"), &self.ca_cert_pem)
+    }
+
+    /// A node's certificate for the key of a checked CSR: the URI SAN
+    /// `reachmap:node:NAME`, clientAuth only, `lifetime` long.
+    pub fn issue_node(
+        &self,
+        csr: &super::csr::CheckedCsr,
+        lifetime: std::time::Duration,
+    ) -> Result<Issued, TrustError> {
+        let mut p = leaf_params(lifetime)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, csr.node.as_str());
+        p.distinguished_name = dn;
+        p.subject_alt_names.push(uri_san(&reachmap_tls::node_uri(&csr.node))?);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut request = csr.request.clone();
+        request.params = p;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, &self.ca_key)?;
+        let der = request.signed_by(&issuer)?.der().to_vec();
+        Issued::of(der)
+    }
+
+    /// A query client's certificate and its key (PEM), for `role`.
+    pub fn issue_client(
+        &self,
+        name: &str,
+        role: reachmap_tls::Role,
+        lifetime: std::time::Duration,
+    ) -> Result<(Issued, String), TrustError> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut p = leaf_params(lifetime)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, name);
+        p.distinguished_name = dn;
+        p.subject_alt_names.push(uri_san(&reachmap_tls::client_uri(name))?);
+        p.subject_alt_names.push(uri_san(&reachmap_tls::role_uri(role))?);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, &self.ca_key)?;
+        let der = p.signed_by(&key, &issuer)?.der().to_vec();
+        Ok((Issued::of(der)?, key.serialize_pem()))
+    }
+}
+
+/// A certificate the CA issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub der: Vec<u8>,
+    pub serial: String,
+    pub not_after_unix: i64,
+}
+
+impl Issued {
+    fn of(der: Vec<u8>) -> Result<Issued, TrustError> {
+        let info = reachmap_tls::cert_info(&der).map_err(|e| bad(Path::new("issued"), e))?;
+        Ok(Issued {
+            der,
+            serial: info.serial,
+            not_after_unix: info.not_after_unix,
+        })
+    }
+}
+
+fn uri_san(uri: &str) -> Result<SanType, TrustError> {
+    Ok(SanType::URI(
+        uri.to_string()
+            .try_into()
+            .map_err(|_| TrustError::BadName(uri.to_string()))?,
+    ))
+}
+
+/// A leaf certificate's common parameters: a random serial, digital
+/// signature only, valid from five minutes ago (clock skew) for `lifetime`.
+fn leaf_params(lifetime: std::time::Duration) -> Result<CertificateParams, TrustError> {
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    let mut serial: [u8; 16] = rand::random();
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::minutes(5);
+    p.not_after = now
+        + Duration::try_from(lifetime).map_err(|_| TrustError::Lifetime(lifetime))?;
+    Ok(p)
 }
 
 /// The pin of the CA kept under `data_dir`, without making one.
@@ -187,7 +300,7 @@ pub fn read_pin(data_dir: &Path) -> Result<String, TrustError> {
         )
     })?;
     let der = pem_der(&path, &pem)?;
-    pin_of_der(&der).map_err(|e| bad(&path, e))
+    reachmap_tls::pin_of_cert(&der).map_err(|e| bad(&path, e))
 }
 
 fn ca_params() -> Result<CertificateParams, TrustError> {
@@ -271,65 +384,6 @@ fn server_params(names: &BTreeSet<String>) -> Result<CertificateParams, TrustErr
     Ok(p)
 }
 
-/// What a certificate says about itself, for the checks here and in tests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertFacts {
-    /// DNS names and IP addresses, as text.
-    pub names: BTreeSet<String>,
-    pub uris: BTreeSet<String>,
-    pub server_auth: bool,
-    pub client_auth: bool,
-    pub is_ca: bool,
-    pub not_after_unix: i64,
-    /// The raw SubjectPublicKeyInfo of the issuer is not in a certificate:
-    /// this is the issuer's distinguished name, as text.
-    pub issuer: String,
-}
-
-pub fn cert_facts(der: &[u8]) -> Result<CertFacts, String> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
-    Ok(facts_of(&cert))
-}
-
-fn facts_of(cert: &X509Certificate<'_>) -> CertFacts {
-    let mut names = BTreeSet::new();
-    let mut uris = BTreeSet::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for g in &san.value.general_names {
-            match g {
-                GeneralName::DNSName(d) => {
-                    names.insert(d.to_ascii_lowercase());
-                }
-                GeneralName::IPAddress(b) => {
-                    let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
-                        _ => None,
-                    };
-                    if let Some(ip) = ip {
-                        names.insert(ip.to_string());
-                    }
-                }
-                GeneralName::URI(u) => {
-                    uris.insert((*u).to_string());
-                }
-                _ => {}
-            }
-        }
-    }
-    let eku = cert.extended_key_usage().ok().flatten();
-    CertFacts {
-        names,
-        uris,
-        server_auth: eku.as_ref().is_some_and(|e| e.value.server_auth),
-        client_auth: eku.as_ref().is_some_and(|e| e.value.client_auth),
-        is_ca: cert.is_ca(),
-        not_after_unix: cert.validity().not_after.timestamp(),
-        issuer: cert.issuer().to_string(),
-    }
-}
-
 /// Whether `cert_pem` is a server certificate of the CA whose public key
 /// is `ca_spki`, for exactly `wanted`, and not near its end.
 fn server_is_current(cert_pem: &str, ca_spki: &[u8], wanted: &BTreeSet<String>) -> bool {
@@ -345,33 +399,15 @@ fn server_is_current(cert_pem: &str, ca_spki: &[u8], wanted: &BTreeSet<String>) 
     if cert.verify_signature(Some(&ca_key)).is_err() {
         return false;
     }
-    let f = facts_of(&cert);
+    let f = match reachmap_tls::cert_info(&der) {
+        Ok(f) => f,
+        Err(_) => return false,
+    };
     let renew_at = OffsetDateTime::now_utc() + Duration::days(SERVER_RENEW_BEFORE_DAYS);
     f.names == *wanted
         && f.uris.contains(COLLECTOR_ROLE_URI)
         && f.server_auth
         && f.not_after_unix > renew_at.unix_timestamp()
-}
-
-fn spki_of(der: &[u8]) -> Result<Vec<u8>, String> {
-    let (_, cert) =
-        X509Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
-    Ok(cert.tbs_certificate.subject_pki.raw.to_vec())
-}
-
-/// `sha256:<hex>` of a certificate's SubjectPublicKeyInfo.
-pub fn pin_of_der(der: &[u8]) -> Result<String, String> {
-    Ok(pin_of_spki(&spki_of(der)?))
-}
-
-fn pin_of_spki(spki: &[u8]) -> String {
-    let digest = Sha256::digest(spki);
-    let mut hex = String::with_capacity(71);
-    hex.push_str("sha256:");
-    for b in digest {
-        hex.push_str(&format!("{b:02x}"));
-    }
-    hex
 }
 
 fn pem_der(path: &Path, pem: &str) -> Result<Vec<u8>, TrustError> {
@@ -380,7 +416,7 @@ fn pem_der(path: &Path, pem: &str) -> Result<Vec<u8>, TrustError> {
     Ok(p.contents)
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, TrustError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, TrustError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -390,7 +426,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, TrustError> {
 
 /// Writes through a temp file of this process's own and a rename, with
 /// `mode` from the moment the file exists.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -449,9 +485,9 @@ mod tests {
             a.pin
         );
 
-        let ca = cert_facts(&der(&a.ca_cert_pem)).expect("ca");
+        let ca = reachmap_tls::cert_info(&der(&a.ca_cert_pem)).expect("ca");
         assert!(ca.is_ca);
-        let s = cert_facts(&der(&a.server_cert_pem)).expect("server");
+        let s = reachmap_tls::cert_info(&der(&a.server_cert_pem)).expect("server");
         assert_eq!(
             s.names,
             BTreeSet::from([
@@ -466,7 +502,7 @@ mod tests {
         // Signed by the CA, for real.
         assert!(server_is_current(
             &a.server_cert_pem,
-            &spki_of(&der(&a.ca_cert_pem)).expect("spki"),
+            &reachmap_tls::cert_info(&der(&a.ca_cert_pem)).expect("ca").spki,
             &server_names(&names, Some("hub-1")).expect("names")
         ));
         assert_eq!(read_pin(data.path()).expect("pin"), a.pin);
@@ -500,7 +536,7 @@ mod tests {
         );
         assert_eq!(c.pin, a.pin);
         assert!(
-            cert_facts(&der(&c.server_cert_pem))
+            reachmap_tls::cert_info(&der(&c.server_cert_pem))
                 .expect("facts")
                 .names
                 .contains("c2")
