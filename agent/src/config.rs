@@ -32,7 +32,7 @@ pub struct Flags {
     /// TOML configuration file [default: /etc/reachmap/agent.toml when it exists]
     #[arg(long, env = "REACHMAP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Collector gRPC URL, e.g. http://collector:7440
+    /// Collector gRPC URL, e.g. https://collector:7440
     #[arg(long, env = "REACHMAP_COLLECTOR", value_name = "URL")]
     pub collector: Option<String>,
     /// This node's name [default: the hostname]
@@ -82,6 +82,18 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub labels: Vec<String>,
+    /// A bootstrap token (`reachmap token create`): with it the agent enrols once, making its key on this host, and keeps its certificate in the state directory
+    #[arg(long, env = "REACHMAP_ENROLL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub enroll_token: Option<String>,
+    /// The collector CA's pin (`reachmap-collector ca pin`), trusted on first contact
+    #[arg(long, env = "REACHMAP_CA_PIN", value_name = "sha256:HEX")]
+    pub ca_pin: Option<String>,
+    /// The collector's CA certificate (PEM), instead of a pin
+    #[arg(long, env = "REACHMAP_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Plaintext to a collector started with --insecure (a lab only; a WARN at every start)
+    #[arg(long, env = "REACHMAP_INSECURE")]
+    pub insecure: bool,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -102,6 +114,10 @@ struct File {
     probe_listen: Option<String>,
     event_buffer: Option<usize>,
     labels: Option<BTreeMap<String, String>>,
+    enroll_token: Option<String>,
+    ca_pin: Option<String>,
+    ca_file: Option<PathBuf>,
+    insecure: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +140,11 @@ pub struct Config {
     pub etc: PathBuf,
     pub event_buffer: usize,
     pub labels: BTreeMap<String, String>,
+    pub enroll_token: Option<String>,
+    /// Normalised `sha256:<hex>`.
+    pub ca_pin: Option<String>,
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
 }
 
 impl Config {
@@ -223,8 +244,23 @@ impl Config {
         if event_buffer == 0 {
             return Err(invalid("event_buffer", "must be at least 1"));
         }
+        let insecure = flags.insecure || file.insecure.unwrap_or(false);
+        let ca_pin = match flags.ca_pin.clone().or(file.ca_pin) {
+            Some(p) => Some(reachmap_tls::identity::check_pin(p.trim()).map_err(|m| invalid("ca_pin", m))?),
+            None => None,
+        };
+        let enroll_token = flags
+            .enroll_token
+            .clone()
+            .or(file.enroll_token)
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
         Ok(Config {
-            collector: parse_collector_url(&collector)?,
+            collector: parse_collector_url(&collector, insecure)?,
+            enroll_token,
+            ca_pin,
+            ca_file: flags.ca_file.clone().or(file.ca_file),
+            insecure,
             node,
             heartbeat_interval,
             reconnect_initial: Duration::from_millis(200).min(reconnect_max),
@@ -309,26 +345,34 @@ fn duration(
     Ok(d)
 }
 
-/// `http://host[:port]`; the port defaults to the collector's gRPC port.
-pub fn parse_collector_url(text: &str) -> Result<Uri, ConfigError> {
+/// `https://host[:port]` (`http://` only with `--insecure`); the port
+/// defaults to the collector's gRPC port.
+pub fn parse_collector_url(text: &str, insecure: bool) -> Result<Uri, ConfigError> {
     let uri: Uri = text
         .parse()
         .map_err(|e| invalid("collector", format!("{text:?} is not a URL ({e})")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    let scheme = match (uri.scheme_str(), insecure) {
+        (Some("https"), false) => "https",
+        (Some("http"), true) => "http",
+        (Some("http"), false) => {
             return Err(invalid(
                 "collector",
-                format!("{text:?}: https is not supported yet; use http://"),
+                format!("{text:?} is plaintext: use https:// (or --insecure for a collector started with --insecure)"),
+            ));
+        }
+        (Some("https"), true) => {
+            return Err(invalid(
+                "collector",
+                format!("{text:?}: --insecure speaks plaintext, use http://"),
             ));
         }
         _ => {
             return Err(invalid(
                 "collector",
-                format!("{text:?} must start with http://"),
+                format!("{text:?} must start with https://"),
             ));
         }
-    }
+    };
     let Some(authority) = uri.authority() else {
         return Err(invalid("collector", format!("{text:?} has no host")));
     };
@@ -339,7 +383,7 @@ pub fn parse_collector_url(text: &str) -> Result<Uri, ConfigError> {
         return Ok(uri);
     }
     let with_port = format!(
-        "http://{}:{}",
+        "{scheme}://{}:{}",
         authority.host(),
         reachmap_proto::DEFAULT_GRPC_PORT
     );
@@ -379,7 +423,7 @@ mod tests {
     fn flags() -> Flags {
         Flags {
             config: Some("/nonexistent-reachmap-test.toml".into()),
-            collector: Some("http://198.18.0.1:7440".into()),
+            collector: Some("https://198.18.0.1:7440".into()),
             node: Some("n1".into()),
             ..Flags::default()
         }
@@ -414,7 +458,7 @@ mod tests {
     #[test]
     fn file_values_and_flag_override() {
         let mut f = with_file(
-            "collector = \"http://c:1\"\nnode = \"from-file\"\nheartbeat_interval = \"2s\"\n[labels]\nzone = \"a\"\n",
+            "collector = \"https://c:1\"\nnode = \"from-file\"\nheartbeat_interval = \"2s\"\n[labels]\nzone = \"a\"\n",
         );
         let c = load(&f).expect("valid");
         assert_eq!(c.node, "from-file");
@@ -430,7 +474,7 @@ mod tests {
     #[test]
     fn unknown_key_in_file_is_named() {
         let e = load(&with_file(
-            "collector = \"http://c:1\"\nheartbeat = \"2s\"\n",
+            "collector = \"https://c:1\"\nheartbeat = \"2s\"\n",
         ))
         .expect_err("unknown key");
         assert!(e.contains("heartbeat"), "{e}");
@@ -440,7 +484,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let mut f = with_file("");
-        f.collector = Some("http://c:1".into());
+        f.collector = Some("https://c:1".into());
         f.node = Some("n".into());
         f.heartbeat_interval = Some("soon".into());
         assert!(
@@ -456,7 +500,7 @@ mod tests {
         assert!(load(&f).expect_err("bad").starts_with("collector:"));
         f.collector = None;
         assert!(load(&f).expect_err("bad").starts_with("collector: not set"));
-        f.collector = Some("http://c:1".into());
+        f.collector = Some("https://c:1".into());
         f.labels = vec!["novalue".into()];
         assert!(load(&f).expect_err("bad").starts_with("labels:"));
     }
@@ -477,18 +521,33 @@ mod tests {
     #[test]
     fn collector_url_gets_the_default_port() {
         assert_eq!(
-            parse_collector_url("http://collector")
+            parse_collector_url("https://collector", false)
                 .expect("ok")
                 .to_string(),
-            "http://collector:7440/"
+            "https://collector:7440/"
         );
         assert_eq!(
-            parse_collector_url("http://10.0.0.1:9000")
+            parse_collector_url("https://10.0.0.1:9000", false)
                 .expect("ok")
                 .port_u16(),
             Some(9000)
         );
-        assert!(parse_collector_url("not a url").is_err());
-        assert!(parse_collector_url("https://c:1").is_err());
+        assert!(parse_collector_url("not a url", false).is_err());
+        // Plaintext only on request, and then only plaintext.
+        let e = parse_collector_url("http://c:1", false).expect_err("plaintext");
+        assert!(e.to_string().contains("is plaintext"), "{e}");
+        assert!(parse_collector_url("http://c:1", true).is_ok());
+        assert!(parse_collector_url("https://c:1", true).is_err());
+    }
+
+    #[test]
+    fn a_bad_pin_names_its_key() {
+        let mut f = flags();
+        f.config = None;
+        f.ca_pin = Some("sha256:123".into());
+        let e = Config::load(&Flags { config: Some(with_file("").config.expect("path")), ..f })
+            .expect_err("bad pin")
+            .to_string();
+        assert!(e.starts_with("ca_pin:"), "{e}");
     }
 }

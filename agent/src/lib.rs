@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod credentials;
 pub mod diff;
 pub mod events;
 pub mod facts;
@@ -38,6 +39,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let identity = inspect::host::read_identity(&config.procfs, &config.etc)?;
     let config = Arc::new(config);
     tracing::info!(node = %config.node, boot_id = %identity.boot_id, collector = %config.collector, "starting");
+    // Who this node is to the collector: its certificate, from the state
+    // directory or by enrolment (before anything else starts).
+    let (tls_tx, tls_rx) = watch::channel(None);
+    let mut renewal = None;
+    if config.insecure {
+        tracing::warn!("--insecure: plaintext to the collector, which is not authenticated: anyone on the path can read this host's facts or pose as the collector (for a lab only)");
+    } else {
+        match credentials::obtain_patiently(&config, &shutdown).await {
+            Ok(Some(creds)) => {
+                tls_tx.send_replace(Some(creds.tls.clone()));
+                renewal = Some(creds);
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => anyhow::bail!("{e}"),
+        }
+    }
 
     // Every queue below has a consumer from the first moment: the hub
     // drains the readings, and the stream task drains the hub's updates
@@ -52,6 +69,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (probe_tx, probe_rx) = mpsc::channel(PROBE_OUTPUT_QUEUE);
 
     let mut tasks = Vec::new();
+    if let Some(creds) = renewal {
+        tasks.push(tokio::spawn(
+            credentials::renew(config.clone(), creds, tls_tx, shutdown.clone())
+                .instrument(tracing::info_span!("renewal")),
+        ));
+    }
     tasks.push(tokio::spawn(
         hub::run(
             readings_rx,
@@ -73,6 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         net_rx,
         updates_rx,
         probing,
+        tls_rx,
     );
     tasks.push(tokio::spawn(
         client

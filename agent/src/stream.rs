@@ -72,6 +72,9 @@ pub struct Client {
     fleet: Arc<HashSet<IpAddr>>,
     answers_tx: mpsc::Sender<pb::CommandResult>,
     answers: mpsc::Receiver<pb::CommandResult>,
+    /// The node's current certificate (renewed beside the stream); `None`
+    /// with `--insecure`.
+    tls: watch::Receiver<crate::credentials::Tls>,
 }
 
 impl Client {
@@ -81,9 +84,11 @@ impl Client {
         net: watch::Receiver<Arc<Versioned>>,
         updates: mpsc::Receiver<Update>,
         probing: Probing,
+        tls: watch::Receiver<crate::credentials::Tls>,
     ) -> Self {
         let (answers_tx, answers) = mpsc::channel(COMMAND_QUEUE);
         Client {
+            tls,
             probing,
             fleet: Arc::default(),
             answers_tx,
@@ -315,7 +320,14 @@ impl Client {
             )
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true);
-        let Some(channel) = self.taking_in(shutdown, endpoint.connect()).await else {
+        let tls = self.tls.borrow().clone();
+        let connecting = async move {
+            match tls {
+                Some(tls) => reachmap_tls::connect(endpoint, tls).await,
+                None => endpoint.connect().await,
+            }
+        };
+        let Some(channel) = self.taking_in(shutdown, connecting).await else {
             return Ok(Ended::Shutdown);
         };
         let channel = channel.map_err(|source| StreamError::Connect {

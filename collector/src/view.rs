@@ -684,3 +684,31 @@ impl From<&pb::TestPortResult> for TestPortView {
         }
     }
 }
+
+/// A token as `reachmap token list --format json` shows it (never its secret).
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TokenView {
+    pub id: String,
+    pub kind: String,
+    pub created: String,
+    pub expires: String,
+    pub uses_left: Option<u32>,
+    pub node: Option<String>,
+    pub description: String,
+    pub revoked: bool,
+}
+
+impl From<&pb::TokenInfo> for TokenView {
+    fn from(t: &pb::TokenInfo) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            kind: t.kind.clone(),
+            created: rfc3339(t.created_unix.saturating_mul(1_000_000_000)).unwrap_or_default(),
+            expires: rfc3339(t.expires_unix.saturating_mul(1_000_000_000)).unwrap_or_default(),
+            uses_left: (t.kind == "enroll").then_some(t.uses_left),
+            node: (!t.node.is_empty()).then(|| t.node.clone()),
+            description: t.description.clone(),
+            revoked: t.revoked,
+        }
+    }
+}

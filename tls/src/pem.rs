@@ -3,6 +3,9 @@
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// A DER certificate.
+pub type CertDer = CertificateDer<'static>;
+
 /// Every certificate in `pem`, in order; an error when there is none.
 pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())

@@ -20,6 +20,24 @@ enum Command {
         #[command(subcommand)]
         what: CaCommand,
     },
+    /// Issue a query client's certificate: writes a bundle (certificate, key, CA) the reachmap CLI reads with --credentials
+    IssueClient {
+        /// The client's name, as the collector logs it
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Where to write the bundle (0600) [default: standard output]
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "365d", value_name = "DURATION")]
+        lifetime: humantime::Duration,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    Viewer,
+    Operator,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -45,20 +63,40 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(78);
         }
     };
-    if let Some(Command::Ca {
-        what: CaCommand::Pin,
-    }) = cli.command
-    {
-        return match reachmap_collector::trust::read_pin(&config.data_dir) {
-            Ok(pin) => {
-                println!("{pin}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("reachmap-collector: {e}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Command::Ca {
+            what: CaCommand::Pin,
+        }) => {
+            return match reachmap_collector::trust::read_pin(&config.data_dir) {
+                Ok(pin) => {
+                    println!("{pin}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("reachmap-collector: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::IssueClient {
+            name,
+            role,
+            out,
+            lifetime,
+        }) => {
+            let role = match role {
+                RoleArg::Viewer => reachmap_tls::Role::Viewer,
+                RoleArg::Operator => reachmap_tls::Role::Operator,
+            };
+            return match issue_client(&config, &name, role, out.as_deref(), lifetime.into()) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("reachmap-collector: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        None => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -82,6 +120,53 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn issue_client(
+    config: &Config,
+    name: &str,
+    role: reachmap_tls::Role,
+    out: Option<&std::path::Path>,
+    lifetime: std::time::Duration,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    reachmap_proto::check_node_name(name).map_err(|e| e.replace("node name", "client name"))?;
+    let own = config
+        .own_ca
+        .as_ref()
+        .map(|(c, k)| (c.as_path(), k.as_path()));
+    let ca = reachmap_collector::trust::Authority::existing_ca(&config.data_dir, own)
+        .map_err(|e| e.to_string())?;
+    let (issued, key_pem) = ca
+        .issue_client(name, role, lifetime)
+        .map_err(|e| e.to_string())?;
+    let bundle = format!(
+        "{}{}{}",
+        reachmap_tls::pem::cert_pem(&issued.der),
+        key_pem,
+        ca.ca_cert_pem
+    );
+    match out {
+        None => print!("{bundle}"),
+        Some(path) => {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut f| f.write_all(bundle.as_bytes()))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!(
+                "wrote {} ({role} {name}, serial {}); use it with reachmap --credentials {}",
+                path.display(),
+                issued.serial,
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn signals(shutdown: CancellationToken) {

@@ -1,5 +1,6 @@
 //! `reachmap`, the query CLI: talks to the collector's Query service.
 
+mod connect;
 mod facts;
 mod matrix;
 mod render;
@@ -9,9 +10,7 @@ mod why;
 use crate::view;
 use clap::{Parser, Subcommand, ValueEnum};
 use reachmap_proto::v1 as pb;
-use reachmap_proto::v1::query_client::QueryClient;
-use std::time::{Duration, SystemTime};
-use tonic::transport::{Channel, Endpoint};
+use std::time::SystemTime;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,10 +24,12 @@ pub struct Cli {
         long,
         global = true,
         env = "REACHMAP_COLLECTOR",
-        default_value = "http://127.0.0.1:7440",
+        default_value = "https://127.0.0.1:7440",
         value_name = "URL"
     )]
     pub collector: String,
+    #[command(flatten)]
+    pub auth: connect::Auth,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,11 +41,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Show one node's facts: interfaces, addresses, routes, recent events
+    /// Show one node's facts: interfaces, addresses, routes, recent events (or `node revoke NAME`)
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Node {
-        name: String,
+        #[arg(required = true)]
+        name: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        #[command(subcommand)]
+        action: Option<NodeAction>,
+    },
+    /// Bootstrap tokens for agents, and API tokens for scripts and the web page (operator)
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
     },
     /// Who reaches whom, right now: a grid of sources and destinations
     Matrix {
@@ -81,6 +91,49 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum NodeAction {
+    /// Deny the node's certificates: its stream is cut at once and its handshakes refused (operator)
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Make a token; it is printed once
+    Create {
+        /// How long it is valid [default: 1h for enrolment, 30d for API tokens]
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<humantime::Duration>,
+        /// Enrolment: how many nodes may use it
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        uses: u32,
+        /// Enrolment: the only node name it may enrol
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// An API token with this role instead of an enrolment token
+        #[arg(long, value_enum, value_name = "ROLE")]
+        role: Option<RoleArg>,
+        /// A note shown by `token list`
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        description: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The tokens, without their secrets
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke a token by its ID (the part before the dot)
+    Revoke { id: String },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    Viewer,
+    Operator,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
@@ -89,7 +142,7 @@ pub enum Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("{0:?} is not a collector URL (expected http://HOST:PORT)")]
+    #[error("{0:?} is not a collector URL (expected https://HOST:PORT)")]
     BadUrl(String),
     #[error("cannot reach the collector at {url}: {reason}")]
     Unreachable { url: String, reason: String },
@@ -101,7 +154,6 @@ pub enum CliError {
 
 /// Bad cells `reachmap matrix` asks the correlator about.
 const MAX_EXPLAINED: usize = 100;
-const MAX_ANSWER_BYTES: usize = 512 * 1024 * 1024;
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
@@ -111,37 +163,23 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-async fn connect(url: &str) -> Result<QueryClient<Channel>, CliError> {
-    let uri: tonic::transport::Uri = url.parse().map_err(|_| CliError::BadUrl(url.to_string()))?;
-    if !matches!(uri.scheme_str(), Some("http")) || uri.host().is_none() {
-        return Err(CliError::BadUrl(url.to_string()));
-    }
-    let channel = Endpoint::from(uri)
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| CliError::Unreachable {
-            url: url.to_string(),
-            reason: root_cause(&e),
-        })?;
-    // A whole matrix of a large fleet is bigger than one agent message.
-    Ok(QueryClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
-}
-
 fn status(url: &str, s: tonic::Status) -> CliError {
     match s.code() {
         tonic::Code::Unavailable => CliError::Unreachable {
             url: url.to_string(),
             reason: s.message().to_string(),
         },
+        tonic::Code::Unauthenticated => {
+            CliError::Query(format!("not authenticated: {}", s.message()))
+        }
+        tonic::Code::PermissionDenied => CliError::Query(format!("not allowed: {}", s.message())),
         _ => CliError::Query(s.message().to_string()),
     }
 }
 
 /// Runs one command and returns what to print on stdout.
 pub async fn run(cli: Cli) -> Result<String, CliError> {
-    let mut client = connect(&cli.collector).await?;
+    let mut client = connect::connect(&cli.collector, &cli.auth).await?;
     let now = SystemTime::now();
     match cli.command {
         Command::Nodes { format } => {
@@ -258,7 +296,24 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 Format::Table => format!("{}\n", r.detail),
             })
         }
-        Command::Node { name, format } => {
+        Command::Node {
+            action: Some(NodeAction::Revoke { name }),
+            ..
+        } => {
+            let r = client
+                .revoke_node(pb::RevokeNodeRequest { node: name.clone() })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            Ok(format!(
+                "revoked {name}: {} certificate(s) denied{}\n",
+                r.certificates,
+                if r.disconnected { ", its stream cut" } else { "" }
+            ))
+        }
+        Command::Token { action } => token(&mut client, &cli.collector, action).await,
+        Command::Node { name, format, .. } => {
+            let name = name.unwrap_or_default();
             let detail = client
                 .get_node(pb::GetNodeRequest { name })
                 .await
@@ -268,6 +323,66 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 Format::Json => json(&view::NodeDetailView::from(&detail)),
                 Format::Table => table::node(&detail, now),
             })
+        }
+    }
+}
+
+async fn token(
+    client: &mut connect::Client,
+    url: &str,
+    action: TokenAction,
+) -> Result<String, CliError> {
+    match action {
+        TokenAction::Create {
+            ttl,
+            uses,
+            node,
+            role,
+            description,
+            format,
+        } => {
+            let kind = match role {
+                None => "enroll",
+                Some(RoleArg::Viewer) => "viewer",
+                Some(RoleArg::Operator) => "operator",
+            };
+            let r = client
+                .create_token(pb::CreateTokenRequest {
+                    kind: kind.into(),
+                    ttl_seconds: ttl.map(|d| d.as_secs().max(1)).unwrap_or(0),
+                    uses,
+                    node: node.unwrap_or_default(),
+                    description,
+                })
+                .await
+                .map_err(|s| status(url, s))?
+                .into_inner();
+            Ok(match format {
+                Format::Json => json(&serde_json::json!({
+                    "token": r.token,
+                    "info": r.info.as_ref().map(view::TokenView::from),
+                })),
+                Format::Table => format!("{}\n", r.token),
+            })
+        }
+        TokenAction::List { format } => {
+            let r = client
+                .list_tokens(pb::ListTokensRequest {})
+                .await
+                .map_err(|s| status(url, s))?
+                .into_inner();
+            let views: Vec<view::TokenView> = r.tokens.iter().map(view::TokenView::from).collect();
+            Ok(match format {
+                Format::Json => json(&views),
+                Format::Table => table::tokens(&views),
+            })
+        }
+        TokenAction::Revoke { id } => {
+            client
+                .revoke_token(pb::RevokeTokenRequest { id: id.clone() })
+                .await
+                .map_err(|s| status(url, s))?;
+            Ok(format!("revoked token {id}\n"))
         }
     }
 }

@@ -91,6 +91,30 @@ pub fn nodes(list: &[pb::NodeSummary], now: SystemTime) -> String {
     )
 }
 
+pub fn tokens(list: &[view::TokenView]) -> String {
+    if list.is_empty() {
+        return "no tokens\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.kind.clone(),
+                t.expires.clone(),
+                t.uses_left.map_or("-".into(), |u| u.to_string()),
+                t.node.clone().unwrap_or_else(|| "-".into()),
+                if t.revoked { "revoked" } else { "" }.into(),
+                t.description.clone(),
+            ]
+        })
+        .collect();
+    render(
+        &["ID", "KIND", "EXPIRES", "USES LEFT", "NODE", "STATE", "DESCRIPTION"],
+        &rows,
+    )
+}
+
 /// `ok`, or the sources that are not, blind ones marked: a node whose
 /// kernel log is not read cannot show an OOM kill. `-` while disconnected.
 fn sources_cell(n: &pb::NodeSummary) -> String {

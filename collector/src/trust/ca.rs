@@ -115,6 +115,28 @@ impl Authority {
         host_name: Option<&str>,
         own_ca: Option<(&Path, &Path)>,
     ) -> Result<(Authority, Made), TrustError> {
+        Self::open(data_dir, Some((names, host_name)), own_ca)
+    }
+
+    /// The existing CA alone, for issuing client certificates beside a
+    /// running collector: nothing is made or written, and the server
+    /// certificate fields are empty.
+    pub fn existing_ca(data_dir: &Path, own_ca: Option<(&Path, &Path)>) -> Result<Authority, TrustError> {
+        let key = match own_ca {
+            Some((_, k)) => k.to_owned(),
+            None => Self::dir(data_dir).join("ca.key"),
+        };
+        if read_optional(&key)?.is_none() {
+            return Err(bad(&key, "no CA yet: it is made when the collector first starts"));
+        }
+        Ok(Self::open(data_dir, None, own_ca)?.0)
+    }
+
+    fn open(
+        data_dir: &Path,
+        server: Option<(&[String], Option<&str>)>,
+        own_ca: Option<(&Path, &Path)>,
+    ) -> Result<(Authority, Made), TrustError> {
         let dir = Self::dir(data_dir);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let (cert_path, key_path) = match own_ca {
@@ -157,6 +179,22 @@ impl Authority {
             ));
         }
 
+        let Some((names, host_name)) = server else {
+            return Ok((
+                Authority {
+                    dir,
+                    ca_cert_pem,
+                    ca_key,
+                    server_cert_pem: String::new(),
+                    server_key_pem: String::new(),
+                    pin,
+                },
+                Made {
+                    ca: made_ca,
+                    server: false,
+                },
+            ));
+        };
         let wanted = server_names(names, host_name)?;
         let server_path = dir.join("server.crt");
         let current = match (

@@ -1,0 +1,372 @@
+//! The node's identity toward the collector: its key (made here, never
+//! sent), its certificate and the collector's CA, kept in the state
+//! directory as `NODE.key`, `NODE.crt` and `NODE.ca.crt` (0600). The first
+//! start enrols with a bootstrap token over server-authenticated TLS (the
+//! collector trusted by `--ca-pin` or `--ca-file`); later starts load the
+//! files; the certificate is renewed at 70–90 % of its lifetime over a
+//! mutual-TLS connection beside the stream, which is never interrupted.
+
+use crate::config::Config;
+use reachmap_proto::v1 as pb;
+use reachmap_proto::v1::collector_client::CollectorClient;
+use reachmap_tls::{ClientIdentity, ServerTrust};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the stream connects with: a client configuration for mutual TLS,
+/// or `None` with `--insecure`.
+pub type Tls = Option<Arc<rustls::ClientConfig>>;
+
+/// A certificate the agent holds, ready to use.
+#[derive(Clone)]
+pub struct Credentials {
+    pub tls: Arc<rustls::ClientConfig>,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    pub serial: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredError {
+    /// Nothing will change by trying again: the operator must act.
+    #[error("{0}")]
+    Fatal(String),
+    /// The collector may be unreachable for now.
+    #[error("{0}")]
+    Retry(String),
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+struct Paths {
+    key: PathBuf,
+    cert: PathBuf,
+    ca: PathBuf,
+}
+
+fn paths(config: &Config) -> Paths {
+    let dir = &config.state_dir;
+    Paths {
+        key: dir.join(format!("{}.key", config.node)),
+        cert: dir.join(format!("{}.crt", config.node)),
+        ca: dir.join(format!("{}.ca.crt", config.node)),
+    }
+}
+
+/// The three files, when all are there.
+fn read_files(p: &Paths) -> Result<Option<(String, String, String)>, CredError> {
+    let read = |path: &PathBuf| match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CredError::Fatal(format!("{}: {e}", path.display()))),
+    };
+    Ok(match (read(&p.key)?, read(&p.cert)?, read(&p.ca)?) {
+        (Some(k), Some(c), Some(a)) => Some((k, c, a)),
+        _ => None,
+    })
+}
+
+fn build(
+    key_pem: &str,
+    cert_pem: &str,
+    ca_pem: &str,
+    node: &str,
+) -> Result<Credentials, String> {
+    let chain = reachmap_tls::pem::certs(cert_pem)?;
+    let info = reachmap_tls::cert_info(&chain[0])?;
+    match info.identity() {
+        Some(reachmap_tls::Identity::Node(n)) if n == node => {}
+        other => {
+            return Err(format!(
+                "the certificate is for {}, not node {node}",
+                other.map_or("no node".to_string(), |i| i.to_string())
+            ));
+        }
+    }
+    let key = reachmap_tls::pem::key(key_pem)?;
+    let ca = reachmap_tls::pem::certs(ca_pem)?;
+    let tls = reachmap_tls::client_config(
+        &ServerTrust::Roots(ca),
+        Some(ClientIdentity { chain, key }),
+        reachmap_tls::ALPN_H2,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Credentials {
+        tls,
+        not_before_unix: info.not_before_unix,
+        not_after_unix: info.not_after_unix,
+        serial: info.serial,
+    })
+}
+
+/// Writes through a temp file and a rename, 0600 from the start.
+fn write_private(path: &PathBuf, text: &str) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn save(config: &Config, key_pem: &str, cert_pem: &str, ca_pem: &str) {
+    let p = paths(config);
+    // The key first: a certificate without its key is useless.
+    let saved = write_private(&p.key, key_pem)
+        .and_then(|()| write_private(&p.ca, ca_pem))
+        .and_then(|()| write_private(&p.cert, cert_pem));
+    if let Err(e) = saved {
+        tracing::warn!(dir = %config.state_dir.display(), error = %e, "cannot keep the node certificate in the state directory: the next start will need an enrolment token again");
+    }
+}
+
+fn endpoint(config: &Config) -> Endpoint {
+    Endpoint::from(config.collector.clone())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(Duration::from_secs(15))
+}
+
+/// Connecting failed: a wrong pin or CA will not fix itself.
+fn connect_error(config: &Config, e: &tonic::transport::Error) -> CredError {
+    let mut text = e.to_string();
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        text = next.to_string();
+        cur = next;
+    }
+    if text.contains("does not match the pin")
+        || text.contains("UnknownIssuer")
+        || text.contains("not a reachmap collector")
+    {
+        CredError::Fatal(format!(
+            "the collector at {} is not trusted: {text}",
+            config.collector
+        ))
+    } else {
+        CredError::Retry(format!("cannot reach the collector: {text}"))
+    }
+}
+
+fn status_error(what: &str, s: &tonic::Status) -> CredError {
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+            CredError::Retry(format!("{what}: {}", s.message()))
+        }
+        _ => CredError::Fatal(format!("{what}: {}", s.message())),
+    }
+}
+
+fn pem_of(resp: &pb::EnrollResponse) -> (String, String) {
+    (
+        reachmap_tls::pem::cert_pem(&resp.cert_der),
+        reachmap_tls::pem::cert_pem(&resp.ca_der),
+    )
+}
+
+/// Enrols with the bootstrap token.
+async fn enrol(config: &Config, token: &str) -> Result<Credentials, CredError> {
+    let trust = match (&config.ca_file, &config.ca_pin) {
+        (Some(f), _) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| CredError::Fatal(format!("ca_file {}: {e}", f.display())))?;
+            ServerTrust::Roots(
+                reachmap_tls::pem::certs(&text)
+                    .map_err(|e| CredError::Fatal(format!("ca_file {}: {e}", f.display())))?,
+            )
+        }
+        (None, Some(pin)) => ServerTrust::Pin(pin.clone()),
+        (None, None) => {
+            return Err(CredError::Fatal(
+                "enrolment needs the collector's CA: give --ca-pin (from `reachmap-collector ca pin`) or --ca-file".into(),
+            ));
+        }
+    };
+    let tls = reachmap_tls::client_config(&trust, None, reachmap_tls::ALPN_H2)
+        .map_err(|e| CredError::Fatal(e.to_string()))?;
+    let channel = reachmap_tls::connect(endpoint(config), tls)
+        .await
+        .map_err(|e| connect_error(config, &e))?;
+    let (key_pem, csr_der) =
+        reachmap_tls::csr::node_key_and_csr(&config.node).map_err(CredError::Fatal)?;
+    let resp = CollectorClient::new(channel)
+        .enroll(pb::EnrollRequest {
+            token: token.to_string(),
+            node: config.node.clone(),
+            csr_der,
+        })
+        .await
+        .map_err(|s| status_error("enrolment", &s))?
+        .into_inner();
+    let (cert_pem, ca_pem) = pem_of(&resp);
+    let creds = build(&key_pem, &cert_pem, &ca_pem, &config.node)
+        .map_err(|e| CredError::Fatal(format!("the collector's answer: {e}")))?;
+    save(config, &key_pem, &cert_pem, &ca_pem);
+    tracing::info!(node = %config.node, serial = %creds.serial, until = creds.not_after_unix, "enrolled");
+    Ok(creds)
+}
+
+/// The certificate in the state directory, or a new one by enrolment.
+pub async fn obtain(config: &Config) -> Result<Credentials, CredError> {
+    let p = paths(config);
+    if let Some((key, cert, ca)) = read_files(&p)? {
+        match build(&key, &cert, &ca, &config.node) {
+            Ok(c) if c.not_after_unix > now_unix() => return Ok(c),
+            Ok(c) => {
+                let msg = format!(
+                    "the node certificate in {} expired {}s ago",
+                    p.cert.display(),
+                    now_unix() - c.not_after_unix
+                );
+                if config.enroll_token.is_none() {
+                    return Err(CredError::Fatal(format!(
+                        "{msg}: create a token with `reachmap token create --node {}` and start the agent with --enroll-token",
+                        config.node
+                    )));
+                }
+                tracing::warn!("{msg}; enrolling again with the token");
+            }
+            Err(e) => {
+                if config.enroll_token.is_none() {
+                    return Err(CredError::Fatal(format!(
+                        "{}: {e}; enrol again with --enroll-token",
+                        p.cert.display()
+                    )));
+                }
+                tracing::warn!(file = %p.cert.display(), error = %e, "unusable node certificate; enrolling again");
+            }
+        }
+    }
+    match &config.enroll_token {
+        Some(token) => enrol(config, token).await,
+        None => Err(CredError::Fatal(format!(
+            "no node certificate in {} and no enrolment token: create one with `reachmap token create --node {}` and start the agent with --enroll-token TOKEN --ca-pin PIN",
+            config.state_dir.display(),
+            config.node
+        ))),
+    }
+}
+
+/// `obtain`, trying again while the collector cannot be reached.
+pub async fn obtain_patiently(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<Credentials>, CredError> {
+    let mut delay = RETRY_MIN;
+    loop {
+        match obtain(config).await {
+            Ok(c) => return Ok(Some(c)),
+            Err(CredError::Fatal(e)) => return Err(CredError::Fatal(e)),
+            Err(CredError::Retry(e)) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot enrol yet");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+/// When to renew: 70–90 % of the way through the lifetime.
+pub fn renew_at(not_before: i64, not_after: i64, jitter: f64) -> i64 {
+    let life = (not_after - not_before).max(0) as f64;
+    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))) as i64
+}
+
+async fn renew_once(config: &Config, current: &Credentials) -> Result<Credentials, CredError> {
+    let channel = reachmap_tls::connect(endpoint(config), current.tls.clone())
+        .await
+        .map_err(|e| connect_error(config, &e))?;
+    let (key_pem, csr_der) =
+        reachmap_tls::csr::node_key_and_csr(&config.node).map_err(CredError::Fatal)?;
+    let resp = CollectorClient::new(channel)
+        .renew(pb::RenewRequest { csr_der })
+        .await
+        .map_err(|s| status_error("renewal", &s))?
+        .into_inner();
+    let (cert_pem, ca_pem) = pem_of(&resp);
+    let creds = build(&key_pem, &cert_pem, &ca_pem, &config.node)
+        .map_err(|e| CredError::Fatal(format!("the collector's answer: {e}")))?;
+    save(config, &key_pem, &cert_pem, &ca_pem);
+    Ok(creds)
+}
+
+/// Renews the certificate before it ends, for as long as the agent runs;
+/// the stream picks up the new one at its next connection.
+pub async fn renew(
+    config: Arc<Config>,
+    mut current: Credentials,
+    tls: watch::Sender<Tls>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let at = renew_at(current.not_before_unix, current.not_after_unix, rand::random());
+        let wait = Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0));
+        tracing::debug!(?wait, "renewing the node certificate then");
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let mut delay = RETRY_MIN;
+        loop {
+            match renew_once(&config, &current).await {
+                Ok(new) => {
+                    tracing::info!(serial = %new.serial, until = new.not_after_unix, "renewed the node certificate");
+                    let _ = tls.send(Some(new.tls.clone()));
+                    current = new;
+                    break;
+                }
+                Err(e) => {
+                    let left = current.not_after_unix - now_unix();
+                    tracing::warn!(error = %e, expires_in_s = left, "cannot renew the node certificate yet");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_between_70_and_90_percent() {
+        assert_eq!(renew_at(0, 1000, 0.0), 700);
+        assert_eq!(renew_at(0, 1000, 1.0), 900);
+        assert_eq!(renew_at(100, 1100, 0.5), 900);
+        assert_eq!(renew_at(0, 1000, 7.0), 900);
+    }
+}
