@@ -164,6 +164,7 @@ fn connect_error(config: &Config, e: &tonic::transport::Error) -> CredError {
     if text.contains("does not match the pin")
         || text.contains("UnknownIssuer")
         || text.contains("not a reachmap collector")
+        || text.contains("does not speak TLS")
     {
         CredError::Fatal(format!(
             "the collector at {} is not trusted: {text}",
@@ -298,7 +299,7 @@ pub async fn obtain_patiently(
 /// When to renew: 70–90 % of the way through the lifetime.
 pub fn renew_at(not_before: i64, not_after: i64, jitter: f64) -> i64 {
     let life = (not_after - not_before).max(0) as f64;
-    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))) as i64
+    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
 }
 
 async fn renew_once(config: &Config, current: &Credentials) -> Result<Credentials, CredError> {

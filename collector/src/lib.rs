@@ -41,17 +41,14 @@ pub fn one_line(s: &str) -> String {
     }
 }
 
-/// The CA (made on first start, or the operator's), the tokens and the
-/// deny-list.
-fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
-    if config.insecure {
-        tracing::warn!("--insecure: plaintext gRPC and HTTP, and nobody is authenticated: anyone who reaches these ports can pose as any node and read everything (for a lab only)");
-    }
+/// The CA (made on first start, or the operator's) and the server
+/// certificate for the configured names, the addresses the collector
+/// listens on and loopback (a CLI on the same machine); `reachmap-collector
+/// ca init` makes them ahead of the first start.
+pub fn load_authority(config: &Config) -> anyhow::Result<(trust::Authority, trust::Made)> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string());
-    // The addresses the collector listens on are names too, and loopback
-    // for a CLI on the same machine.
     let mut names = config.server_names.clone();
     for ip in [config.listen.ip(), config.http.ip()] {
         if !ip.is_unspecified() {
@@ -65,15 +62,28 @@ fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
         .own_ca
         .as_ref()
         .map(|(c, k)| (c.as_path(), k.as_path()));
-    let (authority, made) =
-        trust::Authority::load_with(&config.data_dir, &names, host.as_deref(), own)?;
+    Ok(trust::Authority::load_with(
+        &config.data_dir,
+        &names,
+        host.as_deref(),
+        own,
+    )?)
+}
+
+/// The CA (made on first start, or the operator's), the tokens and the
+/// deny-list.
+fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
+    if config.insecure {
+        tracing::warn!("--insecure: plaintext gRPC and HTTP, and nobody is authenticated: anyone who reaches these ports can pose as any node and read everything (for a lab only)");
+    }
+    let (authority, made) = load_authority(config)?;
     if made.ca {
         tracing::info!(pin = %authority.pin, dir = %trust::Authority::dir(&config.data_dir).display(), "made the collector's CA; agents enrol with --ca-pin {}", authority.pin);
     } else {
         tracing::info!(pin = %authority.pin, "collector CA");
     }
     if made.server {
-        tracing::info!(names = ?names, "issued the collector's server certificate");
+        tracing::info!("issued the collector's server certificate");
     }
     Ok(trust::Trust::open(
         &config.data_dir,

@@ -61,6 +61,7 @@ fn free_port() -> u16 {
 }
 
 struct Collector {
+    /// `https://127.0.0.1:PORT`.
     url: String,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -81,17 +82,16 @@ async fn start_collector() -> Collector {
         server_names: Vec::new(),
         probe: reachmap_collector::config::ProbeSettings::default(),
         metrics_pair_cap: 1000,
+        insecure: false,
+        own_ca: None,
+        node_cert_lifetime: Duration::from_secs(3600),
+        metrics_listen: None,
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(reachmap_collector::run(config, shutdown.clone()));
-    let url = format!("http://127.0.0.1:{grpc}");
-    for _ in 0..100 {
-        if Channel::from_shared(url.clone())
-            .expect("url")
-            .connect()
-            .await
-            .is_ok()
-        {
+    let url = format!("https://127.0.0.1:{grpc}");
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", grpc)).is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -102,6 +102,52 @@ async fn start_collector() -> Collector {
         task,
         dir,
     }
+}
+
+/// Who a test connects as.
+enum As<'a> {
+    Node(&'a str),
+    Client(reachmap_tls::Role),
+}
+
+/// A mutual-TLS channel to the collector with a certificate its CA issued
+/// (the node's key made here, as an agent would).
+async fn channel(c: &Collector, who: As<'_>) -> Channel {
+    use reachmap_collector::trust::{Authority, csr};
+    let ca = Authority::existing_ca(&c.dir, None).expect("the collector's CA");
+    let (chain_der, key_pem) = match who {
+        As::Node(name) => {
+            let (key_pem, der) = reachmap_tls::csr::node_key_and_csr(name).expect("csr");
+            let checked = csr::check_csr(&der, name).expect("checked");
+            let issued = ca
+                .issue_node(&checked, Duration::from_secs(600))
+                .expect("issued");
+            (issued.der, key_pem)
+        }
+        As::Client(role) => {
+            let (issued, key_pem) = ca
+                .issue_client("tester", role, Duration::from_secs(600))
+                .expect("issued");
+            (issued.der, key_pem)
+        }
+    };
+    let identity = reachmap_tls::ClientIdentity {
+        chain: vec![chain_der.into()],
+        key: reachmap_tls::pem::key(&key_pem).expect("key"),
+    };
+    let roots = reachmap_tls::pem::certs(&ca.ca_cert_pem).expect("ca");
+    let config = reachmap_tls::client_config(
+        &reachmap_tls::ServerTrust::Roots(roots),
+        Some(identity),
+        reachmap_tls::ALPN_H2,
+    )
+    .expect("config");
+    reachmap_tls::connect(
+        tonic::transport::Endpoint::from_shared(c.url.clone()).expect("url"),
+        config,
+    )
+    .await
+    .expect("connect")
 }
 
 fn hello(node: &str) -> Vec<u8> {
@@ -150,7 +196,8 @@ fn msg(seq: u64, body: Body) -> Vec<u8> {
 /// Opens a stream, sends `messages`, and returns what the collector answered
 /// until it ended the stream (or until `wait` passed with the stream open).
 async fn exchange(
-    url: &str,
+    c: &Collector,
+    node: &str,
     messages: Vec<Vec<u8>>,
     wait: Duration,
 ) -> (
@@ -158,11 +205,7 @@ async fn exchange(
     Option<Status>,
     mpsc::Sender<Vec<u8>>,
 ) {
-    let channel = Channel::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = channel(c, As::Node(node)).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let (tx, rx) = mpsc::channel(16);
@@ -190,12 +233,8 @@ async fn exchange(
     }
 }
 
-async fn list(url: &str) -> Vec<pb::NodeSummary> {
-    let channel = Channel::from_shared(url.to_string())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+async fn list(c: &Collector) -> Vec<pb::NodeSummary> {
+    let channel = channel(c, As::Client(reachmap_tls::Role::Viewer)).await;
     let mut q = pb::query_client::QueryClient::new(channel);
     q.list_nodes(pb::ListNodesRequest {})
         .await
@@ -215,7 +254,8 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
 
     // A good agent, kept open for the whole test.
     let (acks, status, _good) = exchange(
-        &c.url,
+        &c,
+        "good-1",
         vec![hello("good-1"), snapshot(2, "198.18.0.11")],
         short,
     )
@@ -230,7 +270,7 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
     );
 
     // Not starting with hello.
-    let (_, status, _) = exchange(&c.url, vec![snapshot(1, "198.18.0.99")], short).await;
+    let (_, status, _) = exchange(&c, "n0", vec![snapshot(1, "198.18.0.99")], short).await;
     let status = status.expect("rejected");
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert!(
@@ -241,7 +281,10 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
     );
 
     // An invalid name in hello.
-    let (_, status, _) = exchange(&c.url, vec![hello("bad name")], short).await;
+    let (_, status, _) = exchange(
+        &c,
+        "n0",
+        vec![hello("bad name")], short).await;
     let status = status.expect("rejected");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
@@ -251,7 +294,8 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
 
     // A malformed address inside a snapshot, named down to the field.
     let (_, status, _) = exchange(
-        &c.url,
+        &c,
+        "bad-ip",
         vec![hello("bad-ip"), snapshot(2, "198.18.0.300")],
         short,
     )
@@ -265,7 +309,8 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
 
     // Sequence numbers that go backwards.
     let (_, status, _) = exchange(
-        &c.url,
+        &c,
+        "bad-seq",
         vec![
             hello("bad-seq"),
             snapshot(5, "198.18.0.12"),
@@ -283,7 +328,8 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
 
     // Bytes that are not a protobuf message at all.
     let (_, status, _) = exchange(
-        &c.url,
+        &c,
+        "garbage",
         vec![hello("garbage"), vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]],
         short,
     )
@@ -294,14 +340,17 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
     // A message over the size limit.
     let huge = vec![0u8; reachmap_proto::MAX_MESSAGE_BYTES + 1];
     let (_, status, _) =
-        exchange(&c.url, vec![hello("too-big"), huge], Duration::from_secs(5)).await;
+        exchange(
+        &c,
+        "too-big",
+        vec![hello("too-big"), huge], Duration::from_secs(5)).await;
     assert!(
         status.is_some(),
         "oversized message must end the stream with an error"
     );
 
     // The collector still serves, and the good node is as it was.
-    let nodes = list(&c.url).await;
+    let nodes = list(&c).await;
     let good = node(&nodes, "good-1").expect("good node listed");
     assert!(good.connected);
     assert_eq!(good.addresses, vec!["198.18.0.11".to_string()]);
@@ -333,17 +382,120 @@ async fn a_second_machine_cannot_take_a_connected_name() {
             }),
         )
     };
-    let (_, status, _first) = exchange(&c.url, vec![with_machine("aaaa")], short).await;
+    let (_, status, _first) = exchange(&c, "web-1", vec![with_machine("aaaa")], short).await;
     assert!(status.is_none());
-    let (_, status, _) = exchange(&c.url, vec![with_machine("bbbb")], short).await;
+    let (_, status, _) = exchange(&c, "web-1", vec![with_machine("bbbb")], short).await;
     let status = status.expect("rejected");
     assert_eq!(status.code(), tonic::Code::AlreadyExists);
     assert!(status.message().contains("web-1"), "{status:?}");
-    let nodes = list(&c.url).await;
+    let nodes = list(&c).await;
     assert_eq!(
         node(&nodes, "web-1").map(|n| (n.connected, n.machine_id.as_str())),
         Some((true, "aaaa"))
     );
+    c.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[tokio::test]
+async fn identity_is_the_certificate_and_roles_are_enforced() {
+    let c = start_collector().await;
+    let short = Duration::from_millis(300);
+    // node-a is connected with its own certificate.
+    let (_, status, _a) = exchange(
+        &c,
+        "node-a",
+        vec![hello("node-a"), snapshot(2, "198.18.0.21")],
+        short,
+    )
+    .await;
+    assert!(status.is_none(), "{status:?}");
+    // node-b's certificate naming node-a in its hello is refused, and
+    // node-a is untouched.
+    let (_, status, _) = exchange(
+        &c,
+        "node-b",
+        vec![hello("node-a"), snapshot(2, "198.18.0.99")],
+        short,
+    )
+    .await;
+    let status = status.expect("refused");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "this certificate is node node-b's; the hello names node-a"
+    );
+    let nodes = list(&c).await;
+    let a = node(&nodes, "node-a").expect("node-a");
+    assert!(a.connected);
+    assert_eq!(a.addresses, vec!["198.18.0.21".to_string()]);
+    assert!(node(&nodes, "node-b").is_none());
+
+    // A node's certificate speaks the agent stream only.
+    let mut q = pb::query_client::QueryClient::new(channel(&c, As::Node("node-a")).await);
+    let e = q
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .expect_err("a node cannot query");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    // A viewer reads but does not command.
+    let mut v = pb::query_client::QueryClient::new(
+        channel(&c, As::Client(reachmap_tls::Role::Viewer)).await,
+    );
+    let e = v
+        .test_port(pb::TestPortRequest {
+            src: "node-a".into(),
+            dst: "node-a".into(),
+            port: 9,
+            timeout_ms: 100,
+        })
+        .await
+        .expect_err("a viewer cannot test-port");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert_eq!(e.message(), "client tester is a viewer; test-port needs the operator role");
+    let e = v
+        .create_token(pb::CreateTokenRequest {
+            kind: "enroll".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a viewer cannot make tokens");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    // No certificate and no token: unauthenticated.
+    let roots = reachmap_tls::pem::certs(
+        &reachmap_collector::trust::Authority::existing_ca(&c.dir, None)
+            .expect("ca")
+            .ca_cert_pem,
+    )
+    .expect("ca");
+    let anonymous = reachmap_tls::connect(
+        tonic::transport::Endpoint::from_shared(c.url.clone()).expect("url"),
+        reachmap_tls::client_config(
+            &reachmap_tls::ServerTrust::Roots(roots),
+            None,
+            reachmap_tls::ALPN_H2,
+        )
+        .expect("config"),
+    )
+    .await
+    .expect("server-authenticated TLS is enough to connect");
+    let e = pb::query_client::QueryClient::new(anonymous)
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .expect_err("anonymous");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    // A plaintext client on the TLS port gets no service.
+    let plain = Channel::from_shared(c.url.replace("https://", "http://"))
+        .expect("url")
+        .connect()
+        .await;
+    if let Ok(ch) = plain {
+        let r = pb::query_client::QueryClient::new(ch)
+            .list_nodes(pb::ListNodesRequest {})
+            .await;
+        assert!(r.is_err(), "plaintext must not be served: {r:?}");
+    }
     c.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
     let _ = std::fs::remove_dir_all(&c.dir);

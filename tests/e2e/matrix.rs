@@ -322,7 +322,7 @@ fn metrics_and_the_matrix_api_serve_the_same_fleet() {
         all_ok(m, 2, "tcp")
     });
     let get = |path: &str| -> String {
-        let out = fleet.hub_exec(&["curl", "-sf", &format!("http://198.18.0.1:7441{path}")]);
+        let out = fleet.http_get(path);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let metrics = get("/metrics");
@@ -357,13 +357,7 @@ fn metrics_and_the_matrix_api_serve_the_same_fleet() {
         "{full}"
     );
     // A detail it does not know is a one-line error, not a guess.
-    let out = fleet.hub_exec(&[
-        "curl",
-        "-s",
-        "-w",
-        "\n%{http_code}",
-        "http://198.18.0.1:7441/api/v1/matrix?detail=everything",
-    ]);
+    let out = fleet.try_http_get("/api/v1/matrix?detail=everything", &["-w", "\n%{http_code}"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.ends_with("\n400") && text.contains("detail=\\\"everything\\\""),

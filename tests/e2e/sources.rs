@@ -164,7 +164,7 @@ fn an_unreadable_kernel_log_is_blind_and_recovers_when_it_appears() {
         text.contains("blind: kernel_log") && text.contains("kmsg-later"),
         "{text}"
     );
-    let out = fleet.hub_exec(&["curl", "-sf", "http://198.18.0.1:7441/metrics"]);
+    let out = fleet.http_get("/metrics");
     let metrics = String::from_utf8_lossy(&out.stdout);
     assert!(
         metrics.contains(

@@ -17,7 +17,7 @@ use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, in_ci, require_root
 use serde_json::{Value, json};
 
 /// Where the harness's collector serves HTTP, as seen from the hub namespace.
-const COLLECTOR_PAGE: &str = "http://198.18.0.1:7441/";
+const COLLECTOR_PAGE: &str = "https://198.18.0.1:7441/";
 
 /// Skips (or, under CI, fails) when there is no root or no Chromium.
 fn can_run() -> bool {
@@ -428,9 +428,53 @@ fn page_follows_a_real_fleet() {
         },
         "every node connected"
     );
-    let mut b = Browser::launch(Some(fleet.hub())).expect("launch chromium in the hub");
+    let trust = fleet.chromium_trust_flag();
+    let mut b =
+        Browser::launch_with(Some(fleet.hub()), &[trust]).expect("launch chromium in the hub");
+    // No cookie yet: the page sends the browser to sign in; a wrong token
+    // is refused there, a viewer token lets it in.
     b.navigate(COLLECTOR_PAGE)
         .expect("load the collector's page");
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let at = b.eval("location.pathname + '|' + !!document.getElementById('token')")?;
+            ensure(at == "/login|true", at)
+        },
+        "sent to /login"
+    );
+    let sign_in = |b: &mut Browser, token: &str| {
+        b.eval(&format!(
+            "document.getElementById('token').value = {}; document.querySelector('form').submit(); true",
+            json!(token)
+        ))
+        .expect("submit the login form");
+    };
+    sign_in(&mut b, "0000aaaa.00000000000000000000000000000000");
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let e = b.eval("(document.getElementById('login-error') || {}).textContent || ''")?;
+            ensure(e.as_str().is_some_and(|t| t.contains("not a valid")), e)
+        },
+        "a wrong token is refused"
+    );
+    let viewer = fleet.trust().viewer_token;
+    sign_in(&mut b, &viewer);
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let at = b.eval("location.pathname")?;
+            ensure(at == "/", at)
+        },
+        "signed in"
+    );
+    // The token is in an HttpOnly cookie: the page's scripts cannot read it.
+    let cookies = b.eval("document.cookie").expect("cookies");
+    assert!(
+        !cookies.as_str().unwrap_or_default().contains("reachmap_token"),
+        "{cookies}"
+    );
     assert_eventually!(
         Duration::from_secs(10),
         || {

@@ -61,6 +61,11 @@ impl Browser {
     /// Starts Chromium inside `netns` (`ip netns exec`), or in the calling
     /// thread's namespace when `None`, and attaches to a blank page.
     pub fn launch(netns: Option<&str>) -> Result<Browser, String> {
+        Self::launch_with(netns, &[])
+    }
+
+    /// `launch` with more Chromium flags.
+    pub fn launch_with(netns: Option<&str>, extra: &[String]) -> Result<Browser, String> {
         let profile = tempfile::Builder::new()
             .prefix("rmt-chromium-")
             .tempdir()
@@ -92,6 +97,9 @@ impl Browser {
             "--window-size=1280,900",
             "--remote-debugging-address=127.0.0.1",
             "--remote-debugging-port=0",
+        ])
+        .args(extra)
+        .args([
             &profile_arg,
             "about:blank",
         ])

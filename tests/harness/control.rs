@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::bins::binary;
 use crate::fleet::{
-    COLLECTOR_GRPC_PORT, COLLECTOR_HTTP_PORT, COLLECTOR_URL, Fleet, HUB_ADDR, run_in,
+    COLLECTOR_GRPC_PORT, COLLECTOR_HTTP_PORT, COLLECTOR_HTTP_URL, COLLECTOR_URL, Fleet, HUB_ADDR,
+    run_in,
 };
 use crate::netns::describe;
 use crate::nodes::{NodeView, node_views};
@@ -21,7 +22,81 @@ const COLLECTOR_STARTUP: Duration = Duration::from_secs(15);
 /// How long one CLI invocation may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The fleet's trust material, made the way an operator would before the
+/// first start: the CA (`reachmap-collector ca init`), an enrolment token
+/// every agent uses, an operator bundle for the CLI and a viewer token for
+/// HTTP.
+#[derive(Debug, Clone)]
+pub struct FleetTrust {
+    pub pin: String,
+    pub enroll_token: String,
+    /// `reachmap --credentials` bundle, role operator.
+    pub operator_bundle: PathBuf,
+    /// A viewer bundle.
+    pub viewer_bundle: PathBuf,
+    /// `Authorization: Bearer` for HTTP, role viewer.
+    pub viewer_token: String,
+    /// The CA certificate (PEM), for curl's --cacert.
+    pub ca_file: PathBuf,
+}
+
 impl Fleet {
+    fn collector_data_dir(&self) -> PathBuf {
+        self.dir().join("collector-data")
+    }
+
+    /// Runs `reachmap-collector --data-dir D ARGS` (offline subcommands)
+    /// and returns its standard output; panics unless it succeeds.
+    pub fn collector_cmd(&self, args: &[&str]) -> String {
+        let data = self.collector_data_dir();
+        let listen = format!("{HUB_ADDR}:{COLLECTOR_GRPC_PORT}");
+        let http = format!("{HUB_ADDR}:{COLLECTOR_HTTP_PORT}");
+        let mut cmd = Command::new(binary("reachmap-collector"));
+        process::scrub_env(&mut cmd);
+        cmd.envs(self.isolated_config().iter().map(|(k, v)| (*k, v)))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &listen, "--http", &http])
+            .args(args);
+        let out = process::output_with_timeout(cmd, patient(CLI_TIMEOUT));
+        if !out.status.success() {
+            panic!("reachmap-collector {} failed\n{}", args.join(" "), describe(&out));
+        }
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The fleet's trust material, made on first use.
+    pub fn trust(&mut self) -> FleetTrust {
+        if let Some(t) = &self.trust {
+            return t.clone();
+        }
+        std::fs::create_dir_all(self.collector_data_dir()).expect("cannot create the collector data dir");
+        let pin = self.collector_cmd(&["ca", "init"]);
+        let enroll_token = self.collector_cmd(&[
+            "token", "create", "--uses", "100000", "--ttl", "24h", "--description", "harness",
+        ]);
+        let viewer_token =
+            self.collector_cmd(&["token", "create", "--role", "viewer", "--ttl", "24h"]);
+        let bundle = |fleet: &Fleet, role: &str| {
+            let path = fleet.dir().join(format!("{role}.pem"));
+            let p = path.to_str().expect("temp dir path is not UTF-8");
+            fleet.collector_cmd(&["issue-client", &format!("harness-{role}"), "--role", role, "-o", p]);
+            path
+        };
+        let operator_bundle = bundle(self, "operator");
+        let viewer_bundle = bundle(self, "viewer");
+        let t = FleetTrust {
+            pin,
+            enroll_token,
+            operator_bundle,
+            viewer_bundle,
+            viewer_token,
+            ca_file: self.collector_data_dir().join("tls/ca.crt"),
+        };
+        self.trust = Some(t.clone());
+        t
+    }
+
     /// Starts `reachmap-collector` in the hub namespace (gRPC on
     /// 198.18.0.1:7440, HTTP on 198.18.0.1:7441, data in the fleet directory,
     /// agents probing every second)
@@ -34,8 +109,11 @@ impl Fleet {
     /// `start_collector` with more flags.
     pub fn start_collector_with(&mut self, extra: &[&str]) {
         assert!(self.collector.is_none(), "the collector is already running");
-        let data_dir = self.dir().join("collector-data");
+        let data_dir = self.collector_data_dir();
         std::fs::create_dir_all(&data_dir).expect("cannot create the collector data dir");
+        if !extra.contains(&"--insecure") {
+            self.trust();
+        }
         let listen = format!("{HUB_ADDR}:{COLLECTOR_GRPC_PORT}");
         let http = format!("{HUB_ADDR}:{COLLECTOR_HTTP_PORT}");
         let data = data_dir.to_str().expect("temp dir path is not UTF-8");
@@ -123,8 +201,15 @@ impl Fleet {
         );
         let state_dir = self.dir().join(format!("agent-state-{}", node.name));
         let state_dir = state_dir.to_str().expect("temp dir path is not UTF-8");
-        let defaults = [
-            ("--collector", COLLECTOR_URL),
+        let insecure = extra.contains(&"--insecure");
+        let trust = (!insecure).then(|| self.trust());
+        let (token, pin) = trust
+            .as_ref()
+            .map(|t| (t.enroll_token.clone(), t.pin.clone()))
+            .unwrap_or_default();
+        let plain_url = COLLECTOR_URL.replace("https://", "http://");
+        let mut defaults = vec![
+            ("--collector", if insecure { plain_url.as_str() } else { COLLECTOR_URL }),
             ("--node", node.name.as_str()),
             ("--heartbeat-interval", "1s"),
             ("--reconnect-max", "1s"),
@@ -132,6 +217,10 @@ impl Fleet {
             ("--socket-poll-interval", "1s"),
             ("--state-dir", state_dir),
         ];
+        if !insecure {
+            defaults.push(("--enroll-token", token.as_str()));
+            defaults.push(("--ca-pin", pin.as_str()));
+        }
         // A flag given in `extra` replaces its default (a flag given twice
         // is a usage error).
         let mut args: Vec<&str> = Vec::new();
@@ -167,6 +256,28 @@ impl Fleet {
         self.take_agent(i).kill()
     }
 
+    /// Waits up to `timeout` for the agent of node `i` to exit by itself;
+    /// its exit status, or `None` while it still runs.
+    pub fn wait_agent_exit(&mut self, i: usize, timeout: Duration) -> Option<ExitStatus> {
+        let p = self.agents[i].as_mut()?;
+        let status = p.wait_timeout(patient(timeout));
+        if status.is_some() {
+            self.agents[i] = None;
+        }
+        status
+    }
+
+    /// The log of the agent of node `i` (every start of it).
+    pub fn agent_log(&self, i: usize) -> String {
+        let label = format!("agent-{}", self.node(i).name);
+        std::fs::read_to_string(process::log_path(self.dir(), &label)).unwrap_or_default()
+    }
+
+    /// The collector's log.
+    pub fn collector_log(&self) -> String {
+        std::fs::read_to_string(process::log_path(self.dir(), "collector")).unwrap_or_default()
+    }
+
     fn take_agent(&mut self, i: usize) -> Proc {
         let name = self.node(i).name.clone();
         self.agents[i]
@@ -186,16 +297,68 @@ impl Fleet {
         pid
     }
 
-    /// Runs `reachmap --collector http://198.18.0.1:7440 ARGS...` inside the
-    /// hub namespace and returns its output whatever the exit status.
+    /// Runs `reachmap --collector https://198.18.0.1:7440 --credentials
+    /// OPERATOR-BUNDLE ARGS...` inside the hub namespace and returns its
+    /// output whatever the exit status.
     pub fn cli(&self, args: &[&str]) -> Output {
+        let bundle = self.trust.as_ref().map(|t| t.operator_bundle.clone());
+        let mut pre: Vec<String> = vec!["--collector".into(), COLLECTOR_URL.into()];
+        if let Some(b) = bundle {
+            pre.push("--credentials".into());
+            pre.push(b.to_str().expect("temp dir path is not UTF-8").into());
+        }
+        let pre: Vec<&str> = pre.iter().map(String::as_str).collect();
+        self.cli_as(&pre, args)
+    }
+
+    /// Runs `reachmap PRE... ARGS...` inside the hub namespace with no
+    /// credentials but those in `pre`.
+    pub fn cli_as(&self, pre: &[&str], args: &[&str]) -> Output {
         let mut cmd = Command::new("ip");
         process::scrub_env(&mut cmd);
         cmd.args(["netns", "exec", self.hub()])
             .arg(binary("reachmap"))
-            .args(["--collector", COLLECTOR_URL])
+            .args(pre)
             .args(args);
         process::output_with_timeout(cmd, patient(CLI_TIMEOUT))
+    }
+
+    /// The Chromium flag that trusts the fleet's CA (by its key, as the pin
+    /// names it) and nothing else.
+    pub fn chromium_trust_flag(&mut self) -> String {
+        use base64::Engine;
+        let pin = self.trust().pin;
+        let hex = pin.trim_start_matches("sha256:");
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("pin is hex"))
+            .collect();
+        format!(
+            "--ignore-certificate-errors-spki-list={}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        )
+    }
+
+    /// `curl -sf` of the collector's HTTPS side at `path` with the viewer
+    /// token, from the hub; panics unless it succeeds.
+    pub fn http_get(&self, path: &str) -> Output {
+        let out = self.try_http_get(path, &["-f"]);
+        if !out.status.success() {
+            panic!("GET {path} failed\n{}", describe(&out));
+        }
+        out
+    }
+
+    /// `curl -s` of `path` with the viewer token (and the CA) and `extra`
+    /// curl flags, whatever the status.
+    pub fn try_http_get(&self, path: &str, extra: &[&str]) -> Output {
+        let t = self.trust.as_ref().expect("the collector has not been started");
+        let ca = t.ca_file.to_str().expect("temp dir path is not UTF-8");
+        let auth = format!("Authorization: Bearer {}", t.viewer_token);
+        let url = format!("{COLLECTOR_HTTP_URL}{path}");
+        let mut args = vec!["curl", "-s", "--cacert", ca, "-H", &auth];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        run_in(&self.hub, &args, patient(Duration::from_secs(30)))
     }
 
     /// `reachmap nodes --format json`, parsed. Errors carry the CLI's output.

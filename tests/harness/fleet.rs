@@ -19,7 +19,9 @@ pub const COLLECTOR_GRPC_PORT: u16 = 7440;
 /// The collector's HTTP port (JSON, metrics).
 pub const COLLECTOR_HTTP_PORT: u16 = 7441;
 /// The URL agents and the CLI use to reach the collector.
-pub const COLLECTOR_URL: &str = "http://198.18.0.1:7440";
+pub const COLLECTOR_URL: &str = "https://198.18.0.1:7440";
+/// The collector's HTTP side (API, page, metrics), over TLS.
+pub const COLLECTOR_HTTP_URL: &str = "https://198.18.0.1:7441";
 
 /// Name of the bridge inside the hub namespace.
 const BRIDGE: &str = "br0";
@@ -60,6 +62,9 @@ pub struct Fleet {
     pub(crate) collector: Option<Proc>,
     pub(crate) agents: Vec<Option<Proc>>,
     pub(crate) extra: Vec<Proc>,
+    /// The fleet's credentials, made before the collector or an agent
+    /// first starts.
+    pub(crate) trust: Option<crate::control::FleetTrust>,
 }
 
 impl Fleet {
@@ -93,6 +98,7 @@ impl Fleet {
             collector: None,
             agents: (0..n_nodes).map(|_| None).collect(),
             extra: Vec::new(),
+            trust: None,
         };
         fleet.build();
         fleet

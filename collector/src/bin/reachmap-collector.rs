@@ -20,6 +20,11 @@ enum Command {
         #[command(subcommand)]
         what: CaCommand,
     },
+    /// Bootstrap and API tokens, made on the collector's host without credentials (running or not; it reads them)
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
+    },
     /// Issue a query client's certificate: writes a bundle (certificate, key, CA) the reachmap CLI reads with --credentials
     IssueClient {
         /// The client's name, as the collector logs it
@@ -34,6 +39,27 @@ enum Command {
     },
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum TokenCommand {
+    /// Make a token and print it
+    Create {
+        /// How long it is valid [default: 1h for enrolment, 30d for API tokens]
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<humantime::Duration>,
+        /// Enrolment: how many nodes may use it
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        uses: u32,
+        /// Enrolment: the only node name it may enrol
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// An API token with this role instead of an enrolment token
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        description: String,
+    },
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum RoleArg {
     Viewer,
@@ -44,6 +70,8 @@ enum RoleArg {
 enum CaCommand {
     /// Print the pin agents are given (`sha256:` of the CA's public key)
     Pin,
+    /// Make the CA and the server certificate now (as the first start would) and print the pin
+    Init,
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +98,54 @@ fn main() -> std::process::ExitCode {
             return match reachmap_collector::trust::read_pin(&config.data_dir) {
                 Ok(pin) => {
                     println!("{pin}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("reachmap-collector: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Ca {
+            what: CaCommand::Init,
+        }) => {
+            return match reachmap_collector::load_authority(&config) {
+                Ok((a, _)) => {
+                    println!("{}", a.pin);
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("reachmap-collector: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Token {
+            what:
+                TokenCommand::Create {
+                    ttl,
+                    uses,
+                    node,
+                    role,
+                    description,
+                },
+        }) => {
+            use reachmap_collector::trust::TokenKind;
+            let kind = match role {
+                None => TokenKind::Enroll,
+                Some(RoleArg::Viewer) => TokenKind::Viewer,
+                Some(RoleArg::Operator) => TokenKind::Operator,
+            };
+            return match reachmap_collector::trust::Trust::create_token_offline(
+                &config.data_dir,
+                kind,
+                ttl.map(Into::into),
+                uses,
+                node,
+                description,
+            ) {
+                Ok((token, _)) => {
+                    println!("{token}");
                     std::process::ExitCode::SUCCESS
                 }
                 Err(e) => {

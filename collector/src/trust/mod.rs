@@ -38,7 +38,8 @@ fn now_unix() -> i64 {
 pub enum Caller {
     /// A node's certificate: the agent stream only.
     Node { name: String, serial: String },
-    /// A client certificate or an API token, with its role.
+    /// A client certificate ("client NAME") or an API token ("token ID"),
+    /// with its role.
     Client { name: String, role: Role },
     /// `--insecure`: nobody is checked.
     Lab,
@@ -135,7 +136,10 @@ impl Trust {
                     name,
                     serial: info.serial.clone(),
                 }),
-                Some(Identity::Client { name, role }) => Ok(Caller::Client { name, role }),
+                Some(Identity::Client { name, role }) => Ok(Caller::Client {
+                    name: format!("client {name}"),
+                    role,
+                }),
                 _ => Err(Denied::Unauthenticated(
                     "the client certificate names no reachmap identity".into(),
                 )),
@@ -143,7 +147,7 @@ impl Trust {
         }
         match token {
             Some(t) => {
-                let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
                 match tokens.api_role(t, now_unix()) {
                     Ok((id, role)) => Ok(Caller::Client {
                         name: format!("token {id}"),
@@ -217,8 +221,25 @@ impl Trust {
         Ok(n)
     }
 
-    pub fn create_token(
-        &self,
+    /// Makes a token without a running collector (`reachmap-collector token
+    /// create` on the collector's host): written to the file the collector
+    /// also reads.
+    pub fn create_token_offline(
+        data_dir: &Path,
+        kind: TokenKind,
+        ttl: Option<Duration>,
+        uses: u32,
+        node: Option<String>,
+        description: String,
+    ) -> Result<(String, TokenRecord), String> {
+        let dir = Authority::dir(data_dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tokens = tokens::Tokens::open(&dir).map_err(|e| e.to_string())?;
+        Self::create_in(&mut { tokens }, kind, ttl, uses, node, description)
+    }
+
+    fn create_in(
+        tokens: &mut tokens::Tokens,
         kind: TokenKind,
         ttl: Option<Duration>,
         uses: u32,
@@ -235,11 +256,21 @@ impl Trust {
             TokenKind::Enroll => ENROLL_TOKEN_TTL,
             _ => API_TOKEN_TTL,
         });
-        self.tokens
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        tokens
             .create(kind, ttl.as_secs().max(1), uses, node, description, now_unix())
             .map_err(|r| r.to_string())
+    }
+
+    pub fn create_token(
+        &self,
+        kind: TokenKind,
+        ttl: Option<Duration>,
+        uses: u32,
+        node: Option<String>,
+        description: String,
+    ) -> Result<(String, TokenRecord), String> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::create_in(&mut tokens, kind, ttl, uses, node, description)
     }
 
     pub fn list_tokens(&self) -> Vec<TokenRecord> {
@@ -259,7 +290,7 @@ impl Trust {
 
     /// When an API token ends, if it is a valid one.
     pub fn api_token_expires(&self, token: &str) -> Option<i64> {
-        let tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         tokens.api_role(token, now_unix()).ok()?;
         tokens.expires(token, now_unix())
     }

@@ -155,7 +155,22 @@ impl Tokens {
         Ok(Tokens { path, records })
     }
 
-    fn save(&self) -> Result<(), Refusal> {
+    /// Takes in tokens another process (`reachmap-collector token create`
+    /// on this host) added to the file since it was read.
+    fn merge_from_disk(&mut self) {
+        let Ok(Some(text)) = read_optional(&self.path) else {
+            return;
+        };
+        let Ok(f) = serde_json::from_str::<File>(&text) else {
+            return;
+        };
+        for t in f.tokens {
+            self.records.entry(t.id.clone()).or_insert(t);
+        }
+    }
+
+    fn save(&mut self) -> Result<(), Refusal> {
+        self.merge_from_disk();
         let text = serde_json::to_vec_pretty(&File {
             format: FORMAT,
             tokens: self.records.values().cloned().collect(),
@@ -198,9 +213,12 @@ impl Tokens {
         Ok((format!("{id}.{secret}"), rec))
     }
 
-    fn find(&self, token: &str, now_unix: i64) -> Result<&TokenRecord, Refusal> {
+    fn find(&mut self, token: &str, now_unix: i64) -> Result<&TokenRecord, Refusal> {
         let (id, secret) = split(token)?;
         let id = id.to_ascii_lowercase();
+        if !self.records.contains_key(&id) {
+            self.merge_from_disk();
+        }
         let rec = self
             .records
             .get(&id)
@@ -248,7 +266,7 @@ impl Tokens {
     }
 
     /// The role an API token gives.
-    pub fn api_role(&self, token: &str, now_unix: i64) -> Result<(String, Role), Refusal> {
+    pub fn api_role(&mut self, token: &str, now_unix: i64) -> Result<(String, Role), Refusal> {
         let rec = self.find(token, now_unix)?;
         rec.kind
             .role()
@@ -257,7 +275,7 @@ impl Tokens {
     }
 
     /// When an API token ends (for the web page's cookie).
-    pub fn expires(&self, token: &str, now_unix: i64) -> Option<i64> {
+    pub fn expires(&mut self, token: &str, now_unix: i64) -> Option<i64> {
         self.find(token, now_unix).ok().map(|r| r.expires_unix)
     }
 

@@ -1,0 +1,270 @@
+//! Trust end to end: agents enrol with a bootstrap token and the CA pin,
+//! come back on their certificates without one, renew short-lived
+//! certificates with no gap in the stream, are cut within a second when
+//! revoked; bad tokens and pins are one-line errors; roles hold for the CLI
+//! and HTTP.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, require_root};
+
+fn connected(fleet: &Fleet, name: &str) -> Result<bool, String> {
+    let views = fleet.try_node_views()?;
+    Ok(views.iter().any(|v| v.name == name && v.connected))
+}
+
+fn wait_connected(fleet: &Fleet, names: &[&str], timeout: Duration, what: &str) {
+    assert_eventually!(
+        timeout,
+        || {
+            let views = fleet.try_node_views()?;
+            let ok = names
+                .iter()
+                .all(|n| views.iter().any(|v| v.name == *n && v.connected));
+            ensure(ok, views)
+        },
+        "{what}: {names:?} connected"
+    );
+}
+
+fn last_line(log: &str) -> String {
+    log.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("===="))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_fleet_enrols_and_comes_back_on_its_certificates_without_a_token() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_enrol", 3);
+    fleet.start_collector();
+    fleet.start_agents();
+    let names = ["node-0", "node-1", "node-2"];
+    wait_connected(&fleet, &names, Duration::from_secs(20), "enrolled");
+    // The key and certificate are the node's, private to it.
+    let state = fleet.dir().join("agent-state-node-0");
+    for f in ["node-0.key", "node-0.crt", "node-0.ca.crt"] {
+        let mode = std::fs::metadata(state.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    // The token is revoked: from now on only certificates get in.
+    let list = fleet.cli(&["token", "list", "--format", "json"]);
+    let tokens: serde_json::Value = serde_json::from_slice(&list.stdout).expect("token list JSON");
+    let id = tokens
+        .as_array()
+        .and_then(|a| a.iter().find(|t| t["description"] == "harness"))
+        .and_then(|t| t["id"].as_str())
+        .expect("the harness's enrolment token")
+        .to_string();
+    let out = fleet.cli(&["token", "revoke", &id]);
+    assert!(out.status.success(), "{out:?}");
+    // The collector restarts: every agent is back on its certificate.
+    fleet.stop_collector();
+    fleet.start_collector();
+    wait_connected(&fleet, &names, Duration::from_secs(20), "after a collector restart");
+    // An agent restarts with no token at all and reconnects.
+    fleet.stop_agent(1);
+    fleet.start_agent_with(1, &["--enroll-token", ""]);
+    wait_connected(&fleet, &names, Duration::from_secs(20), "after an agent restart");
+    // A new node with the revoked token is refused, in one line.
+    std::fs::remove_dir_all(fleet.dir().join("agent-state-node-2")).expect("forget node-2");
+    fleet.stop_agent(2);
+    fleet.start_agent(2);
+    let status = fleet
+        .wait_agent_exit(2, Duration::from_secs(15))
+        .expect("the agent gives up on a revoked token");
+    assert!(!status.success());
+    let line = last_line(&fleet.agent_log(2));
+    assert!(
+        line.contains("enrolment refused: token") && line.contains("is revoked"),
+        "{line}"
+    );
+}
+
+#[test]
+fn bad_tokens_and_pins_are_one_line_errors() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_bad", 4);
+    fleet.start_collector();
+    let once = stdout(&fleet.cli(&["token", "create", "--uses", "1"]));
+    let bound = stdout(&fleet.cli(&["token", "create", "--node", "db-9"]));
+    let short = stdout(&fleet.cli(&["token", "create", "--ttl", "1s"]));
+    std::thread::sleep(Duration::from_millis(1500));
+    let wrong_pin = format!("sha256:{}", "ab".repeat(32));
+    let cases: Vec<(usize, Vec<&str>, &str)> = vec![
+        (0, vec!["--enroll-token", &once], ""),
+        (1, vec!["--enroll-token", &once], "is used up"),
+        (2, vec!["--enroll-token", &bound], "is for node db-9, not node-2"),
+        (3, vec!["--enroll-token", &short], "expired"),
+    ];
+    for (i, args, want) in &cases {
+        fleet.start_agent_with(*i, args);
+        if want.is_empty() {
+            wait_connected(&fleet, &["node-0"], Duration::from_secs(20), "a good token");
+            continue;
+        }
+        let status = fleet
+            .wait_agent_exit(*i, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("node-{i} should give up: {want}"));
+        assert!(!status.success());
+        let line = last_line(&fleet.agent_log(*i));
+        assert!(line.contains(want), "node-{i}: {line:?} does not say {want:?}");
+    }
+    let unknown = "0123abcd.0123456789abcdef0123456789abcdef";
+    fleet.start_agent_with(1, &["--enroll-token", unknown]);
+    fleet.wait_agent_exit(1, Duration::from_secs(15)).expect("exits");
+    assert!(last_line(&fleet.agent_log(1)).contains("unknown token 0123abcd"));
+    // A wrong pin: the collector is not trusted, and nothing is sent.
+    let good = stdout(&fleet.cli(&["token", "create"]));
+    fleet.start_agent_with(1, &["--enroll-token", &good, "--ca-pin", &wrong_pin]);
+    fleet.wait_agent_exit(1, Duration::from_secs(15)).expect("exits");
+    let line = last_line(&fleet.agent_log(1));
+    assert!(line.contains("does not match the pin"), "{line}");
+    // The token was not used by that attempt: the right pin enrols with it.
+    fleet.start_agent_with(1, &["--enroll-token", &good]);
+    wait_connected(&fleet, &["node-0", "node-1"], Duration::from_secs(20), "right pin");
+    // Plaintext agents and CLIs get nowhere on the TLS ports.
+    let plain = fleet.cli_as(
+        &["--collector", "http://198.18.0.1:7440", "--insecure"],
+        &["nodes"],
+    );
+    assert!(!plain.status.success());
+}
+
+#[test]
+fn short_lifetimes_renew_with_no_disconnect_and_an_expired_certificate_says_so() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_renew", 1);
+    fleet.start_collector_with(&["--node-cert-lifetime", "12s"]);
+    fleet.start_agent(0);
+    wait_connected(&fleet, &["node-0"], Duration::from_secs(20), "enrolled");
+    let start = Instant::now();
+    // Two renewals (at 70-90 % of 12 s each) while the node stays connected.
+    while start.elapsed() < reachmap_fleet_tests::patient(Duration::from_secs(26)) {
+        assert!(connected(&fleet, "node-0").expect("nodes"), "node-0 dropped");
+        std::thread::sleep(Duration::from_millis(250));
+        if fleet.agent_log(0).matches("renewed the node certificate").count() >= 2 {
+            break;
+        }
+    }
+    let log = fleet.agent_log(0);
+    assert!(
+        log.matches("renewed the node certificate").count() >= 2,
+        "two renewals:\n{log}"
+    );
+    assert_eq!(log.matches("stream down").count(), 0, "{log}");
+    assert_eq!(log.matches("connected").filter(|_| true).count() >= 1, true);
+    // Stopped past its certificate's end, with no token: it says what to do.
+    fleet.stop_agent(0);
+    std::thread::sleep(reachmap_fleet_tests::patient(Duration::from_secs(13)));
+    fleet.start_agent_with(0, &["--enroll-token", ""]);
+    fleet
+        .wait_agent_exit(0, Duration::from_secs(15))
+        .expect("exits on an expired certificate");
+    let line = last_line(&fleet.agent_log(0));
+    assert!(
+        line.contains("expired") && line.contains("reachmap token create --node node-0"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_revoked_node_is_cut_at_once_and_stays_out() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_revoke", 2);
+    fleet.start_collector();
+    fleet.start_agents();
+    wait_connected(&fleet, &["node-0", "node-1"], Duration::from_secs(20), "fleet up");
+    let out = fleet.cli(&["node", "revoke", "node-1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("its stream cut"), "{}", stdout(&out));
+    let cut = Instant::now();
+    assert_eventually!(
+        Duration::from_secs(1),
+        || ensure(!connected(&fleet, "node-1")?, "still connected"),
+        "node-1 cut within a second"
+    );
+    eprintln!("node-1 was cut {:?} after the revocation", cut.elapsed());
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!connected(&fleet, "node-1").expect("nodes"), "node-1 is back");
+    assert!(connected(&fleet, "node-0").expect("nodes"), "node-0 untouched");
+    assert!(
+        fleet.collector_log().contains("refused a revoked certificate"),
+        "its handshakes are refused"
+    );
+}
+
+#[test]
+fn roles_hold_for_the_cli_and_http() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_roles", 2);
+    fleet.start_collector();
+    fleet.start_agents();
+    wait_connected(&fleet, &["node-0", "node-1"], Duration::from_secs(20), "fleet up");
+    let t = fleet.trust();
+    let viewer = t.viewer_bundle.to_str().expect("utf-8").to_string();
+    let ca = t.ca_file.to_str().expect("utf-8").to_string();
+    let url = ["--collector", "https://198.18.0.1:7440"];
+    // A viewer's certificate reads, and cannot command.
+    let pre: Vec<&str> = url.iter().copied().chain(["--credentials", &viewer]).collect();
+    let out = fleet.cli_as(&pre, &["nodes"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = fleet.cli_as(&pre, &["test-port", "node-0", "node-1:9000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim(),
+        "reachmap: not allowed: client harness-viewer is a viewer; test-port needs the operator role"
+    );
+    // A viewer token with the CA file reads too.
+    let pre: Vec<&str> = url
+        .iter()
+        .copied()
+        .chain(["--token", &t.viewer_token, "--ca-file", &ca])
+        .collect();
+    let out = fleet.cli_as(&pre, &["matrix", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    // No credentials: a one-line error before anything is sent.
+    let out = fleet.cli_as(&url, &["nodes"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no credentials"));
+    // HTTP: the token gets in, nothing else does.
+    let out = fleet.http_get("/api/v1/nodes");
+    assert!(stdout(&out).contains("node-0"));
+    let code = |extra: &[&str], path: &str| {
+        let mut args = vec!["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", &ca];
+        args.extend_from_slice(extra);
+        let url = format!("https://198.18.0.1:7441{path}");
+        args.push(&url);
+        stdout(&fleet.hub_exec(&args))
+    };
+    assert_eq!(code(&[], "/api/v1/nodes"), "401");
+    assert_eq!(code(&[], "/metrics"), "401");
+    assert_eq!(code(&[], "/healthz"), "200");
+    assert_eq!(code(&["-H", "Authorization: Bearer 0000aaaa.00000000000000000000000000000000"], "/metrics"), "401");
+    let bearer = format!("Authorization: Bearer {}", t.viewer_token);
+    assert_eq!(code(&["-H", &bearer], "/metrics"), "200");
+    // Plaintext HTTP gets no answer.
+    let out = fleet.try_hub_exec(&["curl", "-s", "-m", "3", "http://198.18.0.1:7441/healthz"]);
+    assert!(!out.status.success() || stdout(&out).is_empty(), "{out:?}");
+}
