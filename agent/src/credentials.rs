@@ -139,7 +139,8 @@ fn write_private(path: &PathBuf, text: &str) -> std::io::Result<()> {
 fn save(config: &Config, key_pem: &str, cert_pem: &str, ca_pem: &str) {
     let p = paths(config);
     // The key first: a certificate without its key is useless.
-    let saved = write_private(&p.key, key_pem)
+    let saved = std::fs::create_dir_all(&config.state_dir)
+        .and_then(|()| write_private(&p.key, key_pem))
         .and_then(|()| write_private(&p.ca, ca_pem))
         .and_then(|()| write_private(&p.cert, cert_pem));
     if let Err(e) = saved {
