@@ -13,7 +13,7 @@ source deploy/common.sh
 
 readonly nodes=3
 readonly hub_addr=198.18.0.1
-readonly collector_url="http://$hub_addr:7440"
+readonly collector_url="https://$hub_addr:7440"
 readonly prefix="rmdemo-$$"
 readonly hub="$prefix-hub"
 readonly bin="$repo/target/debug"
@@ -115,7 +115,14 @@ show_logs() {
 }
 
 cli() {
-    ip netns exec "$hub" "$bin/reachmap" --collector "$collector_url" "$@"
+    ip netns exec "$hub" "$bin/reachmap" --collector "$collector_url" \
+        --credentials "$logs/operator.pem" "$@"
+}
+
+# collector_cmd ARGS...: the collector's offline subcommands on its data dir.
+collector_cmd() {
+    "$bin/reachmap-collector" --data-dir "$logs/collector-data" \
+        --listen "$hub_addr:7440" --http "$hub_addr:7441" "$@"
 }
 
 echo "==== packages and build"
@@ -128,12 +135,18 @@ sweep_leftovers
 logs=$(mktemp -d /tmp/rmdemo.XXXXXX)
 build_fleet
 mkdir -p "$logs/collector-data"
+echo "==== trust: the collector's CA, a bootstrap token, an operator's credentials"
+pin=$(collector_cmd ca init)
+token=$(collector_cmd token create --uses "$nodes" --ttl 10m --description demo)
+collector_cmd issue-client demo-operator --role operator -o "$logs/operator.pem"
+viewer_token=$(collector_cmd token create --role viewer --ttl 1d --description demo-viewer)
+echo "CA pin $pin; agents enrol with a one-use-per-node token"
 start "$hub" collector "$bin/reachmap-collector" --listen "$hub_addr:7440" \
     --http "$hub_addr:7441" --data-dir "$logs/collector-data" --probe-interval 2s
 for ((i = 0; i < nodes; i++)); do
     start "$prefix-n$i" "agent-node-$i" "$bin/reachmap-agent" --collector "$collector_url" \
         --node "node-$i" --heartbeat-interval 1s --reconnect-max 1s \
-        --state-dir "$logs/agent-state-node-$i"
+        --state-dir "$logs/agent-state-node-$i" --enroll-token "$token" --ca-pin "$pin"
 done
 
 echo "==== waiting for $nodes connected nodes (up to 30 s)"
@@ -169,13 +182,14 @@ cli matrix
 if [[ -t 1 ]]; then
     echo
     echo "The fleet is running. Query it with:"
-    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url nodes"
-    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url matrix"
-    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url test-port node-0 node-1:9000"
-    echo "  sudo ip netns exec $hub curl -s http://$hub_addr:7441/metrics"
+    local_cli="sudo ip netns exec $hub $bin/reachmap --collector $collector_url --credentials $logs/operator.pem"
+    echo "  $local_cli nodes"
+    echo "  $local_cli matrix"
+    echo "  $local_cli test-port node-0 node-1:9000"
+    echo "  sudo ip netns exec $hub curl -s --cacert $logs/collector-data/tls/ca.crt -H 'Authorization: Bearer $viewer_token' https://$hub_addr:7441/metrics"
     echo "Break something and watch the matrix, then ask why, e.g. drop node-2's probe port:"
     echo "  sudo ip netns exec $prefix-n2 nft 'add table inet demo; add chain inet demo in { type filter hook input priority 0; }; add rule inet demo in tcp dport 7442 drop'"
-    echo "  sudo ip netns exec $hub $bin/reachmap --collector $collector_url why node-0 node-2"
+    echo "  $local_cli why node-0 node-2"
     echo "Logs: $logs"
     echo "Press Enter or Ctrl-C to tear it down."
     trap 'exit 0' INT

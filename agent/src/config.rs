@@ -83,7 +83,12 @@ pub struct Flags {
     )]
     pub labels: Vec<String>,
     /// A bootstrap token (`reachmap token create`): with it the agent enrols once, making its key on this host, and keeps its certificate in the state directory
-    #[arg(long, env = "REACHMAP_ENROLL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "REACHMAP_ENROLL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub enroll_token: Option<String>,
     /// The collector CA's pin (`reachmap-collector ca pin`), trusted on first contact
     #[arg(long, env = "REACHMAP_CA_PIN", value_name = "sha256:HEX")]
@@ -246,7 +251,9 @@ impl Config {
         }
         let insecure = flags.insecure || file.insecure.unwrap_or(false);
         let ca_pin = match flags.ca_pin.clone().or(file.ca_pin) {
-            Some(p) => Some(reachmap_tls::identity::check_pin(p.trim()).map_err(|m| invalid("ca_pin", m))?),
+            Some(p) => Some(
+                reachmap_tls::identity::check_pin(p.trim()).map_err(|m| invalid("ca_pin", m))?,
+            ),
             None => None,
         };
         let enroll_token = flags
@@ -357,7 +364,9 @@ pub fn parse_collector_url(text: &str, insecure: bool) -> Result<Uri, ConfigErro
         (Some("http"), false) => {
             return Err(invalid(
                 "collector",
-                format!("{text:?} is plaintext: use https:// (or --insecure for a collector started with --insecure)"),
+                format!(
+                    "{text:?} is plaintext: use https:// (or --insecure for a collector started with --insecure)"
+                ),
             ));
         }
         (Some("https"), true) => {
@@ -545,9 +554,12 @@ mod tests {
         let mut f = flags();
         f.config = None;
         f.ca_pin = Some("sha256:123".into());
-        let e = Config::load(&Flags { config: Some(with_file("").config.expect("path")), ..f })
-            .expect_err("bad pin")
-            .to_string();
+        let e = Config::load(&Flags {
+            config: Some(with_file("").config.expect("path")),
+            ..f
+        })
+        .expect_err("bad pin")
+        .to_string();
         assert!(e.starts_with("ca_pin:"), "{e}");
     }
 }

@@ -81,12 +81,7 @@ fn read_files(p: &Paths) -> Result<Option<(String, String, String)>, CredError> 
     })
 }
 
-fn build(
-    key_pem: &str,
-    cert_pem: &str,
-    ca_pem: &str,
-    node: &str,
-) -> Result<Credentials, String> {
+fn build(key_pem: &str, cert_pem: &str, ca_pem: &str, node: &str) -> Result<Credentials, String> {
     let chain = reachmap_tls::pem::certs(cert_pem)?;
     let info = reachmap_tls::cert_info(&chain[0])?;
     match info.identity() {
@@ -330,7 +325,11 @@ pub async fn renew(
     shutdown: CancellationToken,
 ) {
     loop {
-        let at = renew_at(current.not_before_unix, current.not_after_unix, rand::random());
+        let at = renew_at(
+            current.not_before_unix,
+            current.not_after_unix,
+            rand::random(),
+        );
         let wait = Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0));
         tracing::debug!(?wait, "renewing the node certificate then");
         tokio::select! {

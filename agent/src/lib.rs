@@ -44,7 +44,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (tls_tx, tls_rx) = watch::channel(None);
     let mut renewal = None;
     if config.insecure {
-        tracing::warn!("--insecure: plaintext to the collector, which is not authenticated: anyone on the path can read this host's facts or pose as the collector (for a lab only)");
+        tracing::warn!(
+            "--insecure: plaintext to the collector, which is not authenticated: anyone on the path can read this host's facts or pose as the collector (for a lab only)"
+        );
     } else {
         match credentials::obtain_patiently(&config, &shutdown).await {
             Ok(Some(creds)) => {

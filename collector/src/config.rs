@@ -64,10 +64,20 @@ pub struct Flags {
     #[arg(long, env = "REACHMAP_INSECURE")]
     pub insecure: bool,
     /// The operator's own CA certificate (PEM) instead of the one made under the data directory; with --ca-key
-    #[arg(long, env = "REACHMAP_CA_CERT", value_name = "FILE", requires = "ca_key")]
+    #[arg(
+        long,
+        env = "REACHMAP_CA_CERT",
+        value_name = "FILE",
+        requires = "ca_key"
+    )]
     pub ca_cert: Option<PathBuf>,
     /// The key of --ca-cert (PEM)
-    #[arg(long, env = "REACHMAP_CA_KEY", value_name = "FILE", requires = "ca_cert")]
+    #[arg(
+        long,
+        env = "REACHMAP_CA_KEY",
+        value_name = "FILE",
+        requires = "ca_cert"
+    )]
     pub ca_key: Option<PathBuf>,
     /// Lifetime of the certificates nodes get at enrolment and renewal [default: 30d]
     #[arg(long, env = "REACHMAP_NODE_CERT_LIFETIME", value_name = "DURATION")]

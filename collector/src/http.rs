@@ -4,17 +4,17 @@
 use crate::probe::JsonDetail;
 use crate::query;
 use crate::state::Fleet;
+use crate::trust::{Denied, Peer, Trust};
 use crate::view;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use crate::trust::{Denied, Peer, Trust};
 use axum::http::{HeaderMap, StatusCode, header};
-use reachmap_tls::Role;
-use std::sync::Arc;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
+use reachmap_tls::Role;
+use std::sync::Arc;
 use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Clone)]
@@ -42,7 +42,10 @@ pub fn router(fleet: Fleet, trust: Arc<Trust>, metrics_pair_cap: usize) -> axum:
         .route("/api/v1/why", get(why))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes())
-        .route_layer(axum::middleware::from_fn_with_state(trust.clone(), authenticate))
+        .route_layer(axum::middleware::from_fn_with_state(
+            trust.clone(),
+            authenticate,
+        ))
         .with_state(state);
     axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -110,9 +113,11 @@ async fn authenticate(
                     .into_response()
             }
         }
-        Err(Denied::Forbidden(m)) => {
-            (StatusCode::FORBIDDEN, Json(serde_json::json!({ "error": m }))).into_response()
-        }
+        Err(Denied::Forbidden(m)) => (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({ "error": m })),
+        )
+            .into_response(),
     }
 }
 
@@ -146,7 +151,10 @@ async fn login(State(trust): State<Arc<Trust>>, axum::Form(f): axum::Form<LoginF
     );
     (
         StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, cookie), (header::LOCATION, "/".to_string())],
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/".to_string()),
+        ],
     )
         .into_response()
 }
@@ -155,7 +163,10 @@ async fn logout() -> Response {
     let cookie = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; Secure; SameSite=Strict");
     (
         StatusCode::SEE_OTHER,
-        [(header::SET_COOKIE, cookie), (header::LOCATION, "/login".to_string())],
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/login".to_string()),
+        ],
     )
         .into_response()
 }

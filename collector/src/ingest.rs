@@ -7,12 +7,12 @@
 use crate::clock::ClockEstimator;
 use crate::state::{Fleet, SessionId, unix_nanos};
 use crate::trust::{Caller, Peer, Trust};
-use std::sync::Arc;
 use crate::validate::{self, ProtocolError};
 use reachmap_proto::v1 as pb;
 use reachmap_proto::v1::agent_message::Body;
 use reachmap_proto::v1::collector_message::Body as CBody;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
@@ -49,8 +49,15 @@ impl Ingest {
     }
 
     /// The node a request's certificate names (`None` with `--insecure`).
-    fn node_of<T>(&self, request: &Request<T>, what: &str) -> Result<Option<(String, String)>, Status> {
-        match self.trust.caller(request.extensions().get::<Peer>(), None)? {
+    fn node_of<T>(
+        &self,
+        request: &Request<T>,
+        what: &str,
+    ) -> Result<Option<(String, String)>, Status> {
+        match self
+            .trust
+            .caller(request.extensions().get::<Peer>(), None)?
+        {
             Caller::Lab => Ok(None),
             Caller::Node { name, serial } => Ok(Some((name, serial))),
             Caller::Client { name, .. } => Err(Status::permission_denied(format!(

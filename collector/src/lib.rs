@@ -74,7 +74,9 @@ pub fn load_authority(config: &Config) -> anyhow::Result<(trust::Authority, trus
 /// deny-list.
 fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
     if config.insecure {
-        tracing::warn!("--insecure: plaintext gRPC and HTTP, and nobody is authenticated: anyone who reaches these ports can pose as any node and read everything (for a lab only)");
+        tracing::warn!(
+            "--insecure: plaintext gRPC and HTTP, and nobody is authenticated: anyone who reaches these ports can pose as any node and read everything (for a lab only)"
+        );
     }
     let (authority, made) = load_authority(config)?;
     if made.ca {
@@ -136,12 +138,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
         let http_shutdown = shutdown.clone();
         let http_task = tokio::spawn(async move {
-            axum::serve(
-                http,
-                router,
-            )
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
+            axum::serve(http, router)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
         });
         (grpc_task, http_task)
     } else {

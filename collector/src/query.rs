@@ -5,8 +5,8 @@ use crate::encode;
 use crate::model::health::SourceState;
 use crate::model::{Interface, NodeFacts, Route};
 use crate::state::{Fleet, Node, unix_nanos};
-use reachmap_proto::v1 as pb;
 use crate::trust::{Caller, Peer, TokenKind, TokenRecord, Trust};
+use reachmap_proto::v1 as pb;
 use reachmap_tls::Role;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -304,9 +304,7 @@ impl pb::query_server::Query for Query {
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         let caller = self.allow(&request, Role::Operator, "token revoke")?;
         let id = request.into_inner().id;
-        self.trust
-            .revoke_token(&id)
-            .map_err(Status::not_found)?;
+        self.trust.revoke_token(&id).map_err(Status::not_found)?;
         tracing::info!(?caller, %id, "token revoked");
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
@@ -321,13 +319,12 @@ impl pb::query_server::Query for Query {
         let name = node.clone();
         let connected = self
             .fleet
-            .read(move |nodes: &BTreeMap<String, Node>| nodes.get(&name).is_some_and(Node::connected))
+            .read(move |nodes: &BTreeMap<String, Node>| {
+                nodes.get(&name).is_some_and(Node::connected)
+            })
             .await
             .unwrap_or(false);
-        let certificates = self
-            .trust
-            .revoke_node(&node)
-            .map_err(Status::internal)?;
+        let certificates = self.trust.revoke_node(&node).map_err(Status::internal)?;
         tracing::warn!(?caller, %node, certificates, "node revoked");
         Ok(Response::new(pb::RevokeNodeResponse {
             certificates,

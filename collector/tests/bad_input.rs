@@ -281,10 +281,7 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
     );
 
     // An invalid name in hello.
-    let (_, status, _) = exchange(
-        &c,
-        "n0",
-        vec![hello("bad name")], short).await;
+    let (_, status, _) = exchange(&c, "n0", vec![hello("bad name")], short).await;
     let status = status.expect("rejected");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(
@@ -339,11 +336,13 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
 
     // A message over the size limit.
     let huge = vec![0u8; reachmap_proto::MAX_MESSAGE_BYTES + 1];
-    let (_, status, _) =
-        exchange(
+    let (_, status, _) = exchange(
         &c,
         "too-big",
-        vec![hello("too-big"), huge], Duration::from_secs(5)).await;
+        vec![hello("too-big"), huge],
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(
         status.is_some(),
         "oversized message must end the stream with an error"
@@ -453,7 +452,10 @@ async fn identity_is_the_certificate_and_roles_are_enforced() {
         .await
         .expect_err("a viewer cannot test-port");
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
-    assert_eq!(e.message(), "client tester is a viewer; test-port needs the operator role");
+    assert_eq!(
+        e.message(),
+        "client tester is a viewer; test-port needs the operator role"
+    );
     let e = v
         .create_token(pb::CreateTokenRequest {
             kind: "enroll".into(),

@@ -294,12 +294,14 @@ fn cli_takes_the_collector_from_the_environment() {
     if !require_root() {
         return;
     }
-    let fleet = running_fleet("cli_env", 1);
+    let mut fleet = running_fleet("cli_env", 1);
     wait_all_connected(&fleet, Duration::from_secs(20), "fleet up");
     let cli = binary("reachmap");
     let cli = cli.to_str().expect("binary path is not UTF-8");
     let env = format!("REACHMAP_COLLECTOR={COLLECTOR_URL}");
-    let out = fleet.hub_exec(&["env", &env, cli, "nodes", "--format", "json"]);
+    let bundle = fleet.trust().viewer_bundle;
+    let creds = format!("REACHMAP_CREDENTIALS={}", bundle.display());
+    let out = fleet.hub_exec(&["env", &env, &creds, cli, "nodes", "--format", "json"]);
     let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     let views = reachmap_fleet_tests::node_views(&nodes).expect("node objects");
     assert!(views.iter().any(|v| v.name == "node-0"), "{views:#?}");

@@ -357,7 +357,10 @@ fn metrics_and_the_matrix_api_serve_the_same_fleet() {
         "{full}"
     );
     // A detail it does not know is a one-line error, not a guess.
-    let out = fleet.try_http_get("/api/v1/matrix?detail=everything", &["-w", "\n%{http_code}"]);
+    let out = fleet.try_http_get(
+        "/api/v1/matrix?detail=everything",
+        &["-w", "\n%{http_code}"],
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.ends_with("\n400") && text.contains("detail=\\\"everything\\\""),

@@ -472,7 +472,10 @@ fn page_follows_a_real_fleet() {
     // The token is in an HttpOnly cookie: the page's scripts cannot read it.
     let cookies = b.eval("document.cookie").expect("cookies");
     assert!(
-        !cookies.as_str().unwrap_or_default().contains("reachmap_token"),
+        !cookies
+            .as_str()
+            .unwrap_or_default()
+            .contains("reachmap_token"),
         "{cookies}"
     );
     assert_eventually!(

@@ -99,10 +99,7 @@ impl Browser {
             "--remote-debugging-port=0",
         ])
         .args(extra)
-        .args([
-            &profile_arg,
-            "about:blank",
-        ])
+        .args([&profile_arg, "about:blank"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

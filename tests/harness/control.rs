@@ -60,7 +60,11 @@ impl Fleet {
             .args(args);
         let out = process::output_with_timeout(cmd, patient(CLI_TIMEOUT));
         if !out.status.success() {
-            panic!("reachmap-collector {} failed\n{}", args.join(" "), describe(&out));
+            panic!(
+                "reachmap-collector {} failed\n{}",
+                args.join(" "),
+                describe(&out)
+            );
         }
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
@@ -70,17 +74,32 @@ impl Fleet {
         if let Some(t) = &self.trust {
             return t.clone();
         }
-        std::fs::create_dir_all(self.collector_data_dir()).expect("cannot create the collector data dir");
+        std::fs::create_dir_all(self.collector_data_dir())
+            .expect("cannot create the collector data dir");
         let pin = self.collector_cmd(&["ca", "init"]);
         let enroll_token = self.collector_cmd(&[
-            "token", "create", "--uses", "100000", "--ttl", "24h", "--description", "harness",
+            "token",
+            "create",
+            "--uses",
+            "100000",
+            "--ttl",
+            "24h",
+            "--description",
+            "harness",
         ]);
         let viewer_token =
             self.collector_cmd(&["token", "create", "--role", "viewer", "--ttl", "24h"]);
         let bundle = |fleet: &Fleet, role: &str| {
             let path = fleet.dir().join(format!("{role}.pem"));
             let p = path.to_str().expect("temp dir path is not UTF-8");
-            fleet.collector_cmd(&["issue-client", &format!("harness-{role}"), "--role", role, "-o", p]);
+            fleet.collector_cmd(&[
+                "issue-client",
+                &format!("harness-{role}"),
+                "--role",
+                role,
+                "-o",
+                p,
+            ]);
             path
         };
         let operator_bundle = bundle(self, "operator");
@@ -209,7 +228,14 @@ impl Fleet {
             .unwrap_or_default();
         let plain_url = COLLECTOR_URL.replace("https://", "http://");
         let mut defaults = vec![
-            ("--collector", if insecure { plain_url.as_str() } else { COLLECTOR_URL }),
+            (
+                "--collector",
+                if insecure {
+                    plain_url.as_str()
+                } else {
+                    COLLECTOR_URL
+                },
+            ),
             ("--node", node.name.as_str()),
             ("--heartbeat-interval", "1s"),
             ("--reconnect-max", "1s"),
@@ -351,7 +377,10 @@ impl Fleet {
     /// `curl -s` of `path` with the viewer token (and the CA) and `extra`
     /// curl flags, whatever the status.
     pub fn try_http_get(&self, path: &str, extra: &[&str]) -> Output {
-        let t = self.trust.as_ref().expect("the collector has not been started");
+        let t = self
+            .trust
+            .as_ref()
+            .expect("the collector has not been started");
         let ca = t.ca_file.to_str().expect("temp dir path is not UTF-8");
         let auth = format!("Authorization: Bearer {}", t.viewer_token);
         let url = format!("{COLLECTOR_HTTP_URL}{path}");

@@ -23,11 +23,11 @@ use std::fmt::{Debug, Display};
 use std::time::{Duration, Instant};
 
 pub use bins::{bin_dir, binary};
+pub use control::FleetTrust;
 pub use fleet::{
     COLLECTOR_GRPC_PORT, COLLECTOR_HTTP_PORT, COLLECTOR_HTTP_URL, COLLECTOR_URL, Fleet, HUB_ADDR,
     Node, node_addr,
 };
-pub use control::FleetTrust;
 pub use nodes::{NodeView, node_view, node_views};
 
 /// Returns true when the tests may create namespaces (running as root).

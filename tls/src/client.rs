@@ -74,7 +74,13 @@ impl ServerCertVerifier for CollectorVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         match &self.trust {
             Trust::Roots(inner) => {
-                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+                inner.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                )?;
             }
             Trust::Pin(pin) => {
                 // The CA is the chain's certificate whose key is the pinned one.
@@ -99,11 +105,19 @@ impl ServerCertVerifier for CollectorVerifier {
                 };
                 let mut roots = RootCertStore::empty();
                 roots.add(ca.clone().into_owned())?;
-                let inner =
-                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-                        .build()
-                        .map_err(|e| refused(format!("the pinned CA: {e}")))?;
-                inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+                let inner = WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| refused(format!("the pinned CA: {e}")))?;
+                inner.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp_response,
+                    now,
+                )?;
             }
         }
         let info = cert_info(end_entity).map_err(refused)?;
@@ -159,7 +173,9 @@ pub fn client_config(
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = crate::provider();
     let trust = match trust {
-        ServerTrust::Pin(pin) => Trust::Pin(crate::identity::check_pin(pin).map_err(TlsError::Config)?),
+        ServerTrust::Pin(pin) => {
+            Trust::Pin(crate::identity::check_pin(pin).map_err(TlsError::Config)?)
+        }
         ServerTrust::Roots(certs) => {
             let mut roots = RootCertStore::empty();
             for c in certs {
@@ -239,11 +255,15 @@ fn reachmap_default_port() -> u16 {
 fn explain_handshake(e: std::io::Error) -> std::io::Error {
     let text = e.to_string();
     let hint = if text.contains("InvalidContentType") || text.contains("corrupt message") {
-        format!("TLS handshake failed ({text}): the collector does not speak TLS — started with --insecure? then use http:// and --insecure")
+        format!(
+            "TLS handshake failed ({text}): the collector does not speak TLS — started with --insecure? then use http:// and --insecure"
+        )
     } else if text.contains("CertificateRequired") || text.contains("certificate required") {
         format!("TLS handshake failed: the collector requires a client certificate ({text})")
     } else if text.contains("AccessDenied") || text.contains("access denied") {
-        format!("TLS handshake refused by the collector: this certificate is revoked or not allowed ({text})")
+        format!(
+            "TLS handshake refused by the collector: this certificate is revoked or not allowed ({text})"
+        )
     } else {
         format!("TLS handshake failed: {text}")
     };

@@ -19,8 +19,8 @@ pub mod pem;
 
 pub use client::{ClientIdentity, ServerTrust, TlsError, client_config, connect};
 pub use identity::{
-    COLLECTOR_ROLE_URI, CertInfo, Identity, Role, cert_info, client_uri, node_uri, pin_of_cert,
-    check_pin, pin_of_spki, role_uri,
+    COLLECTOR_ROLE_URI, CertInfo, Identity, Role, cert_info, check_pin, client_uri, node_uri,
+    pin_of_cert, pin_of_spki, role_uri,
 };
 
 use std::sync::Arc;

@@ -51,9 +51,12 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert_eq!(back[0].as_ref(), der.as_slice());
         assert!(key_of(&key.serialize_pem()).is_ok());
-        assert_eq!(certs("nothing").unwrap_err(), "no PEM certificate in it");
         assert_eq!(
-            super::key("nothing").unwrap_err(),
+            certs("nothing").expect_err("no cert"),
+            "no PEM certificate in it"
+        );
+        assert_eq!(
+            super::key("nothing").expect_err("no key"),
             "no PEM private key in it"
         );
     }

@@ -91,6 +91,9 @@ pub fn spawn_collector(args: &Args, bin: &PathBuf, grpc: SocketAddr) -> anyhow::
         .arg(args.probe_interval.to_string())
         .arg("--full-mesh-max")
         .arg(args.agents.max(1).to_string())
+        // The simulated agents still speak plaintext (mutual TLS for them
+        // is not built yet).
+        .arg("--insecure")
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()

@@ -125,6 +125,7 @@ pub fn cli_matrix(cli: &PathBuf, url: &str) -> anyhow::Result<(Duration, Duratio
         .args([
             "--collector",
             url,
+            "--insecure",
             "matrix",
             "--port",
             "7442",

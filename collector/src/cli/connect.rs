@@ -22,13 +22,24 @@ pub struct Auth {
     #[arg(long, global = true, env = "REACHMAP_CREDENTIALS", value_name = "FILE")]
     pub credentials: Option<PathBuf>,
     /// An API token (`reachmap token create --role viewer`), sent as a bearer token
-    #[arg(long, global = true, env = "REACHMAP_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "REACHMAP_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// The collector's CA certificate (PEM), when no bundle carries it
     #[arg(long, global = true, env = "REACHMAP_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// The pin of the collector's CA (`reachmap-collector ca pin`), when no bundle or file carries it
-    #[arg(long, global = true, env = "REACHMAP_CA_PIN", value_name = "sha256:HEX")]
+    #[arg(
+        long,
+        global = true,
+        env = "REACHMAP_CA_PIN",
+        value_name = "sha256:HEX"
+    )]
     pub ca_pin: Option<String>,
     /// Plaintext to a collector started with --insecure (a lab only)
     #[arg(long, global = true, env = "REACHMAP_INSECURE")]
@@ -57,8 +68,7 @@ fn default_bundle() -> Option<PathBuf> {
 }
 
 fn read(path: &Path) -> Result<String, CliError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
 /// The certificates of a bundle, split into the CA and the client's own.

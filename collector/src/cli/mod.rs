@@ -308,7 +308,11 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             Ok(format!(
                 "revoked {name}: {} certificate(s) denied{}\n",
                 r.certificates,
-                if r.disconnected { ", its stream cut" } else { "" }
+                if r.disconnected {
+                    ", its stream cut"
+                } else {
+                    ""
+                }
             ))
         }
         Command::Token { action } => token(&mut client, &cli.collector, action).await,

@@ -110,7 +110,15 @@ pub fn tokens(list: &[view::TokenView]) -> String {
         })
         .collect();
     render(
-        &["ID", "KIND", "EXPIRES", "USES LEFT", "NODE", "STATE", "DESCRIPTION"],
+        &[
+            "ID",
+            "KIND",
+            "EXPIRES",
+            "USES LEFT",
+            "NODE",
+            "STATE",
+            "DESCRIPTION",
+        ],
         &rows,
     )
 }

@@ -121,13 +121,19 @@ impl Authority {
     /// The existing CA alone, for issuing client certificates beside a
     /// running collector: nothing is made or written, and the server
     /// certificate fields are empty.
-    pub fn existing_ca(data_dir: &Path, own_ca: Option<(&Path, &Path)>) -> Result<Authority, TrustError> {
+    pub fn existing_ca(
+        data_dir: &Path,
+        own_ca: Option<(&Path, &Path)>,
+    ) -> Result<Authority, TrustError> {
         let key = match own_ca {
             Some((_, k)) => k.to_owned(),
             None => Self::dir(data_dir).join("ca.key"),
         };
         if read_optional(&key)?.is_none() {
-            return Err(bad(&key, "no CA yet: it is made when the collector first starts"));
+            return Err(bad(
+                &key,
+                "no CA yet: it is made when the collector first starts",
+            ));
         }
         Ok(Self::open(data_dir, None, own_ca)?.0)
     }
@@ -144,9 +150,9 @@ impl Authority {
             None => (dir.join("ca.crt"), dir.join("ca.key")),
         };
         let own_key = match own_ca {
-            Some(_) => Some(
-                read_optional(&key_path)?.ok_or_else(|| bad(&key_path, "no such file"))?,
-            ),
+            Some(_) => {
+                Some(read_optional(&key_path)?.ok_or_else(|| bad(&key_path, "no such file"))?)
+            }
             None => read_optional(&key_path)?,
         };
         let (ca_key, ca_cert_pem, made_ca) = match own_key {
@@ -168,7 +174,10 @@ impl Authority {
         let ca_der = pem_der(&ca_path, &ca_cert_pem)?;
         let ca_info = reachmap_tls::cert_info(&ca_der).map_err(|e| bad(&ca_path, e))?;
         if !ca_info.is_ca {
-            return Err(bad(&ca_path, "is not a CA certificate (no CA basic constraint)"));
+            return Err(bad(
+                &ca_path,
+                "is not a CA certificate (no CA basic constraint)",
+            ));
         }
         let spki = ca_info.spki;
         let pin = reachmap_tls::pin_of_spki(&spki);
@@ -255,7 +264,8 @@ impl Authority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, csr.node.as_str());
         p.distinguished_name = dn;
-        p.subject_alt_names.push(uri_san(&reachmap_tls::node_uri(&csr.node))?);
+        p.subject_alt_names
+            .push(uri_san(&reachmap_tls::node_uri(&csr.node))?);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let mut request = csr.request.clone();
         request.params = p;
@@ -276,8 +286,10 @@ impl Authority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         p.distinguished_name = dn;
-        p.subject_alt_names.push(uri_san(&reachmap_tls::client_uri(name))?);
-        p.subject_alt_names.push(uri_san(&reachmap_tls::role_uri(role))?);
+        p.subject_alt_names
+            .push(uri_san(&reachmap_tls::client_uri(name))?);
+        p.subject_alt_names
+            .push(uri_san(&reachmap_tls::role_uri(role))?);
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let issuer = Issuer::from_ca_cert_pem(&self.ca_cert_pem, &self.ca_key)?;
         let der = p.signed_by(&key, &issuer)?.der().to_vec();
@@ -323,8 +335,7 @@ fn leaf_params(lifetime: std::time::Duration) -> Result<CertificateParams, Trust
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let now = OffsetDateTime::now_utc();
     p.not_before = now - Duration::minutes(5);
-    p.not_after = now
-        + Duration::try_from(lifetime).map_err(|_| TrustError::Lifetime(lifetime))?;
+    p.not_after = now + Duration::try_from(lifetime).map_err(|_| TrustError::Lifetime(lifetime))?;
     Ok(p)
 }
 
@@ -540,7 +551,9 @@ mod tests {
         // Signed by the CA, for real.
         assert!(server_is_current(
             &a.server_cert_pem,
-            &reachmap_tls::cert_info(&der(&a.ca_cert_pem)).expect("ca").spki,
+            &reachmap_tls::cert_info(&der(&a.ca_cert_pem))
+                .expect("ca")
+                .spki,
             &server_names(&names, Some("hub-1")).expect("names")
         ));
         assert_eq!(read_pin(data.path()).expect("pin"), a.pin);

@@ -41,7 +41,9 @@ pub fn check_csr(der: &[u8], node: &str) -> Result<CheckedCsr, String> {
         Ok(PublicKey::EC(ec)) => {
             let bits = ec.key_size();
             if bits < 256 {
-                return Err(format!("the CSR's key is weak: EC with {bits} bits (at least 256)"));
+                return Err(format!(
+                    "the CSR's key is weak: EC with {bits} bits (at least 256)"
+                ));
             }
         }
         Ok(PublicKey::RSA(rsa)) => {
@@ -68,8 +70,10 @@ pub fn check_csr(der: &[u8], node: &str) -> Result<CheckedCsr, String> {
         &rcgen::PKCS_RSA_SHA384,
         &rcgen::PKCS_RSA_SHA512,
     ];
-    if !accepted.iter().any(|a| *a == alg) {
-        return Err(format!("the CSR is signed with {alg:?}, which is not accepted"));
+    if !accepted.contains(&alg) {
+        return Err(format!(
+            "the CSR is signed with {alg:?}, which is not accepted"
+        ));
     }
     let wanted = reachmap_tls::node_uri(node);
     let uris: Vec<String> = request
@@ -91,7 +95,10 @@ pub fn check_csr(der: &[u8], node: &str) -> Result<CheckedCsr, String> {
             ));
         }
     }
-    if !matches!(request.params.is_ca, rcgen::IsCa::NoCa | rcgen::IsCa::ExplicitNoCa) {
+    if !matches!(
+        request.params.is_ca,
+        rcgen::IsCa::NoCa | rcgen::IsCa::ExplicitNoCa
+    ) {
         return Err("the CSR asks for a CA certificate".into());
     }
     Ok(CheckedCsr {
@@ -160,6 +167,9 @@ mod tests {
         let pem = include_str!("../../tests/fixtures/csr-rsa1024.pem");
         let der = ::pem::parse(pem).expect("pem").into_contents();
         let e = check_csr(&der, "n1").expect_err("weak");
-        assert_eq!(e, "the CSR's key is weak: RSA with 1024 bits (at least 2048)");
+        assert_eq!(
+            e,
+            "the CSR's key is weak: RSA with 1024 bits (at least 2048)"
+        );
     }
 }

@@ -129,7 +129,9 @@ impl Trust {
         }
         if let Some(info) = peer.and_then(|p| p.cert.as_ref()) {
             if self.is_denied(&info.serial) {
-                return Err(Denied::Unauthenticated("this certificate is revoked".into()));
+                return Err(Denied::Unauthenticated(
+                    "this certificate is revoked".into(),
+                ));
             }
             return match info.identity() {
                 Some(Identity::Node(name)) => Ok(Caller::Node {
@@ -204,7 +206,12 @@ impl Trust {
         self.book
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .issued(&issued.serial, &checked.node, issued.not_after_unix, now_unix())
+            .issued(
+                &issued.serial,
+                &checked.node,
+                issued.not_after_unix,
+                now_unix(),
+            )
             .map_err(|e| format!("cannot record the certificate: {e}"))?;
         Ok(issued)
     }
@@ -257,7 +264,14 @@ impl Trust {
             _ => API_TOKEN_TTL,
         });
         tokens
-            .create(kind, ttl.as_secs().max(1), uses, node, description, now_unix())
+            .create(
+                kind,
+                ttl.as_secs().max(1),
+                uses,
+                node,
+                description,
+                now_unix(),
+            )
             .map_err(|r| r.to_string())
     }
 

@@ -97,10 +97,7 @@ impl ClientCertVerifier for Verifier {
 }
 
 /// The collector's rustls configuration for `alpn`.
-pub fn server_config(
-    trust: &Arc<Trust>,
-    alpn: &[u8],
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(trust: &Arc<Trust>, alpn: &[u8]) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let a = &trust.authority;
     let ca = reachmap_tls::pem::certs(&a.ca_cert_pem).map_err(anyhow::Error::msg)?;
     let mut chain = reachmap_tls::pem::certs(&a.server_cert_pem).map_err(anyhow::Error::msg)?;
@@ -214,7 +211,9 @@ pub fn accept(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Err(_) => tracing::info!(%addr, "{what}: TLS handshake timed out"),
-                    Ok(Err(e)) => tracing::info!(%addr, error = %handshake_error(&e), "{what}: TLS handshake failed"),
+                    Ok(Err(e)) => {
+                        tracing::info!(%addr, error = %handshake_error(&e), "{what}: TLS handshake failed")
+                    }
                     Ok(Ok(io)) => {
                         let cert = io
                             .get_ref()
@@ -223,7 +222,12 @@ pub fn accept(
                             .and_then(|c| c.first())
                             .and_then(|c| reachmap_tls::cert_info(c).ok())
                             .map(Arc::new);
-                        let _ = tx.send(TlsConn { io, peer: Peer { addr, cert } }).await;
+                        let _ = tx
+                            .send(TlsConn {
+                                io,
+                                peer: Peer { addr, cert },
+                            })
+                            .await;
                     }
                 }
             });

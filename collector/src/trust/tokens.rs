@@ -113,7 +113,11 @@ fn hash(secret: &str) -> String {
 
 /// Equal-time comparison of two hex digests.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn random_hex(n: usize) -> String {
@@ -200,7 +204,11 @@ impl Tokens {
             kind,
             created_unix: now_unix,
             expires_unix: now_unix.saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX)),
-            uses_left: if kind == TokenKind::Enroll { uses.max(1) } else { 0 },
+            uses_left: if kind == TokenKind::Enroll {
+                uses.max(1)
+            } else {
+                0
+            },
             node,
             description,
             revoked: false,
@@ -305,16 +313,28 @@ mod tests {
         let (tok, rec) = t
             .create(TokenKind::Enroll, 60, 2, None, String::new(), 1000)
             .expect("create");
-        assert!(!std::fs::read_to_string(d.path().join(FILE))
-            .expect("file")
-            .contains(tok.split_once('.').expect("dot").1));
+        assert!(
+            !std::fs::read_to_string(d.path().join(FILE))
+                .expect("file")
+                .contains(tok.split_once('.').expect("dot").1)
+        );
         assert_eq!(t.enrol(&tok, "a", 1001), Ok(rec.id.clone()));
         // Kept across a restart.
         let mut t = Tokens::open(d.path()).expect("reopen");
         assert_eq!(t.enrol(&tok, "b", 1002), Ok(rec.id.clone()));
-        assert_eq!(t.enrol(&tok, "c", 1003), Err(Refusal::UsedUp(rec.id.clone())));
+        assert_eq!(
+            t.enrol(&tok, "c", 1003),
+            Err(Refusal::UsedUp(rec.id.clone()))
+        );
         let (tok2, rec2) = t
-            .create(TokenKind::Enroll, 60, 1, Some("db-1".into()), String::new(), 1000)
+            .create(
+                TokenKind::Enroll,
+                60,
+                1,
+                Some("db-1".into()),
+                String::new(),
+                1000,
+            )
             .expect("create");
         assert_eq!(
             t.enrol(&tok2, "db-2", 1001).expect_err("bound").to_string(),
@@ -322,11 +342,17 @@ mod tests {
         );
         assert_eq!(
             t.enrol(&tok2, "db-1", 1061),
-            Err(Refusal::Expired { id: rec2.id.clone(), ago: 1 })
+            Err(Refusal::Expired {
+                id: rec2.id.clone(),
+                ago: 1
+            })
         );
         assert_eq!(t.enrol("nonsense", "a", 0), Err(Refusal::Malformed));
         let forged = format!("{}.{}", rec2.id, "0".repeat(32));
-        assert_eq!(t.enrol(&forged, "db-1", 1001), Err(Refusal::Unknown(rec2.id.clone())));
+        assert_eq!(
+            t.enrol(&forged, "db-1", 1001),
+            Err(Refusal::Unknown(rec2.id.clone()))
+        );
         t.revoke(&rec2.id).expect("revoke");
         assert_eq!(t.enrol(&tok2, "db-1", 1001), Err(Refusal::Revoked(rec2.id)));
     }
