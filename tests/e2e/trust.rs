@@ -223,6 +223,98 @@ fn short_lifetimes_renew_with_no_disconnect_and_an_expired_certificate_says_so()
         line.contains("expired") && line.contains("reachmap token create --node node-0"),
         "{line}"
     );
+    // With a valid token it enrols again by itself.
+    fleet.start_agent(0);
+    wait_connected(&fleet, &["node-0"], Duration::from_secs(20), "re-enrolled");
+    assert!(
+        fleet
+            .agent_log(0)
+            .contains("enrolling again with the token")
+    );
+}
+
+#[test]
+fn tls_and_plaintext_do_not_meet_and_another_ca_is_refused() {
+    if !require_root() {
+        return;
+    }
+    // A TLS agent toward a collector started with --insecure: one line
+    // saying so, no retry loop.
+    let mut lab = Fleet::new("trust_lab", 2);
+    let pin = lab.trust().pin;
+    lab.start_collector_with(&["--insecure"]);
+    assert!(lab.collector_log().contains("--insecure: plaintext"));
+    lab.start_agent(0);
+    lab.wait_agent_exit(0, Duration::from_secs(15))
+        .expect("a TLS agent gives up on a plaintext collector");
+    let line = last_line(&lab.agent_log(0));
+    assert!(line.contains("does not speak TLS"), "{line}");
+    // The lab switch on both ends works, and says so.
+    lab.start_agent_with(1, &["--insecure"]);
+    assert_eventually!(
+        Duration::from_secs(20),
+        || {
+            let out = lab.cli_as(
+                &["--collector", "http://198.18.0.1:7440", "--insecure"],
+                &["nodes", "--format", "json"],
+            );
+            ensure(stdout(&out).contains("\"node-1\""), stdout(&out))
+        },
+        "an --insecure fleet"
+    );
+    assert!(lab.agent_log(1).contains("--insecure: plaintext"));
+    drop(lab);
+
+    // A bundle from another fleet's CA is refused by the handshake, and so
+    // is an agent given the other CA's pin.
+    let mut fleet = Fleet::new("trust_other_ca", 1);
+    fleet.start_collector();
+    let mut other = Fleet::new("trust_other_ca_b", 0);
+    let foreign = other.trust();
+    let foreign_bundle = foreign.operator_bundle.to_str().expect("utf-8").to_string();
+    let out = fleet.cli_as(
+        &[
+            "--collector",
+            "https://198.18.0.1:7440",
+            "--credentials",
+            &foreign_bundle,
+        ],
+        &["nodes"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("TLS handshake failed"), "{err}");
+    fleet.start_agent_with(0, &["--ca-pin", &foreign.pin]);
+    fleet
+        .wait_agent_exit(0, Duration::from_secs(15))
+        .expect("exits on a wrong pin");
+    assert!(last_line(&fleet.agent_log(0)).contains("does not match the pin"));
+    assert_ne!(foreign.pin, pin);
+}
+
+#[test]
+fn metrics_listen_serves_metrics_alone_without_auth() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_metrics", 1);
+    fleet.start_collector_with(&["--metrics-listen", "127.0.0.1:7444"]);
+    fleet.start_agent(0);
+    wait_connected(&fleet, &["node-0"], Duration::from_secs(20), "up");
+    let out = fleet.hub_exec(&["curl", "-sf", "http://127.0.0.1:7444/metrics"]);
+    assert!(stdout(&out).contains("reachmap_node_up{node=\"node-0\"} 1"));
+    // Only /metrics there.
+    let out = fleet.hub_exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://127.0.0.1:7444/api/v1/nodes",
+    ]);
+    assert_eq!(stdout(&out), "404");
 }
 
 #[test]
