@@ -5,18 +5,21 @@
 ensure_packages() {
     local missing=() tool
     # chromium: the web page's browser test (tests/e2e/web.rs); curl: HTTP
-    # checks in the end-to-end tests.
-    for tool in ip nft iptables ping systemd-analyze chromium curl; do
+    # checks in the end-to-end tests; prometheus: the scrape of /metrics
+    # with a viewer token (tests/e2e/trust.rs).
+    for tool in ip nft iptables ping systemd-analyze chromium curl prometheus; do
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
     if ((${#missing[@]} == 0)); then
-        echo "ip, nft, iptables, ping, systemd-analyze, chromium and curl are installed"
+        echo "ip, nft, iptables, ping, systemd-analyze, chromium, curl and prometheus are installed"
         return
     fi
     echo "missing: ${missing[*]}; installing packages"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y \
         iproute2 iptables nftables iputils-ping systemd chromium curl
+    # Only the server: the test starts its own, in a namespace.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
 }
 
 # Under sudo, cargo is usually not on root's PATH: fall back to the invoking

@@ -441,3 +441,91 @@ fn roles_hold_for_the_cli_and_http() {
     let out = fleet.try_hub_exec(&["curl", "-s", "-m", "3", "http://198.18.0.1:7441/healthz"]);
     assert!(!out.status.success() || stdout(&out).is_empty(), "{out:?}");
 }
+
+#[test]
+fn prometheus_scrapes_metrics_with_a_viewer_token() {
+    if !require_root() {
+        return;
+    }
+    if std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        if reachmap_fleet_tests::in_ci() {
+            panic!("prometheus is not installed; deploy/common.sh ensure_packages installs it");
+        }
+        eprintln!("SKIPPED: prometheus is not installed (apt-get install prometheus)");
+        return;
+    }
+    let mut fleet = Fleet::new("trust_prometheus", 1);
+    fleet.start_collector();
+    fleet.start_agent(0);
+    wait_connected(&fleet, &["node-0"], Duration::from_secs(20), "up");
+    let t = fleet.trust();
+    // The collector's own scrape config: a viewer token and its CA; a
+    // second job without the token must fail to scrape.
+    let ca = t.ca_file.display().to_string();
+    let config = [
+        "global:".to_string(),
+        "  scrape_interval: 1s".into(),
+        "  scrape_timeout: 1s".into(),
+        "scrape_configs:".into(),
+        "- job_name: reachmap".into(),
+        "  scheme: https".into(),
+        "  authorization:".into(),
+        format!("    credentials: {}", t.viewer_token),
+        "  tls_config:".into(),
+        format!("    ca_file: {ca}"),
+        "  static_configs:".into(),
+        "  - targets: ['198.18.0.1:7441']".into(),
+        "- job_name: anonymous".into(),
+        "  scheme: https".into(),
+        "  tls_config:".into(),
+        format!("    ca_file: {ca}"),
+        "  static_configs:".into(),
+        "  - targets: ['198.18.0.1:7441']".into(),
+    ]
+    .join("\n");
+    let cfg = fleet.dir().join("prometheus.yml");
+    std::fs::write(&cfg, config).expect("write prometheus.yml");
+    let data = fleet.dir().join("prometheus-data");
+    let cfg_arg = format!("--config.file={}", cfg.display());
+    let data_arg = format!("--storage.tsdb.path={}", data.display());
+    fleet.spawn_hub(
+        "prometheus",
+        &[
+            "prometheus",
+            &cfg_arg,
+            &data_arg,
+            "--web.listen-address=127.0.0.1:9090",
+        ],
+    );
+    let query = |q: &str| -> serde_json::Value {
+        let url = format!("http://127.0.0.1:9090/api/v1/query?query={q}");
+        let out = fleet.try_hub_exec(&["curl", "-s", &url]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let value = |v: &serde_json::Value, job: &str| -> Option<String> {
+        v["data"]["result"]
+            .as_array()?
+            .iter()
+            .find(|r| r["metric"]["job"] == job)
+            .and_then(|r| r["value"][1].as_str())
+            .map(str::to_string)
+    };
+    assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let up = query("up");
+            let node = query("reachmap_node_up");
+            ensure(
+                value(&up, "reachmap").as_deref() == Some("1")
+                    && value(&up, "anonymous").as_deref() == Some("0")
+                    && value(&node, "reachmap").as_deref() == Some("1"),
+                (up, node),
+            )
+        },
+        "prometheus scrapes with the token, and not without"
+    );
+}

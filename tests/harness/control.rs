@@ -323,6 +323,18 @@ impl Fleet {
         pid
     }
 
+    /// Starts a long-running command in the hub namespace (a Prometheus, a
+    /// client...); stopped with the fleet. Returns its pid.
+    pub fn spawn_hub(&mut self, label: &str, args: &[&str]) -> u32 {
+        let (program, rest) = args.split_first().expect("spawn: empty command line");
+        let hub = self.hub.clone();
+        let log = process::log_path(self.dir(), &format!("hub-{label}"));
+        let p = Proc::spawn(label, &hub, Path::new(program), rest, &[], &log);
+        let pid = p.pid();
+        self.extra.push(p);
+        pid
+    }
+
     /// Runs `reachmap --collector https://198.18.0.1:7440 --credentials
     /// OPERATOR-BUNDLE ARGS...` inside the hub namespace and returns its
     /// output whatever the exit status.
