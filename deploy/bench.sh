@@ -16,18 +16,25 @@ case "$which" in
     REACHMAP_BIN_DIR="$PWD/target/release" cargo bench -p reachmap-fleet-tests --bench host_facts
     ;;
   loadgen)
-    # A real collector on loopback ports; simulated agents speak the real
-    # protocol to it (no namespaces, no traffic beyond 127.0.0.0/8).
-    cargo build --release -p reachmap-collector --example loadgen
+    # A real collector on loopback ports, started and stopped by the load
+    # generator; simulated agents speak the real protocol to it over mutual
+    # TLS, then the same run in plaintext (--insecure) to compare (no
+    # namespaces, no traffic beyond 127.0.0.0/8). Each run ends with every
+    # agent reconnecting at once after the collector is killed and restarted.
+    cargo build --release -p reachmap-collector --example loadgen --bins
     agents="${AGENTS:-1000}" grpc=127.0.0.1:17440 http=127.0.0.1:17441
     ulimit -n $((agents * 2 + 1024))
-    data="$(mktemp -d)"
-    target/release/reachmap-collector --listen "$grpc" --http "$http" --data-dir "$data/data" \
-      --probe-interval 10s --full-mesh-max "$agents" 2>"$data/collector.log" &
-    collector=$!
-    trap 'kill "$collector" 2>/dev/null; wait "$collector" 2>/dev/null; rm -rf "$data"' EXIT
-    target/release/examples/loadgen --agents "$agents" --collector "http://$grpc" --http "$http" \
-      --pid "$collector" --duration "${DURATION:-60s}" --cli target/release/reachmap
+    for mode in tls plaintext; do
+      echo "==== loadgen: $agents agents, $mode"
+      if [[ $mode == tls ]]; then
+        url="https://$grpc" extra=()
+      else
+        url="http://$grpc" extra=(--insecure)
+      fi
+      target/release/examples/loadgen --agents "$agents" --collector "$url" --http "$http" \
+        --spawn target/release/reachmap-collector --probe-interval 10s \
+        --duration "${DURATION:-60s}" --cli target/release/reachmap "${extra[@]}"
+    done
     ;;
   *)
     echo "unknown benchmark: $which (known: host-facts, loadgen)" >&2

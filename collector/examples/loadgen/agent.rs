@@ -19,6 +19,8 @@ pub struct Sim {
     pub address: Ipv4Addr,
     pub collector: String,
     pub heartbeat: Duration,
+    /// The node certificate's client configuration; `None` with --insecure.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub async fn run(sim: Sim, shared: Arc<Shared>, cancel: CancellationToken) {
@@ -162,7 +164,12 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
         .keep_alive_while_idle(true);
     let channel = tokio::select! {
         _ = cancel.cancelled() => return Ok(()),
-        ch = endpoint.connect() => ch?,
+        ch = async {
+            match &sim.tls {
+                Some(tls) => reachmap_tls::connect(endpoint, tls.clone()).await,
+                None => endpoint.connect().await,
+            }
+        } => ch?,
     };
     let mut client = pb::collector_client::CollectorClient::new(channel)
         .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)

@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 pub fn loopback_host(url: &str) -> anyhow::Result<()> {
     let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url:?} is not an http:// URL"))?;
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .with_context(|| {
+            format!("{url:?} is not an https:// (or, with --insecure, http://) URL")
+        })?;
     let hostport = rest.split('/').next().unwrap_or_default();
     let addr: SocketAddr = hostport.parse().with_context(|| {
         format!("{url:?}: the collector must be given as http://127.x.y.z:PORT")
@@ -54,7 +57,8 @@ pub fn open_files_limit() -> Option<u64> {
 
 pub struct Spawned {
     pub child: std::process::Child,
-    dir: PathBuf,
+    pub dir: PathBuf,
+    command: Vec<std::ffi::OsString>,
 }
 
 impl Drop for Spawned {
@@ -79,24 +83,53 @@ impl Drop for Spawned {
 pub fn spawn_collector(args: &Args, bin: &PathBuf, grpc: SocketAddr) -> anyhow::Result<Spawned> {
     let dir = std::env::temp_dir().join(format!("reachmap-loadgen-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let log = std::fs::File::create(dir.join("collector.log"))?;
-    let child = std::process::Command::new(bin)
-        .arg("--listen")
-        .arg(grpc.to_string())
-        .arg("--http")
-        .arg(args.http.to_string())
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--probe-interval")
-        .arg(args.probe_interval.to_string())
-        .arg("--full-mesh-max")
-        .arg(args.agents.max(1).to_string())
-        // The simulated agents still speak plaintext (mutual TLS for them
-        // is not built yet).
-        .arg("--insecure")
+    let mut command: Vec<std::ffi::OsString> = vec![
+        bin.into(),
+        "--listen".into(),
+        grpc.to_string().into(),
+        "--http".into(),
+        args.http.to_string().into(),
+        "--data-dir".into(),
+        dir.join("data").into(),
+        "--probe-interval".into(),
+        args.probe_interval.to_string().into(),
+        "--full-mesh-max".into(),
+        args.agents.max(1).to_string().into(),
+    ];
+    if args.insecure {
+        command.push("--insecure".into());
+    }
+    let child = start(&command, &dir)?;
+    Ok(Spawned {
+        child,
+        dir,
+        command,
+    })
+}
+
+fn start(
+    command: &[std::ffi::OsString],
+    dir: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("collector.log"))?;
+    let (bin, rest) = command.split_first().context("empty command")?;
+    std::process::Command::new(bin)
+        .args(rest)
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(Spawned { child, dir })
+        .with_context(|| format!("starting {}", bin.to_string_lossy()))
+}
+
+impl Spawned {
+    /// SIGKILL, then the same collector on the same data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = start(&self.command, &self.dir)?;
+        Ok(())
+    }
 }

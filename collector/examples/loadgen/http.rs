@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 pub struct Fetched {
     pub status: u16,
     /// Request sent → first response byte: queueing and encoding.
@@ -19,19 +22,37 @@ pub struct Fetched {
 /// are touched once, not per request); the body is `buf[body_start..]`.
 pub fn get(addr: SocketAddr, path: &str, buf: &mut Vec<u8>) -> anyhow::Result<(Fetched, usize)> {
     buf.clear();
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connecting to {addr}"))?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+    // Over TLS as a viewer when the run is secure; the clock starts after
+    // the handshake, as it does for plaintext after the connect.
+    let mut s: Box<dyn ReadWrite> = match crate::tls::CREDS.get() {
+        None => Box::new(tcp),
+        Some(c) => {
+            let name = rustls::pki_types::ServerName::from(addr.ip());
+            let mut conn = rustls::ClientConnection::new(c.viewer_http.clone(), name)?;
+            let mut tcp = tcp;
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).context("TLS handshake")?;
+            }
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let start = Instant::now();
     s.write_all(req.as_bytes())?;
     let mut first = None;
     let mut chunk = vec![0u8; 1 << 20];
     loop {
-        let n = s
-            .read(&mut chunk)
-            .with_context(|| format!("reading {path}"))?;
+        let n = match s.read(&mut chunk) {
+            Ok(n) => n,
+            // A peer closing TLS without close_notify after a complete
+            // `Connection: close` response.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+        };
         if n == 0 {
             break;
         }

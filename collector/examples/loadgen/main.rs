@@ -44,6 +44,7 @@ mod report;
 mod sim;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use calibrate::calibrate;
 use collector::{find_collector, loopback_host, open_files_limit, spawn_collector};
@@ -55,9 +56,17 @@ struct Args {
     /// Simulated agents
     #[arg(long, default_value_t = 1000)]
     agents: usize,
-    /// The collector's gRPC URL (loopback only)
-    #[arg(long, default_value = "http://127.0.0.1:7440")]
+    /// The collector's gRPC URL (loopback only; http:// with --insecure)
+    #[arg(long, default_value = "https://127.0.0.1:7440")]
     collector: String,
+    /// Plaintext agents and queries against an --insecure collector (to
+    /// compare with the default, mutual TLS)
+    #[arg(long)]
+    insecure: bool,
+    /// The data directory of a collector not spawned here, whose CA issues
+    /// the simulated agents' certificates
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// The collector's HTTP address (loopback only)
     #[arg(long, default_value = "127.0.0.1:7441")]
     http: SocketAddr,
@@ -170,14 +179,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let grpc: SocketAddr = args
         .collector
+        .trim_start_matches("https://")
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .parse()
         .context("--collector")?;
-    let spawned = match &args.spawn {
+    if args.insecure != args.collector.starts_with("http://") {
+        bail!("--collector must be https:// (http:// with --insecure)");
+    }
+    let mut spawned = match &args.spawn {
         Some(bin) => Some(spawn_collector(&args, bin, grpc)?),
         None => None,
     };
+    let mut node_tls: Vec<Option<Arc<rustls::ClientConfig>>> = vec![None; args.agents];
+    if !args.insecure {
+        let data = spawned
+            .as_ref()
+            .map(|s| s.dir.join("data"))
+            .or_else(|| args.data_dir.clone())
+            .context("--data-dir: the collector's data directory (its CA issues the agents' certificates), or --spawn, or --insecure")?;
+        let work = spawned
+            .as_ref()
+            .map(|s| s.dir.clone())
+            .unwrap_or_else(std::env::temp_dir);
+        let issued_at = Instant::now();
+        let n = args.agents;
+        let creds =
+            tokio::task::spawn_blocking(move || tls::make(&data, n, node_name, &work)).await??;
+        println!(
+            "mutual TLS: {n} node certificates issued in {:.2}s (key, CSR, check, sign each)",
+            issued_at.elapsed().as_secs_f64()
+        );
+        for (slot, c) in node_tls.iter_mut().zip(&creds.nodes) {
+            *slot = Some(c.clone());
+        }
+        let _ = tls::CREDS.set(creds);
+    }
     // Wait for the collector's HTTP side.
     let mut buf = Vec::new();
     let ready_by = Instant::now() + Duration::from_secs(15);
@@ -217,13 +254,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let pace = Duration::from_secs_f64(1.0 / f64::from(args.connect_rate.max(1)));
     let base_n = u32::from(base);
-    for i in 0..args.agents {
+    for (i, tls) in node_tls.into_iter().enumerate() {
         let sim = agent::Sim {
             index: i,
-            name: format!("sim-{i:04}"),
+            name: node_name(i),
             address: Ipv4Addr::from(base_n + 1 + i as u32),
             collector: args.collector.clone(),
             heartbeat: args.heartbeat.into(),
+            tls,
         };
         tasks.spawn(agent::run(sim, shared.clone(), cancel.clone()));
         tokio::time::sleep(pace).await;
@@ -357,6 +395,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .await??;
     let end = (coll(), own());
 
+    // Every agent reconnecting at once: the collector is killed and
+    // started again on the same data directory.
+    let storm = match spawned.as_mut() {
+        Some(sp) => {
+            sp.restart()?;
+            let restarted = Instant::now();
+            let pid = sp.child.id().to_string();
+            // The streams of the dead collector end first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let by = Instant::now() + Duration::from_secs(60);
+            loop {
+                if c.connected.load(Ordering::Relaxed) == n {
+                    let cpu = procstat::sample(&pid).map(|s| s.cpu_ticks);
+                    break Some((restarted.elapsed(), cpu));
+                }
+                if Instant::now() > by {
+                    println!(
+                        "reconnect storm: only {} of {n} back within 60s",
+                        c.connected.load(Ordering::Relaxed)
+                    );
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        None => None,
+    };
+
+    let insecure = args.insecure;
     cancel.cancel();
     let stop_by = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::timeout_at(stop_by, tasks.join_next())
@@ -392,6 +459,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         check_report,
         fetch,
     });
+    if let Some((back, cpu)) = storm {
+        let hz = procstat::TICKS_PER_SECOND;
+        let cpu_s = cpu.map(|t| t as f64 / hz);
+        println!(
+            "reconnect storm ({}): {n} agents back {:.2}s after the collector was killed and restarted; the new collector's CPU until then {} ({} per agent: handshake, hello, snapshot, plan)",
+            if insecure { "plaintext" } else { "mutual TLS" },
+            back.as_secs_f64(),
+            cpu_s.map_or("?".into(), |s| format!("{s:.2}s")),
+            cpu_s.map_or("?".into(), |s| format!("{:.2} ms", s * 1000.0 / n as f64)),
+        );
+    }
     drop(spawned);
     Ok(())
 }

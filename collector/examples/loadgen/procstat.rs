@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 /// USER_HZ: /proc reports CPU time in these ticks on every Linux ABI.
-const TICKS_PER_SECOND: f64 = 100.0;
+pub const TICKS_PER_SECOND: f64 = 100.0;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {

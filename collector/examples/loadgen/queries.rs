@@ -120,18 +120,15 @@ pub fn http_get(
 }
 
 pub fn cli_matrix(cli: &PathBuf, url: &str) -> anyhow::Result<(Duration, Duration, usize)> {
+    let auth: Vec<String> = match crate::tls::CREDS.get() {
+        Some(c) => vec!["--credentials".into(), c.bundle.display().to_string()],
+        None => vec!["--insecure".into()],
+    };
     let start = Instant::now();
     let out = std::process::Command::new(cli)
-        .args([
-            "--collector",
-            url,
-            "--insecure",
-            "matrix",
-            "--port",
-            "7442",
-            "--format",
-            "json",
-        ])
+        .args(["--collector", url])
+        .args(&auth)
+        .args(["matrix", "--port", "7442", "--format", "json"])
         .stderr(std::process::Stdio::piped())
         .output()
         .with_context(|| format!("running {}", cli.display()))?;
@@ -155,9 +152,11 @@ pub fn grpc_matrix(
     port: u32,
 ) -> anyhow::Result<(Duration, Duration, usize)> {
     rt.block_on(async {
-        let ch = tonic::transport::Endpoint::from_shared(url.to_string())?
-            .connect()
-            .await?;
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?;
+        let ch = match crate::tls::CREDS.get() {
+            Some(c) => reachmap_tls::connect(endpoint, c.viewer_h2.clone()).await?,
+            None => endpoint.connect().await?,
+        };
         let mut q = pb::query_client::QueryClient::new(ch).max_decoding_message_size(1 << 30);
         let start = Instant::now();
         let m = q.get_matrix(pb::MatrixRequest { port }).await?.into_inner();
