@@ -502,3 +502,86 @@ async fn identity_is_the_certificate_and_roles_are_enforced() {
     let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
     let _ = std::fs::remove_dir_all(&c.dir);
 }
+
+#[tokio::test]
+async fn bad_enrolment_requests_are_refused_without_using_the_token() {
+    let c = start_collector().await;
+    let (token, _) = reachmap_collector::trust::Trust::create_token_offline(
+        &c.dir,
+        reachmap_collector::trust::TokenKind::Enroll,
+        None,
+        1,
+        Some("db-1".into()),
+        String::new(),
+    )
+    .expect("token");
+    let ca = reachmap_collector::trust::Authority::existing_ca(&c.dir, None).expect("ca");
+    let roots = reachmap_tls::pem::certs(&ca.ca_cert_pem).expect("ca");
+    let channel = reachmap_tls::connect(
+        tonic::transport::Endpoint::from_shared(c.url.clone()).expect("url"),
+        reachmap_tls::client_config(
+            &reachmap_tls::ServerTrust::Roots(roots),
+            None,
+            reachmap_tls::ALPN_H2,
+        )
+        .expect("config"),
+    )
+    .await
+    .expect("server-authenticated TLS");
+    let mut client = pb::collector_client::CollectorClient::new(channel);
+    let enroll = |node: &str, csr: Vec<u8>| pb::EnrollRequest {
+        token: token.clone(),
+        node: node.into(),
+        csr_der: csr,
+    };
+    let (_, other_name) = reachmap_tls::csr::node_key_and_csr("db-2").expect("csr");
+    let weak = ::pem::parse(include_str!("fixtures/csr-rsa1024.pem"))
+        .expect("pem")
+        .into_contents();
+    let (_, db2) = reachmap_tls::csr::node_key_and_csr("db-2").expect("csr");
+    let cases: Vec<(pb::EnrollRequest, &str)> = vec![
+        (enroll("db-1", b"garbage".to_vec()), "not a PKCS#10 request"),
+        (
+            enroll("db-1", vec![0x30; 9000]),
+            "the CSR is 9000 bytes (at most 8192)",
+        ),
+        (
+            enroll("db-1", other_name),
+            "expected only reachmap:node:db-1",
+        ),
+        (enroll("n1", weak), "RSA with 1024 bits"),
+        (enroll("db-2", db2), "is for node db-1, not db-2"),
+    ];
+    for (req, want) in cases {
+        let e = client.enroll(req).await.expect_err(want);
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+        assert!(
+            e.message().contains(want),
+            "{:?} does not say {want:?}",
+            e.message()
+        );
+        assert!(!e.message().contains('\n'));
+    }
+    // None of them used the one use up.
+    let (_, good) = reachmap_tls::csr::node_key_and_csr("db-1").expect("csr");
+    let r = client
+        .enroll(enroll("db-1", good))
+        .await
+        .expect("a good CSR enrols")
+        .into_inner();
+    let info = reachmap_tls::cert_info(&r.cert_der).expect("certificate");
+    assert_eq!(
+        info.identity(),
+        Some(reachmap_tls::Identity::Node("db-1".into()))
+    );
+    assert!(info.client_auth && !info.server_auth && !info.is_ca);
+    let (_, again) = reachmap_tls::csr::node_key_and_csr("db-1").expect("csr");
+    let e = client
+        .enroll(enroll("db-1", again))
+        .await
+        .expect_err("used up");
+    assert!(e.message().contains("is used up"), "{e:?}");
+    c.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
+    let _ = std::fs::remove_dir_all(&c.dir);
+}

@@ -628,4 +628,24 @@ mod tests {
         let e = read_pin(tempfile::tempdir().expect("tempdir").path()).expect_err("no CA");
         assert!(e.to_string().contains("no CA yet"), "{e}");
     }
+
+    #[test]
+    fn an_operators_own_ca_is_used_as_it_is_and_never_written() {
+        let theirs = tempfile::tempdir().expect("tempdir");
+        let (own, _) = Authority::load_or_create(theirs.path(), &[], None).expect("their CA");
+        let dir = Authority::dir(theirs.path());
+        let (cert, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let data = tempfile::tempdir().expect("tempdir");
+        let (a, made) =
+            Authority::load_with(data.path(), &["c1".to_string()], None, Some((&cert, &key)))
+                .expect("with their CA");
+        assert!(!made.ca && made.server);
+        assert_eq!(a.pin, own.pin);
+        assert!(!Authority::dir(data.path()).join("ca.key").exists());
+        // A leaf is not a CA.
+        let leaf = Authority::dir(data.path()).join("server.crt");
+        let e = Authority::load_with(data.path(), &[], None, Some((&leaf, &key)))
+            .expect_err("not a CA");
+        assert!(e.to_string().contains("is not a CA certificate"), "{e}");
+    }
 }
