@@ -3,8 +3,9 @@
 //! directory as `NODE.key`, `NODE.crt` and `NODE.ca.crt` (0600). The first
 //! start enrols with a bootstrap token over server-authenticated TLS (the
 //! collector trusted by `--ca-pin` or `--ca-file`); later starts load the
-//! files; the certificate is renewed at 70–90 % of its lifetime over a
-//! mutual-TLS connection beside the stream, which is never interrupted.
+//! files; the certificate is renewed at 70–90 % of its lifetime over the
+//! stream's own mutual-TLS connection (a unary call beside the stream on the
+//! same HTTP/2 connection), which is never interrupted.
 
 use crate::config::Config;
 use reachmap_proto::v1 as pb;
@@ -31,7 +32,10 @@ pub type Tls = Option<Arc<rustls::ClientConfig>>;
 #[derive(Clone)]
 pub struct Credentials {
     pub tls: Arc<rustls::ClientConfig>,
-    pub not_before_unix: i64,
+    /// When it was issued: `notBefore` is set back for clock skew, so the
+    /// lifetime is counted from when the agent got it (now, or the time
+    /// its file was written).
+    pub issued_unix: i64,
     pub not_after_unix: i64,
     pub serial: String,
 }
@@ -103,7 +107,7 @@ fn build(key_pem: &str, cert_pem: &str, ca_pem: &str, node: &str) -> Result<Cred
     .map_err(|e| e.to_string())?;
     Ok(Credentials {
         tls,
-        not_before_unix: info.not_before_unix,
+        issued_unix: now_unix().clamp(info.not_before_unix, info.not_after_unix),
         not_after_unix: info.not_after_unix,
         serial: info.serial,
     })
@@ -234,7 +238,17 @@ pub async fn obtain(config: &Config) -> Result<Credentials, CredError> {
     let p = paths(config);
     if let Some((key, cert, ca)) = read_files(&p)? {
         match build(&key, &cert, &ca, &config.node) {
-            Ok(c) if c.not_after_unix > now_unix() => return Ok(c),
+            Ok(mut c) if c.not_after_unix > now_unix() => {
+                let written = std::fs::metadata(&p.cert)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                if let Some(w) = written {
+                    c.issued_unix = w.min(c.issued_unix);
+                }
+                return Ok(c);
+            }
             Ok(c) => {
                 let msg = format!(
                     "the node certificate in {} expired {}s ago",
@@ -292,16 +306,24 @@ pub async fn obtain_patiently(
     }
 }
 
-/// When to renew: 70–90 % of the way through the lifetime.
-pub fn renew_at(not_before: i64, not_after: i64, jitter: f64) -> i64 {
-    let life = (not_after - not_before).max(0) as f64;
-    not_before + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
+/// When to renew: 70–90 % of the way from its issue to its end.
+pub fn renew_at(issued: i64, not_after: i64, jitter: f64) -> i64 {
+    let life = (not_after - issued).max(0) as f64;
+    issued + (life * (0.7 + 0.2 * jitter.clamp(0.0, 1.0))).round() as i64
 }
 
-async fn renew_once(config: &Config, current: &Credentials) -> Result<Credentials, CredError> {
-    let channel = reachmap_tls::connect(endpoint(config), current.tls.clone())
-        .await
-        .map_err(|e| connect_error(config, &e))?;
+async fn renew_once(
+    config: &Config,
+    current: &Credentials,
+    stream: Option<tonic::transport::Channel>,
+) -> Result<Credentials, CredError> {
+    // The stream's connection when there is one; else a connection of its own.
+    let channel = match stream {
+        Some(c) => c,
+        None => reachmap_tls::connect(endpoint(config), current.tls.clone())
+            .await
+            .map_err(|e| connect_error(config, &e))?,
+    };
     let (key_pem, csr_der) =
         reachmap_tls::csr::node_key_and_csr(&config.node).map_err(CredError::Fatal)?;
     let resp = CollectorClient::new(channel)
@@ -316,20 +338,18 @@ async fn renew_once(config: &Config, current: &Credentials) -> Result<Credential
     Ok(creds)
 }
 
-/// Renews the certificate before it ends, for as long as the agent runs;
-/// the stream picks up the new one at its next connection.
+/// Renews the certificate before it ends, for as long as the agent runs,
+/// over the stream's connection; the stream presents the new certificate
+/// from its next connection on.
 pub async fn renew(
     config: Arc<Config>,
     mut current: Credentials,
     tls: watch::Sender<Tls>,
+    stream: watch::Receiver<Option<tonic::transport::Channel>>,
     shutdown: CancellationToken,
 ) {
     loop {
-        let at = renew_at(
-            current.not_before_unix,
-            current.not_after_unix,
-            rand::random(),
-        );
+        let at = renew_at(current.issued_unix, current.not_after_unix, rand::random());
         let wait = Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0));
         tracing::debug!(?wait, "renewing the node certificate then");
         tokio::select! {
@@ -338,7 +358,8 @@ pub async fn renew(
         }
         let mut delay = RETRY_MIN;
         loop {
-            match renew_once(&config, &current).await {
+            let conn = stream.borrow().clone();
+            match renew_once(&config, &current, conn).await {
                 Ok(new) => {
                     tracing::info!(serial = %new.serial, until = new.not_after_unix, "renewed the node certificate");
                     let _ = tls.send(Some(new.tls.clone()));

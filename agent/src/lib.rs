@@ -42,6 +42,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // Who this node is to the collector: its certificate, from the state
     // directory or by enrolment (before anything else starts).
     let (tls_tx, tls_rx) = watch::channel(None);
+    let (conn_tx, conn_rx) = watch::channel(None);
     let mut renewal = None;
     if config.insecure {
         tracing::warn!(
@@ -73,7 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut tasks = Vec::new();
     if let Some(creds) = renewal {
         tasks.push(tokio::spawn(
-            credentials::renew(config.clone(), creds, tls_tx, shutdown.clone())
+            credentials::renew(config.clone(), creds, tls_tx, conn_rx, shutdown.clone())
                 .instrument(tracing::info_span!("renewal")),
         ));
     }
@@ -99,6 +100,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         updates_rx,
         probing,
         tls_rx,
+        conn_tx,
     );
     tasks.push(tokio::spawn(
         client

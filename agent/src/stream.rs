@@ -75,6 +75,8 @@ pub struct Client {
     /// The node's current certificate (renewed beside the stream); `None`
     /// with `--insecure`.
     tls: watch::Receiver<crate::credentials::Tls>,
+    /// The stream's connection, for the renewal to go over it.
+    connection: watch::Sender<Option<tonic::transport::Channel>>,
 }
 
 impl Client {
@@ -85,10 +87,12 @@ impl Client {
         updates: mpsc::Receiver<Update>,
         probing: Probing,
         tls: watch::Receiver<crate::credentials::Tls>,
+        connection: watch::Sender<Option<tonic::transport::Channel>>,
     ) -> Self {
         let (answers_tx, answers) = mpsc::channel(COMMAND_QUEUE);
         Client {
             tls,
+            connection,
             probing,
             fleet: Arc::default(),
             answers_tx,
@@ -334,6 +338,7 @@ impl Client {
             uri: uri.to_string(),
             source,
         })?;
+        self.connection.send_replace(Some(channel.clone()));
         let mut client = CollectorClient::new(channel)
             .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES);
