@@ -10,9 +10,8 @@
 use crate::config::Config;
 use reachmap_proto::v1 as pb;
 use reachmap_proto::v1::collector_client::CollectorClient;
+use reachmap_tls::file::write_atomic;
 use reachmap_tls::{ClientIdentity, ServerTrust};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -113,35 +112,13 @@ fn build(key_pem: &str, cert_pem: &str, ca_pem: &str, node: &str) -> Result<Cred
     })
 }
 
-/// Writes through a temp file and a rename, 0600 from the start.
-fn write_private(path: &PathBuf, text: &str) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
-
 fn save(config: &Config, key_pem: &str, cert_pem: &str, ca_pem: &str) {
     let p = paths(config);
     // The key first: a certificate without its key is useless.
     let saved = std::fs::create_dir_all(&config.state_dir)
-        .and_then(|()| write_private(&p.key, key_pem))
-        .and_then(|()| write_private(&p.ca, ca_pem))
-        .and_then(|()| write_private(&p.cert, cert_pem));
+        .and_then(|()| write_atomic(&p.key, key_pem.as_bytes(), 0o600))
+        .and_then(|()| write_atomic(&p.ca, ca_pem.as_bytes(), 0o600))
+        .and_then(|()| write_atomic(&p.cert, cert_pem.as_bytes(), 0o600));
     if let Err(e) = saved {
         tracing::warn!(dir = %config.state_dir.display(), error = %e, "cannot keep the node certificate in the state directory: the next start will need an enrolment token again");
     }

@@ -141,13 +141,9 @@ async fn login(State(trust): State<Arc<Trust>>, axum::Form(f): axum::Form<LoginF
         );
         return (StatusCode::UNAUTHORIZED, axum::response::Html(page)).into_response();
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let cookie = format!(
         "{COOKIE}={token}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-        (expires - now).max(0)
+        (expires - crate::trust::now_unix()).max(0)
     );
     (
         StatusCode::SEE_OTHER,

@@ -108,37 +108,40 @@ async fn start_collector() -> Collector {
 enum As<'a> {
     Node(&'a str),
     Client(reachmap_tls::Role),
+    /// No certificate: server-authenticated TLS only (as enrolment is).
+    Anonymous,
 }
 
-/// A mutual-TLS channel to the collector with a certificate its CA issued
-/// (the node's key made here, as an agent would).
+/// A TLS channel to the collector, with a certificate its CA issued (the
+/// node's key made here, as an agent would) unless anonymous.
 async fn channel(c: &Collector, who: As<'_>) -> Channel {
     use reachmap_collector::trust::{Authority, csr};
     let ca = Authority::existing_ca(&c.dir, None).expect("the collector's CA");
-    let (chain_der, key_pem) = match who {
+    let identity = match who {
+        As::Anonymous => None,
         As::Node(name) => {
             let (key_pem, der) = reachmap_tls::csr::node_key_and_csr(name).expect("csr");
             let checked = csr::check_csr(&der, name).expect("checked");
             let issued = ca
                 .issue_node(&checked, Duration::from_secs(600))
                 .expect("issued");
-            (issued.der, key_pem)
+            Some((issued.der, key_pem))
         }
         As::Client(role) => {
             let (issued, key_pem) = ca
                 .issue_client("tester", role, Duration::from_secs(600))
                 .expect("issued");
-            (issued.der, key_pem)
+            Some((issued.der, key_pem))
         }
-    };
-    let identity = reachmap_tls::ClientIdentity {
-        chain: vec![chain_der.into()],
+    }
+    .map(|(der, key_pem)| reachmap_tls::ClientIdentity {
+        chain: vec![der.into()],
         key: reachmap_tls::pem::key(&key_pem).expect("key"),
-    };
+    });
     let roots = reachmap_tls::pem::certs(&ca.ca_cert_pem).expect("ca");
     let config = reachmap_tls::client_config(
         &reachmap_tls::ServerTrust::Roots(roots),
-        Some(identity),
+        identity,
         reachmap_tls::ALPN_H2,
     )
     .expect("config");
@@ -465,23 +468,7 @@ async fn identity_is_the_certificate_and_roles_are_enforced() {
         .expect_err("a viewer cannot make tokens");
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     // No certificate and no token: unauthenticated.
-    let roots = reachmap_tls::pem::certs(
-        &reachmap_collector::trust::Authority::existing_ca(&c.dir, None)
-            .expect("ca")
-            .ca_cert_pem,
-    )
-    .expect("ca");
-    let anonymous = reachmap_tls::connect(
-        tonic::transport::Endpoint::from_shared(c.url.clone()).expect("url"),
-        reachmap_tls::client_config(
-            &reachmap_tls::ServerTrust::Roots(roots),
-            None,
-            reachmap_tls::ALPN_H2,
-        )
-        .expect("config"),
-    )
-    .await
-    .expect("server-authenticated TLS is enough to connect");
+    let anonymous = channel(&c, As::Anonymous).await;
     let e = pb::query_client::QueryClient::new(anonymous)
         .list_nodes(pb::ListNodesRequest {})
         .await
@@ -515,20 +502,7 @@ async fn bad_enrolment_requests_are_refused_without_using_the_token() {
         String::new(),
     )
     .expect("token");
-    let ca = reachmap_collector::trust::Authority::existing_ca(&c.dir, None).expect("ca");
-    let roots = reachmap_tls::pem::certs(&ca.ca_cert_pem).expect("ca");
-    let channel = reachmap_tls::connect(
-        tonic::transport::Endpoint::from_shared(c.url.clone()).expect("url"),
-        reachmap_tls::client_config(
-            &reachmap_tls::ServerTrust::Roots(roots),
-            None,
-            reachmap_tls::ALPN_H2,
-        )
-        .expect("config"),
-    )
-    .await
-    .expect("server-authenticated TLS");
-    let mut client = pb::collector_client::CollectorClient::new(channel);
+    let mut client = pb::collector_client::CollectorClient::new(channel(&c, As::Anonymous).await);
     let enroll = |node: &str, csr: Vec<u8>| pb::EnrollRequest {
         token: token.clone(),
         node: node.into(),

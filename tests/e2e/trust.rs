@@ -28,6 +28,20 @@ fn wait_connected(fleet: &Fleet, names: &[&str], timeout: Duration, what: &str) 
     );
 }
 
+/// A collector and two enrolled, connected agents.
+fn two_nodes_up(test: &str) -> Fleet {
+    let mut fleet = Fleet::new(test, 2);
+    fleet.start_collector();
+    fleet.start_agents();
+    wait_connected(
+        &fleet,
+        &["node-0", "node-1"],
+        Duration::from_secs(20),
+        "fleet up",
+    );
+    fleet
+}
+
 fn last_line(log: &str) -> String {
     log.lines()
         .rev()
@@ -325,15 +339,7 @@ fn a_revoked_node_is_cut_at_once_and_stays_out() {
     if !require_root() {
         return;
     }
-    let mut fleet = Fleet::new("trust_revoke", 2);
-    fleet.start_collector();
-    fleet.start_agents();
-    wait_connected(
-        &fleet,
-        &["node-0", "node-1"],
-        Duration::from_secs(20),
-        "fleet up",
-    );
+    let fleet = two_nodes_up("trust_revoke");
     let out = fleet.cli(&["node", "revoke", "node-1"]);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout(&out).contains("its stream cut"), "{}", stdout(&out));
@@ -366,15 +372,7 @@ fn roles_hold_for_the_cli_and_http() {
     if !require_root() {
         return;
     }
-    let mut fleet = Fleet::new("trust_roles", 2);
-    fleet.start_collector();
-    fleet.start_agents();
-    wait_connected(
-        &fleet,
-        &["node-0", "node-1"],
-        Duration::from_secs(20),
-        "fleet up",
-    );
+    let mut fleet = two_nodes_up("trust_roles");
     let t = fleet.trust();
     let viewer = t.viewer_bundle.to_str().expect("utf-8").to_string();
     let ca = t.ca_file.to_str().expect("utf-8").to_string();

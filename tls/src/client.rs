@@ -229,7 +229,7 @@ pub async fn connect(
     let connector = tower::service_fn(move |uri: Uri| {
         let config = config.clone();
         async move {
-            let (host, port) = host_port(&uri, reachmap_default_port())
+            let (host, port) = host_port(&uri, reachmap_proto::DEFAULT_GRPC_PORT)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let name = ServerName::try_from(host.clone()).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?}: {e}"))
@@ -246,15 +246,16 @@ pub async fn connect(
     endpoint.connect_with_connector(connector).await
 }
 
-/// The collector's gRPC port, when a URL names none.
-fn reachmap_default_port() -> u16 {
-    7440
+/// Whether a handshake failed because the other end does not speak TLS at
+/// all (plaintext, or an HTTP/2 preface where a ClientHello belongs).
+pub fn is_not_tls(error_text: &str) -> bool {
+    error_text.contains("InvalidContentType") || error_text.contains("corrupt message")
 }
 
 /// A failed handshake, said the way an operator can act on.
 fn explain_handshake(e: std::io::Error) -> std::io::Error {
     let text = e.to_string();
-    let hint = if text.contains("InvalidContentType") || text.contains("corrupt message") {
+    let hint = if is_not_tls(&text) {
         format!(
             "TLS handshake failed ({text}): the collector does not speak TLS — started with --insecure? then use http:// and --insecure"
         )

@@ -8,12 +8,14 @@
 //!   pinned CA key or by a CA certificate, always checking the collector
 //!   role, and tonic channels over them.
 //! - `csr`: the key a node makes for itself and the CSR that carries its name.
-//! - `pem`: PEM in and out.
+//! - `pem`: PEM in and out; `file`: key and certificate files, written
+//!   atomically with their mode from the start.
 //!
 //! Everything uses rustls with the ring provider; nothing runs OpenSSL.
 
 pub mod client;
 pub mod csr;
+pub mod file;
 pub mod identity;
 pub mod pem;
 

@@ -19,9 +19,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -53,6 +51,8 @@ pub enum TrustError {
 pub struct Authority {
     dir: PathBuf,
     pub ca_cert_pem: String,
+    /// The CA certificate, DER (what enrolled nodes are given).
+    pub ca_der: Vec<u8>,
     ca_key: KeyPair,
     pub server_cert_pem: String,
     pub server_key_pem: String,
@@ -193,6 +193,7 @@ impl Authority {
                 Authority {
                     dir,
                     ca_cert_pem,
+                    ca_der,
                     ca_key,
                     server_cert_pem: String::new(),
                     server_key_pem: String::new(),
@@ -231,6 +232,7 @@ impl Authority {
             Authority {
                 dir,
                 ca_cert_pem,
+                ca_der,
                 ca_key,
                 server_cert_pem,
                 server_key_pem,
@@ -246,11 +248,6 @@ impl Authority {
     /// The CA's key, for issuing node and client certificates.
     pub fn ca_key(&self) -> &KeyPair {
         &self.ca_key
-    }
-
-    /// The CA certificate, DER.
-    pub fn ca_der(&self) -> Result<Vec<u8>, TrustError> {
-        pem_der(&self.dir.join("ca.crt"), &self.ca_cert_pem)
     }
 
     /// A node's certificate for the key of a checked CSR: the URI SAN
@@ -473,27 +470,40 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, TrustError> {
     }
 }
 
-/// Writes through a temp file of this process's own and a rename, with
-/// `mode` from the moment the file exists.
+/// Writes through a temp file and a rename, with `mode` from the start.
 pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TrustError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    reachmap_tls::file::write_atomic(path, bytes, mode).map_err(io(path))
+}
+
+/// A JSON file of ours with a `format` field: `None` when there is none
+/// yet, an error naming the file when it is unreadable or of another format.
+pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: u32,
+) -> Result<Option<T>, TrustError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: u32,
     }
-    written.map_err(io(path))
+    let Some(text) = read_optional(path)? else {
+        return Ok(None);
+    };
+    let head: Head = serde_json::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+    if head.format != format {
+        return Err(bad(path, format!("format {} is not {format}", head.format)));
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| bad(path, e.to_string()))
+}
+
+/// Writes `value` as pretty JSON, 0600, atomically.
+pub(crate) fn write_versioned<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+) -> Result<(), TrustError> {
+    let text = serde_json::to_vec_pretty(value).map_err(|e| bad(path, e.to_string()))?;
+    write_file(path, &text, 0o600)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub const ENROLL_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Default lifetime of an API token.
 pub const API_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -241,8 +241,8 @@ impl Trust {
     ) -> Result<(String, TokenRecord), String> {
         let dir = Authority::dir(data_dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let tokens = tokens::Tokens::open(&dir).map_err(|e| e.to_string())?;
-        Self::create_in(&mut { tokens }, kind, ttl, uses, node, description)
+        let mut tokens = tokens::Tokens::open(&dir).map_err(|e| e.to_string())?;
+        Self::create_in(&mut tokens, kind, ttl, uses, node, description)
     }
 
     fn create_in(
@@ -304,9 +304,10 @@ impl Trust {
 
     /// When an API token ends, if it is a valid one.
     pub fn api_token_expires(&self, token: &str) -> Option<i64> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-        tokens.api_role(token, now_unix()).ok()?;
-        tokens.expires(token, now_unix())
+        self.tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .api_expiry(token, now_unix())
     }
 }
 

@@ -4,7 +4,7 @@
 //! enrolled again afterwards (with a new token) gets a new serial and is let
 //! in. Entries are dropped once their certificate has expired.
 
-use super::ca::{TrustError, read_optional, write_file};
+use super::ca::{TrustError, read_versioned, write_versioned};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,22 +36,9 @@ pub struct CertBook {
 impl CertBook {
     pub fn open(tls_dir: &Path) -> Result<CertBook, TrustError> {
         let path = tls_dir.join(FILE);
-        let certs: BTreeMap<String, CertRecord> = match read_optional(&path)? {
-            None => BTreeMap::new(),
-            Some(text) => {
-                let f: File = serde_json::from_str(&text).map_err(|e| TrustError::Bad {
-                    path: path.clone(),
-                    what: e.to_string(),
-                })?;
-                if f.format != FORMAT {
-                    return Err(TrustError::Bad {
-                        path,
-                        what: format!("format {} is not {FORMAT}", f.format),
-                    });
-                }
-                f.certs.into_iter().map(|c| (c.serial.clone(), c)).collect()
-            }
-        };
+        let certs: BTreeMap<String, CertRecord> = read_versioned::<File>(&path, FORMAT)?
+            .map(|f| f.certs.into_iter().map(|c| (c.serial.clone(), c)).collect())
+            .unwrap_or_default();
         let denied = certs
             .values()
             .filter(|c| c.revoked_unix.is_some())
@@ -65,15 +52,13 @@ impl CertBook {
     }
 
     fn save(&self) -> Result<(), TrustError> {
-        let text = serde_json::to_vec_pretty(&File {
-            format: FORMAT,
-            certs: self.certs.values().cloned().collect(),
-        })
-        .map_err(|e| TrustError::Bad {
-            path: self.path.clone(),
-            what: e.to_string(),
-        })?;
-        write_file(&self.path, &text, 0o600)
+        write_versioned(
+            &self.path,
+            &File {
+                format: FORMAT,
+                certs: self.certs.values().cloned().collect(),
+            },
+        )
     }
 
     /// Records a certificate issued to `node`, dropping expired entries.

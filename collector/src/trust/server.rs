@@ -238,7 +238,7 @@ pub fn accept(
 
 fn handshake_error(e: &std::io::Error) -> String {
     let text = e.to_string();
-    if text.contains("InvalidContentType") || text.contains("corrupt message") {
+    if reachmap_tls::client::is_not_tls(&text) {
         format!("not TLS (a plaintext client? it must use https:// and the CA): {text}")
     } else {
         text

@@ -4,7 +4,7 @@
 //! have a use count and may be bound to one node name; API tokens carry a
 //! role and expire.
 
-use super::ca::{TrustError, read_optional, write_file};
+use super::ca::{TrustError, read_versioned, write_versioned};
 use reachmap_tls::Role;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -140,32 +140,16 @@ fn split(token: &str) -> Result<(&str, &str), Refusal> {
 impl Tokens {
     pub fn open(tls_dir: &Path) -> Result<Tokens, TrustError> {
         let path = tls_dir.join(FILE);
-        let records = match read_optional(&path)? {
-            None => BTreeMap::new(),
-            Some(text) => {
-                let f: File = serde_json::from_str(&text).map_err(|e| TrustError::Bad {
-                    path: path.clone(),
-                    what: e.to_string(),
-                })?;
-                if f.format != FORMAT {
-                    return Err(TrustError::Bad {
-                        path,
-                        what: format!("format {} is not {FORMAT}", f.format),
-                    });
-                }
-                f.tokens.into_iter().map(|t| (t.id.clone(), t)).collect()
-            }
-        };
+        let records = read_versioned::<File>(&path, FORMAT)?
+            .map(|f| f.tokens.into_iter().map(|t| (t.id.clone(), t)).collect())
+            .unwrap_or_default();
         Ok(Tokens { path, records })
     }
 
     /// Takes in tokens another process (`reachmap-collector token create`
     /// on this host) added to the file since it was read.
     fn merge_from_disk(&mut self) {
-        let Ok(Some(text)) = read_optional(&self.path) else {
-            return;
-        };
-        let Ok(f) = serde_json::from_str::<File>(&text) else {
+        let Ok(Some(f)) = read_versioned::<File>(&self.path, FORMAT) else {
             return;
         };
         for t in f.tokens {
@@ -175,12 +159,11 @@ impl Tokens {
 
     fn save(&mut self) -> Result<(), Refusal> {
         self.merge_from_disk();
-        let text = serde_json::to_vec_pretty(&File {
+        let file = File {
             format: FORMAT,
             tokens: self.records.values().cloned().collect(),
-        })
-        .map_err(|e| Refusal::Store(e.to_string()))?;
-        write_file(&self.path, &text, 0o600).map_err(|e| Refusal::Store(e.to_string()))
+        };
+        write_versioned(&self.path, &file).map_err(|e| Refusal::Store(e.to_string()))
     }
 
     /// Makes a token; returns its text (shown once) and its record.
@@ -282,9 +265,12 @@ impl Tokens {
             .ok_or_else(|| Refusal::NotApi(rec.id.clone()))
     }
 
-    /// When an API token ends (for the web page's cookie).
-    pub fn expires(&mut self, token: &str, now_unix: i64) -> Option<i64> {
-        self.find(token, now_unix).ok().map(|r| r.expires_unix)
+    /// When a valid API token ends (for the web page's cookie).
+    pub fn api_expiry(&mut self, token: &str, now_unix: i64) -> Option<i64> {
+        self.find(token, now_unix)
+            .ok()
+            .filter(|r| r.kind.role().is_some())
+            .map(|r| r.expires_unix)
     }
 
     pub fn list(&self) -> Vec<TokenRecord> {
