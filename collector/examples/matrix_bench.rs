@@ -194,6 +194,7 @@ fn main() -> std::io::Result<()> {
             nodes: &nodes,
             matrix: &m,
             pair_cap: metrics::DEFAULT_PAIR_CAP,
+            store: None,
         })
     });
     let rss_views = rss_kib("VmRSS:");

@@ -85,6 +85,15 @@ pub struct Flags {
     /// Also serve /metrics without authentication on this address (e.g. 127.0.0.1:7444), for a local Prometheus
     #[arg(long, env = "REACHMAP_METRICS_LISTEN", value_name = "ADDR:PORT")]
     pub metrics_listen: Option<String>,
+    /// How long the store keeps events, cell changes and fact changes [default: 14d]
+    #[arg(long, env = "REACHMAP_RETENTION", value_name = "DURATION")]
+    pub retention: Option<String>,
+    /// Largest size of the store, e.g. 2GiB; the oldest rows go first [default: 2GiB]
+    #[arg(long, env = "REACHMAP_STORE_MAX_BYTES", value_name = "SIZE")]
+    pub store_max_bytes: Option<String>,
+    /// Move a store that cannot be used (corrupt, not a reachmap store, from a newer version) aside and start a new one
+    #[arg(long, env = "REACHMAP_STORE_RECOVER")]
+    pub store_recover: bool,
 }
 
 /// A service every node may run, probed on every peer.
@@ -139,6 +148,8 @@ struct File {
     ca_key: Option<PathBuf>,
     node_cert_lifetime: Option<String>,
     metrics_listen: Option<String>,
+    retention: Option<String>,
+    store_max_bytes: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +167,7 @@ pub struct Config {
     pub own_ca: Option<(PathBuf, PathBuf)>,
     pub node_cert_lifetime: Duration,
     pub metrics_listen: Option<SocketAddr>,
+    pub store: crate::store::Options,
 }
 
 impl Config {
@@ -219,7 +231,32 @@ impl Config {
             Some(a) => Some(socket_addr("metrics_listen", &a)?),
             None => None,
         };
+        let defaults = crate::store::Options::default();
+        let retention = duration(
+            "retention",
+            flags.retention.as_deref().or(file.retention.as_deref()),
+        )?
+        .unwrap_or(defaults.retention);
+        if retention < Duration::from_secs(10) {
+            return Err(invalid("retention", "must be at least 10s"));
+        }
+        let max_bytes = match flags
+            .store_max_bytes
+            .as_deref()
+            .or(file.store_max_bytes.as_deref())
+        {
+            Some(t) => byte_size(t).map_err(|e| invalid("store_max_bytes", e))?,
+            None => defaults.max_bytes,
+        };
+        if max_bytes < 1 << 20 {
+            return Err(invalid("store_max_bytes", "must be at least 1MiB"));
+        }
         Ok(Config {
+            store: crate::store::Options {
+                retention,
+                max_bytes,
+                recover: flags.store_recover,
+            },
             insecure: flags.insecure || file.insecure.unwrap_or(false),
             own_ca,
             node_cert_lifetime,
@@ -261,6 +298,41 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
         key,
         message: message.into(),
     }
+}
+
+/// `2GiB`, `500MB`, `1048576`: a size in bytes (K, M, G are powers of
+/// 1000, Ki, Mi, Gi of 1024; a trailing B is optional).
+pub fn byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 2GiB, 500MB)"))?;
+    let unit = unit.trim();
+    let unit = unit
+        .strip_suffix('B')
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(unit);
+    let factor: f64 = match unit {
+        "" => 1.0,
+        "K" | "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("{text:?}: unknown unit (use K, M, G, Ki, Mi, Gi)")),
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(bytes as u64)
 }
 
 fn duration(key: &'static str, text: Option<&str>) -> Result<Option<Duration>, ConfigError> {

@@ -218,7 +218,7 @@ pub fn resources(r: &Resources) -> pb::Resources {
     }
 }
 
-fn probe_kind(k: ProbeKind) -> i32 {
+pub fn probe_kind(k: ProbeKind) -> i32 {
     match k {
         ProbeKind::Tcp => pb::ProbeKind::Tcp as i32,
         ProbeKind::Icmp => pb::ProbeKind::Icmp as i32,

@@ -40,6 +40,8 @@ pub fn router(fleet: Fleet, trust: Arc<Trust>, metrics_pair_cap: usize) -> axum:
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/matrix", get(matrix))
         .route("/api/v1/why", get(why))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/history", get(history))
         .route("/metrics", get(metrics))
         .merge(crate::web::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -172,17 +174,114 @@ struct WhyQuery {
     src: String,
     dst: String,
     port: Option<u16>,
+    /// A past moment (RFC 3339, "10m ago").
+    at: Option<String>,
 }
 
-/// `/api/v1/why?src=A&dst=B[&port=P]`: the same JSON as `reachmap why
-/// --format json`.
+/// A time parameter: RFC 3339, "10m ago", "1h"; 0 when absent.
+fn moment(name: &str, text: Option<&str>) -> Result<i64, tonic::Status> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(0),
+        Some(t) => crate::cli::when::parse(t, std::time::SystemTime::now())
+            .map_err(|e| tonic::Status::invalid_argument(format!("{name}: {e}"))),
+    }
+}
+
+/// `/api/v1/why?src=A&dst=B[&port=P][&at=TIME]`: the same JSON as
+/// `reachmap why --format json`.
 async fn why(State(st): State<HttpState>, Query(q): Query<WhyQuery>) -> Response {
     let port = q
         .port
         .filter(|p| *p != 0)
         .unwrap_or(reachmap_proto::DEFAULT_PROBE_PORT);
-    match query::why(&st.fleet, q.src, q.dst, port).await {
+    let at = match moment("at", q.at.as_deref()) {
+        Ok(a) => a,
+        Err(s) => return status_error(s),
+    };
+    let answer = if at != 0 {
+        crate::history::why_at(&st.fleet, q.src, q.dst, port, at).await
+    } else {
+        query::why(&st.fleet, q.src, q.dst, port).await
+    };
+    match answer {
         Ok(e) => Json(e).into_response(),
+        Err(s) => status_error(s),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EventsParams {
+    node: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// Comma-separated kinds.
+    #[serde(rename = "type")]
+    types: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `/api/v1/events[?node=N][&since=1h][&until=T][&type=a,b][&limit=N]`:
+/// the same JSON as `reachmap events --format json`.
+async fn events(State(st): State<HttpState>, Query(q): Query<EventsParams>) -> Response {
+    let since = match moment("since", Some(q.since.as_deref().unwrap_or("1h"))) {
+        Ok(t) => t,
+        Err(s) => return status_error(s),
+    };
+    let until = match moment("until", q.until.as_deref()) {
+        Ok(t) => t,
+        Err(s) => return status_error(s),
+    };
+    let q = crate::store::read::EventsQuery {
+        node: q.node.filter(|n| !n.is_empty()),
+        since,
+        until,
+        types: q
+            .types
+            .map(|t| {
+                t.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        limit: q.limit.unwrap_or(0),
+    };
+    match crate::history::events(st.fleet.store(), q).await {
+        Ok(r) => Json(view::EventsView::from(&r)).into_response(),
+        Err(s) => status_error(s),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryParams {
+    src: String,
+    dst: String,
+    port: Option<u16>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `/api/v1/history?src=A&dst=B[&port=P][&since=24h][&until=T]`: the same
+/// JSON as `reachmap history --format json`.
+async fn history(State(st): State<HttpState>, Query(q): Query<HistoryParams>) -> Response {
+    let since = match moment("since", Some(q.since.as_deref().unwrap_or("24h"))) {
+        Ok(t) => t,
+        Err(s) => return status_error(s),
+    };
+    let until = match moment("until", q.until.as_deref()) {
+        Ok(t) => t,
+        Err(s) => return status_error(s),
+    };
+    let port = q
+        .port
+        .filter(|p| *p != 0)
+        .unwrap_or(reachmap_proto::DEFAULT_PROBE_PORT);
+    match crate::history::history(&st.fleet, q.src, q.dst, port, since, until).await {
+        Ok(r) => Json(view::HistoryView::new(
+            &r,
+            crate::state::unix_nanos(std::time::SystemTime::now()),
+        ))
+        .into_response(),
         Err(s) => status_error(s),
     }
 }
@@ -192,6 +291,8 @@ struct MatrixQuery {
     port: Option<u16>,
     /// "summary" (the default) or "full".
     detail: Option<String>,
+    /// A past moment (RFC 3339, "10m ago").
+    at: Option<String>,
 }
 
 /// Chunks of the matrix body handed to the connection at a time.
@@ -215,8 +316,13 @@ async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Re
             )));
         }
     };
-    let Some(copy) = st.fleet.read_matrix(|m, _| m.clone()).await else {
-        return status_error(tonic::Status::unavailable("collector is shutting down"));
+    let at = match moment("at", q.at.as_deref()) {
+        Ok(a) => a,
+        Err(s) => return status_error(s),
+    };
+    let copy = match query::matrix_copy(&st.fleet, at).await {
+        Ok((m, _)) => m,
+        Err(s) => return status_error(s),
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(MATRIX_CHUNKS_AHEAD);
     tokio::task::spawn_blocking(move || {
@@ -234,6 +340,7 @@ async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Re
 
 async fn metrics(State(st): State<HttpState>) -> Response {
     let cap = st.metrics_pair_cap;
+    let store = st.fleet.store().status();
     let text = st
         .fleet
         .read_matrix(move |m, nodes| {
@@ -262,6 +369,7 @@ async fn metrics(State(st): State<HttpState>) -> Response {
                 nodes: &figures,
                 matrix: m,
                 pair_cap: cap,
+                store: Some(&store),
             })
         })
         .await;
@@ -284,6 +392,8 @@ fn status_error(s: tonic::Status) -> Response {
         tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
         tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
         tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::OutOfRange => StatusCode::GONE,
+        tonic::Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(serde_json::json!({ "error": s.message() }))).into_response()

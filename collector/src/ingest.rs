@@ -157,6 +157,11 @@ impl pb::collector_server::Collector for Ingest {
     }
 }
 
+/// A message waiting for the store before it may be acked: an event (with
+/// its commit) or, behind one, a message that needs no commit.
+type Pending =
+    Pin<Box<dyn Future<Output = (u64, Option<(pb::Event, crate::store::Committed)>)> + Send>>;
+
 struct Session {
     id: SessionId,
     fleet: Fleet,
@@ -286,6 +291,15 @@ impl Session {
     ) -> End {
         let mut clock = ClockEstimator::default();
         let mut revocations = self.trust.revocations();
+        // Acks are cumulative and an event is acked only once committed, so
+        // acks wait in arrival order behind the commits before them.
+        let mut pending: futures::stream::FuturesOrdered<Pending> = Default::default();
+        let store = self.fleet.store().clone();
+        let mut store_status = store.status_watch();
+        // A commit failed: nothing more is acked on this stream (the agent
+        // keeps what is unacked); once the store takes writes again the
+        // stream is ended, so the agent sends it all again.
+        let mut store_failed = false;
         let mut probe = tokio::time::interval(TIME_PROBE_BURST_EVERY);
         let mut probes_sent = 0u32;
         loop {
@@ -301,6 +315,32 @@ impl Session {
                         return End::Failed {
                             reason: "its certificate was revoked".into(),
                             status: Some(Status::permission_denied("this node's certificate was revoked")),
+                        };
+                    }
+                    continue;
+                }
+                Some((seq, event)) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
+                    match event {
+                        Some((e, Ok(true))) => self.fleet.event(self.id, node, e).await,
+                        Some((_, Ok(false))) => {} // a resend of one stored before
+                        Some((_, Err(error))) => {
+                            if !store_failed {
+                                tracing::warn!(%node, %error, "an event was not stored; acks stop until the store takes writes");
+                            }
+                            store_failed = true;
+                        }
+                        None => {}
+                    }
+                    if !store_failed && !self.send(CBody::Ack(pb::Ack { seq })).await {
+                        return End::Failed { reason: "stream closed".into(), status: None };
+                    }
+                    continue;
+                }
+                Ok(()) = store_status.changed(), if store_failed => {
+                    if store_status.borrow_and_update().writable {
+                        return End::Failed {
+                            reason: "the store takes writes again; the agent resends what was not acked".into(),
+                            status: Some(Status::unavailable("the collector's store failed and recovered: reconnect and resend unacked events")),
                         };
                     }
                     continue;
@@ -396,10 +436,25 @@ impl Session {
                     }
                     Err(e) => return protocol(seq, &e),
                 },
-                Some(Body::Event(e)) => match validate::event(&e) {
+                Some(Body::Event(mut e)) => match validate::event(&e) {
                     Ok(()) => {
-                        self.fleet.event(self.id, node, instance, e).await;
-                        true
+                        // Made by an earlier instance when it says so (the
+                        // agent's outbox survives restarts).
+                        let made_by = if e.instance_id != 0 {
+                            e.instance_id
+                        } else {
+                            instance
+                        };
+                        e.instance_id = made_by;
+                        e.received_unix_nanos = unix_nanos(SystemTime::now());
+                        let commit = store.event(node, made_by, e.clone()).await;
+                        pending.push_back(Box::pin(async move {
+                            let r = commit
+                                .await
+                                .unwrap_or_else(|_| Err("the store is gone".into()));
+                            (seq, Some((e, r)))
+                        }));
+                        false
                     }
                     Err(err) => return protocol(seq, &err),
                 },
@@ -435,7 +490,9 @@ impl Session {
                     Err(e) => return protocol(seq, &e),
                 },
             };
-            if acked && !self.send(CBody::Ack(pb::Ack { seq })).await {
+            if acked && !pending.is_empty() {
+                pending.push_back(Box::pin(async move { (seq, None) }));
+            } else if acked && !store_failed && !self.send(CBody::Ack(pb::Ack { seq })).await {
                 return End::Failed {
                     reason: "stream closed".into(),
                     status: None,

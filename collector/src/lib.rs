@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod encode;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
@@ -96,7 +97,8 @@ fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = store::Store::open(&config.data_dir)?;
+    let (store, registry) = store::Store::open(&config.data_dir, config.store.clone())?;
+    tracing::info!(store = %store.path().display(), "store open");
     let trust = std::sync::Arc::new(open_trust(&config)?);
     let grpc = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -112,7 +114,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ),
         None => None,
     };
-    let (fleet, state_task) = state::Fleet::start(store, &config.probe, shutdown.clone())?;
+    let (fleet, state_task) =
+        state::Fleet::start(store.clone(), registry, &config.probe, shutdown.clone());
     let scheme = if config.insecure { "http" } else { "https" };
     tracing::info!(grpc = %format!("{scheme}://{}", config.listen), http = %format!("{scheme}://{}", config.http), data_dir = %config.data_dir.display(), "collector listening");
 

@@ -42,6 +42,7 @@ pub struct MetricsInput<'a> {
     pub nodes: &'a [NodeMetrics],
     pub matrix: &'a Matrix,
     pub pair_cap: usize,
+    pub store: Option<&'a crate::store::Status>,
 }
 
 pub fn render(input: &MetricsInput) -> String {
@@ -113,6 +114,9 @@ pub fn render(input: &MetricsInput) -> String {
     }
 
     source_families(&mut w, nodes);
+    if let Some(st) = input.store {
+        store_families(&mut w, st);
+    }
     matrix_families(&mut w, input.matrix);
     pair_families(&mut w, input.matrix, input.pair_cap);
     w.out
@@ -294,6 +298,79 @@ fn bool_value(b: bool) -> f64 {
 #[derive(Default)]
 struct Exposition {
     out: String,
+}
+
+fn store_families(w: &mut Exposition, s: &crate::store::Status) {
+    let gauges: [(&str, &str, f64); 3] = [
+        (
+            "reachmap_store_writable",
+            "1 while the store commits; 0 while it fails (events are then not acked).",
+            bool_value(s.writable),
+        ),
+        (
+            "reachmap_store_bytes",
+            "Size of the store file and its WAL.",
+            s.bytes as f64,
+        ),
+        (
+            "reachmap_store_last_prune_seconds",
+            "How long the last prune round took.",
+            s.last_prune_seconds,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        w.family(name, "gauge", help);
+        w.sample(name, &[], v);
+    }
+    w.family("reachmap_store_rows", "gauge", "Rows held, by table.");
+    for (table, n) in [
+        ("events", s.events),
+        ("cell_changes", s.cell_changes),
+        ("fact_changes", s.fact_changes),
+    ] {
+        w.sample("reachmap_store_rows", &[("table", table)], n as f64);
+    }
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "reachmap_store_commits_total",
+            "Batches committed.",
+            s.commits_total,
+        ),
+        (
+            "reachmap_store_commit_failures_total",
+            "Batches that failed to commit (a full disk, say).",
+            s.commit_failures_total,
+        ),
+        (
+            "reachmap_store_dropped_writes_total",
+            "Cell and fact changes dropped because the writer was behind or failing.",
+            s.dropped_writes_total,
+        ),
+        (
+            "reachmap_store_prunes_total",
+            "Prune rounds run.",
+            s.prunes_total,
+        ),
+        (
+            "reachmap_store_pruned_rows_total",
+            "Rows deleted by retention and the size limit.",
+            s.pruned_rows_total,
+        ),
+    ];
+    for (name, help, v) in counters {
+        w.family(name, "counter", help);
+        w.sample(name, &[], v as f64);
+    }
+    w.family(
+        "reachmap_store_oldest_timestamp_seconds",
+        "gauge",
+        "The oldest moment the store still holds (0: nothing pruned yet).",
+    );
+    w.sample(
+        "reachmap_store_oldest_timestamp_seconds",
+        &[],
+        s.oldest as f64 / 1e9,
+    );
 }
 
 impl Exposition {
@@ -527,6 +604,7 @@ mod tests {
             nodes: &nodes,
             matrix: &m,
             pair_cap: DEFAULT_PAIR_CAP,
+            store: None,
         });
         let (s, types) = parse(&text);
         let state = |node, st| {
@@ -558,6 +636,7 @@ mod tests {
             nodes: &nodes,
             matrix: &m,
             pair_cap: DEFAULT_PAIR_CAP,
+            store: None,
         });
         let (s, types) = parse(&text);
         assert_eq!(
@@ -654,6 +733,7 @@ mod tests {
             nodes: &nodes,
             matrix: &m,
             pair_cap: 5,
+            store: None,
         });
         let (s, types) = parse(&text);
         assert_eq!(get(&s, "reachmap_pair_series_capped", &[]), Some(1.0));
@@ -665,6 +745,7 @@ mod tests {
             nodes: &nodes,
             matrix: &m,
             pair_cap: 6,
+            store: None,
         });
         let (s, _) = parse(&text);
         assert_eq!(
@@ -683,6 +764,7 @@ mod tests {
             nodes: &nodes,
             matrix: &m,
             pair_cap: 10,
+            store: None,
         });
         assert!(text.contains(r#"node="we\"ird\\no\nde""#), "{text}");
         let (s, _) = parse(&text);
@@ -710,6 +792,7 @@ mod tests {
             nodes: &[],
             matrix: &m,
             pair_cap: 0,
+            store: None,
         });
         let (s, _) = parse(&text);
         assert_eq!(

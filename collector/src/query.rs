@@ -179,6 +179,29 @@ pub async fn why(
         })
 }
 
+/// A copy of the matrix now (from the state task), or as it was at `at`
+/// (from the store), and the moment it is for.
+pub async fn matrix_copy(fleet: &Fleet, at: i64) -> Result<(crate::probe::Matrix, i64), Status> {
+    if at != 0 {
+        return Ok((crate::history::matrix_at(fleet.store(), at).await?, at));
+    }
+    let copy = fleet
+        .read_matrix(|m, _| m.clone())
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+    Ok((copy, unix_nanos(std::time::SystemTime::now())))
+}
+
+pub fn store_status(s: &crate::store::Status) -> pb::StoreStatus {
+    pb::StoreStatus {
+        writable: s.writable,
+        error: s.error.clone(),
+        failing_since_unix_nanos: s.failing_since,
+        bytes: s.bytes,
+        oldest_unix_nanos: s.oldest,
+    }
+}
+
 pub async fn list(fleet: &Fleet) -> Result<Vec<pb::NodeSummary>, Status> {
     fleet
         .read(|nodes: &BTreeMap<String, Node>| nodes.values().map(summary).collect())
@@ -203,6 +226,7 @@ impl pb::query_server::Query for Query {
         self.allow(&request, Role::Viewer, "nodes")?;
         Ok(Response::new(pb::ListNodesResponse {
             nodes: list(&self.fleet).await?,
+            store: Some(store_status(&self.fleet.store().status())),
         }))
     }
 
@@ -211,16 +235,11 @@ impl pb::query_server::Query for Query {
         request: Request<pb::MatrixRequest>,
     ) -> Result<Response<pb::Matrix>, Status> {
         self.allow(&request, Role::Viewer, "matrix")?;
-        let port = u16::try_from(request.into_inner().port)
-            .map_err(|_| Status::invalid_argument("port: over 65535"))?;
+        let r = request.into_inner();
+        let port =
+            u16::try_from(r.port).map_err(|_| Status::invalid_argument("port: over 65535"))?;
         let port = (port != 0).then_some(port);
-        let now = unix_nanos(std::time::SystemTime::now());
-        // Copied out of the state task, encoded off it.
-        let copy = self
-            .fleet
-            .read_matrix(|m, _| m.clone())
-            .await
-            .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+        let (copy, now) = matrix_copy(&self.fleet, r.at_unix_nanos).await?;
         let m = tokio::task::spawn_blocking(move || encode::matrix(&copy, port, now))
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -238,8 +257,51 @@ impl pb::query_server::Query for Query {
             Ok(p) => p,
             Err(_) => return Err(Status::invalid_argument("port: over 65535")),
         };
-        let e = why(&self.fleet, r.src, r.dst, port).await?;
+        let e = if r.at_unix_nanos != 0 {
+            crate::history::why_at(&self.fleet, r.src, r.dst, port, r.at_unix_nanos).await?
+        } else {
+            why(&self.fleet, r.src, r.dst, port).await?
+        };
         Ok(Response::new(pb::WhyAnswer::from(&e)))
+    }
+
+    async fn events(
+        &self,
+        request: Request<pb::EventsRequest>,
+    ) -> Result<Response<pb::EventsResponse>, Status> {
+        self.allow(&request, Role::Viewer, "events")?;
+        let r = request.into_inner();
+        let q = crate::store::read::EventsQuery {
+            node: (!r.node.is_empty()).then_some(r.node),
+            since: r.since_unix_nanos,
+            until: r.until_unix_nanos,
+            types: r.types,
+            limit: r.limit as usize,
+        };
+        Ok(Response::new(
+            crate::history::events(self.fleet.store(), q).await?,
+        ))
+    }
+
+    async fn history(
+        &self,
+        request: Request<pb::HistoryRequest>,
+    ) -> Result<Response<pb::HistoryResponse>, Status> {
+        self.allow(&request, Role::Viewer, "history")?;
+        let r = request.into_inner();
+        let port =
+            u16::try_from(r.port).map_err(|_| Status::invalid_argument("port: over 65535"))?;
+        Ok(Response::new(
+            crate::history::history(
+                &self.fleet,
+                r.src,
+                r.dst,
+                port,
+                r.since_unix_nanos,
+                r.until_unix_nanos,
+            )
+            .await?,
+        ))
     }
 
     async fn test_port(

@@ -86,6 +86,7 @@ async fn start_collector() -> Collector {
         own_ca: None,
         node_cert_lifetime: Duration::from_secs(3600),
         metrics_listen: None,
+        store: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(reachmap_collector::run(config, shutdown.clone()));

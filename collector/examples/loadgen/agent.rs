@@ -265,6 +265,7 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
                             time_unix_nanos: now,
                             id: event_id,
                             received_unix_nanos: 0,
+                            instance_id: 0,
                             kind: Some(pb::event::Kind::ProbeStateChanged(pb::ProbeStateChanged {
                                 target: Some(t.clone()),
                                 old_state: 0,

@@ -159,7 +159,13 @@ pub fn grpc_matrix(
         };
         let mut q = pb::query_client::QueryClient::new(ch).max_decoding_message_size(1 << 30);
         let start = Instant::now();
-        let m = q.get_matrix(pb::MatrixRequest { port }).await?.into_inner();
+        let m = q
+            .get_matrix(pb::MatrixRequest {
+                port,
+                at_unix_nanos: 0,
+            })
+            .await?
+            .into_inner();
         let total = start.elapsed();
         Ok((total, total, prost::Message::encoded_len(&m)))
     })

@@ -2,9 +2,11 @@
 
 mod connect;
 mod facts;
+mod history;
 mod matrix;
 mod render;
 mod table;
+pub mod when;
 mod why;
 
 use crate::view;
@@ -67,6 +69,9 @@ pub enum Command {
         /// address probed and time of the last change as well
         #[arg(long)]
         detail: bool,
+        /// The matrix as it was then: RFC 3339, "2026-12-01 02:14" (local), or "10m ago"
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
     },
     /// Why can SRC not reach DST[:PORT]? A verdict and the causes, with evidence and fixes
     Why {
@@ -74,6 +79,40 @@ pub enum Command {
         /// NODE or NODE:PORT (the probe port when no port is given)
         #[arg(value_name = "DST[:PORT]")]
         dst: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Explain from the facts as they were then: RFC 3339, "2026-12-01 02:14" (local), or "10m ago"
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// What happened on the fleet's nodes: stored events, oldest first
+    Events {
+        /// Only this node's
+        node: Option<String>,
+        /// From this time on: "1h" (that long ago), "10m ago", RFC 3339 or a local "2026-12-01 02:14"
+        #[arg(long, default_value = "1h", value_name = "TIME")]
+        since: String,
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only these kinds, comma-separated (oom_kill,firewall_changed,listener_gone,...)
+        #[arg(long = "type", value_delimiter = ',', value_name = "KINDS")]
+        types: Vec<String>,
+        /// At most this many, the newest
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One pair's timeline: ok, degraded, failing and unknown intervals, each bad one with its cause then
+    History {
+        src: String,
+        /// NODE or NODE:PORT (the probe port when no port is given)
+        #[arg(value_name = "DST[:PORT]")]
+        dst: String,
+        #[arg(long, default_value = "24h", value_name = "TIME")]
+        since: String,
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -183,25 +222,38 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
     let now = SystemTime::now();
     match cli.command {
         Command::Nodes { format } => {
-            let nodes = client
+            let r = client
                 .list_nodes(pb::ListNodesRequest {})
                 .await
                 .map_err(|s| status(&cli.collector, s))?
-                .into_inner()
-                .nodes;
+                .into_inner();
+            let nodes = r.nodes;
             Ok(match format {
                 Format::Json => json(&view::nodes(&nodes)),
-                Format::Table => table::nodes(&nodes, now),
+                Format::Table => {
+                    let mut out = table::nodes(&nodes, now);
+                    if let Some(st) = r.store.filter(|s| !s.writable) {
+                        out.push_str(&format!(
+                            "\nthe collector's store takes no writes since {}: {} (events stay with the agents until it does)\n",
+                            when::show(st.failing_since_unix_nanos, local_times()),
+                            st.error
+                        ));
+                    }
+                    out
+                }
             })
         }
         Command::Matrix {
             port,
             format,
             detail,
+            at,
         } => {
+            let at = moment(at.as_deref(), now)?;
             let matrix = client
                 .get_matrix(pb::MatrixRequest {
                     port: port.map(u32::from).unwrap_or(0),
+                    at_unix_nanos: at,
                 })
                 .await
                 .map_err(|s| status(&cli.collector, s))?
@@ -224,6 +276,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                                     src: s.clone(),
                                     dst: d.clone(),
                                     port: u32::from(p),
+                                    at_unix_nanos: at,
                                 })
                                 .await
                                 .ok()?
@@ -234,26 +287,29 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                     }))
                     .await;
                     let causes: matrix::Causes = answers.into_iter().flatten().collect();
-                    matrix::render_matrix(&v, port, color, &causes)
+                    let grid = matrix::render_matrix(&v, port, color, &causes);
+                    if at == 0 {
+                        grid
+                    } else {
+                        format!("as of {}\n{grid}", when::show(at, local_times()))
+                    }
                 }
             })
         }
-        Command::Why { src, dst, format } => {
-            let (dst, port) = match dst.rsplit_once(':') {
-                Some((d, p)) => {
-                    let port =
-                        p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                            CliError::Usage(format!("{p:?} is not a port (1-65535)"))
-                        })?;
-                    (d.to_string(), port)
-                }
-                None => (dst, reachmap_proto::DEFAULT_PROBE_PORT),
-            };
+        Command::Why {
+            src,
+            dst,
+            format,
+            at,
+        } => {
+            let (dst, port) = node_port(dst)?;
+            let at = moment(at.as_deref(), now)?;
             let answer = client
                 .why(pb::WhyRequest {
                     src,
                     dst,
                     port: u32::from(port),
+                    at_unix_nanos: at,
                 })
                 .await
                 .map_err(|s| status(&cli.collector, s))?
@@ -266,6 +322,58 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                     let color =
                         std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
                     why::render(&e, now, color)
+                }
+            })
+        }
+        Command::Events {
+            node,
+            since,
+            until,
+            types,
+            limit,
+            format,
+        } => {
+            let r = client
+                .events(pb::EventsRequest {
+                    node: node.unwrap_or_default(),
+                    since_unix_nanos: when::parse(&since, now).map_err(CliError::Usage)?,
+                    until_unix_nanos: moment(until.as_deref(), now)?,
+                    types,
+                    limit,
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let v = view::EventsView::from(&r);
+            Ok(match format {
+                Format::Json => json(&v),
+                Format::Table => history::events(&v, local_times()),
+            })
+        }
+        Command::History {
+            src,
+            dst,
+            since,
+            until,
+            format,
+        } => {
+            let (dst, port) = node_port(dst)?;
+            let r = client
+                .history(pb::HistoryRequest {
+                    src,
+                    dst,
+                    port: u32::from(port),
+                    since_unix_nanos: when::parse(&since, now).map_err(CliError::Usage)?,
+                    until_unix_nanos: moment(until.as_deref(), now)?,
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let v = view::HistoryView::new(&r, crate::state::unix_nanos(now));
+            Ok(match format {
+                Format::Json => json(&v),
+                Format::Table => {
+                    history::timeline(&v, crate::state::unix_nanos(now), local_times())
                 }
             })
         }
@@ -389,6 +497,32 @@ async fn token(
             Ok(format!("revoked token {id}\n"))
         }
     }
+}
+
+/// `NODE` or `NODE:PORT` (the probe port when none is given).
+fn node_port(dst: String) -> Result<(String, u16), CliError> {
+    match dst.rsplit_once(':') {
+        Some((d, p)) => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| CliError::Usage(format!("{p:?} is not a port (1-65535)")))?;
+            Ok((d.to_string(), port))
+        }
+        None => Ok((dst, reachmap_proto::DEFAULT_PROBE_PORT)),
+    }
+}
+
+/// `--at`/`--until`: 0 when not given (now).
+fn moment(text: Option<&str>, now: SystemTime) -> Result<i64, CliError> {
+    text.map_or(Ok(0), |t| when::parse(t, now).map_err(CliError::Usage))
+}
+
+/// Times in the local zone on a terminal, UTC otherwise.
+fn local_times() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

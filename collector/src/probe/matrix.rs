@@ -56,6 +56,10 @@ impl CellState {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    pub fn parse(s: &str) -> Option<CellState> {
+        CellState::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// The agent's view of one target over its window.
@@ -117,6 +121,10 @@ impl Outcome {
     pub fn is_failure(self) -> bool {
         self != Outcome::Open
     }
+
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
+    }
 }
 
 /// Failures in a window, by outcome.
@@ -171,6 +179,35 @@ pub struct StateChange {
     pub old: TargetState,
     pub new: TargetState,
     pub outcome: Option<Outcome>,
+}
+
+/// A cell whose state (or failure) changed, as the store keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellChange {
+    pub time: i64,
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub kind: ProbeKind,
+    pub service: Option<String>,
+    pub old: CellState,
+    pub new: CellState,
+    pub failure: Option<Outcome>,
+    pub sent: u32,
+    pub ok: u32,
+    pub rtt_ms: Option<f64>,
+    pub address: IpAddr,
+    pub last_failure_at: i64,
+}
+
+impl CellChange {
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            f64::from(self.sent.saturating_sub(self.ok)) / f64::from(self.sent)
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -357,6 +394,8 @@ pub struct Matrix {
     services: Vec<String>,
     service_ids: HashMap<String, u32>,
     stale_after_nanos: i64,
+    /// State changes not yet taken (`take_changes`); `None` when not kept.
+    journal: Option<Vec<CellChange>>,
 }
 
 impl Matrix {
@@ -370,6 +409,7 @@ impl Matrix {
             services: Vec::new(),
             service_ids: HashMap::new(),
             stale_after_nanos: 0,
+            journal: None,
         };
         m.set_interval(interval);
         m
@@ -378,6 +418,77 @@ impl Matrix {
     pub fn set_interval(&mut self, interval: Duration) {
         self.stale_after_nanos =
             i64::try_from(interval.as_nanos().saturating_mul(3)).unwrap_or(i64::MAX);
+    }
+
+    /// From now on, every state change is kept until `take_changes`.
+    pub fn keep_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The state changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<CellChange> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Notes a change of `src`'s cell `c` from `old` (state, failure).
+    fn note(&mut self, src: u32, old: (CellState, Option<Outcome>), c: &Cell, now: i64) {
+        if self.journal.is_none() || old == (c.state, c.failure) {
+            return;
+        }
+        let change = CellChange {
+            time: now,
+            src: self.names[src as usize].clone(),
+            dst: self.names[c.dst as usize].clone(),
+            port: c.port,
+            kind: c.kind,
+            service: (c.service as usize)
+                .checked_sub(1)
+                .and_then(|i| self.services.get(i))
+                .cloned(),
+            old: old.0,
+            new: c.state,
+            failure: c.failure,
+            sent: c.sent,
+            ok: c.ok,
+            rtt_ms: c.rtt_ms(),
+            address: c.address,
+            last_failure_at: c.last_failure_at,
+        };
+        if let Some(j) = &mut self.journal {
+            j.push(change);
+        }
+    }
+
+    /// Puts back a cell as a stored change left it (the matrix of a past
+    /// moment); its destination becomes a node.
+    pub fn restore(&mut self, c: &CellChange) {
+        let s = self.add_node(&c.src);
+        let d = self.add_node(&c.dst);
+        if s == d {
+            return;
+        }
+        let service = self.service_id(c.service.as_deref());
+        let cell = Cell {
+            dst: d,
+            service,
+            port: c.port,
+            kind: c.kind,
+            state: c.new,
+            failure: c.failure,
+            address: c.address,
+            sent: c.sent,
+            ok: c.ok.min(c.sent),
+            rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
+            rtt_p99_ms: f64::NAN,
+            updated: c.time,
+            last_failure_at: c.last_failure_at,
+        };
+        let mut cells = std::mem::take(&mut self.rows[s as usize].cells);
+        cells.push(cell);
+        self.rows[s as usize] = Row::new(cells, &self.names, false);
     }
 
     /// Makes `name` a node of the matrix (an axis of the grid) even before
@@ -455,7 +566,12 @@ impl Matrix {
             };
             let row = &mut self.rows[s as usize];
             match row.find(d, w.target.port, w.target.kind) {
-                Some(i) => row.cells[i].set_window(w, now),
+                Some(i) => {
+                    let old = (row.cells[i].state, row.cells[i].failure);
+                    row.cells[i].set_window(w, now);
+                    let cell = row.cells[i].clone();
+                    self.note(s, old, &cell, now);
+                }
                 None if row.planned => {
                     stats.ignored += 1;
                     continue;
@@ -464,6 +580,7 @@ impl Matrix {
                     let service = self.service_id(w.target.service.as_deref());
                     let mut cell = Cell::placeholder(d, service, &w.target);
                     cell.set_window(w, now);
+                    self.note(s, (CellState::Unknown, None), &cell, now);
                     added.push(cell);
                 }
             }
@@ -501,12 +618,15 @@ impl Matrix {
             };
         };
         let cell = &mut row.cells[i];
+        let old = (cell.state, cell.failure);
         cell.state = change.new.into();
         if let Some(o) = change.outcome.filter(|o| o.is_failure()) {
             cell.failure = Some(o);
             cell.last_failure_at = now;
         }
         cell.updated = now;
+        let cell = cell.clone();
+        self.note(s, old, &cell, now);
         ApplyStats {
             applied: 1,
             ignored: 0,
@@ -514,10 +634,18 @@ impl Matrix {
     }
 
     /// `src`'s agent is gone: its row turns unknown, keeping the last figures.
-    pub fn source_gone(&mut self, src: &str) {
+    pub fn source_gone(&mut self, src: &str, now: i64) {
         if let Some(&s) = self.ids.get(src) {
+            let mut changed = Vec::new();
             for c in &mut self.rows[s as usize].cells {
+                if c.state != CellState::Unknown {
+                    changed.push(((c.state, c.failure), c.clone()));
+                    c.state = CellState::Unknown;
+                }
+            }
+            for (old, mut c) in changed {
                 c.state = CellState::Unknown;
+                self.note(s, old, &c, now);
             }
         }
     }
@@ -542,16 +670,23 @@ impl Matrix {
     /// Cells without a report for three intervals turn unknown; returns how
     /// many did.
     pub fn expire(&mut self, now: i64) -> usize {
-        let mut n = 0;
-        for row in &mut self.rows {
+        let mut changed = Vec::new();
+        for (s, row) in self.rows.iter_mut().enumerate() {
             for c in &mut row.cells {
                 if c.state != CellState::Unknown
                     && c.updated != 0
                     && now.saturating_sub(c.updated) > self.stale_after_nanos
                 {
+                    changed.push((s, (c.state, c.failure), c.clone()));
                     c.state = CellState::Unknown;
-                    n += 1;
                 }
+            }
+        }
+        let n = changed.len();
+        if self.journal.is_some() {
+            for (s, old, mut c) in changed {
+                c.state = CellState::Unknown;
+                self.note(u32::try_from(s).unwrap_or(u32::MAX), old, &c, now);
             }
         }
         n

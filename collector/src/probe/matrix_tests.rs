@@ -196,7 +196,7 @@ fn gone_sources_and_stale_cells_turn_unknown() {
         vec![window("a", 7442, TargetState::Ok, 10, 10)],
         10 * SEC,
     );
-    m.source_gone("a");
+    m.source_gone("a", 0);
     let c = m.cell("a", "b", 7442, ProbeKind::Tcp).expect("cell");
     assert_eq!(c.cell.state(), CellState::Unknown);
     assert_eq!(c.cell.sent(), 10, "last figures kept");

@@ -18,8 +18,8 @@ pub struct ResolvedName {
 }
 
 pub use matrix::{
-    ApplyStats, Cell, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome, StateChange,
-    TargetState, WindowInput,
+    ApplyStats, Cell, CellChange, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome,
+    StateChange, TargetState, WindowInput,
 };
 pub use planner::{
     FleetName, NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind,

@@ -137,6 +137,10 @@ impl ProbeKind {
         }
     }
 
+    pub fn parse(s: &str) -> Option<ProbeKind> {
+        ProbeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
     fn code(self) -> u8 {
         match self {
             ProbeKind::Tcp => 1,

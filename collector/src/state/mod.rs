@@ -11,7 +11,7 @@ use crate::clock::Sample;
 use crate::config::ProbeSettings;
 use crate::model::{FactsDelta, Hello, NodeFacts};
 use crate::probe::{Matrix, ResolvedName, WindowInput};
-use crate::store::{NodeRecord, Store};
+use crate::store::{FactWrite, NodeRecord, Store, Write};
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,8 +63,8 @@ pub struct Node {
     /// Addresses from the registry, until the first snapshot arrives.
     pub remembered_addresses: Vec<String>,
     pub events: VecDeque<StoredEvent>,
-    /// (instance, highest event id) stored, to drop resent duplicates.
-    last_event: (u64, u64),
+    /// The content hash of each part of the facts last stored.
+    stored_parts: std::collections::HashMap<&'static str, [u8; 32]>,
     pub clock: Option<Sample>,
     pub dropped_events_total: u64,
     /// Events stored since the collector started (the ring keeps the last
@@ -90,7 +90,7 @@ impl Node {
             facts: None,
             remembered_addresses: Vec::new(),
             events: VecDeque::new(),
-            last_event: (0, 0),
+            stored_parts: Default::default(),
             clock: None,
             dropped_events_total: 0,
             events_total: 0,
@@ -124,6 +124,32 @@ impl Node {
         self.record(time, kind);
     }
 
+    /// A node as it was at a past moment, rebuilt from the store: its facts,
+    /// the events before that moment, its name lookups, and whether its
+    /// agent was connected then.
+    pub(crate) fn historic(
+        name: &str,
+        connected: bool,
+        facts: Option<NodeFacts>,
+        events: Vec<StoredEvent>,
+        names: Vec<ResolvedName>,
+        at: SystemTime,
+    ) -> Node {
+        let mut n = Node::new(name, at);
+        n.facts = facts;
+        n.names = names;
+        n.events = events.into();
+        if connected {
+            let (outbound, _) = mpsc::channel(1);
+            n.stream = Some(Stream {
+                session: 0,
+                cancel: CancellationToken::new(),
+                outbound,
+            });
+        }
+        n
+    }
+
     pub fn addresses(&self) -> Vec<String> {
         match &self.facts {
             Some(f) => f.addresses().map(|a| a.ip.to_string()).collect(),
@@ -131,16 +157,45 @@ impl Node {
         }
     }
 
-    fn record(&mut self, now: SystemTime, kind: pb::event::Kind) {
+    /// An event the collector itself makes (a stream began or ended, a
+    /// reboot); returned for the store.
+    fn record(&mut self, now: SystemTime, kind: pb::event::Kind) -> pb::Event {
+        let event = pb::Event {
+            time_unix_nanos: unix_nanos(now),
+            id: 0,
+            received_unix_nanos: unix_nanos(now),
+            instance_id: 0,
+            kind: Some(kind),
+        };
         self.push_event(StoredEvent {
             received: now,
-            event: pb::Event {
-                time_unix_nanos: unix_nanos(now),
-                id: 0,
-                received_unix_nanos: 0,
-                kind: Some(kind),
-            },
+            event: event.clone(),
         });
+        event
+    }
+
+    /// The parts of the facts that differ from what was last stored,
+    /// encoded, for the store.
+    fn changed_parts(&mut self, parts: &[&'static str], now: SystemTime) -> Vec<FactWrite> {
+        let Some(f) = &self.facts else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for part in parts {
+            let data = crate::store::facts::encode(f, part);
+            let hash = crate::store::hash(&data);
+            if self.stored_parts.get(part) != Some(&hash) {
+                self.stored_parts.insert(part, hash);
+                out.push(FactWrite {
+                    node: self.name.clone(),
+                    part,
+                    time: unix_nanos(now),
+                    hash,
+                    data,
+                });
+            }
+        }
+        out
     }
 
     fn push_event(&mut self, e: StoredEvent) {
@@ -190,7 +245,7 @@ enum Cmd {
     },
     Snapshot(SessionId, String, NodeFacts),
     Delta(SessionId, String, FactsDelta),
-    Event(SessionId, String, u64, pb::Event),
+    Event(SessionId, String, pb::Event),
     Heartbeat(SessionId, String, u64),
     Clock(SessionId, String, Sample),
     Seen(SessionId, String),
@@ -210,6 +265,7 @@ enum Cmd {
 #[derive(Clone)]
 pub struct Fleet {
     tx: mpsc::Sender<Cmd>,
+    store: Store,
 }
 
 impl Fleet {
@@ -217,11 +273,12 @@ impl Fleet {
     /// handle is gone or `shutdown` fires, saving the registry last.
     pub fn start(
         store: Store,
+        registry: Vec<NodeRecord>,
         probe: &ProbeSettings,
         shutdown: CancellationToken,
-    ) -> Result<(Fleet, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+    ) -> (Fleet, tokio::task::JoinHandle<()>) {
         let mut nodes = BTreeMap::new();
-        for rec in store.load()? {
+        for rec in registry {
             if reachmap_proto::check_node_name(&rec.name).is_err() {
                 tracing::warn!(name = %rec.name, "ignoring stored node with an invalid name");
                 continue;
@@ -236,17 +293,23 @@ impl Fleet {
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let mut probing = Probing::new(probe, unix_nanos(SystemTime::now()));
+        probing.matrix.keep_changes();
         for name in nodes.keys() {
             probing.matrix.add_node(name);
         }
         let owner = Owner {
             nodes,
-            store,
+            store: store.clone(),
             dirty: false,
             probing,
         };
         let task = tokio::spawn(owner.run(rx, shutdown));
-        Ok((Fleet { tx }, task))
+        (Fleet { tx, store }, task)
+    }
+
+    /// The store, for the history the state task does not hold.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     async fn send(&self, cmd: Cmd) {
@@ -281,8 +344,9 @@ impl Fleet {
         self.send(Cmd::Delta(s, node.into(), d)).await;
     }
 
-    pub async fn event(&self, s: SessionId, node: &str, instance: u64, e: pb::Event) {
-        self.send(Cmd::Event(s, node.into(), instance, e)).await;
+    /// An event the store has committed (or could not: it is still live).
+    pub async fn event(&self, s: SessionId, node: &str, e: pb::Event) {
+        self.send(Cmd::Event(s, node.into(), e)).await;
     }
 
     pub async fn heartbeat(&self, s: SessionId, node: &str, dropped_total: u64) {
@@ -394,10 +458,11 @@ impl Owner {
                     Some(cmd) => self.handle(cmd, SystemTime::now()),
                     None => break,
                 },
-                _ = flush.tick() => self.flush().await,
+                _ = flush.tick() => self.flush(),
                 _ = plan.tick() => self.probing.tick(&self.nodes, unix_nanos(SystemTime::now())),
                 _ = shutdown.cancelled() => break,
             }
+            self.store_cell_changes();
         }
         for node in self.nodes.values_mut() {
             if let Some(s) = node.stream.take() {
@@ -405,21 +470,39 @@ impl Owner {
             }
         }
         self.dirty = true;
-        self.flush().await;
+        self.flush();
+        self.store.flush().await;
     }
 
-    async fn flush(&mut self) {
+    /// The registry goes to the store when it changed.
+    fn flush(&mut self) {
         if !self.dirty {
             return;
         }
         self.dirty = false;
         let records: Vec<NodeRecord> = self.nodes.values().map(Node::to_record).collect();
-        let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.save(records)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot save the node registry"),
-            Err(e) => tracing::error!(error = %e, "registry writer failed"),
+        self.store.queue(Write::Nodes(records));
+    }
+
+    fn store_cell_changes(&mut self) {
+        for c in self.probing.matrix.take_changes() {
+            self.store.queue(Write::Cell(c));
         }
+    }
+
+    fn store_facts(&self, parts: Vec<FactWrite>) {
+        for p in parts {
+            self.store.queue(Write::Fact(p));
+        }
+    }
+
+    fn store_event(&self, node: &str, event: pb::Event) {
+        self.store.queue(Write::Event(crate::store::EventWrite {
+            node: node.to_string(),
+            instance: 0,
+            event,
+            done: None,
+        }));
     }
 
     /// The node, if `session` is its current stream.
@@ -444,6 +527,8 @@ impl Owner {
                 if let Some(n) = self.current(s, &name) {
                     n.facts = Some(facts);
                     n.last_seen = now;
+                    let parts = n.changed_parts(&crate::store::facts::ALL, now);
+                    self.store_facts(parts);
                     self.dirty = true;
                     self.probing.mark_dirty();
                 }
@@ -458,7 +543,10 @@ impl Owner {
                                 || !delta.removed.is_empty()
                                 || !delta.listeners_upserted.is_empty()
                                 || !delta.listeners_removed.is_empty();
+                            let touched = crate::store::facts::touched(&delta);
                             f.apply(delta);
+                            let parts = n.changed_parts(&touched, now);
+                            self.store_facts(parts);
                             self.dirty = true;
                             if replan {
                                 self.probing.mark_dirty();
@@ -485,14 +573,10 @@ impl Owner {
                     }
                 }
             }
-            Cmd::Event(s, name, instance, event) => {
+            // Stored (and deduplicated) by the session before it comes here.
+            Cmd::Event(s, name, event) => {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
-                    let (inst, last) = n.last_event;
-                    if inst == instance && event.id <= last {
-                        return; // a resend of an event already stored
-                    }
-                    n.last_event = (instance, event.id);
                     if let Some(pb::event::Kind::ProbeStateChanged(c)) = &event.kind
                         && let Ok(change) = crate::validate::probe::state_change(c)
                     {
@@ -529,11 +613,11 @@ impl Owner {
                     n.since = now;
                     n.clock = None;
                     tracing::info!(node = %name, %reason, "disconnected");
-                    self.probing.detached(&name);
+                    self.probing.detached(&name, unix_nanos(now));
                     let Some(n) = self.nodes.get_mut(&name) else {
                         return;
                     };
-                    n.record(
+                    let e = n.record(
                         now,
                         pb::event::Kind::StreamChanged(pb::StreamChanged {
                             connected: false,
@@ -541,6 +625,7 @@ impl Owner {
                             agent_version: n.version.clone(),
                         }),
                     );
+                    self.store_event(&name, e);
                     self.dirty = true;
                 }
             }
@@ -550,6 +635,20 @@ impl Owner {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
                     n.names = names;
+                    let data = crate::store::facts::encode_names(&n.names);
+                    let hash = crate::store::hash(&data);
+                    let part = crate::store::facts::NAMES;
+                    let write = (n.stored_parts.get(part) != Some(&hash)).then(|| {
+                        n.stored_parts.insert(part, hash);
+                        FactWrite {
+                            node: name.clone(),
+                            part,
+                            time: unix_nanos(now),
+                            hash,
+                            data,
+                        }
+                    });
+                    self.store_facts(write.into_iter().collect());
                     self.probing.results(&name, windows, unix_nanos(now));
                 }
             }
@@ -589,14 +688,15 @@ impl Owner {
             tracing::info!(node = %hello.node, "replacing an older stream from the same node");
             old.cancel.cancel();
         }
+        let mut made = Vec::new();
         if !node.boot_id.is_empty() && node.boot_id != hello.boot_id {
-            node.record(
+            made.push(node.record(
                 now,
                 pb::event::Kind::NodeRebooted(pb::NodeRebooted {
                     old_boot_id: node.boot_id.clone(),
                     new_boot_id: hello.boot_id.clone(),
                 }),
-            );
+            ));
         }
         node.machine_id = hello.machine_id.clone();
         node.boot_id = hello.boot_id.clone();
@@ -610,18 +710,22 @@ impl Owner {
         node.since = now;
         node.last_seen = now;
         node.clock = None;
-        node.record(
+        made.push(node.record(
             now,
             pb::event::Kind::StreamChanged(pb::StreamChanged {
                 connected: true,
                 reason: String::new(),
                 agent_version: hello.version.clone(),
             }),
-        );
+        ));
         node.hello = Some(hello);
+        let name = node.name.clone();
         self.dirty = true;
-        self.probing.attached(&node.name);
-        tracing::info!(node = %node.name, "connected");
+        self.probing.attached(&name);
+        for e in made {
+            self.store_event(&name, e);
+        }
+        tracing::info!(node = %name, "connected");
         Ok(())
     }
 }

@@ -138,9 +138,9 @@ impl Probing {
     }
 
     /// A node's stream ended: its row turns unknown, its commands fail.
-    pub fn detached(&mut self, name: &str) {
+    pub fn detached(&mut self, name: &str, now: i64) {
         self.sent.remove(name);
-        self.matrix.source_gone(name);
+        self.matrix.source_gone(name, now);
         self.dirty = true;
         let gone: Vec<u64> = self
             .pending

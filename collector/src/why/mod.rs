@@ -127,6 +127,9 @@ pub struct Explanation {
     pub address: Option<String>,
     /// How clients reach the destination, and whether each address works.
     pub addresses: Vec<ClientAddress>,
+    /// The past moment the answer is for (`why --at`); 0 (null in JSON): now.
+    #[serde(serialize_with = "time_json")]
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -385,6 +388,7 @@ pub fn explain(
         icmp: ctx.icmp.clone(),
         address: verdict_address,
         addresses,
+        at: 0,
     })
 }
 

@@ -71,6 +71,71 @@ fn cell_from(c: &pb::MatrixCell) -> CellSummary {
     }
 }
 
+impl From<&Cause> for pb::WhyCause {
+    fn from(c: &Cause) -> Self {
+        pb::WhyCause {
+            code: c.code.clone(),
+            node: c.node.clone(),
+            detail: c.detail.clone(),
+            evidence: c
+                .evidence
+                .iter()
+                .map(|v| pb::WhyEvidence {
+                    kind: v.kind.clone(),
+                    node: v.node.clone(),
+                    time_unix_nanos: v.time,
+                    text: v.text.clone(),
+                })
+                .collect(),
+            fix: c.fix.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&ChangeView> for pb::WhyChange {
+    fn from(c: &ChangeView) -> Self {
+        pb::WhyChange {
+            node: c.node.clone(),
+            time_unix_nanos: c.time,
+            kind: c.kind.clone(),
+            detail: c.detail.clone(),
+        }
+    }
+}
+
+impl From<&pb::WhyCause> for Cause {
+    fn from(c: &pb::WhyCause) -> Self {
+        Cause {
+            code: c.code.clone(),
+            node: c.node.clone(),
+            detail: c.detail.clone(),
+            evidence: c
+                .evidence
+                .iter()
+                .map(|v| Evidence {
+                    kind: v.kind.clone(),
+                    node: v.node.clone(),
+                    time: v.time_unix_nanos,
+                    text: v.text.clone(),
+                })
+                .collect(),
+            fix: (!c.fix.is_empty()).then(|| c.fix.clone()),
+            weight: 0,
+        }
+    }
+}
+
+impl From<&pb::WhyChange> for ChangeView {
+    fn from(c: &pb::WhyChange) -> Self {
+        ChangeView {
+            node: c.node.clone(),
+            time: c.time_unix_nanos,
+            kind: c.kind.clone(),
+            detail: c.detail.clone(),
+        }
+    }
+}
+
 impl From<&Explanation> for pb::WhyAnswer {
     fn from(e: &Explanation) -> Self {
         pb::WhyAnswer {
@@ -78,41 +143,14 @@ impl From<&Explanation> for pb::WhyAnswer {
             dst: e.dst.clone(),
             port: u32::from(e.port),
             verdict: verdict_name(e.verdict).into(),
-            causes: e
-                .causes
-                .iter()
-                .map(|c| pb::WhyCause {
-                    code: c.code.clone(),
-                    node: c.node.clone(),
-                    detail: c.detail.clone(),
-                    evidence: c
-                        .evidence
-                        .iter()
-                        .map(|v| pb::WhyEvidence {
-                            kind: v.kind.clone(),
-                            node: v.node.clone(),
-                            time_unix_nanos: v.time,
-                            text: v.text.clone(),
-                        })
-                        .collect(),
-                    fix: c.fix.clone().unwrap_or_default(),
-                })
-                .collect(),
+            causes: e.causes.iter().map(pb::WhyCause::from).collect(),
             checked: e.checked.clone(),
-            changes: e
-                .changes
-                .iter()
-                .map(|c| pb::WhyChange {
-                    node: c.node.clone(),
-                    time_unix_nanos: c.time,
-                    kind: c.kind.clone(),
-                    detail: c.detail.clone(),
-                })
-                .collect(),
+            changes: e.changes.iter().map(pb::WhyChange::from).collect(),
             probe: e.probe.as_ref().map(cell_to),
             reverse: e.reverse.as_ref().map(cell_to),
             icmp: e.icmp.as_ref().map(cell_to),
             address: e.address.clone().unwrap_or_default(),
+            at_unix_nanos: e.at,
             addresses: e
                 .addresses
                 .iter()
@@ -133,42 +171,14 @@ impl From<&pb::WhyAnswer> for Explanation {
             dst: a.dst.clone(),
             port: u16::try_from(a.port).unwrap_or(0),
             verdict: verdict_from(&a.verdict),
-            causes: a
-                .causes
-                .iter()
-                .map(|c| Cause {
-                    code: c.code.clone(),
-                    node: c.node.clone(),
-                    detail: c.detail.clone(),
-                    evidence: c
-                        .evidence
-                        .iter()
-                        .map(|v| Evidence {
-                            kind: v.kind.clone(),
-                            node: v.node.clone(),
-                            time: v.time_unix_nanos,
-                            text: v.text.clone(),
-                        })
-                        .collect(),
-                    fix: (!c.fix.is_empty()).then(|| c.fix.clone()),
-                    weight: 0,
-                })
-                .collect(),
+            causes: a.causes.iter().map(Cause::from).collect(),
             checked: a.checked.clone(),
-            changes: a
-                .changes
-                .iter()
-                .map(|c| ChangeView {
-                    node: c.node.clone(),
-                    time: c.time_unix_nanos,
-                    kind: c.kind.clone(),
-                    detail: c.detail.clone(),
-                })
-                .collect(),
+            changes: a.changes.iter().map(ChangeView::from).collect(),
             probe: a.probe.as_ref().map(cell_from),
             reverse: a.reverse.as_ref().map(cell_from),
             icmp: a.icmp.as_ref().map(cell_from),
             address: (!a.address.is_empty()).then(|| a.address.clone()),
+            at: a.at_unix_nanos,
             addresses: a
                 .addresses
                 .iter()

@@ -463,6 +463,11 @@ pub struct Event {
     /// collector in query answers, left 0 by agents.
     #[prost(int64, tag = "3")]
     pub received_unix_nanos: i64,
+    /// The agent instance that made the event, when it was not the stream's
+    /// own: an agent keeps unsent events on disk across restarts, and resends
+    /// them with the instance (and id) they were made with. 0: the Hello's.
+    #[prost(uint64, tag = "4")]
+    pub instance_id: u64,
     #[prost(
         oneof = "event::Kind",
         tags = "10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23"
@@ -920,6 +925,26 @@ pub struct ListNodesRequest {}
 pub struct ListNodesResponse {
     #[prost(message, repeated, tag = "1")]
     pub nodes: ::prost::alloc::vec::Vec<NodeSummary>,
+    #[prost(message, optional, tag = "2")]
+    pub store: ::core::option::Option<StoreStatus>,
+}
+/// The collector's store: whether it is taking writes.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StoreStatus {
+    /// False while commits fail (a full disk, say): events are not acked then,
+    /// so agents keep them.
+    #[prost(bool, tag = "1")]
+    pub writable: bool,
+    #[prost(string, tag = "2")]
+    pub error: ::prost::alloc::string::String,
+    /// Since when it has been failing, when it is.
+    #[prost(int64, tag = "3")]
+    pub failing_since_unix_nanos: i64,
+    #[prost(uint64, tag = "4")]
+    pub bytes: u64,
+    /// The oldest moment the store still holds (retention).
+    #[prost(int64, tag = "5")]
+    pub oldest_unix_nanos: i64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct NodeSummary {
@@ -979,6 +1004,9 @@ pub struct MatrixRequest {
     /// Only cells of this port; 0 for every cell.
     #[prost(uint32, tag = "1")]
     pub port: u32,
+    /// The matrix as it was at this moment, from the store; 0: now.
+    #[prost(int64, tag = "2")]
+    pub at_unix_nanos: i64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MatrixCell {
@@ -1065,6 +1093,9 @@ pub struct WhyRequest {
     /// 0: the probe port.
     #[prost(uint32, tag = "3")]
     pub port: u32,
+    /// The explanation from the facts as they were at this moment; 0: now.
+    #[prost(int64, tag = "4")]
+    pub at_unix_nanos: i64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WhyEvidence {
@@ -1138,6 +1169,102 @@ pub struct WhyAnswer {
     /// names resolve to on SRC, each with whether something listens there.
     #[prost(message, repeated, tag = "12")]
     pub addresses: ::prost::alloc::vec::Vec<WhyAddress>,
+    /// The past moment the answer is for (why --at); 0: now.
+    #[prost(int64, tag = "13")]
+    pub at_unix_nanos: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EventsRequest {
+    /// Empty: every node.
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    /// 0: no bound.
+    #[prost(int64, tag = "2")]
+    pub since_unix_nanos: i64,
+    #[prost(int64, tag = "3")]
+    pub until_unix_nanos: i64,
+    /// Event kinds by their JSON name (oom_kill, firewall_changed, ...); empty: all.
+    #[prost(string, repeated, tag = "4")]
+    pub types: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// At most this many, newest kept; 0: the collector's default.
+    #[prost(uint32, tag = "5")]
+    pub limit: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct NodeEvent {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(message, optional, tag = "2")]
+    pub event: ::core::option::Option<Event>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EventsResponse {
+    /// Oldest first.
+    #[prost(message, repeated, tag = "1")]
+    pub events: ::prost::alloc::vec::Vec<NodeEvent>,
+    /// More matched than the limit; the oldest were left out.
+    #[prost(bool, tag = "2")]
+    pub truncated: bool,
+    /// The oldest moment the store still holds.
+    #[prost(int64, tag = "3")]
+    pub retained_since_unix_nanos: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HistoryRequest {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    /// 0: the probe port.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(int64, tag = "4")]
+    pub since_unix_nanos: i64,
+    /// 0: now.
+    #[prost(int64, tag = "5")]
+    pub until_unix_nanos: i64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HistoryInterval {
+    #[prost(int64, tag = "1")]
+    pub start_unix_nanos: i64,
+    /// 0: still going on.
+    #[prost(int64, tag = "2")]
+    pub end_unix_nanos: i64,
+    #[prost(enumeration = "CellState", tag = "3")]
+    pub state: i32,
+    #[prost(enumeration = "ProbeOutcome", tag = "4")]
+    pub failure: i32,
+    #[prost(double, tag = "5")]
+    pub loss: f64,
+    /// For a bad interval: the top cause at its start, and what changed on
+    /// either node just before it.
+    #[prost(message, optional, tag = "6")]
+    pub cause: ::core::option::Option<WhyCause>,
+    #[prost(message, repeated, tag = "7")]
+    pub changes: ::prost::alloc::vec::Vec<WhyChange>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HistoryResponse {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(enumeration = "ProbeKind", tag = "4")]
+    pub kind: i32,
+    #[prost(message, repeated, tag = "5")]
+    pub intervals: ::prost::alloc::vec::Vec<HistoryInterval>,
+    /// Outages (failing intervals) in the range, the longest, and when the last ended.
+    #[prost(uint32, tag = "6")]
+    pub outages: u32,
+    #[prost(int64, tag = "7")]
+    pub longest_outage_nanos: i64,
+    #[prost(int64, tag = "8")]
+    pub last_outage_end_unix_nanos: i64,
+    #[prost(int64, tag = "9")]
+    pub retained_since_unix_nanos: i64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WhyAddress {
@@ -2444,6 +2571,49 @@ pub mod query_client {
             req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "Why"));
             self.inner.unary(req, path, codec).await
         }
+        /// The stored events of one node or all, in a time range.
+        pub async fn events(
+            &mut self,
+            request: impl tonic::IntoRequest<super::EventsRequest>,
+        ) -> std::result::Result<tonic::Response<super::EventsResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/reachmap.v1.Query/Events");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "Events"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One pair's timeline as intervals, each bad one with its cause then.
+        pub async fn history(
+            &mut self,
+            request: impl tonic::IntoRequest<super::HistoryRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::HistoryResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/History",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "History"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Bootstrap and API tokens (operator only).
         pub async fn create_token(
             &mut self,
@@ -2581,6 +2751,16 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::WhyRequest>,
         ) -> std::result::Result<tonic::Response<super::WhyAnswer>, tonic::Status>;
+        /// The stored events of one node or all, in a time range.
+        async fn events(
+            &self,
+            request: tonic::Request<super::EventsRequest>,
+        ) -> std::result::Result<tonic::Response<super::EventsResponse>, tonic::Status>;
+        /// One pair's timeline as intervals, each bad one with its cause then.
+        async fn history(
+            &self,
+            request: tonic::Request<super::HistoryRequest>,
+        ) -> std::result::Result<tonic::Response<super::HistoryResponse>, tonic::Status>;
         /// Bootstrap and API tokens (operator only).
         async fn create_token(
             &self,
@@ -2888,6 +3068,92 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WhySvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/Events" => {
+                    #[allow(non_camel_case_types)]
+                    struct EventsSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::EventsRequest>
+                    for EventsSvc<T> {
+                        type Response = super::EventsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::EventsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::events(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = EventsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/History" => {
+                    #[allow(non_camel_case_types)]
+                    struct HistorySvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::HistoryRequest>
+                    for HistorySvc<T> {
+                        type Response = super::HistoryResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::HistoryRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::history(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = HistorySvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

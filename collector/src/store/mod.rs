@@ -1,0 +1,279 @@
+//! The collector's memory: one SQLite file (`DATA_DIR/store.db`, WAL mode,
+//! bundled SQLite, nothing to install) holding every event of every node,
+//! every cell state change, the fact changes `why --at` needs (each part of a
+//! node's facts stored once per content hash), and the node registry.
+//!
+//! One owner writes: `writer.rs` runs on a thread of its own and commits
+//! whatever is queued in one transaction (group commit: a batch closes after
+//! 10 ms or 4,096 writes), so the state task never waits on the disk. An
+//! event's writer learns when its commit is durable — the ingest session
+//! acks the agent only then. Reads open read-only connections of their own
+//! (WAL lets them run beside the writer). Retention by age and size prunes
+//! in small chunks between batches.
+
+pub mod facts;
+pub mod read;
+pub mod registry;
+mod schema;
+mod writer;
+
+pub use registry::NodeRecord;
+
+use crate::probe::CellChange;
+use reachmap_proto::v1 as pb;
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub const FILE: &str = "store.db";
+/// Writes queued toward the writer; sessions wait when it is full, the state
+/// task's writes (cells, facts) are dropped and counted.
+const QUEUE: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "{path}: {message}; move it aside, or start with --store-recover to do so and begin a new store"
+    )]
+    Unusable { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Rows older than this are pruned.
+    pub retention: Duration,
+    /// The store file (with its WAL) is kept under this many bytes.
+    pub max_bytes: u64,
+    /// Move an unusable store aside and start a new one.
+    pub recover: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            retention: Duration::from_secs(14 * 86_400),
+            max_bytes: 2 << 30,
+            recover: false,
+        }
+    }
+}
+
+/// What the writer reports after every batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Status {
+    pub writable: bool,
+    pub error: String,
+    pub failing_since: i64,
+    pub bytes: u64,
+    /// The oldest moment still held (0: nothing pruned yet, all is held).
+    pub oldest: i64,
+    pub events: u64,
+    pub cell_changes: u64,
+    pub fact_changes: u64,
+    pub commits_total: u64,
+    pub commit_failures_total: u64,
+    pub dropped_writes_total: u64,
+    pub prunes_total: u64,
+    pub pruned_rows_total: u64,
+    pub last_prune_seconds: f64,
+}
+
+/// An event's fate: `Ok(true)` stored, `Ok(false)` a duplicate of one stored
+/// before, `Err` not stored (the agent keeps it and sends it again).
+pub type Committed = Result<bool, String>;
+
+pub struct EventWrite {
+    pub node: String,
+    /// The agent instance that made it; 0 for the collector's own events.
+    pub instance: u64,
+    pub event: pb::Event,
+    pub done: Option<oneshot::Sender<Committed>>,
+}
+
+pub struct FactWrite {
+    pub node: String,
+    pub part: &'static str,
+    pub time: i64,
+    pub hash: [u8; 32],
+    pub data: Vec<u8>,
+}
+
+pub enum Write {
+    Event(EventWrite),
+    Cell(CellChange),
+    Fact(FactWrite),
+    Nodes(Vec<NodeRecord>),
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Write>,
+    path: PathBuf,
+    status: watch::Receiver<Status>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Store {
+    /// Opens (or makes) `dir/store.db`, migrates it and starts the writer.
+    /// Also returns the node registry as stored.
+    pub fn open(dir: &Path, opts: Options) -> Result<(Store, Vec<NodeRecord>), StoreError> {
+        let io = |message: String| StoreError::Io {
+            path: dir.to_owned(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
+        let path = dir.join(FILE);
+        let conn = match writer::open(&path) {
+            Ok(c) => c,
+            Err(message) if opts.recover && path.exists() => {
+                let aside = move_aside(&path).map_err(io)?;
+                tracing::warn!(store = %path.display(), moved_to = %aside.display(), reason = %message, "moved an unusable store aside; starting a new one");
+                writer::open(&path).map_err(|message| StoreError::Unusable {
+                    path: path.clone(),
+                    message,
+                })?
+            }
+            Err(message) => {
+                return Err(StoreError::Unusable {
+                    path: path.clone(),
+                    message,
+                });
+            }
+        };
+        match registry::import_legacy(&conn, dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(nodes = n, "took in the node registry of nodes.json"),
+            Err(e) => tracing::warn!(error = %e, "could not take in the old node registry"),
+        }
+        let nodes = registry::load(&conn).map_err(|e| StoreError::Unusable {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (status_tx, status) = watch::channel(Status {
+            writable: true,
+            ..Status::default()
+        });
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        writer::spawn(conn, path.clone(), rx, status_tx, opts, dropped.clone())
+            .map_err(|e| io(e.to_string()))?;
+        Ok((
+            Store {
+                tx,
+                path,
+                status,
+                readers: Arc::default(),
+                dropped,
+            },
+            nodes,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues `event` and returns when its commit is known.
+    pub async fn event(
+        &self,
+        node: &str,
+        instance: u64,
+        event: pb::Event,
+    ) -> oneshot::Receiver<Committed> {
+        let (done, rx) = oneshot::channel();
+        let w = Write::Event(EventWrite {
+            node: node.to_string(),
+            instance,
+            event,
+            done: Some(done),
+        });
+        // On failure the receiver reports the writer gone.
+        let _ = self.tx.send(w).await;
+        rx
+    }
+
+    /// Queues a write without waiting (the state task's): when the queue is
+    /// full it is dropped and counted.
+    pub fn queue(&self, w: Write) {
+        if self.tx.try_send(w).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until everything queued so far is committed (or failed).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Write::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    pub fn status_watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Runs `f` on a read-only connection off the async threads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().ok().and_then(|mut v| v.pop()) {
+                Some(c) => c,
+                None => Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+            };
+            let _ = conn.busy_timeout(Duration::from_secs(5));
+            let out = f(&conn);
+            if let Ok(mut v) = readers.lock()
+                && v.len() < 4
+            {
+                v.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| format!("store reader failed: {e}"))?
+    }
+}
+
+/// Renames a store (and its WAL and shared-memory files) out of the way.
+fn move_aside(path: &Path) -> Result<PathBuf, String> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = path.with_extension(format!("db.broken-{stamp}"));
+    std::fs::rename(path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
+    for ext in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{ext}", path.display()));
+        if side.exists() {
+            let _ = std::fs::rename(&side, PathBuf::from(format!("{}{ext}", aside.display())));
+        }
+    }
+    Ok(aside)
+}
+
+/// The SHA-256 of `data`, the key of a stored blob.
+pub fn hash(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}

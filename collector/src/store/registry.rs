@@ -1,0 +1,116 @@
+//! The registry of known nodes, so a node whose agent has not come back yet
+//! is still listed (as disconnected, with its last known addresses). It
+//! lives in the store's `nodes` table; a `nodes.json` left by an older
+//! collector is taken in once and renamed `nodes.json.imported`.
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const LEGACY_FILE: &str = "nodes.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub machine_id: String,
+    pub boot_id: String,
+    pub version: String,
+    pub last_seen_unix_nanos: i64,
+    pub addresses: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Legacy {
+    nodes: Vec<NodeRecord>,
+}
+
+/// Every record; a row that does not parse is skipped with a warning.
+pub fn load(conn: &Connection) -> rusqlite::Result<Vec<NodeRecord>> {
+    let mut stmt = conn.prepare("SELECT name, record FROM nodes ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (name, text) = row?;
+        match serde_json::from_str::<NodeRecord>(&text) {
+            Ok(rec) => out.push(rec),
+            Err(e) => tracing::warn!(%name, error = %e, "skipping an unreadable node record"),
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces the registry with `nodes`.
+pub fn save(conn: &Connection, nodes: &[NodeRecord]) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM nodes", [])?;
+    let mut stmt = conn.prepare_cached("INSERT INTO nodes (name, record) VALUES (?1, ?2)")?;
+    for n in nodes {
+        let text = serde_json::to_string(n).unwrap_or_default();
+        stmt.execute(params![n.name, text])?;
+    }
+    Ok(())
+}
+
+/// Takes in an older collector's `nodes.json` from `dir`, once.
+pub fn import_legacy(conn: &Connection, dir: &Path) -> Result<usize, String> {
+    let path = dir.join(LEGACY_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let legacy: Legacy =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    save(conn, &legacy.nodes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let done = dir.join(format!("{LEGACY_FILE}.imported"));
+    std::fs::rename(&path, &done).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(legacy.nodes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> Connection {
+        let mut c = Connection::open_in_memory().expect("open");
+        super::super::schema::migrate(&mut c).expect("migrate");
+        c
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = conn();
+        assert!(load(&c).expect("empty").is_empty());
+        let rec = NodeRecord {
+            name: "n1".into(),
+            addresses: vec!["198.18.0.11".into()],
+            ..Default::default()
+        };
+        save(&c, std::slice::from_ref(&rec)).expect("save");
+        assert_eq!(load(&c).expect("load"), vec![rec]);
+    }
+
+    #[test]
+    fn a_legacy_registry_is_taken_in_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join(LEGACY_FILE),
+            r#"{"format":1,"nodes":[{"name":"old","machine_id":"m","boot_id":"b","version":"v","last_seen_unix_nanos":5,"addresses":["198.18.0.9"],"labels":{}}]}"#,
+        )
+        .expect("write");
+        let c = conn();
+        assert_eq!(import_legacy(&c, dir.path()).expect("import"), 1);
+        assert_eq!(load(&c).expect("load")[0].name, "old");
+        assert_eq!(import_legacy(&c, dir.path()).expect("again"), 0);
+        assert!(dir.path().join("nodes.json.imported").exists());
+    }
+
+    #[test]
+    fn a_corrupt_legacy_registry_is_a_named_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(dir.path().join(LEGACY_FILE), "{not json").expect("write");
+        let e = import_legacy(&conn(), dir.path()).expect_err("corrupt");
+        assert!(e.contains("nodes.json"), "{e}");
+    }
+}

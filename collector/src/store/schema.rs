@@ -1,0 +1,139 @@
+//! The store's schema and its migrations. A store file carries the
+//! application id `RMAP` and its schema version (`user_version`); opening
+//! one applies the migrations it lacks, in one transaction each, and refuses
+//! a file that is not a reachmap store or comes from a newer version.
+
+use rusqlite::Connection;
+
+/// `RMAP`, in SQLite's application_id header field.
+pub const APPLICATION_ID: i32 = 0x524D_4150;
+
+/// Each entry takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, cell state changes, fact changes by content, the registry.
+    "
+    CREATE TABLE events (
+        node TEXT NOT NULL,
+        -- the agent instance that made it (0: made by the collector)
+        instance INTEGER NOT NULL,
+        -- the agent's id, NULL for the collector's own events
+        id INTEGER,
+        time INTEGER NOT NULL,
+        received INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE UNIQUE INDEX events_key ON events(node, instance, id);
+    CREATE INDEX events_node_time ON events(node, time);
+    CREATE INDEX events_time ON events(time);
+
+    CREATE TABLE cell_changes (
+        time INTEGER NOT NULL,
+        src TEXT NOT NULL,
+        dst TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        service TEXT,
+        old TEXT NOT NULL,
+        new TEXT NOT NULL,
+        failure TEXT,
+        sent INTEGER NOT NULL,
+        ok INTEGER NOT NULL,
+        rtt_ms REAL,
+        address TEXT NOT NULL,
+        last_failure INTEGER NOT NULL
+    );
+    CREATE INDEX cell_pair ON cell_changes(src, dst, port, kind, time);
+    CREATE INDEX cell_time ON cell_changes(time);
+
+    CREATE TABLE facts (
+        node TEXT NOT NULL,
+        part TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        hash BLOB NOT NULL
+    );
+    CREATE INDEX facts_at ON facts(node, part, time);
+    CREATE INDEX facts_hash ON facts(hash);
+    CREATE INDEX facts_time ON facts(time);
+    CREATE TABLE blobs (hash BLOB PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID;
+
+    CREATE TABLE nodes (name TEXT PRIMARY KEY, record TEXT NOT NULL);
+    -- pruned_before: nothing older than this is held any more
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    ",
+];
+
+pub const VERSION: i32 = MIGRATIONS.len() as i32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("is not a reachmap store (application id {0:#x})")]
+    Foreign(i32),
+    #[error(
+        "was written by a newer reachmap (schema {found}; this collector knows up to {VERSION})"
+    )]
+    Newer { found: i32 },
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Brings `conn`'s schema to `VERSION`.
+pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let mut version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if app == 0 && version == 0 {
+        // A new file, or a database that is not ours and has no tables yet.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(SchemaError::Foreign(app));
+        }
+    } else if app != APPLICATION_ID {
+        return Err(SchemaError::Foreign(app));
+    }
+    if version > VERSION {
+        return Err(SchemaError::Newer { found: version });
+    }
+    while version < VERSION {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        version += 1;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_gets_every_migration_and_a_second_open_none() {
+        let mut c = Connection::open_in_memory().expect("open");
+        migrate(&mut c).expect("migrate");
+        let v: i32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, VERSION);
+        migrate(&mut c).expect("again");
+    }
+
+    #[test]
+    fn a_foreign_database_is_refused() {
+        let mut c = Connection::open_in_memory().expect("open");
+        c.execute_batch("CREATE TABLE t (x)").expect("table");
+        let e = migrate(&mut c).expect_err("foreign");
+        assert!(e.to_string().contains("not a reachmap store"), "{e}");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut c = Connection::open_in_memory().expect("open");
+        migrate(&mut c).expect("migrate");
+        c.pragma_update(None, "user_version", VERSION + 1)
+            .expect("bump");
+        let e = migrate(&mut c).expect_err("newer");
+        assert!(e.to_string().contains("newer reachmap"), "{e}");
+    }
+}

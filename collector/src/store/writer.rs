@@ -1,0 +1,470 @@
+//! The store's one writer: a thread that owns the read-write connection,
+//! commits queued writes in batches, reports its status after each, and
+//! prunes by age and size between batches.
+//!
+//! What is durable when: a batch is one transaction committed with
+//! `synchronous = FULL` in WAL mode, so once an event's `done` says `Ok`,
+//! neither a kill -9 of the collector nor a power cut loses it. A batch
+//! that fails (a full disk, say) is rolled back whole: its events report
+//! `Err` (their agents keep them), its cell and fact changes are kept and
+//! tried again with the next batch (up to `RETRY_MAX`, oldest dropped and
+//! counted past it).
+
+use super::{Options, Status, Write, registry, schema};
+use crate::state::unix_nanos;
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, params};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+/// A batch closes after this long or `BATCH_MAX` writes.
+const GROUP_WINDOW: Duration = Duration::from_millis(10);
+const BATCH_MAX: usize = 4096;
+/// Cell and fact changes of failed batches kept for the next try.
+const RETRY_MAX: usize = 100_000;
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Rows deleted per statement, so a prune never holds the writer long.
+const PRUNE_CHUNK: i64 = 5_000;
+/// A prune round stops after this long and goes on at the next.
+const PRUNE_BUDGET: Duration = Duration::from_millis(200);
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Opens `path` read-write (making it when missing), sets WAL mode and
+/// applies the migrations; a one-line reason when it cannot be used.
+pub fn open(path: &Path) -> Result<Connection, String> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let explain = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) => {
+            "is not a database (corrupt, or some other file)".to_string()
+        }
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => "is corrupt".to_string(),
+        _ => e.to_string(),
+    };
+    let mut conn = Connection::open_with_flags(path, flags).map_err(explain)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(explain)?;
+    // Only takes effect on a new, empty file: pages freed by pruning go
+    // back to the file system.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(explain)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(explain)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(format!("cannot use WAL mode (journal mode is {mode})"));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(explain)?;
+    // The WAL is cut back to this size after each checkpoint.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)
+        .map_err(explain)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+        .map_err(explain)?;
+    if check != "ok" {
+        return Err(format!("is corrupt ({check})"));
+    }
+    schema::migrate(&mut conn).map_err(|e| match e {
+        schema::SchemaError::Sql(e) => explain(e),
+        other => other.to_string(),
+    })?;
+    Ok(conn)
+}
+
+pub fn spawn(
+    conn: Connection,
+    path: PathBuf,
+    rx: mpsc::Receiver<Write>,
+    status: watch::Sender<Status>,
+    opts: Options,
+    dropped: Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "store writer cannot start");
+                    return;
+                }
+            };
+            let mut w = Writer::new(conn, path, status, opts, dropped);
+            rt.block_on(w.run(rx));
+        })
+        .map(|_| ())
+}
+
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    status_tx: watch::Sender<Status>,
+    status: Status,
+    opts: Options,
+    dropped: Arc<AtomicU64>,
+    retry: Vec<Write>,
+    last_prune: Option<Instant>,
+    last_error_log: Option<Instant>,
+    failures_since_log: u64,
+}
+
+impl Writer {
+    fn new(
+        conn: Connection,
+        path: PathBuf,
+        status_tx: watch::Sender<Status>,
+        opts: Options,
+        dropped: Arc<AtomicU64>,
+    ) -> Writer {
+        let count = |table: &str| -> u64 {
+            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+        };
+        let status = Status {
+            writable: true,
+            events: count("events"),
+            cell_changes: count("cell_changes"),
+            fact_changes: count("facts"),
+            oldest: conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'pruned_before'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap_or(0),
+            ..Status::default()
+        };
+        let mut w = Writer {
+            conn,
+            path,
+            status_tx,
+            status,
+            opts,
+            dropped,
+            retry: Vec::new(),
+            last_prune: None,
+            last_error_log: None,
+            failures_since_log: 0,
+        };
+        w.publish();
+        w
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Write>) {
+        let mut closed = false;
+        while !closed {
+            let mut batch = Vec::new();
+            match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Ok(Some(w)) => batch.push(w),
+                Ok(None) => closed = true,
+                Err(_) => {}
+            }
+            if !batch.is_empty() {
+                let deadline = tokio::time::Instant::now() + GROUP_WINDOW;
+                while batch.len() < BATCH_MAX {
+                    match rx.try_recv() {
+                        Ok(w) => batch.push(w),
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                                Ok(Some(w)) => batch.push(w),
+                                Ok(None) => {
+                                    closed = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+            }
+            if !batch.is_empty() || !self.retry.is_empty() {
+                self.commit(batch);
+            }
+            // A short retention (a test's) is pruned more often.
+            let every = PRUNE_EVERY.min(self.opts.retention / 2);
+            if self.status.writable && self.last_prune.is_none_or(|t| t.elapsed() >= every) {
+                self.prune();
+            }
+            self.publish();
+        }
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+
+    fn publish(&mut self) {
+        self.status.bytes = file_bytes(&self.path);
+        self.status.dropped_writes_total = self.dropped.load(Ordering::Relaxed);
+        let s = self.status.clone();
+        self.status_tx.send_if_modified(|old| {
+            if *old == s {
+                false
+            } else {
+                *old = s;
+                true
+            }
+        });
+    }
+
+    fn commit(&mut self, batch: Vec<Write>) {
+        let mut writes = std::mem::take(&mut self.retry);
+        writes.extend(batch);
+        match self.apply(&writes) {
+            Ok(inserted) => {
+                self.status.commits_total += 1;
+                if !self.status.writable {
+                    tracing::info!(store = %self.path.display(), "the store takes writes again");
+                }
+                self.status.writable = true;
+                self.status.error.clear();
+                self.status.failing_since = 0;
+                let mut inserted = inserted.into_iter();
+                for w in writes {
+                    match w {
+                        Write::Event(e) => {
+                            let new = inserted.next().unwrap_or(false);
+                            if new {
+                                self.status.events += 1;
+                            }
+                            if let Some(done) = e.done {
+                                let _ = done.send(Ok(new));
+                            }
+                        }
+                        Write::Cell(_) => self.status.cell_changes += 1,
+                        Write::Fact(_) => self.status.fact_changes += 1,
+                        Write::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        Write::Nodes(_) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.status.commit_failures_total += 1;
+                self.failures_since_log += 1;
+                if self.status.writable {
+                    self.status.failing_since = unix_nanos(SystemTime::now());
+                }
+                self.status.writable = false;
+                self.status.error = message.clone();
+                if self
+                    .last_error_log
+                    .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY)
+                {
+                    tracing::error!(store = %self.path.display(), error = %message, failed_commits = self.failures_since_log, "the store cannot commit: events are not acked (agents keep them) until it can");
+                    self.last_error_log = Some(Instant::now());
+                    self.failures_since_log = 0;
+                }
+                for w in writes {
+                    match w {
+                        Write::Event(e) => {
+                            if let Some(done) = e.done {
+                                let _ = done.send(Err(message.clone()));
+                            }
+                        }
+                        Write::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        keep @ (Write::Cell(_) | Write::Fact(_) | Write::Nodes(_)) => {
+                            self.retry.push(keep)
+                        }
+                    }
+                }
+                if self.retry.len() > RETRY_MAX {
+                    let over = self.retry.len() - RETRY_MAX;
+                    self.retry.drain(..over);
+                    self.dropped.fetch_add(over as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// One transaction; for each event, whether it was new.
+    fn apply(&mut self, writes: &[Write]) -> rusqlite::Result<Vec<bool>> {
+        let tx = self.conn.transaction()?;
+        let mut inserted = Vec::new();
+        {
+            let mut event = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events (node, instance, id, time, received, kind, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut cell = tx.prepare_cached(
+                "INSERT INTO cell_changes (time, src, dst, port, kind, service, old, new, failure,
+                 sent, ok, rtt_ms, address, last_failure)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            let mut blob =
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
+            let mut fact = tx.prepare_cached(
+                "INSERT INTO facts (node, part, time, hash) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut nodes = None;
+            for w in writes {
+                match w {
+                    Write::Event(e) => {
+                        let id = (e.instance != 0).then_some(e.event.id as i64);
+                        let kind = crate::view::describe(&e.event).0;
+                        let n = event.execute(params![
+                            e.node,
+                            e.instance as i64,
+                            id,
+                            e.event.time_unix_nanos,
+                            e.event.received_unix_nanos,
+                            kind,
+                            e.event.encode_to_vec()
+                        ])?;
+                        inserted.push(n == 1);
+                    }
+                    Write::Cell(c) => {
+                        cell.execute(params![
+                            c.time,
+                            c.src,
+                            c.dst,
+                            c.port,
+                            c.kind.as_str(),
+                            c.service,
+                            c.old.as_str(),
+                            c.new.as_str(),
+                            c.failure.map(|o| o.as_str()),
+                            c.sent,
+                            c.ok,
+                            c.rtt_ms,
+                            c.address.to_string(),
+                            c.last_failure_at
+                        ])?;
+                    }
+                    Write::Fact(f) => {
+                        blob.execute(params![&f.hash[..], f.data])?;
+                        fact.execute(params![f.node, f.part, f.time, &f.hash[..]])?;
+                    }
+                    Write::Nodes(list) => nodes = Some(list),
+                    Write::Flush(_) => {}
+                }
+            }
+            if let Some(list) = nodes {
+                registry::save(&tx, list)?;
+            }
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    /// Deletes what is past retention, then the oldest rows while the file
+    /// is over its size limit, in chunks, for at most `PRUNE_BUDGET`.
+    fn prune(&mut self) {
+        let started = Instant::now();
+        self.last_prune = Some(started);
+        let now = unix_nanos(SystemTime::now());
+        let retention = i64::try_from(self.opts.retention.as_nanos()).unwrap_or(i64::MAX);
+        let mut cutoff = now.saturating_sub(retention);
+        let mut deleted = 0u64;
+        let result = (|| -> rusqlite::Result<()> {
+            loop {
+                let n = self.prune_before(cutoff)?;
+                deleted += n;
+                if n == 0 || started.elapsed() >= PRUNE_BUDGET {
+                    break;
+                }
+            }
+            // Over the size limit: the oldest tenth of what is left goes,
+            // round after round, until the file fits.
+            while file_bytes(&self.path) > self.opts.max_bytes && started.elapsed() < PRUNE_BUDGET {
+                let oldest: Option<i64> = self.conn.query_row(
+                    "SELECT min(t) FROM (SELECT min(time) AS t FROM events
+                     UNION ALL SELECT min(time) FROM cell_changes)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let Some(oldest) = oldest else { break };
+                let step = (now - oldest).max(1) / 10;
+                cutoff = cutoff.max(oldest + step.max(1));
+                let n = self.prune_before(cutoff)?;
+                deleted += n;
+                let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
+                let _ = self
+                    .conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                if n == 0 {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::warn!(store = %self.path.display(), error = %e, "pruning failed; trying again later");
+        }
+        if deleted > 0 {
+            let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
+            if cutoff > self.status.oldest {
+                self.status.oldest = cutoff;
+                let _ = self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('pruned_before', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![cutoff],
+                );
+            }
+            tracing::debug!(rows = deleted, "pruned the store");
+        }
+        self.status.prunes_total += 1;
+        self.status.pruned_rows_total += deleted;
+        self.status.last_prune_seconds = started.elapsed().as_secs_f64();
+    }
+
+    /// One chunk of each table older than `cutoff`; the rows it deleted.
+    /// The newest fact row of each (node, part) at or before the cutoff is
+    /// kept: it says what the facts were at the cutoff.
+    fn prune_before(&mut self, cutoff: i64) -> rusqlite::Result<u64> {
+        let mut n = 0u64;
+        let events = self.conn.execute(
+            "DELETE FROM events WHERE rowid IN
+             (SELECT rowid FROM events WHERE time < ?1 ORDER BY time LIMIT ?2)",
+            params![cutoff, PRUNE_CHUNK],
+        )?;
+        let cells = self.conn.execute(
+            "DELETE FROM cell_changes WHERE rowid IN
+             (SELECT rowid FROM cell_changes WHERE time < ?1 ORDER BY time LIMIT ?2)",
+            params![cutoff, PRUNE_CHUNK],
+        )?;
+        let facts = self.conn.execute(
+            "DELETE FROM facts WHERE rowid IN
+             (SELECT f.rowid FROM facts f WHERE f.time < ?1 AND EXISTS
+                (SELECT 1 FROM facts g WHERE g.node = f.node AND g.part = f.part
+                 AND g.time > f.time AND g.time <= ?1)
+              LIMIT ?2)",
+            params![cutoff, PRUNE_CHUNK],
+        )?;
+        if facts > 0 {
+            self.conn.execute(
+                "DELETE FROM blobs WHERE hash IN
+                 (SELECT b.hash FROM blobs b WHERE NOT EXISTS
+                    (SELECT 1 FROM facts f WHERE f.hash = b.hash) LIMIT ?1)",
+                params![PRUNE_CHUNK],
+            )?;
+        }
+        self.status.events = self.status.events.saturating_sub(events as u64);
+        self.status.cell_changes = self.status.cell_changes.saturating_sub(cells as u64);
+        self.status.fact_changes = self.status.fact_changes.saturating_sub(facts as u64);
+        n += (events + cells + facts) as u64;
+        Ok(n)
+    }
+}
+
+/// The store file and its WAL, in bytes.
+fn file_bytes(path: &Path) -> u64 {
+    let len = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    len(path) + len(&PathBuf::from(format!("{}-wal", path.display())))
+}
