@@ -158,10 +158,7 @@ impl Store {
             message: e.to_string(),
         })?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (status_tx, status) = watch::channel(Status {
-            writable: true,
-            ..Status::default()
-        });
+        let (status_tx, status) = watch::channel(writer::initial_status(&conn));
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         writer::spawn(conn, path.clone(), rx, status_tx, opts, dropped.clone())
             .map_err(|e| io(e.to_string()))?;
@@ -277,3 +274,6 @@ pub fn hash(data: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(data).into()
 }
+
+#[cfg(test)]
+mod tests;

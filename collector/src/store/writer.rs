@@ -75,6 +75,30 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     Ok(conn)
 }
 
+/// What the store holds as it opens: row counts and the oldest moment.
+pub fn initial_status(conn: &Connection) -> Status {
+    let count = |table: &str| -> u64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+    };
+    Status {
+        writable: true,
+        events: count("events"),
+        cell_changes: count("cell_changes"),
+        fact_changes: count("facts"),
+        oldest: conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'pruned_before'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or(0),
+        ..Status::default()
+    }
+}
+
 pub fn spawn(
     conn: Connection,
     path: PathBuf,
@@ -123,26 +147,7 @@ impl Writer {
         opts: Options,
         dropped: Arc<AtomicU64>,
     ) -> Writer {
-        let count = |table: &str| -> u64 {
-            conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_or(0, |n| u64::try_from(n).unwrap_or(0))
-        };
-        let status = Status {
-            writable: true,
-            events: count("events"),
-            cell_changes: count("cell_changes"),
-            fact_changes: count("facts"),
-            oldest: conn
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'pruned_before'",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(0),
-            ..Status::default()
-        };
+        let status = status_tx.borrow().clone();
         let mut w = Writer {
             conn,
             path,

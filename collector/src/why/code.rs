@@ -208,6 +208,12 @@ cause_codes! {
         evidence: "the probe result and its loss.",
         fix: "look for a lossy link, an overloaded device or a rate limit between the nodes.",
     },
+    Flapping = "FLAPPING" {
+        blocks: false,
+        when: "the source's probes of the destination went from working to failing and back at least twice in the last hour: temporary interruptions, whatever the state is now.",
+        evidence: "each outage of the last hour, from the source's probe state changes: when it began and ended, how the probes failed, and what changed on either node just before it.",
+        fix: "look at what changed before each outage (a firewall reload, a restart, a link going down); if nothing did, something in the path drops the traffic from time to time.",
+    },
     NetworkPath = "NETWORK_PATH" {
         blocks: false,
         when: "the probes fail with timeouts, both agents are connected and no fact on either node explains it (no cause of weight 75 or more): something in the network path between them drops the traffic.",

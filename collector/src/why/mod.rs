@@ -205,7 +205,7 @@ fn bad_since(src: &Node, dst: &str, port: u16) -> Option<i64> {
 }
 
 /// Events worth showing as "what changed".
-fn is_change(e: &StoredEvent) -> bool {
+pub(crate) fn is_change(e: &StoredEvent) -> bool {
     use reachmap_proto::v1::event::Kind;
     matches!(
         e.event.kind,

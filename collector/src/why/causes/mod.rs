@@ -10,6 +10,7 @@
 mod addresses;
 mod blind;
 mod firewall;
+mod flapping;
 mod kernel;
 mod listening;
 mod path;
@@ -162,6 +163,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
         // clients that use a name reach what the name says, and clients that
         // use the node's own address may find nothing listening there.
         listening::client_addresses(ctx, checked, &mut out);
+        flapping::flapping(ctx, checked, &mut out);
         path::icmp_only(ctx, checked, &mut out);
         addresses::names(ctx, checked, &mut out);
         kernel::clock(ctx, checked, &mut out);
@@ -185,6 +187,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
     path::icmp_only(ctx, checked, &mut out);
     addresses::names(ctx, checked, &mut out);
     path::loss(ctx, checked, &mut out);
+    flapping::flapping(ctx, checked, &mut out);
     kernel::clock(ctx, checked, &mut out);
     kernel::reboot(ctx, checked, &mut out);
     path::network_path(ctx, checked, &mut out);

@@ -139,3 +139,117 @@ fn every_evidence_line_has_its_time() {
     let e = w.why(7442);
     assert!(codes(&e).contains(&("AGENT_DOWN", "b")), "{:?}", codes(&e));
 }
+
+/// a's probes of b:port changed to `state` `ago` before now.
+fn state_change(
+    w: &mut World,
+    port: u16,
+    ago: u64,
+    state: pb::TargetState,
+    outcome: pb::ProbeOutcome,
+) {
+    let a = w.nodes.get_mut("a").expect("a");
+    a.push_for_test(
+        SystemTime::now() - Duration::from_secs(ago),
+        pb::event::Kind::ProbeStateChanged(pb::ProbeStateChanged {
+            target: Some(pb::ProbeTarget {
+                node: "b".into(),
+                address: "198.18.0.12".into(),
+                port: u32::from(port),
+                kind: pb::ProbeKind::Tcp as i32,
+                ..Default::default()
+            }),
+            old_state: 0,
+            new_state: state as i32,
+            outcome: outcome as i32,
+        }),
+    );
+}
+
+#[test]
+fn three_outages_in_the_hour_are_flapping_even_while_it_works() {
+    let mut w = world();
+    w.probe(7442, TargetState::Ok, 0.0, None);
+    for (down, up) in [(1800, 1790), (1200, 1130), (600, 240)] {
+        state_change(
+            &mut w,
+            7442,
+            down,
+            pb::TargetState::Failing,
+            pb::ProbeOutcome::Timeout,
+        );
+        state_change(
+            &mut w,
+            7442,
+            up,
+            pb::TargetState::Ok,
+            pb::ProbeOutcome::Open,
+        );
+    }
+    let e = w.why(7442);
+    assert_eq!(e.verdict, Verdict::Reachable);
+    let c = e
+        .causes
+        .iter()
+        .find(|c| c.code == "FLAPPING")
+        .expect("FLAPPING");
+    assert!(
+        c.detail
+            .starts_with("3 outages in the last hour, longest 6m"),
+        "{}",
+        c.detail
+    );
+    assert!(c.detail.contains("last ended 4m"), "{}", c.detail);
+    assert_eq!(c.evidence.len(), 3);
+    assert!(
+        c.evidence[0].text.contains("lasted 10s, timeout"),
+        "{:?}",
+        c.evidence
+    );
+}
+
+#[test]
+fn one_outage_or_an_old_one_is_not_flapping() {
+    let mut w = world();
+    w.probe(7442, TargetState::Ok, 0.0, None);
+    // Two hours ago: outside the window.
+    state_change(
+        &mut w,
+        7442,
+        7300,
+        pb::TargetState::Failing,
+        pb::ProbeOutcome::Timeout,
+    );
+    state_change(
+        &mut w,
+        7442,
+        7200,
+        pb::TargetState::Ok,
+        pb::ProbeOutcome::Open,
+    );
+    state_change(
+        &mut w,
+        7442,
+        300,
+        pb::TargetState::Failing,
+        pb::ProbeOutcome::Refused,
+    );
+    state_change(
+        &mut w,
+        7442,
+        200,
+        pb::TargetState::Ok,
+        pb::ProbeOutcome::Open,
+    );
+    let e = w.why(7442);
+    assert!(
+        e.causes.iter().all(|c| c.code != "FLAPPING"),
+        "{:?}",
+        codes(&e)
+    );
+    assert!(
+        e.checked.iter().any(|c| c.contains("in the last hour: 1")),
+        "{:?}",
+        e.checked
+    );
+}

@@ -1,0 +1,238 @@
+//! The store on a real file: commits, duplicates, the past read back,
+//! pruning, and files it must refuse.
+
+use super::*;
+use crate::probe::{CellState, Outcome, ProbeKind};
+
+fn event(id: u64, time: i64) -> pb::Event {
+    pb::Event {
+        time_unix_nanos: time,
+        id,
+        received_unix_nanos: time,
+        instance_id: 7,
+        kind: Some(pb::event::Kind::KernelLogLost(pb::KernelLogLost {
+            count: id,
+        })),
+    }
+}
+
+fn cell(time: i64, new: CellState) -> CellChange {
+    CellChange {
+        time,
+        src: "a".into(),
+        dst: "b".into(),
+        port: 7442,
+        kind: ProbeKind::Tcp,
+        service: None,
+        old: CellState::Unknown,
+        new,
+        failure: (new == CellState::Failing).then_some(Outcome::Timeout),
+        sent: 10,
+        ok: if new == CellState::Ok { 10 } else { 0 },
+        rtt_ms: Some(0.5),
+        address: "198.18.0.2".parse().expect("ip"),
+        last_failure_at: 0,
+    }
+}
+
+fn now() -> i64 {
+    crate::state::unix_nanos(std::time::SystemTime::now())
+}
+
+#[tokio::test]
+async fn an_event_is_committed_once_and_a_resend_is_a_duplicate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, nodes) = Store::open(dir.path(), Options::default()).expect("open");
+    assert!(nodes.is_empty());
+    let t = now();
+    let first = store
+        .event("a", 7, event(1, t))
+        .await
+        .await
+        .expect("answer");
+    assert_eq!(first, Ok(true));
+    let again = store
+        .event("a", 7, event(1, t))
+        .await
+        .await
+        .expect("answer");
+    assert_eq!(again, Ok(false), "same node, instance and id");
+    let other = store
+        .event("a", 8, event(1, t))
+        .await
+        .await
+        .expect("answer");
+    assert_eq!(other, Ok(true), "another instance's id 1");
+    let (list, truncated) = store
+        .read(move |c| {
+            read::events(
+                c,
+                &read::EventsQuery {
+                    node: Some("a".into()),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .expect("read");
+    assert_eq!(list.len(), 2);
+    assert!(!truncated);
+    assert_eq!(store.status().events, 2);
+}
+
+#[tokio::test]
+async fn what_was_committed_survives_a_reopen() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
+        for i in 1..=100 {
+            store.queue(Write::Event(EventWrite {
+                node: "a".into(),
+                instance: 7,
+                event: event(i, now()),
+                done: None,
+            }));
+        }
+        store.queue(Write::Nodes(vec![NodeRecord {
+            name: "a".into(),
+            ..Default::default()
+        }]));
+        store.flush().await;
+    }
+    let (store, nodes) = Store::open(dir.path(), Options::default()).expect("reopen");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(store.status().events, 100);
+}
+
+#[tokio::test]
+async fn the_matrix_and_facts_of_a_past_moment_come_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
+    let t = now() - 60_000_000_000;
+    store.queue(Write::Cell(cell(t, CellState::Ok)));
+    store.queue(Write::Cell(cell(t + 10, CellState::Failing)));
+    store.queue(Write::Cell(cell(t + 20, CellState::Ok)));
+    let mut f = crate::model::NodeFacts::default();
+    f.host.hostname = "first".into();
+    let one = facts::encode(&f, facts::NETWORK);
+    f.host.hostname = "second".into();
+    let two = facts::encode(&f, facts::NETWORK);
+    for (time, data) in [(t, one), (t + 15, two)] {
+        store.queue(Write::Fact(FactWrite {
+            node: "b".into(),
+            part: facts::NETWORK,
+            time,
+            hash: hash(&data),
+            data,
+        }));
+    }
+    store.flush().await;
+    let (at_failing, history, then, later) = store
+        .read(move |c| {
+            let cells = read::cells_at(c, t + 12, None).map_err(|e| e.to_string())?;
+            let history = read::cell_history(c, "a", "b", 7442, ProbeKind::Tcp, t + 5, t + 30)
+                .map_err(|e| e.to_string())?;
+            let then = read::facts_at(c, "b", t + 12)?;
+            let later = read::facts_at(c, "b", t + 16)?;
+            Ok((cells, history, then, later))
+        })
+        .await
+        .expect("read");
+    assert_eq!(at_failing.len(), 1);
+    assert_eq!(at_failing[0].new, CellState::Failing);
+    assert_eq!(at_failing[0].failure, Some(Outcome::Timeout));
+    // The change before the range leads, then the two in it.
+    let states: Vec<CellState> = history.iter().map(|c| c.new).collect();
+    assert_eq!(
+        states,
+        vec![CellState::Ok, CellState::Failing, CellState::Ok]
+    );
+    let host = |s: Option<pb::Snapshot>| s.and_then(|s| s.host).map(|h| h.hostname);
+    assert_eq!(host(then), Some("first".into()));
+    assert_eq!(host(later), Some("second".into()));
+}
+
+#[tokio::test]
+async fn rows_past_retention_are_pruned_and_the_oldest_moment_moves() {
+    let dir = tempfile::tempdir().expect("dir");
+    let opts = Options {
+        retention: std::time::Duration::from_secs(10),
+        ..Options::default()
+    };
+    let (store, _) = Store::open(dir.path(), opts).expect("open");
+    let old = now() - 3_600_000_000_000;
+    for i in 1..=50 {
+        store.queue(Write::Event(EventWrite {
+            node: "a".into(),
+            instance: 7,
+            event: event(i, old),
+            done: None,
+        }));
+        store.queue(Write::Cell(cell(old + i as i64, CellState::Ok)));
+    }
+    store.queue(Write::Event(EventWrite {
+        node: "a".into(),
+        instance: 7,
+        event: event(99, now()),
+        done: None,
+    }));
+    store.flush().await;
+    let mut watch = store.status_watch();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.status().pruned_rows_total < 100 {
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("not pruned: {:?}", store.status()),
+        }
+    }
+    let s = store.status();
+    assert_eq!(s.events, 1, "{s:?}");
+    assert_eq!(s.cell_changes, 0, "{s:?}");
+    assert!(s.oldest > old, "{s:?}");
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused_with_its_name_and_recovered_when_asked() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join(FILE);
+    std::fs::write(&path, vec![0x5a; 8192]).expect("write");
+    let e = match Store::open(dir.path(), Options::default()) {
+        Ok(_) => panic!("opened garbage"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("store.db"), "{e}");
+    assert!(e.contains("--store-recover"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let opts = Options {
+            recover: true,
+            ..Options::default()
+        };
+        let (store, _) = Store::open(dir.path(), opts).expect("recovered");
+        assert!(store.status().writable);
+    });
+    let aside = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("broken-"));
+    assert!(aside, "the old file is kept aside");
+}
+
+#[test]
+fn a_store_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join(FILE);
+    {
+        let mut c = writer::open(&path).expect("open");
+        c.pragma_update(None, "user_version", schema::VERSION + 1)
+            .expect("bump");
+        let _ = &mut c;
+    }
+    let e = match Store::open(dir.path(), Options::default()) {
+        Ok(_) => panic!("opened a newer store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("newer reachmap"), "{e}");
+}
