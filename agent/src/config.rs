@@ -10,6 +10,9 @@ use std::time::Duration;
 use tonic::transport::Uri;
 
 pub const DEFAULT_CONFIG: &str = "/etc/reachmap/agent.toml";
+/// The outbox's default bound in bytes (16 MiB) and the least it may be.
+pub const DEFAULT_EVENT_BUFFER_BYTES: u64 = 16 << 20;
+pub const MIN_EVENT_BUFFER_BYTES: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,6 +77,9 @@ pub struct Flags {
     /// Events kept while the collector is unreachable [default: 10000]
     #[arg(long, env = "REACHMAP_EVENT_BUFFER", value_name = "N")]
     pub event_buffer: Option<usize>,
+    /// Bytes of events kept while the collector is unreachable, in memory and in the state directory's outbox log; at least 65536 [default: 16777216, 16 MiB]
+    #[arg(long, env = "REACHMAP_EVENT_BUFFER_BYTES", value_name = "BYTES")]
+    pub event_buffer_bytes: Option<u64>,
     /// A node label, e.g. zone=eu-west-1a (repeatable)
     #[arg(
         long = "label",
@@ -118,6 +124,7 @@ struct File {
     listener_interval: Option<String>,
     probe_listen: Option<String>,
     event_buffer: Option<usize>,
+    event_buffer_bytes: Option<u64>,
     labels: Option<BTreeMap<String, String>>,
     enroll_token: Option<String>,
     ca_pin: Option<String>,
@@ -144,6 +151,8 @@ pub struct Config {
     /// Where machine-id is read from; tests point it at a fixture.
     pub etc: PathBuf,
     pub event_buffer: usize,
+    /// The outbox's bound in bytes of encoded events, beside `event_buffer`.
+    pub event_buffer_bytes: u64,
     pub labels: BTreeMap<String, String>,
     pub enroll_token: Option<String>,
     /// Normalised `sha256:<hex>`.
@@ -249,6 +258,18 @@ impl Config {
         if event_buffer == 0 {
             return Err(invalid("event_buffer", "must be at least 1"));
         }
+        let event_buffer_bytes = flags
+            .event_buffer_bytes
+            .or(file.event_buffer_bytes)
+            .unwrap_or(DEFAULT_EVENT_BUFFER_BYTES);
+        if event_buffer_bytes < MIN_EVENT_BUFFER_BYTES {
+            return Err(invalid(
+                "event_buffer_bytes",
+                format!(
+                    "{event_buffer_bytes} is too small (at least {MIN_EVENT_BUFFER_BYTES}, 64 KiB)"
+                ),
+            ));
+        }
         let insecure = flags.insecure || file.insecure.unwrap_or(false);
         let ca_pin = match flags.ca_pin.clone().or(file.ca_pin) {
             Some(p) => Some(
@@ -303,6 +324,7 @@ impl Config {
             probe_listen,
             etc: "/etc".into(),
             event_buffer,
+            event_buffer_bytes,
             labels,
         })
     }
@@ -512,6 +534,24 @@ mod tests {
         f.collector = Some("https://c:1".into());
         f.labels = vec!["novalue".into()];
         assert!(load(&f).expect_err("bad").starts_with("labels:"));
+    }
+
+    #[test]
+    fn event_buffer_bytes_from_file_and_flag_with_a_floor() {
+        let mut f =
+            with_file("collector = \"https://c:1\"\nnode = \"n\"\nevent_buffer_bytes = 1048576\n");
+        assert_eq!(load(&f).expect("valid").event_buffer_bytes, 1 << 20);
+        f.event_buffer_bytes = Some(65_536);
+        assert_eq!(load(&f).expect("valid").event_buffer_bytes, 65_536);
+        f.event_buffer_bytes = Some(65_535);
+        let e = load(&f).expect_err("too small");
+        assert!(e.starts_with("event_buffer_bytes:"), "{e}");
+        f.event_buffer_bytes = None;
+        f.config = with_file("collector = \"https://c:1\"\nnode = \"n\"\n").config;
+        assert_eq!(
+            load(&f).expect("valid").event_buffer_bytes,
+            DEFAULT_EVENT_BUFFER_BYTES
+        );
     }
 
     #[test]

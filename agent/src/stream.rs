@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::events::{EventKind, HostEvent};
 use crate::hub::{Update, Versioned};
 use crate::inspect::host::{Identity, read_host_info};
-use crate::outbox::Outbox;
+use crate::outbox::{Limits, Outbox};
 use crate::probe::{Plan, ProberOutput, TempListeners};
 use crate::wire;
 use reachmap_proto::v1 as pb;
@@ -45,6 +45,14 @@ pub enum StreamError {
 
 enum Ended {
     Shutdown,
+}
+
+/// Sleeps until `at`; forever when `None` (the outbox has nothing to fsync).
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Answers of commands still running, bounded: commands come one at a
@@ -90,6 +98,18 @@ impl Client {
         connection: watch::Sender<Option<tonic::transport::Channel>>,
     ) -> Self {
         let (answers_tx, answers) = mpsc::channel(COMMAND_QUEUE);
+        let instance_id = rand::random::<u64>() | 1;
+        // Unacked events of earlier runs come back from the state directory
+        // with the instance and ids they were made with.
+        let outbox = Outbox::open(
+            &config.state_dir,
+            &config.node,
+            instance_id,
+            Limits {
+                events: config.event_buffer,
+                bytes: config.event_buffer_bytes,
+            },
+        );
         Client {
             tls,
             connection,
@@ -97,10 +117,10 @@ impl Client {
             fleet: Arc::default(),
             answers_tx,
             answers,
-            outbox: Outbox::new(config.event_buffer),
+            outbox,
             config,
             identity,
-            instance_id: rand::random::<u64>() | 1,
+            instance_id,
             seq: 0,
             net,
             updates,
@@ -155,6 +175,7 @@ impl Client {
                 Some(update) = self.updates.recv() => self.absorb_events(&update),
                 Some(out) = self.probing.output.recv() => { self.absorb_probe(out); }
                 Some(_) = self.answers.recv() => {}
+                _ = until(self.outbox.sync_due()) => self.outbox.sync(),
             }
         }
     }
@@ -436,13 +457,14 @@ impl Client {
                     }
                 }
                 Some(answer) = self.answers.recv() => pending.push_front(Body::CommandResult(answer)),
+                _ = until(self.outbox.sync_due()) => self.outbox.sync(),
                 _ = heartbeat.tick() => pending.push_back(self.heartbeat(0)),
                 permit = tx.reserve(), if want_send => {
                     let Ok(permit) = permit else { return Err(StreamError::Closed) };
                     let seq = self.next_seq();
                     let body = match pending.pop_front() {
                         Some(b) => Some(b),
-                        None => self.outbox.next_unsent(seq).map(|e| Body::Event(wire::event(e.id(), &e.event))),
+                        None => self.outbox.next_unsent(seq).map(|e| Body::Event(e.event().clone())),
                     };
                     if let Some(body) = body {
                         permit.send(pb::AgentMessage { seq, body: Some(body) });

@@ -717,6 +717,11 @@ impl From<&pb::TokenInfo> for TokenView {
 #[derive(Serialize, Debug, Clone)]
 pub struct NodeEventView {
     pub node: String,
+    /// The agent instance that made it (a string: it is a 64-bit number;
+    /// "0" for the collector's own events) and its id there: together with
+    /// the node they name the event.
+    pub instance: String,
+    pub id: u64,
     pub time: Option<String>,
     pub received: Option<String>,
     pub kind: &'static str,
@@ -745,6 +750,8 @@ impl From<&pb::EventsResponse> for EventsView {
                     let (kind, detail) = describe(e);
                     Some(NodeEventView {
                         node: ne.node.clone(),
+                        instance: e.instance_id.to_string(),
+                        id: e.id,
                         time: rfc3339(e.time_unix_nanos),
                         received: rfc3339(e.received_unix_nanos),
                         kind,

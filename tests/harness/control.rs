@@ -45,6 +45,29 @@ impl Fleet {
         self.dir().join("collector-data")
     }
 
+    /// The collector's data directory (its store, its CA).
+    pub fn collector_data(&self) -> PathBuf {
+        self.collector_data_dir()
+    }
+
+    /// Runs the collector (as `start_collector` would, in the hub) and
+    /// waits up to `timeout` for it to exit: for starts that must fail.
+    pub fn collector_run(&mut self, extra: &[&str], timeout: Duration) -> Output {
+        let data = self.collector_data_dir();
+        let listen = format!("{HUB_ADDR}:{COLLECTOR_GRPC_PORT}");
+        let http = format!("{HUB_ADDR}:{COLLECTOR_HTTP_PORT}");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hub])
+            .arg(binary("reachmap-collector"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", &listen, "--http", &http])
+            .args(extra);
+        process::scrub_env(&mut cmd);
+        cmd.envs(self.isolated_config().iter().map(|(k, v)| (*k, v)));
+        process::output_with_timeout(cmd, patient(timeout))
+    }
+
     /// Runs `reachmap-collector --data-dir D ARGS` (offline subcommands)
     /// and returns its standard output; panics unless it succeeds.
     pub fn collector_cmd(&self, args: &[&str]) -> String {

@@ -200,7 +200,10 @@ pub fn oper_state(s: OperState) -> pb::OperState {
     }
 }
 
-pub fn event(id: u64, e: &HostEvent) -> pb::Event {
+/// `instance_id` is the agent instance that made the event (never 0): events
+/// kept on disk are resent after a restart with the instance and id they
+/// were made with.
+pub fn event(id: u64, instance_id: u64, e: &HostEvent) -> pb::Event {
     use pb::event::Kind;
     let kind = match &e.kind {
         EventKind::AddressAdded {
@@ -295,6 +298,7 @@ pub fn event(id: u64, e: &HostEvent) -> pb::Event {
         time_unix_nanos: unix_nanos(e.time),
         id,
         received_unix_nanos: 0,
+        instance_id,
         kind: Some(kind),
     }
 }

@@ -13,7 +13,8 @@
 //!
 //! Events go out on a bounded channel with `try_send`: when it is full the
 //! event is dropped and counted (`dropped_events`), so a stuck consumer never
-//! stops the reader from keeping up with the kernel.
+//! stops the reader from keeping up with the kernel. A followed file (a
+//! fixture or a saved log) waits for room instead: no kernel overwrites it.
 
 use super::KmsgError;
 use super::classify::Classifier;
@@ -269,7 +270,12 @@ impl KmsgReader {
                     let whole: Vec<u8> = pending.drain(..=end).collect();
                     for record in split_records(&whole) {
                         if let Some(ev) = core.handle(record) {
-                            core.send(out, ev);
+                            // A file is not the kernel's ring: nothing is
+                            // overwritten while the reader waits, so it waits
+                            // for room rather than dropping the event.
+                            if out.blocking_send(ev).is_ok() {
+                                core.counters.events.fetch_add(1, Relaxed);
+                            }
                         }
                     }
                 }
