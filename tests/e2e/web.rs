@@ -1,16 +1,21 @@
 //! The collector's web page in headless Chromium: first against a fixture
 //! API whose states the test controls (colours, selector, details, live
-//! updates, 200 nodes), then against a real fleet (states equal the API's,
-//! a killed agent's row turns disconnected and unknown without a reload).
+//! updates, 200 nodes; the time control, "as of" a moment and back, and a
+//! cell's history strip), then against a real fleet (states equal the
+//! API's, a cell's history, the matrix as of a moment, a killed agent's row
+//! turns disconnected and unknown without a reload).
 //!
 //! Chromium always runs inside a network namespace this test made, so it can
 //! reach nothing but the page it tests.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Query, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use reachmap_fleet_tests::browser::{Browser, chromium_available};
 use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, in_ci, require_root};
@@ -57,16 +62,249 @@ fn in_own_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
 #[derive(Clone, Default)]
 struct Api {
     matrix: Arc<Mutex<Value>>,
+    /// What `/api/v1/matrix?at=` answers for any moment the fixture holds.
+    matrix_at: Arc<Mutex<Value>>,
     nodes: Arc<Mutex<Value>>,
+    /// Every API request, `path?query`, in order.
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Api {
     fn set_matrix(&self, v: Value) {
         *self.matrix.lock().expect("fixture lock") = v;
     }
+    fn set_matrix_at(&self, v: Value) {
+        *self.matrix_at.lock().expect("fixture lock") = v;
+    }
     fn set_nodes(&self, v: Value) {
         *self.nodes.lock().expect("fixture lock") = v;
     }
+    fn record(&self, path: &str, query: Option<String>) {
+        let line = format!("{path}?{}", query.unwrap_or_default());
+        self.requests.lock().expect("fixture lock").push(line);
+    }
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().expect("fixture lock").clone()
+    }
+    /// The requests to `path` so far, as their decoded query parameters.
+    fn queries(&self, path: &str) -> Vec<HashMap<String, String>> {
+        self.requests()
+            .iter()
+            .filter_map(|r| r.strip_prefix(path)?.strip_prefix('?').map(decode_query))
+            .collect()
+    }
+}
+
+/// `a=1&b=x%3Ay` → {a: 1, b: x:y}.
+fn decode_query(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fixture store holds the last 30 days.
+const RETAINED: Duration = Duration::from_secs(30 * 86400);
+
+/// An API error as the collector answers it: a status and `{"error": ...}`.
+type ApiError = (StatusCode, String);
+
+fn api_error((code, message): ApiError) -> Response {
+    (code, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// A moment the page sent, checked as the collector does: 400 when it is
+/// not a time or in the future, 410 when before what the store keeps.
+fn check_at(at: &str) -> Result<(), ApiError> {
+    let t = humantime::parse_rfc3339(at).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("at: {at:?} is not a time: {e}"),
+        )
+    })?;
+    let now = SystemTime::now();
+    if t > now + Duration::from_secs(1) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("at: {at} is in the future"),
+        ));
+    }
+    let oldest = now - RETAINED;
+    if t < oldest {
+        return Err((
+            StatusCode::GONE,
+            format!(
+                "{at} is before what the store keeps (retention): it holds from {} on",
+                humantime::format_rfc3339_seconds(oldest)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn fixture_matrix_route(
+    State(a): State<Api>,
+    RawQuery(raw): RawQuery,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    a.record("/api/v1/matrix", raw);
+    match q.get("at") {
+        None => axum::Json(a.matrix.lock().expect("fixture lock").clone()).into_response(),
+        Some(at) => match check_at(at) {
+            Ok(()) => axum::Json(a.matrix_at.lock().expect("fixture lock").clone()).into_response(),
+            Err(e) => api_error(e),
+        },
+    }
+}
+
+/// Reachable now; "as of" any moment, unreachable through a firewall drop.
+async fn fixture_why_route(
+    State(a): State<Api>,
+    RawQuery(raw): RawQuery,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    a.record("/api/v1/why", raw);
+    let (src, dst) = (q.get("src").cloned(), q.get("dst").cloned());
+    match q.get("at") {
+        None => axum::Json(json!({
+            "src": src, "dst": dst, "verdict": "reachable", "at": null,
+            "causes": [], "checked": ["listeners", "firewall"], "changes": [],
+        }))
+        .into_response(),
+        Some(at) => match check_at(at) {
+            Ok(()) => axum::Json(json!({
+                "src": src, "dst": dst, "verdict": "unreachable", "at": at,
+                "causes": [{
+                    "code": "FIREWALL_INBOUND", "node": dst,
+                    "detail": "rule 12 of inet filter input drops tcp/7442",
+                    "evidence": [], "fix": "allow tcp/7442 from the source",
+                }],
+                "checked": ["firewall"], "changes": [],
+            }))
+            .into_response(),
+            Err(e) => api_error(e),
+        },
+    }
+}
+
+/// The fixture's 24 hours of every pair, oldest first: (state, seconds,
+/// cause code). They add up to exactly a day; the last goes on.
+const HISTORY: [(&str, u64, Option<&str>); 10] = [
+    ("unknown", 14_400, None),
+    ("ok", 28_800, None),
+    ("failing", 130, Some("FIREWALL_INBOUND")),
+    ("ok", 18_000, None),
+    ("degraded", 7_200, Some("INTERMITTENT_LOSS")),
+    ("ok", 10_000, None),
+    ("failing", 60, None),
+    ("ok", 7_000, None),
+    ("failing", 90, Some("NOT_LISTENING")),
+    ("ok", 720, None),
+];
+
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn rfc3339_secs(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+/// The interval starts of [`HISTORY`] when the fixture answers at `now`.
+fn history_starts(now: u64) -> Vec<u64> {
+    let mut t = now - 86_400;
+    HISTORY
+        .iter()
+        .map(|(_, secs, _)| {
+            let start = t;
+            t += secs;
+            start
+        })
+        .collect()
+}
+
+/// `/api/v1/history` for any pair, shaped as `HistoryView`.
+async fn fixture_history_route(
+    State(a): State<Api>,
+    RawQuery(raw): RawQuery,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    a.record("/api/v1/history", raw);
+    let now = whole_seconds(SystemTime::now());
+    let (src, dst) = (
+        q.get("src").cloned().unwrap_or_default(),
+        q.get("dst").cloned().unwrap_or_default(),
+    );
+    let starts = history_starts(now);
+    let intervals: Vec<Value> = HISTORY
+        .iter()
+        .zip(&starts)
+        .enumerate()
+        .map(|(n, ((state, secs, code), start))| {
+            let last = n + 1 == HISTORY.len();
+            let bad = *state == "failing" || *state == "degraded";
+            let cause = code.map(|c| {
+                json!({
+                    "code": c, "node": if c == "INTERMITTENT_LOSS" { &src } else { &dst },
+                    "detail": format!("{c} detail for {src} → {dst}"),
+                    "evidence": [], "fix": format!("fix {c}"),
+                })
+            });
+            json!({
+                "start": rfc3339_secs(*start),
+                "end": if last { Value::Null } else { json!(rfc3339_secs(start + secs)) },
+                "seconds": *secs as f64,
+                "state": state,
+                "failure": if bad { json!("timeout") } else { Value::Null },
+                "loss": if *state == "failing" { 1.0 } else if bad { 0.12 } else { 0.0 },
+                "cause": cause,
+                "changes": if code == &Some("FIREWALL_INBOUND") {
+                    json!([{"node": dst, "time": rfc3339_secs(start - 5), "kind": "ruleset_changed",
+                            "detail": "nft by pid 4242 (nft)"}])
+                } else { json!([]) },
+            })
+        })
+        .collect();
+    let last_outage_end = starts[8] + HISTORY[8].1;
+    axum::Json(json!({
+        "src": src, "dst": dst, "port": 7442, "kind": "tcp",
+        "intervals": intervals,
+        "outages": 3,
+        "longest_outage_seconds": 130.0,
+        "last_outage_end": rfc3339_secs(last_outage_end),
+        "retained_since": rfc3339_secs(now - RETAINED.as_secs()),
+    }))
+    .into_response()
 }
 
 /// Serves the real page plus the fixture API on 127.0.0.1 of the calling
@@ -81,15 +319,13 @@ fn serve_fixture(api: Api) -> (tokio::runtime::Runtime, SocketAddr) {
         .build()
         .expect("runtime");
     let router = reachmap_collector::web::routes::<Api>()
-        .route(
-            "/api/v1/matrix",
-            get(|State(a): State<Api>| async move {
-                axum::Json(a.matrix.lock().expect("fixture lock").clone())
-            }),
-        )
+        .route("/api/v1/matrix", get(fixture_matrix_route))
+        .route("/api/v1/why", get(fixture_why_route))
+        .route("/api/v1/history", get(fixture_history_route))
         .route(
             "/api/v1/nodes",
             get(|State(a): State<Api>| async move {
+                a.record("/api/v1/nodes", None);
                 axum::Json(a.nodes.lock().expect("fixture lock").clone())
             }),
         )
@@ -214,6 +450,159 @@ fn text(b: &mut Browser, id: &str) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+/// A `data-` attribute of the page's body (`polls`, `loads`, `mode`, `at`).
+fn body_data(b: &mut Browser, key: &str) -> String {
+    b.eval(&format!("document.body.dataset.{key} ?? ''"))
+        .expect("read the body's data")
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn hidden(b: &mut Browser, id: &str) -> bool {
+    b.eval(&format!("document.getElementById('{id}').hidden"))
+        .expect("read hidden")
+        == true
+}
+
+/// Moves the mouse over the centre of the element (no click).
+fn hover(b: &mut Browser, selector: &str) {
+    let sel = json!(selector);
+    let centre = b
+        .eval(&format!(
+            "(() => {{ const r = document.querySelector({sel}).getBoundingClientRect(); \
+             return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        ))
+        .expect("find the element");
+    let (Some(x), Some(y)) = (centre[0].as_f64(), centre[1].as_f64()) else {
+        panic!("no element {selector}: {centre}");
+    };
+    b.call(
+        "Input.dispatchMouseEvent",
+        json!({"type": "mouseMoved", "x": x, "y": y}),
+    )
+    .expect("move the mouse");
+}
+
+/// The history strip as drawn: its inner width and every segment's state,
+/// seconds, index, cause, offset and width in pixels; the "as of" marker's
+/// offset when there is one.
+const STRIP_JS: &str = "(() => {
+    const strip = document.getElementById('history-strip');
+    const box = strip.getBoundingClientRect();
+    const x0 = box.left + strip.clientLeft;
+    const segs = [...strip.querySelectorAll('.seg')].map(s => { const r = s.getBoundingClientRect();
+      return { state: s.dataset.state, seconds: Number(s.dataset.seconds), index: Number(s.dataset.index),
+               cause: s.dataset.cause ?? null, left: r.left - x0, width: r.width,
+               label: s.getAttribute('aria-label') }; });
+    const m = strip.querySelector('.strip-at');
+    return { width: strip.clientWidth, segs,
+             marker: m ? m.getBoundingClientRect().left + 1 - x0 : null }; })()";
+
+/// Waits until the history strip has been drawn (again, when `after` is the
+/// history request count it must pass).
+fn wait_strip(b: &mut Browser, api: &Api, after: usize, what: &str) -> Value {
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let n = api.queries("/api/v1/history").len();
+            let loaded = b.eval("document.getElementById('history').dataset.loaded")?;
+            ensure(n > after && loaded == "true", (n, loaded))
+        },
+        "{what}: the history strip is drawn"
+    );
+    // The answer may still be on its way to the page for a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    b.eval(STRIP_JS).expect("read the strip")
+}
+
+/// The strip shows [`HISTORY`]: one segment per interval with its state, at
+/// its place in the day and as wide as it lasted (bad ones at least 3 px).
+fn check_strip(strip: &Value) {
+    let width = strip["width"].as_f64().unwrap_or_default();
+    assert!(width > 150.0, "the strip is {width} px wide");
+    let segs = strip["segs"].as_array().cloned().unwrap_or_default();
+    let states: Vec<&str> = segs.iter().filter_map(|s| s["state"].as_str()).collect();
+    let want: Vec<&str> = HISTORY.iter().map(|h| h.0).collect();
+    assert_eq!(states, want, "{strip:#}");
+    let mut offset = 0.0;
+    for (seg, (state, secs, code)) in segs.iter().zip(HISTORY) {
+        let px = secs as f64 / 86_400.0 * width;
+        let (left, w) = (
+            seg["left"].as_f64().unwrap_or(-1.0),
+            seg["width"].as_f64().unwrap_or(-1.0),
+        );
+        assert_eq!(seg["seconds"].as_f64(), Some(secs as f64), "{seg}");
+        assert_eq!(seg["cause"].as_str(), code, "{seg}");
+        assert!(
+            (left - offset).abs() <= 1.0,
+            "{state} starts at {left}, not {offset}: {seg}"
+        );
+        let bad = state == "failing" || state == "degraded";
+        if px >= 3.0 || !bad {
+            assert!(
+                (w - px).abs() <= 1.0,
+                "{state} {secs}s is {w} px, not {px}: {seg}"
+            );
+        } else {
+            assert!(
+                (2.99..=3.5).contains(&w),
+                "a short {state} is {w} px, not 3: {seg}"
+            );
+        }
+        let label = seg["label"].as_str().unwrap_or_default();
+        assert!(label.starts_with(state), "{label}");
+        if let Some(c) = code {
+            assert!(label.contains(c), "{label}");
+        }
+        offset += px;
+    }
+    assert!((offset - width).abs() <= 1.0, "{offset} of {width}");
+}
+
+/// `t` as a datetime-local value and as the banner shows it, in Asia/Kolkata
+/// (UTC+05:30, no daylight saving), the zone the browser test runs in.
+fn kolkata(unix: u64) -> (String, String) {
+    let text = rfc3339_secs(unix + 19_800);
+    let value = text.trim_end_matches('Z').to_string();
+    let shown = value.replacen('T', " ", 1);
+    (value, shown)
+}
+
+fn live_matrix_requests(api: &Api) -> usize {
+    api.queries("/api/v1/matrix")
+        .iter()
+        .filter(|q| !q.contains_key("at"))
+        .count()
+}
+
+fn last_at(api: &Api, path: &str) -> Option<String> {
+    api.queries(path).last().and_then(|q| q.get("at").cloned())
+}
+
+/// Submits the time control's picker with `value` and waits for the load.
+fn submit_moment(b: &mut Browser, value: &str) {
+    let loads = body_data(b, "loads").parse::<u64>().unwrap_or(0);
+    b.eval(&format!(
+        "document.getElementById('at-input').value = {}; true",
+        json!(value)
+    ))
+    .expect("set the picker");
+    b.click("#at-go").expect("click Show");
+    wait_loads(b, loads + 1, value);
+}
+
+fn wait_loads(b: &mut Browser, n: u64, what: &str) {
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let l = body_data(b, "loads").parse::<u64>().unwrap_or(0);
+            ensure(l >= n, l)
+        },
+        "{what}: the page loads the matrix of the moment"
+    );
 }
 
 // -------------------------------------------------------------------- tests
@@ -568,6 +957,72 @@ fn page_follows_a_real_fleet() {
         "details of node-0 → node-1"
     );
 
+    // Its last 24 hours, from the collector's store: a strip and a caption.
+    let strip = assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let loaded = b.eval("document.getElementById('history').dataset.loaded")?;
+            let strip = b.eval(STRIP_JS)?;
+            let n = strip["segs"].as_array().map_or(0, Vec::len);
+            ensure(loaded == "true" && n >= 1, (loaded, strip.clone()))?;
+            Ok::<_, String>(strip)
+        },
+        "the history strip of node-0 → node-1"
+    );
+    let caption = text(&mut b, "history-caption");
+    assert!(caption.contains("in 24h"), "{caption}");
+    let segs = strip["segs"].as_array().cloned().unwrap_or_default();
+    assert!(
+        segs.iter().all(|s| ["ok", "degraded", "failing", "unknown"]
+            .contains(&s["state"].as_str().unwrap_or(""))),
+        "{strip:#}"
+    );
+    let drawn: f64 = segs.iter().filter_map(|s| s["width"].as_f64()).sum();
+    eprintln!(
+        "fleet history of node-0 → node-1: {caption}; {} segments, {drawn:.1} px drawn",
+        segs.len()
+    );
+
+    // The matrix as of a second ago, from the store: every cell ok then,
+    // fetched once; then back to live.
+    let polls_before = polls(&mut b);
+    assert_eventually!(
+        Duration::from_secs(15),
+        || {
+            let loads = body_data(&mut b, "loads").parse::<u64>().unwrap_or(0);
+            b.eval(
+                "document.getElementById('at-input').value = \
+                 window.reachmap.fmtLocal(new Date(Date.now() - 1000)).replace(' ', 'T'); true",
+            )?;
+            b.click("#at-go")?;
+            wait_loads(&mut b, loads + 1, "as of a second ago");
+            let error = text(&mut b, "asof-error");
+            let g = grid(&mut b);
+            let states: Vec<Value> = g
+                .iter()
+                .filter(|c| c["self"] == false)
+                .map(|c| c["state"].clone())
+                .collect();
+            ensure(
+                body_data(&mut b, "mode") == "asof"
+                    && error.is_empty()
+                    && states.len() == 6
+                    && states.iter().all(|s| s == "ok"),
+                (error, states),
+            )
+        },
+        "the page shows the stored matrix of a second ago"
+    );
+    let polls_then = polls(&mut b);
+    assert!(polls_then >= polls_before);
+    assert!(!hidden(&mut b, "asof-banner"));
+    assert!(text(&mut b, "asof-text").starts_with("as of "));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(polls(&mut b), polls_then, "the page polls while not live");
+    b.click("#back-live").expect("back to live");
+    wait_polls(&mut b, 1, "back to live");
+    assert_eq!(body_data(&mut b, "mode"), "live");
+
     // node-2's agent dies: its row header turns disconnected and its cells
     // unknown, without a reload.
     fleet.kill_agent(2);
@@ -598,4 +1053,315 @@ fn page_follows_a_real_fleet() {
         b.eval("window.__same_document === true").expect("same"),
         true
     );
+}
+
+#[test]
+fn page_goes_back_in_time_and_shows_a_cells_history() {
+    if !can_run() {
+        return;
+    }
+    in_own_netns(|| {
+        let api = Api::default();
+        api.set_matrix(fixture_matrix("ok"));
+        // Then, node-a → node-b was failing.
+        api.set_matrix_at(fixture_matrix("failing"));
+        let names: Vec<String> = NODES4.iter().map(|s| s.to_string()).collect();
+        api.set_nodes(fixture_nodes(&names, "node-d"));
+        let (_rt, addr) = serve_fixture(api.clone());
+        let mut b = Browser::launch(None).expect("launch chromium");
+        // A zone that is not UTC and not whole hours, so "local" is tested.
+        b.call(
+            "Emulation.setTimezoneOverride",
+            json!({"timezoneId": "Asia/Kolkata"}),
+        )
+        .expect("set the time zone");
+        b.navigate(&format!("http://{addr}/"))
+            .expect("load the page");
+        wait_polls(&mut b, 1, "first load");
+        assert_eq!(
+            b.eval("new Date(2026, 0, 1).getTimezoneOffset()")
+                .expect("offset"),
+            -330
+        );
+        assert_eq!(body_data(&mut b, "mode"), "live");
+        assert!(hidden(&mut b, "asof-banner"));
+        assert_eq!(
+            b.eval("document.getElementById('live').getAttribute('aria-pressed')")
+                .expect("pressed"),
+            "true"
+        );
+
+        // A cell's details: its last 24 hours as a strip, with a caption.
+        b.click("td[data-src='node-a'][data-dst='node-b']")
+            .expect("click a→b");
+        let strip = wait_strip(&mut b, &api, 0, "live");
+        let q = api.queries("/api/v1/history");
+        let q = q.last().expect("a history request");
+        let want: HashMap<String, String> = [
+            ("src", "node-a"),
+            ("dst", "node-b"),
+            ("port", "7442"),
+            ("since", "24h"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(q, &want);
+        check_strip(&strip);
+        assert!(strip["marker"].is_null(), "a marker while live: {strip}");
+        let caption = text(&mut b, "history-caption");
+        assert!(
+            caption.starts_with("3 outages in 24h, longest 2m10s"),
+            "{caption}"
+        );
+        assert_eq!(text(&mut b, "history-to"), "now");
+
+        // Hovering the first outage names its cause; a click picks it and
+        // offers to show the matrix then.
+        let outage = "#history-strip .seg[data-index='2']";
+        hover(&mut b, outage);
+        let seg = text(&mut b, "history-seg");
+        assert!(
+            seg.starts_with("failing for 2m10s")
+                && seg.contains(
+                    "FIREWALL_INBOUND on node-b: FIREWALL_INBOUND detail for node-a → node-b"
+                )
+                && seg.contains("fix FIREWALL_INBOUND")
+                && seg.contains("nft by pid 4242"),
+            "{seg}"
+        );
+        assert!(hidden(&mut b, "history-goto"), "offered on a mere hover");
+        hover(&mut b, "#history-strip .seg[data-index='6']");
+        let seg = text(&mut b, "history-seg");
+        assert!(
+            seg.starts_with("failing for 1m") && seg.contains("No cause found"),
+            "{seg}"
+        );
+        hover(&mut b, "#history-strip .seg[data-index='4']");
+        assert!(text(&mut b, "history-seg").contains("INTERMITTENT_LOSS on node-a"));
+        b.click(outage).expect("click the outage");
+        assert!(!hidden(&mut b, "history-goto"));
+        assert_eq!(
+            b.eval(&format!(
+                "document.querySelector(\"{outage}\").getAttribute('aria-pressed')"
+            ))
+            .expect("pressed"),
+            "true"
+        );
+        if let Some(dir) = std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
+            let path = std::path::Path::new(&dir).join("web-history.png");
+            b.screenshot(&path).expect("screenshot");
+        }
+
+        // "−1h": the matrix of an hour ago, fetched once; polling stops.
+        let why_before = api.queries("/api/v1/why").len();
+        let history_before = api.queries("/api/v1/history").len();
+        let clicked = whole_seconds(SystemTime::now());
+        b.click("#timectl button[data-ago='3600']")
+            .expect("click −1h");
+        wait_loads(&mut b, 1, "−1h");
+        let at = last_at(&api, "/api/v1/matrix").expect("the matrix was asked with at");
+        let at_unix = whole_seconds(humantime::parse_rfc3339(&at).expect("RFC 3339 at"));
+        assert!(
+            at.ends_with('Z')
+                && at_unix + 3600 >= clicked.saturating_sub(2)
+                && at_unix + 3600 <= clicked + 5,
+            "at={at}, clicked at {}",
+            rfc3339_secs(clicked)
+        );
+        assert_eq!(
+            api.queries("/api/v1/matrix")
+                .last()
+                .and_then(|q| q.get("detail").cloned()),
+            Some("full".to_string())
+        );
+        assert_eq!(body_data(&mut b, "mode"), "asof");
+        assert_eq!(body_data(&mut b, "at"), at);
+        assert!(!hidden(&mut b, "asof-banner"));
+        let (value, shown) = kolkata(at_unix);
+        assert_eq!(text(&mut b, "asof-text"), format!("as of {shown} (local)"));
+        assert_eq!(
+            b.eval("document.getElementById('at-input').value")
+                .expect("picker"),
+            value.as_str()
+        );
+        assert_eq!(
+            b.eval("document.getElementById('live').getAttribute('aria-pressed')")
+                .expect("pressed"),
+            "false"
+        );
+        // The grid and the open details are of that moment.
+        let g = grid(&mut b);
+        assert_eq!(find(&g, "node-a", "node-b")["state"], "failing");
+        assert_eq!(
+            b.eval(
+                "document.querySelector(\"#matrix tbody th[data-node='node-d']\").dataset.connected"
+            )
+            .expect("row head"),
+            "unknown",
+            "connectivity now is not connectivity then"
+        );
+        assert_eq!(text(&mut b, "d-state"), "failing");
+        assert_eq!(text(&mut b, "d-asof"), format!("as of {shown} (local)"));
+        assert_eventually!(
+            Duration::from_secs(5),
+            || {
+                let why = api.queries("/api/v1/why");
+                let asked =
+                    why.len() > why_before && why.last().and_then(|q| q.get("at")) == Some(&at);
+                let shown_at = b.eval("document.getElementById('cell-why').dataset.at")?;
+                let verdict =
+                    b.eval("(document.querySelector('#cell-why .why-verdict') || {}).textContent")?;
+                ensure(
+                    asked && shown_at == at.as_str() && verdict == "Verdict: UNREACHABLE",
+                    (why.last().cloned(), shown_at, verdict),
+                )
+            },
+            "the details ask why with the same at"
+        );
+        // The strip is asked again and marks the moment shown.
+        let strip = wait_strip(&mut b, &api, history_before, "as of −1h");
+        assert_eq!(
+            api.queries("/api/v1/history")
+                .last()
+                .and_then(|q| q.get("since").cloned()),
+            Some("24h".to_string())
+        );
+        check_strip(&strip);
+        let width = strip["width"].as_f64().unwrap_or_default();
+        let marker = strip["marker"]
+            .as_f64()
+            .expect("a marker at the moment shown");
+        let want = (86_400.0 - 3_600.0) / 86_400.0 * width;
+        assert!(
+            (marker - want).abs() <= 2.0,
+            "marker at {marker}, not {want}"
+        );
+
+        if let Some(dir) = std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
+            let path = std::path::Path::new(&dir).join("web-asof.png");
+            b.screenshot(&path).expect("screenshot");
+        }
+
+        // Nothing polls now.
+        let polls_then = polls(&mut b);
+        let live_then = live_matrix_requests(&api);
+        let nodes_then = api.queries("/api/v1/nodes").len();
+        std::thread::sleep(Duration::from_secs(5));
+        assert_eq!(polls(&mut b), polls_then, "the page still polls");
+        assert_eq!(live_matrix_requests(&api), live_then, "live matrix asked");
+        assert_eq!(api.queries("/api/v1/nodes").len(), nodes_then);
+        assert_eq!(body_data(&mut b, "loads"), "1", "as of is loaded once");
+
+        // A moment typed in the picker is local time.
+        let typed = whole_seconds(SystemTime::now()) - 3 * 3600 - 17;
+        let (value, shown) = kolkata(typed);
+        submit_moment(&mut b, &value);
+        assert_eq!(last_at(&api, "/api/v1/matrix"), Some(rfc3339_secs(typed)));
+        assert_eq!(text(&mut b, "asof-text"), format!("as of {shown} (local)"));
+        assert!(hidden(&mut b, "asof-error"));
+
+        // Moments the API refuses: one line each, the page stays whole.
+        submit_moment(&mut b, "2001-06-01T12:00:00");
+        assert_eq!(
+            last_at(&api, "/api/v1/matrix").as_deref(),
+            Some("2001-06-01T06:30:00Z")
+        );
+        let line = text(&mut b, "asof-error");
+        assert!(
+            !hidden(&mut b, "asof-error")
+                && line.starts_with("Cannot show the matrix as of 2001-06-01 12:00:00: ")
+                && line.contains("before what the store keeps")
+                && line.ends_with("(HTTP 410)")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert!(
+            hidden(&mut b, "grid-wrap"),
+            "a matrix shown for a moment it is not of"
+        );
+        assert!(hidden(&mut b, "details"));
+        assert!(!hidden(&mut b, "asof-banner"));
+        submit_moment(&mut b, "2099-06-01T12:00:00");
+        let line = text(&mut b, "asof-error");
+        assert!(
+            line.contains("is in the future") && line.ends_with("(HTTP 400)"),
+            "{line}"
+        );
+        // An empty picker is refused on the page.
+        let loads = body_data(&mut b, "loads");
+        let asked = api.queries("/api/v1/matrix").len();
+        b.eval("document.getElementById('at-input').value = ''; true")
+            .expect("clear");
+        b.click("#at-go").expect("click Show");
+        assert_eventually!(
+            Duration::from_secs(5),
+            || {
+                let invalid =
+                    b.eval("document.getElementById('at-input').getAttribute('aria-invalid')")?;
+                ensure(invalid == "true", invalid)
+            },
+            "an empty moment is marked invalid"
+        );
+        assert!(text(&mut b, "status").contains("choose a date"));
+        assert_eq!(body_data(&mut b, "loads"), loads);
+        assert_eq!(api.queries("/api/v1/matrix").len(), asked);
+
+        // From a cell's strip to the moment of its outage.
+        b.click("#timectl button[data-ago='900']")
+            .expect("click −15m");
+        wait_loads(&mut b, 5, "−15m");
+        assert!(!hidden(&mut b, "grid-wrap") && hidden(&mut b, "asof-error"));
+        let history_before = api.queries("/api/v1/history").len();
+        b.click("td[data-src='node-a'][data-dst='node-c']")
+            .expect("click a→c");
+        let strip = wait_strip(&mut b, &api, history_before, "as of −15m");
+        check_strip(&strip);
+        let served = whole_seconds(SystemTime::now());
+        b.click(outage).expect("click the outage");
+        let go = b
+            .eval("document.getElementById('history-goto').dataset.at")
+            .expect("goto at");
+        let go = go.as_str().unwrap_or_default().to_string();
+        let go_unix = whole_seconds(humantime::parse_rfc3339(&go).expect("goto at"));
+        // A second into the outage, as the fixture answered (a second or
+        // two before the click).
+        let outage_start = |now: u64| history_starts(now)[2] + 1;
+        assert!(
+            (outage_start(served.saturating_sub(3))..=outage_start(served)).contains(&go_unix),
+            "{go}"
+        );
+        b.click("#history-goto").expect("go to the outage");
+        wait_loads(&mut b, 6, "the outage");
+        assert_eq!(last_at(&api, "/api/v1/matrix"), Some(go.clone()));
+        assert_eq!(body_data(&mut b, "at"), go);
+        let (_, shown) = kolkata(go_unix);
+        assert_eq!(text(&mut b, "asof-text"), format!("as of {shown} (local)"));
+        assert_eq!(
+            b.eval("location.hash").expect("hash"),
+            format!("#at={}", go.replace(':', "%3A")).as_str()
+        );
+
+        // Back to live: polling resumes, live answers again, no `at`.
+        let live_then = live_matrix_requests(&api);
+        b.click("#back-live").expect("back to live");
+        wait_polls(&mut b, 2, "back to live");
+        assert_eq!(body_data(&mut b, "mode"), "live");
+        assert!(hidden(&mut b, "asof-banner"));
+        assert!(live_matrix_requests(&api) >= live_then + 2);
+        let g = grid(&mut b);
+        assert_eq!(find(&g, "node-a", "node-b")["state"], "ok");
+        assert_eq!(
+            b.eval(
+                "document.querySelector(\"#matrix tbody th[data-node='node-d']\").dataset.connected"
+            )
+            .expect("row head"),
+            "false"
+        );
+        assert_eq!(b.eval("location.hash").expect("hash"), "");
+        assert!(hidden(&mut b, "d-asof"));
+        let why = api.queries("/api/v1/why");
+        assert!(!why.last().is_some_and(|q| q.contains_key("at")), "{why:?}");
+        assert_eq!(text(&mut b, "history-to"), "now");
+    });
 }

@@ -11,6 +11,7 @@
 //! (WAL lets them run beside the writer). Retention by age and size prunes
 //! in small chunks between batches.
 
+pub mod documents;
 pub mod facts;
 pub mod read;
 pub mod registry;

@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE nodes (name TEXT PRIMARY KEY, record TEXT NOT NULL);
     -- pruned_before: nothing older than this is held any more
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    -- whole documents: the trust module's tokens and issued certificates
+    CREATE TABLE documents (name TEXT PRIMARY KEY, body TEXT NOT NULL);
     ",
 ];
 

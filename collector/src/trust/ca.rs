@@ -477,33 +477,46 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Tru
 
 /// A JSON file of ours with a `format` field: `None` when there is none
 /// yet, an error naming the file when it is unreadable or of another format.
+/// The store's document `name` (taking in the older file `legacy`), a JSON
+/// value with a `format` field that must be `format`.
 pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(
-    path: &Path,
+    docs: &crate::store::documents::Documents,
+    name: &str,
+    legacy: &Path,
     format: u32,
 ) -> Result<Option<T>, TrustError> {
     #[derive(serde::Deserialize)]
     struct Head {
         format: u32,
     }
-    let Some(text) = read_optional(path)? else {
+    let at = || docs.path().join(name);
+    let Some(text) = docs
+        .get_or_import(name, legacy)
+        .map_err(|e| bad(&at(), e))?
+    else {
         return Ok(None);
     };
-    let head: Head = serde_json::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+    let head: Head = serde_json::from_str(&text).map_err(|e| bad(&at(), e.to_string()))?;
     if head.format != format {
-        return Err(bad(path, format!("format {} is not {format}", head.format)));
+        return Err(bad(
+            &at(),
+            format!("format {} is not {format}", head.format),
+        ));
     }
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| bad(path, e.to_string()))
+        .map_err(|e| bad(&at(), e.to_string()))
 }
 
-/// Writes `value` as pretty JSON, 0600, atomically.
+/// Writes `value` as the store's document `name`.
 pub(crate) fn write_versioned<T: serde::Serialize>(
-    path: &Path,
+    docs: &crate::store::documents::Documents,
+    name: &str,
     value: &T,
 ) -> Result<(), TrustError> {
-    let text = serde_json::to_vec_pretty(value).map_err(|e| bad(path, e.to_string()))?;
-    write_file(path, &text, 0o600)
+    let at = || docs.path().join(name);
+    let text = serde_json::to_string_pretty(value).map_err(|e| bad(&at(), e.to_string()))?;
+    docs.put(name, &text).map_err(|e| bad(&at(), e))
 }
 
 #[cfg(test)]

@@ -91,6 +91,18 @@ impl std::fmt::Debug for Trust {
     }
 }
 
+/// The store's documents (tokens, issued certificates) under `data_dir`.
+fn documents(
+    data_dir: &Path,
+) -> Result<std::sync::Arc<crate::store::documents::Documents>, TrustError> {
+    crate::store::documents::Documents::open(data_dir)
+        .map(std::sync::Arc::new)
+        .map_err(|what| TrustError::Bad {
+            path: data_dir.join(crate::store::FILE),
+            what,
+        })
+}
+
 impl Trust {
     pub fn open(
         data_dir: &Path,
@@ -99,10 +111,11 @@ impl Trust {
         insecure: bool,
     ) -> Result<Trust, TrustError> {
         let dir = Authority::dir(data_dir);
+        let docs = documents(data_dir)?;
         Ok(Trust {
             authority,
-            tokens: Mutex::new(tokens::Tokens::open(&dir)?),
-            book: RwLock::new(revoked::CertBook::open(&dir)?),
+            tokens: Mutex::new(tokens::Tokens::open(docs.clone(), &dir)?),
+            book: RwLock::new(revoked::CertBook::open(docs, &dir)?),
             revocations: watch::channel(0).0,
             node_lifetime,
             insecure,
@@ -240,8 +253,8 @@ impl Trust {
         description: String,
     ) -> Result<(String, TokenRecord), String> {
         let dir = Authority::dir(data_dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut tokens = tokens::Tokens::open(&dir).map_err(|e| e.to_string())?;
+        let docs = documents(data_dir).map_err(|e| e.to_string())?;
+        let mut tokens = tokens::Tokens::open(docs, &dir).map_err(|e| e.to_string())?;
         Self::create_in(&mut tokens, kind, ttl, uses, node, description)
     }
 

@@ -5,10 +5,14 @@
 //! in. Entries are dropped once their certificate has expired.
 
 use super::ca::{TrustError, read_versioned, write_versioned};
+use crate::store::documents::Documents;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
+/// The document in the store, and the file an older collector kept it in.
+const DOC: &str = "certificates";
 const FILE: &str = "certs.json";
 const FORMAT: u32 = 1;
 
@@ -28,24 +32,25 @@ struct File {
 }
 
 pub struct CertBook {
-    path: PathBuf,
+    docs: Arc<Documents>,
     certs: BTreeMap<String, CertRecord>,
     denied: BTreeSet<String>,
 }
 
 impl CertBook {
-    pub fn open(tls_dir: &Path) -> Result<CertBook, TrustError> {
+    pub fn open(docs: Arc<Documents>, tls_dir: &Path) -> Result<CertBook, TrustError> {
         let path = tls_dir.join(FILE);
-        let certs: BTreeMap<String, CertRecord> = read_versioned::<File>(&path, FORMAT)?
-            .map(|f| f.certs.into_iter().map(|c| (c.serial.clone(), c)).collect())
-            .unwrap_or_default();
+        let certs: BTreeMap<String, CertRecord> =
+            read_versioned::<File>(&docs, DOC, &path, FORMAT)?
+                .map(|f| f.certs.into_iter().map(|c| (c.serial.clone(), c)).collect())
+                .unwrap_or_default();
         let denied = certs
             .values()
             .filter(|c| c.revoked_unix.is_some())
             .map(|c| c.serial.clone())
             .collect();
         Ok(CertBook {
-            path,
+            docs,
             certs,
             denied,
         })
@@ -53,7 +58,8 @@ impl CertBook {
 
     fn save(&self) -> Result<(), TrustError> {
         write_versioned(
-            &self.path,
+            &self.docs,
+            DOC,
             &File {
                 format: FORMAT,
                 certs: self.certs.values().cloned().collect(),
@@ -115,15 +121,19 @@ impl CertBook {
 mod tests {
     use super::*;
 
+    fn docs(dir: &Path) -> Arc<Documents> {
+        Arc::new(Documents::open(dir).expect("store"))
+    }
+
     #[test]
     fn revoking_a_node_denies_its_certificates_and_survives_a_restart() {
         let d = tempfile::tempdir().expect("dir");
-        let mut b = CertBook::open(d.path()).expect("open");
+        let mut b = CertBook::open(docs(d.path()), d.path()).expect("open");
         b.issued("a1", "n1", 100, 0).expect("issued");
         b.issued("a2", "n1", 100, 0).expect("issued");
         b.issued("b1", "n2", 100, 0).expect("issued");
         assert_eq!(b.revoke_node("n1", 5).expect("revoke"), 2);
-        let mut b = CertBook::open(d.path()).expect("reopen");
+        let mut b = CertBook::open(docs(d.path()), d.path()).expect("reopen");
         assert!(b.is_denied("a1") && b.is_denied("a2") && !b.is_denied("b1"));
         // Enrolled again later: the new certificate is let in.
         b.issued("a3", "n1", 200, 10).expect("issued");

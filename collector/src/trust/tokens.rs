@@ -1,16 +1,20 @@
 //! Bootstrap (enrolment) and API tokens. A token is `ID.SECRET`: the ID is
 //! public (`token list`, `token revoke ID`), only the SHA-256 of the secret
-//! is kept, in `DATA_DIR/tls/tokens.json` (0600). Enrolment tokens expire,
+//! is kept, in the store (document `tokens`). Enrolment tokens expire,
 //! have a use count and may be bound to one node name; API tokens carry a
 //! role and expire.
 
 use super::ca::{TrustError, read_versioned, write_versioned};
+use crate::store::documents::Documents;
 use reachmap_tls::Role;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+/// The document in the store, and the file an older collector kept it in.
+const DOC: &str = "tokens";
 const FILE: &str = "tokens.json";
 const FORMAT: u32 = 1;
 const ID_HEX: usize = 8;
@@ -100,7 +104,9 @@ pub enum Refusal {
 }
 
 pub struct Tokens {
+    /// The file an older collector kept them in.
     path: PathBuf,
+    docs: Arc<Documents>,
     records: BTreeMap<String, TokenRecord>,
 }
 
@@ -138,18 +144,24 @@ fn split(token: &str) -> Result<(&str, &str), Refusal> {
 }
 
 impl Tokens {
-    pub fn open(tls_dir: &Path) -> Result<Tokens, TrustError> {
+    /// The tokens in the store (an older collector's `tls/tokens.json` is
+    /// taken in).
+    pub fn open(docs: Arc<Documents>, tls_dir: &Path) -> Result<Tokens, TrustError> {
         let path = tls_dir.join(FILE);
-        let records = read_versioned::<File>(&path, FORMAT)?
+        let records = read_versioned::<File>(&docs, DOC, &path, FORMAT)?
             .map(|f| f.tokens.into_iter().map(|t| (t.id.clone(), t)).collect())
             .unwrap_or_default();
-        Ok(Tokens { path, records })
+        Ok(Tokens {
+            path,
+            docs,
+            records,
+        })
     }
 
     /// Takes in tokens another process (`reachmap-collector token create`
-    /// on this host) added to the file since it was read.
+    /// on this host) added to the store since it was read.
     fn merge_from_disk(&mut self) {
-        let Ok(Some(f)) = read_versioned::<File>(&self.path, FORMAT) else {
+        let Ok(Some(f)) = read_versioned::<File>(&self.docs, DOC, &self.path, FORMAT) else {
             return;
         };
         for t in f.tokens {
@@ -163,7 +175,7 @@ impl Tokens {
             format: FORMAT,
             tokens: self.records.values().cloned().collect(),
         };
-        write_versioned(&self.path, &file).map_err(|e| Refusal::Store(e.to_string()))
+        write_versioned(&self.docs, DOC, &file).map_err(|e| Refusal::Store(e.to_string()))
     }
 
     /// Makes a token; returns its text (shown once) and its record.
@@ -292,21 +304,28 @@ impl Tokens {
 mod tests {
     use super::*;
 
+    fn docs(dir: &Path) -> Arc<Documents> {
+        Arc::new(Documents::open(dir).expect("store"))
+    }
+
     #[test]
     fn enrolment_tokens_expire_run_out_and_bind_a_name() {
         let d = tempfile::tempdir().expect("dir");
-        let mut t = Tokens::open(d.path()).expect("open");
+        let mut t = Tokens::open(docs(d.path()), d.path()).expect("open");
         let (tok, rec) = t
             .create(TokenKind::Enroll, 60, 2, None, String::new(), 1000)
             .expect("create");
         assert!(
-            !std::fs::read_to_string(d.path().join(FILE))
-                .expect("file")
-                .contains(tok.split_once('.').expect("dot").1)
+            !docs(d.path())
+                .get(DOC)
+                .expect("read")
+                .expect("stored")
+                .contains(tok.split_once('.').expect("dot").1),
+            "only the secret's hash is kept"
         );
         assert_eq!(t.enrol(&tok, "a", 1001), Ok(rec.id.clone()));
         // Kept across a restart.
-        let mut t = Tokens::open(d.path()).expect("reopen");
+        let mut t = Tokens::open(docs(d.path()), d.path()).expect("reopen");
         assert_eq!(t.enrol(&tok, "b", 1002), Ok(rec.id.clone()));
         assert_eq!(
             t.enrol(&tok, "c", 1003),
@@ -346,7 +365,7 @@ mod tests {
     #[test]
     fn api_tokens_give_their_role_and_cannot_enrol() {
         let d = tempfile::tempdir().expect("dir");
-        let mut t = Tokens::open(d.path()).expect("open");
+        let mut t = Tokens::open(docs(d.path()), d.path()).expect("open");
         let (tok, rec) = t
             .create(TokenKind::Viewer, 60, 0, None, "grafana".into(), 0)
             .expect("create");

@@ -1,10 +1,18 @@
 // The reachability heat map: polls api/v1/matrix and api/v1/nodes every
 // POLL_MS, rebuilds the table only when the node list changes and otherwise
 // updates cells in place. Data only ever reaches the page as textContent.
+//
+// Two modes: live (polling) or "as of" a moment, when the matrix of that
+// moment is fetched once from the store (api/v1/matrix?at=) and the cell
+// details ask api/v1/why with the same moment. A cell's details also show
+// its last 24 hours from api/v1/history as a strip of coloured intervals.
 "use strict";
 
 (() => {
   const POLL_MS = 2000;
+  // The history strip of an open cell is fetched again this often when live.
+  const HISTORY_REFRESH_MS = 30000;
+  const DAY_MS = 86400 * 1000;
   const PROBE_PORT = 7442;
   const STATES = ["ok", "degraded", "failing", "unknown"];
   const SYMBOL = { ok: "", degraded: "~", failing: "×", unknown: "?" };
@@ -34,6 +42,9 @@
     gridKey: null, // node list the table was built for
     shown: null, // grid and view the cells' data attributes describe
     polls: 0,
+    at: null, // null when live, else the Date shown (whole seconds)
+    gen: 0, // bumped on every change of mode or moment; older answers are dropped
+    loads: 0, // completed "as of" loads
   };
 
   // ------------------------------------------------------------ pure helpers
@@ -93,6 +104,42 @@
     if (ago >= 86400) return t.toLocaleString();
     const rel = ago < 120 ? `${ago}s` : ago < 7200 ? `${Math.round(ago / 60)} min` : `${Math.round(ago / 3600)} h`;
     return `${t.toLocaleTimeString()} (${rel} ago)`;
+  }
+
+  const pad = (n) => String(n).padStart(2, "0");
+
+  // A moment as a person reads it, in the browser's zone: 2026-12-01 02:14:00.
+  function fmtLocal(d) {
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
+  // The value a datetime-local input takes for `d`.
+  const inputValue = (d) => fmtLocal(d).replace(" ", "T");
+
+  // A datetime-local value ("2026-12-01T02:14" or with seconds) read in the
+  // browser's zone; null when it is not one.
+  function parseLocalInput(v) {
+    const m = /^(\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?$/.exec(String(v || "").trim());
+    if (!m) return null;
+    const d = new Date(Number(m[1]), Number(m[2]) - 1, Number(m[3]), Number(m[4]), Number(m[5]), Number(m[6] || 0));
+    d.setFullYear(Number(m[1]));
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+
+  // RFC 3339 in UTC, whole seconds: what the API's `at` takes.
+  const rfc3339 = (d) => d.toISOString().replace(/\.\d{3}Z$/, "Z");
+
+  // A duration for a caption: 45s, 2m10s, 3h05m, 2d4h.
+  function fmtDur(seconds) {
+    const n = Math.max(0, Math.round(num(seconds) ?? 0));
+    if (n < 60) return `${n}s`;
+    if (n < 3600) return n % 60 ? `${Math.floor(n / 60)}m${pad(n % 60)}s` : `${n / 60}m`;
+    if (n < 86400) {
+      const m = Math.floor((n % 3600) / 60);
+      return m ? `${Math.floor(n / 3600)}h${pad(m)}m` : `${Math.floor(n / 3600)}h`;
+    }
+    const h = Math.floor((n % 86400) / 3600);
+    return h ? `${Math.floor(n / 86400)}d${h}h` : `${Math.floor(n / 86400)}d`;
   }
 
   function cellText(src, dst, cell) {
@@ -229,6 +276,7 @@
 
   function hideDetails() {
     model.selected = null;
+    hist.key = null;
     for (const td of document.querySelectorAll("td.selected")) td.classList.remove("selected");
     $("details").hidden = true;
   }
@@ -244,6 +292,9 @@
     panel.dataset.dst = dst;
     panel.dataset.state = st;
     $("details-title").textContent = `${src} → ${dst}`;
+    const note = $("d-asof");
+    note.hidden = model.at === null;
+    note.textContent = model.at === null ? "" : `as of ${fmtLocal(model.at)} (local)`;
     const address = cell && cell.address ? cell.address : dst;
     $("d-target").textContent = kind === "icmp" ? address : `${address}:${cell ? cell.port : port}`;
     $("d-kind").textContent = cell ? cell.kind : kind;
@@ -266,7 +317,9 @@
     if (model.connected.get(src) === false) {
       $("d-hint").textContent = `The agent on ${src} is disconnected, so this path is not being probed.`;
     }
-    loadWhy(src, dst, kind === "icmp" ? "" : String(cell ? cell.port : port));
+    const probePort = kind === "icmp" ? "" : String(cell ? cell.port : port);
+    loadWhy(src, dst, probePort);
+    loadHistory(src, dst, probePort);
   }
 
   // The explanation of the selected cell, from /api/v1/why; answers that
@@ -281,12 +334,14 @@
     }
     let answer;
     try {
-      answer = await getJSON(`api/v1/why?src=${encodeURIComponent(src)}&dst=${encodeURIComponent(dst)}&port=${encodeURIComponent(port)}`);
+      const at = model.at === null ? "" : `&at=${encodeURIComponent(rfc3339(model.at))}`;
+      answer = await getJSON(`api/v1/why?src=${encodeURIComponent(src)}&dst=${encodeURIComponent(dst)}&port=${encodeURIComponent(port)}${at}`);
     } catch (e) {
-      if (seq === whySeq) box.textContent = `explanation unavailable: ${e.message}`;
+      if (seq === whySeq) box.textContent = `explanation unavailable: ${e.apiError || e.message}`;
       return;
     }
     if (seq !== whySeq) return;
+    box.dataset.at = answer.at || "";
     const parts = [];
     const head = document.createElement("p");
     head.className = "why-verdict";
@@ -326,11 +381,249 @@
     box.replaceChildren(...parts);
   }
 
+  // --------------------------------------------------------------- history
+
+  // The strip of the open cell: what was fetched for which question, and the
+  // segment a click picked (by its start, so it survives a refresh).
+  const hist = { key: null, fetched: 0, seq: 0, data: null, picked: null, goto: null };
+
+  // The 24 hours the strip shows: up to now, or up to the moment shown when
+  // that is older than a day.
+  function historyWindow() {
+    if (model.at !== null && Date.now() - model.at.getTime() > DAY_MS - 60000) {
+      const until = model.at.getTime();
+      return { query: `since=${encodeURIComponent(rfc3339(new Date(until - DAY_MS)))}&until=${encodeURIComponent(rfc3339(model.at))}`, until };
+    }
+    return { query: "since=24h", until: null };
+  }
+
+  function clearHistory(caption) {
+    $("history-strip").replaceChildren();
+    $("history-caption").textContent = caption;
+    $("history-from").textContent = "";
+    $("history-to").textContent = "";
+    $("history-seg").replaceChildren();
+    $("history-goto").hidden = true;
+    $("history").dataset.loaded = "false";
+  }
+
+  async function loadHistory(src, dst, port) {
+    if (!port) {
+      hist.key = null;
+      clearHistory("No history for ICMP: choose a TCP view.");
+      return;
+    }
+    const w = historyWindow();
+    const key = [src, dst, port, w.query, model.at === null ? "" : rfc3339(model.at)].join("\u0000");
+    const pair = [src, dst, port].join("\u0000");
+    if (key === hist.key && (model.at !== null || Date.now() - hist.fetched < HISTORY_REFRESH_MS)) return;
+    if (!hist.key || !hist.key.startsWith(pair + "\u0000")) {
+      hist.picked = null;
+      clearHistory("loading history…");
+    }
+    hist.key = key;
+    hist.fetched = Date.now();
+    const seq = ++hist.seq;
+    let answer;
+    try {
+      answer = await getJSON(`api/v1/history?src=${encodeURIComponent(src)}&dst=${encodeURIComponent(dst)}&port=${encodeURIComponent(port)}&${w.query}`);
+    } catch (e) {
+      if (seq === hist.seq) clearHistory(`history unavailable: ${e.apiError || e.message}`);
+      return;
+    }
+    if (seq !== hist.seq) return;
+    hist.data = answer;
+    drawHistory(answer, w.until);
+  }
+
+  const isBad = (state) => state === "failing" || state === "degraded";
+
+  // One interval, with its times as milliseconds; null when unreadable.
+  function readInterval(i, index) {
+    if (!i || typeof i !== "object") return null;
+    const start = Date.parse(i.start);
+    if (!Number.isFinite(start)) return null;
+    const seconds = Math.max(0, num(i.seconds) ?? 0);
+    const parsedEnd = i.end ? Date.parse(i.end) : NaN;
+    const end = Number.isFinite(parsedEnd) ? parsedEnd : start + seconds * 1000;
+    return { i, index, start, end, seconds, state: STATES.includes(i.state) ? i.state : "unknown", ongoing: !i.end };
+  }
+
+  function segmentText(s) {
+    let t = `${s.state} for ${fmtDur(s.seconds)}, from ${fmtLocal(new Date(s.start))}`;
+    t += s.ongoing ? " until now" : ` to ${fmtLocal(new Date(s.end))}`;
+    if (s.i.failure) t += `, ${s.i.failure}`;
+    if (isBad(s.state) && num(s.i.loss) !== null) t += `, loss ${fmtLoss(s.i.loss)}`;
+    const c = s.i.cause;
+    if (c && c.code) t += `; cause ${c.code}${c.node ? ` on ${c.node}` : ""}${c.detail ? `: ${c.detail}` : ""}`;
+    else if (isBad(s.state)) t += "; no cause found";
+    return t;
+  }
+
+  function drawHistory(answer, untilMs) {
+    const h = answer && typeof answer === "object" ? answer : {};
+    const segs = (Array.isArray(h.intervals) ? h.intervals : []).map(readInterval).filter(Boolean);
+    // The end of the window is the server's "now" (where an ongoing
+    // interval ends), so the browser's clock does not skew the strip.
+    let end = untilMs;
+    if (end === null) end = segs.length ? Math.max(...segs.map((s) => s.end)) : Date.now();
+    const start = end - DAY_MS;
+    const strip = $("history-strip");
+    const items = [];
+    const drawn = [];
+    for (const s of segs) {
+      const a = Math.max(s.start, start);
+      const b = Math.min(s.end, end);
+      if (b <= a && !(s.start >= start && s.start <= end)) continue;
+      const seg = document.createElement("button");
+      seg.type = "button";
+      seg.className = `seg ${s.state}`;
+      seg.dataset.state = s.state;
+      seg.dataset.seconds = String(s.seconds);
+      seg.dataset.start = String(s.i.start);
+      seg.dataset.index = String(s.index);
+      if (s.i.cause && s.i.cause.code) seg.dataset.cause = s.i.cause.code;
+      seg.style.left = `${((a - start) / DAY_MS) * 100}%`;
+      seg.style.width = `${(Math.max(0, b - a) / DAY_MS) * 100}%`;
+      seg.tabIndex = isBad(s.state) ? 0 : -1;
+      const text = segmentText(s);
+      seg.title = text;
+      seg.setAttribute("aria-label", text);
+      seg.setAttribute("aria-pressed", String(hist.picked === s.i.start));
+      seg.rmSegment = s;
+      items.push(seg);
+      drawn.push(s);
+    }
+    if (model.at !== null) {
+      const t = model.at.getTime();
+      if (t >= start && t <= end) {
+        const mark = document.createElement("div");
+        mark.className = "strip-at";
+        mark.setAttribute("aria-hidden", "true");
+        mark.style.left = `${((t - start) / DAY_MS) * 100}%`;
+        items.push(mark);
+      }
+    }
+    strip.replaceChildren(...items);
+
+    const outages = num(h.outages) ?? drawn.filter((s) => s.state === "failing").length;
+    const longest = num(h.longest_outage_seconds) ?? 0;
+    const span = untilMs === null ? "24h" : `the 24h before ${fmtLocal(new Date(untilMs))}`;
+    let caption = outages === 0 ? `No outages in ${span}` : `${outages} outage${outages === 1 ? "" : "s"} in ${span}, longest ${fmtDur(longest)}`;
+    const last = drawn[drawn.length - 1];
+    if (last && last.ongoing && last.state === "failing") caption += ", failing now";
+    else if (outages > 0 && h.last_outage_end) caption += `, the last ended ${fmtTime(h.last_outage_end)}`;
+    const degraded = drawn.filter((s) => s.state === "degraded").length;
+    if (degraded) caption += `; degraded ${degraded} time${degraded === 1 ? "" : "s"}`;
+    const kept = h.retained_since ? Date.parse(h.retained_since) : NaN;
+    if (Number.isFinite(kept) && kept > start) caption += ` (history kept since ${fmtLocal(new Date(kept))})`;
+    $("history-title").textContent = untilMs === null ? "Last 24 hours" : `24 hours before ${fmtLocal(new Date(untilMs))}`;
+    $("history-caption").textContent = caption;
+    $("history-from").textContent = fmtLocal(new Date(start)).slice(5, 16);
+    $("history-to").textContent = untilMs === null ? "now" : fmtLocal(new Date(end)).slice(5, 16);
+    $("history").dataset.loaded = "true";
+    const picked = drawn.find((s) => s.i.start === hist.picked);
+    showSegment(picked || null, !!picked);
+  }
+
+  // What one segment was: its state, times, failure and cause, and (when
+  // picked by a click) a button to see the whole matrix at that moment.
+  function showSegment(s, picked) {
+    const box = $("history-seg");
+    const go = $("history-goto");
+    if (!s) {
+      box.replaceChildren();
+      go.hidden = true;
+      hist.goto = null;
+      return;
+    }
+    const what = document.createElement("p");
+    what.className = "seg-what";
+    what.dataset.state = s.state;
+    let when = `${s.state} for ${fmtDur(s.seconds)}, from ${fmtLocal(new Date(s.start))}`;
+    when += s.ongoing ? " until now" : ` to ${fmtLocal(new Date(s.end))}`;
+    if (s.i.failure) when += ` (${s.i.failure}${isBad(s.state) && num(s.i.loss) !== null ? `, loss ${fmtLoss(s.i.loss)}` : ""})`;
+    what.textContent = when;
+    const parts = [what];
+    const c = s.i.cause;
+    if (c && c.code) {
+      const cause = document.createElement("p");
+      cause.className = "seg-cause";
+      cause.dataset.code = c.code;
+      const code = document.createElement("strong");
+      code.textContent = c.code;
+      cause.append(code, document.createTextNode(`${c.node ? ` on ${c.node}` : ""}${c.detail ? `: ${c.detail}` : ""}`));
+      parts.push(cause);
+      if (c.fix) {
+        const fix = document.createElement("p");
+        fix.className = "why-fix";
+        fix.textContent = `fix: ${c.fix}`;
+        parts.push(fix);
+      }
+    } else if (isBad(s.state)) {
+      const none = document.createElement("p");
+      none.className = "seg-cause";
+      none.textContent = "No cause found in the facts of that moment.";
+      parts.push(none);
+    }
+    const changes = Array.isArray(s.i.changes) ? s.i.changes : [];
+    if (changes.length) {
+      const list = document.createElement("ul");
+      list.className = "seg-changes";
+      for (const ch of changes) {
+        const li = document.createElement("li");
+        li.textContent = `${ch.time ? fmtLocal(toDate(ch.time)) + " " : ""}${ch.node || ""} ${ch.kind || ""}: ${ch.detail || ""}`;
+        list.append(li);
+      }
+      parts.push(list);
+    }
+    box.replaceChildren(...parts);
+    box.dataset.index = String(s.index);
+    // The matrix a second into the interval: the state it is about is in
+    // effect by then (whole seconds, as the API's `at` has them).
+    const at = new Date(Math.floor(Math.min(s.start + 1000, Math.max(s.start, s.end)) / 1000) * 1000);
+    hist.goto = picked ? at : null;
+    go.hidden = !picked;
+    go.textContent = `Show the matrix as of ${fmtLocal(at)}`;
+    go.dataset.at = rfc3339(at);
+  }
+
+  function pickSegment(seg) {
+    const s = seg.rmSegment;
+    hist.picked = s.i.start;
+    for (const b of $("history-strip").querySelectorAll(".seg")) b.setAttribute("aria-pressed", String(b === seg));
+    showSegment(s, true);
+  }
+
+  // Hovering or focusing a segment shows it; leaving shows the picked one.
+  function previewSegment(seg) {
+    if (seg) {
+      showSegment(seg.rmSegment, seg.rmSegment.i.start === hist.picked);
+      return;
+    }
+    const picked = [...$("history-strip").querySelectorAll(".seg")].find((b) => b.rmSegment.i.start === hist.picked);
+    showSegment(picked ? picked.rmSegment : null, !!picked);
+  }
+
   // ------------------------------------------------------------------- data
 
+  // The answer's JSON; an error carries the HTTP status and the API's own
+  // one-line `error`, when it gave one.
   async function getJSON(path) {
     const r = await fetch(path, { cache: "no-store", headers: { Accept: "application/json" } });
-    if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+    if (!r.ok) {
+      let apiError = "";
+      try {
+        const body = await r.json();
+        if (body && typeof body.error === "string") apiError = body.error;
+      } catch (_) {
+        // not JSON: the status says enough
+      }
+      const e = new Error(`${path}: HTTP ${r.status}${apiError ? `: ${apiError}` : ""}`);
+      e.status = r.status;
+      e.apiError = apiError;
+      throw e;
+    }
     return r.json();
   }
 
@@ -353,6 +646,7 @@
     }
     model.cells = matrix && Array.isArray(matrix.cells) ? matrix.cells.filter((c) => c && typeof c.src === "string" && typeof c.dst === "string") : [];
     if (names.join("\n") !== model.gridKey) buildGrid(names);
+    $("empty").textContent = model.at === null ? EMPTY_LIVE : "No cells at that moment: no node had reported yet.";
     updateViews();
     updateCells();
     updateRowHeads();
@@ -360,27 +654,136 @@
     document.body.dataset.applyMs = (performance.now() - started).toFixed(1);
   }
 
+  function markUpdated() {
+    const now = new Date();
+    const t = $("updated");
+    t.dateTime = now.toISOString();
+    t.textContent = now.toLocaleTimeString();
+  }
+
+  let pollTimer = null;
+
   async function poll() {
+    const gen = model.gen;
     try {
       const [matrix, nodes] = await Promise.allSettled([getJSON("api/v1/matrix?detail=full"), getJSON("api/v1/nodes")]);
+      // The page went to "as of" (or live again) meanwhile: not ours to show.
+      if (gen !== model.gen) return;
       if (matrix.status === "rejected" && nodes.status === "rejected") throw matrix.reason;
       apply(matrix.status === "fulfilled" ? matrix.value : null, nodes.status === "fulfilled" ? nodes.value : null);
       const problems = [matrix, nodes].filter((r) => r.status === "rejected").map((r) => r.reason.message);
       setStatus(problems.length ? `partial data: ${problems.join("; ")}` : "");
-      const now = new Date();
-      const t = $("updated");
-      t.dateTime = now.toISOString();
-      t.textContent = now.toLocaleTimeString();
+      $("grid-wrap").classList.remove("loading");
+      markUpdated();
     } catch (e) {
-      setStatus(`cannot reach the collector: ${e.message}; showing the last answer`);
+      if (gen === model.gen) setStatus(`cannot reach the collector: ${e.message}; showing the last answer`);
     } finally {
-      model.polls += 1;
-      document.body.dataset.polls = String(model.polls);
-      setTimeout(poll, POLL_MS);
+      if (gen === model.gen && model.at === null) {
+        model.polls += 1;
+        document.body.dataset.polls = String(model.polls);
+        pollTimer = setTimeout(poll, POLL_MS);
+      }
     }
   }
 
+  // The matrix of the moment shown, once. Which agents were connected then
+  // is not known, so no row is marked disconnected.
+  async function loadAsOf() {
+    const gen = model.gen;
+    const at = model.at;
+    try {
+      const matrix = await getJSON(`api/v1/matrix?detail=full&at=${encodeURIComponent(rfc3339(at))}`);
+      if (gen !== model.gen) return;
+      $("grid-wrap").hidden = false;
+      $("grid-wrap").classList.remove("loading");
+      apply(matrix, []);
+      markUpdated();
+    } catch (e) {
+      if (gen !== model.gen) return;
+      const why = e.apiError || e.message;
+      const code = e.status ? ` (HTTP ${e.status})` : "";
+      showAsOfError(`Cannot show the matrix as of ${fmtLocal(at)}: ${why}${code}`);
+    } finally {
+      if (gen === model.gen) {
+        model.loads += 1;
+        document.body.dataset.loads = String(model.loads);
+      }
+    }
+  }
+
+  // One line instead of a matrix that would claim to be of that moment.
+  function showAsOfError(text) {
+    const el = $("asof-error");
+    el.textContent = text;
+    el.hidden = false;
+    $("grid-wrap").hidden = true;
+    $("empty").hidden = true;
+    hideDetails();
+  }
+
+  // -------------------------------------------------------------- the time
+
+  const TITLE = document.title;
+
+  function showMode() {
+    const live = model.at === null;
+    document.body.dataset.mode = live ? "live" : "asof";
+    document.body.dataset.at = live ? "" : rfc3339(model.at);
+    $("live").setAttribute("aria-pressed", String(live));
+    $("asof-banner").hidden = live;
+    $("asof-error").hidden = true;
+    $("asof-error").textContent = "";
+    $("at-input").removeAttribute("aria-invalid");
+    const text = $("asof-text");
+    if (live) {
+      text.textContent = "";
+      document.title = TITLE;
+    } else {
+      text.textContent = `as of ${fmtLocal(model.at)} (local)`;
+      text.title = `${rfc3339(model.at)} (UTC)`;
+      $("at-input").value = inputValue(model.at);
+      document.title = `${TITLE} (as of ${fmtLocal(model.at)})`;
+    }
+    setStatus("");
+  }
+
+  function leave() {
+    model.gen += 1;
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    $("grid-wrap").hidden = false;
+    $("grid-wrap").classList.add("loading");
+  }
+
+  function goLive() {
+    leave();
+    model.at = null;
+    window.history.replaceState(null, "", location.pathname + location.search);
+    showMode();
+    poll();
+  }
+
+  function goAsOf(date) {
+    if (!(date instanceof Date) || Number.isNaN(date.getTime())) return;
+    leave();
+    model.at = new Date(Math.floor(date.getTime() / 1000) * 1000);
+    window.history.replaceState(null, "", `#at=${encodeURIComponent(rfc3339(model.at))}`);
+    showMode();
+    loadAsOf();
+  }
+
+  // A moment from the page's address (#at=2026-12-01T02:14:00Z), so a view
+  // of the past can be shared as a link.
+  function momentFromHash() {
+    const m = /^#at=(.+)$/.exec(location.hash);
+    if (!m) return null;
+    const d = new Date(decodeURIComponent(m[1]));
+    return Number.isNaN(d.getTime()) ? null : d;
+  }
+
   // ----------------------------------------------------------------- events
+
+  const EMPTY_LIVE = "No nodes yet: start an agent pointed at this collector.";
 
   function init() {
     $("matrix").addEventListener("click", (ev) => {
@@ -401,12 +804,76 @@
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape") hideDetails();
     });
+
+    $("live").addEventListener("click", goLive);
+    $("back-live").addEventListener("click", goLive);
+    $("timectl").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const input = $("at-input");
+      const d = parseLocalInput(input.value);
+      if (!d) {
+        input.setAttribute("aria-invalid", "true");
+        setStatus("As of: choose a date and a time (in your local time) first");
+        input.focus();
+        return;
+      }
+      goAsOf(d);
+    });
+    // An empty picker starts from the current minute rather than from nothing.
+    $("at-input").addEventListener("focus", (ev) => {
+      if (!ev.target.value) ev.target.value = inputValue(new Date(Math.floor(Date.now() / 60000) * 60000));
+    });
+    for (const b of document.querySelectorAll("#timectl button[data-ago]")) {
+      b.addEventListener("click", () => goAsOf(new Date(Date.now() - Number(b.dataset.ago) * 1000)));
+    }
+
+    const strip = $("history-strip");
+    strip.addEventListener("click", (ev) => {
+      const seg = ev.target.closest(".seg");
+      if (seg) pickSegment(seg);
+    });
+    strip.addEventListener("mouseover", (ev) => {
+      const seg = ev.target.closest(".seg");
+      if (seg) previewSegment(seg);
+    });
+    strip.addEventListener("mouseleave", () => previewSegment(null));
+    strip.addEventListener("focusin", (ev) => {
+      const seg = ev.target.closest(".seg");
+      if (seg) previewSegment(seg);
+    });
+    $("history-goto").addEventListener("click", () => {
+      if (hist.goto) goAsOf(hist.goto);
+    });
+
+    // An address edited by hand, or the browser's back and forward.
+    window.addEventListener("hashchange", () => {
+      const d = momentFromHash();
+      if (d && (model.at === null || d.getTime() !== model.at.getTime())) goAsOf(d);
+      else if (!d && model.at !== null) goLive();
+    });
+
     setStatus("");
-    poll();
+    const at = momentFromHash();
+    if (at) goAsOf(at);
+    else {
+      showMode();
+      poll();
+    }
   }
 
-  // For the browser test and the console: the pure helpers.
-  window.reachmap = { viewLabel, buildViews, cellText, fmtLoss, fmtMs };
+  // For the browser test and the console: the pure helpers, and the mode.
+  window.reachmap = {
+    viewLabel,
+    buildViews,
+    cellText,
+    fmtLoss,
+    fmtMs,
+    fmtDur,
+    fmtLocal,
+    parseLocalInput,
+    rfc3339,
+    mode: () => ({ live: model.at === null, at: model.at === null ? null : rfc3339(model.at), polls: model.polls, loads: model.loads }),
+  };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
 })();

@@ -1,5 +1,8 @@
 //! The web page at `/`: the reachability matrix as a heat map that polls
-//! `/api/v1/matrix` and `/api/v1/nodes` and updates in place.
+//! `/api/v1/matrix` and `/api/v1/nodes` and updates in place, or shows the
+//! matrix "as of" a moment (`/api/v1/matrix?at=`, fetched once; cell
+//! details ask `/api/v1/why` with the same `at`). A cell's details draw its
+//! last 24 hours from `/api/v1/history` as a strip of coloured intervals.
 //!
 //! Plain HTML, JS and CSS compiled into the binary: no build step, no external
 //! resource, so it works offline and on an air-gapped fleet. Assets are served

@@ -35,6 +35,14 @@ fn page_has_what_scripts_and_the_next_issue_rely_on() {
         "id=\"updated\"",
         "id=\"details\"",
         "id=\"cell-why\"",
+        "id=\"timectl\"",
+        "type=\"datetime-local\"",
+        "id=\"live\"",
+        "id=\"asof-banner\"",
+        "id=\"back-live\"",
+        "id=\"asof-error\"",
+        "id=\"history-strip\"",
+        "id=\"history-caption\"",
         "src=\"app.js\"",
         "href=\"style.css\"",
     ] {
@@ -42,11 +50,33 @@ fn page_has_what_scripts_and_the_next_issue_rely_on() {
     }
     let js = asset("/app.js").expect("app.js").body;
     assert!(js.contains("api/v1/matrix") && js.contains("api/v1/nodes"));
+    assert!(js.contains("api/v1/history") && js.contains("&at="));
     assert!(js.contains("data-state") || js.contains("dataset.state"));
     assert!(
         !js.contains("innerHTML"),
         "data must not go through innerHTML"
     );
+}
+
+/// Every form control of the page has a label or an accessible name.
+#[test]
+fn controls_are_labelled() {
+    let html = asset("/").expect("index").body;
+    for (n, tag) in html.split('<').enumerate().skip(1) {
+        let name = tag.split([' ', '>']).next().unwrap_or_default();
+        if !["input", "select", "button"].contains(&name) {
+            continue;
+        }
+        let id = tag
+            .split("id=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default();
+        let labelled = tag.contains("aria-label=")
+            || (!id.is_empty() && html.contains(&format!("for=\"{id}\"")))
+            || (name == "button" && !tag.trim_end().ends_with('>'));
+        assert!(labelled, "control {n} <{tag}> has no label");
+    }
 }
 
 #[test]

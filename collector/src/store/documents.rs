@@ -1,0 +1,114 @@
+//! Small documents kept whole in the store's `documents` table: the trust
+//! module's tokens and the certificates issued to nodes (with the
+//! deny-list). They change rarely and are read at start, so they are
+//! written at once, in a transaction of their own, through a connection of
+//! their own — which the offline commands (`reachmap-collector token
+//! create`) use too while a collector runs: SQLite's locking keeps the two
+//! processes' writes apart. A document an older collector kept as a file
+//! under `DATA_DIR/tls` is taken in on first use and the file renamed
+//! `*.imported`.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub struct Documents {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Documents {
+    /// Opens (or makes) the store under `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Documents, String> {
+        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        let path = data_dir.join(super::FILE);
+        let conn = super::writer::open(&path).map_err(|e| {
+            format!(
+                "{}: {e}; move it aside, or start the collector with --store-recover",
+                path.display()
+            )
+        })?;
+        Ok(Documents {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, name: &str) -> Result<Option<String>, String> {
+        self.lock()
+            .query_row(
+                "SELECT body FROM documents WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| format!("{} ({name}): {e}", self.path.display()))
+    }
+
+    pub fn put(&self, name: &str, body: &str) -> Result<(), String> {
+        self.lock()
+            .execute(
+                "INSERT INTO documents (name, body) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+                params![name, body],
+            )
+            .map(|_| ())
+            .map_err(|e| format!("{} ({name}): {e}", self.path.display()))
+    }
+
+    /// The document `name`, taking in `legacy` (an older collector's file)
+    /// when the store has none yet.
+    pub fn get_or_import(&self, name: &str, legacy: &Path) -> Result<Option<String>, String> {
+        if let Some(body) = self.get(name)? {
+            return Ok(Some(body));
+        }
+        let text = match std::fs::read_to_string(legacy) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", legacy.display())),
+        };
+        self.put(name, &text)?;
+        let done = PathBuf::from(format!("{}.imported", legacy.display()));
+        std::fs::rename(legacy, &done).map_err(|e| format!("{}: {e}", legacy.display()))?;
+        tracing::info!(file = %legacy.display(), "took the file into the store");
+        Ok(Some(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_document_round_trips_and_a_legacy_file_is_taken_in_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let docs = Documents::open(dir.path()).expect("open");
+        assert_eq!(docs.get("tokens").expect("get"), None);
+        let legacy = dir.path().join("tokens.json");
+        std::fs::write(&legacy, "{\"format\":1}").expect("write");
+        assert_eq!(
+            docs.get_or_import("tokens", &legacy)
+                .expect("import")
+                .as_deref(),
+            Some("{\"format\":1}")
+        );
+        assert!(!legacy.exists());
+        docs.put("tokens", "{\"format\":1,\"x\":2}").expect("put");
+        // A second connection (another process) sees it.
+        let other = Documents::open(dir.path()).expect("open again");
+        assert_eq!(
+            other.get("tokens").expect("get").as_deref(),
+            Some("{\"format\":1,\"x\":2}")
+        );
+    }
+}
