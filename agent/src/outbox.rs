@@ -373,7 +373,11 @@ fn read_tail(path: &Path, cap: u64) -> io::Result<(Vec<u8>, u64)> {
 #[derive(Debug)]
 struct Log {
     path: PathBuf,
-    /// `None` while it cannot be written: the outbox is in memory only.
+    /// False while it cannot be written: the outbox is in memory only.
+    writable: bool,
+    /// Open while records wait for their fsync; closed once they are synced,
+    /// so nothing holds the state directory busy while the agent is idle (it
+    /// can be remounted read-only, or unmounted).
     file: Option<File>,
     /// Bytes in the file.
     len: u64,
@@ -385,6 +389,15 @@ struct Log {
 
 impl Log {
     fn append(&mut self, record: &[u8]) {
+        if !self.writable {
+            return;
+        }
+        if self.file.is_none() {
+            match OpenOptions::new().append(true).open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => return self.failed(&e),
+            }
+        }
         let Some(file) = &mut self.file else {
             return;
         };
@@ -398,7 +411,8 @@ impl Log {
     }
 
     fn failed(&mut self, e: &io::Error) {
-        if self.file.take().is_some() {
+        self.file = None;
+        if std::mem::take(&mut self.writable) {
             tracing::warn!(file = %self.path.display(), error = %e, "cannot write the event outbox log: unacked events are kept in memory only until it can be written again (tried every {}s)", RETRY_EVERY.as_secs());
         }
         self.unsynced_since = None;
@@ -409,7 +423,7 @@ impl Log {
         if self.unsynced_since.take().is_none() {
             return;
         }
-        if let Some(file) = &self.file
+        if let Some(file) = self.file.take()
             && let Err(e) = file.sync_data()
         {
             self.failed(&e);
@@ -433,7 +447,9 @@ impl Log {
         {
             tracing::debug!(dir = %dir.display(), error = %e, "cannot fsync the state directory");
         }
-        self.file = Some(file);
+        // Synced already: closed until the next append.
+        drop(file);
+        self.writable = true;
         self.len = len;
         self.unsynced_since = None;
         self.retry_at = None;
@@ -566,6 +582,7 @@ impl Outbox {
         }
         let mut log = Log {
             path,
+            writable: false,
             file: None,
             len: bytes.len() as u64 + o.load.skipped_head_bytes,
             unsynced_since: None,
@@ -579,7 +596,7 @@ impl Outbox {
             OpenOptions::new()
                 .append(true)
                 .open(&log.path)
-                .map(|f| log.file = Some(f))
+                .map(|_| log.writable = true)
         } else {
             log.rewrite(o.entries.iter())
         };
@@ -641,7 +658,7 @@ impl Outbox {
 
     /// Whether events are being written to the log now.
     pub fn is_durable(&self) -> bool {
-        self.log.as_ref().is_some_and(|l| l.file.is_some())
+        self.log.as_ref().is_some_and(|l| l.writable)
     }
 
     pub fn push(&mut self, event: HostEvent) {
@@ -668,7 +685,7 @@ impl Outbox {
     fn keep(&mut self, event: pb::Event) {
         let bytes = record_bytes(&event);
         if let Some(log) = &mut self.log
-            && log.file.is_some()
+            && log.writable
             && let Some(r) = event_record(&event)
         {
             log.append(&r);
@@ -730,7 +747,7 @@ impl Outbox {
             return;
         };
         let live = self.live_bytes;
-        if log.file.is_some() {
+        if log.writable {
             if log.len > 2 * live + self.limits.bytes / 4
                 && let Err(e) = log.rewrite(self.entries.iter())
             {

@@ -81,9 +81,7 @@ pub async fn matrix_at(store: &Store, at: i64) -> Result<Matrix, Status> {
 
 fn rebuild(cells: &[CellChange]) -> Matrix {
     let mut m = Matrix::new(Duration::from_secs(10));
-    for c in cells {
-        m.restore(c);
-    }
+    m.restore(cells);
     m
 }
 

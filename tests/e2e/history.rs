@@ -27,10 +27,10 @@ fn json(fleet: &Fleet, args: &[&str]) -> Result<Value, String> {
 }
 
 fn rfc3339(t: SystemTime) -> String {
-    let secs = t
+    let since = t
         .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
+        .expect("after 1970");
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
     // Civil date from days since the epoch (no date crate in the tests).
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let z = days as i64 + 719_468;
@@ -43,7 +43,7 @@ fn rfc3339(t: SystemTime) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -552,7 +552,17 @@ fn a_corrupt_store_is_a_one_line_error_and_store_recover_starts_afresh() {
         .unwrap_or_default();
     assert!(line.contains("--store-recover"), "{err}");
     fleet.start_collector_with(&["--store-recover"]);
-    fleet.start_agent(0);
+    // The garbage held nothing to salvage: the old tokens are gone, and the
+    // log says what to do.
+    assert!(
+        fleet.collector_log().contains("make new tokens"),
+        "{}",
+        fleet.collector_log()
+    );
+    let token = String::from_utf8_lossy(&fleet.cli(&["token", "create"]).stdout)
+        .trim()
+        .to_string();
+    fleet.start_agent_with(0, &["--enroll-token", &token]);
     assert_eventually!(
         Duration::from_secs(30),
         || {

@@ -462,33 +462,38 @@ impl Matrix {
         }
     }
 
-    /// Puts back a cell as a stored change left it (the matrix of a past
-    /// moment); its destination becomes a node.
-    pub fn restore(&mut self, c: &CellChange) {
-        let s = self.add_node(&c.src);
-        let d = self.add_node(&c.dst);
-        if s == d {
-            return;
+    /// The matrix of a past moment: every cell as the last stored change
+    /// before it left it. Each source's row is built once.
+    pub fn restore(&mut self, changes: &[CellChange]) {
+        let mut by_src: HashMap<u32, Vec<Cell>> = HashMap::new();
+        for c in changes {
+            let s = self.add_node(&c.src);
+            let d = self.add_node(&c.dst);
+            if s == d {
+                continue;
+            }
+            let service = self.service_id(c.service.as_deref());
+            by_src.entry(s).or_default().push(Cell {
+                dst: d,
+                service,
+                port: c.port,
+                kind: c.kind,
+                state: c.new,
+                failure: c.failure,
+                address: c.address,
+                sent: c.sent,
+                ok: c.ok.min(c.sent),
+                rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
+                rtt_p99_ms: f64::NAN,
+                updated: c.time,
+                last_failure_at: c.last_failure_at,
+            });
         }
-        let service = self.service_id(c.service.as_deref());
-        let cell = Cell {
-            dst: d,
-            service,
-            port: c.port,
-            kind: c.kind,
-            state: c.new,
-            failure: c.failure,
-            address: c.address,
-            sent: c.sent,
-            ok: c.ok.min(c.sent),
-            rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
-            rtt_p99_ms: f64::NAN,
-            updated: c.time,
-            last_failure_at: c.last_failure_at,
-        };
-        let mut cells = std::mem::take(&mut self.rows[s as usize].cells);
-        cells.push(cell);
-        self.rows[s as usize] = Row::new(cells, &self.names, false);
+        for (s, mut cells) in by_src {
+            let mut row = std::mem::take(&mut self.rows[s as usize].cells);
+            row.append(&mut cells);
+            self.rows[s as usize] = Row::new(row, &self.names, false);
+        }
     }
 
     /// Makes `name` a node of the matrix (an axis of the grid) even before

@@ -137,10 +137,12 @@ impl Store {
             Err(message) if opts.recover && path.exists() => {
                 let aside = move_aside(&path).map_err(io)?;
                 tracing::warn!(store = %path.display(), moved_to = %aside.display(), reason = %message, "moved an unusable store aside; starting a new one");
-                writer::open(&path).map_err(|message| StoreError::Unusable {
+                let conn = writer::open(&path).map_err(|message| StoreError::Unusable {
                     path: path.clone(),
                     message,
-                })?
+                })?;
+                salvage(&aside, &conn);
+                conn
             }
             Err(message) => {
                 return Err(StoreError::Unusable {
@@ -207,6 +209,11 @@ impl Store {
         }
     }
 
+    /// Queues a write, waiting while the queue is full (bulk loads).
+    pub async fn queue_waiting(&self, w: Write) {
+        let _ = self.tx.send(w).await;
+    }
+
     /// Waits until everything queued so far is committed (or failed).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
@@ -250,6 +257,47 @@ impl Store {
         })
         .await
         .map_err(|e| format!("store reader failed: {e}"))?
+    }
+}
+
+/// Copies what can still be read of a store moved aside — the trust
+/// documents (tokens, the deny-list) and the node registry — into the new
+/// one; says what could not be, since a lost deny-list lets revoked nodes
+/// back in.
+fn salvage(aside: &Path, conn: &Connection) {
+    let copy = || -> rusqlite::Result<(usize, usize)> {
+        let old = Connection::open_with_flags(aside, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let mut docs = 0;
+        let mut stmt = old.prepare("SELECT name, body FROM documents")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (name, body) = row?;
+            conn.execute(
+                "INSERT OR REPLACE INTO documents (name, body) VALUES (?1, ?2)",
+                rusqlite::params![name, body],
+            )?;
+            docs += 1;
+        }
+        let mut nodes = 0;
+        let mut stmt = old.prepare("SELECT name, record FROM nodes")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (name, record) = row?;
+            conn.execute(
+                "INSERT OR REPLACE INTO nodes (name, record) VALUES (?1, ?2)",
+                rusqlite::params![name, record],
+            )?;
+            nodes += 1;
+        }
+        Ok((docs, nodes))
+    };
+    match copy() {
+        Ok((docs, nodes)) => tracing::info!(
+            documents = docs,
+            nodes,
+            "salvaged the trust documents and the node registry of the old store"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "nothing could be salvaged from the old store: the bootstrap and API tokens and the deny-list of revoked nodes are gone — make new tokens (reachmap-collector token create) and revoke again what was revoked")
+        }
     }
 }
 

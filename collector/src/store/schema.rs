@@ -44,6 +44,8 @@ const MIGRATIONS: &[&str] = &[
         last_failure INTEGER NOT NULL
     );
     CREATE INDEX cell_pair ON cell_changes(src, dst, port, kind, time);
+    -- the cells into a node (why --at reads a destination's column)
+    CREATE INDEX cell_into ON cell_changes(dst, src, port, kind, time);
     CREATE INDEX cell_time ON cell_changes(time);
 
     CREATE TABLE facts (

@@ -236,3 +236,38 @@ fn a_store_from_a_newer_version_is_refused() {
     };
     assert!(e.contains("newer reachmap"), "{e}");
 }
+
+#[test]
+fn recovering_a_refused_store_keeps_its_trust_documents_and_registry() {
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let docs = documents::Documents::open(dir.path()).expect("docs");
+        docs.put("tokens", "{\"format\":1,\"tokens\":[]}")
+            .expect("put");
+        let c = writer::open(&dir.path().join(FILE)).expect("open");
+        registry::save(
+            &c,
+            &[NodeRecord {
+                name: "kept".into(),
+                ..Default::default()
+            }],
+        )
+        .expect("save");
+        c.pragma_update(None, "user_version", schema::VERSION + 1)
+            .expect("bump");
+    }
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let opts = Options {
+            recover: true,
+            ..Options::default()
+        };
+        let (_, nodes) = Store::open(dir.path(), opts).expect("recovered");
+        assert_eq!(nodes.len(), 1, "the registry was salvaged");
+    });
+    let docs = documents::Documents::open(dir.path()).expect("docs");
+    assert!(
+        docs.get("tokens").expect("get").is_some(),
+        "the tokens were salvaged"
+    );
+}
