@@ -279,6 +279,56 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
     );
 
     let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        history::why_at(&fleet, name(0), name(1), 7442, now - DAY / 3)
+            .await
+            .map_err(|s| anyhow::anyhow!("why --at: {}", s.message()))?;
+        times.push(t.elapsed());
+    }
+    println!(
+        "why --at: median {:.1} ms (of 5)",
+        median(times).as_secs_f64() * 1e3
+    );
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let at = now - DAY / 3;
+        let n = store
+            .read(move |c| {
+                store::read::cells_at(c, at, "node-0001")
+                    .map(|v| v.len())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        times.push(t.elapsed());
+        let _ = n;
+    }
+    println!(
+        "cells into and out of one node at a moment: median {:.1} ms (of 5)",
+        median(times).as_secs_f64() * 1e3
+    );
+
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let at = now - DAY / 2;
+        store
+            .read(move |c| {
+                store::read::matrix_at(c, at)
+                    .map(|v| v.len())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        times.push(t.elapsed());
+    }
+    println!(
+        "  of which reading the cells: median {:.0} ms (of 3)",
+        median(times).as_secs_f64() * 1e3
+    );
+    let mut times = Vec::new();
     let mut cells = 0;
     for _ in 0..3 {
         let t = Instant::now();

@@ -72,11 +72,10 @@ pub async fn events(store: &Store, q: read::EventsQuery) -> Result<pb::EventsRes
 /// The matrix as it was at `at`.
 pub async fn matrix_at(store: &Store, at: i64) -> Result<Matrix, Status> {
     check_moment(store, at)?;
-    let cells = store
-        .read(move |c| read::cells_at(c, at, None).map_err(|e| e.to_string()))
+    store
+        .read(move |c| read::matrix_at(c, at).map_err(|e| e.to_string()))
         .await
-        .map_err(internal)?;
-    Ok(rebuild(&cells))
+        .map_err(internal)
 }
 
 fn rebuild(cells: &[CellChange]) -> Matrix {
@@ -179,7 +178,7 @@ pub async fn why_at(
     let (s, d) = (src.clone(), dst.clone());
     let (matrix, nodes, later) = store
         .read(move |c| {
-            let cells = read::cells_at(c, at, Some(&d)).map_err(|e| e.to_string())?;
+            let cells = read::cells_at(c, at, &d).map_err(|e| e.to_string())?;
             let mut nodes = BTreeMap::new();
             for name in [&s, &d] {
                 let node = historic_node(name, connected_at(c, name, at)?, past(c, name, at)?, at)?;

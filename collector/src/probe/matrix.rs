@@ -317,6 +317,77 @@ impl Cell {
     }
 }
 
+/// See `Matrix::restorer`.
+pub struct Restorer<'a> {
+    m: &'a mut Matrix,
+    rows: HashMap<u32, Vec<Cell>>,
+}
+
+/// One stored cell, for `Restorer::cell`.
+pub struct RestoredCell {
+    pub port: u16,
+    pub kind: ProbeKind,
+    pub state: CellState,
+    pub failure: Option<Outcome>,
+    pub address: IpAddr,
+    pub sent: u32,
+    pub ok: u32,
+    pub rtt_ms: Option<f64>,
+    pub updated: i64,
+    pub last_failure_at: i64,
+}
+
+impl Restorer<'_> {
+    /// The matrix's id of node `name`.
+    pub fn node(&mut self, name: &str) -> u32 {
+        self.m.add_node(name)
+    }
+
+    pub fn service(&mut self, name: &str) -> u32 {
+        self.m.service_id(Some(name))
+    }
+
+    /// A cell of `src` (ids from `node`, `service`: 0 for none).
+    pub fn cell(&mut self, src: u32, dst: u32, service: u32, c: RestoredCell) {
+        if src == dst {
+            return;
+        }
+        self.rows.entry(src).or_default().push(Cell {
+            dst,
+            service,
+            port: c.port,
+            kind: c.kind,
+            state: c.state,
+            failure: c.failure,
+            address: c.address,
+            sent: c.sent,
+            ok: c.ok.min(c.sent),
+            rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
+            rtt_p99_ms: f64::NAN,
+            updated: c.updated,
+            last_failure_at: c.last_failure_at,
+        });
+    }
+}
+
+impl Drop for Restorer<'_> {
+    /// Each source's row is built once, at the end.
+    fn drop(&mut self) {
+        let names = &self.m.names;
+        let mut order: Vec<u32> = (0..names.len() as u32).collect();
+        order.sort_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+        let mut rank = vec![0u32; names.len()];
+        for (r, id) in order.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        for (s, mut cells) in std::mem::take(&mut self.rows) {
+            let mut row = std::mem::take(&mut self.m.rows[s as usize].cells);
+            row.append(&mut cells);
+            self.m.rows[s as usize] = Row::ranked(row, &rank, false);
+        }
+    }
+}
+
 /// A cell with its names resolved.
 #[derive(Clone, Copy, Debug)]
 pub struct CellRef<'a> {
@@ -352,6 +423,23 @@ impl Row {
         let name_key = |c: &Cell| (names[c.dst as usize].as_str(), c.port, c.kind);
         // Stable, then the last of equal keys kept.
         cells.sort_by(|a, b| name_key(a).cmp(&name_key(b)));
+        cells.reverse();
+        cells.dedup_by_key(|c| c.key());
+        cells.reverse();
+        let mut row = Row {
+            cells,
+            index: Vec::new(),
+            planned,
+        };
+        row.reindex();
+        row
+    }
+
+    /// `new`, with the names' order given as a rank per id (one sort of
+    /// the names for a whole matrix instead of string compares per cell).
+    fn ranked(mut cells: Vec<Cell>, rank: &[u32], planned: bool) -> Row {
+        let key = |c: &Cell| (rank[c.dst as usize], c.port, c.kind);
+        cells.sort_by_key(key);
         cells.reverse();
         cells.dedup_by_key(|c| c.key());
         cells.reverse();
@@ -493,6 +581,15 @@ impl Matrix {
             let mut row = std::mem::take(&mut self.rows[s as usize].cells);
             row.append(&mut cells);
             self.rows[s as usize] = Row::new(row, &self.names, false);
+        }
+    }
+
+    /// A builder of a past moment's matrix from stored rows, without the
+    /// names of each cell spelled out (`matrix --at` of a million cells).
+    pub fn restorer(&mut self) -> Restorer<'_> {
+        Restorer {
+            m: self,
+            rows: HashMap::new(),
         }
     }
 

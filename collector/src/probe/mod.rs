@@ -19,7 +19,7 @@ pub struct ResolvedName {
 
 pub use matrix::{
     ApplyStats, Cell, CellChange, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome,
-    StateChange, TargetState, WindowInput,
+    RestoredCell, Restorer, StateChange, TargetState, WindowInput,
 };
 pub use planner::{
     FleetName, NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind,

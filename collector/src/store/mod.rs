@@ -11,6 +11,7 @@
 //! (WAL lets them run beside the writer). Retention by age and size prunes
 //! in small chunks between batches.
 
+pub mod cells;
 pub mod documents;
 pub mod facts;
 pub mod read;
@@ -247,6 +248,9 @@ impl Store {
                 .map_err(|e| format!("{}: {e}", path.display()))?,
             };
             let _ = conn.busy_timeout(Duration::from_secs(5));
+            // Reads of history walk many pages: map the file instead of a
+            // read(2) per page.
+            let _ = conn.pragma_update(None, "mmap_size", 1i64 << 30);
             let out = f(&conn);
             if let Ok(mut v) = readers.lock()
                 && v.len() < 4

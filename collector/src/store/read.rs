@@ -3,7 +3,7 @@
 //! store hands out read-only ones) and answers with the collector's types.
 
 use super::facts;
-use crate::probe::{CellChange, CellState, Outcome, ProbeKind, ResolvedName};
+use crate::probe::{CellChange, Matrix, ProbeKind, ResolvedName};
 use prost::Message;
 use reachmap_proto::v1 as pb;
 use rusqlite::types::Value;
@@ -75,39 +75,7 @@ pub fn events(
     Ok((out, truncated))
 }
 
-fn cell_row(r: &rusqlite::Row) -> rusqlite::Result<CellChange> {
-    let text = |i: usize| r.get::<_, String>(i);
-    let bad = |i: usize, what: &str, v: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("{what} {v:?}").into(),
-        )
-    };
-    let kind = text(4)?;
-    let old = text(6)?;
-    let new = text(7)?;
-    let failure: Option<String> = r.get(8)?;
-    let address = text(12)?;
-    Ok(CellChange {
-        time: r.get(0)?,
-        src: text(1)?,
-        dst: text(2)?,
-        port: r.get(3)?,
-        kind: ProbeKind::parse(&kind).ok_or_else(|| bad(4, "probe kind", &kind))?,
-        service: r.get(5)?,
-        old: CellState::parse(&old).ok_or_else(|| bad(6, "state", &old))?,
-        new: CellState::parse(&new).ok_or_else(|| bad(7, "state", &new))?,
-        failure: failure.as_deref().and_then(Outcome::parse),
-        sent: r.get(9)?,
-        ok: r.get(10)?,
-        rtt_ms: r.get(11)?,
-        address: address.parse().map_err(|_| bad(12, "address", &address))?,
-        last_failure_at: r.get(13)?,
-    })
-}
-
-const CELL_COLUMNS: &str = "time, src, dst, port, kind, service, old, new, failure, sent, ok, rtt_ms, address, last_failure";
+use super::cells::{self, COLUMNS as CELL_COLUMNS, Names};
 
 /// The changes of one cell in [since, until], oldest first, led by the last
 /// change before `since` (the state the range starts in), when there is one.
@@ -120,24 +88,28 @@ pub fn cell_history(
     since: i64,
     until: i64,
 ) -> rusqlite::Result<Vec<CellChange>> {
+    let names = Names::load(conn)?;
+    let (Some(s), Some(d)) = (names.id(src), names.id(dst)) else {
+        return Ok(Vec::new());
+    };
+    let k = cells::kind_code(kind);
     let before = conn
         .query_row(
             &format!(
                 "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
                  AND kind = ?4 AND time < ?5 ORDER BY time DESC LIMIT 1"
             ),
-            params![src, dst, port, kind.as_str(), since],
-            cell_row,
+            params![s, d, port, k, since],
+            |r| cells::row(r, &names),
         )
         .optional()?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
-         AND kind = ?4 AND time >= ?5 AND time <= ?6 ORDER BY time, rowid"
+         AND kind = ?4 AND time >= ?5 AND time <= ?6 ORDER BY time"
     ))?;
-    let rows = stmt.query_map(
-        params![src, dst, port, kind.as_str(), since, until],
-        cell_row,
-    )?;
+    let rows = stmt.query_map(params![s, d, port, k, since, until], |r| {
+        cells::row(r, &names)
+    })?;
     let mut out: Vec<CellChange> = before.into_iter().collect();
     for r in rows {
         out.push(r?);
@@ -145,34 +117,24 @@ pub fn cell_history(
     Ok(out)
 }
 
-/// Every cell's last change at or before `at`: the matrix then. With
-/// `about`, only cells into or out of that node.
-pub fn cells_at(
-    conn: &Connection,
-    at: i64,
-    about: Option<&str>,
-) -> rusqlite::Result<Vec<CellChange>> {
-    // SQLite takes the other columns from the row holding max(time).
-    let filter = if about.is_some() {
-        "AND (src = ?2 OR dst = ?2)"
-    } else {
-        ""
+/// The cells into or out of `node` as the last stored change before `at`
+/// left each (each direction read along its own index).
+pub fn cells_at(conn: &Connection, at: i64, node: &str) -> rusqlite::Result<Vec<CellChange>> {
+    let names = Names::load(conn)?;
+    let Some(id) = names.id(node) else {
+        return Ok(Vec::new());
     };
-    let sql = format!(
-        "SELECT {CELL_COLUMNS}, max(time) FROM cell_changes WHERE time <= ?1 {filter}
-         GROUP BY src, dst, port, kind"
-    );
-    let mut stmt = conn.prepare(&sql)?;
     let mut out = Vec::new();
-    let mut push = |rows: rusqlite::MappedRows<'_, _>| -> rusqlite::Result<()> {
-        for r in rows {
+    // SQLite takes the other columns from the row holding max(time).
+    for (column, others) in [("src", "dst"), ("dst", "src")] {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CELL_COLUMNS}, max(time) FROM cell_changes
+             WHERE {column} = ?2 AND time <= ?1 AND {others} != ?2
+             GROUP BY {others}, port, kind"
+        ))?;
+        for r in stmt.query_map(params![at, id], |r| cells::row(r, &names))? {
             out.push(r?);
         }
-        Ok(())
-    };
-    match about {
-        Some(node) => push(stmt.query_map(params![at, node], cell_row)?)?,
-        None => push(stmt.query_map(params![at], cell_row)?)?,
     }
     Ok(out)
 }
@@ -227,4 +189,103 @@ pub fn firewall_changed_after(
         params![node, facts::FIREWALL, at],
         |r| r.get(0),
     )
+}
+
+/// The whole matrix at `at`, for `matrix --at`: one pass over the table in
+/// its own order — by cell, then time — keeping the last row of each cell
+/// at or before `at`, straight into the matrix by interned ids.
+pub fn matrix_at(conn: &Connection, at: i64) -> rusqlite::Result<Matrix> {
+    #[derive(Clone, Copy)]
+    struct Candidate {
+        key: (i64, i64, i64, i64),
+        time: i64,
+        service: Option<i64>,
+        state: i64,
+        failure: Option<i64>,
+        sent: u32,
+        ok: u32,
+        rtt_ms: Option<f64>,
+        address: Option<std::net::IpAddr>,
+        last_failure_at: i64,
+    }
+    let names = Names::load(conn)?;
+    let mut m = Matrix::new(std::time::Duration::from_secs(10));
+    let mut ids: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+    let mut services: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+    let mut restore = m.restorer();
+    let mut emit = |c: &Candidate, restore: &mut crate::probe::Restorer| {
+        let mut node = |id: i64, restore: &mut crate::probe::Restorer| -> Option<u32> {
+            if let Some(n) = ids.get(&id) {
+                return Some(*n);
+            }
+            let n = restore.node(names.name(id)?);
+            ids.insert(id, n);
+            Some(n)
+        };
+        let (Some(src), Some(dst)) = (node(c.key.0, restore), node(c.key.1, restore)) else {
+            return;
+        };
+        let service = match c.service {
+            None => 0,
+            Some(id) => *services
+                .entry(id)
+                .or_insert_with(|| names.name(id).map_or(0, |n| restore.service(n))),
+        };
+        let (Some(kind), Some(state), Some(address), Ok(port)) = (
+            cells::kind_of(c.key.3),
+            cells::state_of(c.state),
+            c.address,
+            u16::try_from(c.key.2),
+        ) else {
+            return;
+        };
+        restore.cell(
+            src,
+            dst,
+            service,
+            crate::probe::RestoredCell {
+                port,
+                kind,
+                state,
+                failure: cells::outcome_of(c.failure),
+                address,
+                sent: c.sent,
+                ok: c.ok,
+                rtt_ms: c.rtt_ms,
+                updated: c.time,
+                last_failure_at: c.last_failure_at,
+            },
+        );
+    };
+    let mut stmt = conn.prepare(
+        "SELECT src, dst, port, kind, time, service, new, failure, sent, ok, rtt_ms, address,
+         last_failure FROM cell_changes WHERE time <= ?1 ORDER BY src, dst, port, kind, time",
+    )?;
+    let mut rows = stmt.query(params![at])?;
+    let mut current: Option<Candidate> = None;
+    while let Some(r) = rows.next()? {
+        let c = Candidate {
+            key: (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+            time: r.get(4)?,
+            service: r.get(5)?,
+            state: r.get(6)?,
+            failure: r.get(7)?,
+            sent: r.get(8)?,
+            ok: r.get(9)?,
+            rtt_ms: r.get(10)?,
+            address: r.get_ref(11)?.as_blob().ok().and_then(cells::address_of),
+            last_failure_at: r.get(12)?,
+        };
+        if let Some(prev) = &current
+            && prev.key != c.key
+        {
+            emit(prev, &mut restore);
+        }
+        current = Some(c);
+    }
+    if let Some(prev) = &current {
+        emit(prev, &mut restore);
+    }
+    drop(restore);
+    Ok(m)
 }

@@ -27,23 +27,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_node_time ON events(node, time);
     CREATE INDEX events_time ON events(time);
 
+    -- node and service names, interned: cell changes name them by id
+    CREATE TABLE names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    -- enums as small codes (store/cells.rs), the address as 4 or 16 bytes
     CREATE TABLE cell_changes (
         time INTEGER NOT NULL,
-        src TEXT NOT NULL,
-        dst TEXT NOT NULL,
+        src INTEGER NOT NULL,
+        dst INTEGER NOT NULL,
         port INTEGER NOT NULL,
-        kind TEXT NOT NULL,
-        service TEXT,
-        old TEXT NOT NULL,
-        new TEXT NOT NULL,
-        failure TEXT,
+        kind INTEGER NOT NULL,
+        service INTEGER,
+        old INTEGER NOT NULL,
+        new INTEGER NOT NULL,
+        failure INTEGER,
         sent INTEGER NOT NULL,
         ok INTEGER NOT NULL,
         rtt_ms REAL,
-        address TEXT NOT NULL,
-        last_failure INTEGER NOT NULL
-    );
-    CREATE INDEX cell_pair ON cell_changes(src, dst, port, kind, time);
+        address BLOB NOT NULL,
+        last_failure INTEGER NOT NULL,
+        -- clustered by cell, then time: a cell's history is one range, and
+        -- the matrix of a moment one pass in this order
+        PRIMARY KEY (src, dst, port, kind, time)
+    ) WITHOUT ROWID;
     -- the cells into a node (why --at reads a destination's column)
     CREATE INDEX cell_into ON cell_changes(dst, src, port, kind, time);
     CREATE INDEX cell_time ON cell_changes(time);

@@ -130,7 +130,7 @@ async fn the_matrix_and_facts_of_a_past_moment_come_back() {
     store.flush().await;
     let (at_failing, history, then, later) = store
         .read(move |c| {
-            let cells = read::cells_at(c, t + 12, None).map_err(|e| e.to_string())?;
+            let cells = read::matrix_at(c, t + 12).map_err(|e| e.to_string())?;
             let history = read::cell_history(c, "a", "b", 7442, ProbeKind::Tcp, t + 5, t + 30)
                 .map_err(|e| e.to_string())?;
             let then = read::facts_at(c, "b", t + 12)?;
@@ -140,8 +140,11 @@ async fn the_matrix_and_facts_of_a_past_moment_come_back() {
         .await
         .expect("read");
     assert_eq!(at_failing.len(), 1);
-    assert_eq!(at_failing[0].new, CellState::Failing);
-    assert_eq!(at_failing[0].failure, Some(Outcome::Timeout));
+    let c = at_failing
+        .cell("a", "b", 7442, ProbeKind::Tcp)
+        .expect("the cell");
+    assert_eq!(c.cell.state(), CellState::Failing);
+    assert_eq!(c.cell.failure(), Some(Outcome::Timeout));
     // The change before the range leads, then the two in it.
     let states: Vec<CellState> = history.iter().map(|c| c.new).collect();
     assert_eq!(

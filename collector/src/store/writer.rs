@@ -134,6 +134,7 @@ struct Writer {
     opts: Options,
     dropped: Arc<AtomicU64>,
     retry: Vec<Write>,
+    names: super::cells::Interner,
     last_prune: Option<Instant>,
     last_error_log: Option<Instant>,
     failures_since_log: u64,
@@ -156,6 +157,7 @@ impl Writer {
             opts,
             dropped,
             retry: Vec::new(),
+            names: Default::default(),
             last_prune: None,
             last_error_log: None,
             failures_since_log: 0,
@@ -259,6 +261,7 @@ impl Writer {
             }
             Err(e) => {
                 let message = e.to_string();
+                self.names.clear();
                 self.status.commit_failures_total += 1;
                 self.failures_since_log += 1;
                 if self.status.writable {
@@ -307,11 +310,6 @@ impl Writer {
                 "INSERT OR IGNORE INTO events (node, instance, id, time, received, kind, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            let mut cell = tx.prepare_cached(
-                "INSERT INTO cell_changes (time, src, dst, port, kind, service, old, new, failure,
-                 sent, ok, rtt_ms, address, last_failure)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?;
             let mut blob =
                 tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
             let mut fact = tx.prepare_cached(
@@ -334,24 +332,7 @@ impl Writer {
                         ])?;
                         inserted.push(n == 1);
                     }
-                    Write::Cell(c) => {
-                        cell.execute(params![
-                            c.time,
-                            c.src,
-                            c.dst,
-                            c.port,
-                            c.kind.as_str(),
-                            c.service,
-                            c.old.as_str(),
-                            c.new.as_str(),
-                            c.failure.map(|o| o.as_str()),
-                            c.sent,
-                            c.ok,
-                            c.rtt_ms,
-                            c.address.to_string(),
-                            c.last_failure_at
-                        ])?;
-                    }
+                    Write::Cell(c) => super::cells::insert(&tx, &mut self.names, c)?,
                     Write::Fact(f) => {
                         blob.execute(params![&f.hash[..], f.data])?;
                         fact.execute(params![f.node, f.part, f.time, &f.hash[..]])?;
@@ -440,8 +421,9 @@ impl Writer {
             params![cutoff, PRUNE_CHUNK],
         )?;
         let cells = self.conn.execute(
-            "DELETE FROM cell_changes WHERE rowid IN
-             (SELECT rowid FROM cell_changes WHERE time < ?1 ORDER BY time LIMIT ?2)",
+            "DELETE FROM cell_changes WHERE (src, dst, port, kind, time) IN
+             (SELECT src, dst, port, kind, time FROM cell_changes WHERE time < ?1
+              ORDER BY time LIMIT ?2)",
             params![cutoff, PRUNE_CHUNK],
         )?;
         let facts = self.conn.execute(
