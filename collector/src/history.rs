@@ -72,8 +72,21 @@ pub async fn events(store: &Store, q: read::EventsQuery) -> Result<pb::EventsRes
 /// The matrix as it was at `at`.
 pub async fn matrix_at(store: &Store, at: i64) -> Result<Matrix, Status> {
     check_moment(store, at)?;
+    let max = store
+        .read(|c| read::max_name_id(c).map_err(|e| e.to_string()))
+        .await
+        .map_err(internal)?;
+    // Two halves of the sources, read side by side.
+    let mid = max / 2 + 1;
+    let (low, high) = tokio::join!(
+        store
+            .read(move |c| read::cells_of_sources(c, at, i64::MIN, mid).map_err(|e| e.to_string())),
+        store
+            .read(move |c| read::cells_of_sources(c, at, mid, i64::MAX).map_err(|e| e.to_string())),
+    );
+    let parts = vec![low.map_err(internal)?, high.map_err(internal)?];
     store
-        .read(move |c| read::matrix_at(c, at).map_err(|e| e.to_string()))
+        .read(move |c| read::matrix_of(c, parts).map_err(|e| e.to_string()))
         .await
         .map_err(internal)
 }
@@ -164,6 +177,28 @@ pub async fn why_at(
     port: u16,
     at: i64,
 ) -> Result<Explanation, Status> {
+    why_at_scoped(fleet, src, dst, port, at, Scope::Column).await
+}
+
+/// Which cells a past explanation reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every cell into and out of the destination (what the live `why`
+    /// sees: how many other nodes reach it, too).
+    Column,
+    /// Only the pair's own cells, both ways and ICMP: for the cause of each
+    /// bad interval of a timeline, where the other sources are not asked.
+    Pair,
+}
+
+async fn why_at_scoped(
+    fleet: &Fleet,
+    src: String,
+    dst: String,
+    port: u16,
+    at: i64,
+    scope: Scope,
+) -> Result<Explanation, Status> {
     let store = fleet.store().clone();
     check_moment(&store, at)?;
     let known = fleet
@@ -178,7 +213,11 @@ pub async fn why_at(
     let (s, d) = (src.clone(), dst.clone());
     let (matrix, nodes, later) = store
         .read(move |c| {
-            let cells = read::cells_at(c, at, &d).map_err(|e| e.to_string())?;
+            let cells = match scope {
+                Scope::Column => read::cells_at(c, at, &d),
+                Scope::Pair => read::pair_at(c, at, &s, &d, port),
+            }
+            .map_err(|e| e.to_string())?;
             let mut nodes = BTreeMap::new();
             for name in [&s, &d] {
                 let node = historic_node(name, connected_at(c, name, at)?, past(c, name, at)?, at)?;
@@ -293,7 +332,8 @@ pub async fn history(
     } else {
         port
     };
-    for n in bad.iter().rev().take(EXPLAINED_INTERVALS) {
+    // The newest bad intervals' causes, explained side by side.
+    let asks = bad.iter().rev().take(EXPLAINED_INTERVALS).map(|n| {
         let i = &intervals[*n];
         // The facts a moment after the cell turned bad.
         let end = if i.end_unix_nanos == 0 {
@@ -302,11 +342,18 @@ pub async fn history(
             i.end_unix_nanos
         };
         let at = (i.start_unix_nanos + 1_000_000_000).min(end);
-        if let Ok(e) = why_at(fleet, src.clone(), dst.clone(), probe_port, at).await {
-            let cause = e.causes.first().map(pb::WhyCause::from);
-            let changes = e.changes.iter().take(5).map(pb::WhyChange::from).collect();
-            intervals[*n].cause = cause;
-            intervals[*n].changes = changes;
+        let (s, d, n) = (src.clone(), dst.clone(), *n);
+        async move {
+            (
+                n,
+                why_at_scoped(fleet, s, d, probe_port, at, Scope::Pair).await,
+            )
+        }
+    });
+    for (n, answer) in futures::future::join_all(asks).await {
+        if let Ok(e) = answer {
+            intervals[n].cause = e.causes.first().map(pb::WhyCause::from);
+            intervals[n].changes = e.changes.iter().take(5).map(pb::WhyChange::from).collect();
         }
     }
     Ok(pb::HistoryResponse {

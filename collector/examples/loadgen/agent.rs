@@ -21,6 +21,9 @@ pub struct Sim {
     pub heartbeat: Duration,
     /// The node certificate's client configuration; `None` with --insecure.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Host events (kernel link messages) this agent sends a second, beside
+    /// its probe results; 0 for none.
+    pub events_per_second: f64,
 }
 
 pub async fn run(sim: Sim, shared: Arc<Shared>, cancel: CancellationToken) {
@@ -198,6 +201,18 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
     let mut batch_due: Option<Instant> = None;
     let mut batch_no = 0u64;
     let mut announced: HashSet<u64> = HashSet::new();
+    // Events sent and not acked yet, by the seq that carried them: the
+    // collector acks an event once its store has committed it.
+    let mut unacked: VecDeque<u64> = VecDeque::new();
+    let mut events = (sim.events_per_second > 0.0).then(|| {
+        let every = Duration::from_secs_f64(1.0 / sim.events_per_second);
+        let mut i = tokio::time::interval_at(
+            tokio::time::Instant::now() + every.mul_f64(rand::random::<f64>()),
+            every,
+        );
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        i
+    });
     let mut event_id = 0u64;
     loop {
         let due = batch_due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -206,7 +221,13 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
             msg = inbound.message() => {
                 let Some(msg) = msg? else { anyhow::bail!("the collector closed the stream") };
                 match msg.body {
-                    Some(CBody::Ack(_)) => { c.acks.fetch_add(1, Ordering::Relaxed); }
+                    Some(CBody::Ack(a)) => {
+                        c.acks.fetch_add(1, Ordering::Relaxed);
+                        while unacked.front().is_some_and(|s| *s <= a.seq) {
+                            unacked.pop_front();
+                            c.events_acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     Some(CBody::TimeProbe(p)) => {
                         c.time_probes.fetch_add(1, Ordering::Relaxed);
                         pending.push_front(heartbeat(p.collector_time_unix_nanos));
@@ -247,6 +268,20 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
                 }
             }
             _ = beat.tick() => pending.push_back(heartbeat(0)),
+            _ = async { events.as_mut().expect("guarded").tick().await }, if events.is_some() => {
+                event_id += 1;
+                pending.push_back(Body::Event(pb::Event {
+                    time_unix_nanos: unix_nanos(),
+                    id: event_id,
+                    received_unix_nanos: 0,
+                    instance_id: 0,
+                    kind: Some(pb::event::Kind::KernelLink(pb::KernelLinkMessage {
+                        interface: "eth0".into(),
+                        up: event_id % 2 == 0,
+                        message: "eth0: Link is Up 1000 Mbps Full Duplex".into(),
+                    })),
+                }));
+            }
             _ = tokio::time::sleep_until(due), if batch_due.is_some() => {
                 let Some(p) = &plan else { continue };
                 let now = unix_nanos();
@@ -303,7 +338,10 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
                             s.push_back(unix_nanos());
                         }
                     }
-                    Body::Event(_) => { c.events.fetch_add(1, Ordering::Relaxed); }
+                    Body::Event(_) => {
+                        c.events.fetch_add(1, Ordering::Relaxed);
+                        unacked.push_back(seq);
+                    }
                     _ => {}
                 }
                 permit.send(pb::AgentMessage { seq, body: Some(body) });

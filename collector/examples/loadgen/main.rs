@@ -96,6 +96,10 @@ struct Args {
     /// Agent heartbeat interval
     #[arg(long, default_value = "5s")]
     heartbeat: humantime::Duration,
+    /// Host events the whole fleet sends a second (spread over the agents),
+    /// beside the probe results: each is acked once the store committed it
+    #[arg(long, default_value_t = 0.0)]
+    events_per_second: f64,
 }
 
 const PROBE_PORT: u32 = 7442;
@@ -122,6 +126,7 @@ struct Counters {
     result_bytes: AtomicU64,
     superseded: AtomicU64,
     events: AtomicU64,
+    events_acked: AtomicU64,
     acks: AtomicU64,
     time_probes: AtomicU64,
     commands: AtomicU64,
@@ -262,6 +267,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             collector: args.collector.clone(),
             heartbeat: args.heartbeat.into(),
             tls,
+            events_per_second: args.events_per_second / args.agents as f64,
         };
         tasks.spawn(agent::run(sim, shared.clone(), cancel.clone()));
         tokio::time::sleep(pace).await;
@@ -339,6 +345,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ingest_for = (duration / 3).max(interval);
     let w0 = c.windows.load(Ordering::Relaxed);
     let b0 = c.result_bytes.load(Ordering::Relaxed);
+    let (ev0, ea0) = (
+        c.events.load(Ordering::Relaxed),
+        c.events_acked.load(Ordering::Relaxed),
+    );
+    let ingest_started = Instant::now();
     let ingest_start = (coll(), own());
     let addr = args.http;
     let probe_until = Instant::now() + ingest_for;
@@ -355,6 +366,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await?;
     let ingest_end = (coll(), own());
+    let ingest_secs = ingest_started.elapsed().as_secs_f64();
+    if args.events_per_second > 0.0 {
+        let sent = c.events.load(Ordering::Relaxed) - ev0;
+        let acked = c.events_acked.load(Ordering::Relaxed) - ea0;
+        println!(
+            "events: {:.0}/s sent, {:.0}/s acked after the store committed them, over {:.0}s of ingest",
+            sent as f64 / ingest_secs,
+            acked as f64 / ingest_secs,
+            ingest_secs
+        );
+    }
     let w1 = c.windows.load(Ordering::Relaxed);
     let b1 = c.result_bytes.load(Ordering::Relaxed);
 

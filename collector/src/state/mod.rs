@@ -22,6 +22,8 @@ const COMMAND_QUEUE: usize = 1024;
 /// Recent events kept per node.
 pub const EVENTS_PER_NODE: usize = 1000;
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Resources samples are stored at most this often per node.
+const RESOURCES_EVERY: Duration = Duration::from_secs(60);
 
 pub type SessionId = u64;
 pub type Outbound = mpsc::Sender<Result<pb::CollectorMessage, tonic::Status>>;
@@ -65,6 +67,8 @@ pub struct Node {
     pub events: VecDeque<StoredEvent>,
     /// The content hash of each part of the facts last stored.
     stored_parts: std::collections::HashMap<&'static str, [u8; 32]>,
+    /// When a resources sample was last stored.
+    resources_stored: Option<SystemTime>,
     pub clock: Option<Sample>,
     pub dropped_events_total: u64,
     /// Events stored since the collector started (the ring keeps the last
@@ -91,6 +95,7 @@ impl Node {
             remembered_addresses: Vec::new(),
             events: VecDeque::new(),
             stored_parts: Default::default(),
+            resources_stored: None,
             clock: None,
             dropped_events_total: 0,
             events_total: 0,
@@ -182,10 +187,22 @@ impl Node {
         };
         let mut out = Vec::new();
         for part in parts {
+            // Resources change at every sample; one a minute is enough to
+            // explain the past, and keeps a node's day of them small.
+            if *part == crate::store::facts::RESOURCES
+                && self
+                    .resources_stored
+                    .is_some_and(|t| now.duration_since(t).unwrap_or_default() < RESOURCES_EVERY)
+            {
+                continue;
+            }
             let data = crate::store::facts::encode(f, part);
             let hash = crate::store::hash(&data);
             if self.stored_parts.get(part) != Some(&hash) {
                 self.stored_parts.insert(part, hash);
+                if *part == crate::store::facts::RESOURCES {
+                    self.resources_stored = Some(now);
+                }
                 out.push(FactWrite {
                     node: self.name.clone(),
                     part,

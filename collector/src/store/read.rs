@@ -139,6 +139,43 @@ pub fn cells_at(conn: &Connection, at: i64, node: &str) -> rusqlite::Result<Vec<
     Ok(out)
 }
 
+/// The pair's own cells at `at`: SRC -> DST and DST -> SRC on `port` (TCP
+/// and HTTP) and ICMP both ways, each one seek along the primary key.
+pub fn pair_at(
+    conn: &Connection,
+    at: i64,
+    src: &str,
+    dst: &str,
+    port: u16,
+) -> rusqlite::Result<Vec<CellChange>> {
+    let names = Names::load(conn)?;
+    let (Some(s), Some(d)) = (names.id(src), names.id(dst)) else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
+         AND kind = ?4 AND time <= ?5 ORDER BY time DESC LIMIT 1"
+    ))?;
+    let mut out = Vec::new();
+    for (a, b) in [(s, d), (d, s)] {
+        for (p, k) in [
+            (port, ProbeKind::Tcp),
+            (port, ProbeKind::Http),
+            (0, ProbeKind::Icmp),
+        ] {
+            if let Some(c) = stmt
+                .query_row(params![a, b, p, cells::kind_code(k), at], |r| {
+                    cells::row(r, &names)
+                })
+                .optional()?
+            {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `node`'s facts as they were at `at`, when any were stored by then.
 pub fn facts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Snapshot>, String> {
     let mut stmt = conn
@@ -191,29 +228,83 @@ pub fn firewall_changed_after(
     )
 }
 
-/// The whole matrix at `at`, for `matrix --at`: one pass over the table in
-/// its own order — by cell, then time — keeping the last row of each cell
-/// at or before `at`, straight into the matrix by interned ids.
-pub fn matrix_at(conn: &Connection, at: i64) -> rusqlite::Result<Matrix> {
-    #[derive(Clone, Copy)]
-    struct Candidate {
-        key: (i64, i64, i64, i64),
-        time: i64,
-        service: Option<i64>,
-        state: i64,
-        failure: Option<i64>,
-        sent: u32,
-        ok: u32,
-        rtt_ms: Option<f64>,
-        address: Option<std::net::IpAddr>,
-        last_failure_at: i64,
+/// One cell of the matrix of a moment, by name ids.
+pub struct PastCell {
+    pub src: i64,
+    pub dst: i64,
+    pub service: Option<i64>,
+    pub cell: crate::probe::RestoredCell,
+}
+
+/// The cells of sources with ids in `[lo, hi)` at `at`, for `matrix --at`:
+/// one pass over the table in its own order — by cell, then time — keeping
+/// the last row of each cell at or before `at`. Source ranges are read side
+/// by side on connections of their own.
+pub fn cells_of_sources(
+    conn: &Connection,
+    at: i64,
+    lo: i64,
+    hi: i64,
+) -> rusqlite::Result<Vec<PastCell>> {
+    let mut stmt = conn.prepare(
+        "SELECT src, dst, port, kind, time, service, new, failure, sent, ok, rtt_ms, address,
+         last_failure FROM cell_changes WHERE src >= ?2 AND src < ?3 AND time <= ?1
+         ORDER BY src, dst, port, kind, time",
+    )?;
+    let mut rows = stmt.query(params![at, lo, hi])?;
+    let mut out = Vec::new();
+    let mut current: Option<((i64, i64, i64, i64), PastCell)> = None;
+    while let Some(r) = rows.next()? {
+        let key: (i64, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        let (Some(kind), Some(state), Some(address), Ok(port)) = (
+            cells::kind_of(key.3),
+            cells::state_of(r.get(6)?),
+            r.get_ref(11)?.as_blob().ok().and_then(cells::address_of),
+            u16::try_from(key.2),
+        ) else {
+            continue;
+        };
+        let c = PastCell {
+            src: key.0,
+            dst: key.1,
+            service: r.get(5)?,
+            cell: crate::probe::RestoredCell {
+                port,
+                kind,
+                state,
+                failure: cells::outcome_of(r.get(7)?),
+                address,
+                sent: r.get(8)?,
+                ok: r.get(9)?,
+                rtt_ms: r.get(10)?,
+                updated: r.get(4)?,
+                last_failure_at: r.get(12)?,
+            },
+        };
+        if let Some((k, prev)) = current.take()
+            && k != key
+        {
+            out.push(prev);
+        }
+        current = Some((key, c));
     }
+    out.extend(current.map(|(_, c)| c));
+    Ok(out)
+}
+
+/// The largest name id (sources are split by id range).
+pub fn max_name_id(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(id), 0) FROM names", [], |r| r.get(0))
+}
+
+/// The matrix of `parts` (from `cells_of_sources`).
+pub fn matrix_of(conn: &Connection, parts: Vec<Vec<PastCell>>) -> rusqlite::Result<Matrix> {
     let names = Names::load(conn)?;
     let mut m = Matrix::new(std::time::Duration::from_secs(10));
     let mut ids: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
     let mut services: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
     let mut restore = m.restorer();
-    let mut emit = |c: &Candidate, restore: &mut crate::probe::Restorer| {
+    for c in parts.into_iter().flatten() {
         let mut node = |id: i64, restore: &mut crate::probe::Restorer| -> Option<u32> {
             if let Some(n) = ids.get(&id) {
                 return Some(*n);
@@ -222,8 +313,8 @@ pub fn matrix_at(conn: &Connection, at: i64) -> rusqlite::Result<Matrix> {
             ids.insert(id, n);
             Some(n)
         };
-        let (Some(src), Some(dst)) = (node(c.key.0, restore), node(c.key.1, restore)) else {
-            return;
+        let (Some(src), Some(dst)) = (node(c.src, &mut restore), node(c.dst, &mut restore)) else {
+            continue;
         };
         let service = match c.service {
             None => 0,
@@ -231,61 +322,14 @@ pub fn matrix_at(conn: &Connection, at: i64) -> rusqlite::Result<Matrix> {
                 .entry(id)
                 .or_insert_with(|| names.name(id).map_or(0, |n| restore.service(n))),
         };
-        let (Some(kind), Some(state), Some(address), Ok(port)) = (
-            cells::kind_of(c.key.3),
-            cells::state_of(c.state),
-            c.address,
-            u16::try_from(c.key.2),
-        ) else {
-            return;
-        };
-        restore.cell(
-            src,
-            dst,
-            service,
-            crate::probe::RestoredCell {
-                port,
-                kind,
-                state,
-                failure: cells::outcome_of(c.failure),
-                address,
-                sent: c.sent,
-                ok: c.ok,
-                rtt_ms: c.rtt_ms,
-                updated: c.time,
-                last_failure_at: c.last_failure_at,
-            },
-        );
-    };
-    let mut stmt = conn.prepare(
-        "SELECT src, dst, port, kind, time, service, new, failure, sent, ok, rtt_ms, address,
-         last_failure FROM cell_changes WHERE time <= ?1 ORDER BY src, dst, port, kind, time",
-    )?;
-    let mut rows = stmt.query(params![at])?;
-    let mut current: Option<Candidate> = None;
-    while let Some(r) = rows.next()? {
-        let c = Candidate {
-            key: (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
-            time: r.get(4)?,
-            service: r.get(5)?,
-            state: r.get(6)?,
-            failure: r.get(7)?,
-            sent: r.get(8)?,
-            ok: r.get(9)?,
-            rtt_ms: r.get(10)?,
-            address: r.get_ref(11)?.as_blob().ok().and_then(cells::address_of),
-            last_failure_at: r.get(12)?,
-        };
-        if let Some(prev) = &current
-            && prev.key != c.key
-        {
-            emit(prev, &mut restore);
-        }
-        current = Some(c);
-    }
-    if let Some(prev) = &current {
-        emit(prev, &mut restore);
+        restore.cell(src, dst, service, c.cell);
     }
     drop(restore);
     Ok(m)
+}
+
+/// The whole matrix at `at` on one connection.
+pub fn matrix_at(conn: &Connection, at: i64) -> rusqlite::Result<Matrix> {
+    let all = cells_of_sources(conn, at, i64::MIN, i64::MAX)?;
+    matrix_of(conn, vec![all])
 }
