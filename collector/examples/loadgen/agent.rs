@@ -277,7 +277,7 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
                     instance_id: 0,
                     kind: Some(pb::event::Kind::KernelLink(pb::KernelLinkMessage {
                         interface: "eth0".into(),
-                        up: event_id % 2 == 0,
+                        up: event_id.is_multiple_of(2),
                         message: "eth0: Link is Up 1000 Mbps Full Duplex".into(),
                     })),
                 }));
