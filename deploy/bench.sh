@@ -21,6 +21,8 @@ case "$which" in
     # TLS, then the same run in plaintext (--insecure) to compare (no
     # namespaces, no traffic beyond 127.0.0.0/8). Each run ends with every
     # agent reconnecting at once after the collector is killed and restarted.
+    # Beside their probe results the agents send EVENTS host events a second
+    # (default 20,000), each acked only once the collector's store committed it.
     cargo build --release -p reachmap-collector --example loadgen --bins
     agents="${AGENTS:-1000}" grpc=127.0.0.1:17440 http=127.0.0.1:17441
     ulimit -n $((agents * 2 + 1024))
@@ -33,7 +35,8 @@ case "$which" in
       fi
       target/release/examples/loadgen --agents "$agents" --collector "$url" --http "$http" \
         --spawn target/release/reachmap-collector --probe-interval 10s \
-        --duration "${DURATION:-60s}" --cli target/release/reachmap "${extra[@]}"
+        --duration "${DURATION:-60s}" --cli target/release/reachmap \
+        --events-per-second "${EVENTS:-20000}" "${extra[@]}"
     done
     ;;
   *)
