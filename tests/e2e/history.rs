@@ -234,8 +234,14 @@ fn three_flaps_are_flapping_with_three_outages() {
     assert_eq!(h["outages"], 3, "{h}");
 }
 
-/// A kernel-log fixture of `n` bridge-port records, each an event.
+/// A kernel-log fixture of `n` bridge-port records, each an event, logged
+/// (by their timestamps since boot) a moment ago.
 fn kernel_log_fixture(path: &Path, n: usize, node: usize) {
+    let uptime_us = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(1_000_000, |s| (s * 1e6) as usize);
+    let first = uptime_us.saturating_sub(n * 10 + 1_000_000);
     let mut text = String::new();
     for seq in 0..n {
         let state = if seq % 2 == 0 {
@@ -245,7 +251,7 @@ fn kernel_log_fixture(path: &Path, n: usize, node: usize) {
         };
         text.push_str(&format!(
             "6,{seq},{},-;br0: port {}(rmh{node}v{}) entered {state} state\n",
-            1_000_000 + seq * 10,
+            first + seq * 10,
             seq % 50 + 1,
             seq % 1000
         ));
