@@ -19,7 +19,7 @@ use reachmap_collector::store::{self, EventWrite, FactWrite, NodeRecord, Options
 use reachmap_collector::{history, state};
 use reachmap_proto::v1 as pb;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 const DAY: i64 = 86_400 * 1_000_000_000;
 
@@ -50,6 +50,31 @@ fn change(t: i64, s: usize, d: usize, old: CellState, new: CellState) -> CellCha
         address: addr(d),
         last_failure_at: 0,
     }
+}
+
+/// The k-th resources sample of a node, a minute apart from `t0`, as the
+/// collector stores it.
+fn resources_sample(node: &str, t0: i64, k: u64) -> Write {
+    let time = t0 + k as i64 * 60_000_000_000;
+    let f = reachmap_collector::model::NodeFacts {
+        resources: Some(reachmap_collector::model::Resources {
+            sampled_unix_nanos: time,
+            load1: (k % 100) as f64 / 10.0,
+            cpus: 4,
+            mem_total_bytes: 8 << 30,
+            mem_available_bytes: (4 << 30) + (k % 1000) * 4096,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let data = store::facts::encode(&f, store::facts::RESOURCES);
+    Write::Fact(FactWrite {
+        node: node.to_string(),
+        part: store::facts::RESOURCES,
+        time,
+        hash: store::hash(&data),
+        data,
+    })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -155,7 +180,7 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
             event_rows += 1;
         }
     }
-    // Facts of the two nodes asked about: the network once, a resources sample every 10 s.
+    // Facts of the two nodes asked about: the network once, a resources sample a minute.
     let mut fact_rows = 0u64;
     for i in [0usize, 1] {
         let mut f = reachmap_collector::model::NodeFacts::default();
@@ -170,28 +195,9 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
                 data,
             }))
             .await;
-        let mut t = t0;
         let mut k = 0u64;
-        while t < now {
-            f.resources = Some(reachmap_collector::model::Resources {
-                sampled_unix_nanos: t,
-                load1: (k % 100) as f64 / 10.0,
-                cpus: 4,
-                mem_total_bytes: 8 << 30,
-                mem_available_bytes: (4 << 30) + (k % 1000) * 4096,
-                ..Default::default()
-            });
-            let data = store::facts::encode(&f, store::facts::RESOURCES);
-            store
-                .queue_waiting(Write::Fact(FactWrite {
-                    node: name(i),
-                    part: store::facts::RESOURCES,
-                    time: t,
-                    hash: store::hash(&data),
-                    data,
-                }))
-                .await;
-            t += 60_000_000_000;
+        while t0 + k as i64 * 60_000_000_000 < now {
+            store.queue_waiting(resources_sample(&name(i), t0, k)).await;
             k += 1;
             fact_rows += 1;
         }
@@ -210,25 +216,8 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
         let one = tempfile::tempdir()?;
         let (s1, _) = Store::open(one.path(), opts.clone())?;
         let base = s1.status().bytes;
-        let mut f = reachmap_collector::model::NodeFacts::default();
         for k in 0..1440u64 {
-            f.resources = Some(reachmap_collector::model::Resources {
-                sampled_unix_nanos: t0 + k as i64 * 60_000_000_000,
-                load1: (k % 100) as f64 / 10.0,
-                cpus: 4,
-                mem_total_bytes: 8 << 30,
-                mem_available_bytes: (4 << 30) + (k % 1000) * 4096,
-                ..Default::default()
-            });
-            let data = store::facts::encode(&f, store::facts::RESOURCES);
-            s1.queue_waiting(Write::Fact(FactWrite {
-                node: "n".into(),
-                part: store::facts::RESOURCES,
-                time: t0 + k as i64 * 60_000_000_000,
-                hash: store::hash(&data),
-                data,
-            }))
-            .await;
+            s1.queue_waiting(resources_sample("n", t0, k)).await;
         }
         s1.flush().await;
         s1.status().bytes.saturating_sub(base)
@@ -366,7 +355,6 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
         "events of one node over a day: {n} events, median {:.1} ms (of 5)",
         median(times).as_secs_f64() * 1e3
     );
-    let _ = UNIX_EPOCH;
     shutdown.cancel();
     Ok(())
 }

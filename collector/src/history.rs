@@ -301,7 +301,7 @@ pub async fn history(
         })
         .await
         .map_err(internal)?;
-    let mut intervals = timeline(&rows, since, until);
+    let mut intervals = timeline(&rows, since);
     let mut outages = 0u32;
     let mut longest = 0i64;
     let mut last_end = 0i64;
@@ -369,9 +369,9 @@ pub async fn history(
     })
 }
 
-/// Stored changes → intervals of one state, in [since, until]; the time
+/// Stored changes → intervals of one state from `since` on; the time
 /// before the first change is unknown.
-pub fn timeline(rows: &[CellChange], since: i64, until: i64) -> Vec<pb::HistoryInterval> {
+pub fn timeline(rows: &[CellChange], since: i64) -> Vec<pb::HistoryInterval> {
     let mut out: Vec<pb::HistoryInterval> = Vec::new();
     let state = |s: CellState| crate::encode::cell_state(s);
     for r in rows {
@@ -412,7 +412,6 @@ pub fn timeline(rows: &[CellChange], since: i64, until: i64) -> Vec<pb::HistoryI
             ..Default::default()
         });
     }
-    let _ = until;
     out
 }
 
@@ -448,7 +447,7 @@ mod tests {
             change(250, CellState::Failing, Some(Outcome::Refused)),
             change(300, CellState::Ok, None),
         ];
-        let t = timeline(&rows, 50, 400);
+        let t = timeline(&rows, 50);
         let states: Vec<(i64, i64, i32)> = t
             .iter()
             .map(|i| (i.start_unix_nanos, i.end_unix_nanos, i.state))
@@ -469,7 +468,7 @@ mod tests {
     #[test]
     fn a_change_before_the_range_starts_it() {
         let rows = vec![change(10, CellState::Failing, Some(Outcome::Timeout))];
-        let t = timeline(&rows, 50, 400);
+        let t = timeline(&rows, 50);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].start_unix_nanos, 50);
         assert_eq!(t[0].state, pb::CellState::Failing as i32);
@@ -477,7 +476,7 @@ mod tests {
 
     #[test]
     fn no_changes_is_one_unknown_interval() {
-        let t = timeline(&[], 50, 400);
+        let t = timeline(&[], 50);
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].state, pb::CellState::Unknown as i32);
     }

@@ -180,11 +180,8 @@ struct WhyQuery {
 
 /// A time parameter: RFC 3339, "10m ago", "1h"; 0 when absent.
 fn moment(name: &str, text: Option<&str>) -> Result<i64, tonic::Status> {
-    match text.filter(|t| !t.is_empty()) {
-        None => Ok(0),
-        Some(t) => crate::cli::when::parse(t, std::time::SystemTime::now())
-            .map_err(|e| tonic::Status::invalid_argument(format!("{name}: {e}"))),
-    }
+    crate::cli::when::parse_or_now(text, std::time::SystemTime::now())
+        .map_err(|e| tonic::Status::invalid_argument(format!("{name}: {e}")))
 }
 
 /// `/api/v1/why?src=A&dst=B[&port=P][&at=TIME]`: the same JSON as

@@ -12,19 +12,7 @@ use reachmap_fleet_tests::{Fleet, assert_eventually, require_root};
 use serde_json::Value;
 
 mod why_support;
-use why_support::{causes, evidence, running_fleet, wait_cause, wait_mesh};
-
-fn json(fleet: &Fleet, args: &[&str]) -> Result<Value, String> {
-    let out = fleet.cli(args);
-    if !out.status.success() {
-        return Err(format!(
-            "reachmap {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
-}
+use why_support::{causes, cli_json as json, evidence, running_fleet, wait_cause, wait_mesh};
 
 fn rfc3339(t: SystemTime) -> String {
     let since = t

@@ -516,7 +516,7 @@ fn node_port(dst: String) -> Result<(String, u16), CliError> {
 
 /// `--at`/`--until`: 0 when not given (now).
 fn moment(text: Option<&str>, now: SystemTime) -> Result<i64, CliError> {
-    text.map_or(Ok(0), |t| when::parse(t, now).map_err(CliError::Usage))
+    when::parse_or_now(text, now).map_err(CliError::Usage)
 }
 
 /// Times in the local zone on a terminal, UTC otherwise.

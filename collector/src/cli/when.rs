@@ -53,6 +53,15 @@ pub fn parse(text: &str, now: SystemTime) -> Result<i64, String> {
     ))
 }
 
+/// An optional moment (`--at`, `--until`, `?at=`): 0 when not given, which
+/// the queries read as "now".
+pub fn parse_or_now(text: Option<&str>, now: SystemTime) -> Result<i64, String> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(0),
+        Some(t) => parse(t, now),
+    }
+}
+
 /// A moment for a person: the local zone when `local`, else UTC.
 pub fn show(unix_nanos: i64, local: bool) -> String {
     if unix_nanos <= 0 {

@@ -181,35 +181,6 @@ pub struct StateChange {
     pub outcome: Option<Outcome>,
 }
 
-/// A cell whose state (or failure) changed, as the store keeps it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CellChange {
-    pub time: i64,
-    pub src: String,
-    pub dst: String,
-    pub port: u16,
-    pub kind: ProbeKind,
-    pub service: Option<String>,
-    pub old: CellState,
-    pub new: CellState,
-    pub failure: Option<Outcome>,
-    pub sent: u32,
-    pub ok: u32,
-    pub rtt_ms: Option<f64>,
-    pub address: IpAddr,
-    pub last_failure_at: i64,
-}
-
-impl CellChange {
-    pub fn loss(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            f64::from(self.sent.saturating_sub(self.ok)) / f64::from(self.sent)
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyStats {
     pub applied: usize,
@@ -317,77 +288,6 @@ impl Cell {
     }
 }
 
-/// See `Matrix::restorer`.
-pub struct Restorer<'a> {
-    m: &'a mut Matrix,
-    rows: HashMap<u32, Vec<Cell>>,
-}
-
-/// One stored cell, for `Restorer::cell`.
-pub struct RestoredCell {
-    pub port: u16,
-    pub kind: ProbeKind,
-    pub state: CellState,
-    pub failure: Option<Outcome>,
-    pub address: IpAddr,
-    pub sent: u32,
-    pub ok: u32,
-    pub rtt_ms: Option<f64>,
-    pub updated: i64,
-    pub last_failure_at: i64,
-}
-
-impl Restorer<'_> {
-    /// The matrix's id of node `name`.
-    pub fn node(&mut self, name: &str) -> u32 {
-        self.m.add_node(name)
-    }
-
-    pub fn service(&mut self, name: &str) -> u32 {
-        self.m.service_id(Some(name))
-    }
-
-    /// A cell of `src` (ids from `node`, `service`: 0 for none).
-    pub fn cell(&mut self, src: u32, dst: u32, service: u32, c: RestoredCell) {
-        if src == dst {
-            return;
-        }
-        self.rows.entry(src).or_default().push(Cell {
-            dst,
-            service,
-            port: c.port,
-            kind: c.kind,
-            state: c.state,
-            failure: c.failure,
-            address: c.address,
-            sent: c.sent,
-            ok: c.ok.min(c.sent),
-            rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
-            rtt_p99_ms: f64::NAN,
-            updated: c.updated,
-            last_failure_at: c.last_failure_at,
-        });
-    }
-}
-
-impl Drop for Restorer<'_> {
-    /// Each source's row is built once, at the end.
-    fn drop(&mut self) {
-        let names = &self.m.names;
-        let mut order: Vec<u32> = (0..names.len() as u32).collect();
-        order.sort_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
-        let mut rank = vec![0u32; names.len()];
-        for (r, id) in order.into_iter().enumerate() {
-            rank[id as usize] = r as u32;
-        }
-        for (s, mut cells) in std::mem::take(&mut self.rows) {
-            let mut row = std::mem::take(&mut self.m.rows[s as usize].cells);
-            row.append(&mut cells);
-            self.m.rows[s as usize] = Row::ranked(row, &rank, false);
-        }
-    }
-}
-
 /// A cell with its names resolved.
 #[derive(Clone, Copy, Debug)]
 pub struct CellRef<'a> {
@@ -419,27 +319,19 @@ fn packed(dst: u32, port: u16, kind: ProbeKind) -> u64 {
 
 impl Row {
     /// A row of `cells`, of which the last of a duplicated key wins.
-    fn new(mut cells: Vec<Cell>, names: &[String], planned: bool) -> Row {
-        let name_key = |c: &Cell| (names[c.dst as usize].as_str(), c.port, c.kind);
-        // Stable, then the last of equal keys kept.
-        cells.sort_by(|a, b| name_key(a).cmp(&name_key(b)));
-        cells.reverse();
-        cells.dedup_by_key(|c| c.key());
-        cells.reverse();
-        let mut row = Row {
+    fn new(cells: Vec<Cell>, names: &[String], planned: bool) -> Row {
+        Row::ordered(
             cells,
-            index: Vec::new(),
+            |c| (names[c.dst as usize].as_str(), c.port, c.kind),
             planned,
-        };
-        row.reindex();
-        row
+        )
     }
 
-    /// `new`, with the names' order given as a rank per id (one sort of
-    /// the names for a whole matrix instead of string compares per cell).
-    fn ranked(mut cells: Vec<Cell>, rank: &[u32], planned: bool) -> Row {
-        let key = |c: &Cell| (rank[c.dst as usize], c.port, c.kind);
-        cells.sort_by_key(key);
+    /// A row of `cells` in `key` order, of which the last of a duplicated
+    /// key wins.
+    fn ordered<K: Ord>(mut cells: Vec<Cell>, key: impl Fn(&Cell) -> K, planned: bool) -> Row {
+        // Stable, then the last of equal keys kept.
+        cells.sort_by_key(&key);
         cells.reverse();
         cells.dedup_by_key(|c| c.key());
         cells.reverse();
@@ -506,91 +398,6 @@ impl Matrix {
     pub fn set_interval(&mut self, interval: Duration) {
         self.stale_after_nanos =
             i64::try_from(interval.as_nanos().saturating_mul(3)).unwrap_or(i64::MAX);
-    }
-
-    /// From now on, every state change is kept until `take_changes`.
-    pub fn keep_changes(&mut self) {
-        self.journal.get_or_insert_with(Vec::new);
-    }
-
-    /// The state changes since the last call, oldest first.
-    pub fn take_changes(&mut self) -> Vec<CellChange> {
-        self.journal
-            .as_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-    }
-
-    /// Notes a change of `src`'s cell `c` from `old` (state, failure).
-    fn note(&mut self, src: u32, old: (CellState, Option<Outcome>), c: &Cell, now: i64) {
-        if self.journal.is_none() || old == (c.state, c.failure) {
-            return;
-        }
-        let change = CellChange {
-            time: now,
-            src: self.names[src as usize].clone(),
-            dst: self.names[c.dst as usize].clone(),
-            port: c.port,
-            kind: c.kind,
-            service: (c.service as usize)
-                .checked_sub(1)
-                .and_then(|i| self.services.get(i))
-                .cloned(),
-            old: old.0,
-            new: c.state,
-            failure: c.failure,
-            sent: c.sent,
-            ok: c.ok,
-            rtt_ms: c.rtt_ms(),
-            address: c.address,
-            last_failure_at: c.last_failure_at,
-        };
-        if let Some(j) = &mut self.journal {
-            j.push(change);
-        }
-    }
-
-    /// The matrix of a past moment: every cell as the last stored change
-    /// before it left it. Each source's row is built once.
-    pub fn restore(&mut self, changes: &[CellChange]) {
-        let mut by_src: HashMap<u32, Vec<Cell>> = HashMap::new();
-        for c in changes {
-            let s = self.add_node(&c.src);
-            let d = self.add_node(&c.dst);
-            if s == d {
-                continue;
-            }
-            let service = self.service_id(c.service.as_deref());
-            by_src.entry(s).or_default().push(Cell {
-                dst: d,
-                service,
-                port: c.port,
-                kind: c.kind,
-                state: c.new,
-                failure: c.failure,
-                address: c.address,
-                sent: c.sent,
-                ok: c.ok.min(c.sent),
-                rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
-                rtt_p99_ms: f64::NAN,
-                updated: c.time,
-                last_failure_at: c.last_failure_at,
-            });
-        }
-        for (s, mut cells) in by_src {
-            let mut row = std::mem::take(&mut self.rows[s as usize].cells);
-            row.append(&mut cells);
-            self.rows[s as usize] = Row::new(row, &self.names, false);
-        }
-    }
-
-    /// A builder of a past moment's matrix from stored rows, without the
-    /// names of each cell spelled out (`matrix --at` of a million cells).
-    pub fn restorer(&mut self) -> Restorer<'_> {
-        Restorer {
-            m: self,
-            rows: HashMap::new(),
-        }
     }
 
     /// Makes `name` a node of the matrix (an axis of the grid) even before
@@ -861,6 +668,10 @@ impl Matrix {
 #[path = "matrix_json.rs"]
 mod json;
 pub use json::JsonDetail;
+
+#[path = "matrix_history.rs"]
+mod history;
+pub use history::{CellChange, RestoredCell, Restorer};
 
 #[cfg(test)]
 #[path = "matrix_tests.rs"]

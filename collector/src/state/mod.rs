@@ -179,37 +179,50 @@ impl Node {
         event
     }
 
+    /// `data` as the store's new `part` of this node, unless it is what was
+    /// stored last.
+    fn if_changed(
+        &mut self,
+        part: &'static str,
+        data: Vec<u8>,
+        now: SystemTime,
+    ) -> Option<FactWrite> {
+        let hash = crate::store::hash(&data);
+        if self.stored_parts.insert(part, hash) == Some(hash) {
+            return None;
+        }
+        Some(FactWrite {
+            node: self.name.clone(),
+            part,
+            time: unix_nanos(now),
+            hash,
+            data,
+        })
+    }
+
     /// The parts of the facts that differ from what was last stored,
     /// encoded, for the store.
     fn changed_parts(&mut self, parts: &[&'static str], now: SystemTime) -> Vec<FactWrite> {
+        // Resources change at every sample; one a minute is enough to
+        // explain the past, and keeps a node's day of them small.
+        let resources_due = self
+            .resources_stored
+            .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= RESOURCES_EVERY);
         let Some(f) = &self.facts else {
             return Vec::new();
         };
+        let encoded: Vec<(&'static str, Vec<u8>)> = parts
+            .iter()
+            .filter(|p| **p != crate::store::facts::RESOURCES || resources_due)
+            .map(|p| (*p, crate::store::facts::encode(f, p)))
+            .collect();
         let mut out = Vec::new();
-        for part in parts {
-            // Resources change at every sample; one a minute is enough to
-            // explain the past, and keeps a node's day of them small.
-            if *part == crate::store::facts::RESOURCES
-                && self
-                    .resources_stored
-                    .is_some_and(|t| now.duration_since(t).unwrap_or_default() < RESOURCES_EVERY)
-            {
-                continue;
-            }
-            let data = crate::store::facts::encode(f, part);
-            let hash = crate::store::hash(&data);
-            if self.stored_parts.get(part) != Some(&hash) {
-                self.stored_parts.insert(part, hash);
-                if *part == crate::store::facts::RESOURCES {
+        for (part, data) in encoded {
+            if let Some(w) = self.if_changed(part, data, now) {
+                if part == crate::store::facts::RESOURCES {
                     self.resources_stored = Some(now);
                 }
-                out.push(FactWrite {
-                    node: self.name.clone(),
-                    part,
-                    time: unix_nanos(now),
-                    hash,
-                    data,
-                });
+                out.push(w);
             }
         }
         out
@@ -653,18 +666,7 @@ impl Owner {
                     n.last_seen = now;
                     n.names = names;
                     let data = crate::store::facts::encode_names(&n.names);
-                    let hash = crate::store::hash(&data);
-                    let part = crate::store::facts::NAMES;
-                    let write = (n.stored_parts.get(part) != Some(&hash)).then(|| {
-                        n.stored_parts.insert(part, hash);
-                        FactWrite {
-                            node: name.clone(),
-                            part,
-                            time: unix_nanos(now),
-                            hash,
-                            data,
-                        }
-                    });
+                    let write = n.if_changed(crate::store::facts::NAMES, data, now);
                     self.store_facts(write.into_iter().collect());
                     self.probing.results(&name, windows, unix_nanos(now));
                 }

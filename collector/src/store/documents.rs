@@ -22,7 +22,7 @@ impl Documents {
     pub fn open(data_dir: &Path) -> Result<Documents, String> {
         std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
         let path = data_dir.join(super::FILE);
-        let conn = super::writer::open(&path).map_err(|e| {
+        let conn = super::writer::open_unchecked(&path).map_err(|e| {
             format!(
                 "{}: {e}; move it aside, or start the collector with --store-recover",
                 path.display()

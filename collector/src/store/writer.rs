@@ -35,6 +35,17 @@ const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Opens `path` read-write (making it when missing), sets WAL mode and
 /// applies the migrations; a one-line reason when it cannot be used.
 pub fn open(path: &Path) -> Result<Connection, String> {
+    open_with(path, true)
+}
+
+/// `open` without the integrity check, which reads the whole file: for the
+/// trust documents' connection, opened after (or beside) the collector's own
+/// checked one. Corruption still shows as an error on access.
+pub fn open_unchecked(path: &Path) -> Result<Connection, String> {
+    open_with(path, false)
+}
+
+fn open_with(path: &Path, check: bool) -> Result<Connection, String> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -62,11 +73,13 @@ pub fn open(path: &Path) -> Result<Connection, String> {
     // The WAL is cut back to this size after each checkpoint.
     conn.pragma_update(None, "journal_size_limit", 64 << 20)
         .map_err(explain)?;
-    let check: String = conn
-        .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-        .map_err(explain)?;
-    if check != "ok" {
-        return Err(format!("is corrupt ({check})"));
+    if check {
+        let found: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(explain)?;
+        if found != "ok" {
+            return Err(format!("is corrupt ({found})"));
+        }
     }
     schema::migrate(&mut conn).map_err(|e| match e {
         schema::SchemaError::Sql(e) => explain(e),

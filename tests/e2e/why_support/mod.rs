@@ -15,10 +15,16 @@ pub fn running_fleet(test: &str, n: usize) -> Fleet {
 }
 
 pub fn why(fleet: &Fleet, src: &str, dst: &str) -> Result<Value, String> {
-    let out = fleet.cli(&["why", src, dst, "--format", "json"]);
+    cli_json(fleet, &["why", src, dst, "--format", "json"])
+}
+
+/// `reachmap ARGS` (which must ask for `--format json`), parsed.
+pub fn cli_json(fleet: &Fleet, args: &[&str]) -> Result<Value, String> {
+    let out = fleet.cli(args);
     if !out.status.success() {
         return Err(format!(
-            "reachmap why failed: {}",
+            "reachmap {} failed: {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         ));
     }

@@ -1,0 +1,189 @@
+//! The matrix's history: the state changes it keeps for the store
+//! (`keep_changes`, `take_changes`), and the matrix of a past moment
+//! rebuilt from stored changes (`restore`, `restorer`).
+
+use super::{Cell, CellState, Matrix, Outcome, Row};
+use crate::probe::planner::ProbeKind;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// A cell whose state (or failure) changed, as the store keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellChange {
+    pub time: i64,
+    pub src: String,
+    pub dst: String,
+    pub port: u16,
+    pub kind: ProbeKind,
+    pub service: Option<String>,
+    pub old: CellState,
+    pub new: CellState,
+    pub failure: Option<Outcome>,
+    pub sent: u32,
+    pub ok: u32,
+    pub rtt_ms: Option<f64>,
+    pub address: IpAddr,
+    pub last_failure_at: i64,
+}
+
+impl CellChange {
+    pub fn loss(&self) -> f64 {
+        if self.sent == 0 {
+            0.0
+        } else {
+            f64::from(self.sent.saturating_sub(self.ok)) / f64::from(self.sent)
+        }
+    }
+}
+
+/// See `Matrix::restorer`.
+pub struct Restorer<'a> {
+    m: &'a mut Matrix,
+    rows: HashMap<u32, Vec<Cell>>,
+}
+
+/// One stored cell, for `Restorer::cell`.
+pub struct RestoredCell {
+    pub port: u16,
+    pub kind: ProbeKind,
+    pub state: CellState,
+    pub failure: Option<Outcome>,
+    pub address: IpAddr,
+    pub sent: u32,
+    pub ok: u32,
+    pub rtt_ms: Option<f64>,
+    pub updated: i64,
+    pub last_failure_at: i64,
+}
+
+impl Restorer<'_> {
+    /// The matrix's id of node `name`.
+    pub fn node(&mut self, name: &str) -> u32 {
+        self.m.add_node(name)
+    }
+
+    pub fn service(&mut self, name: &str) -> u32 {
+        self.m.service_id(Some(name))
+    }
+
+    /// A cell of `src` (ids from `node`, `service`: 0 for none).
+    pub fn cell(&mut self, src: u32, dst: u32, service: u32, c: RestoredCell) {
+        if src == dst {
+            return;
+        }
+        self.rows.entry(src).or_default().push(Cell {
+            dst,
+            service,
+            port: c.port,
+            kind: c.kind,
+            state: c.state,
+            failure: c.failure,
+            address: c.address,
+            sent: c.sent,
+            ok: c.ok.min(c.sent),
+            rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
+            rtt_p99_ms: f64::NAN,
+            updated: c.updated,
+            last_failure_at: c.last_failure_at,
+        });
+    }
+}
+
+impl Drop for Restorer<'_> {
+    /// Each source's row is built once, at the end.
+    fn drop(&mut self) {
+        let names = &self.m.names;
+        let mut order: Vec<u32> = (0..names.len() as u32).collect();
+        order.sort_by(|a, b| names[*a as usize].cmp(&names[*b as usize]));
+        let mut rank = vec![0u32; names.len()];
+        for (r, id) in order.into_iter().enumerate() {
+            rank[id as usize] = r as u32;
+        }
+        for (s, mut cells) in std::mem::take(&mut self.rows) {
+            let mut row = std::mem::take(&mut self.m.rows[s as usize].cells);
+            row.append(&mut cells);
+            self.m.rows[s as usize] =
+                Row::ordered(row, |c| (rank[c.dst as usize], c.port, c.kind), false);
+        }
+    }
+}
+
+impl Matrix {
+    /// From now on, every state change is kept until `take_changes`.
+    pub fn keep_changes(&mut self) {
+        self.journal.get_or_insert_with(Vec::new);
+    }
+
+    /// The state changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<CellChange> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Notes a change of `src`'s cell `c` from `old` (state, failure).
+    pub(super) fn note(&mut self, src: u32, old: (CellState, Option<Outcome>), c: &Cell, now: i64) {
+        if self.journal.is_none() || old == (c.state, c.failure) {
+            return;
+        }
+        let change = CellChange {
+            time: now,
+            src: self.names[src as usize].clone(),
+            dst: self.names[c.dst as usize].clone(),
+            port: c.port,
+            kind: c.kind,
+            service: (c.service as usize)
+                .checked_sub(1)
+                .and_then(|i| self.services.get(i))
+                .cloned(),
+            old: old.0,
+            new: c.state,
+            failure: c.failure,
+            sent: c.sent,
+            ok: c.ok,
+            rtt_ms: c.rtt_ms(),
+            address: c.address,
+            last_failure_at: c.last_failure_at,
+        };
+        if let Some(j) = &mut self.journal {
+            j.push(change);
+        }
+    }
+
+    /// The matrix of a past moment: every cell as the last stored change
+    /// before it left it.
+    pub fn restore(&mut self, changes: &[CellChange]) {
+        let mut r = self.restorer();
+        for c in changes {
+            let (src, dst) = (r.node(&c.src), r.node(&c.dst));
+            let service = c.service.as_deref().map_or(0, |s| r.service(s));
+            r.cell(
+                src,
+                dst,
+                service,
+                RestoredCell {
+                    port: c.port,
+                    kind: c.kind,
+                    state: c.new,
+                    failure: c.failure,
+                    address: c.address,
+                    sent: c.sent,
+                    ok: c.ok,
+                    rtt_ms: c.rtt_ms,
+                    updated: c.time,
+                    last_failure_at: c.last_failure_at,
+                },
+            );
+        }
+    }
+
+    /// A builder of a past moment's matrix from stored rows, without the
+    /// names of each cell spelled out (`matrix --at` of a million cells).
+    pub fn restorer(&mut self) -> Restorer<'_> {
+        Restorer {
+            m: self,
+            rows: HashMap::new(),
+        }
+    }
+}
