@@ -319,19 +319,27 @@ impl Session {
                     }
                     continue;
                 }
-                Some((seq, event)) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
-                    match event {
-                        Some((e, Ok(true))) => self.fleet.event(self.id, node, e).await,
-                        Some((_, Ok(false))) => {} // a resend of one stored before
-                        Some((_, Err(error))) => {
-                            if !store_failed {
-                                tracing::warn!(%node, %error, "an event was not stored; acks stop until the store takes writes");
+                Some(first) = futures::StreamExt::next(&mut pending), if !pending.is_empty() => {
+                    // Everything else already committed goes with it: acks
+                    // are cumulative, so one ack answers the lot.
+                    let mut done = Some(first);
+                    let mut ack = 0;
+                    while let Some((seq, event)) = done.take() {
+                        match event {
+                            Some((e, Ok(true))) => self.fleet.event(self.id, node, e).await,
+                            Some((_, Ok(false))) => {} // a resend of one stored before
+                            Some((_, Err(error))) => {
+                                if !store_failed {
+                                    tracing::warn!(%node, %error, "an event was not stored; acks stop until the store takes writes");
+                                }
+                                store_failed = true;
                             }
-                            store_failed = true;
+                            None => {}
                         }
-                        None => {}
+                        ack = seq;
+                        done = futures::FutureExt::now_or_never(futures::StreamExt::next(&mut pending)).flatten();
                     }
-                    if !store_failed && !self.send(CBody::Ack(pb::Ack { seq })).await {
+                    if !store_failed && !self.send(CBody::Ack(pb::Ack { seq: ack })).await {
                         return End::Failed { reason: "stream closed".into(), status: None };
                     }
                     continue;

@@ -370,11 +370,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.events_per_second > 0.0 {
         let sent = c.events.load(Ordering::Relaxed) - ev0;
         let acked = c.events_acked.load(Ordering::Relaxed) - ea0;
+        // Sustained means the backlog (sent, not yet acked) does not grow
+        // over the window; a rate alone can hide a warm-up backlog drained.
+        let backlog_end = c.events.load(Ordering::Relaxed) - c.events_acked.load(Ordering::Relaxed);
         println!(
-            "events: {:.0}/s sent, {:.0}/s acked after the store committed them, over {:.0}s of ingest",
+            "events: {:.0}/s sent, {:.0}/s acked after the store committed them, over {:.0}s of ingest; not yet acked {} at the start, {} at the end",
             sent as f64 / ingest_secs,
             acked as f64 / ingest_secs,
-            ingest_secs
+            ingest_secs,
+            ev0 - ea0,
+            backlog_end
         );
     }
     let w1 = c.windows.load(Ordering::Relaxed);

@@ -70,6 +70,10 @@ fn open_with(path: &Path, check: bool) -> Result<Connection, String> {
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(explain)?;
+    // The indexes of a busy store stay in memory (64 MiB of pages) rather
+    // than being read back from the file on every insert.
+    conn.pragma_update(None, "cache_size", -(64 << 10))
+        .map_err(explain)?;
     // The WAL is cut back to this size after each checkpoint.
     conn.pragma_update(None, "journal_size_limit", 64 << 20)
         .map_err(explain)?;
