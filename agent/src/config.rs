@@ -13,6 +13,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/reachmap/agent.toml";
 /// The outbox's default bound in bytes (16 MiB) and the least it may be.
 pub const DEFAULT_EVENT_BUFFER_BYTES: u64 = 16 << 20;
 pub const MIN_EVENT_BUFFER_BYTES: u64 = 64 << 10;
+/// The health endpoint's port on 127.0.0.1 unless configured.
+pub const DEFAULT_HEALTH_PORT: u16 = 7443;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -74,6 +76,9 @@ pub struct Flags {
     /// Where peers' probes connect [default: 0.0.0.0:7442]
     #[arg(long, env = "REACHMAP_PROBE_LISTEN", value_name = "ADDR:PORT")]
     pub probe_listen: Option<String>,
+    /// Where to serve /healthz, /readyz and /metrics, or `off` [default: 127.0.0.1:7443]
+    #[arg(long, env = "REACHMAP_HEALTH_LISTEN", value_name = "ADDR:PORT|off")]
+    pub health_listen: Option<String>,
     /// Events kept while the collector is unreachable [default: 10000]
     #[arg(long, env = "REACHMAP_EVENT_BUFFER", value_name = "N")]
     pub event_buffer: Option<usize>,
@@ -123,6 +128,7 @@ struct File {
     socket_poll_interval: Option<String>,
     listener_interval: Option<String>,
     probe_listen: Option<String>,
+    health_listen: Option<String>,
     event_buffer: Option<usize>,
     event_buffer_bytes: Option<u64>,
     labels: Option<BTreeMap<String, String>>,
@@ -148,6 +154,8 @@ pub struct Config {
     pub socket_poll_interval: Duration,
     pub listener_interval: Duration,
     pub probe_listen: std::net::SocketAddr,
+    /// The health endpoint's address; `None` when turned off.
+    pub health_listen: Option<std::net::SocketAddr>,
     /// Where machine-id is read from; tests point it at a fixture.
     pub etc: PathBuf,
     pub event_buffer: usize,
@@ -254,6 +262,25 @@ impl Config {
                 format!("{probe_listen:?} is not ADDR:PORT (e.g. 0.0.0.0:7442)"),
             )
         })?;
+        let health_listen = match flags
+            .health_listen
+            .clone()
+            .or(file.health_listen)
+            .as_deref()
+            .map(str::trim)
+        {
+            Some("off") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                invalid(
+                    "health_listen",
+                    format!("{a:?} is not ADDR:PORT (e.g. 127.0.0.1:7443) or off"),
+                )
+            })?),
+            None => Some(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                DEFAULT_HEALTH_PORT,
+            ))),
+        };
         let event_buffer = flags.event_buffer.or(file.event_buffer).unwrap_or(10_000);
         if event_buffer == 0 {
             return Err(invalid("event_buffer", "must be at least 1"));
@@ -322,6 +349,7 @@ impl Config {
             socket_poll_interval,
             listener_interval,
             probe_listen,
+            health_listen,
             etc: "/etc".into(),
             event_buffer,
             event_buffer_bytes,

@@ -76,6 +76,8 @@ pub struct SourceHealth {
     pub last_error: Option<(SystemTime, String)>,
     pub errors_total: u64,
     pub restarts_total: u64,
+    /// Readings made (ok or degraded); counted without telling receivers.
+    pub readings_total: u64,
 }
 
 pub type HealthMap = BTreeMap<Source, SourceHealth>;
@@ -137,6 +139,7 @@ impl HealthBoard {
                         last_error: None,
                         errors_total: 0,
                         restarts_total: 0,
+                        readings_total: 0,
                     },
                 )
             })
@@ -189,6 +192,9 @@ impl HealthBoard {
                 return false;
             };
             let mut news = false;
+            if matches!(state, State::Ok | State::Degraded) {
+                h.readings_total += 1;
+            }
             if h.state != state {
                 if state == State::Ok && h.state != State::Starting {
                     tracing::info!(source = source.name(), "fact source recovered");

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod config;
 pub mod credentials;
 pub mod diff;
+pub mod endpoint;
 pub mod events;
 pub mod facts;
 pub mod health;
@@ -93,6 +94,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         output: probe_rx,
         temp: probe::TempListeners::new(shutdown.clone()),
     };
+    let stream_stats = Arc::new(endpoint::StreamStats::default());
+    let prober_stats = Arc::new(probe::ProberStats::default());
     let client = stream::Client::new(
         config.clone(),
         identity.clone(),
@@ -101,7 +104,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         probing,
         tls_rx,
         conn_tx,
-    );
+    )
+    .with_stats(stream_stats.clone());
     tasks.push(tokio::spawn(
         client
             .run(shutdown.clone())
@@ -148,11 +152,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     {
         // Probing: the plan comes from the collector over the stream;
         // results and state changes go back the same way.
-        let (b, s) = (board.clone(), shutdown.clone());
+        let (b, s, stats) = (board.clone(), shutdown.clone(), prober_stats.clone());
         tasks.push(supervised(
             Source::Prober,
             Box::new(move || {
-                let prober = probe::Prober::new().with_health(b.clone());
+                let prober = probe::Prober::new()
+                    .with_health(b.clone())
+                    .with_stats(stats.clone());
                 let (plan, out, s) = (plan_rx.clone(), probe_tx.clone(), s.clone());
                 Box::pin(async move {
                     prober.run(plan, out, s).await;
@@ -175,6 +181,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }) as SourceRun
             })
             .instrument(tracing::info_span!("probe_port")),
+        ));
+    }
+
+    if let Some(addr) = config.health_listen {
+        let telemetry = endpoint::Telemetry {
+            board: board.clone(),
+            stream: stream_stats,
+            prober: prober_stats,
+            collector: config.collector.to_string(),
+        };
+        let s = shutdown.clone();
+        tasks.push(tokio::spawn(
+            async move {
+                // Without its endpoint the agent still reads and reports
+                // its facts; the collector sees it as usual.
+                if let Err(e) = endpoint::serve(addr, telemetry, s).await {
+                    tracing::error!(error = %e, "no health endpoint");
+                }
+            }
+            .instrument(tracing::info_span!("health_endpoint")),
         ));
     }
 

@@ -4,6 +4,7 @@
 
 use crate::backoff::Backoff;
 use crate::config::Config;
+use crate::endpoint::StreamStats;
 use crate::events::{EventKind, HostEvent};
 use crate::hub::{Update, Versioned};
 use crate::inspect::host::{Identity, read_host_info};
@@ -17,6 +18,7 @@ use reachmap_proto::v1::collector_message::Body as CBody;
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -85,6 +87,8 @@ pub struct Client {
     tls: watch::Receiver<crate::credentials::Tls>,
     /// The stream's connection, for the renewal to go over it.
     connection: watch::Sender<Option<tonic::transport::Channel>>,
+    /// What the health endpoint reports of the stream.
+    stats: Arc<StreamStats>,
 }
 
 impl Client {
@@ -111,6 +115,7 @@ impl Client {
             },
         );
         Client {
+            stats: Arc::default(),
             tls,
             connection,
             probing,
@@ -125,6 +130,12 @@ impl Client {
             net,
             updates,
         }
+    }
+
+    /// Reports the stream's state into `stats` (the health endpoint's).
+    pub fn with_stats(mut self, stats: Arc<StreamStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
@@ -142,7 +153,10 @@ impl Client {
         loop {
             match self.session(&shutdown, &mut backoff).await {
                 Ok(Ended::Shutdown) => return,
-                Err(e) => tracing::warn!(collector = %uri, error = %e, "stream down"),
+                Err(e) => {
+                    tracing::warn!(collector = %uri, error = %e, "stream down");
+                    self.stats.down(e.to_string());
+                }
             }
             self.outbox.rewind();
             let delay = backoff.next_delay(&mut rand::rng());
@@ -326,6 +340,14 @@ impl Client {
         })
     }
 
+    fn report_outbox(&self) {
+        self.stats.outbox(
+            self.outbox.unacked(),
+            self.outbox.unacked_bytes(),
+            self.outbox.dropped_total(),
+        );
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
@@ -392,6 +414,7 @@ impl Client {
         };
         let mut inbound = inbound?.into_inner();
         tracing::info!(collector = %uri, node = %self.config.node, "connected");
+        self.stats.up();
 
         let mut pending: VecDeque<Body> = VecDeque::new();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
@@ -418,6 +441,8 @@ impl Client {
                     match msg.body {
                         Some(CBody::Ack(ack)) => {
                             self.outbox.ack(ack.seq);
+                            self.stats.acks_total.fetch_add(1, Ordering::Relaxed);
+                            self.report_outbox();
                             if !snapshot_taken && ack.seq >= snapshot_seq {
                                 snapshot_taken = true;
                                 backoff.reset();
@@ -458,7 +483,10 @@ impl Client {
                 }
                 Some(answer) = self.answers.recv() => pending.push_front(Body::CommandResult(answer)),
                 _ = until(self.outbox.sync_due()) => self.outbox.sync(),
-                _ = heartbeat.tick() => pending.push_back(self.heartbeat(0)),
+                _ = heartbeat.tick() => {
+                    self.report_outbox();
+                    pending.push_back(self.heartbeat(0));
+                }
                 permit = tx.reserve(), if want_send => {
                     let Ok(permit) = permit else { return Err(StreamError::Closed) };
                     let seq = self.next_seq();
@@ -468,6 +496,7 @@ impl Client {
                     };
                     if let Some(body) = body {
                         permit.send(pb::AgentMessage { seq, body: Some(body) });
+                        self.stats.messages_sent_total.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }

@@ -235,6 +235,19 @@ impl Fleet {
     /// `start_agent_with`, and more environment variables for the agent
     /// (`PATH`, say).
     pub fn start_agent_env(&mut self, i: usize, extra: &[&str], vars: &[(&'static str, PathBuf)]) {
+        self.start_agent_via(i, &[], extra, vars);
+    }
+
+    /// `start_agent_env`, with the agent started by `wrapper` (a command
+    /// and its flags that run the agent, e.g. `setpriv` dropping a
+    /// capability); an empty wrapper starts it directly.
+    pub fn start_agent_via(
+        &mut self,
+        i: usize,
+        wrapper: &[&str],
+        extra: &[&str],
+        vars: &[(&'static str, PathBuf)],
+    ) {
         let node = self.node(i).clone();
         assert!(
             self.agents[i].is_none(),
@@ -281,7 +294,17 @@ impl Fleet {
         args.extend_from_slice(extra);
         let label = format!("agent-{}", node.name);
         let log = process::log_path(self.dir(), &label);
-        let bin = binary("reachmap-agent");
+        let agent = binary("reachmap-agent");
+        let agent = agent.to_str().expect("binary path is not UTF-8");
+        let (bin, args) = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut all: Vec<&str> = rest.to_vec();
+                all.push(agent);
+                all.extend(args);
+                (PathBuf::from(first), all)
+            }
+            None => (PathBuf::from(agent), args),
+        };
         let mut env = self.isolated_config().to_vec();
         env.extend(vars.iter().cloned());
         self.agents[i] = Some(Proc::spawn(&label, &node.netns, &bin, &args, &env, &log));

@@ -161,6 +161,13 @@ impl Prober {
         self
     }
 
+    /// Counts into `stats` (shared with the health endpoint, and kept across
+    /// restarts of the prober).
+    pub fn with_stats(mut self, stats: Arc<ProberStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     pub fn stats(&self) -> Arc<ProberStats> {
         self.stats.clone()
     }
