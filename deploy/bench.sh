@@ -2,6 +2,7 @@
 # Benchmarks, run as root on the machine being measured:
 #   sudo deploy/bench.sh host-facts   # snapshot vs ss/nft/ip, daemon RSS and CPU, event latency
 #   sudo deploy/bench.sh loadgen      # collector with 1,000 simulated agents (AGENTS, DURATION)
+#   sudo deploy/bench.sh firewall     # the agent on 20,000 iptables-nft rules, idle and churning
 # Builds release binaries first; the figures go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,11 @@ cargo build --release --bins
 case "$which" in
   host-facts)
     REACHMAP_BIN_DIR="$PWD/target/release" cargo bench -p reachmap-fleet-tests --bench host_facts
+    ;;
+  firewall)
+    # A kube-proxy-like nat table rewritten a few rules a second, beside the
+    # same host idle (BENCH_FW_RULES, BENCH_FW_SECS, BENCH_FW_CHAINS).
+    REACHMAP_BIN_DIR="$PWD/target/release" cargo bench -p reachmap-fleet-tests --bench firewall_churn
     ;;
   loadgen)
     # A real collector on loopback ports, started and stopped by the load
@@ -40,7 +46,7 @@ case "$which" in
     done
     ;;
   *)
-    echo "unknown benchmark: $which (known: host-facts, loadgen)" >&2
+    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen)" >&2
     exit 2
     ;;
 esac

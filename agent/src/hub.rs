@@ -64,7 +64,7 @@ pub enum Reading {
         summary: SocketSummary,
     },
     Firewall {
-        ruleset: Result<Ruleset, String>,
+        ruleset: Result<Arc<Ruleset>, String>,
         author: Option<ChangeAuthor>,
     },
     Resources(Resources),
@@ -275,7 +275,6 @@ impl Hub {
                         new_rules: rule_count(new),
                     })));
                 }
-                let ruleset = ruleset.map(Arc::new);
                 change.firewall = Some(ruleset.clone());
                 facts.firewall = Some(ruleset);
             }
@@ -558,7 +557,7 @@ mod tests {
         let u = hub
             .apply(
                 Reading::Firewall {
-                    ruleset: Ok(rs(1)),
+                    ruleset: Ok(Arc::new(rs(1))),
                     author: None,
                 },
                 now(),
@@ -568,7 +567,7 @@ mod tests {
         assert!(
             hub.apply(
                 Reading::Firewall {
-                    ruleset: Ok(rs(1)),
+                    ruleset: Ok(Arc::new(rs(1))),
                     author: None
                 },
                 now()
@@ -579,7 +578,7 @@ mod tests {
         let u = hub
             .apply(
                 Reading::Firewall {
-                    ruleset: Ok(rs(2)),
+                    ruleset: Ok(Arc::new(rs(2))),
                     author: Some(ChangeAuthor {
                         generation: Some(9),
                         pid: Some(42),

@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::facts::firewall::Ruleset;
 use crate::health::{HealthBoard, Source};
 use crate::hub::{ChangeAuthor, Reading};
-use crate::inspect::firewall::notify::NftMonitor;
-use crate::inspect::firewall::reader::{LegacyPoller, ReadOptions, read_ruleset};
+use crate::inspect::firewall::notify::{NftMonitor, Touched};
+use crate::inspect::firewall::reader::{LegacyPoller, ReadOptions, read_ruleset, read_touched};
 use crate::inspect::kmsg::{KmsgError, KmsgReader, ResumeState, boot_unix_us};
 use crate::inspect::resources::ResourceSampler;
 use crate::inspect::sockets::SocketReader;
@@ -110,13 +110,18 @@ pub async fn sockets(env: SourceEnv) -> Result<(), String> {
 /// generations in a row; read once after it settles.
 const FIREWALL_DEBOUNCE: Duration = Duration::from_millis(30);
 
-fn read_firewall(opts: &ReadOptions) -> Result<Ruleset, String> {
-    read_ruleset(opts).map_err(|e| e.to_string())
-}
-
-async fn read_firewall_async(opts: ReadOptions) -> Result<Ruleset, String> {
-    match tokio::task::spawn_blocking(move || read_firewall(&opts)).await {
-        Ok(r) => r,
+/// Reads the whole ruleset, or — given the last reading and what the
+/// notifications say changed since — only the touched parts.
+async fn read_firewall_async(
+    opts: ReadOptions,
+    since: Option<(Arc<Ruleset>, Touched)>,
+) -> Result<Arc<Ruleset>, String> {
+    let read = move || match &since {
+        Some((base, touched)) => read_touched(&opts, base, touched),
+        None => read_ruleset(&opts),
+    };
+    match tokio::task::spawn_blocking(read).await {
+        Ok(r) => r.map(Arc::new).map_err(|e| e.to_string()),
         Err(e) => Err(format!("firewall reader stopped: {e}")),
     }
 }
@@ -157,7 +162,9 @@ pub async fn firewall(env: SourceEnv) -> Result<(), String> {
             board.ok(Source::Firewall);
         }
     };
-    if !read_and_send(&opts, &readings, None).await? {
+    // The last reading, which a change that names its parts is read on top of.
+    let mut last: Option<Arc<Ruleset>> = None;
+    if !read_and_send(&opts, &readings, None, &mut last, None).await? {
         return Ok(());
     }
     healthy(&monitor);
@@ -166,28 +173,39 @@ pub async fn firewall(env: SourceEnv) -> Result<(), String> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;
     loop {
-        let author = tokio::select! {
+        let (author, touched) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             change = next_change(&mut monitor) => match change {
                 Ok(c) => {
-                    // Let a burst settle; the last change names the author.
-                    let mut last = c;
+                    // Let a burst settle; the last change names the author,
+                    // and the read covers what any of them touched.
+                    let mut touched = c.touched;
+                    let mut newest = c.change;
                     let settle = tokio::time::sleep(FIREWALL_DEBOUNCE);
                     tokio::pin!(settle);
                     loop {
                         tokio::select! {
                             _ = &mut settle => break,
                             more = next_change(&mut monitor) => match more {
-                                Ok(c) => last = c,
-                                Err(_) => break,
+                                Ok(c) => {
+                                    touched.merge(c.touched);
+                                    newest = c.change;
+                                }
+                                Err(_) => {
+                                    touched = Touched::Everything;
+                                    break;
+                                }
                             },
                         }
                     }
-                    Some(ChangeAuthor {
-                        generation: (last.generation != 0).then_some(last.generation),
-                        pid: last.pid,
-                        command: last.command,
-                    })
+                    (
+                        Some(ChangeAuthor {
+                            generation: (newest.generation != 0).then_some(newest.generation),
+                            pid: newest.pid,
+                            command: newest.command,
+                        }),
+                        Some(touched),
+                    )
                 }
                 Err(e) => {
                     board.degraded(
@@ -213,10 +231,10 @@ pub async fn firewall(env: SourceEnv) -> Result<(), String> {
                 if !changed {
                     continue;
                 }
-                None
+                (None, None)
             }
         };
-        if !read_and_send(&opts, &readings, author).await? {
+        if !read_and_send(&opts, &readings, author, &mut last, touched).await? {
             return Ok(());
         }
         healthy(&monitor);
@@ -230,8 +248,17 @@ async fn read_and_send(
     opts: &ReadOptions,
     readings: &mpsc::Sender<Reading>,
     author: Option<ChangeAuthor>,
+    last: &mut Option<Arc<Ruleset>>,
+    touched: Option<Touched>,
 ) -> Result<bool, String> {
-    let ruleset = read_firewall_async(opts.clone()).await;
+    // Parts are read on top of the last reading; a poll (no notification
+    // said what changed) or no good last reading is a full read.
+    let since = match (last.take(), touched) {
+        (Some(base), Some(t)) => Some((base, t)),
+        _ => None,
+    };
+    let ruleset = read_firewall_async(opts.clone(), since).await;
+    *last = ruleset.as_ref().ok().cloned();
     let failed = ruleset.as_ref().err().cloned();
     if readings
         .send(Reading::Firewall { ruleset, author })
@@ -262,7 +289,7 @@ async fn poll_legacy(mut p: LegacyPoller, opts: &ReadOptions) -> (LegacyPoller, 
 
 async fn next_change(
     monitor: &mut Option<NftMonitor>,
-) -> Result<crate::inspect::firewall::notify::RulesetChange, String> {
+) -> Result<crate::inspect::firewall::notify::Transaction, String> {
     match monitor {
         Some(m) => m.next_change().await.map_err(|e| e.to_string()),
         None => std::future::pending().await,

@@ -10,7 +10,8 @@ use reachmap_agent::facts::firewall::{
     Backend, CtState, Family, Hook, Match, Policy, PortRange, PortSet, RuleVerdict,
 };
 use reachmap_agent::inspect::firewall::{
-    LegacyPoller, NftMonitor, Notification, ReadOptions, RulesetChange, read_ruleset,
+    LegacyPoller, NftMonitor, Notification, Part, ReadOptions, RulesetChange, Touched,
+    read_ruleset, read_touched,
 };
 use std::process::Command;
 use std::time::Duration;
@@ -119,10 +120,27 @@ fn monitor_names_generation_and_process_then_reader_shows_the_rule() {
                 .await
                 .expect("change within 5 s")
                 .expect("next change");
-            assert_eq!(next.command.as_deref(), Some("nft"));
+            assert_eq!(next.change.command.as_deref(), Some("nft"));
+            // The deletion names its chain (NFPROTO_INET is 1).
+            assert_eq!(
+                next.touched,
+                Touched::Parts(
+                    [Part::Chain {
+                        family: 1,
+                        table: "t".into(),
+                        chain: "input".into()
+                    }]
+                    .into()
+                )
+            );
             let after = read_ruleset(&options()).expect("re-read");
             assert_ne!(after.hash, rs.hash);
-            assert_eq!(after.generation, Some(next.generation));
+            assert_eq!(after.generation, Some(next.change.generation));
+            // Reading only the touched part on top of the last reading
+            // gives the same ruleset.
+            let partial = read_touched(&options(), &rs, &next.touched).expect("partial read");
+            assert_eq!(partial.hash, after.hash);
+            assert_eq!(partial.tables, after.tables);
         });
     });
 }
@@ -235,5 +253,67 @@ fn two_thousand_rules_read_quickly() {
         assert!(input.is_some_and(|c| c.rules.iter().all(|r| !r.unsupported)));
         // Generous for an unoptimised build on a loaded machine.
         assert!(took < Duration::from_secs(3), "{took:?}");
+    });
+}
+
+/// A kube-proxy-style sync (`iptables-restore --noflush` declaring and
+/// rewriting some chains, adding one, deleting another) names those chains,
+/// and reading only them on top of the last reading gives exactly what a
+/// full reading gives.
+#[test]
+fn touched_iptables_nft_chains_read_alone_equal_a_full_reading() {
+    if !require_root() {
+        return;
+    }
+    in_new_netns(|| {
+        sh(&format!(
+            "iptables-nft-restore < {}",
+            fixture_path("iptables.rules")
+        ));
+        sh(
+            "printf '*nat\\n:KUBE-SVC-A - [0:0]\\n:KUBE-SVC-B - [0:0]\\n-A PREROUTING -j KUBE-SVC-A\\n-A KUBE-SVC-A -p tcp -m comment --comment \"sync 0\" -j DNAT --to-destination 198.18.0.9:80\\n-A KUBE-SVC-B -j RETURN\\nCOMMIT\\n' | iptables-nft-restore --noflush",
+        );
+        sh("nft add table inet native; nft add chain inet native c");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let base = read_ruleset(&options()).expect("first reading");
+            let mut monitor = NftMonitor::open().expect("open monitor");
+            sh("printf '*nat\\n:KUBE-SVC-A - [0:0]\\n:KUBE-SVC-B - [0:0]\\n:KUBE-SVC-C - [0:0]\\n-A KUBE-SVC-A -p tcp -m comment --comment \"sync 1\" -j DNAT --to-destination 198.18.0.10:80\\n-A KUBE-SVC-C -j RETURN\\n-X KUBE-SVC-B\\nCOMMIT\\n' | iptables-nft-restore --noflush");
+            let t = tokio::time::timeout(Duration::from_secs(5), monitor.next_change())
+                .await
+                .expect("a change within 5 s")
+                .expect("change");
+            let Touched::Parts(parts) = &t.touched else {
+                panic!("parts unknown: {t:?}");
+            };
+            let chains: Vec<&str> = parts
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Chain { family: 2, table, chain } if table == "nat" => Some(chain.as_str()),
+                    _ => None,
+                })
+                .collect();
+            for c in ["KUBE-SVC-A", "KUBE-SVC-B", "KUBE-SVC-C"] {
+                assert!(chains.contains(&c), "{c} not in {parts:?}");
+            }
+            let partial = read_touched(&options(), &base, &t.touched).expect("partial read");
+            let full = read_ruleset(&options()).expect("full reading");
+            assert_ne!(full.hash, base.hash);
+            assert_eq!(partial.hash, full.hash);
+            let nat = |rs: &reachmap_agent::facts::firewall::Ruleset| {
+                let mut t = rs.table(Family::Ip, "nat").expect("nat").clone();
+                t.chains.sort_by(|a, b| a.name.cmp(&b.name));
+                t
+            };
+            assert_eq!(nat(&partial), nat(&full));
+            let nat_full = nat(&full);
+            assert!(nat_full.chain("KUBE-SVC-B").is_none());
+            let a = nat_full.chain("KUBE-SVC-A").expect("A");
+            assert!(a.rules[0].text.contains("sync 1"), "{:?}", a.rules[0].text);
+            assert!(nat_full.chain("KUBE-SVC-C").is_some());
+        });
     });
 }

@@ -15,8 +15,10 @@ pub mod reader;
 
 pub use iptables::parse_iptables_save;
 pub use nft::parse_nft_json;
-pub use notify::{NftMonitor, Notification, RulesetChange, parse_nft_notification};
-pub use reader::{LegacyPoller, ReadOptions, content_hash, read_ruleset};
+pub use notify::{
+    NftMonitor, Notification, Part, RulesetChange, Touched, Transaction, parse_nft_notification,
+};
+pub use reader::{LegacyPoller, ReadOptions, content_hash, read_ruleset, read_touched};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FirewallError {

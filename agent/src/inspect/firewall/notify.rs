@@ -11,6 +11,7 @@
 use super::FirewallError;
 use netlink_sys::{Socket, SocketAddr};
 use serde::Serialize;
+use std::collections::BTreeSet;
 use tokio::io::unix::AsyncFd;
 
 const NETLINK_NETFILTER: isize = 12;
@@ -20,6 +21,10 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 // DELSETELEM (14), so it is 15 and GETGEN 16, as the captured bytes show.
 const NFT_MSG_NEWGEN: u8 = 15;
 const NFT_MSG_GETGEN: u8 = 16;
+const NFT_MSG_NEWCHAIN: u8 = 3;
+const NFT_MSG_DELCHAIN: u8 = 5;
+const NFT_MSG_NEWRULE: u8 = 6;
+const NFT_MSG_DELRULE: u8 = 8;
 const NFTA_GEN_ID: u16 = 1;
 const NFTA_GEN_PROC_PID: u16 = 2;
 const NFTA_GEN_PROC_NAME: u16 = 3;
@@ -41,13 +46,84 @@ pub struct RulesetChange {
     pub command: Option<String>,
 }
 
+/// What a transaction (or several) changed, as far as its messages say.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Touched {
+    /// Not known (notifications were lost): everything may have changed.
+    #[default]
+    Everything,
+    Parts(BTreeSet<Part>),
+}
+
+/// A part of the ruleset that can be read again on its own.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// Rules of one chain, or the chain itself, changed.
+    Chain {
+        family: u8,
+        table: String,
+        chain: String,
+    },
+    /// Anything else in the table: the table itself, sets, elements,
+    /// objects, flowtables.
+    Table { family: u8, table: String },
+}
+
+impl Touched {
+    pub fn none() -> Self {
+        Touched::Parts(BTreeSet::new())
+    }
+
+    /// Adds what one object message changed.
+    pub fn add(&mut self, family: u8, table: Option<&str>, chain: Option<&str>) {
+        let Touched::Parts(parts) = self else { return };
+        let Some(table) = table else {
+            *self = Touched::Everything;
+            return;
+        };
+        parts.insert(match chain {
+            Some(chain) => Part::Chain {
+                family,
+                table: table.to_string(),
+                chain: chain.to_string(),
+            },
+            None => Part::Table {
+                family,
+                table: table.to_string(),
+            },
+        });
+    }
+
+    pub fn merge(&mut self, other: Touched) {
+        match (&mut *self, other) {
+            (Touched::Parts(a), Touched::Parts(b)) => a.extend(b),
+            _ => *self = Touched::Everything,
+        }
+    }
+}
+
+/// One committed transaction and what it touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    pub change: RulesetChange,
+    pub touched: Touched,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Notification {
     /// The end of a transaction: the ruleset is now at this generation.
     NewGeneration(RulesetChange),
-    /// An object changed within a transaction whose NEWGEN follows.
-    Object { msg_type: u8, name: &'static str },
+    /// An object changed within a transaction whose NEWGEN follows: its
+    /// family (`nfgenmsg`'s, an NFPROTO_* value), the table it is in and,
+    /// for a rule or a chain, the chain.
+    Object {
+        msg_type: u8,
+        name: &'static str,
+        family: u8,
+        table: Option<String>,
+        chain: Option<String>,
+    },
     /// A netlink error reply (`errno` is positive; 0 is an ack).
     Error { errno: i32 },
     /// The kernel dropped notifications (socket buffer full): re-read.
@@ -94,9 +170,13 @@ pub fn parse_nft_notification(bytes: &[u8]) -> Result<Vec<Notification>, Firewal
                 if msg == NFT_MSG_NEWGEN {
                     out.push(Notification::NewGeneration(parse_newgen(payload)?));
                 } else {
+                    let (family, table, chain) = parse_object(msg, payload)?;
                     out.push(Notification::Object {
                         msg_type: msg,
                         name: message_name(msg),
+                        family,
+                        table,
+                        chain,
                     });
                 }
             }
@@ -105,6 +185,50 @@ pub fn parse_nft_notification(bytes: &[u8]) -> Result<Vec<Notification>, Firewal
         off += align4(len);
     }
     Ok(out)
+}
+
+/// The family, table and chain an object message names. Every object
+/// message carries its table as attribute 1 (NFTA_TABLE_NAME,
+/// NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, ...); a rule names
+/// its chain in NFTA_RULE_CHAIN (2), a chain its name in NFTA_CHAIN_NAME (3).
+fn parse_object(
+    msg: u8,
+    payload: &[u8],
+) -> Result<(u8, Option<String>, Option<String>), FirewallError> {
+    let err = |s: &str| FirewallError::Notification(format!("{}: {s}", message_name(msg)));
+    if payload.len() < NFGENMSG_LEN {
+        return Err(err("no nfgenmsg header"));
+    }
+    let family = payload[0];
+    let chain_attr = match msg {
+        NFT_MSG_NEWRULE | NFT_MSG_DELRULE => Some(2),
+        NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN => Some(3),
+        _ => None,
+    };
+    let (mut table, mut chain) = (None, None);
+    let mut attrs = &payload[NFGENMSG_LEN..];
+    while !attrs.is_empty() {
+        if attrs.len() < 4 {
+            return Err(err("truncated attribute header"));
+        }
+        let len = usize::from(u16_ne(&attrs[0..2]));
+        let ty = u16_ne(&attrs[2..4]) & NLA_TYPE_MASK;
+        if len < 4 || len > attrs.len() {
+            return Err(err("attribute length outside the message"));
+        }
+        let value = &attrs[4..len];
+        let text = || {
+            let name = value.split(|b| *b == 0).next().unwrap_or_default();
+            String::from_utf8_lossy(name).into_owned()
+        };
+        if ty == 1 {
+            table = Some(text());
+        } else if Some(ty) == chain_attr {
+            chain = Some(text());
+        }
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    Ok((family, table, chain))
 }
 
 fn parse_newgen(payload: &[u8]) -> Result<RulesetChange, FirewallError> {
@@ -188,6 +312,8 @@ const RECV_BUF: usize = 256 * 1024;
 pub struct NftMonitor {
     socket: AsyncFd<Socket>,
     buf: Vec<u8>,
+    /// What the transaction being received has touched so far.
+    touched: Touched,
 }
 
 impl NftMonitor {
@@ -212,6 +338,7 @@ impl NftMonitor {
         Ok(NftMonitor {
             socket,
             buf: Vec::with_capacity(RECV_BUF),
+            touched: Touched::none(),
         })
     }
 
@@ -240,22 +367,36 @@ impl NftMonitor {
         parse_nft_notification(&raw)
     }
 
-    /// Waits for the end of the next transaction. Object messages are
-    /// skipped; after an overrun the generation is unknown, so the change
-    /// is reported with generation 0 and no process.
-    pub async fn next_change(&mut self) -> Result<RulesetChange, FirewallError> {
+    /// Waits for the end of the next transaction, with what its object
+    /// messages touched. After an overrun the generation and the parts are
+    /// unknown: the change is reported with generation 0, no process, and
+    /// everything touched.
+    pub async fn next_change(&mut self) -> Result<Transaction, FirewallError> {
         loop {
             for n in self.recv().await? {
                 match n {
-                    Notification::NewGeneration(c) => return Ok(c),
+                    Notification::Object {
+                        family,
+                        table,
+                        chain,
+                        ..
+                    } => self.touched.add(family, table.as_deref(), chain.as_deref()),
+                    Notification::NewGeneration(change) => {
+                        let touched = std::mem::replace(&mut self.touched, Touched::none());
+                        return Ok(Transaction { change, touched });
+                    }
                     Notification::Lost => {
-                        return Ok(RulesetChange {
-                            generation: 0,
-                            pid: None,
-                            command: None,
+                        self.touched = Touched::none();
+                        return Ok(Transaction {
+                            change: RulesetChange {
+                                generation: 0,
+                                pid: None,
+                                command: None,
+                            },
+                            touched: Touched::Everything,
                         });
                     }
-                    _ => {}
+                    Notification::Error { .. } => {}
                 }
             }
         }
