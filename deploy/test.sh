@@ -27,6 +27,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 section "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins
 
+section "kubernetes manifests"
+# kustomize renders, strict schema validation, every flag and variable a
+# manifest passes exists in the binaries' --help, capabilities as the unit's.
+deploy/check-manifests.sh "$repo/target/debug"
+
 section "cargo test"
 if [[ $(id -u) -ne 0 ]]; then
     echo "note: not root; the fleet tests will be skipped (CI=${CI:-unset})"

@@ -40,6 +40,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let identity = inspect::host::read_identity(&config.procfs, &config.etc)?;
     let config = Arc::new(config);
     tracing::info!(node = %config.node, boot_id = %identity.boot_id, collector = %config.collector, "starting");
+    // The health endpoint answers from the first moment, enrolment
+    // included, so a liveness probe never kills an agent waiting for its
+    // collector; until the stream opens it says why it is not ready.
+    let (board, health_rx) = HealthBoard::new();
+    let stream_stats = Arc::new(endpoint::StreamStats::default());
+    let prober_stats = Arc::new(probe::ProberStats::default());
+    if !config.insecure {
+        stream_stats.down("enrolling or loading this node's certificate".into());
+    }
+    let health_task = config.health_listen.map(|addr| {
+        let telemetry = endpoint::Telemetry {
+            board: board.clone(),
+            stream: stream_stats.clone(),
+            prober: prober_stats.clone(),
+            collector: config.collector.to_string(),
+        };
+        let s = shutdown.clone();
+        tokio::spawn(
+            async move {
+                // Without its endpoint the agent still reads and reports
+                // its facts; the collector sees it as usual.
+                if let Err(e) = endpoint::serve(addr, telemetry, s).await {
+                    tracing::error!(error = %e, "no health endpoint");
+                }
+            }
+            .instrument(tracing::info_span!("health_endpoint")),
+        )
+    });
     // Who this node is to the collector: its certificate, from the state
     // directory or by enrolment (before anything else starts).
     let (tls_tx, tls_rx) = watch::channel(None);
@@ -65,14 +93,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // (keeping their events) even before it has a first reading to send,
     // so no burst a source makes at start (a kernel-log backlog, a storm of
     // listener changes) can fill a queue nobody reads.
-    let (board, health_rx) = HealthBoard::new();
     let (facts_tx, net_rx) = watch::channel(Arc::new(Versioned::default()));
     let (updates_tx, updates_rx) = mpsc::channel(UPDATE_QUEUE);
     let (readings_tx, readings_rx) = mpsc::channel(hub::READINGS_QUEUE);
     let (plan_tx, plan_rx) = watch::channel(None);
     let (probe_tx, probe_rx) = mpsc::channel(PROBE_OUTPUT_QUEUE);
 
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<_> = health_task.into_iter().collect();
     if let Some(creds) = renewal {
         tasks.push(tokio::spawn(
             credentials::renew(config.clone(), creds, tls_tx, conn_rx, shutdown.clone())
@@ -94,8 +121,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         output: probe_rx,
         temp: probe::TempListeners::new(shutdown.clone()),
     };
-    let stream_stats = Arc::new(endpoint::StreamStats::default());
-    let prober_stats = Arc::new(probe::ProberStats::default());
     let client = stream::Client::new(
         config.clone(),
         identity.clone(),
@@ -181,26 +206,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }) as SourceRun
             })
             .instrument(tracing::info_span!("probe_port")),
-        ));
-    }
-
-    if let Some(addr) = config.health_listen {
-        let telemetry = endpoint::Telemetry {
-            board: board.clone(),
-            stream: stream_stats,
-            prober: prober_stats,
-            collector: config.collector.to_string(),
-        };
-        let s = shutdown.clone();
-        tasks.push(tokio::spawn(
-            async move {
-                // Without its endpoint the agent still reads and reports
-                // its facts; the collector sees it as usual.
-                if let Err(e) = endpoint::serve(addr, telemetry, s).await {
-                    tracing::error!(error = %e, "no health endpoint");
-                }
-            }
-            .instrument(tracing::info_span!("health_endpoint")),
         ));
     }
 

@@ -105,8 +105,8 @@ fn restore(ns: &str, input: &str, noflush: bool) {
     assert!(status.success(), "iptables-nft-restore failed");
 }
 
-/// utime + stime + cutime + cstime: the agent and the tools it waited for.
-fn cpu_ticks(pid: u32) -> u64 {
+/// (utime + stime, cutime + cstime): the agent, and the tools it waited for.
+fn cpu_ticks(pid: u32) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<u64> = after
@@ -114,7 +114,8 @@ fn cpu_ticks(pid: u32) -> u64 {
         .map(|x| x.parse().unwrap_or(0))
         .collect();
     // Fields 14..17 (utime, stime, cutime, cstime) are at 11..14 after comm.
-    (11..15).filter_map(|i| f.get(i)).sum()
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    (at(11) + at(12), at(13) + at(14))
 }
 
 fn proc_kib(pid: u32, key: &str) -> u64 {
@@ -179,6 +180,8 @@ fn firewall_events(fleet: &Fleet) -> Vec<i64> {
 
 struct Phase {
     cpu_pct: f64,
+    /// Of which the tools the agent ran.
+    children_pct: f64,
     rss_kib: u64,
 }
 
@@ -188,9 +191,11 @@ fn measure(pid: u32, secs: u64, during: impl FnOnce(Instant)) -> Phase {
     during(start + Duration::from_secs(secs));
     let left = (start + Duration::from_secs(secs)).saturating_duration_since(Instant::now());
     std::thread::sleep(left);
-    let ticks = cpu_ticks(pid) - t0;
+    let t1 = cpu_ticks(pid);
+    let pct = |ticks: u64| ticks as f64 / 100.0 / start.elapsed().as_secs_f64() * 100.0;
     Phase {
-        cpu_pct: ticks as f64 / 100.0 / start.elapsed().as_secs_f64() * 100.0,
+        cpu_pct: pct(t1.0 + t1.1 - t0.0 - t0.1),
+        children_pct: pct(t1.1 - t0.1),
         rss_kib: proc_kib(pid, "VmRSS:"),
     }
 }
@@ -269,12 +274,13 @@ fn main() {
     };
     println!("\nagent, {secs}s each (CPU of the agent and the tools it runs, % of one core)");
     println!(
-        "   idle:  CPU {:.2}%  RSS {} KiB",
-        idle.cpu_pct, idle.rss_kib
+        "   idle:  CPU {:.2}% ({:.2}% in the tools it ran)  RSS {} KiB",
+        idle.cpu_pct, idle.children_pct, idle.rss_kib
     );
     println!(
-        "   churn: CPU {:.2}%  RSS {} KiB  (peak {} KiB); {} changes of {per_change} chains ({} rules) a second",
+        "   churn: CPU {:.2}% ({:.2}% in the tools it ran)  RSS {} KiB  (peak {} KiB); {} changes of {per_change} chains ({} rules) a second",
         churn.cpu_pct,
+        churn.children_pct,
         churn.rss_kib,
         proc_kib(pid, "VmHWM:"),
         changes.len(),
