@@ -103,3 +103,33 @@ fn truncated_and_corrupt_datagrams_are_errors_never_panics() {
     }
     assert_eq!(parse_nft_notification(&[]).expect("empty"), []);
 }
+
+#[test]
+fn object_messages_name_their_family_table_and_chain() {
+    // NFPROTO_INET is 1; a table names no chain, a chain and a rule do.
+    let expected = [
+        (1, "newtable", None),
+        (3, "newchain", Some("input")),
+        (5, "newrule", Some("input")),
+    ];
+    for (file, object, chain) in expected {
+        let parsed = parse_nft_notification(&fixture(file)).expect("object");
+        match parsed.as_slice() {
+            [
+                Notification::Object {
+                    name,
+                    family,
+                    table,
+                    chain: got,
+                    ..
+                },
+            ] => {
+                assert_eq!(*name, object);
+                assert_eq!(*family, 1);
+                assert_eq!(table.as_deref(), Some("t"));
+                assert_eq!(got.as_deref(), chain);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
