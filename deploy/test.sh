@@ -27,6 +27,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 section "cargo build (binaries for the end-to-end tests)"
 cargo build --workspace --bins
 
+section "demo (deploy/demo.sh --check)"
+# The README's demo, non-interactively: three real faults staged, and each
+# one's `why` must name its cause.
+if [[ $(id -u) -eq 0 || ${CI:-} == true ]]; then
+    deploy/demo.sh --check
+else
+    echo "note: not root; the demo check is skipped"
+fi
+
 section "kubernetes manifests"
 # kustomize renders, strict schema validation, every flag and variable a
 # manifest passes exists in the binaries' --help, capabilities as the unit's.

@@ -1,9 +1,16 @@
 //! The collector's web page in headless Chromium: first against a fixture
 //! API whose states the test controls (colours, selector, details, live
 //! updates, 200 nodes; the time control, "as of" a moment and back, and a
-//! cell's history strip), then against a real fleet (states equal the
-//! API's, a cell's history, the matrix as of a moment, a killed agent's row
-//! turns disconnected and unknown without a reload).
+//! cell's history strip; the summary line, the problems list and its
+//! bounded explanations, a node's panel; cells sized to the window at
+//! several viewport sizes), then against a real fleet (states equal the
+//! API's, a cell's history, the matrix as of a moment, a firewall drop shown
+//! in the summary and the problems with the API's cause, a node's facts and
+//! events equal to the API's, a killed agent's row turns disconnected and
+//! unknown without a reload).
+//!
+//! Screenshots of the main views go to `REACHMAP_WEB_SCREENSHOT_DIR`, or
+//! `target/web-screenshots/`; the test prints where.
 //!
 //! Chromium always runs inside a network namespace this test made, so it can
 //! reach nothing but the page it tests.
@@ -65,6 +72,9 @@ struct Api {
     /// What `/api/v1/matrix?at=` answers for any moment the fixture holds.
     matrix_at: Arc<Mutex<Value>>,
     nodes: Arc<Mutex<Value>>,
+    /// What live `/api/v1/why` answers as the top cause, by
+    /// "src dst port"; pairs not in it are reachable.
+    causes: Arc<Mutex<HashMap<String, Value>>>,
     /// Every API request, `path?query`, in order.
     requests: Arc<Mutex<Vec<String>>>,
 }
@@ -78,6 +88,17 @@ impl Api {
     }
     fn set_nodes(&self, v: Value) {
         *self.nodes.lock().expect("fixture lock") = v;
+    }
+    fn set_cause(&self, src: &str, dst: &str, port: u16, code: &str, node: &str) {
+        let cause = json!({
+            "code": code, "node": node,
+            "detail": format!("{code} between {src} and {dst}"),
+            "evidence": [], "fix": format!("fix {code}"),
+        });
+        self.causes
+            .lock()
+            .expect("fixture lock")
+            .insert(format!("{src} {dst} {port}"), cause);
     }
     fn record(&self, path: &str, query: Option<String>) {
         let line = format!("{path}?{}", query.unwrap_or_default());
@@ -195,12 +216,26 @@ async fn fixture_why_route(
 ) -> Response {
     a.record("/api/v1/why", raw);
     let (src, dst) = (q.get("src").cloned(), q.get("dst").cloned());
+    let key = format!(
+        "{} {} {}",
+        src.as_deref().unwrap_or_default(),
+        dst.as_deref().unwrap_or_default(),
+        q.get("port").map_or("7442", String::as_str)
+    );
+    let cause = a.causes.lock().expect("fixture lock").get(&key).cloned();
     match q.get("at") {
-        None => axum::Json(json!({
-            "src": src, "dst": dst, "verdict": "reachable", "at": null,
-            "causes": [], "checked": ["listeners", "firewall"], "changes": [],
-        }))
-        .into_response(),
+        None => match cause {
+            None => axum::Json(json!({
+                "src": src, "dst": dst, "verdict": "reachable", "at": null,
+                "causes": [], "checked": ["listeners", "firewall"], "changes": [],
+            }))
+            .into_response(),
+            Some(c) => axum::Json(json!({
+                "src": src, "dst": dst, "verdict": "unreachable", "at": null,
+                "causes": [c], "checked": ["listeners", "firewall"], "changes": [],
+            }))
+            .into_response(),
+        },
         Some(at) => match check_at(at) {
             Ok(()) => axum::Json(json!({
                 "src": src, "dst": dst, "verdict": "unreachable", "at": at,
@@ -307,6 +342,145 @@ async fn fixture_history_route(
     .into_response()
 }
 
+/// A node's number in the fixture: its last letter or digits (node-b → 1,
+/// n007 → 7), which its facts are made from so each node's differ.
+fn node_number(name: &str) -> u64 {
+    let digits: String = name.chars().filter(char::is_ascii_digit).collect();
+    match digits.parse() {
+        Ok(n) => n,
+        Err(_) => name
+            .bytes()
+            .last()
+            .map_or(0, |b| u64::from(b.saturating_sub(b'a'))),
+    }
+}
+
+/// The firewall rules of `name` in the fixture: 3 more than its number.
+fn fixture_rules(name: &str) -> usize {
+    node_number(name) as usize + 3
+}
+
+/// `/api/v1/nodes/NAME`, shaped as `NodeDetailView`: an address and facts
+/// made from the node's number; 404 for a name the fixture lacks.
+async fn fixture_node_route(
+    State(a): State<Api>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    a.record(&format!("/api/v1/nodes/{name}"), None);
+    let nodes = a.nodes.lock().expect("fixture lock").clone();
+    let Some(summary) = nodes
+        .as_array()
+        .and_then(|l| l.iter().find(|n| n["name"] == name.as_str()))
+        .cloned()
+    else {
+        return api_error((StatusCode::NOT_FOUND, format!("no node {name:?}")));
+    };
+    let i = node_number(&name);
+    let address = format!("198.18.0.{}", 11 + i);
+    let mut node = summary;
+    node["addresses"] = json!([address]);
+    node["version"] = json!("0.1.0");
+    node["last_seen"] = json!(rfc3339_secs(whole_seconds(SystemTime::now())));
+    node["blind"] = json!(["kmsg"]);
+    let rules = fixture_rules(&name);
+    // Two tables: the first with `rules - 1` rules in its input chain.
+    let rule = |n: usize| json!({"handle": n, "text": format!("rule {n}")});
+    let input: Vec<Value> = (0..rules - 1).map(rule).collect();
+    axum::Json(json!({
+        "node": node,
+        "host": {"hostname": name, "kernel": "6.1.0", "os": "Debian 12", "uptime_seconds": 3600 + i},
+        "interfaces": [
+            {"name": "lo", "index": 1, "state": "unknown", "admin_up": true, "mac": "", "mtu": 65536,
+             "kind": "", "addresses": ["127.0.0.1/8"]},
+            {"name": "eth0", "index": 2, "state": "up", "admin_up": true, "mac": "02:00:00:00:00:01",
+             "mtu": 1500, "kind": "veth", "addresses": [format!("{address}/24")]},
+        ],
+        "routes": [],
+        "listeners": [
+            {"protocol": "tcp", "address": "0.0.0.0", "port": 7442, "scope": "any", "v6only": null,
+             "accept_queue": 0, "accept_queue_limit": 4096, "established": 2,
+             "processes": [{"pid": 100 + i, "name": "reachmap-agent", "unit": "reachmap-agent.service", "cgroup": null}],
+             "interface": null, "uid": 0, "inode": 1},
+            {"protocol": "tcp", "address": "127.0.0.1", "port": 5432, "scope": "loopback", "v6only": null,
+             "accept_queue": 0, "accept_queue_limit": 244, "established": 0,
+             "processes": [{"pid": 200 + i, "name": "postgres", "unit": null, "cgroup": null}],
+             "interface": null, "uid": 0, "inode": 2},
+        ],
+        "sockets": {"tcp_total": 12, "tcp_established": 4, "tcp_time_wait": 1, "udp_total": 2},
+        "firewall": {
+            "backend": "nftables", "generation": 57 + i, "hash": 1, "error": null,
+            "tables": [
+                {"family": "inet", "name": "filter", "backend": "nftables", "sets": [],
+                 "chains": [{"name": "input", "hook": "input", "chain_type": "filter", "priority": 0,
+                             "policy": "drop", "rules": input}]},
+                {"family": "ip", "name": "nat", "backend": "nftables", "sets": [],
+                 "chains": [{"name": "post", "hook": "postrouting", "chain_type": "nat", "priority": 100,
+                             "policy": "accept", "rules": [rule(99)]}]},
+            ],
+        },
+        "resources": {
+            "sampled_unix_nanos": 0, "load1": 0.5, "load5": 0.25, "load15": 0.125, "cpus": 2,
+            "cpu_busy_pct": 12.0, "cpu_steal_pct": 0.0, "mem_total_bytes": 4_294_967_296_u64,
+            "mem_available_bytes": 1_073_741_824_u64, "swap_total_bytes": 0, "swap_free_bytes": 0,
+            "pressure": null, "conntrack_count": 120, "conntrack_max": 65536, "listen_overflows": 0,
+            "listen_drops": 0, "disk_root_total_bytes": null, "disk_root_used_bytes": null,
+            "memory_trend": "steady", "memory_growth_mib_per_min": 0.0,
+        },
+        "events": [],
+        "names": [],
+        "sources": [
+            {"source": "rtnl", "state": "ok", "since": null, "last_error": null, "last_error_at": null,
+             "errors_total": 0, "restarts_total": 0},
+            {"source": "sockets", "state": "ok", "since": null, "last_error": null, "last_error_at": null,
+             "errors_total": 0, "restarts_total": 0},
+            {"source": "firewall", "state": "degraded", "since": null,
+             "last_error": "nft: netlink busy", "last_error_at": null, "errors_total": 2, "restarts_total": 1},
+            {"source": "kmsg", "state": "down", "since": null,
+             "last_error": format!("/dev/kmsg of {name}: permission denied"), "last_error_at": null,
+             "errors_total": 5, "restarts_total": 5},
+        ],
+    }))
+    .into_response()
+}
+
+/// The fixture's events of `node`: three, oldest first, as the store
+/// answers them.
+fn fixture_events(node: &str) -> Vec<Value> {
+    let now = whole_seconds(SystemTime::now());
+    [
+        (
+            600,
+            "listener_appeared",
+            format!("tcp 0.0.0.0:7442 on {node}"),
+        ),
+        (
+            300,
+            "firewall_changed",
+            format!("ruleset of {node} changed by nft"),
+        ),
+        (60, "oom_kill", format!("OOM killer killed web on {node}")),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(id, (ago, kind, detail))| {
+        json!({"node": node, "instance": "7", "id": id, "time": rfc3339_secs(now - ago),
+               "received": rfc3339_secs(now - ago), "kind": kind, "detail": detail})
+    })
+    .collect()
+}
+
+/// `/api/v1/events`, shaped as `EventsView`.
+async fn fixture_events_route(
+    State(a): State<Api>,
+    RawQuery(raw): RawQuery,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    a.record("/api/v1/events", raw);
+    let events = q.get("node").map(|n| fixture_events(n)).unwrap_or_default();
+    axum::Json(json!({"events": events, "truncated": false, "retained_since": null}))
+        .into_response()
+}
+
 /// Serves the real page plus the fixture API on 127.0.0.1 of the calling
 /// thread's namespace, on a runtime that lives as long as the returned value.
 fn serve_fixture(api: Api) -> (tokio::runtime::Runtime, SocketAddr) {
@@ -322,6 +496,8 @@ fn serve_fixture(api: Api) -> (tokio::runtime::Runtime, SocketAddr) {
         .route("/api/v1/matrix", get(fixture_matrix_route))
         .route("/api/v1/why", get(fixture_why_route))
         .route("/api/v1/history", get(fixture_history_route))
+        .route("/api/v1/nodes/{name}", get(fixture_node_route))
+        .route("/api/v1/events", get(fixture_events_route))
         .route(
             "/api/v1/nodes",
             get(|State(a): State<Api>| async move {
@@ -605,6 +781,172 @@ fn wait_loads(b: &mut Browser, n: u64, what: &str) {
     );
 }
 
+/// Where the screenshots go: `REACHMAP_WEB_SCREENSHOT_DIR`, else
+/// `target/web-screenshots/` of the workspace (or of `CARGO_TARGET_DIR`).
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = match std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("web-screenshots"),
+    };
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    std::fs::canonicalize(&dir).unwrap_or(dir)
+}
+
+/// A PNG of the viewport as `name` in [`screenshot_dir`], its path printed.
+fn save_screenshot(b: &mut Browser, name: &str) {
+    let path = screenshot_dir().join(name);
+    b.screenshot(&path).expect("screenshot");
+    eprintln!("screenshot: {}", path.display());
+}
+
+/// The summary line: its figures (from its data attributes) and its text.
+const SUMMARY_JS: &str =
+    "(() => { const s = document.getElementById('summary'); const d = s.dataset;
+    return { nodes: d.nodes ?? null, connected: d.connected ?? null, failing: d.failing ?? null,
+             degraded: d.degraded ?? null, cells: d.cells ?? null, explained: d.explained ?? null,
+             explainable: d.explainable ?? null, causes: JSON.parse(d.causes || '{}'),
+             nodes_text: document.getElementById('sum-nodes').textContent,
+             cells_text: document.getElementById('sum-cells').textContent,
+             causes_text: document.getElementById('sum-causes').textContent }; })()";
+
+/// The problems list as shown: each entry's cell, view, state, cause code,
+/// cause state and one-line text.
+const PROBLEMS_JS: &str =
+    "[...document.querySelectorAll('#problems-list button.problem')].map(b => ({
+    src: b.dataset.src, dst: b.dataset.dst, view: b.dataset.view, state: b.dataset.state,
+    code: b.dataset.code, cause: b.dataset.cause,
+    text: b.querySelector('.p-text').textContent, current: b.getAttribute('aria-current') }))";
+
+/// The node panel as shown.
+const NODE_JS: &str = "(() => { const p = document.getElementById('node'); const $ = (id) => document.getElementById(id);
+    return { hidden: p.hidden, node: p.dataset.node ?? null, loaded: p.dataset.loaded ?? null,
+             loads: Number(p.dataset.loads || 0), connected: p.dataset.connected ?? null,
+             title: $('node-title').textContent, state: $('n-state').textContent,
+             host: $('n-host').textContent,
+             addresses: $('n-addresses').dataset.addresses ?? null, addresses_text: $('n-addresses').textContent,
+             firewall: $('n-firewall').textContent, backend: $('n-firewall').dataset.backend ?? null,
+             rules: $('n-firewall').dataset.rules ?? null, resources: $('n-resources').textContent,
+             listeners: [...$('n-listeners').tBodies[0].rows].map(r => ({ port: Number(r.dataset.port),
+                 scope: r.dataset.scope, text: r.textContent })),
+             listener_count: Number($('n-listeners').dataset.count || 0),
+             sources: [...$('n-sources').querySelectorAll('li[data-source]')].map(l => ({
+                 source: l.dataset.source, state: l.dataset.state, text: l.textContent })),
+             events: [...$('n-events').children].map(l => ({ kind: l.dataset.kind, text: l.textContent })),
+             asof: $('n-asof').hidden ? null : $('n-asof').textContent,
+             error: $('n-error').hidden ? null : $('n-error').textContent }; })()";
+
+/// The heat map's size against the room it has.
+const LAYOUT_JS: &str = "(() => { const w = document.getElementById('grid-wrap'); const t = document.getElementById('matrix');
+    const r = w.getBoundingClientRect(); const tr = t.getBoundingClientRect();
+    const td = t.querySelector('td:not(.self)'); const c = td ? td.getBoundingClientRect() : {width: 0, height: 0};
+    return { cell: Number(t.dataset.cell || 0), td_w: c.width, td_h: c.height,
+             wrap_w: r.width, wrap_h: r.height, wrap_bottom: r.bottom, max_h: parseFloat(w.style.maxHeight),
+             client_w: w.clientWidth, client_h: w.clientHeight, scroll_w: w.scrollWidth, scroll_h: w.scrollHeight,
+             table_w: tr.width, table_h: tr.height, doc_w: document.documentElement.scrollWidth,
+             doc_h: document.documentElement.scrollHeight, win_w: innerWidth, win_h: innerHeight,
+             min: window.reachmap.CELL_MIN, max: window.reachmap.CELL_MAX,
+             room: innerHeight - r.top - parseFloat(getComputedStyle(document.querySelector('main')).paddingBottom) }; })()";
+
+/// The viewport as `width`×`height` CSS pixels.
+fn set_viewport(b: &mut Browser, width: u32, height: u32) {
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+    )
+    .expect("set the viewport");
+}
+
+/// Why the layout is not "`n` nodes' cells as large as the room allows"
+/// (the map's width, and the height down to the window's bottom):
+/// no horizontal scrolling of the map or the page; above the minimum the
+/// whole map in view (no vertical scrolling either) and one pixel more per
+/// cell would not fit (or the cells are at the maximum); at the minimum
+/// the map scrolls inside its own box.
+fn misfit(l: &Value, n: f64) -> Option<String> {
+    let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+    let (cell, min, max) = (f("cell"), f("min"), f("max"));
+    let mut why = Vec::new();
+    if !(min..=max).contains(&cell) {
+        why.push(format!("cell {cell} outside {min}..={max}"));
+    }
+    if (f("td_w") - cell).abs() > 0.6 || (f("td_h") - cell).abs() > 0.6 {
+        why.push(format!(
+            "a cell is drawn {}×{}, not {cell}",
+            f("td_w"),
+            f("td_h")
+        ));
+    }
+    if f("doc_w") > f("win_w") {
+        why.push("the page scrolls sideways".to_string());
+    }
+    if cell > min {
+        if f("scroll_w") > f("client_w") || f("scroll_h") > f("client_h") {
+            why.push("the map scrolls although its cells are above the minimum".to_string());
+        }
+        if f("wrap_bottom") > f("win_h") + 0.5 {
+            why.push("the map goes below the window".to_string());
+        }
+        // The room down to the window's bottom (less the page's padding),
+        // with one pixel of slack for rounding.
+        let grows = f("table_w") + n <= f("wrap_w") - 1.0 && f("table_h") + n <= f("room") - 1.0;
+        if cell < max && grows {
+            why.push("a pixel more per cell would still fit".to_string());
+        }
+    }
+    (!why.is_empty()).then(|| format!("{}: {l}", why.join("; ")))
+}
+
+/// Waits until the map of `n` nodes fits the viewport and returns its
+/// layout.
+fn wait_fit(b: &mut Browser, n: usize, what: &str) -> Value {
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let l = b.eval(LAYOUT_JS)?;
+            match misfit(&l, n as f64) {
+                None => Ok::<_, String>(l),
+                Some(e) => Err(e),
+            }
+        },
+        "{what}: the cells fit the window"
+    )
+}
+
+/// Cells of `state` in a matrix answer.
+fn count_state(matrix: &Value, state: &str) -> usize {
+    matrix["cells"]
+        .as_array()
+        .map_or(0, |c| c.iter().filter(|c| c["state"] == state).count())
+}
+
+fn problems(b: &mut Browser) -> Vec<Value> {
+    match b.eval(PROBLEMS_JS).expect("read the problems") {
+        Value::Array(a) => a,
+        other => panic!("problems are not an array: {other}"),
+    }
+}
+
+/// Waits until the node panel shows `name`, loaded at least `loads` times.
+fn wait_node(b: &mut Browser, name: &str, loads: u64) -> Value {
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let p = b.eval(NODE_JS)?;
+            let ok = p["hidden"] == false
+                && p["node"] == name
+                && p["loaded"] == "true"
+                && p["loads"].as_u64().unwrap_or(0) >= loads;
+            ensure(ok, &p)?;
+            Ok::<_, String>(p)
+        },
+        "the node panel shows {name}"
+    )
+}
+
 // -------------------------------------------------------------------- tests
 
 #[test]
@@ -710,10 +1052,7 @@ fn page_shows_fixture_states_details_and_live_updates() {
             },
             "the details panel opens on a click"
         );
-        if let Some(dir) = std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
-            let path = std::path::Path::new(&dir).join("web-details.png");
-            b.screenshot(&path).expect("screenshot");
-        }
+        save_screenshot(&mut b, "web-details.png");
         assert_eq!(text(&mut b, "details-title"), "node-a → node-c");
         assert_eq!(text(&mut b, "d-target"), "198.18.0.13:7442");
         assert_eq!(text(&mut b, "d-state"), "degraded");
@@ -1023,6 +1362,180 @@ fn page_follows_a_real_fleet() {
     wait_polls(&mut b, 1, "back to live");
     assert_eq!(body_data(&mut b, "mode"), "live");
 
+    // The summary: every node connected, nothing failing, no problem listed.
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let s = b.eval(SUMMARY_JS)?;
+            let api = b.eval(FETCH_MATRIX_JS)?;
+            let cells = api["body"]["cells"].as_array().map_or(0, Vec::len);
+            ensure(
+                s["nodes"] == "3"
+                    && s["connected"] == "3"
+                    && s["failing"] == "0"
+                    && s["degraded"] == "0"
+                    && s["cells"] == cells.to_string().as_str()
+                    && s["causes_text"] == "no problems",
+                (&s, cells),
+            )
+        },
+        "the summary of a healthy fleet"
+    );
+    assert!(problems(&mut b).is_empty());
+    assert_eq!(
+        text(&mut b, "problems-note"),
+        "No failing or degraded cells."
+    );
+
+    // node-1 drops node-0's probes: the summary counts the failing cell as
+    // the API does, and the problems list names the API's cause.
+    fleet.exec(
+        1,
+        &[
+            "nft",
+            "add table inet rmweb; \
+             add chain inet rmweb input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmweb input ip saddr 198.18.0.11 tcp dport 7442 drop",
+        ],
+    );
+    let (summary, listed) = assert_eventually!(
+        Duration::from_secs(60),
+        || {
+            let api = b.eval(FETCH_MATRIX_JS)?;
+            let why = b.eval(
+                "fetch('api/v1/why?src=node-0&dst=node-1&port=7442', {cache: 'no-store'}).then(r => r.json())",
+            )?;
+            let s = b.eval(SUMMARY_JS)?;
+            let list = problems(&mut b);
+            let failing = count_state(&api["body"], "failing");
+            let degraded = count_state(&api["body"], "degraded");
+            let code = why["causes"][0]["code"].clone();
+            let first = list.first().cloned().unwrap_or(Value::Null);
+            ensure(
+                failing >= 1
+                    && s["failing"] == failing.to_string().as_str()
+                    && s["degraded"] == degraded.to_string().as_str()
+                    && code == "FIREWALL_INBOUND"
+                    && first["src"] == "node-0"
+                    && first["dst"] == "node-1"
+                    && first["view"] == "tcp/7442/"
+                    && first["code"] == code,
+                (&s, failing, degraded, &code, &first),
+            )?;
+            Ok::<_, String>((s, list))
+        },
+        "the summary and the problems show node-1's drop with the API's cause"
+    );
+    assert!(
+        summary["causes_text"]
+            .as_str()
+            .is_some_and(|t| t.contains("FIREWALL_INBOUND ×")),
+        "{summary}"
+    );
+    eprintln!(
+        "fleet summary with node-1 dropping node-0's probes: {summary}; problems: {listed:?}"
+    );
+    b.click("#problems-list button.problem[data-src='node-0'][data-dst='node-1'][data-view='tcp/7442/']")
+        .expect("click the problem");
+    assert_eventually!(
+        Duration::from_secs(5),
+        || {
+            let t = text(&mut b, "details-title");
+            let st = text(&mut b, "d-state");
+            ensure(t == "node-0 → node-1" && st == "failing", (t, st))
+        },
+        "the problem opens node-0 → node-1"
+    );
+    save_screenshot(&mut b, "web-fleet-problem.png");
+
+    // node-1's panel: its facts as the API has them, and its events with
+    // the ruleset change among them.
+    b.click("#matrix tbody th[data-node='node-1']")
+        .expect("click node-1");
+    wait_node(&mut b, "node-1", 1);
+    let p = assert_eventually!(
+        Duration::from_secs(45),
+        || {
+            let detail =
+                b.eval("fetch('api/v1/nodes/node-1', {cache: 'no-store'}).then(r => r.json())")?;
+            let events = b.eval(
+                "fetch('api/v1/events?node=node-1&since=24h&limit=20', {cache: 'no-store'}).then(r => r.json())",
+            )?;
+            let p = b.eval(NODE_JS)?;
+            let addresses: Vec<&str> = detail["node"]["addresses"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            let rules: usize = detail["firewall"]["tables"]
+                .as_array()
+                .map(|t| {
+                    t.iter()
+                        .flat_map(|t| t["chains"].as_array().cloned().unwrap_or_default())
+                        .map(|c| c["rules"].as_array().map_or(0, Vec::len))
+                        .sum()
+                })
+                .unwrap_or(0);
+            let api_events: Vec<(String, String)> = events["events"]
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .rev()
+                        .map(|e| {
+                            (
+                                e["kind"].as_str().unwrap_or("").to_string(),
+                                e["detail"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let page_events: Vec<(String, String)> = p["events"]
+                .as_array()
+                .map(|e| {
+                    e.iter()
+                        .map(|e| {
+                            let kind = e["kind"].as_str().unwrap_or("").to_string();
+                            let text = e["text"].as_str().unwrap_or("").to_string();
+                            let detail = text
+                                .split_once(&format!(" {kind}: "))
+                                .map(|(_, d)| d.to_string())
+                                .unwrap_or_default();
+                            (kind, detail)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let listeners = detail["listeners"].as_array().map_or(0, Vec::len);
+            let sources = detail["sources"].as_array().map_or(0, Vec::len);
+            let shown_sources = p["sources"].as_array().map_or(0, Vec::len);
+            ensure(
+                p["addresses"] == addresses.join(",").as_str()
+                    && addresses.contains(&"198.18.0.12")
+                    && p["backend"] == detail["firewall"]["backend"]
+                    && p["rules"] == rules.to_string().as_str()
+                    && rules >= 1
+                    && p["listener_count"] == listeners
+                    && p["listeners"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|l| l["port"] == 7442))
+                    && sources >= 1
+                    && shown_sources == sources
+                    && page_events == api_events
+                    && page_events.iter().any(|(k, _)| k == "firewall_changed"),
+                (&p, &addresses, rules, listeners, sources, &api_events),
+            )?;
+            Ok::<_, String>(p)
+        },
+        "node-1's panel shows the API's facts and events"
+    );
+    eprintln!(
+        "fleet node-1: firewall {}, {} listeners, {} events",
+        p["firewall"],
+        p["listener_count"],
+        p["events"].as_array().map_or(0, Vec::len)
+    );
+    save_screenshot(&mut b, "web-fleet-node.png");
+
     // node-2's agent dies: its row header turns disconnected and its cells
     // unknown, without a reload.
     fleet.kill_agent(2);
@@ -1049,6 +1562,19 @@ fn page_follows_a_real_fleet() {
         .eval("document.querySelector(\"#matrix tbody th[data-node='node-0']\").dataset.connected")
         .expect("node-0 head");
     assert_eq!(other, "true");
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let s = b.eval(SUMMARY_JS)?;
+            ensure(
+                s["connected"] == "2"
+                    && s["nodes"] == "3"
+                    && s["nodes_text"] == "2/3 nodes connected (1 disconnected)",
+                &s,
+            )
+        },
+        "the summary counts node-2 disconnected"
+    );
     assert_eq!(
         b.eval("window.__same_document === true").expect("same"),
         true
@@ -1148,10 +1674,7 @@ fn page_goes_back_in_time_and_shows_a_cells_history() {
             .expect("pressed"),
             "true"
         );
-        if let Some(dir) = std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
-            let path = std::path::Path::new(&dir).join("web-history.png");
-            b.screenshot(&path).expect("screenshot");
-        }
+        save_screenshot(&mut b, "web-history.png");
 
         // "−1h": the matrix of an hour ago, fetched once; polling stops.
         let why_before = api.queries("/api/v1/why").len();
@@ -1238,10 +1761,7 @@ fn page_goes_back_in_time_and_shows_a_cells_history() {
             "marker at {marker}, not {want}"
         );
 
-        if let Some(dir) = std::env::var_os("REACHMAP_WEB_SCREENSHOT_DIR") {
-            let path = std::path::Path::new(&dir).join("web-asof.png");
-            b.screenshot(&path).expect("screenshot");
-        }
+        save_screenshot(&mut b, "web-asof.png");
 
         // Nothing polls now.
         let polls_then = polls(&mut b);
@@ -1329,7 +1849,9 @@ fn page_goes_back_in_time_and_shows_a_cells_history() {
         let outage_start = |now: u64| history_starts(now)[2] + 1;
         assert!(
             (outage_start(served.saturating_sub(3))..=outage_start(served)).contains(&go_unix),
-            "{go}"
+            "{go}: served {} − outage start {}",
+            rfc3339_secs(served),
+            rfc3339_secs(outage_start(served))
         );
         b.click("#history-goto").expect("go to the outage");
         wait_loads(&mut b, 6, "the outage");
@@ -1363,5 +1885,637 @@ fn page_goes_back_in_time_and_shows_a_cells_history() {
         let why = api.queries("/api/v1/why");
         assert!(!why.last().is_some_and(|q| q.contains_key("at")), "{why:?}");
         assert_eq!(text(&mut b, "history-to"), "now");
+    });
+}
+
+#[test]
+fn page_sums_up_problems_and_opens_a_nodes_facts() {
+    if !can_run() {
+        return;
+    }
+    in_own_netns(|| {
+        let api = Api::default();
+        api.set_matrix(fixture_matrix("ok"));
+        api.set_matrix_at(fixture_matrix("failing"));
+        let names: Vec<String> = NODES4.iter().map(|s| s.to_string()).collect();
+        api.set_nodes(fixture_nodes(&names, "node-d"));
+        api.set_cause("node-a", "node-d", 7442, "FIREWALL_INBOUND", "node-d");
+        api.set_cause("node-b", "node-c", 7442, "NOT_LISTENING", "node-c");
+        api.set_cause("node-a", "node-c", 7442, "INTERMITTENT_LOSS", "node-a");
+        let (_rt, addr) = serve_fixture(api.clone());
+        let mut b = Browser::launch(None).expect("launch chromium");
+        b.navigate(&format!("http://{addr}/"))
+            .expect("load the page");
+        wait_polls(&mut b, 1, "first load");
+
+        // The summary line: the fixture's figures, counted from its answer.
+        let served = api.matrix.lock().expect("fixture lock").clone();
+        let (failing, degraded) = (
+            count_state(&served, "failing"),
+            count_state(&served, "degraded"),
+        );
+        assert_eq!((failing, degraded), (3, 1), "the fixture changed");
+        let cells = served["cells"].as_array().map_or(0, Vec::len);
+        let s = assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let s = b.eval(SUMMARY_JS)?;
+                ensure(s["explained"] == "3", &s)?;
+                Ok::<_, String>(s)
+            },
+            "the three TCP problems are explained"
+        );
+        assert_eq!(s["nodes"], "4", "{s}");
+        assert_eq!(s["connected"], "3", "{s}");
+        assert_eq!(s["failing"], failing.to_string().as_str(), "{s}");
+        assert_eq!(s["degraded"], degraded.to_string().as_str(), "{s}");
+        assert_eq!(s["cells"], cells.to_string().as_str(), "{s}");
+        assert_eq!(s["nodes_text"], "3/4 nodes connected (1 disconnected)");
+        assert_eq!(
+            s["cells_text"],
+            format!("{failing} failing, {degraded} degraded of {cells} cells").as_str()
+        );
+        assert_eq!(
+            s["causes_text"],
+            "top causes: FIREWALL_INBOUND ×1, INTERMITTENT_LOSS ×1, NOT_LISTENING ×1"
+        );
+        assert_eq!(
+            s["causes"],
+            json!({"FIREWALL_INBOUND": 1, "INTERMITTENT_LOSS": 1, "NOT_LISTENING": 1})
+        );
+        // Each TCP problem was asked about once, on its own port; ICMP not.
+        let mut asked: Vec<(String, String, String)> = api
+            .queries("/api/v1/why")
+            .iter()
+            .map(|q| {
+                let g = |k: &str| q.get(k).cloned().unwrap_or_default();
+                (g("src"), g("dst"), g("port"))
+            })
+            .collect();
+        asked.sort();
+        let want: Vec<(String, String, String)> = [
+            ("node-a", "node-c"),
+            ("node-a", "node-d"),
+            ("node-b", "node-c"),
+        ]
+        .iter()
+        .map(|(s, d)| (s.to_string(), d.to_string(), "7442".to_string()))
+        .collect();
+        assert_eq!(asked, want);
+
+        // The problems: failing first (probe port, then ICMP), then degraded,
+        // each with its cause code and line.
+        let list = problems(&mut b);
+        let shown: Vec<(String, String, String, String, String)> = list
+            .iter()
+            .map(|p| {
+                let g = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+                (g("src"), g("dst"), g("view"), g("state"), g("code"))
+            })
+            .collect();
+        let want = [
+            (
+                "node-a",
+                "node-d",
+                "tcp/7442/",
+                "failing",
+                "FIREWALL_INBOUND",
+            ),
+            ("node-b", "node-c", "tcp/7442/", "failing", "NOT_LISTENING"),
+            ("node-a", "node-b", "icmp/0/", "failing", ""),
+            (
+                "node-a",
+                "node-c",
+                "tcp/7442/",
+                "degraded",
+                "INTERMITTENT_LOSS",
+            ),
+        ]
+        .map(|(a, b, c, d, e)| (a.into(), b.into(), c.into(), d.into(), e.into()));
+        assert_eq!(shown, want);
+        assert_eq!(
+            list[0]["text"],
+            "on node-d: FIREWALL_INBOUND between node-a and node-d"
+        );
+        assert_eq!(list[2]["cause"], "unexplained", "{}", list[2]);
+        assert!(
+            list[2]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("icmp: timeout")),
+            "{}",
+            list[2]
+        );
+        // Four nodes at 1280×900: the largest cells, no scrolling.
+        let l = wait_fit(&mut b, 4, "4 nodes");
+        assert_eq!(l["cell"], l["max"], "{l}");
+        save_screenshot(&mut b, "web-summary.png");
+
+        // A click on a problem opens its cell, in its own view.
+        b.click("#problems-list button.problem[data-src='node-b'][data-dst='node-c']")
+            .expect("click the problem b→c");
+        assert_eventually!(
+            Duration::from_secs(5),
+            || {
+                let t = text(&mut b, "details-title");
+                ensure(t == "node-b → node-c" && !hidden(&mut b, "details"), t)
+            },
+            "the problem opens its cell"
+        );
+        assert_eq!(text(&mut b, "d-state"), "failing");
+        assert_eq!(text(&mut b, "d-failure").split(',').next(), Some("refused"));
+        let list = problems(&mut b);
+        let current: Vec<&Value> = list.iter().filter(|p| p["current"] == "true").collect();
+        assert_eq!(current.len(), 1, "{list:#?}");
+        assert_eq!(
+            (&current[0]["src"], &current[0]["dst"]),
+            (&json!("node-b"), &json!("node-c"))
+        );
+        b.click("#problems-list button.problem[data-view='icmp/0/']")
+            .expect("click the ICMP problem");
+        assert_eventually!(
+            Duration::from_secs(5),
+            || {
+                let v = b.eval("document.getElementById('view').value")?;
+                let t = text(&mut b, "details-title");
+                ensure(v == "icmp/0/" && t == "node-a → node-b", (v, t))
+            },
+            "the ICMP problem switches the view and opens its cell"
+        );
+        assert_eq!(text(&mut b, "d-kind"), "icmp");
+        assert_eq!(text(&mut b, "d-target"), "198.18.0.12");
+        let g = grid(&mut b);
+        assert_eq!(find(&g, "node-a", "node-b")["kind"], "icmp");
+
+        // The fleet changes: the summary and the list follow without a reload.
+        api.set_matrix(fixture_matrix("failing"));
+        let s = assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let s = b.eval(SUMMARY_JS)?;
+                ensure(s["failing"] == "4" && s["explained"] == "4", &s)?;
+                Ok::<_, String>(s)
+            },
+            "a→b's probe failing is counted and explained"
+        );
+        assert_eq!(
+            s["causes_text"],
+            "top causes: FIREWALL_INBOUND ×1, INTERMITTENT_LOSS ×1, NOT_LISTENING ×1, no cause found ×1"
+        );
+        let list = problems(&mut b);
+        let ab = list
+            .iter()
+            .find(|p| p["src"] == "node-a" && p["dst"] == "node-b" && p["view"] == "tcp/7442/")
+            .unwrap_or_else(|| panic!("no a→b probe problem: {list:#?}"));
+        assert_eq!(ab["cause"], "none", "{ab}");
+        assert!(
+            ab["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("no cause found")),
+            "{ab}"
+        );
+
+        // A click on a row's name opens that node's facts and events; the
+        // cell's details close.
+        b.click("#matrix tbody th[data-node='node-b']")
+            .expect("click node-b's row");
+        let p = wait_node(&mut b, "node-b", 1);
+        assert!(hidden(&mut b, "details"), "the cell's details stay open");
+        assert_eq!(p["title"], "node-b");
+        assert!(
+            p["state"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("connected, last seen")),
+            "{p}"
+        );
+        assert_eq!(p["connected"], "true");
+        assert_eq!(p["addresses"], "198.18.0.12");
+        assert!(
+            p["addresses_text"]
+                .as_str()
+                .is_some_and(|t| t.contains("eth0 (up): 198.18.0.12/24")),
+            "{p}"
+        );
+        assert_eq!(p["backend"], "nftables");
+        assert_eq!(p["rules"], fixture_rules("node-b").to_string().as_str());
+        assert_eq!(
+            p["firewall"],
+            "nftables: 4 rules in 2 tables, generation 58"
+        );
+        assert!(
+            p["resources"].as_str().is_some_and(|r| r
+                .starts_with("load 0.50 / 0.25 / 0.13 on 2 CPUs · CPU 12% busy")
+                && r.contains("memory 1.0 GiB free of 4.0 GiB (steady)")
+                && r.contains("conntrack 120/65536")),
+            "{p}"
+        );
+        assert!(
+            p["host"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("node-b, Debian 12")),
+            "{p}"
+        );
+        let listeners: Vec<(u64, String)> = p["listeners"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|l| {
+                        (
+                            l["port"].as_u64().unwrap_or(0),
+                            l["scope"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            listeners,
+            [(7442, "any".to_string()), (5432, "loopback".to_string())]
+        );
+        assert!(
+            p["listeners"][0]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("reachmap-agent[101]")),
+            "{p}"
+        );
+        let sources: Vec<(&str, &str)> = p["sources"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|s| {
+                        (
+                            s["source"].as_str().unwrap_or(""),
+                            s["state"].as_str().unwrap_or(""),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(
+            sources,
+            [
+                ("rtnl", "ok"),
+                ("sockets", "ok"),
+                ("firewall", "degraded"),
+                ("kmsg", "down")
+            ]
+        );
+        let kmsg = p["sources"][3]["text"].as_str().unwrap_or_default();
+        assert!(
+            kmsg.contains("blind") && kmsg.contains("/dev/kmsg of node-b: permission denied"),
+            "{kmsg}"
+        );
+        // Its events, newest first, from the store's API for that node.
+        let kinds: Vec<&str> = p["events"]
+            .as_array()
+            .map(|e| e.iter().map(|e| e["kind"].as_str().unwrap_or("")).collect())
+            .unwrap_or_default();
+        assert_eq!(kinds, ["oom_kill", "firewall_changed", "listener_appeared"]);
+        assert!(
+            p["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().all(|e| e["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("on node-b") || t.contains("of node-b")))),
+            "{p}"
+        );
+        let q = api.queries("/api/v1/events");
+        let q = q.last().expect("an events request");
+        assert_eq!(q.get("node").map(String::as_str), Some("node-b"), "{q:?}");
+        assert_eq!(q.get("since").map(String::as_str), Some("24h"), "{q:?}");
+        assert!(p["asof"].is_null() && p["error"].is_null(), "{p}");
+        assert_eq!(
+            b.eval("document.querySelector(\"#matrix tbody th[data-node='node-b']\").classList.contains('selected')")
+                .expect("selected"),
+            true
+        );
+        save_screenshot(&mut b, "web-node.png");
+
+        // A column's name opens that node: the disconnected one.
+        b.click("#matrix thead th[data-node='node-d']")
+            .expect("click node-d's column");
+        let p = wait_node(&mut b, "node-d", 2);
+        assert_eq!(p["connected"], "false");
+        assert!(
+            p["state"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("disconnected")),
+            "{p}"
+        );
+        assert_eq!(p["addresses"], "198.18.0.14");
+        assert_eq!(p["rules"], fixture_rules("node-d").to_string().as_str());
+        assert!(
+            p["events"].as_array().is_some_and(|e| e.len() == 3
+                && e.iter()
+                    .all(|e| e["text"].as_str().is_some_and(|t| t.contains("node-d")))),
+            "{p}"
+        );
+        assert_eq!(
+            api.queries("/api/v1/events")
+                .last()
+                .and_then(|q| q.get("node").cloned())
+                .as_deref(),
+            Some("node-d")
+        );
+
+        // As of an hour ago: the summary is of that moment's matrix, its
+        // causes asked with the same `at`, the node's events end then.
+        let why_before = api.queries("/api/v1/why").len();
+        b.click("#timectl button[data-ago='3600']")
+            .expect("click −1h");
+        wait_loads(&mut b, 1, "−1h");
+        let at = body_data(&mut b, "at");
+        let s = assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let s = b.eval(SUMMARY_JS)?;
+                ensure(s["explained"] == "4" && s["failing"] == "4", &s)?;
+                Ok::<_, String>(s)
+            },
+            "the problems of an hour ago are explained"
+        );
+        let then = api.matrix_at.lock().expect("fixture lock").clone();
+        assert_eq!(
+            s["failing"],
+            count_state(&then, "failing").to_string().as_str()
+        );
+        assert_eq!(s["connected"], "", "connections then are not known: {s}");
+        assert_eq!(
+            s["nodes_text"],
+            "4 nodes (which were connected then is not known)"
+        );
+        assert_eq!(s["causes_text"], "top causes: FIREWALL_INBOUND ×4");
+        let asked_then: Vec<HashMap<String, String>> = api
+            .queries("/api/v1/why")
+            .into_iter()
+            .skip(why_before)
+            .collect();
+        assert!(
+            asked_then.len() >= 4 && asked_then.iter().all(|q| q.get("at") == Some(&at)),
+            "{asked_then:?}"
+        );
+        let p = wait_node(&mut b, "node-d", 3);
+        assert!(
+            p["asof"]
+                .as_str()
+                .is_some_and(|t| t.contains("events are of the day before")),
+            "{p}"
+        );
+        let q = api.queries("/api/v1/events");
+        let q = q.last().expect("an events request");
+        assert_eq!(q.get("until"), Some(&at), "{q:?}");
+        assert_eq!(q.get("node").map(String::as_str), Some("node-d"), "{q:?}");
+
+        // Escape closes the panel.
+        b.call(
+            "Input.dispatchKeyEvent",
+            json!({"type": "keyDown", "key": "Escape", "code": "Escape", "windowsVirtualKeyCode": 27}),
+        )
+        .expect("press Escape");
+        assert_eventually!(
+            Duration::from_secs(5),
+            || {
+                let h = hidden(&mut b, "node");
+                ensure(h, h)
+            },
+            "Escape closes the node panel"
+        );
+    });
+}
+
+/// `n` nodes n000…, every cell to n000, n001 and n002 failing (three
+/// causes, by destination), n{n-1} → n010 degraded, the rest ok.
+fn fleet_of(api: &Api, n: usize) -> (Vec<String>, Value) {
+    let names: Vec<String> = (0..n).map(|i| format!("n{i:03}")).collect();
+    let mut cells = Vec::new();
+    for s in &names {
+        for d in names.iter().filter(|d| *d != s) {
+            let c = if ["n000", "n001", "n002"].contains(&d.as_str()) {
+                probe(s, d, "failing", 1.0, Some("timeout"))
+            } else if *s == names[n - 1] && d == "n010" {
+                probe(s, d, "degraded", 0.2, Some("timeout"))
+            } else {
+                probe(s, d, "ok", 0.0, None)
+            };
+            cells.push(c);
+        }
+    }
+    for s in &names {
+        for (d, code) in [
+            ("n000", "FIREWALL_INBOUND"),
+            ("n001", "LOOPBACK_ONLY"),
+            ("n002", "NOT_LISTENING"),
+        ] {
+            if s != d {
+                api.set_cause(s, d, 7442, code, d);
+            }
+        }
+    }
+    (names.clone(), json!({"nodes": names, "cells": cells}))
+}
+
+#[test]
+fn cells_fit_the_window_and_causes_are_asked_for_a_bounded_few() {
+    if !can_run() {
+        return;
+    }
+    in_own_netns(|| {
+        const N: usize = 30;
+        let api = Api::default();
+        let (names, matrix) = fleet_of(&api, N);
+        api.set_matrix(matrix.clone());
+        api.set_nodes(fixture_nodes(&names, ""));
+        let (_rt, addr) = serve_fixture(api.clone());
+        let mut b = Browser::launch(None).expect("launch chromium");
+        set_viewport(&mut b, 1280, 900);
+        b.navigate(&format!("http://{addr}/"))
+            .expect("load the page");
+        wait_polls(&mut b, 1, "first load");
+        let limit = b
+            .eval("window.reachmap.WHY_LIMIT")
+            .expect("the limit")
+            .as_u64()
+            .expect("a number") as usize;
+        assert!(limit > 0 && limit < 87, "{limit}");
+
+        // 87 failing cells: only the first `limit` (in the list's order:
+        // by source, then destination) are explained, each asked once.
+        let failing = count_state(&matrix, "failing");
+        assert_eq!(failing, 3 * N - 3);
+        let first: Vec<(String, String)> = names
+            .iter()
+            .flat_map(|s| {
+                ["n000", "n001", "n002"]
+                    .into_iter()
+                    .filter(move |d| d != s)
+                    .map(move |d| (s.clone(), d.to_string()))
+            })
+            .take(limit)
+            .collect();
+        let mut want_counts: HashMap<&str, u64> = HashMap::new();
+        for (_, d) in &first {
+            let code = match d.as_str() {
+                "n000" => "FIREWALL_INBOUND",
+                "n001" => "LOOPBACK_ONLY",
+                _ => "NOT_LISTENING",
+            };
+            *want_counts.entry(code).or_default() += 1;
+        }
+        let s = assert_eventually!(
+            Duration::from_secs(15),
+            || {
+                let s = b.eval(SUMMARY_JS)?;
+                ensure(s["explained"] == limit.to_string().as_str(), &s)?;
+                Ok::<_, String>(s)
+            },
+            "the first problems are explained"
+        );
+        assert_eq!(s["failing"], failing.to_string().as_str(), "{s}");
+        assert_eq!(s["degraded"], "1", "{s}");
+        // The degraded cell counts as explainable, past the limit.
+        assert_eq!(s["explainable"], (failing + 1).to_string().as_str(), "{s}");
+        assert_eq!(s["causes"], json!(want_counts), "{s}");
+        let mut ranked: Vec<(&str, u64)> = want_counts.iter().map(|(k, v)| (*k, *v)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let listed: Vec<String> = ranked.iter().map(|(c, n)| format!("{c} ×{n}")).collect();
+        assert_eq!(
+            s["causes_text"],
+            format!(
+                "top causes of the first {limit} of {}: {}",
+                failing + 1,
+                listed.join(", ")
+            )
+            .as_str()
+        );
+        let asked = |api: &Api| -> Vec<(String, String)> {
+            api.queries("/api/v1/why")
+                .iter()
+                .map(|q| {
+                    let g = |k: &str| q.get(k).cloned().unwrap_or_default();
+                    (g("src"), g("dst"))
+                })
+                .collect()
+        };
+        let mut distinct = asked(&api);
+        distinct.sort();
+        distinct.dedup();
+        let mut want = first.clone();
+        want.sort();
+        assert_eq!(distinct, want, "the cells asked about");
+        // Answers are kept: polls go on, nothing more is asked.
+        let n_asked = asked(&api).len();
+        assert!(n_asked <= 2 * limit, "{n_asked} requests for {limit} cells");
+        wait_polls(&mut b, 3, "steady");
+        assert_eq!(asked(&api).len(), n_asked, "causes asked again");
+        assert_eq!(
+            b.eval("window.reachmap.whyAsked()")
+                .expect("asked")
+                .as_u64(),
+            Some(n_asked as u64)
+        );
+        // Every problem is listed; those past the limit say so.
+        let list = problems(&mut b);
+        assert_eq!(list.len(), failing + 1);
+        assert_eq!(list[limit - 1]["cause"], "explained", "{}", list[limit - 1]);
+        assert_eq!(list[limit]["cause"], "unexplained", "{}", list[limit]);
+        assert!(
+            list[limit]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("only the first {limit}"))),
+            "{}",
+            list[limit]
+        );
+        assert_eq!(list[failing]["state"], "degraded");
+
+        // The cells fit 1280×900 ...
+        let small = wait_fit(&mut b, N, "1280×900");
+        save_screenshot(&mut b, "web-fit-1280x900.png");
+        // ... and grow with a larger window ...
+        set_viewport(&mut b, 1600, 1100);
+        let large = wait_fit(&mut b, N, "1600×1100");
+        save_screenshot(&mut b, "web-fit-1600x1100.png");
+        let cell = |l: &Value| l["cell"].as_f64().unwrap_or(0.0);
+        assert!(cell(&large) > cell(&small), "{small} → {large}");
+        // ... shrink with a smaller one ...
+        set_viewport(&mut b, 1000, 700);
+        let smaller = wait_fit(&mut b, N, "1000×700");
+        assert!(cell(&smaller) < cell(&small), "{small} → {smaller}");
+        // ... or only a shorter one ...
+        set_viewport(&mut b, 1280, 700);
+        let shorter = wait_fit(&mut b, N, "1280×700");
+        assert!(cell(&shorter) < cell(&small), "{small} → {shorter}");
+        // ... and make room for an open cell's details.
+        set_viewport(&mut b, 1280, 900);
+        wait_fit(&mut b, N, "1280×900 again");
+        b.click("td[data-src='n005'][data-dst='n006']")
+            .expect("click a cell");
+        let open = assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let l = b.eval(LAYOUT_JS)?;
+                if let Some(e) = misfit(&l, N as f64) {
+                    return Err(e);
+                }
+                ensure(cell(&l) < cell(&small) && !hidden(&mut b, "details"), &l)?;
+                Ok::<_, String>(l)
+            },
+            "the cells shrink for the details panel"
+        );
+        eprintln!(
+            "{N} nodes: cells {} px at 1280×900, {} px at 1600×1100, {} px at 1000×700, {} px at 1280×700, {} px with details open",
+            cell(&small),
+            cell(&large),
+            cell(&smaller),
+            cell(&shorter),
+            cell(&open)
+        );
+        save_screenshot(&mut b, "web-fit-details.png");
+
+        // 200 nodes cannot fit: the smallest cells, and the map scrolls in
+        // its own box while the page does not.
+        let (big, matrix) = fleet_of(&api, 200);
+        api.set_nodes(fixture_nodes(&big, ""));
+        api.set_matrix(matrix);
+        let l = assert_eventually!(
+            Duration::from_secs(15),
+            || {
+                let rows = b.eval("document.querySelectorAll('#matrix tbody tr').length")?;
+                ensure(rows == 200, rows)?;
+                let l = b.eval(LAYOUT_JS)?;
+                if let Some(e) = misfit(&l, 200.0) {
+                    return Err(e);
+                }
+                Ok::<_, String>(l)
+            },
+            "200 nodes laid out"
+        );
+        assert_eq!(l["cell"], l["min"], "{l}");
+        let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        assert!(
+            f("scroll_w") > f("client_w") && f("scroll_h") > f("client_h"),
+            "{l}"
+        );
+        assert!(f("doc_w") <= f("win_w"), "{l}");
+        let s = b.eval(SUMMARY_JS).expect("summary");
+        assert_eq!(s["nodes"], "200", "{s}");
+        assert_eq!(s["failing"], (3 * 200 - 3).to_string().as_str(), "{s}");
+        // Still at most the limit explained, and the list is capped.
+        assert_eventually!(
+            Duration::from_secs(15),
+            || {
+                let s = b.eval(SUMMARY_JS)?;
+                ensure(s["explained"] == limit.to_string().as_str(), &s)
+            },
+            "200 nodes: the first problems explained"
+        );
+        let distinct: std::collections::HashSet<(String, String)> =
+            asked(&api).into_iter().collect();
+        assert!(
+            distinct.len() <= 2 * limit,
+            "{} cells asked about for a limit of {limit}",
+            distinct.len()
+        );
+        let shown = problems(&mut b).len();
+        assert!(shown < 3 * 200 - 3, "{shown} problems drawn");
+        assert!(!hidden(&mut b, "problems-more"));
     });
 }

@@ -6,6 +6,12 @@
 // moment is fetched once from the store (api/v1/matrix?at=) and the cell
 // details ask api/v1/why with the same moment. A cell's details also show
 // its last 24 hours from api/v1/history as a strip of coloured intervals.
+//
+// Above the map a summary line (nodes connected, failing and degraded
+// cells, the top causes of the first WHY_LIMIT problem cells from
+// api/v1/why); beside it the list of problems, each opening its cell; a
+// click on a node's name opens its facts (api/v1/nodes/NAME) and recent
+// events (api/v1/events?node=NAME). The cells are sized to fit the window.
 "use strict";
 
 (() => {
@@ -14,6 +20,26 @@
   const HISTORY_REFRESH_MS = 30000;
   const DAY_MS = 86400 * 1000;
   const PROBE_PORT = 7442;
+  // Problem cells explained through api/v1/why at most (failing first), how
+  // many requests at a time, how long an answer is kept while its cell does
+  // not change (live), and how soon a cell that changed is asked again.
+  const WHY_LIMIT = 20;
+  const WHY_CONCURRENCY = 3;
+  const WHY_TTL_MS = 60000;
+  const WHY_RECHECK_MS = 5000;
+  // Causes named in the summary line; problems listed; a node's listeners
+  // and events shown; how often an open node panel is fetched again (live).
+  const TOP_CAUSES = 3;
+  const PROBLEMS_SHOWN = 200;
+  const LISTENERS_SHOWN = 30;
+  const EVENTS_SHOWN = 20;
+  const NODE_REFRESH_MS = 10000;
+  // Cell size bounds in CSS pixels, the table's border spacing, and the room
+  // kept below the map (the page's bottom padding).
+  const CELL_MIN = 12;
+  const CELL_MAX = 36;
+  const SPACING = 1;
+  const PAGE_BOTTOM = 16;
   const STATES = ["ok", "degraded", "failing", "unknown"];
   const SYMBOL = { ok: "", degraded: "~", failing: "×", unknown: "?" };
   const HINTS = {
@@ -32,6 +58,7 @@
   const $ = (id) => document.getElementById(id);
   const model = {
     nodes: [], // names, matrix order
+    views: [], // the views of the last answer, in the selector's order
     connected: new Map(), // name -> bool
     cells: [], // all cells of the last answer
     index: new Map(), // "src\0dst" -> cell, for the current view
@@ -164,6 +191,8 @@
       const th = document.createElement("th");
       th.scope = "col";
       th.dataset.node = dst;
+      th.tabIndex = 0;
+      th.title = `${dst}: click for its facts and events`;
       const span = document.createElement("span");
       span.textContent = dst;
       th.append(span);
@@ -175,6 +204,7 @@
       const th = document.createElement("th");
       th.scope = "row";
       th.dataset.node = src;
+      th.tabIndex = 0;
       const marker = document.createElement("span");
       marker.className = "marker";
       const name = document.createElement("span");
@@ -199,6 +229,11 @@
     body.append(frag);
     $("empty").hidden = nodes.length > 0;
     model.gridKey = nodes.join("\n");
+    model.nodes = nodes;
+    if (nodePanel.name) {
+      for (const th of table.querySelectorAll("th[data-node]")) th.classList.toggle("selected", th.dataset.node === nodePanel.name);
+    }
+    fitGrid();
   }
 
   function updateRowHeads() {
@@ -209,7 +244,8 @@
       th.dataset.connected = flag;
       th.classList.toggle("disconnected", c === false);
       th.firstChild.textContent = c === false ? "⊘" : "";
-      th.title = c === false ? `${name}: agent disconnected` : c ? `${name}: agent connected` : name;
+      const what = c === false ? `${name}: agent disconnected` : c ? `${name}: agent connected` : name;
+      th.title = `${what}; click for its facts and events`;
     }
   }
 
@@ -250,6 +286,7 @@
 
   function updateViews() {
     const views = buildViews(model.cells, model.view);
+    model.views = views;
     if (!model.view) {
       const probe = views.find((v) => v.key === DEFAULT_VIEW.key && model.cells.some((c) => viewKey(c) === v.key));
       model.view = (probe || views.find((v) => model.cells.some((c) => viewKey(c) === v.key)) || DEFAULT_VIEW).key;
@@ -266,19 +303,25 @@
   // --------------------------------------------------------------- details
 
   function showDetails(src, dst) {
+    if (nodePanel.name) hideNode();
     model.selected = { src, dst };
     for (const td of document.querySelectorAll("td.selected")) td.classList.remove("selected");
     const td = model.cellEls.get(pairKey(src, dst));
     if (td) td.classList.add("selected");
     renderDetails();
     $("details").hidden = false;
+    markSelectedProblem();
+    queueFit();
   }
 
   function hideDetails() {
     model.selected = null;
     hist.key = null;
     for (const td of document.querySelectorAll("td.selected")) td.classList.remove("selected");
+    const was = !$("details").hidden;
     $("details").hidden = true;
+    markSelectedProblem();
+    if (was) queueFit();
   }
 
   function renderDetails() {
@@ -605,6 +648,539 @@
     showSegment(picked ? picked.rmSegment : null, !!picked);
   }
 
+  // ------------------------------------------------------------ cell size
+
+  // The cells are as large as the space the heat map has allows, for the
+  // number of nodes, between CELL_MIN and CELL_MAX; beyond the minimum the
+  // map scrolls. The space is the map's box: its width is what the page's
+  // layout gives it (not its content), its height reaches the window's
+  // bottom, so the size found does not change the space and never loops.
+  let fitQueued = false;
+  function queueFit() {
+    if (fitQueued) return;
+    fitQueued = true;
+    requestAnimationFrame(() => {
+      fitQueued = false;
+      fitGrid();
+    });
+  }
+
+  function fitGrid() {
+    const wrap = $("grid-wrap");
+    const table = $("matrix");
+    const main = document.querySelector("main");
+    const top = wrap.getBoundingClientRect().top + window.scrollY;
+    const room = Math.max(160, Math.floor(window.innerHeight - top - PAGE_BOTTOM));
+    const height = `${room}px`;
+    if (wrap.style.maxHeight !== height) wrap.style.maxHeight = height;
+    if (main.style.getPropertyValue("--panel-h") !== height) main.style.setProperty("--panel-h", height);
+    const n = model.nodes.length;
+    if (n === 0 || wrap.hidden) return;
+    const firstRow = table.tBodies[0].rows[0];
+    const headW = firstRow ? firstRow.cells[0].getBoundingClientRect().width : 0;
+    const headH = table.tHead.getBoundingClientRect().height;
+    const width = wrap.getBoundingClientRect().width;
+    // n cells and n + 1 spacings on each axis, with half a pixel of slack
+    // for rounding.
+    const byWidth = Math.floor((width - headW - SPACING * (n + 1) - 0.5) / n);
+    const byHeight = Math.floor((room - headH - SPACING * (n + 1) - 0.5) / n);
+    const size = Math.max(CELL_MIN, Math.min(CELL_MAX, byWidth, byHeight));
+    const px = `${size}px`;
+    if (table.style.getPropertyValue("--cell") !== px) table.style.setProperty("--cell", px);
+    table.dataset.cell = String(size);
+  }
+
+  // ---------------------------------------------------------- the causes
+
+  // Why the problem cells fail, from api/v1/why: only the first WHY_LIMIT
+  // problem cells with a port (failing first), WHY_CONCURRENCY at a time,
+  // each answer kept until its cell changes or it is WHY_TTL_MS old (live)
+  // — so a fleet with thousands of failing cells costs WHY_LIMIT requests,
+  // not thousands.
+  const why = {
+    cache: new Map(), // key -> {sig, fetched, answer, error, pending}
+    queue: [], // keys waiting, in problem order
+    inflight: 0,
+    asked: 0, // requests made, for the test and the console
+    wanted: new Set(), // keys of the cells explained now
+  };
+
+  // The moment a cause is asked for: "" when live.
+  const whyAt = () => (model.at === null ? "" : rfc3339(model.at));
+  const causeKey = (c) => [whyAt(), c.src, c.dst, c.kind, c.port].join("\u0000");
+  const causeSig = (c) => `${c.state}/${c.failure || ""}`;
+  const explainable = (c) => c.kind !== "icmp" && num(c.port) !== null && c.port > 0;
+
+  // The failing, then degraded cells of every view: probe port first, then
+  // ICMP, then services; each by the matrix's order of source and
+  // destination.
+  function problemCells() {
+    const order = new Map(model.nodes.map((n, i) => [n, i]));
+    const viewRank = new Map(model.views.map((v, i) => [v.key, i]));
+    const at = (n) => order.get(n) ?? order.size;
+    const bad = model.cells.filter((c) => c.state === "failing" || c.state === "degraded");
+    bad.sort(
+      (a, b) =>
+        (a.state === "failing" ? 0 : 1) - (b.state === "failing" ? 0 : 1) ||
+        (viewRank.get(viewKey(a)) ?? 99) - (viewRank.get(viewKey(b)) ?? 99) ||
+        at(a.src) - at(b.src) ||
+        at(a.dst) - at(b.dst),
+    );
+    return bad;
+  }
+
+  // Asks for the causes of the cells that lack a current one.
+  function explain(problems) {
+    const chosen = problems.filter(explainable).slice(0, WHY_LIMIT);
+    const now = Date.now();
+    why.wanted = new Set(chosen.map(causeKey));
+    // Only the cells explained now are kept.
+    for (const key of why.cache.keys()) if (!why.wanted.has(key)) why.cache.delete(key);
+    why.queue = why.queue.filter((q) => why.wanted.has(q.key));
+    for (const c of chosen) {
+      const key = causeKey(c);
+      const sig = causeSig(c);
+      const e = why.cache.get(key);
+      if ((e && e.pending) || why.queue.some((q) => q.key === key)) continue;
+      const stale = e && (e.sig !== sig ? now - e.fetched > WHY_RECHECK_MS : model.at === null && now - e.fetched > WHY_TTL_MS);
+      if (e && !stale) continue;
+      why.queue.push({ key, sig, src: c.src, dst: c.dst, port: c.port, at: whyAt() });
+    }
+    pumpWhy();
+    return chosen.length;
+  }
+
+  function pumpWhy() {
+    while (why.inflight < WHY_CONCURRENCY && why.queue.length) {
+      const q = why.queue.shift();
+      const old = why.cache.get(q.key);
+      why.cache.set(q.key, { sig: q.sig, fetched: Date.now(), answer: old ? old.answer : null, error: null, pending: true });
+      why.inflight += 1;
+      why.asked += 1;
+      const at = q.at ? `&at=${encodeURIComponent(q.at)}` : "";
+      getJSON(`api/v1/why?src=${encodeURIComponent(q.src)}&dst=${encodeURIComponent(q.dst)}&port=${encodeURIComponent(q.port)}${at}`)
+        .then(
+          (answer) => ({ answer, error: null }),
+          (e) => ({ answer: null, error: e.apiError || e.message }),
+        )
+        .then(({ answer, error }) => {
+          why.inflight -= 1;
+          if (why.wanted.has(q.key)) {
+            why.cache.set(q.key, { sig: q.sig, fetched: Date.now(), answer, error, pending: false });
+          }
+          pumpWhy();
+          renderProblems();
+        });
+    }
+  }
+
+  // What the page knows of a cell's cause: {code, text, state} where state
+  // is "explained", "none" (no cause found), "pending", "error" or
+  // "unexplained" (ICMP, or past WHY_LIMIT).
+  function causeOf(c) {
+    if (!explainable(c)) return { code: "", text: `${c.kind}: ${c.failure || c.state}, loss ${fmtLoss(c.loss)}`, state: "unexplained" };
+    const e = why.wanted.has(causeKey(c)) ? why.cache.get(causeKey(c)) : null;
+    if (!e) return { code: "", text: `${c.failure || c.state}, loss ${fmtLoss(c.loss)}; not explained here (only the first ${WHY_LIMIT} are)`, state: "unexplained" };
+    if (e.answer) {
+      const causes = Array.isArray(e.answer.causes) ? e.answer.causes : [];
+      const top = causes.find((x) => x && typeof x.code === "string");
+      if (top) return { code: top.code, text: `${top.node ? `on ${top.node}: ` : ""}${top.detail || ""}`, state: "explained" };
+      return { code: "", text: `no cause found in the facts (verdict ${e.answer.verdict || "unknown"})`, state: "none" };
+    }
+    if (e.error) return { code: "", text: `explanation unavailable: ${e.error}`, state: "error" };
+    return { code: "", text: "explaining…", state: "pending" };
+  }
+
+  // ---------------------------------------------------- summary, problems
+
+  let problemsSig = null;
+
+  // The summary line and the list of problems, from the last answer and the
+  // causes known so far.
+  function renderProblems() {
+    const problems = problemCells();
+    const explained = explain(problems);
+    const explainableCount = problems.filter(explainable).length;
+    let failing = 0;
+    let degraded = 0;
+    for (const c of problems) {
+      if (c.state === "failing") failing += 1;
+      else degraded += 1;
+    }
+
+    // Nodes.
+    const total = model.nodes.length;
+    const sum = $("summary");
+    const nodesEl = $("sum-nodes");
+    if (model.at === null) {
+      const connected = model.nodes.filter((n) => model.connected.get(n) === true).length;
+      const down = model.nodes.filter((n) => model.connected.get(n) === false).length;
+      nodesEl.textContent = `${connected}/${total} nodes connected${down ? ` (${down} disconnected)` : ""}`;
+      nodesEl.classList.toggle("bad", down > 0);
+      sum.dataset.connected = String(connected);
+    } else {
+      nodesEl.textContent = `${total} nodes (which were connected then is not known)`;
+      nodesEl.classList.remove("bad");
+      sum.dataset.connected = "";
+    }
+    sum.dataset.nodes = String(total);
+
+    // Cells.
+    const cellsEl = $("sum-cells");
+    cellsEl.textContent = `${failing} failing, ${degraded} degraded of ${model.cells.length} cells`;
+    cellsEl.classList.toggle("bad", failing > 0);
+    sum.dataset.failing = String(failing);
+    sum.dataset.degraded = String(degraded);
+    sum.dataset.cells = String(model.cells.length);
+
+    // Top causes of the cells explained.
+    const counts = new Map();
+    let none = 0;
+    let answered = 0;
+    const items = problems.slice(0, PROBLEMS_SHOWN).map((c) => ({ c, cause: causeOf(c) }));
+    for (const c of problems.filter(explainable).slice(0, WHY_LIMIT)) {
+      const k = causeOf(c);
+      if (k.state === "explained") counts.set(k.code, (counts.get(k.code) || 0) + 1);
+      if (k.state === "none") none += 1;
+      if (k.state === "explained" || k.state === "none") answered += 1;
+    }
+    const top = [...counts.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const causesEl = $("sum-causes");
+    sum.dataset.explained = String(answered);
+    sum.dataset.explainable = String(explainableCount);
+    sum.dataset.causes = JSON.stringify(Object.fromEntries(top));
+    if (explainableCount === 0) {
+      causesEl.textContent = problems.length ? "no TCP problem to explain" : "no problems";
+    } else {
+      const of = explainableCount > explained ? ` of the first ${explained} of ${explainableCount}` : "";
+      const pending = answered < explained ? `, ${explained - answered} being explained` : "";
+      const list = top.slice(0, TOP_CAUSES).map(([code, n]) => `${code} ×${n}`);
+      if (top.length > TOP_CAUSES) list.push(`${top.length - TOP_CAUSES} more`);
+      if (none) list.push(`no cause found ×${none}`);
+      causesEl.textContent = `top causes${of}: ${list.length ? list.join(", ") : "none yet"}${pending}`;
+    }
+
+    // The list, rebuilt only when what it shows changed.
+    const sig = items.map(({ c, cause }) => [viewKey(c), c.src, c.dst, c.state, cause.state, cause.code, cause.text].join("\u0001")).join("\u0000");
+    const note = $("problems-note");
+    note.textContent = problems.length ? "" : model.cells.length ? "No failing or degraded cells." : "No cells yet.";
+    const more = $("problems-more");
+    more.hidden = problems.length <= PROBLEMS_SHOWN;
+    more.textContent = `and ${problems.length - PROBLEMS_SHOWN} more not listed`;
+    $("problems").dataset.count = String(problems.length);
+    if (sig === problemsSig) return;
+    problemsSig = sig;
+    const list = $("problems-list");
+    const rows = items.map(({ c, cause }) => {
+      const li = document.createElement("li");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = `problem ${c.state}`;
+      b.dataset.src = c.src;
+      b.dataset.dst = c.dst;
+      b.dataset.view = viewKey(c);
+      b.dataset.state = c.state;
+      b.dataset.code = cause.code;
+      b.dataset.cause = cause.state;
+      const head = document.createElement("span");
+      head.className = "p-head";
+      const pair = document.createElement("span");
+      pair.className = "p-pair";
+      pair.textContent = `${c.src} → ${c.dst}`;
+      const view = document.createElement("span");
+      view.className = "p-view";
+      view.textContent = viewLabel(c.kind, c.port, c.service || "").replace(/^probe /, "");
+      head.append(pair, view);
+      const code = document.createElement("span");
+      code.className = `p-code ${c.state}`;
+      code.textContent = cause.code || (c.state === "failing" ? "FAILING" : "DEGRADED");
+      const text = document.createElement("span");
+      text.className = "p-text";
+      text.textContent = cause.text;
+      b.title = `${c.src} → ${c.dst} (${view.textContent}), ${c.state}: ${cause.code ? cause.code + " " : ""}${cause.text}`;
+      b.append(head, code, text);
+      li.append(b);
+      return li;
+    });
+    list.replaceChildren(...rows);
+    markSelectedProblem();
+  }
+
+  function markSelectedProblem() {
+    const s = model.selected;
+    for (const b of $("problems-list").querySelectorAll("button.problem")) {
+      const on = !!s && b.dataset.src === s.src && b.dataset.dst === s.dst && b.dataset.view === model.view;
+      if (on) b.setAttribute("aria-current", "true");
+      else b.removeAttribute("aria-current");
+    }
+  }
+
+  // A problem's cell in its own view, with its details open.
+  function openProblem(b) {
+    const key = b.dataset.view;
+    if (key && key !== model.view) {
+      model.view = key;
+      updateViews();
+      updateCells();
+    }
+    showDetails(b.dataset.src, b.dataset.dst);
+    const td = model.cellEls.get(pairKey(b.dataset.src, b.dataset.dst));
+    if (td) td.scrollIntoView({ block: "nearest", inline: "nearest" });
+  }
+
+  // ------------------------------------------------------------ node panel
+
+  const nodePanel = { name: null, seq: 0, fetched: 0, loads: 0 };
+
+  function showNode(name) {
+    hideDetails();
+    nodePanel.name = name;
+    nodePanel.fetched = 0;
+    for (const th of document.querySelectorAll("#matrix th.selected")) th.classList.remove("selected");
+    for (const th of document.querySelectorAll(`#matrix th[data-node]`)) if (th.dataset.node === name) th.classList.add("selected");
+    const panel = $("node");
+    panel.dataset.node = name;
+    panel.dataset.loaded = "false";
+    $("node-title").textContent = name;
+    $("n-state").textContent = "loading…";
+    panel.hidden = false;
+    queueFit();
+    loadNode();
+  }
+
+  function hideNode() {
+    nodePanel.name = null;
+    nodePanel.seq += 1;
+    for (const th of document.querySelectorAll("#matrix th.selected")) th.classList.remove("selected");
+    $("node").hidden = true;
+    queueFit();
+  }
+
+  // The events the panel lists: the last day, or the day before the moment
+  // shown.
+  function nodeEventsQuery() {
+    if (model.at === null) return "since=24h";
+    return `since=${encodeURIComponent(rfc3339(new Date(model.at.getTime() - DAY_MS)))}&until=${encodeURIComponent(rfc3339(model.at))}`;
+  }
+
+  async function loadNode() {
+    const name = nodePanel.name;
+    if (!name) return;
+    const seq = ++nodePanel.seq;
+    nodePanel.fetched = Date.now();
+    const enc = encodeURIComponent(name);
+    const [detail, events] = await Promise.allSettled([
+      getJSON(`api/v1/nodes/${enc}`),
+      getJSON(`api/v1/events?node=${enc}&${nodeEventsQuery()}&limit=${EVENTS_SHOWN}`),
+    ]);
+    if (seq !== nodePanel.seq || name !== nodePanel.name) return;
+    renderNode(name, detail, events);
+    nodePanel.loads += 1;
+    $("node").dataset.loaded = "true";
+    $("node").dataset.loads = String(nodePanel.loads);
+  }
+
+  function fmtBytes(v) {
+    const n = num(v);
+    if (n === null) return "–";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let x = n;
+    let i = 0;
+    while (x >= 1024 && i < units.length - 1) {
+      x /= 1024;
+      i += 1;
+    }
+    return `${i === 0 ? x : x.toFixed(1)} ${units[i]}`;
+  }
+
+  const hostPort = (a, p) => (String(a).includes(":") ? `[${a}]:${p}` : `${a}:${p}`);
+
+  // The number of rules in a firewall view (every chain of every table).
+  function ruleCount(fw) {
+    let n = 0;
+    for (const t of Array.isArray(fw.tables) ? fw.tables : []) {
+      for (const ch of Array.isArray(t.chains) ? t.chains : []) n += Array.isArray(ch.rules) ? ch.rules.length : 0;
+    }
+    return n;
+  }
+
+  function firewallText(fw) {
+    if (!fw) return "not reported";
+    const tables = Array.isArray(fw.tables) ? fw.tables.length : 0;
+    const rules = ruleCount(fw);
+    let s = `${fw.backend || "unknown"}: ${rules} rule${rules === 1 ? "" : "s"} in ${tables} table${tables === 1 ? "" : "s"}`;
+    if (num(fw.generation) !== null) s += `, generation ${fw.generation}`;
+    if (fw.error) s += `; cannot be read: ${fw.error}`;
+    return s;
+  }
+
+  function resourcesText(r) {
+    if (!r) return "not reported";
+    const parts = [];
+    const load = [r.load1, r.load5, r.load15].map((v) => (num(v) === null ? "–" : v.toFixed(2))).join(" / ");
+    parts.push(`load ${load} on ${num(r.cpus) ?? "?"} CPUs`);
+    if (num(r.cpu_busy_pct) !== null) parts.push(`CPU ${r.cpu_busy_pct.toFixed(0)}% busy`);
+    if (num(r.cpu_steal_pct) !== null && r.cpu_steal_pct >= 1) parts.push(`steal ${r.cpu_steal_pct.toFixed(0)}%`);
+    if (num(r.mem_total_bytes)) parts.push(`memory ${fmtBytes(r.mem_available_bytes)} free of ${fmtBytes(r.mem_total_bytes)}${r.memory_trend && r.memory_trend !== "unknown" ? ` (${r.memory_trend})` : ""}`);
+    if (num(r.conntrack_count) !== null) parts.push(`conntrack ${r.conntrack_count}${num(r.conntrack_max) !== null ? `/${r.conntrack_max}` : ""}`);
+    if (num(r.disk_root_total_bytes)) parts.push(`disk / ${Math.round(((r.disk_root_used_bytes || 0) / r.disk_root_total_bytes) * 100)}% used`);
+    if (num(r.listen_overflows)) parts.push(`${r.listen_overflows} listen overflows`);
+    return parts.join(" · ");
+  }
+
+  function renderNode(name, detailR, eventsR) {
+    const err = $("n-error");
+    const asof = $("n-asof");
+    asof.hidden = model.at === null;
+    asof.textContent = model.at === null ? "" : `Facts are the node's current ones; events are of the day before ${fmtLocal(model.at)} (local).`;
+    const problems = [];
+    if (detailR.status === "rejected") problems.push(`facts unavailable: ${detailR.reason.apiError || detailR.reason.message}`);
+    if (eventsR.status === "rejected") problems.push(`events unavailable: ${eventsR.reason.apiError || eventsR.reason.message}`);
+    err.hidden = problems.length === 0;
+    err.textContent = problems.join("; ");
+
+    const d = detailR.status === "fulfilled" && detailR.value && typeof detailR.value === "object" ? detailR.value : {};
+    const n = d.node && typeof d.node === "object" ? d.node : null;
+    const panel = $("node");
+    panel.dataset.connected = n ? String(n.connected === true) : "unknown";
+    const stateEl = $("n-state");
+    if (n) {
+      const clock = num(n.clock_offset_ms) === null ? "" : `, clock ${n.clock_offset_ms >= 0 ? "+" : ""}${n.clock_offset_ms.toFixed(1)} ms`;
+      stateEl.textContent = `${n.connected ? "connected" : "disconnected"}, last seen ${fmtTime(n.last_seen)}${clock}`;
+      stateEl.className = n.connected ? "state ok" : "state failing";
+    } else {
+      stateEl.textContent = detailR.status === "fulfilled" ? "no summary reported" : "";
+      stateEl.className = "";
+    }
+    const h = d.host && typeof d.host === "object" ? d.host : null;
+    $("n-host").textContent = h ? `${h.hostname || name}, ${h.os || "?"}, kernel ${h.kernel || "?"}, up ${fmtDur(h.uptime_seconds)}` : "not reported";
+
+    // Addresses: the node's, then each interface with its own.
+    const addrs = $("n-addresses");
+    const lines = [];
+    const own = n && Array.isArray(n.addresses) ? n.addresses : [];
+    const ifaces = Array.isArray(d.interfaces) ? d.interfaces : [];
+    for (const i of ifaces) {
+      const a = Array.isArray(i.addresses) ? i.addresses : [];
+      if (!a.length) continue;
+      const line = document.createElement("div");
+      line.className = "n-iface";
+      line.dataset.iface = i.name;
+      line.textContent = `${i.name} (${i.state || "?"}): ${a.join(", ")}`;
+      lines.push(line);
+    }
+    if (!lines.length) {
+      const line = document.createElement("div");
+      line.textContent = own.length ? own.join(", ") : "none reported";
+      lines.push(line);
+    }
+    addrs.replaceChildren(...lines);
+    addrs.dataset.addresses = own.join(",");
+    $("n-agent").textContent = n ? `${n.version || "?"}${n.dropped_events_total ? `, ${n.dropped_events_total} events dropped` : ""}` : "–";
+
+    const fw = d.firewall && typeof d.firewall === "object" ? d.firewall : null;
+    const fwEl = $("n-firewall");
+    fwEl.textContent = firewallText(fw);
+    fwEl.dataset.backend = fw ? fw.backend || "" : "";
+    fwEl.dataset.rules = fw ? String(ruleCount(fw)) : "";
+    $("n-resources").textContent = resourcesText(d.resources && typeof d.resources === "object" ? d.resources : null);
+    const s = d.sockets && typeof d.sockets === "object" ? d.sockets : null;
+    $("n-sockets").textContent = s ? `tcp ${s.tcp_total ?? 0} (${s.tcp_established ?? 0} established, ${s.tcp_time_wait ?? 0} time-wait), udp ${s.udp_total ?? 0}` : "–";
+
+    // Listeners.
+    const listeners = Array.isArray(d.listeners) ? d.listeners : [];
+    const body = $("n-listeners").tBodies[0];
+    body.replaceChildren(
+      ...listeners.slice(0, LISTENERS_SHOWN).map((l) => {
+        const tr = document.createElement("tr");
+        tr.dataset.port = String(l.port);
+        tr.dataset.protocol = String(l.protocol);
+        tr.dataset.scope = String(l.scope);
+        const p = Array.isArray(l.processes) && l.processes[0] ? l.processes[0] : null;
+        const cells = [
+          l.protocol,
+          hostPort(l.address, l.port),
+          l.scope === "loopback" ? "loopback only" : l.scope === "any" ? "all" : "one address",
+          p ? `${p.name}[${p.pid}]` : "–",
+          String(l.established ?? 0),
+        ];
+        for (const v of cells) {
+          const td = document.createElement("td");
+          td.textContent = String(v ?? "");
+          tr.append(td);
+        }
+        if (p && p.unit) tr.title = `${p.name}[${p.pid}] of ${p.unit}`;
+        if (l.scope === "loopback") tr.className = "warn";
+        return tr;
+      }),
+    );
+    $("n-listeners").dataset.count = String(listeners.length);
+    const lmore = $("n-listeners-more");
+    lmore.hidden = listeners.length > 0 && listeners.length <= LISTENERS_SHOWN;
+    lmore.textContent = listeners.length === 0 ? "none reported" : `and ${listeners.length - LISTENERS_SHOWN} more`;
+
+    // Fact sources.
+    const sources = Array.isArray(d.sources) ? d.sources : [];
+    const blind = new Set(n && Array.isArray(n.blind) ? n.blind : []);
+    const srcList = $("n-sources");
+    srcList.replaceChildren(
+      ...sources.map((src) => {
+        const li = document.createElement("li");
+        li.dataset.source = src.source;
+        li.dataset.state = src.state;
+        li.className = `src ${src.state}`;
+        let t = `${src.source}: ${src.state}`;
+        if (src.since) t += ` since ${fmtTime(src.since)}`;
+        if (blind.has(src.source)) t += " — blind: its facts are missing";
+        if (src.last_error) t += `; last error: ${src.last_error}`;
+        if (src.errors_total) t += ` (${src.errors_total} errors, ${src.restarts_total || 0} restarts)`;
+        li.textContent = t;
+        return li;
+      }),
+    );
+    if (!sources.length) {
+      const li = document.createElement("li");
+      li.textContent = "none reported";
+      srcList.append(li);
+    }
+    srcList.dataset.count = String(sources.length);
+
+    // Recent events, newest first: the stored ones, or the node's own
+    // recent ones when the store cannot be asked.
+    let evs = [];
+    let note = "";
+    if (eventsR.status === "fulfilled" && eventsR.value && Array.isArray(eventsR.value.events)) {
+      evs = eventsR.value.events.filter((e) => !e.node || e.node === name);
+      note = eventsR.value.truncated ? `the last ${evs.length} of the day; more are in reachmap events --node ${name}` : evs.length ? "" : `no events in ${model.at === null ? "the last 24 hours" : "the day before that moment"}`;
+    } else if (Array.isArray(d.events)) {
+      evs = d.events.slice(0, EVENTS_SHOWN);
+      note = "recent events the collector holds in memory";
+    }
+    const stamp = (e) => {
+      const t = Date.parse(e.time || e.received || "");
+      return Number.isFinite(t) ? t : 0;
+    };
+    // The store answers oldest first: reversed before the (stable) sort,
+    // events of the same moment stay newest first.
+    evs = [...evs].reverse().sort((a, b) => stamp(b) - stamp(a)).slice(0, EVENTS_SHOWN);
+    const evList = $("n-events");
+    evList.replaceChildren(
+      ...evs.map((e) => {
+        const li = document.createElement("li");
+        li.dataset.kind = e.kind || "";
+        const when = document.createElement("span");
+        when.className = "ev-time";
+        when.textContent = e.time || e.received ? fmtTime(e.time || e.received) : "–";
+        const kind = document.createElement("strong");
+        kind.textContent = ` ${e.kind || "event"}`;
+        li.append(when, kind, document.createTextNode(e.detail ? `: ${e.detail}` : ""));
+        return li;
+      }),
+    );
+    evList.dataset.count = String(evs.length);
+    $("n-events-note").textContent = note;
+  }
+
   // ------------------------------------------------------------------- data
 
   // The answer's JSON; an error carries the HTTP status and the API's own
@@ -651,6 +1227,7 @@
     updateCells();
     updateRowHeads();
     renderDetails();
+    renderProblems();
     document.body.dataset.applyMs = (performance.now() - started).toFixed(1);
   }
 
@@ -675,6 +1252,7 @@
       setStatus(problems.length ? `partial data: ${problems.join("; ")}` : "");
       $("grid-wrap").classList.remove("loading");
       markUpdated();
+      if (nodePanel.name && Date.now() - nodePanel.fetched > NODE_REFRESH_MS) loadNode();
     } catch (e) {
       if (gen === model.gen) setStatus(`cannot reach the collector: ${e.message}; showing the last answer`);
     } finally {
@@ -719,6 +1297,10 @@
     $("grid-wrap").hidden = true;
     $("empty").hidden = true;
     hideDetails();
+    // Nothing is claimed of a moment that could not be shown.
+    model.cells = [];
+    renderProblems();
+    $("problems-note").textContent = "Nothing to show for that moment.";
   }
 
   // -------------------------------------------------------------- the time
@@ -745,6 +1327,7 @@
       document.title = `${TITLE} (as of ${fmtLocal(model.at)})`;
     }
     setStatus("");
+    if (nodePanel.name) loadNode();
   }
 
   function leave() {
@@ -787,22 +1370,45 @@
 
   function init() {
     $("matrix").addEventListener("click", (ev) => {
+      const th = ev.target.closest("th[data-node]");
+      if (th) {
+        showNode(th.dataset.node);
+        return;
+      }
       const td = ev.target.closest("td[data-src]");
       if (!td || td.classList.contains("self")) return;
       showDetails(td.dataset.src, td.dataset.dst);
     });
     $("matrix").addEventListener("keydown", (ev) => {
+      const th = ev.target.closest("th[data-node]");
+      if (th && ev.key === "Enter") showNode(th.dataset.node);
       const td = ev.target.closest("td[data-src]");
       if (td && ev.key === "Enter" && !td.classList.contains("self")) showDetails(td.dataset.src, td.dataset.dst);
     });
+    $("problems-list").addEventListener("click", (ev) => {
+      const b = ev.target.closest("button.problem");
+      if (b) openProblem(b);
+    });
+    $("node-close").addEventListener("click", hideNode);
+    window.addEventListener("resize", queueFit);
+    // The map's own box (panels opening and closing) and the window's.
+    if (typeof ResizeObserver === "function") {
+      const ro = new ResizeObserver(queueFit);
+      ro.observe($("grid-wrap"));
+      ro.observe($("viewport"));
+    }
     $("view").addEventListener("change", (ev) => {
       model.view = ev.target.value;
       updateCells();
       renderDetails();
+      markSelectedProblem();
     });
     $("details-close").addEventListener("click", hideDetails);
     document.addEventListener("keydown", (ev) => {
-      if (ev.key === "Escape") hideDetails();
+      if (ev.key === "Escape") {
+        hideDetails();
+        hideNode();
+      }
     });
 
     $("live").addEventListener("click", goLive);
@@ -872,6 +1478,10 @@
     fmtLocal,
     parseLocalInput,
     rfc3339,
+    WHY_LIMIT,
+    CELL_MIN,
+    CELL_MAX,
+    whyAsked: () => why.asked,
     mode: () => ({ live: model.at === null, at: model.at === null ? null : rfc3339(model.at), polls: model.polls, loads: model.loads }),
   };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -3,6 +3,12 @@
 //! matrix "as of" a moment (`/api/v1/matrix?at=`, fetched once; cell
 //! details ask `/api/v1/why` with the same `at`). A cell's details draw its
 //! last 24 hours from `/api/v1/history` as a strip of coloured intervals.
+//! Above the map a summary line (nodes connected, failing and degraded
+//! cells, the top causes of the first 20 problem cells, asked of
+//! `/api/v1/why` a few at a time); beside it the failing and degraded cells,
+//! each opening its details; a node's name opens its facts
+//! (`/api/v1/nodes/NAME`) and recent events (`/api/v1/events?node=NAME`).
+//! The cells are sized to fit the window.
 //!
 //! Plain HTML, JS and CSS compiled into the binary: no build step, no external
 //! resource, so it works offline and on an air-gapped fleet. Assets are served

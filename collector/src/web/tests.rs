@@ -43,6 +43,13 @@ fn page_has_what_scripts_and_the_next_issue_rely_on() {
         "id=\"asof-error\"",
         "id=\"history-strip\"",
         "id=\"history-caption\"",
+        "id=\"summary\"",
+        "id=\"sum-causes\"",
+        "id=\"problems-list\"",
+        "id=\"node\"",
+        "id=\"n-listeners\"",
+        "id=\"n-events\"",
+        "id=\"viewport\"",
         "src=\"app.js\"",
         "href=\"style.css\"",
     ] {
@@ -51,6 +58,8 @@ fn page_has_what_scripts_and_the_next_issue_rely_on() {
     let js = asset("/app.js").expect("app.js").body;
     assert!(js.contains("api/v1/matrix") && js.contains("api/v1/nodes"));
     assert!(js.contains("api/v1/history") && js.contains("&at="));
+    assert!(js.contains("api/v1/why") && js.contains("api/v1/events?node="));
+    assert!(js.contains("api/v1/nodes/${"));
     assert!(js.contains("data-state") || js.contains("dataset.state"));
     assert!(
         !js.contains("innerHTML"),
