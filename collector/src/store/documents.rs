@@ -66,6 +66,38 @@ impl Documents {
             .map_err(|e| format!("{} ({name}): {e}", self.path.display()))
     }
 
+    /// Reads, changes and writes the document `name` in one immediate
+    /// transaction, so another process (the offline `token create`, or a
+    /// running collector) cannot write between the read and the write.
+    /// `change` gets the stored text (if any) and returns the new text.
+    pub fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<String>) -> Result<String, String>,
+    ) -> Result<(), String> {
+        let at = |e: String| format!("{} ({name}): {e}", self.path.display());
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| at(e.to_string()))?;
+        let current: Option<String> = tx
+            .query_row(
+                "SELECT body FROM documents WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| at(e.to_string()))?;
+        let body = change(current).map_err(at)?;
+        tx.execute(
+            "INSERT INTO documents (name, body) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET body = excluded.body",
+            params![name, body],
+        )
+        .map_err(|e| at(e.to_string()))?;
+        tx.commit().map_err(|e| at(e.to_string()))
+    }
+
     /// The document `name`, taking in `legacy` (an older collector's file)
     /// when the store has none yet.
     pub fn get_or_import(&self, name: &str, legacy: &Path) -> Result<Option<String>, String> {
@@ -110,5 +142,40 @@ mod tests {
             other.get("tokens").expect("get").as_deref(),
             Some("{\"format\":1,\"x\":2}")
         );
+    }
+
+    #[test]
+    fn updates_from_two_connections_at_once_lose_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().to_owned();
+        let add = |docs: &Documents, item: String| {
+            docs.update("list", |cur| {
+                let mut items: Vec<String> = cur
+                    .map(|t| serde_json::from_str(&t).expect("list"))
+                    .unwrap_or_default();
+                items.push(item);
+                Ok(serde_json::to_string(&items).expect("json"))
+            })
+            .expect("update");
+        };
+        let threads: Vec<_> = (0..2)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // Each thread is another process's connection.
+                    let docs = Documents::open(&path).expect("open");
+                    for i in 0..50 {
+                        add(&docs, format!("{w}-{i}"));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let docs = Documents::open(&path).expect("open");
+        let items: Vec<String> =
+            serde_json::from_str(&docs.get("list").expect("get").expect("stored")).expect("list");
+        assert_eq!(items.len(), 100, "{items:?}");
     }
 }

@@ -485,10 +485,6 @@ pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(
     legacy: &Path,
     format: u32,
 ) -> Result<Option<T>, TrustError> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        format: u32,
-    }
     let at = || docs.path().join(name);
     let Some(text) = docs
         .get_or_import(name, legacy)
@@ -496,16 +492,25 @@ pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(
     else {
         return Ok(None);
     };
-    let head: Head = serde_json::from_str(&text).map_err(|e| bad(&at(), e.to_string()))?;
-    if head.format != format {
-        return Err(bad(
-            &at(),
-            format!("format {} is not {format}", head.format),
-        ));
-    }
-    serde_json::from_str(&text)
+    parse_versioned(&text, format)
         .map(Some)
-        .map_err(|e| bad(&at(), e.to_string()))
+        .map_err(|e| bad(&at(), e))
+}
+
+/// A stored document's text, checked to be of `format`.
+pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
+    text: &str,
+    format: u32,
+) -> Result<T, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        format: u32,
+    }
+    let head: Head = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if head.format != format {
+        return Err(format!("format {} is not {format}", head.format));
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Writes `value` as the store's document `name`.

@@ -4,7 +4,7 @@
 //! have a use count and may be bound to one node name; API tokens carry a
 //! role and expire.
 
-use super::ca::{TrustError, read_versioned, write_versioned};
+use super::ca::{TrustError, parse_versioned, read_versioned};
 use crate::store::documents::Documents;
 use reachmap_tls::Role;
 use serde::{Deserialize, Serialize};
@@ -169,13 +169,26 @@ impl Tokens {
         }
     }
 
+    /// Writes the tokens, first taking in those another process added, in
+    /// one transaction: a token made offline while this collector enrols
+    /// (or the other way round) is never overwritten.
     fn save(&mut self) -> Result<(), Refusal> {
-        self.merge_from_disk();
-        let file = File {
-            format: FORMAT,
-            tokens: self.records.values().cloned().collect(),
-        };
-        write_versioned(&self.docs, DOC, &file).map_err(|e| Refusal::Store(e.to_string()))
+        let records = &mut self.records;
+        self.docs
+            .update(DOC, |stored| {
+                if let Some(text) = stored {
+                    let f: File = parse_versioned(&text, FORMAT)?;
+                    for t in f.tokens {
+                        records.entry(t.id.clone()).or_insert(t);
+                    }
+                }
+                let file = File {
+                    format: FORMAT,
+                    tokens: records.values().cloned().collect(),
+                };
+                serde_json::to_string_pretty(&file).map_err(|e| e.to_string())
+            })
+            .map_err(Refusal::Store)
     }
 
     /// Makes a token; returns its text (shown once) and its record.
@@ -306,6 +319,31 @@ mod tests {
 
     fn docs(dir: &Path) -> Arc<Documents> {
         Arc::new(Documents::open(dir).expect("store"))
+    }
+
+    #[test]
+    fn tokens_made_by_two_processes_at_once_are_all_kept() {
+        let d = tempfile::tempdir().expect("dir");
+        let dir = d.path().to_owned();
+        let makers: Vec<_> = (0..2)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    // Each its own connection, as the offline command and a
+                    // running collector are.
+                    let mut t = Tokens::open(docs(&dir), &dir).expect("open");
+                    for _ in 0..25 {
+                        t.create(TokenKind::Enroll, 60, 1, None, String::new(), 1000)
+                            .expect("create");
+                    }
+                })
+            })
+            .collect();
+        for m in makers {
+            m.join().expect("maker");
+        }
+        let t = Tokens::open(docs(&dir), &dir).expect("open");
+        assert_eq!(t.list().len(), 50);
     }
 
     #[test]
