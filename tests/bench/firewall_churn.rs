@@ -14,6 +14,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use reachmap_fleet_tests::procstat::{cpu_ticks, pid_in_netns, status_kib};
 use reachmap_fleet_tests::{Fleet, binary, eventually};
 use serde_json::Value;
 
@@ -105,44 +106,6 @@ fn restore(ns: &str, input: &str, noflush: bool) {
     assert!(status.success(), "iptables-nft-restore failed");
 }
 
-/// (utime + stime, cutime + cstime): the agent, and the tools it waited for.
-fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // Fields 14..17 (utime, stime, cutime, cstime) are at 11..14 after comm.
-    let at = |i: usize| f.get(i).copied().unwrap_or(0);
-    (at(11) + at(12), at(13) + at(14))
-}
-
-fn proc_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn agent_pid(ns: &str) -> u32 {
-    let out = Command::new("ip")
-        .args(["netns", "pids", ns])
-        .output()
-        .expect("pids");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|p| p.trim().parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim() == "reachmap-agent")
-                .unwrap_or(false)
-        })
-        .expect("the agent runs in the node")
-}
-
 fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
@@ -196,7 +159,7 @@ fn measure(pid: u32, secs: u64, during: impl FnOnce(Instant)) -> Phase {
     Phase {
         cpu_pct: pct(t1.0 + t1.1 - t0.0 - t0.1),
         children_pct: pct(t1.1 - t0.1),
-        rss_kib: proc_kib(pid, "VmRSS:"),
+        rss_kib: status_kib(pid, "VmRSS:"),
     }
 }
 
@@ -235,7 +198,7 @@ fn main() {
     });
     // Past the first readings.
     std::thread::sleep(Duration::from_secs(10));
-    let pid = agent_pid(&ns);
+    let pid = pid_in_netns(&ns, "reachmap-agent").expect("the agent runs in the node");
 
     let idle = measure(pid, secs, |_| {});
     let before = firewall_events(&fleet).len();
@@ -282,7 +245,7 @@ fn main() {
         churn.cpu_pct,
         churn.children_pct,
         churn.rss_kib,
-        proc_kib(pid, "VmHWM:"),
+        status_kib(pid, "VmHWM:"),
         changes.len(),
         per_change * (1 + DNATS)
     );

@@ -15,6 +15,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use reachmap_fleet_tests::procstat::{cpu_ticks, pid_in_netns, status_kib};
 use reachmap_fleet_tests::{Fleet, binary, eventually};
 use serde_json::Value;
 
@@ -90,42 +91,6 @@ fn ruleset_file(rules: usize) -> String {
     }
     s.push_str(" }\n}\n");
     s
-}
-
-fn proc_field(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the comm.
-    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
-}
-
-fn agent_pid(ns: &str) -> u32 {
-    let out = Command::new("ip")
-        .args(["netns", "pids", ns])
-        .output()
-        .expect("pids");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|p| p.trim().parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .map(|c| c.trim() == "reachmap-agent")
-                .unwrap_or(false)
-        })
-        .expect("the agent runs in the node")
 }
 
 fn node_events(fleet: &Fleet) -> Vec<Value> {
@@ -259,11 +224,11 @@ fn main() {
         &["--poll-interval", "10s", "--socket-poll-interval", "30s"],
     );
     std::thread::sleep(Duration::from_secs(20));
-    let pid = agent_pid(&ns);
+    let pid = pid_in_netns(&ns, "reachmap-agent").expect("the agent runs in the node");
     let window = Duration::from_secs(env_usize("BENCH_IDLE_SECS", 30) as u64);
-    let t0 = cpu_ticks(pid);
+    let t0 = cpu_ticks(pid).0;
     std::thread::sleep(window);
-    let ticks = cpu_ticks(pid) - t0;
+    let ticks = cpu_ticks(pid).0 - t0;
     let hz = 100.0;
     let cpu_pct = ticks as f64 / hz / window.as_secs_f64() * 100.0;
     println!(
@@ -271,8 +236,8 @@ fn main() {
     );
     println!(
         "   resident memory {} KiB (peak {} KiB); CPU {:.2}% of one core over {}s idle",
-        proc_field(pid, "VmRSS:"),
-        proc_field(pid, "VmHWM:"),
+        status_kib(pid, "VmRSS:"),
+        status_kib(pid, "VmHWM:"),
         cpu_pct,
         window.as_secs()
     );
@@ -374,6 +339,6 @@ fn main() {
     }
     println!(
         "\nresident memory after the event run: {} KiB",
-        proc_field(pid, "VmRSS:")
+        status_kib(pid, "VmRSS:")
     );
 }

@@ -18,6 +18,7 @@ mod fleet;
 pub mod netns;
 mod nodes;
 mod process;
+pub mod procstat;
 
 use std::fmt::{Debug, Display};
 use std::time::{Duration, Instant};

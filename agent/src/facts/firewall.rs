@@ -35,6 +35,20 @@ pub enum Family {
     Netdev,
 }
 
+impl Family {
+    /// The family as nft names it (`ip`, `ip6`, `inet`, ...).
+    pub fn nft_name(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+            Family::Inet => "inet",
+            Family::Arp => "arp",
+            Family::Bridge => "bridge",
+            Family::Netdev => "netdev",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Hook {

@@ -27,14 +27,7 @@ pub fn backends(r: &Ruleset) -> String {
 }
 
 fn family(f: Family) -> &'static str {
-    match f {
-        Family::Ip => "ip",
-        Family::Ip6 => "ip6",
-        Family::Inet => "inet",
-        Family::Arp => "arp",
-        Family::Bridge => "bridge",
-        Family::Netdev => "netdev",
-    }
+    f.nft_name()
 }
 
 fn hook(h: Hook) -> &'static str {

@@ -187,6 +187,35 @@ pub fn parse_nft_notification(bytes: &[u8]) -> Result<Vec<Notification>, Firewal
     Ok(out)
 }
 
+/// The attributes after a message's nfgenmsg header, as (type, value);
+/// the lengths checked before every read.
+fn attributes(payload: &[u8]) -> Result<Vec<(u16, &[u8])>, &'static str> {
+    if payload.len() < NFGENMSG_LEN {
+        return Err("no nfgenmsg header");
+    }
+    let mut out = Vec::new();
+    let mut attrs = &payload[NFGENMSG_LEN..];
+    while !attrs.is_empty() {
+        if attrs.len() < 4 {
+            return Err("truncated attribute header");
+        }
+        let len = usize::from(u16_ne(&attrs[0..2]));
+        let ty = u16_ne(&attrs[2..4]) & NLA_TYPE_MASK;
+        if len < 4 || len > attrs.len() {
+            return Err("attribute length outside the message");
+        }
+        out.push((ty, &attrs[4..len]));
+        attrs = &attrs[align4(len).min(attrs.len())..];
+    }
+    Ok(out)
+}
+
+/// A NUL-terminated name.
+fn name_text(value: &[u8]) -> String {
+    let name = value.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(name).into_owned()
+}
+
 /// The family, table and chain an object message names. Every object
 /// message carries its table as attribute 1 (NFTA_TABLE_NAME,
 /// NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, ...); a rule names
@@ -195,71 +224,36 @@ fn parse_object(
     msg: u8,
     payload: &[u8],
 ) -> Result<(u8, Option<String>, Option<String>), FirewallError> {
-    let err = |s: &str| FirewallError::Notification(format!("{}: {s}", message_name(msg)));
-    if payload.len() < NFGENMSG_LEN {
-        return Err(err("no nfgenmsg header"));
-    }
-    let family = payload[0];
+    let attrs = attributes(payload)
+        .map_err(|s| FirewallError::Notification(format!("{}: {s}", message_name(msg))))?;
     let chain_attr = match msg {
         NFT_MSG_NEWRULE | NFT_MSG_DELRULE => Some(2),
         NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN => Some(3),
         _ => None,
     };
     let (mut table, mut chain) = (None, None);
-    let mut attrs = &payload[NFGENMSG_LEN..];
-    while !attrs.is_empty() {
-        if attrs.len() < 4 {
-            return Err(err("truncated attribute header"));
-        }
-        let len = usize::from(u16_ne(&attrs[0..2]));
-        let ty = u16_ne(&attrs[2..4]) & NLA_TYPE_MASK;
-        if len < 4 || len > attrs.len() {
-            return Err(err("attribute length outside the message"));
-        }
-        let value = &attrs[4..len];
-        let text = || {
-            let name = value.split(|b| *b == 0).next().unwrap_or_default();
-            String::from_utf8_lossy(name).into_owned()
-        };
+    for (ty, value) in attrs {
         if ty == 1 {
-            table = Some(text());
+            table = Some(name_text(value));
         } else if Some(ty) == chain_attr {
-            chain = Some(text());
+            chain = Some(name_text(value));
         }
-        attrs = &attrs[align4(len).min(attrs.len())..];
     }
-    Ok((family, table, chain))
+    Ok((payload[0], table, chain))
 }
 
 fn parse_newgen(payload: &[u8]) -> Result<RulesetChange, FirewallError> {
     let err = |s: &str| FirewallError::Notification(format!("NEWGEN: {s}"));
-    if payload.len() < NFGENMSG_LEN {
-        return Err(err("no nfgenmsg header"));
-    }
-    let mut attrs = &payload[NFGENMSG_LEN..];
     let (mut generation, mut pid, mut command) = (None, None, None);
-    while !attrs.is_empty() {
-        if attrs.len() < 4 {
-            return Err(err("truncated attribute header"));
-        }
-        let len = usize::from(u16_ne(&attrs[0..2]));
-        let ty = u16_ne(&attrs[2..4]) & NLA_TYPE_MASK;
-        if len < 4 || len > attrs.len() {
-            return Err(err("attribute length outside the message"));
-        }
-        let value = &attrs[4..len];
+    for (ty, value) in attributes(payload).map_err(err)? {
         match ty {
             NFTA_GEN_ID => {
                 generation = Some(be32(value).ok_or_else(|| err("generation is not 4 bytes"))?)
             }
             NFTA_GEN_PROC_PID => pid = Some(be32(value).ok_or_else(|| err("pid is not 4 bytes"))?),
-            NFTA_GEN_PROC_NAME => {
-                let name = value.split(|b| *b == 0).next().unwrap_or_default();
-                command = Some(String::from_utf8_lossy(name).into_owned());
-            }
+            NFTA_GEN_PROC_NAME => command = Some(name_text(value)),
             _ => {}
         }
-        attrs = &attrs[align4(len).min(attrs.len())..];
     }
     Ok(RulesetChange {
         generation: generation.ok_or_else(|| err("no NFTA_GEN_ID"))?,

@@ -46,33 +46,43 @@ impl Default for ReadOptions {
 /// One consistent reading of every backend's rules. A tool that is not
 /// installed contributes nothing; a tool that fails is an error.
 pub fn read_ruleset(opts: &ReadOptions) -> Result<Ruleset, FirewallError> {
+    // `read_tables` always answers, so the reading is always there.
+    at_one_generation(opts, || read_tables(opts).map(Some)).map(Option::unwrap_or_default)
+}
+
+/// `read` between two equal generation answers (no transaction committed
+/// while the tools ran), tried three times; then once without the check.
+/// `None` when `read` says it cannot answer.
+fn at_one_generation(
+    opts: &ReadOptions,
+    mut read: impl FnMut() -> Result<Option<Vec<Table>>, FirewallError>,
+) -> Result<Option<Ruleset>, FirewallError> {
+    let generation = || {
+        opts.generation
+            .then(notify::current_generation)
+            .and_then(Result::ok)
+    };
+    let ruleset = |tables, generation| {
+        let mut rs = Ruleset {
+            tables,
+            generation,
+            ..Ruleset::default()
+        };
+        rs.finish();
+        rs
+    };
     for _ in 0..3 {
-        let before = opts
-            .generation
-            .then(notify::current_generation)
-            .and_then(Result::ok);
-        let tables = read_tables(opts)?;
-        let after = opts
-            .generation
-            .then(notify::current_generation)
-            .and_then(Result::ok);
+        let before = generation();
+        let Some(tables) = read()? else {
+            return Ok(None);
+        };
+        let after = generation();
         if before == after {
-            let mut rs = Ruleset {
-                tables,
-                generation: after,
-                ..Ruleset::default()
-            };
-            rs.finish();
-            return Ok(rs);
+            return Ok(Some(ruleset(tables, after)));
         }
         // A transaction committed while the tools ran: read again.
     }
-    let mut rs = Ruleset {
-        tables: read_tables(opts)?,
-        ..Ruleset::default()
-    };
-    rs.finish();
-    Ok(rs)
+    Ok(read()?.map(|tables| ruleset(tables, None)))
 }
 
 fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
@@ -274,29 +284,10 @@ pub fn read_touched(
     if parts.is_empty() {
         return read_ruleset(opts);
     }
-    for _ in 0..3 {
-        let before = opts
-            .generation
-            .then(notify::current_generation)
-            .and_then(Result::ok);
-        let Some(tables) = apply_parts(opts, base, parts)? else {
-            return read_ruleset(opts);
-        };
-        let after = opts
-            .generation
-            .then(notify::current_generation)
-            .and_then(Result::ok);
-        if before == after {
-            let mut rs = Ruleset {
-                tables,
-                generation: after,
-                ..Ruleset::default()
-            };
-            rs.finish();
-            return Ok(rs);
-        }
+    match at_one_generation(opts, || apply_parts(opts, base, parts))? {
+        Some(rs) => Ok(rs),
+        None => read_ruleset(opts),
     }
-    read_ruleset(opts)
 }
 
 /// `nfgenmsg.nfgen_family` (NFPROTO_*) as a table family.
@@ -309,17 +300,6 @@ fn nfproto_family(f: u8) -> Option<Family> {
         7 => Some(Family::Bridge),
         10 => Some(Family::Ip6),
         _ => None,
-    }
-}
-
-fn nft_family_name(f: Family) -> &'static str {
-    match f {
-        Family::Ip => "ip",
-        Family::Ip6 => "ip6",
-        Family::Inet => "inet",
-        Family::Arp => "arp",
-        Family::Bridge => "bridge",
-        Family::Netdev => "netdev",
     }
 }
 
@@ -359,7 +339,7 @@ fn apply_parts(
                 if relisted.contains(&(family, table.clone())) {
                     continue;
                 }
-                let fam = nft_family_name(family);
+                let fam = family.nft_name();
                 let json = match run(&opts.nft, &["-j", "list", "table", fam, table]) {
                     Ok(Some(json)) => json,
                     // Gone, or not readable on its own: read everything.
