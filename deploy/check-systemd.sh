@@ -37,6 +37,8 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
+# shellcheck source=deploy/common.sh
+source deploy/common.sh
 
 units=deploy/systemd
 bin_dir=$repo/target/debug
@@ -72,36 +74,13 @@ chmod 0755 "$work"
 created=()
 pids=()
 cleanup() {
-    local rc=$? pid ns i
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        local alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    local rc=$? ns
+    stop_pids "${pids[@]}"
     for ns in "${created[@]}"; do remove_netns "$ns"; done
     if ((rc == 0 && !keep)); then rm -rf "$work"; else echo "logs kept in $work" >&2; fi
 }
 trap cleanup EXIT
 
-remove_netns() {
-    local pid
-    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$1" 2>/dev/null || true
-}
-
-# Namespaces of an earlier run whose script is gone (rmchk-<pid>-...).
-sweep_leftovers() {
-    local ns pid
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-        [[ $ns =~ ^rmchk-([0-9]+)- ]] || continue
-        pid=${BASH_REMATCH[1]}
-        [[ -d /proc/$pid ]] && continue
-        remove_netns "$ns"
-    done
-}
 
 add_netns() {
     ip netns add "$1"
@@ -182,7 +161,8 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"
 fi
 echo "strace, setpriv, nft, iptables-legacy and python3-seccomp are installed"
-sweep_leftovers
+# Namespaces of an earlier run whose script is gone (rmchk-<pid>-...).
+sweep_stale_netns rmchk
 # Copies, so that a build finishing meanwhile cannot swap a binary between
 # two runs; the traces name these paths.
 mkdir "$work/bin"

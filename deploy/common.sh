@@ -1,4 +1,5 @@
-# Shared by deploy/test.sh and deploy/demo.sh (sourced, not executed).
+# shellcheck shell=bash
+# Shared by deploy/test.sh, demo.sh, package.sh and check-systemd.sh (sourced, not executed).
 
 # Installs the system packages the fleet needs, only when a tool is missing,
 # so a warm machine pays nothing.
@@ -39,4 +40,37 @@ ensure_cargo() {
     echo "cargo not found; install Rust (https://rustup.rs) or run with" \
         "sudo env PATH=\"\$PATH\" $0" >&2
     exit 1
+}
+
+# Kills whatever still runs inside a namespace, then deletes it.
+remove_netns() {
+    local pid
+    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    ip netns del "$1" 2>/dev/null || true
+}
+
+# sweep_stale_netns PREFIX: removes the namespaces PREFIX-<pid>-... of an
+# earlier run whose script (that pid) is gone.
+sweep_stale_netns() {
+    local ns pid
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+        [[ $ns =~ ^$1-([0-9]+)- ]] || continue
+        pid=${BASH_REMATCH[1]}
+        [[ -d /proc/$pid ]] && continue
+        echo "removing leftover namespace $ns"
+        remove_netns "$ns"
+    done
+}
+
+# stop_pids PID...: SIGTERM, up to 5 s for them to go, then SIGKILL.
+stop_pids() {
+    local pid i alive
+    for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < 50; i++)); do
+        alive=0
+        for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
 }

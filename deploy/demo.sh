@@ -107,15 +107,8 @@ teardown() {
     local rc=$?
     ((torn_down)) && return
     torn_down=1
-    local pid ns i
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for ((i = 0; i < 50; i++)); do
-        local alive=0
-        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-        ((alive)) || break
-        sleep 0.1
-    done
-    for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+    local ns
+    stop_pids "${pids[@]}"
     wait 2>/dev/null || true
     # Deleting the hub also deletes the host's end of its veth.
     for ns in "${created[@]}"; do remove_netns "$ns"; done
@@ -129,24 +122,11 @@ trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Kills whatever still runs inside a namespace, then deletes it.
-remove_netns() {
-    local pid
-    for pid in $(ip netns pids "$1" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
-    ip netns del "$1" 2>/dev/null || true
-}
-
 # Namespaces and host links of an earlier demo whose script is gone
 # (rmdemo-<pid>...).
 sweep_leftovers() {
     local name pid
-    for name in $(ip netns list | awk '{print $1}'); do
-        [[ $name =~ ^rmdemo-([0-9]+)- ]] || continue
-        pid=${BASH_REMATCH[1]}
-        [[ -d /proc/$pid ]] && continue
-        echo "removing leftover namespace $name"
-        remove_netns "$name"
-    done
+    sweep_stale_netns rmdemo
     for name in $(ip -o link show | awk -F': ' '{sub(/@.*/, "", $2); print $2}'); do
         [[ $name =~ ^rmdemo-([0-9]+)$ ]] || continue
         pid=${BASH_REMATCH[1]}

@@ -31,6 +31,15 @@ fn fixture_path(name: &str) -> String {
     )
 }
 
+/// Runs `f` on a runtime of the calling thread (the test's namespace).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
 /// Runs `nft` with `args` and returns its pid.
 fn nft(args: &[&str]) -> u32 {
     let mut child = Command::new("nft").args(args).spawn().expect("spawn nft");
@@ -46,11 +55,7 @@ fn monitor_names_generation_and_process_then_reader_shows_the_rule() {
         return;
     }
     in_new_netns(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        block_on(async {
             let mut monitor = NftMonitor::open().expect("open monitor");
             let pids = [
                 nft(&["add", "table", "inet", "t"]),
@@ -274,14 +279,12 @@ fn touched_iptables_nft_chains_read_alone_equal_a_full_reading() {
             "printf '*nat\\n:KUBE-SVC-A - [0:0]\\n:KUBE-SVC-B - [0:0]\\n-A PREROUTING -j KUBE-SVC-A\\n-A KUBE-SVC-A -p tcp -m comment --comment \"sync 0\" -j DNAT --to-destination 198.18.0.9:80\\n-A KUBE-SVC-B -j RETURN\\nCOMMIT\\n' | iptables-nft-restore --noflush",
         );
         sh("nft add table inet native; nft add chain inet native c");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
+        block_on(async {
             let base = read_ruleset(&options()).expect("first reading");
             let mut monitor = NftMonitor::open().expect("open monitor");
-            sh("printf '*nat\\n:KUBE-SVC-A - [0:0]\\n:KUBE-SVC-B - [0:0]\\n:KUBE-SVC-C - [0:0]\\n-A KUBE-SVC-A -p tcp -m comment --comment \"sync 1\" -j DNAT --to-destination 198.18.0.10:80\\n-A KUBE-SVC-C -j RETURN\\n-X KUBE-SVC-B\\nCOMMIT\\n' | iptables-nft-restore --noflush");
+            sh(
+                "printf '*nat\\n:KUBE-SVC-A - [0:0]\\n:KUBE-SVC-B - [0:0]\\n:KUBE-SVC-C - [0:0]\\n-A KUBE-SVC-A -p tcp -m comment --comment \"sync 1\" -j DNAT --to-destination 198.18.0.10:80\\n-A KUBE-SVC-C -j RETURN\\n-X KUBE-SVC-B\\nCOMMIT\\n' | iptables-nft-restore --noflush",
+            );
             let t = tokio::time::timeout(Duration::from_secs(5), monitor.next_change())
                 .await
                 .expect("a change within 5 s")
@@ -292,7 +295,11 @@ fn touched_iptables_nft_chains_read_alone_equal_a_full_reading() {
             let chains: Vec<&str> = parts
                 .iter()
                 .filter_map(|p| match p {
-                    Part::Chain { family: 2, table, chain } if table == "nat" => Some(chain.as_str()),
+                    Part::Chain {
+                        family: 2,
+                        table,
+                        chain,
+                    } if table == "nat" => Some(chain.as_str()),
                     _ => None,
                 })
                 .collect();

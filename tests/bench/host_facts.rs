@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use reachmap_fleet_tests::procstat::{cpu_ticks, pid_in_netns, status_kib};
-use reachmap_fleet_tests::{Fleet, binary, eventually};
+use reachmap_fleet_tests::{Fleet, binary, eventually, firewall_rule_count};
 use serde_json::Value;
 
 const TOOL: &str = env!("CARGO_BIN_EXE_reachmap-test-tool");
@@ -176,15 +176,7 @@ fn main() {
     let tcp_total = snap["sockets"]["summary"]["tcp_total"]
         .as_u64()
         .unwrap_or(0);
-    let fw_rules: usize = snap["firewall"]["tables"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .flat_map(|t| t["chains"].as_array().cloned().unwrap_or_default())
-                .map(|c| c["rules"].as_array().map_or(0, Vec::len))
-                .sum()
-        })
-        .unwrap_or(0);
+    let fw_rules = firewall_rule_count(&snap["firewall"]);
     println!(
         "snapshot sees {listeners} listeners, {tcp_total} TCP sockets, {fw_rules} rules; {} bytes of JSON",
         out_ours.stdout.len()

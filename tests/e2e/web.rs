@@ -25,7 +25,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use reachmap_fleet_tests::browser::{Browser, chromium_available};
-use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, in_ci, require_root};
+use reachmap_fleet_tests::{
+    Fleet, assert_eventually, ensure, firewall_rule_count, in_ci, require_root,
+};
 use serde_json::{Value, json};
 
 /// Where the harness's collector serves HTTP, as seen from the hub namespace.
@@ -483,6 +485,24 @@ async fn fixture_events_route(
 
 /// Serves the real page plus the fixture API on 127.0.0.1 of the calling
 /// thread's namespace, on a runtime that lives as long as the returned value.
+/// The fixture fleet of four nodes (node-d disconnected): all ok now, and
+/// node-a → node-b failing in the past.
+fn four_node_api() -> Api {
+    let api = Api::default();
+    api.set_matrix(fixture_matrix("ok"));
+    api.set_matrix_at(fixture_matrix("failing"));
+    let names: Vec<String> = NODES4.iter().map(|s| s.to_string()).collect();
+    api.set_nodes(fixture_nodes(&names, "node-d"));
+    api
+}
+
+/// Loads the page served at `addr` and waits for its first poll.
+fn load_page(b: &mut Browser, addr: SocketAddr) {
+    b.navigate(&format!("http://{addr}/"))
+        .expect("load the page");
+    wait_polls(b, 1, "first load");
+}
+
 fn serve_fixture(api: Api) -> (tokio::runtime::Runtime, SocketAddr) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fixture server");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -961,9 +981,7 @@ fn page_shows_fixture_states_details_and_live_updates() {
         api.set_nodes(fixture_nodes(&names, "node-d"));
         let (_rt, addr) = serve_fixture(api.clone());
         let mut b = Browser::launch(None).expect("launch chromium");
-        let url = format!("http://{addr}/");
-        b.navigate(&url).expect("load the page");
-        wait_polls(&mut b, 1, "first load");
+        load_page(&mut b, addr);
         b.eval("window.__same_document = true").expect("mark");
 
         // Grid: 4×4 with a blank diagonal; the default view is the probe port.
@@ -1466,15 +1484,7 @@ fn page_follows_a_real_fleet() {
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            let rules: usize = detail["firewall"]["tables"]
-                .as_array()
-                .map(|t| {
-                    t.iter()
-                        .flat_map(|t| t["chains"].as_array().cloned().unwrap_or_default())
-                        .map(|c| c["rules"].as_array().map_or(0, Vec::len))
-                        .sum()
-                })
-                .unwrap_or(0);
+            let rules = firewall_rule_count(&detail["firewall"]);
             let api_events: Vec<(String, String)> = events["events"]
                 .as_array()
                 .map(|e| {
@@ -1587,12 +1597,8 @@ fn page_goes_back_in_time_and_shows_a_cells_history() {
         return;
     }
     in_own_netns(|| {
-        let api = Api::default();
-        api.set_matrix(fixture_matrix("ok"));
-        // Then, node-a → node-b was failing.
-        api.set_matrix_at(fixture_matrix("failing"));
-        let names: Vec<String> = NODES4.iter().map(|s| s.to_string()).collect();
-        api.set_nodes(fixture_nodes(&names, "node-d"));
+        // Now all ok; then, node-a → node-b was failing.
+        let api = four_node_api();
         let (_rt, addr) = serve_fixture(api.clone());
         let mut b = Browser::launch(None).expect("launch chromium");
         // A zone that is not UTC and not whole hours, so "local" is tested.
@@ -1601,9 +1607,7 @@ fn page_goes_back_in_time_and_shows_a_cells_history() {
             json!({"timezoneId": "Asia/Kolkata"}),
         )
         .expect("set the time zone");
-        b.navigate(&format!("http://{addr}/"))
-            .expect("load the page");
-        wait_polls(&mut b, 1, "first load");
+        load_page(&mut b, addr);
         assert_eq!(
             b.eval("new Date(2026, 0, 1).getTimezoneOffset()")
                 .expect("offset"),
@@ -1894,19 +1898,13 @@ fn page_sums_up_problems_and_opens_a_nodes_facts() {
         return;
     }
     in_own_netns(|| {
-        let api = Api::default();
-        api.set_matrix(fixture_matrix("ok"));
-        api.set_matrix_at(fixture_matrix("failing"));
-        let names: Vec<String> = NODES4.iter().map(|s| s.to_string()).collect();
-        api.set_nodes(fixture_nodes(&names, "node-d"));
+        let api = four_node_api();
         api.set_cause("node-a", "node-d", 7442, "FIREWALL_INBOUND", "node-d");
         api.set_cause("node-b", "node-c", 7442, "NOT_LISTENING", "node-c");
         api.set_cause("node-a", "node-c", 7442, "INTERMITTENT_LOSS", "node-a");
         let (_rt, addr) = serve_fixture(api.clone());
         let mut b = Browser::launch(None).expect("launch chromium");
-        b.navigate(&format!("http://{addr}/"))
-            .expect("load the page");
-        wait_polls(&mut b, 1, "first load");
+        load_page(&mut b, addr);
 
         // The summary line: the fixture's figures, counted from its answer.
         let served = api.matrix.lock().expect("fixture lock").clone();
@@ -2327,9 +2325,7 @@ fn cells_fit_the_window_and_causes_are_asked_for_a_bounded_few() {
         let (_rt, addr) = serve_fixture(api.clone());
         let mut b = Browser::launch(None).expect("launch chromium");
         set_viewport(&mut b, 1280, 900);
-        b.navigate(&format!("http://{addr}/"))
-            .expect("load the page");
-        wait_polls(&mut b, 1, "first load");
+        load_page(&mut b, addr);
         let limit = b
             .eval("window.reachmap.WHY_LIMIT")
             .expect("the limit")

@@ -29,7 +29,7 @@ pub use fleet::{
     COLLECTOR_GRPC_PORT, COLLECTOR_HTTP_PORT, COLLECTOR_HTTP_URL, COLLECTOR_URL, Fleet, HUB_ADDR,
     Node, node_addr,
 };
-pub use nodes::{NodeView, node_view, node_views};
+pub use nodes::{NodeView, firewall_rule_count, node_view, node_views};
 
 /// Returns true when the tests may create namespaces (running as root).
 ///

@@ -58,6 +58,20 @@ fn parse_one(node: &Value) -> Result<NodeView, String> {
     })
 }
 
+/// The rules of a firewall as JSON shows it (`{"tables": [{"chains":
+/// [{"rules": [...]}]}]}`), counted over every table and chain.
+pub fn firewall_rule_count(firewall: &Value) -> usize {
+    firewall["tables"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .flat_map(|t| t["chains"].as_array().cloned().unwrap_or_default())
+                .map(|c| c["rules"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
