@@ -76,17 +76,25 @@ pub struct Telemetry {
     pub collector: String,
 }
 
-/// Serves the endpoint until `shutdown`. A port that cannot be bound is an
-/// error for the caller to report; the agent goes on reading without it.
-pub async fn serve(
-    addr: SocketAddr,
-    telemetry: Telemetry,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
+/// Binds the endpoint's address. A port that cannot be bound is an error
+/// for the caller to report; the agent goes on reading without it.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot serve the health endpoint on {addr}: {e}"))?;
     tracing::info!(%addr, "health endpoint: /healthz, /readyz, /metrics");
+    Ok(listener)
+}
+
+/// Serves the endpoint on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|e| e.to_string(), |a| a.to_string());
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

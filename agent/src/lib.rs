@@ -49,7 +49,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if !config.insecure {
         stream_stats.down("enrolling or loading this node's certificate".into());
     }
-    let health_task = config.health_listen.map(|addr| {
+    // Bound before anything else is said, so its line comes first in the
+    // log and a port that cannot be had is known at once.
+    let health_listener = match config.health_listen {
+        Some(addr) => match endpoint::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, "no health endpoint");
+                None
+            }
+        },
+        None => None,
+    };
+    let health_task = health_listener.map(|listener| {
         let telemetry = endpoint::Telemetry {
             board: board.clone(),
             stream: stream_stats.clone(),
@@ -59,10 +71,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         let s = shutdown.clone();
         tokio::spawn(
             async move {
-                // Without its endpoint the agent still reads and reports
-                // its facts; the collector sees it as usual.
-                if let Err(e) = endpoint::serve(addr, telemetry, s).await {
-                    tracing::error!(error = %e, "no health endpoint");
+                if let Err(e) = endpoint::serve(listener, telemetry, s).await {
+                    tracing::error!(error = %e, "the health endpoint stopped");
                 }
             }
             .instrument(tracing::info_span!("health_endpoint")),

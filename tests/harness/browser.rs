@@ -202,9 +202,20 @@ impl Browser {
 
     /// Navigates the page and waits until its document has loaded.
     pub fn navigate(&mut self, url: &str) -> Result<(), String> {
-        let nav = self.call("Page.navigate", json!({"url": url}))?;
-        if let Some(err) = nav.get("errorText").and_then(Value::as_str) {
-            return Err(format!("cannot load {url}: {err}"));
+        // Chromium aborts a load with ERR_NETWORK_CHANGED when it sees its
+        // namespace's interfaces settle (other tests make and remove veths
+        // beside it); a browser retries that, and so does this.
+        let mut attempts = 0;
+        loop {
+            let nav = self.call("Page.navigate", json!({"url": url}))?;
+            match nav.get("errorText").and_then(Value::as_str) {
+                Some(err) if err.contains("ERR_NETWORK_CHANGED") && attempts < 3 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Some(err) => return Err(format!("cannot load {url}: {err}")),
+                None => break,
+            }
         }
         let deadline = Instant::now() + patient(COMMAND_TIMEOUT);
         loop {
