@@ -82,6 +82,9 @@ pub struct Change {
     pub listeners_removed: Vec<ListenerKey>,
     pub socket_summary: Option<SocketSummary>,
     pub firewall: Option<Result<Arc<Ruleset>, String>>,
+    /// The ruleset `firewall` replaced, when both were read: the Delta
+    /// then carries only the chains that changed.
+    pub firewall_base: Option<Arc<Ruleset>>,
     pub resources: Option<(SystemTime, Resources)>,
     pub health: Option<HealthMap>,
 }
@@ -274,6 +277,9 @@ impl Hub {
                         old_rules: rule_count(old),
                         new_rules: rule_count(new),
                     })));
+                }
+                if let (Some(Ok(old)), Ok(_)) = (&facts.firewall, &ruleset) {
+                    change.firewall_base = Some(old.clone());
                 }
                 change.firewall = Some(ruleset.clone());
                 facts.firewall = Some(ruleset);

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
 /// Which kernel interface and tool the rules came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -101,8 +102,9 @@ pub struct Table {
     pub family: Family,
     pub name: String,
     pub backend: Backend,
-    /// In the order the tool listed them.
-    pub chains: Vec<Chain>,
+    /// In the order the tool listed them. Shared: a reading that re-reads
+    /// two chains of 4,000 keeps the other 3,998 of the last one as they are.
+    pub chains: Vec<Arc<Chain>>,
     /// Named sets (nftables only; ipset sets are not read).
     pub sets: Vec<Set>,
 }
@@ -122,6 +124,49 @@ pub struct Chain {
     /// Packets that fell through to the policy (iptables only).
     pub policy_counter: Option<Counter>,
     pub rules: Vec<Rule>,
+    #[serde(skip)]
+    pub hash: HashCache,
+}
+
+/// A chain's content hash, worked out the first time it is asked for: a
+/// chain kept from one reading to the next is hashed once. A clone starts
+/// empty, so a chain copied to be changed is hashed again.
+#[derive(Debug, Default)]
+pub struct HashCache(OnceLock<u64>);
+
+impl Clone for HashCache {
+    fn clone(&self) -> Self {
+        HashCache::default()
+    }
+}
+
+/// The cache is not content: chains are equal whatever it holds.
+impl PartialEq for HashCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Chain {
+    /// Hash of the chain's definition and its rules' text (counters
+    /// excluded): equal hashes, equal chains.
+    pub fn content_hash(&self) -> u64 {
+        *self.hash.0.get_or_init(|| {
+            let mut h = Fnv64::new();
+            h.write(
+                format!(
+                    "chain {} {:?} {:?} {:?} {:?} {:?}\n",
+                    self.name, self.hook, self.chain_type, self.priority, self.policy, self.device
+                )
+                .as_bytes(),
+            );
+            for r in &self.rules {
+                h.write(r.text.as_bytes());
+                h.write(b"\n");
+            }
+            h.finish()
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -316,7 +361,7 @@ impl Ruleset {
             .tables
             .iter()
             .filter(|t| t.family == family || t.family == Family::Inet)
-            .flat_map(|t| t.chains.iter().map(move |c| (t, c)))
+            .flat_map(|t| t.chains.iter().map(move |c| (t, c.as_ref())))
             .filter(|(_, c)| c.hook == Some(hook))
             .collect();
         out.sort_by_key(|(_, c)| c.priority.unwrap_or(0));
@@ -348,17 +393,7 @@ impl Ruleset {
                 );
             }
             for c in &t.chains {
-                h.write(
-                    format!(
-                        "chain {} {:?} {:?} {:?} {:?} {:?}\n",
-                        c.name, c.hook, c.chain_type, c.priority, c.policy, c.device
-                    )
-                    .as_bytes(),
-                );
-                for r in &c.rules {
-                    h.write(r.text.as_bytes());
-                    h.write(b"\n");
-                }
+                h.write(&c.content_hash().to_le_bytes());
             }
         }
         self.hash = h.finish();
@@ -367,7 +402,7 @@ impl Ruleset {
 
 impl Table {
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.chains.iter().find(|c| c.name == name)
+        self.chains.iter().find(|c| c.name == name).map(Arc::as_ref)
     }
 
     pub fn set(&self, name: &str) -> Option<&Set> {

@@ -1,11 +1,13 @@
 //! The normalised ruleset as protocol messages.
 
 use crate::facts::firewall::{
-    AddrItem, AddrSet, Backend, ChainType, CtState, Family, Hook, Match, Policy, PortRange,
-    PortSet, Rule, RuleVerdict, Ruleset, SetElement,
+    AddrItem, AddrSet, Backend, Chain, ChainType, CtState, Family, Hook, Match, Policy, PortRange,
+    PortSet, Rule, RuleVerdict, Ruleset, Set, SetElement, Table,
 };
 use reachmap_proto::v1 as pb;
 use reachmap_proto::{MAX_RULE_TEXT, clip};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub fn backend(b: Backend) -> &'static str {
     match b {
@@ -225,35 +227,117 @@ pub fn firewall(r: &Ruleset) -> pb::Firewall {
                 family: family(t.family).into(),
                 name: t.name.clone(),
                 backend: backend(t.backend).into(),
-                chains: t
-                    .chains
-                    .iter()
-                    .map(|c| pb::FirewallChain {
-                        name: c.name.clone(),
-                        hook: c.hook.map(hook).unwrap_or_default().into(),
-                        r#type: c.chain_type.map(chain_type).unwrap_or_default().into(),
-                        priority: c.priority,
-                        policy: match c.policy {
-                            Some(Policy::Accept) => "accept",
-                            Some(Policy::Drop) => "drop",
-                            None => "",
-                        }
-                        .into(),
-                        rules: c.rules.iter().map(rule).collect(),
-                    })
-                    .collect(),
-                sets: t
-                    .sets
-                    .iter()
-                    .map(|s| pb::FirewallSet {
-                        name: s.name.clone(),
-                        r#type: s.key_type.join(" . "),
-                        elements: s.elements.iter().map(element).collect(),
-                    })
-                    .collect(),
+                chains: t.chains.iter().map(|c| chain(c)).collect(),
+                sets: t.sets.iter().map(set).collect(),
             })
             .collect(),
     }
+}
+
+fn chain(c: &Chain) -> pb::FirewallChain {
+    pb::FirewallChain {
+        name: c.name.clone(),
+        hook: c.hook.map(hook).unwrap_or_default().into(),
+        r#type: c.chain_type.map(chain_type).unwrap_or_default().into(),
+        priority: c.priority,
+        policy: match c.policy {
+            Some(Policy::Accept) => "accept",
+            Some(Policy::Drop) => "drop",
+            None => "",
+        }
+        .into(),
+        rules: c.rules.iter().map(rule).collect(),
+    }
+}
+
+fn set(s: &Set) -> pb::FirewallSet {
+    pb::FirewallSet {
+        name: s.name.clone(),
+        r#type: s.key_type.join(" . "),
+        elements: s.elements.iter().map(element).collect(),
+    }
+}
+
+/// The change from `old` to `new` as the chains it touched: what a Delta
+/// carries instead of the whole of `new`. Chains are compared by their
+/// content hash, so a chain read again unchanged is not sent.
+pub fn patch(old: &Ruleset, new: &Ruleset) -> pb::FirewallPatch {
+    let mut patches = Vec::new();
+    for t in &new.tables {
+        let before = old
+            .tables
+            .iter()
+            .find(|o| o.family == t.family && o.name == t.name);
+        if let Some(p) = table_patch(before, t) {
+            patches.push(p);
+        }
+    }
+    pb::FirewallPatch {
+        base_hash: old.hash,
+        backend: backends(new),
+        generation: new.generation,
+        hash: new.hash,
+        tables: new
+            .tables
+            .iter()
+            .map(|t| pb::FirewallTableKey {
+                family: family(t.family).into(),
+                name: t.name.clone(),
+            })
+            .collect(),
+        patches,
+    }
+}
+
+/// `None` when `new` is `old` unchanged.
+fn table_patch(old: Option<&Table>, new: &Table) -> Option<pb::FirewallTablePatch> {
+    let mut p = pb::FirewallTablePatch {
+        family: family(new.family).into(),
+        name: new.name.clone(),
+        backend: backend(new.backend).into(),
+        ..Default::default()
+    };
+    let Some(old) = old else {
+        p.chains = new.chains.iter().map(|c| chain(c)).collect();
+        p.sets_replaced = true;
+        p.sets = new.sets.iter().map(set).collect();
+        return Some(p);
+    };
+    let same =
+        |a: &Arc<Chain>, b: &Arc<Chain>| Arc::ptr_eq(a, b) || a.content_hash() == b.content_hash();
+    let in_place = old.chains.len() == new.chains.len()
+        && old
+            .chains
+            .iter()
+            .zip(&new.chains)
+            .all(|(a, b)| a.name == b.name);
+    if in_place {
+        p.chains = old
+            .chains
+            .iter()
+            .zip(&new.chains)
+            .filter(|(a, b)| !same(a, b))
+            .map(|(_, b)| chain(b))
+            .collect();
+    } else {
+        let by_name: HashMap<&str, &Arc<Chain>> =
+            old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+        p.chains = new
+            .chains
+            .iter()
+            .filter(|c| by_name.get(c.name.as_str()).is_none_or(|o| !same(o, c)))
+            .map(|c| chain(c))
+            .collect();
+        p.reordered = true;
+        p.chain_order = new.chains.iter().map(|c| c.name.clone()).collect();
+    }
+    if old.sets != new.sets {
+        p.sets_replaced = true;
+        p.sets = new.sets.iter().map(set).collect();
+    }
+    let unchanged =
+        p.chains.is_empty() && !p.reordered && !p.sets_replaced && old.backend == new.backend;
+    (!unchanged).then_some(p)
 }
 
 /// A ruleset that could not be read: the error travels instead of tables.

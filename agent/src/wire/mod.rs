@@ -137,7 +137,14 @@ pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -
             .collect(),
         listeners_removed: change.listeners_removed.iter().map(listener_key).collect(),
         socket_summary: change.socket_summary.as_ref().map(socket_summary),
-        firewall: change.firewall.as_ref().map(firewall_of),
+        firewall: match (&change.firewall, &change.firewall_base) {
+            (Some(Ok(_)), Some(_)) => None,
+            (f, _) => f.as_ref().map(firewall_of),
+        },
+        firewall_patch: match (&change.firewall, &change.firewall_base) {
+            (Some(Ok(new)), Some(old)) => Some(firewall::patch(old, new)),
+            _ => None,
+        },
         resources: change
             .resources
             .as_ref()

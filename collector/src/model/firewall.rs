@@ -3,6 +3,7 @@
 //! parsed, ready for a packet to be evaluated against it.
 
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -24,6 +25,179 @@ impl Firewall {
             .flat_map(|t| &t.chains)
             .map(|c| c.rules.len())
             .sum()
+    }
+}
+
+/// A table's identity within a ruleset.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TableKey {
+    pub family: String,
+    pub name: String,
+}
+
+/// A validated chain-level change: the tables after it, in order, and what
+/// changed in them (see `FirewallPatch` in the protocol).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FirewallPatch {
+    pub base_hash: u64,
+    pub backend: String,
+    pub generation: Option<u32>,
+    pub hash: u64,
+    pub tables: Vec<TableKey>,
+    pub patches: Vec<TablePatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TablePatch {
+    pub table: TableKey,
+    pub backend: String,
+    /// New or changed chains, whole.
+    pub chains: Vec<Chain>,
+    /// Every chain of the table in order, when chains were added, removed
+    /// or moved.
+    pub chain_order: Option<Vec<String>>,
+    /// The table's sets, when they changed.
+    pub sets: Option<Vec<Set>>,
+}
+
+impl Firewall {
+    /// Why `patch` cannot be applied to this ruleset, if it cannot: it was
+    /// made on another one, names a table or chain this one does not hold,
+    /// or would grow past `max_rules`. Checked before anything changes, so
+    /// a refused patch leaves the ruleset as it was.
+    pub fn check_patch(&self, patch: &FirewallPatch, max_rules: usize) -> Result<(), String> {
+        if self.error.is_some() || self.hash != patch.base_hash {
+            return Err(format!(
+                "firewall patch on ruleset {:016x}, but the collector has {:016x}",
+                patch.base_hash, self.hash
+            ));
+        }
+        let mut rules = 0usize;
+        for key in &patch.tables {
+            let old = self.table(key);
+            let p = patch.patches.iter().find(|p| p.table == *key);
+            rules += match (old, p) {
+                (None, None) => {
+                    return Err(format!(
+                        "firewall patch keeps table {} {}, which the collector does not have",
+                        key.family, key.name
+                    ));
+                }
+                (Some(t), None) => t.rules(),
+                (old, Some(p)) => {
+                    let mut sizes: HashMap<&str, usize> = old
+                        .iter()
+                        .flat_map(|t| &t.chains)
+                        .map(|c| (c.name.as_str(), c.rules.len()))
+                        .collect();
+                    sizes.extend(p.chains.iter().map(|c| (c.name.as_str(), c.rules.len())));
+                    let mut n = 0;
+                    for name in p.order(old) {
+                        let Some(size) = sizes.get(name.as_str()) else {
+                            return Err(format!(
+                                "firewall patch keeps chain {name} of table {} {}, which the collector does not have",
+                                key.family, key.name
+                            ));
+                        };
+                        n += size;
+                    }
+                    n
+                }
+            };
+        }
+        if rules > max_rules {
+            return Err(format!("firewall patch makes more than {max_rules} rules"));
+        }
+        Ok(())
+    }
+
+    /// Applies a patch `check_patch` accepted.
+    pub fn apply_patch(&mut self, patch: FirewallPatch) {
+        let mut old: HashMap<TableKey, Table> = std::mem::take(&mut self.tables)
+            .into_iter()
+            .map(|t| (t.key(), t))
+            .collect();
+        let mut patches: HashMap<TableKey, TablePatch> = patch
+            .patches
+            .into_iter()
+            .map(|p| (p.table.clone(), p))
+            .collect();
+        for key in patch.tables {
+            let before = old.remove(&key);
+            let table = match (before, patches.remove(&key)) {
+                (Some(t), None) => t,
+                (before, Some(p)) => p.apply(key, before),
+                (None, None) => continue,
+            };
+            self.tables.push(table);
+        }
+        self.backend = patch.backend;
+        self.generation = patch.generation;
+        self.hash = patch.hash;
+    }
+
+    fn table(&self, key: &TableKey) -> Option<&Table> {
+        self.tables
+            .iter()
+            .find(|t| t.family == key.family && t.name == key.name)
+    }
+}
+
+impl TablePatch {
+    /// The table's chain names after the patch.
+    fn order(&self, old: Option<&Table>) -> Vec<String> {
+        match (&self.chain_order, old) {
+            (Some(order), _) => order.clone(),
+            (None, Some(t)) => t.chains.iter().map(|c| c.name.clone()).collect(),
+            (None, None) => self.chains.iter().map(|c| c.name.clone()).collect(),
+        }
+    }
+
+    fn apply(self, key: TableKey, old: Option<Table>) -> Table {
+        let order = self.order(old.as_ref());
+        let (mut old_chains, sets) = match old {
+            Some(t) => (
+                t.chains
+                    .into_iter()
+                    .map(|c| (c.name.clone(), c))
+                    .collect::<HashMap<_, _>>(),
+                t.sets,
+            ),
+            None => (HashMap::new(), Vec::new()),
+        };
+        let mut fresh: HashMap<String, Chain> = self
+            .chains
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        let chains = order
+            .iter()
+            .filter_map(|name| fresh.remove(name).or_else(|| old_chains.remove(name)))
+            .collect();
+        Table {
+            family: key.family,
+            name: key.name,
+            backend: self.backend,
+            chains,
+            sets: self.sets.unwrap_or(sets),
+        }
+    }
+}
+
+impl Table {
+    pub fn key(&self) -> TableKey {
+        TableKey {
+            family: self.family.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    fn rules(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
     }
 }
 

@@ -3,7 +3,7 @@
 pub mod firewall;
 pub mod health;
 
-pub use firewall::Firewall;
+pub use firewall::{Firewall, FirewallPatch};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -209,12 +209,32 @@ pub struct FactsDelta {
     pub listeners_removed: Vec<ListenerKey>,
     pub socket_summary: Option<SocketSummary>,
     pub firewall: Option<Firewall>,
+    /// The chains of the ruleset that changed, on top of the current one.
+    pub firewall_patch: Option<FirewallPatch>,
     pub resources: Option<Resources>,
     /// Present when a source's health changed: every source, whole.
     pub sources: Option<health::Sources>,
 }
 
 impl NodeFacts {
+    /// Why `d` cannot be applied to these facts, if it cannot. A delta
+    /// from another version, or a firewall patch made on another ruleset,
+    /// needs a snapshot instead.
+    pub fn check(&self, d: &FactsDelta) -> Result<(), String> {
+        if self.version != d.base_version {
+            return Err(format!(
+                "delta from version {} but the collector has {}",
+                d.base_version, self.version
+            ));
+        }
+        match (&d.firewall_patch, &self.firewall) {
+            (None, _) => Ok(()),
+            (Some(p), Some(f)) => f.check_patch(p, crate::validate::firewall::MAX_RULES),
+            (Some(_), None) => Err("firewall patch, but the collector has no ruleset".into()),
+        }
+    }
+
+    /// Applies a delta `check` accepted.
     pub fn apply(&mut self, d: FactsDelta) {
         for i in d.upserted {
             self.interfaces.insert(i.index, i);
@@ -239,6 +259,9 @@ impl NodeFacts {
         }
         if let Some(f) = d.firewall {
             self.firewall = Some(f);
+        }
+        if let (Some(p), Some(f)) = (d.firewall_patch, &mut self.firewall) {
+            f.apply_patch(p);
         }
         if let Some(r) = d.resources {
             self.resources = Some(r);

@@ -566,8 +566,15 @@ impl Owner {
             Cmd::Delta(s, name, delta) => {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
-                    match &mut n.facts {
-                        Some(f) if f.version == delta.base_version => {
+                    let fits = match &n.facts {
+                        Some(f) => f.check(&delta),
+                        None => Err(format!(
+                            "delta from version {} but the collector has no facts",
+                            delta.base_version
+                        )),
+                    };
+                    match (&mut n.facts, fits) {
+                        (Some(f), Ok(())) => {
                             // New addresses or listeners may change plans.
                             let replan = !delta.upserted.is_empty()
                                 || !delta.removed.is_empty()
@@ -582,12 +589,8 @@ impl Owner {
                                 self.probing.mark_dirty();
                             }
                         }
-                        other => {
-                            let have = other.as_ref().map_or(0, |f| f.version);
-                            let reason = format!(
-                                "delta from version {} but the collector has {have}",
-                                delta.base_version
-                            );
+                        (None, Ok(())) => {}
+                        (_, Err(reason)) => {
                             tracing::info!(node = %name, %reason, "asking for a snapshot");
                             if let Some(stream) = &n.stream {
                                 let msg = pb::CollectorMessage {

@@ -3,7 +3,8 @@
 
 use super::{ProtocolError, err, text};
 use crate::model::firewall::{
-    Chain, Field, Firewall, Match, Rule, Set, Table, Value, Verdict, VerdictKind,
+    Chain, Field, Firewall, FirewallPatch, Match, Rule, Set, Table, TableKey, TablePatch, Value,
+    Verdict, VerdictKind,
 };
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
@@ -177,64 +178,86 @@ fn rule(f: &str, r: &pb::FirewallRule) -> Result<Rule, ProtocolError> {
     })
 }
 
+/// Counts rules and set elements across a message against the limits.
+#[derive(Default)]
+struct Budget {
+    rules: usize,
+    elements: usize,
+}
+
+fn chain(cf: &str, chain: &pb::FirewallChain, budget: &mut Budget) -> Result<Chain, ProtocolError> {
+    budget.rules += chain.rules.len();
+    if budget.rules > MAX_RULES {
+        return Err(err(
+            format!("{cf}.rules"),
+            format!("more than {MAX_RULES} rules"),
+        ));
+    }
+    let rules = chain
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(n, r)| rule(&format!("{cf}.rules[{n}]"), r))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Chain {
+        name: text(&format!("{cf}.name"), &chain.name, MAX_NAME)?,
+        hook: optional(&format!("{cf}.hook"), &chain.hook, 32)?,
+        chain_type: optional(&format!("{cf}.type"), &chain.r#type, 32)?,
+        priority: chain.priority,
+        policy: optional(&format!("{cf}.policy"), &chain.policy, 32)?,
+        rules,
+    })
+}
+
+fn set(sf: &str, set: &pb::FirewallSet, budget: &mut Budget) -> Result<Set, ProtocolError> {
+    budget.elements += set.elements.len();
+    if budget.elements > MAX_SET_ELEMENTS {
+        return Err(err(
+            format!("{sf}.elements"),
+            format!("more than {MAX_SET_ELEMENTS} set elements"),
+        ));
+    }
+    Ok(Set {
+        name: text(&format!("{sf}.name"), &set.name, MAX_NAME)?,
+        set_type: text(&format!("{sf}.type"), &set.r#type, MAX_NAME)?,
+        elements: set
+            .elements
+            .iter()
+            .enumerate()
+            .map(|(n, e)| element(&format!("{sf}.elements[{n}]"), e))
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
+
+fn chains(
+    f: &str,
+    list: &[pb::FirewallChain],
+    budget: &mut Budget,
+) -> Result<Vec<Chain>, ProtocolError> {
+    list.iter()
+        .enumerate()
+        .map(|(c, ch)| chain(&format!("{f}[{c}]"), ch, budget))
+        .collect()
+}
+
+fn sets(f: &str, list: &[pb::FirewallSet], budget: &mut Budget) -> Result<Vec<Set>, ProtocolError> {
+    list.iter()
+        .enumerate()
+        .map(|(s, st)| set(&format!("{f}[{s}]"), st, budget))
+        .collect()
+}
+
 pub fn firewall(f: &str, fw: &pb::Firewall) -> Result<Firewall, ProtocolError> {
-    let mut total_rules = 0usize;
-    let mut total_elements = 0usize;
+    let mut budget = Budget::default();
     let mut tables = Vec::with_capacity(fw.tables.len());
     for (t, table) in fw.tables.iter().enumerate() {
         let tf = format!("{f}.tables[{t}]");
-        let mut chains = Vec::with_capacity(table.chains.len());
-        for (c, chain) in table.chains.iter().enumerate() {
-            let cf = format!("{tf}.chains[{c}]");
-            total_rules += chain.rules.len();
-            if total_rules > MAX_RULES {
-                return Err(err(
-                    format!("{cf}.rules"),
-                    format!("more than {MAX_RULES} rules"),
-                ));
-            }
-            let rules = chain
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(n, r)| rule(&format!("{cf}.rules[{n}]"), r))
-                .collect::<Result<Vec<_>, _>>()?;
-            chains.push(Chain {
-                name: text(&format!("{cf}.name"), &chain.name, MAX_NAME)?,
-                hook: optional(&format!("{cf}.hook"), &chain.hook, 32)?,
-                chain_type: optional(&format!("{cf}.type"), &chain.r#type, 32)?,
-                priority: chain.priority,
-                policy: optional(&format!("{cf}.policy"), &chain.policy, 32)?,
-                rules,
-            });
-        }
-        let mut sets = Vec::with_capacity(table.sets.len());
-        for (s, set) in table.sets.iter().enumerate() {
-            let sf = format!("{tf}.sets[{s}]");
-            total_elements += set.elements.len();
-            if total_elements > MAX_SET_ELEMENTS {
-                return Err(err(
-                    format!("{sf}.elements"),
-                    format!("more than {MAX_SET_ELEMENTS} set elements"),
-                ));
-            }
-            sets.push(Set {
-                name: text(&format!("{sf}.name"), &set.name, MAX_NAME)?,
-                set_type: text(&format!("{sf}.type"), &set.r#type, MAX_NAME)?,
-                elements: set
-                    .elements
-                    .iter()
-                    .enumerate()
-                    .map(|(n, e)| element(&format!("{sf}.elements[{n}]"), e))
-                    .collect::<Result<Vec<_>, _>>()?,
-            });
-        }
         tables.push(Table {
             family: text(&format!("{tf}.family"), &table.family, 16)?,
             name: text(&format!("{tf}.name"), &table.name, MAX_NAME)?,
             backend: text(&format!("{tf}.backend"), &table.backend, 32)?,
-            chains,
-            sets,
+            chains: chains(&format!("{tf}.chains"), &table.chains, &mut budget)?,
+            sets: sets(&format!("{tf}.sets"), &table.sets, &mut budget)?,
         });
     }
     Ok(Firewall {
@@ -243,6 +266,65 @@ pub fn firewall(f: &str, fw: &pb::Firewall) -> Result<Firewall, ProtocolError> {
         hash: fw.hash,
         tables,
         error: optional(&format!("{f}.error"), &fw.error, MAX_RULE_TEXT)?,
+    })
+}
+
+/// A chain-level change. Whether it applies to the collector's copy is
+/// for `Firewall::check_patch` to say: that needs the copy.
+pub fn patch(f: &str, p: &pb::FirewallPatch) -> Result<FirewallPatch, ProtocolError> {
+    let mut budget = Budget::default();
+    let key = |kf: &str, family: &str, name: &str| -> Result<TableKey, ProtocolError> {
+        Ok(TableKey {
+            family: text(&format!("{kf}.family"), family, 16)?,
+            name: text(&format!("{kf}.name"), name, MAX_NAME)?,
+        })
+    };
+    let tables = p
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(n, t)| key(&format!("{f}.tables[{n}]"), &t.family, &t.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut patches = Vec::with_capacity(p.patches.len());
+    for (n, t) in p.patches.iter().enumerate() {
+        let tf = format!("{f}.patches[{n}]");
+        let table = key(&tf, &t.family, &t.name)?;
+        if !tables.contains(&table) {
+            return Err(err(
+                tf,
+                format!(
+                    "patches table {} {}, which the ruleset does not list",
+                    table.family, table.name
+                ),
+            ));
+        }
+        patches.push(TablePatch {
+            table,
+            backend: text(&format!("{tf}.backend"), &t.backend, 32)?,
+            chains: chains(&format!("{tf}.chains"), &t.chains, &mut budget)?,
+            chain_order: t
+                .reordered
+                .then(|| {
+                    t.chain_order
+                        .iter()
+                        .enumerate()
+                        .map(|(c, name)| text(&format!("{tf}.chain_order[{c}]"), name, MAX_NAME))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?,
+            sets: t
+                .sets_replaced
+                .then(|| sets(&format!("{tf}.sets"), &t.sets, &mut budget))
+                .transpose()?,
+        });
+    }
+    Ok(FirewallPatch {
+        base_hash: p.base_hash,
+        backend: text(&format!("{f}.backend"), &p.backend, 32)?,
+        generation: p.generation,
+        hash: p.hash,
+        tables,
+        patches,
     })
 }
 

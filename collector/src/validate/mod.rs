@@ -294,6 +294,11 @@ pub fn delta(d: &pb::Delta) -> Result<FactsDelta, ProtocolError> {
             .as_ref()
             .map(|f| firewall::firewall("delta.firewall", f))
             .transpose()?,
+        firewall_patch: d
+            .firewall_patch
+            .as_ref()
+            .map(|p| firewall::patch("delta.firewall_patch", p))
+            .transpose()?,
         resources: d
             .resources
             .as_ref()

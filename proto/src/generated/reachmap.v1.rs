@@ -449,6 +449,66 @@ pub struct Delta {
     /// Present when a source's health changed: every source, whole.
     #[prost(message, repeated, tag = "13")]
     pub sources: ::prost::alloc::vec::Vec<SourceHealth>,
+    /// Present instead of `firewall` when the ruleset changed but most of it
+    /// did not: the chains that changed, on top of the previous ruleset.
+    #[prost(message, optional, tag = "14")]
+    pub firewall_patch: ::core::option::Option<FirewallPatch>,
+}
+/// A ruleset change as the chains it touched. On a node whose iptables-nft
+/// nat table holds 20,000 rules and a proxy rewrites two chains a second,
+/// this carries those two chains instead of the whole table.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FirewallPatch {
+    /// The hash of the ruleset this applies to. A collector whose copy has
+    /// another hash answers with ResyncRequest.
+    #[prost(uint64, tag = "1")]
+    pub base_hash: u64,
+    /// The ruleset after the change, as in Firewall.
+    #[prost(string, tag = "2")]
+    pub backend: ::prost::alloc::string::String,
+    #[prost(uint32, optional, tag = "3")]
+    pub generation: ::core::option::Option<u32>,
+    #[prost(uint64, tag = "4")]
+    pub hash: u64,
+    /// Every table after the change, in order: one named here without a
+    /// patch is unchanged, one not named is gone.
+    #[prost(message, repeated, tag = "5")]
+    pub tables: ::prost::alloc::vec::Vec<FirewallTableKey>,
+    /// Tables that are new or changed.
+    #[prost(message, repeated, tag = "6")]
+    pub patches: ::prost::alloc::vec::Vec<FirewallTablePatch>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FirewallTableKey {
+    #[prost(string, tag = "1")]
+    pub family: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FirewallTablePatch {
+    #[prost(string, tag = "1")]
+    pub family: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub backend: ::prost::alloc::string::String,
+    /// Chains that are new or changed, whole; a chain of the same name in
+    /// the previous table is replaced.
+    #[prost(message, repeated, tag = "4")]
+    pub chains: ::prost::alloc::vec::Vec<FirewallChain>,
+    /// Set when chains were added, removed or moved: `chain_order` then names
+    /// every chain of the table, in order. Unset, the order is the previous
+    /// table's (a new table takes `chains` in their order).
+    #[prost(bool, tag = "5")]
+    pub reordered: bool,
+    #[prost(string, repeated, tag = "6")]
+    pub chain_order: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Set when the named sets changed: `sets` then replaces them all.
+    #[prost(bool, tag = "7")]
+    pub sets_replaced: bool,
+    #[prost(message, repeated, tag = "8")]
+    pub sets: ::prost::alloc::vec::Vec<FirewallSet>,
 }
 /// Something that happened, kept in the agent's buffer until acked.
 #[derive(Clone, PartialEq, ::prost::Message)]

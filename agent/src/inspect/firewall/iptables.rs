@@ -12,6 +12,7 @@ use crate::facts::firewall::{
     PortRange, PortSet, Rule, RuleVerdict, Table,
 };
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Parses the whole output of one `*tables-save` run; `family` is `Ip` for
 /// iptables and `Ip6` for ip6tables. Every table must end with `COMMIT`, so
@@ -61,7 +62,7 @@ pub fn parse_iptables_save(
             if table.chain(&chain.name).is_some() {
                 return Err(err(format!("chain {} declared twice", chain.name)));
             }
-            table.chains.push(chain);
+            table.chains.push(Arc::new(chain));
         } else {
             parse_rule_line(table, line).map_err(err)?;
         }
@@ -106,6 +107,7 @@ fn parse_chain_line(table: &str, rest: &str) -> Result<Chain, String> {
             None
         },
         rules: Vec::new(),
+        hash: Default::default(),
     })
 }
 
@@ -405,7 +407,7 @@ fn parse_rule_line(table: &mut Table, line: &str) -> Result<(), String> {
     {
         rule.unsupported = true;
     }
-    let chain = &mut table.chains[chain_idx];
+    let chain = Arc::make_mut(&mut table.chains[chain_idx]);
     rule.position = u32::try_from(chain.rules.len() + 1).unwrap_or(u32::MAX);
     chain.rules.push(rule);
     Ok(())

@@ -17,6 +17,7 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// All tables of one `nft -j list ruleset` document, in listing order.
 pub fn parse_nft_json(json: &str) -> Result<Vec<Table>, FirewallError> {
@@ -55,7 +56,7 @@ pub fn parse_nft_json(json: &str) -> Result<Vec<Table>, FirewallError> {
                 let c = nftables::schema::Chain::deserialize(body)
                     .map_err(|e| doc_err(format!("chain: {e}")))?;
                 let table = find_table(&mut tables, family(c.family), &c.table)?;
-                table.chains.push(Chain {
+                table.chains.push(Arc::new(Chain {
                     name: c.name.into_owned(),
                     hook: c.hook.map(hook),
                     chain_type: c._type.map(|t| match t {
@@ -72,7 +73,8 @@ pub fn parse_nft_json(json: &str) -> Result<Vec<Table>, FirewallError> {
                     handle: c.handle.map(u64::from),
                     policy_counter: None,
                     rules: Vec::new(),
-                });
+                    hash: Default::default(),
+                }));
             }
             "set" => {
                 let (fam, table_name, set) = parse_set(body)?;
@@ -90,6 +92,7 @@ pub fn parse_nft_json(json: &str) -> Result<Vec<Table>, FirewallError> {
                     .chains
                     .iter_mut()
                     .find(|c| c.name == chain_name)
+                    .map(Arc::make_mut)
                     .ok_or_else(|| doc_err(format!("rule for unknown chain {chain_name}")))?;
                 let position = u32::try_from(chain.rules.len() + 1).unwrap_or(u32::MAX);
                 chain.rules.push(parse_rule(body, position)?);
