@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    /// Native nftables tables, read with `nft -j list ruleset`.
+    /// Native nftables tables, read with `nft -j list table`.
     Nftables,
     /// x_tables, read with `iptables-legacy-save`; no change notifications.
     IptablesLegacy,

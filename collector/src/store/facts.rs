@@ -1,8 +1,9 @@
 //! A node's facts as the store keeps them: split into parts that change at
 //! their own pace (network, listeners, firewall, resources, sources, name
 //! lookups), each encoded as the protocol message it came in and stored
-//! once per content hash. Pure: facts → parts, and parts → the snapshot of
-//! a past moment.
+//! once per content hash — the firewall as a manifest and a blob per chain
+//! (`firewall.rs`). Pure: facts → parts, and parts → the snapshot of a past
+//! moment.
 
 use crate::model::{FactsDelta, NodeFacts};
 use crate::probe::ResolvedName;
@@ -26,7 +27,7 @@ pub fn touched(d: &FactsDelta) -> Vec<&'static str> {
     if !d.listeners_upserted.is_empty() || !d.listeners_removed.is_empty() {
         out.push(LISTENERS);
     }
-    if d.firewall.is_some() {
+    if d.firewall.is_some() || d.firewall_patch.is_some() {
         out.push(FIREWALL);
     }
     if d.resources.is_some() || d.socket_summary.is_some() {
@@ -39,8 +40,13 @@ pub fn touched(d: &FactsDelta) -> Vec<&'static str> {
 }
 
 /// One part of `facts`, encoded (only that part is encoded: a resources
-/// sample every few seconds must not re-encode 10,000 listeners).
+/// sample every few seconds must not re-encode 10,000 listeners). The
+/// firewall comes as a bundle the writer splits into a manifest and chain
+/// blobs.
 pub fn encode(facts: &NodeFacts, part: &str) -> Vec<u8> {
+    if part == FIREWALL {
+        return super::firewall::bundle(facts.firewall.as_ref().map(crate::encode::firewall));
+    }
     let full = crate::query::facts(&NodeFacts {
         version: facts.version,
         host: facts.host.clone(),
@@ -68,7 +74,6 @@ pub fn encode(facts: &NodeFacts, part: &str) -> Vec<u8> {
             k.summary = None;
             s.sockets = Some(k);
         }
-        FIREWALL => s.firewall = facts.firewall.as_ref().map(crate::encode::firewall),
         RESOURCES => {
             s.resources = facts.resources.as_ref().map(crate::encode::resources);
             s.sockets = Some(pb::SocketFacts {
@@ -82,12 +87,20 @@ pub fn encode(facts: &NodeFacts, part: &str) -> Vec<u8> {
     s.encode_to_vec()
 }
 
-/// The parts of one moment, merged back into a snapshot.
-pub fn merge(parts: &[(String, Vec<u8>)]) -> Result<pb::Snapshot, String> {
+/// The parts of one moment, merged back into a snapshot; a firewall
+/// manifest's chains looked up through `chains`.
+pub fn merge(
+    parts: &[(String, Vec<u8>)],
+    chains: &mut super::firewall::Chains<'_>,
+) -> Result<pb::Snapshot, String> {
     let mut out = pb::Snapshot::default();
     let mut listeners: Option<pb::SocketFacts> = None;
     let mut summary = None;
     for (part, data) in parts {
+        if part == FIREWALL {
+            out.firewall = super::firewall::decode(data, chains)?;
+            continue;
+        }
         let s = pb::Snapshot::decode(data.as_slice())
             .map_err(|e| format!("stored {part} facts do not decode: {e}"))?;
         match part.as_str() {
@@ -97,7 +110,6 @@ pub fn merge(parts: &[(String, Vec<u8>)]) -> Result<pb::Snapshot, String> {
                 out.routes = s.routes;
             }
             LISTENERS => listeners = s.sockets,
-            FIREWALL => out.firewall = s.firewall,
             RESOURCES => {
                 out.resources = s.resources;
                 summary = s.sockets.and_then(|k| k.summary);

@@ -1,7 +1,8 @@
 //! The collector's memory: one SQLite file (`DATA_DIR/store.db`, WAL mode,
 //! bundled SQLite, nothing to install) holding every event of every node,
 //! every cell state change, the fact changes `why --at` needs (each part of a
-//! node's facts stored once per content hash), and the node registry.
+//! node's facts stored once per content hash, the firewall as a manifest
+//! and a blob per chain: `firewall.rs`), and the node registry.
 //!
 //! One owner writes: `writer.rs` runs on a thread of its own and commits
 //! whatever is queued in one transaction (group commit: a batch closes after
@@ -14,6 +15,7 @@
 pub mod cells;
 pub mod documents;
 pub mod facts;
+pub mod firewall;
 pub mod read;
 pub mod registry;
 mod schema;
@@ -100,6 +102,8 @@ pub struct FactWrite {
     pub node: String,
     pub part: &'static str,
     pub time: i64,
+    /// The key of `data`'s blob; the firewall part (`facts::encode`) is
+    /// split by the writer into blobs keyed by their own hashes.
     pub hash: [u8; 32],
     pub data: Vec<u8>,
 }

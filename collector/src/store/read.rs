@@ -177,7 +177,22 @@ pub fn pair_at(
 }
 
 /// `node`'s facts as they were at `at`, when any were stored by then.
+/// Read in one transaction: a firewall manifest and its chain blobs come
+/// from the same state of the store, whatever the writer prunes meanwhile.
 pub fn facts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Snapshot>, String> {
+    let tx = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let out = parts_at(conn, node, at);
+    if let Some(tx) = tx {
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    out
+}
+
+fn parts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Snapshot>, String> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT b.data FROM facts f JOIN blobs b ON b.hash = f.hash
@@ -197,7 +212,7 @@ pub fn facts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Sna
     if parts.is_empty() {
         return Ok(None);
     }
-    facts::merge(&parts).map(Some)
+    facts::merge(&parts, &mut super::firewall::chains(conn)).map(Some)
 }
 
 /// What the fleet's names resolved to on `node` at `at`.

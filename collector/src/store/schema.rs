@@ -3,13 +3,13 @@
 //! one applies the migrations it lacks, in one transaction each, and refuses
 //! a file that is not a reachmap store or comes from a newer version.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 /// `RMAP`, in SQLite's application_id header field.
 pub const APPLICATION_ID: i32 = 0x524D_4150;
 
 /// Each entry takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: events, cell state changes, fact changes by content, the registry.
     "
     CREATE TABLE events (
@@ -70,6 +70,21 @@ const MIGRATIONS: &[&str] = &[
     -- whole documents: the trust module's tokens and issued certificates
     CREATE TABLE documents (name TEXT PRIMARY KEY, body TEXT NOT NULL);
     ",
+    // 2: firewall parts as a manifest and chain blobs (store/firewall.rs);
+    // the runs of each node's manifests holding a chain blob, so pruning
+    // knows which chain blobs a kept manifest still names.
+    "
+    CREATE TABLE chain_spans (
+        node TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        -- NULL while the node's newest manifest holds the chain; else the
+        -- newest time of the node's firewall rows when it was let go
+        last INTEGER
+    );
+    CREATE UNIQUE INDEX chain_spans_open ON chain_spans(node, hash) WHERE last IS NULL;
+    CREATE INDEX chain_spans_closed ON chain_spans(last) WHERE last IS NOT NULL;
+    CREATE INDEX chain_spans_hash ON chain_spans(hash);
+    ",
 ];
 
 pub const VERSION: i32 = MIGRATIONS.len() as i32;
@@ -86,10 +101,33 @@ pub enum SchemaError {
     Sql(#[from] rusqlite::Error),
 }
 
-/// Brings `conn`'s schema to `VERSION`.
+/// Brings `conn`'s schema to `VERSION`. Each step is taken under the write
+/// lock, the file looked at again there: another connection (an offline
+/// command's, or a second open of the same file) may be migrating it too.
 pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    loop {
+        // One snapshot of the file; the write lock only when a step is due.
+        let snapshot = conn.transaction()?;
+        if check(&snapshot)? == VERSION {
+            return Ok(());
+        }
+        drop(snapshot);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = check(&tx)?;
+        if version < VERSION {
+            tx.execute_batch(MIGRATIONS[version as usize])?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.pragma_update(None, "user_version", version + 1)?;
+        }
+        tx.commit()?;
+    }
+}
+
+/// The file's schema version, when it is a reachmap store (or a new file)
+/// this collector knows.
+fn check(conn: &Connection) -> Result<i32, SchemaError> {
     let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-    let mut version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: i32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if app == 0 && version == 0 {
         // A new file, or a database that is not ours and has no tables yet.
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
@@ -102,15 +140,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
     if version > VERSION {
         return Err(SchemaError::Newer { found: version });
     }
-    while version < VERSION {
-        let tx = conn.transaction()?;
-        tx.execute_batch(MIGRATIONS[version as usize])?;
-        version += 1;
-        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
-    }
-    Ok(())
+    Ok(version)
 }
 
 #[cfg(test)]
@@ -126,6 +156,31 @@ mod tests {
             .expect("version");
         assert_eq!(v, VERSION);
         migrate(&mut c).expect("again");
+    }
+
+    #[test]
+    fn connections_migrating_one_new_file_at_once_all_succeed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("store.db");
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut c = Connection::open(&path).expect("open");
+                    c.busy_timeout(std::time::Duration::from_secs(10))
+                        .expect("timeout");
+                    migrate(&mut c).map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("thread"), Ok(()));
+        }
+        let c = Connection::open(&path).expect("open");
+        let v: i32 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, VERSION);
     }
 
     #[test]

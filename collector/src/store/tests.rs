@@ -78,7 +78,15 @@ async fn an_event_is_committed_once_and_a_resend_is_a_duplicate() {
         .expect("read");
     assert_eq!(list.len(), 2);
     assert!(!truncated);
-    assert_eq!(store.status().events, 2);
+    // The status is published just after the commit answers.
+    let mut watch = store.status_watch();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.status().events != 2 {
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("{:?}", store.status()),
+        }
+    }
 }
 
 #[tokio::test]

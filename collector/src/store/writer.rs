@@ -350,6 +350,9 @@ impl Writer {
                         inserted.push(n == 1);
                     }
                     Write::Cell(c) => super::cells::insert(&tx, &mut self.names, c)?,
+                    Write::Fact(f) if f.part == super::facts::FIREWALL => {
+                        super::firewall::store(&tx, &f.node, f.time, &f.data)?
+                    }
                     Write::Fact(f) => {
                         blob.execute(params![&f.hash[..], f.data])?;
                         fact.execute(params![f.node, f.part, f.time, &f.hash[..]])?;
@@ -427,44 +430,81 @@ impl Writer {
         self.status.last_prune_seconds = started.elapsed().as_secs_f64();
     }
 
-    /// One chunk of each table older than `cutoff`; the rows it deleted.
-    /// The newest fact row of each (node, part) at or before the cutoff is
-    /// kept: it says what the facts were at the cutoff.
+    /// One chunk of each table older than `cutoff` (see `prune_rows`);
+    /// the rows it deleted.
     fn prune_before(&mut self, cutoff: i64) -> rusqlite::Result<u64> {
-        let mut n = 0u64;
-        let events = self.conn.execute(
-            "DELETE FROM events WHERE rowid IN
-             (SELECT rowid FROM events WHERE time < ?1 ORDER BY time LIMIT ?2)",
-            params![cutoff, PRUNE_CHUNK],
-        )?;
-        let cells = self.conn.execute(
-            "DELETE FROM cell_changes WHERE (src, dst, port, kind, time) IN
-             (SELECT src, dst, port, kind, time FROM cell_changes WHERE time < ?1
-              ORDER BY time LIMIT ?2)",
-            params![cutoff, PRUNE_CHUNK],
-        )?;
-        let facts = self.conn.execute(
+        let p = prune_rows(&mut self.conn, cutoff)?;
+        self.status.events = self.status.events.saturating_sub(p.events);
+        self.status.cell_changes = self.status.cell_changes.saturating_sub(p.cells);
+        self.status.fact_changes = self.status.fact_changes.saturating_sub(p.facts);
+        Ok(p.events + p.cells + p.facts + p.spans)
+    }
+}
+
+/// What one `prune_rows` deleted.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Pruned {
+    pub events: u64,
+    pub cells: u64,
+    pub facts: u64,
+    pub spans: u64,
+    pub blobs: u64,
+}
+
+/// One chunk of each table older than `cutoff`, in one transaction. The
+/// newest fact row of each (node, part) at or before the cutoff is kept: it
+/// says what the facts were at the cutoff. Then the blobs the deleted fact
+/// rows and chain runs named, unless something still names them.
+pub(super) fn prune_rows(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<Pruned> {
+    let tx = conn.transaction()?;
+    let events = tx.execute(
+        "DELETE FROM events WHERE rowid IN
+         (SELECT rowid FROM events WHERE time < ?1 ORDER BY time LIMIT ?2)",
+        params![cutoff, PRUNE_CHUNK],
+    )?;
+    let cells = tx.execute(
+        "DELETE FROM cell_changes WHERE (src, dst, port, kind, time) IN
+         (SELECT src, dst, port, kind, time FROM cell_changes WHERE time < ?1
+          ORDER BY time LIMIT ?2)",
+        params![cutoff, PRUNE_CHUNK],
+    )?;
+    let mut gone: Vec<Vec<u8>> = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
             "DELETE FROM facts WHERE rowid IN
              (SELECT f.rowid FROM facts f WHERE f.time < ?1 AND EXISTS
                 (SELECT 1 FROM facts g WHERE g.node = f.node AND g.part = f.part
                  AND g.time > f.time AND g.time <= ?1)
-              LIMIT ?2)",
-            params![cutoff, PRUNE_CHUNK],
+              LIMIT ?2)
+             RETURNING hash",
         )?;
-        if facts > 0 {
-            self.conn.execute(
-                "DELETE FROM blobs WHERE hash IN
-                 (SELECT b.hash FROM blobs b WHERE NOT EXISTS
-                    (SELECT 1 FROM facts f WHERE f.hash = b.hash) LIMIT ?1)",
-                params![PRUNE_CHUNK],
-            )?;
+        for h in stmt.query_map(params![cutoff, PRUNE_CHUNK], |r| r.get::<_, Vec<u8>>(0))? {
+            gone.push(h?);
         }
-        self.status.events = self.status.events.saturating_sub(events as u64);
-        self.status.cell_changes = self.status.cell_changes.saturating_sub(cells as u64);
-        self.status.fact_changes = self.status.fact_changes.saturating_sub(facts as u64);
-        n += (events + cells + facts) as u64;
-        Ok(n)
     }
+    let facts = gone.len();
+    let spans = super::firewall::prune_spans(&tx, cutoff, PRUNE_CHUNK, &mut gone)?;
+    gone.sort_unstable();
+    gone.dedup();
+    let mut blobs = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "DELETE FROM blobs WHERE hash = ?1
+             AND NOT EXISTS (SELECT 1 FROM facts WHERE hash = ?1)
+             AND NOT EXISTS (SELECT 1 FROM chain_spans WHERE hash = ?1)",
+        )?;
+        for h in &gone {
+            blobs += stmt.execute([h])?;
+        }
+    }
+    tx.commit()?;
+    Ok(Pruned {
+        events: events as u64,
+        cells: cells as u64,
+        facts: facts as u64,
+        spans: spans as u64,
+        blobs: blobs as u64,
+    })
 }
 
 /// The store file and its WAL, in bytes.

@@ -1,11 +1,12 @@
 //! Reads the live ruleset by running the tools the host's firewall is
 //! managed with, and merges them into one `Ruleset`.
 //!
-//! - `nft -j list ruleset` gives every nftables table.
+//! - `nft -j list tables` names every nftables table.
 //! - Tables that iptables-nft manages (`filter`, `nat`, ... of family ip/ip6)
-//!   are re-read with `iptables-nft-save -c`: nft's JSON shows their xt
+//!   are read with `iptables-nft-save -c`: nft's JSON shows their xt
 //!   matches and targets (conntrack, multiport, REJECT, DNAT, ...) without
 //!   options, while the iptables text has them all.
+//! - Every other table is read with `nft -j list table FAMILY NAME`.
 //! - iptables-legacy (x_tables) is read with `iptables-legacy-save -c`, but
 //!   only when `<procfs>/net/ip_tables_names` lists tables: running the tool
 //!   on a host without x_tables would load the kernel modules.
@@ -86,7 +87,10 @@ fn at_one_generation(
 }
 
 fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
-    let mut tables = match run(&opts.nft, &["-j", "list", "ruleset"])? {
+    // The list of tables first: nft's JSON of the tables iptables-nft
+    // manages is never needed (their own tool shows them whole), and on a
+    // kube-proxy node it is megabytes to parse and throw away.
+    let listed = match run(&opts.nft, &["-j", "list", "tables"])? {
         Some(json) if !json.trim().is_empty() => parse_nft_json(&json)?,
         Some(_) => Vec::new(),
         // Without nf_tables in the kernel there is nothing nft could show;
@@ -100,38 +104,21 @@ fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
         }
         None => Vec::new(),
     };
+    let mut xt = Vec::new();
     for (family, tool) in [(Family::Ip, "iptables"), (Family::Ip6, "ip6tables")] {
-        let managed = tables
+        let managed = listed
             .iter()
             .any(|t| t.family == family && XTABLES.contains(&t.name.as_str()));
-        if !managed {
-            continue;
+        if managed {
+            xt.extend(xt_save(opts, family, tool));
         }
-        let program = format!("{}{tool}-nft-save", opts.iptables_prefix);
-        // The nft view of these tables is complete but for xt options, so a
-        // failing refinement keeps it rather than failing the whole read.
-        let text = match run(&program, &["-c"]) {
-            Ok(Some(text)) => text,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "keeping nft's view of iptables-nft tables");
-                continue;
-            }
-        };
-        // A table holding native nft chains is printed as an empty stub
-        // after a warning comment; the nft view is the right one for it.
-        let incompatible = incompatible_tables(&text);
-        let mut xt = match parse_iptables_save(&text, family, Backend::IptablesNft) {
-            Ok(xt) => xt,
-            Err(e) => {
-                tracing::warn!(error = %e, "keeping nft's view of iptables-nft tables");
-                continue;
-            }
-        };
-        xt.retain(|t| !incompatible.contains(&t.name.as_str()));
-        tables.retain(|t| !(t.family == family && xt.iter().any(|x| x.name == t.name)));
-        tables.extend(xt);
     }
+    let native: Vec<&Table> = listed
+        .iter()
+        .filter(|t| !xt.iter().any(|x| x.family == t.family && x.name == t.name))
+        .collect();
+    let mut tables = nft_tables(opts, &native, &xt)?;
+    tables.extend(xt);
     for (family, tool, names) in [
         (Family::Ip, "iptables", "ip_tables_names"),
         (Family::Ip6, "ip6tables", "ip6_tables_names"),
@@ -141,6 +128,64 @@ fn read_tables(opts: &ReadOptions) -> Result<Vec<Table>, FirewallError> {
         }
     }
     Ok(tables)
+}
+
+/// The tables iptables-nft manages, from `iptables-nft-save -c`: nothing
+/// when the tool is missing or fails (nft's view of them is then read),
+/// and never a table holding native nft chains, which the tool prints as
+/// an empty stub after a warning comment.
+fn xt_save(opts: &ReadOptions, family: Family, tool: &str) -> Vec<Table> {
+    let program = format!("{}{tool}-nft-save", opts.iptables_prefix);
+    let text = match run(&program, &["-c"]) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading nft's view of iptables-nft tables instead");
+            return Vec::new();
+        }
+    };
+    let incompatible = incompatible_tables(&text);
+    match parse_iptables_save(&text, family, Backend::IptablesNft) {
+        Ok(mut xt) => {
+            xt.retain(|t| !incompatible.contains(&t.name.as_str()));
+            xt
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading nft's view of iptables-nft tables instead");
+            Vec::new()
+        }
+    }
+}
+
+/// `wanted` as nft shows them, one `nft -j list table` each. When one
+/// cannot be listed (deleted since the table list was read), the whole
+/// ruleset is listed instead, without the tables `xt` already holds.
+fn nft_tables(
+    opts: &ReadOptions,
+    wanted: &[&Table],
+    xt: &[Table],
+) -> Result<Vec<Table>, FirewallError> {
+    let mut out = Vec::with_capacity(wanted.len());
+    for t in wanted {
+        let listed = run(
+            &opts.nft,
+            &["-j", "list", "table", t.family.nft_name(), &t.name],
+        );
+        match listed {
+            Ok(Some(json)) => out.extend(parse_nft_json(&json)?),
+            _ => {
+                let json = run(&opts.nft, &["-j", "list", "ruleset"])?.unwrap_or_default();
+                let mut all = if json.trim().is_empty() {
+                    Vec::new()
+                } else {
+                    parse_nft_json(&json)?
+                };
+                all.retain(|t| !xt.iter().any(|x| x.family == t.family && x.name == t.name));
+                return Ok(all);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the kernel has nftables: a module directory for it, or an
