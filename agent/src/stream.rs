@@ -11,9 +11,9 @@ use crate::inspect::host::{Identity, read_host_info};
 use crate::outbox::{Limits, Outbox};
 use crate::probe::{Plan, ProberOutput, TempListeners};
 use crate::wire;
+use crate::wire::outbound::{AgentCodec, Outbound, Outgoing};
 use reachmap_proto::v1 as pb;
 use reachmap_proto::v1::agent_message::Body;
-use reachmap_proto::v1::collector_client::CollectorClient;
 use reachmap_proto::v1::collector_message::Body as CBody;
 use std::collections::{HashSet, VecDeque};
 use std::net::IpAddr;
@@ -316,7 +316,7 @@ impl Client {
         }
     }
 
-    fn snapshot(&self) -> (u64, Body) {
+    fn snapshot(&self) -> (u64, Outbound) {
         let current = self.net.borrow().clone();
         let host = match read_host_info(&self.config.procfs) {
             Ok(h) => h,
@@ -327,7 +327,7 @@ impl Client {
         };
         (
             current.version,
-            Body::Snapshot(wire::snapshot(current.version, &host, &current.facts)),
+            wire::snapshot(current.version, &host, &current.facts),
         )
     }
 
@@ -382,12 +382,12 @@ impl Client {
             source,
         })?;
         self.connection.send_replace(Some(channel.clone()));
-        let mut client = CollectorClient::new(channel)
+        let mut client = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(reachmap_proto::MAX_MESSAGE_BYTES);
 
-        let (tx, rx) = mpsc::channel::<pb::AgentMessage>(WIRE_QUEUE);
-        let hello = Body::Hello(pb::Hello {
+        let (tx, rx) = mpsc::channel::<Outgoing>(WIRE_QUEUE);
+        let hello = Outbound::from(Body::Hello(pb::Hello {
             node: self.config.node.clone(),
             machine_id: self.identity.machine_id.clone(),
             boot_id: self.identity.boot_id.clone(),
@@ -396,19 +396,14 @@ impl Client {
             heartbeat_interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             labels: self.config.labels.clone().into_iter().collect(),
-        });
+        }));
         let (mut sent_version, snapshot) = self.snapshot();
         for body in [hello, snapshot] {
             let seq = self.next_seq();
             // The queue is empty and larger than two: this cannot wait.
-            let _ = tx
-                .send(pb::AgentMessage {
-                    seq,
-                    body: Some(body),
-                })
-                .await;
+            let _ = tx.send(body.numbered(seq)).await;
         }
-        let opening = client.connect(ReceiverStream::new(rx));
+        let opening = connect(&mut client, ReceiverStream::new(rx));
         let Some(inbound) = self.taking_in(shutdown, opening).await else {
             return Ok(Ended::Shutdown);
         };
@@ -416,7 +411,7 @@ impl Client {
         tracing::info!(collector = %uri, node = %self.config.node, "connected");
         self.stats.up();
 
-        let mut pending: VecDeque<Body> = VecDeque::new();
+        let mut pending: VecDeque<Outbound> = VecDeque::new();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The backoff starts over only once the collector has taken the
@@ -448,7 +443,7 @@ impl Client {
                                 backoff.reset();
                             }
                         }
-                        Some(CBody::TimeProbe(p)) => pending.push_front(self.heartbeat(p.collector_time_unix_nanos)),
+                        Some(CBody::TimeProbe(p)) => pending.push_front(self.heartbeat(p.collector_time_unix_nanos).into()),
                         Some(CBody::Resync(r)) => {
                             tracing::info!(reason = %r.reason, "collector asked for a snapshot");
                             let (v, snap) = self.snapshot();
@@ -466,7 +461,7 @@ impl Client {
                         // Already part of the snapshot we sent, or only events.
                     } else if update.base_version == sent_version {
                         let net = self.net.borrow().clone();
-                        pending.push_back(Body::Delta(wire::delta(update.base_version, update.version, &update.change, &net.facts.net)));
+                        pending.push_back(wire::delta(update.base_version, update.version, &update.change, &net.facts.net));
                         sent_version = update.version;
                     } else {
                         let (v, snap) = self.snapshot();
@@ -477,25 +472,25 @@ impl Client {
                 Some(out) = self.probing.output.recv() => {
                     if let Some(batch) = self.absorb_probe(out) {
                         // Only the newest batch is worth sending.
-                        pending.retain(|b| !matches!(b, Body::ProbeResults(_)));
-                        pending.push_back(batch);
+                        pending.retain(|b| !matches!(b.body, Body::ProbeResults(_)));
+                        pending.push_back(batch.into());
                     }
                 }
-                Some(answer) = self.answers.recv() => pending.push_front(Body::CommandResult(answer)),
+                Some(answer) = self.answers.recv() => pending.push_front(Body::CommandResult(answer).into()),
                 _ = until(self.outbox.sync_due()) => self.outbox.sync(),
                 _ = heartbeat.tick() => {
                     self.report_outbox();
-                    pending.push_back(self.heartbeat(0));
+                    pending.push_back(self.heartbeat(0).into());
                 }
                 permit = tx.reserve(), if want_send => {
                     let Ok(permit) = permit else { return Err(StreamError::Closed) };
                     let seq = self.next_seq();
                     let body = match pending.pop_front() {
                         Some(b) => Some(b),
-                        None => self.outbox.next_unsent(seq).map(|e| Body::Event(e.event().clone())),
+                        None => self.outbox.next_unsent(seq).map(|e| Body::Event(e.event().clone()).into()),
                     };
                     if let Some(body) = body {
-                        permit.send(pb::AgentMessage { seq, body: Some(body) });
+                        permit.send(body.numbered(seq));
                         self.stats.messages_sent_total.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -509,4 +504,23 @@ impl Client {
         .await;
         Ok(Ended::Shutdown)
     }
+}
+
+/// `Collector/Connect` as the generated client makes it, with the agent's
+/// codec, which writes a whole ruleset chain by chain (`wire::outbound`).
+async fn connect(
+    client: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    messages: ReceiverStream<Outgoing>,
+) -> Result<tonic::Response<tonic::codec::Streaming<pb::CollectorMessage>>, tonic::Status> {
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unknown(format!("collector connection not ready: {e}")))?;
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/reachmap.v1.Collector/Connect");
+    let mut request = tonic::Request::new(messages);
+    request
+        .extensions_mut()
+        .insert(tonic::GrpcMethod::new("reachmap.v1.Collector", "Connect"));
+    client.streaming(request, path, AgentCodec).await
 }

@@ -216,25 +216,41 @@ pub fn rule_count(r: &Ruleset) -> u32 {
 
 pub fn firewall(r: &Ruleset) -> pb::Firewall {
     pb::Firewall {
-        backend: backends(r),
-        generation: r.generation,
-        hash: r.hash,
-        error: String::new(),
         tables: r
             .tables
             .iter()
             .map(|t| pb::FirewallTable {
-                family: family(t.family).into(),
-                name: t.name.clone(),
-                backend: backend(t.backend).into(),
                 chains: t.chains.iter().map(|c| chain(c)).collect(),
-                sets: t.sets.iter().map(set).collect(),
+                ..table_head(t)
             })
             .collect(),
+        ..firewall_head(r)
     }
 }
 
-fn chain(c: &Chain) -> pb::FirewallChain {
+/// The ruleset's own fields, without its tables.
+pub fn firewall_head(r: &Ruleset) -> pb::Firewall {
+    pb::Firewall {
+        backend: backends(r),
+        generation: r.generation,
+        hash: r.hash,
+        error: String::new(),
+        tables: Vec::new(),
+    }
+}
+
+/// A table's own fields and its sets, without its chains.
+pub fn table_head(t: &Table) -> pb::FirewallTable {
+    pb::FirewallTable {
+        family: family(t.family).into(),
+        name: t.name.clone(),
+        backend: backend(t.backend).into(),
+        chains: Vec::new(),
+        sets: t.sets.iter().map(set).collect(),
+    }
+}
+
+pub fn chain(c: &Chain) -> pb::FirewallChain {
     pb::FirewallChain {
         name: c.name.clone(),
         hook: c.hook.map(hook).unwrap_or_default().into(),

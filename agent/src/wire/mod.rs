@@ -1,6 +1,7 @@
 //! The one place where the agent's own types become protocol messages.
 
 pub mod firewall;
+pub mod outbound;
 pub mod probe;
 pub mod resources;
 
@@ -11,7 +12,10 @@ use crate::facts::sockets::{BindScope, Listener, Protocol, SocketSummary};
 use crate::facts::{HostInfo, IfAddr, Interface, NetState, OperState, Route, Scope};
 use crate::health::{HealthMap, Source, State};
 use crate::hub::{Change, HostFacts};
+use outbound::Outbound;
 use reachmap_proto::v1 as pb;
+use reachmap_proto::v1::agent_message::Body;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn unix_nanos(t: SystemTime) -> i64 {
@@ -31,16 +35,19 @@ pub fn host(h: &HostInfo) -> pb::HostInfo {
     }
 }
 
-fn firewall_of(f: &Result<std::sync::Arc<Ruleset>, String>) -> pb::Firewall {
+/// A reading of the firewall as it travels whole: a ruleset goes by
+/// reference, for the encoder to write chain by chain; an error as its message.
+fn firewall_of(f: &Result<Arc<Ruleset>, String>) -> (Option<pb::Firewall>, Option<Arc<Ruleset>>) {
     match f {
-        Ok(r) => firewall::firewall(r),
-        Err(e) => firewall::unreadable(e),
+        Ok(r) => (None, Some(r.clone())),
+        Err(e) => (Some(firewall::unreadable(e)), None),
     }
 }
 
-pub fn snapshot(version: u64, host_info: &HostInfo, facts: &HostFacts) -> pb::Snapshot {
+pub fn snapshot(version: u64, host_info: &HostInfo, facts: &HostFacts) -> Outbound {
+    let (unreadable, ruleset) = facts.firewall.as_ref().map(firewall_of).unwrap_or_default();
     let net = &facts.net;
-    pb::Snapshot {
+    let snapshot = pb::Snapshot {
         version,
         host: Some(host(host_info)),
         interfaces: net.interfaces.iter().map(interface).collect(),
@@ -53,12 +60,16 @@ pub fn snapshot(version: u64, host_info: &HostInfo, facts: &HostFacts) -> pb::Sn
                 .collect(),
             summary: Some(socket_summary(&facts.socket_summary)),
         }),
-        firewall: facts.firewall.as_ref().map(firewall_of),
+        firewall: unreadable,
         resources: facts
             .resources
             .as_ref()
             .map(|(t, r)| resources::resources(r, *t)),
         sources: health(&facts.health),
+    };
+    Outbound {
+        body: Body::Snapshot(snapshot),
+        firewall: ruleset,
     }
 }
 
@@ -120,9 +131,13 @@ fn source_state(s: State) -> pb::SourceState {
 }
 
 /// `net` names the interfaces listeners are bound to.
-pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -> pb::Delta {
+pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -> Outbound {
     let n = &change.net;
-    pb::Delta {
+    let (whole, ruleset) = match (&change.firewall, &change.firewall_base) {
+        (Some(Ok(_)), Some(_)) | (None, _) => (None, None),
+        (Some(f), _) => firewall_of(f),
+    };
+    let delta = pb::Delta {
         base_version,
         version,
         interfaces_upserted: n.upserted.iter().map(interface).collect(),
@@ -137,10 +152,7 @@ pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -
             .collect(),
         listeners_removed: change.listeners_removed.iter().map(listener_key).collect(),
         socket_summary: change.socket_summary.as_ref().map(socket_summary),
-        firewall: match (&change.firewall, &change.firewall_base) {
-            (Some(Ok(_)), Some(_)) => None,
-            (f, _) => f.as_ref().map(firewall_of),
-        },
+        firewall: whole,
         firewall_patch: match (&change.firewall, &change.firewall_base) {
             (Some(Ok(new)), Some(old)) => Some(firewall::patch(old, new)),
             _ => None,
@@ -150,6 +162,10 @@ pub fn delta(base_version: u64, version: u64, change: &Change, net: &NetState) -
             .as_ref()
             .map(|(t, r)| resources::resources(r, *t)),
         sources: change.health.as_ref().map(health).unwrap_or_default(),
+    };
+    Outbound {
+        body: Body::Delta(delta),
+        firewall: ruleset,
     }
 }
 
