@@ -2,6 +2,7 @@
 //! the collector. `run` starts every task and returns when `shutdown` fires
 //! and they have stopped, so a test can run a real agent in-process.
 
+pub mod alloc;
 pub mod backoff;
 pub mod config;
 pub mod credentials;

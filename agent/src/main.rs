@@ -56,6 +56,7 @@ fn snapshot(flags: &Flags, format: Format) -> std::process::ExitCode {
 }
 
 fn main() -> std::process::ExitCode {
+    let large_blocks_returned = reachmap_agent::alloc::return_large_blocks();
     let cli: Cli = reachmap_agent::config::parse_args("reachmap-agent");
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -65,6 +66,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    tracing::debug!(large_blocks_returned, "malloc mmap threshold fixed");
     if let Some(Command::Snapshot { format }) = cli.command {
         return snapshot(&cli.flags, format);
     }
