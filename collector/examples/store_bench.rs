@@ -74,6 +74,7 @@ fn resources_sample(node: &str, t0: i64, k: u64) -> Write {
         time,
         hash: store::hash(&data),
         data,
+        firewall: None,
     })
 }
 
@@ -193,6 +194,7 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
                 time: t0,
                 hash: store::hash(&data),
                 data,
+                firewall: None,
             }))
             .await;
         let mut k = 0u64;

@@ -184,10 +184,10 @@ impl Node {
     fn if_changed(
         &mut self,
         part: &'static str,
-        data: Vec<u8>,
+        encoded: crate::store::facts::Encoded,
         now: SystemTime,
     ) -> Option<FactWrite> {
-        let hash = crate::store::hash(&data);
+        let hash = encoded.hash;
         if self.stored_parts.insert(part, hash) == Some(hash) {
             return None;
         }
@@ -196,7 +196,8 @@ impl Node {
             part,
             time: unix_nanos(now),
             hash,
-            data,
+            data: encoded.data,
+            firewall: encoded.firewall,
         })
     }
 
@@ -211,10 +212,10 @@ impl Node {
         let Some(f) = &self.facts else {
             return Vec::new();
         };
-        let encoded: Vec<(&'static str, Vec<u8>)> = parts
+        let encoded: Vec<(&'static str, crate::store::facts::Encoded)> = parts
             .iter()
             .filter(|p| **p != crate::store::facts::RESOURCES || resources_due)
-            .map(|p| (*p, crate::store::facts::encode(f, p)))
+            .map(|p| (*p, crate::store::facts::encode_part(f, p)))
             .collect();
         let mut out = Vec::new();
         for (part, data) in encoded {
@@ -669,7 +670,11 @@ impl Owner {
                     n.last_seen = now;
                     n.names = names;
                     let data = crate::store::facts::encode_names(&n.names);
-                    let write = n.if_changed(crate::store::facts::NAMES, data, now);
+                    let write = n.if_changed(
+                        crate::store::facts::NAMES,
+                        crate::store::facts::Encoded::bytes(data),
+                        now,
+                    );
                     self.store_facts(write.into_iter().collect());
                     self.probing.results(&name, windows, unix_nanos(now));
                 }

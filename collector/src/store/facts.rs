@@ -39,6 +39,46 @@ pub fn touched(d: &FactsDelta) -> Vec<&'static str> {
     out
 }
 
+/// One part of a node's facts as the state task hands it to the writer.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The key the part is stored under: the hash of `data`, or of the
+    /// firewall's manifest.
+    pub hash: [u8; 32],
+    /// The part's bytes; empty when `firewall` holds the part.
+    pub data: Vec<u8>,
+    /// A ruleset, already split into its manifest and chain blobs.
+    pub firewall: Option<super::firewall::Split>,
+}
+
+impl Encoded {
+    /// A part stored as its bytes, under their hash.
+    pub fn bytes(data: Vec<u8>) -> Encoded {
+        Encoded {
+            hash: super::hash(&data),
+            data,
+            firewall: None,
+        }
+    }
+}
+
+/// `part` of `facts`, ready for the writer. A ruleset is encoded and hashed
+/// once, chain by chain; its change check is the manifest's hash, which
+/// names every chain's.
+pub fn encode_part(facts: &NodeFacts, part: &str) -> Encoded {
+    if part == FIREWALL {
+        let fw = facts.firewall.as_ref().map(crate::encode::firewall);
+        if let Some(split) = super::firewall::prepare(fw) {
+            return Encoded {
+                hash: split.hash,
+                data: Vec::new(),
+                firewall: Some(split),
+            };
+        }
+    }
+    Encoded::bytes(encode(facts, part))
+}
+
 /// One part of `facts`, encoded (only that part is encoded: a resources
 /// sample every few seconds must not re-encode 10,000 listeners). The
 /// firewall comes as a bundle the writer splits into a manifest and chain

@@ -144,7 +144,7 @@ pub struct Split {
 /// `data` — a bundle, or a whole part in the format before — as a manifest
 /// and its chain blobs; `None` for a part without a ruleset.
 pub fn split(data: &[u8]) -> Result<Option<Split>, String> {
-    let (mut manifest, chains) = if let Some(rest) = data.strip_prefix(BUNDLE) {
+    let (manifest, chains) = if let Some(rest) = data.strip_prefix(BUNDLE) {
         let b = Bundle::decode(rest).map_err(|e| format!("firewall bundle: {e}"))?;
         let m = b
             .manifest
@@ -159,6 +159,20 @@ pub fn split(data: &[u8]) -> Result<Option<Split>, String> {
             None => return Ok(None),
         }
     };
+    hashed(manifest, chains).map(Some)
+}
+
+/// `fw` as `split` makes a bundle of it, without the bundle: the state
+/// task hands the writer this, so the ruleset is encoded once and hashed
+/// once; `None` without a ruleset.
+pub fn prepare(fw: Option<pb::Firewall>) -> Option<Split> {
+    let (manifest, chains) = take_apart(fw?);
+    // The manifest has one slot per chain: this cannot fail.
+    hashed(manifest, chains).ok()
+}
+
+/// The manifest with each chain slot filled with its blob's hash, in order.
+fn hashed(mut manifest: Manifest, chains: Vec<Vec<u8>>) -> Result<Split, String> {
     let mut blobs = chains.into_iter();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -176,11 +190,11 @@ pub fn split(data: &[u8]) -> Result<Option<Split>, String> {
         return Err("firewall bundle with more chains than its manifest".into());
     }
     let manifest = prefixed(MANIFEST, &manifest);
-    Ok(Some(Split {
+    Ok(Split {
         hash: super::hash(&manifest),
         manifest,
         chains: out,
-    }))
+    })
 }
 
 /// The ruleset a stored firewall part holds, its chains (for a manifest)
@@ -242,13 +256,24 @@ pub fn chains(conn: &Connection) -> impl FnMut(&[u8]) -> Result<Option<Vec<u8>>,
 /// its fact row. A part that cannot be split is left out, with a warning
 /// (failing would roll back, and retry, the whole batch).
 pub fn store(conn: &Connection, node: &str, time: i64, data: &[u8]) -> rusqlite::Result<()> {
-    let split = match split(data) {
-        Ok(s) => s,
+    match split(data) {
+        Ok(s) => store_split(conn, node, time, s.as_ref(), data),
         Err(e) => {
             tracing::warn!(%node, error = %e, "a firewall part that cannot be read is not stored");
-            return Ok(());
+            Ok(())
         }
-    };
+    }
+}
+
+/// Stores `split` (from `prepare`, or `split`) as `node`'s firewall part at
+/// `time`; `data` is the part itself when there is no ruleset.
+pub fn store_split(
+    conn: &Connection,
+    node: &str,
+    time: i64,
+    split: Option<&Split>,
+    data: &[u8],
+) -> rusqlite::Result<()> {
     let newest: Option<i64> = conn
         .prepare_cached("SELECT max(time) FROM facts WHERE node = ?1 AND part = ?2")?
         .query_row(params![node, FIREWALL], |r| r.get(0))?;
@@ -260,7 +285,7 @@ pub fn store(conn: &Connection, node: &str, time: i64, data: &[u8]) -> rusqlite:
             open.insert(h?);
         }
     }
-    let (key, blob, held) = match &split {
+    let (key, blob, held) = match split {
         Some(s) => (s.hash, s.manifest.as_slice(), s.chains.as_slice()),
         None => (super::hash(data), data, &[][..]),
     };

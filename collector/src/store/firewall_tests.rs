@@ -4,6 +4,7 @@
 //! kept manifests name; and the bytes a kube-proxy-sized change writes.
 
 use super::*;
+use crate::store::facts::encode_part;
 use crate::store::{FactWrite, Options, Store, Write, read, schema, writer};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -111,6 +112,19 @@ fn fact(node: &str, time: i64, data: Vec<u8>) -> Write {
         time,
         hash: crate::store::hash(&data),
         data,
+        firewall: None,
+    })
+}
+
+/// A part as the state task hands it over (`facts::encode_part`).
+fn prepared(node: &str, time: i64, e: crate::store::facts::Encoded) -> Write {
+    Write::Fact(FactWrite {
+        node: node.into(),
+        part: FIREWALL,
+        time,
+        hash: e.hash,
+        data: e.data,
+        firewall: e.firewall,
     })
 }
 
@@ -158,6 +172,27 @@ fn open(dir: &Path) -> Connection {
     writer::open(&dir.join(crate::store::FILE)).expect("open")
 }
 
+/// The state task's split is the writer's split of the same ruleset's
+/// bundle: same manifest, same key, same chain blobs, each named once.
+#[test]
+fn a_prepared_ruleset_is_its_bundle_split() {
+    let mut fw = ruleset(40, 4);
+    let twin = fw.tables[1].chains[0].clone();
+    fw.tables[0].chains.push(twin);
+    let slots: usize = fw.tables.iter().map(|t| t.chains.len()).sum();
+    let prepared = prepare(Some(fw.clone())).expect("a ruleset");
+    let split = split(&bundle(Some(fw))).expect("split").expect("a ruleset");
+    assert_eq!(prepared.manifest, split.manifest);
+    assert_eq!(prepared.hash, split.hash);
+    assert_eq!(prepared.chains, split.chains);
+    assert_eq!(
+        prepared.chains.len(),
+        slots - 1,
+        "the twin chain is one blob"
+    );
+    assert!(prepare(None).is_none());
+}
+
 #[tokio::test]
 async fn a_ruleset_comes_back_as_it_was_stored() {
     let dir = tempfile::tempdir().expect("dir");
@@ -185,11 +220,13 @@ async fn a_ruleset_comes_back_as_it_was_stored() {
         ..Default::default()
     };
     let encoded = crate::encode::firewall(&model);
-    store.queue(fact("a", t, super::super::facts::encode(&facts, FIREWALL)));
-    // Without a ruleset, then one that could not be read, then one handed
-    // over whole in the format before (split all the same).
-    let none = super::super::facts::encode(&crate::model::NodeFacts::default(), FIREWALL);
-    store.queue(fact("a", t + 10, none));
+    store.queue(prepared("a", t, encode_part(&facts, FIREWALL)));
+    // Without a ruleset, then one that could not be read handed over as a
+    // bundle, then one handed over whole in the format before (both split
+    // by the writer).
+    let none = encode_part(&crate::model::NodeFacts::default(), FIREWALL);
+    assert!(none.firewall.is_none());
+    store.queue(prepared("a", t + 10, none));
     store.queue(fact("a", t + 20, bundle(Some(broken.clone()))));
     store.queue(fact("a", t + 30, legacy(&fw)));
     store.flush().await;

@@ -102,10 +102,14 @@ pub struct FactWrite {
     pub node: String,
     pub part: &'static str,
     pub time: i64,
-    /// The key of `data`'s blob; the firewall part (`facts::encode`) is
-    /// split by the writer into blobs keyed by their own hashes.
+    /// The key of `data`'s blob, or of `firewall`'s manifest. A firewall
+    /// part given as `data` (a bundle, `facts::encode`) is split by the
+    /// writer into blobs keyed by their own hashes.
     pub hash: [u8; 32],
+    /// Empty when `firewall` holds the part.
     pub data: Vec<u8>,
+    /// The firewall part already split (`facts::encode_part`).
+    pub firewall: Option<firewall::Split>,
 }
 
 pub enum Write {

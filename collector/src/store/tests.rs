@@ -133,6 +133,7 @@ async fn the_matrix_and_facts_of_a_past_moment_come_back() {
             time,
             hash: hash(&data),
             data,
+            firewall: None,
         }));
     }
     store.flush().await;

@@ -350,9 +350,16 @@ impl Writer {
                         inserted.push(n == 1);
                     }
                     Write::Cell(c) => super::cells::insert(&tx, &mut self.names, c)?,
-                    Write::Fact(f) if f.part == super::facts::FIREWALL => {
-                        super::firewall::store(&tx, &f.node, f.time, &f.data)?
-                    }
+                    Write::Fact(f) if f.part == super::facts::FIREWALL => match &f.firewall {
+                        Some(split) => super::firewall::store_split(
+                            &tx,
+                            &f.node,
+                            f.time,
+                            Some(split),
+                            &f.data,
+                        )?,
+                        None => super::firewall::store(&tx, &f.node, f.time, &f.data)?,
+                    },
                     Write::Fact(f) => {
                         blob.execute(params![&f.hash[..], f.data])?;
                         fact.execute(params![f.node, f.part, f.time, &f.hash[..]])?;
