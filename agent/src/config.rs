@@ -3,7 +3,7 @@
 //! Every error names the key that is wrong.
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -358,6 +358,86 @@ impl Config {
     }
 }
 
+/// The effective configuration as the Hello carries it (`reachmap diag`):
+/// every setting a person troubleshooting the node needs, and no secret —
+/// the enrolment token only as whether one was given, the collector's trust
+/// only as its kind (no pin, no file path), the collector URL without any
+/// user information.
+#[derive(Serialize, Debug)]
+struct Shown<'a> {
+    collector: String,
+    node: &'a str,
+    heartbeat_interval: String,
+    reconnect_initial: String,
+    reconnect_max: String,
+    procfs: &'a Path,
+    sysfs: &'a Path,
+    kmsg: &'a Path,
+    rootfs: &'a Path,
+    state_dir: &'a Path,
+    poll_interval: String,
+    socket_poll_interval: String,
+    listener_interval: String,
+    probe_listen: std::net::SocketAddr,
+    health_listen: Option<std::net::SocketAddr>,
+    event_buffer: usize,
+    event_buffer_bytes: u64,
+    labels: &'a BTreeMap<String, String>,
+    /// "ca_pin", "ca_file", "insecure" or "none" (the agent's certificate
+    /// alone).
+    collector_trust: &'static str,
+    enroll_token_given: bool,
+}
+
+impl Config {
+    /// [`Shown`] as JSON: the Hello's `config_json`.
+    pub fn shown_json(&self) -> String {
+        let human = |d: Duration| humantime::format_duration(d).to_string();
+        let authority = self
+            .collector
+            .authority()
+            .map(|a| match a.port() {
+                Some(p) => format!("{}:{p}", a.host()),
+                None => a.host().to_string(),
+            })
+            .unwrap_or_default();
+        let shown = Shown {
+            collector: format!(
+                "{}://{authority}",
+                self.collector.scheme_str().unwrap_or("https")
+            ),
+            node: &self.node,
+            heartbeat_interval: human(self.heartbeat_interval),
+            reconnect_initial: human(self.reconnect_initial),
+            reconnect_max: human(self.reconnect_max),
+            procfs: &self.procfs,
+            sysfs: &self.sysfs,
+            kmsg: &self.kmsg,
+            rootfs: &self.rootfs,
+            state_dir: &self.state_dir,
+            poll_interval: human(self.poll_interval),
+            socket_poll_interval: human(self.socket_poll_interval),
+            listener_interval: human(self.listener_interval),
+            probe_listen: self.probe_listen,
+            health_listen: self.health_listen,
+            event_buffer: self.event_buffer,
+            event_buffer_bytes: self.event_buffer_bytes,
+            labels: &self.labels,
+            collector_trust: if self.insecure {
+                "insecure"
+            } else if self.ca_pin.is_some() {
+                "ca_pin"
+            } else if self.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "none"
+            },
+            enroll_token_given: self.enroll_token.is_some(),
+        };
+        serde_json::to_string(&shown).unwrap_or_default()
+    }
+}
+
 fn read_file(path: &Path) -> Result<File, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.to_owned(),
@@ -615,6 +695,39 @@ mod tests {
         assert!(e.to_string().contains("is plaintext"), "{e}");
         assert!(parse_collector_url("http://c:1", true).is_ok());
         assert!(parse_collector_url("https://c:1", true).is_err());
+    }
+
+    #[test]
+    fn the_shown_config_has_no_secrets() {
+        let token = "tok1d.s3cr3t-enrolment-secret-value";
+        let pin = format!("sha256:{}", "ab".repeat(32));
+        let mut f = with_file(&format!(
+            "collector = \"https://user:hunter2@c:1\"\nnode = \"n\"\nenroll_token = \"{token}\"\nca_pin = \"{pin}\"\nca_file = \"/etc/reachmap/secret-ca.pem\"\n[labels]\nzone = \"a\"\n"
+        ));
+        f.labels = vec!["rack=r7".into()];
+        let c = load(&f).expect("valid");
+        assert_eq!(c.enroll_token.as_deref(), Some(token));
+        let text = c.shown_json();
+        for secret in [
+            token,
+            "s3cr3t",
+            &pin,
+            "ab".repeat(32).as_str(),
+            "hunter2",
+            "secret-ca",
+        ] {
+            assert!(!text.contains(secret), "{secret:?} in {text}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(v["node"], "n");
+        assert_eq!(v["collector"], "https://c:1");
+        assert_eq!(v["heartbeat_interval"], "5s");
+        assert_eq!(v["labels"]["zone"], "a");
+        assert_eq!(v["labels"]["rack"], "r7");
+        assert_eq!(v["collector_trust"], "ca_pin");
+        assert_eq!(v["enroll_token_given"], true);
+        assert_eq!(v["probe_listen"], "0.0.0.0:7442");
+        assert!(text.len() < 64 << 10, "fits the collector's limit");
     }
 
     #[test]

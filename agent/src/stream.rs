@@ -396,6 +396,7 @@ impl Client {
             heartbeat_interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             labels: self.config.labels.clone().into_iter().collect(),
+            config_json: self.config.shown_json(),
         }));
         let (mut sent_version, snapshot) = self.snapshot();
         for body in [hello, snapshot] {

@@ -40,6 +40,7 @@ pub fn router(fleet: Fleet, trust: Arc<Trust>, metrics_pair_cap: usize) -> axum:
         .route("/api/v1/nodes/{name}", get(node))
         .route("/api/v1/matrix", get(matrix))
         .route("/api/v1/why", get(why))
+        .route("/api/v1/findings", get(findings))
         .route("/api/v1/events", get(events))
         .route("/api/v1/history", get(history))
         .route("/metrics", get(metrics))
@@ -202,6 +203,14 @@ async fn why(State(st): State<HttpState>, Query(q): Query<WhyQuery>) -> Response
     };
     match answer {
         Ok(e) => Json(e).into_response(),
+        Err(s) => status_error(s),
+    }
+}
+
+/// `/api/v1/findings`: the same JSON as `reachmap findings --format json`.
+async fn findings(State(st): State<HttpState>) -> Response {
+    match query::findings(&st.fleet).await {
+        Ok(r) => Json(r).into_response(),
         Err(s) => status_error(s),
     }
 }

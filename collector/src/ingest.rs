@@ -202,7 +202,7 @@ impl Session {
             m = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => m,
             _ = self.cancel.cancelled() => return,
         };
-        let (seq, hello) = match first {
+        let (seq, mut hello) = match first {
             Ok(Ok(Some(pb::AgentMessage {
                 seq,
                 body: Some(Body::Hello(h)),
@@ -231,7 +231,8 @@ impl Session {
                     .await;
             }
         };
-        let hello = match validate::hello(&hello) {
+        let raw_config = std::mem::take(&mut hello.config_json);
+        let mut hello = match validate::hello(&hello) {
             Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "rejected hello");
@@ -240,6 +241,14 @@ impl Session {
                     .await;
             }
         };
+        // Only `reachmap diag` reads it: a bad one is left out, the stream
+        // goes on.
+        match validate::agent_config(&raw_config) {
+            Ok(config) => hello.config_json = config,
+            Err(e) => {
+                tracing::warn!(node = %hello.node, error = %e, "left out the agent's configuration");
+            }
+        }
         if let Some((name, _)) = &self.cert
             && *name != hello.node
         {

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod encode;
+pub mod findings;
 pub mod history;
 pub mod http;
 pub mod ingest;
@@ -21,6 +22,7 @@ pub mod trust;
 pub mod validate;
 pub mod view;
 pub mod web;
+pub mod whatif;
 pub mod why;
 
 use crate::config::Config;

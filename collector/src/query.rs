@@ -157,6 +157,7 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
             })
             .collect(),
         names: n.names.iter().map(crate::encode::resolved_name).collect(),
+        agent_config_json: n.agent_config.clone().unwrap_or_default(),
     }
 }
 
@@ -176,6 +177,52 @@ pub async fn why(
         .map_err(|e| match e {
             crate::why::WhyError::NoSuchNode(_) => Status::not_found(e.to_string()),
             crate::why::WhyError::SameNode => Status::invalid_argument(e.to_string()),
+        })
+}
+
+/// The fleet's findings now, worked out in the state task.
+pub async fn findings(fleet: &Fleet) -> Result<crate::findings::Report, Status> {
+    fleet
+        .read_matrix(|m, nodes| crate::findings::detect(m, nodes, std::time::SystemTime::now()))
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))
+}
+
+/// A what-if request checked, then evaluated in the state task.
+pub async fn what_if(fleet: &Fleet, r: pb::WhatIfRequest) -> Result<crate::whatif::Impact, Status> {
+    reachmap_proto::check_node_name(&r.node).map_err(Status::invalid_argument)?;
+    let ruleset = r
+        .ruleset
+        .as_ref()
+        .map(|fw| crate::validate::firewall::firewall("ruleset", fw))
+        .transpose()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut changes = Vec::new();
+    for (i, a) in r.addresses.iter().enumerate() {
+        let parse = |what: &str, text: &str| {
+            text.parse::<std::net::IpAddr>().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "addresses[{i}].{what}: {text:?} is not an IP address"
+                ))
+            })
+        };
+        changes.push((parse("old", &a.old)?, parse("new", &a.new)?));
+    }
+    if ruleset.is_none() && changes.is_empty() {
+        return Err(Status::invalid_argument(
+            "what-if needs a proposed ruleset or an address change",
+        ));
+    }
+    let node = r.node;
+    fleet
+        .read_matrix(move |m, nodes| {
+            crate::whatif::evaluate(m, nodes, &node, ruleset.as_ref(), &changes)
+        })
+        .await
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?
+        .map_err(|e| match e {
+            crate::whatif::WhatIfError::NoSuchNode(_) => Status::not_found(e.to_string()),
+            crate::whatif::WhatIfError::Bad(_) => Status::failed_precondition(e.to_string()),
         })
 }
 
@@ -392,5 +439,70 @@ impl pb::query_server::Query for Query {
             certificates,
             disconnected: connected,
         }))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsResponse>, Status> {
+        self.allow(&request, Role::Operator, "client list")?;
+        let clients = self
+            .trust
+            .clients()
+            .map_err(Status::internal)?
+            .into_iter()
+            .map(|c| pb::ClientCertInfo {
+                name: c.node,
+                role: c.role.unwrap_or_default(),
+                serial: c.serial,
+                issued_unix: c.issued_unix,
+                not_after_unix: c.not_after_unix,
+                revoked_unix: c.revoked_unix.unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(pb::ListClientsResponse { clients }))
+    }
+
+    async fn revoke_client(
+        &self,
+        request: Request<pb::RevokeClientRequest>,
+    ) -> Result<Response<pb::RevokeClientResponse>, Status> {
+        let caller = self.allow(&request, Role::Operator, "client revoke")?;
+        let name = request.into_inner().name;
+        reachmap_proto::check_node_name(&name)
+            .map_err(|e| Status::invalid_argument(e.replace("node name", "client name")))?;
+        let certificates = self.trust.revoke_client(&name).map_err(Status::internal)?;
+        if certificates == 0
+            && !self
+                .trust
+                .clients()
+                .map_err(Status::internal)?
+                .iter()
+                .any(|c| c.node == name)
+        {
+            return Err(Status::not_found(format!(
+                "no client certificate was issued to {name:?} (reachmap client list shows those there are)"
+            )));
+        }
+        tracing::warn!(?caller, client = %name, certificates, "client revoked");
+        Ok(Response::new(pb::RevokeClientResponse { certificates }))
+    }
+
+    async fn findings(
+        &self,
+        request: Request<pb::FindingsRequest>,
+    ) -> Result<Response<pb::FindingsResponse>, Status> {
+        self.allow(&request, Role::Viewer, "findings")?;
+        let report = findings(&self.fleet).await?;
+        Ok(Response::new(crate::findings::wire::report(&report)))
+    }
+
+    async fn what_if(
+        &self,
+        request: Request<pb::WhatIfRequest>,
+    ) -> Result<Response<pb::WhatIfResponse>, Status> {
+        self.allow(&request, Role::Viewer, "what-if")?;
+        let impact = what_if(&self.fleet, request.into_inner()).await?;
+        Ok(Response::new(crate::whatif::to_pb(&impact)))
     }
 }

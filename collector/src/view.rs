@@ -713,6 +713,32 @@ impl From<&pb::TokenInfo> for TokenView {
     }
 }
 
+/// A query client's certificate, as `reachmap client list --format json`
+/// shows it.
+#[derive(Debug, Serialize)]
+pub struct ClientCertView {
+    pub name: String,
+    pub role: String,
+    pub serial: String,
+    pub issued: String,
+    pub expires: String,
+    pub revoked: Option<String>,
+}
+
+impl From<&pb::ClientCertInfo> for ClientCertView {
+    fn from(c: &pb::ClientCertInfo) -> Self {
+        let at = |unix: i64| rfc3339(unix.saturating_mul(1_000_000_000)).unwrap_or_default();
+        ClientCertView {
+            name: c.name.clone(),
+            role: c.role.clone(),
+            serial: c.serial.clone(),
+            issued: at(c.issued_unix),
+            expires: at(c.not_after_unix),
+            revoked: (c.revoked_unix != 0).then(|| at(c.revoked_unix)),
+        }
+    }
+}
+
 #[path = "view_history.rs"]
 mod history;
 pub use history::{EventsView, HistoryView, IntervalView, NodeEventView};

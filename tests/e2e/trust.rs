@@ -1,8 +1,8 @@
 //! Trust end to end: agents enrol with a bootstrap token and the CA pin,
 //! come back on their certificates without one, renew short-lived
 //! certificates with no gap in the stream, are cut within a second when
-//! revoked; bad tokens and pins are one-line errors; roles hold for the CLI
-//! and HTTP.
+//! revoked; a revoked query client is refused and no other; bad tokens and
+//! pins are one-line errors; roles hold for the CLI and HTTP.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -364,6 +364,110 @@ fn a_revoked_node_is_cut_at_once_and_stays_out() {
             .collector_log()
             .contains("refused a revoked certificate"),
         "its handshakes are refused"
+    );
+}
+
+#[test]
+fn a_revoked_client_certificate_is_refused_and_other_clients_are_not() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("trust_client_revoke", 1);
+    fleet.start_collector();
+    fleet.start_agents();
+    wait_connected(&fleet, &["node-0"], Duration::from_secs(20), "fleet up");
+    let t = fleet.trust();
+    // A bundle issued while the collector runs, on its host.
+    let ann = fleet.dir().join("ann.pem");
+    let ann = ann.to_str().expect("utf-8").to_string();
+    fleet.collector_cmd(&["issue-client", "ann", "--role", "viewer", "-o", &ann]);
+    let viewer = t.viewer_bundle.to_str().expect("utf-8").to_string();
+    let ca = t.ca_file.to_str().expect("utf-8").to_string();
+    let url = ["--collector", "https://198.18.0.1:7440"];
+    let as_bundle = |bundle: &str, args: &[&str]| {
+        let pre: Vec<&str> = url
+            .iter()
+            .copied()
+            .chain(["--credentials", bundle])
+            .collect();
+        fleet.cli_as(&pre, args)
+    };
+    let https_code = |bundle: &str| {
+        let out = fleet.try_hub_exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &ca,
+            "--cert",
+            bundle,
+            "https://198.18.0.1:7441/api/v1/nodes",
+        ]);
+        stdout(&out)
+    };
+    let out = as_bundle(&ann, &["nodes"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(https_code(&ann), "200", "ann's certificate reads over HTTP");
+
+    // The operator sees it, with its role, and revokes it by name.
+    let out = fleet.cli(&["client", "list", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let list: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("client list JSON");
+    let entry = |name: &str| {
+        list.as_array()
+            .expect("a list")
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {list}"))
+    };
+    assert_eq!(entry("ann")["role"], "viewer");
+    assert!(entry("ann")["revoked"].is_null());
+    assert_eq!(entry("harness-operator")["role"], "operator");
+    // A viewer may not revoke anyone.
+    let out = as_bundle(&viewer, &["client", "revoke", "ann"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "reachmap: not allowed: client harness-viewer is a viewer; client revoke needs the operator role"
+    );
+    let out = fleet.cli(&["client", "revoke", "ann"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out), "revoked client ann: 1 certificate(s) denied");
+
+    // Refused from then on, over gRPC and HTTP, with a one-line error.
+    let out = as_bundle(&ann, &["nodes"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.to_lowercase().contains("revoked"), "{err}");
+    assert_ne!(
+        https_code(&ann),
+        "200",
+        "ann's certificate still reads over HTTP"
+    );
+    assert!(
+        fleet
+            .collector_log()
+            .contains("refused a revoked certificate"),
+        "its handshakes are refused"
+    );
+    // Everyone else is untouched.
+    let out = as_bundle(&viewer, &["nodes"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(connected(&fleet, "node-0").expect("nodes"));
+    let out = fleet.cli(&["client", "list"]);
+    assert!(stdout(&out).contains("revoked"), "{}", stdout(&out));
+    // An unknown name is a one-line error, and denies nothing.
+    let out = fleet.cli(&["client", "revoke", "nobody"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no client certificate was issued to \"nobody\""),
+        "{out:?}"
     );
 }
 

@@ -58,6 +58,7 @@ fn hello(sim: &Sim) -> Body {
         instance_id: rand::random(),
         heartbeat_interval_ms: u32::try_from(sim.heartbeat.as_millis()).unwrap_or(5000),
         labels: Default::default(),
+        config_json: String::new(),
     })
 }
 

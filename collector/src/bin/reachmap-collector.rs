@@ -217,6 +217,8 @@ fn issue_client(
     let (issued, key_pem) = ca
         .issue_client(name, role, lifetime)
         .map_err(|e| e.to_string())?;
+    reachmap_collector::trust::Trust::record_client_offline(&config.data_dir, name, role, &issued)
+        .map_err(|e| format!("issued, but cannot record it for `reachmap client revoke`: {e}"))?;
     let bundle = format!(
         "{}{}{}",
         reachmap_tls::pem::cert_pem(&issued.der),

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let gating = cli.command.gates();
     match runtime.block_on(run(cli)) {
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
@@ -20,9 +21,13 @@ fn main() -> std::process::ExitCode {
             let _ = stdout.write_all(out.as_bytes());
             std::process::ExitCode::SUCCESS
         }
+        Err(reachmap_collector::cli::CliError::WouldBreak(out)) => {
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+            std::process::ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("reachmap: {e}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(e.exit_code(gating))
         }
     }
 }

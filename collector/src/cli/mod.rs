@@ -1,7 +1,9 @@
 //! `reachmap`, the query CLI: talks to the collector's Query service.
 
 mod connect;
+mod diag;
 mod facts;
+mod findings;
 mod history;
 mod matrix;
 mod render;
@@ -57,6 +59,11 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Query clients' certificates (`reachmap-collector issue-client`): list or revoke them (operator)
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
     },
     /// Who reaches whom, right now: a grid of sources and destinations
     Matrix {
@@ -116,6 +123,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// What is wrong with the fleet as a whole: partitions, isolated nodes, one-way pairs, services down everywhere, one cause behind many cells, stale addresses
+    Findings {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Before a change: which cells into and out of NODE a proposed ruleset or address change would break. Exit status 0: nothing breaks; 1: something would; 2: the check could not run
+    #[command(name = "what-if")]
+    WhatIf {
+        node: String,
+        /// NODE's whole proposed ruleset: nft JSON (`nft -j list ruleset`), iptables-save text, or nft syntax (loaded in a private network namespace, needs root); `-` for standard input
+        #[arg(long, value_name = "FILE", required_unless_present = "address")]
+        ruleset: Option<String>,
+        /// The ruleset file is ip6tables-save text
+        #[arg(long, requires = "ruleset")]
+        ip6: bool,
+        /// NODE's address would change from OLD to NEW (repeatable)
+        #[arg(long, value_name = "OLD=NEW")]
+        address: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Is the network path open? DST's agent listens on PORT for a moment and SRC's agent connects
     TestPort {
         src: String,
@@ -128,11 +156,36 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Everything the collector knows about NODE (or, with --fleet, the fleet) as one .tar.gz to attach to a ticket
+    Diag {
+        #[arg(required_unless_present = "fleet")]
+        node: Option<String>,
+        /// The fleet's nodes and matrix instead of one node
+        #[arg(long, conflicts_with = "node")]
+        fleet: bool,
+        /// Where to write it, a file or a directory [default: reachmap-diag-NODE-TIME.tar.gz here]
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        /// The node's events from this time on: "24h" (that long ago), RFC 3339 or a local "2026-12-01 02:14"
+        #[arg(long, default_value = "24h", value_name = "TIME")]
+        since: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum NodeAction {
     /// Deny the node's certificates: its stream is cut at once and its handshakes refused (operator)
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientAction {
+    /// The client certificates issued and not yet expired
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Deny every certificate issued to the client NAME: its next request and handshake are refused
     Revoke { name: String },
 }
 
@@ -189,6 +242,29 @@ pub enum CliError {
     Query(String),
     #[error("{0}")]
     Usage(String),
+    /// `what-if` found something the change would break: the answer goes
+    /// to standard output and the exit status is 1.
+    #[error("{0}")]
+    WouldBreak(String),
+}
+
+impl CliError {
+    /// The exit status: 1 for `what-if`'s "something would break", and for
+    /// any other error; 2 for an error of a command whose 1 means an answer.
+    pub fn exit_code(&self, gating: bool) -> u8 {
+        match self {
+            CliError::WouldBreak(_) => 1,
+            _ if gating => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl Command {
+    /// Commands whose exit status 1 is an answer, not an error.
+    pub fn gates(&self) -> bool {
+        matches!(self, Command::WhatIf { .. })
+    }
 }
 
 /// Bad cells `reachmap matrix` asks the correlator about.
@@ -423,7 +499,86 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 }
             ))
         }
+        Command::Findings { format } => {
+            let r = client
+                .findings(pb::FindingsRequest {})
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let report = crate::findings::wire::from_pb(&r);
+            Ok(match format {
+                Format::Json => json(&report),
+                Format::Table => findings::render_findings(&report),
+            })
+        }
+        Command::WhatIf {
+            node,
+            ruleset,
+            ip6,
+            address,
+            format,
+        } => {
+            let addresses = address
+                .iter()
+                .map(|a| findings::address_change(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let fw = ruleset
+                .as_deref()
+                .map(|path| findings::read_ruleset(path, ip6))
+                .transpose()?;
+            let mut change: Vec<String> = ruleset.iter().map(|p| format!("ruleset {p}")).collect();
+            change.extend(address.iter().map(|a| format!("address {a}")));
+            let r = client
+                .what_if(pb::WhatIfRequest {
+                    node,
+                    ruleset: fw,
+                    addresses,
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let out = match format {
+                Format::Json => json(&findings::what_if_json(&r)),
+                Format::Table => findings::render_what_if(&r, &change.join(" and ")),
+            };
+            if r.breaks.is_empty() && r.stale.is_empty() {
+                Ok(out)
+            } else {
+                Err(CliError::WouldBreak(out))
+            }
+        }
         Command::Token { action } => token(&mut client, &cli.collector, action).await,
+        Command::Diag {
+            node, out, since, ..
+        } => diag::run(&mut client, &cli.collector, node, out, &since, now).await,
+        Command::Client {
+            action: ClientAction::List { format },
+        } => {
+            let r = client
+                .list_clients(pb::ListClientsRequest {})
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let views: Vec<view::ClientCertView> =
+                r.clients.iter().map(view::ClientCertView::from).collect();
+            Ok(match format {
+                Format::Json => json(&views),
+                Format::Table => table::clients(&views),
+            })
+        }
+        Command::Client {
+            action: ClientAction::Revoke { name },
+        } => {
+            let r = client
+                .revoke_client(pb::RevokeClientRequest { name: name.clone() })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            Ok(format!(
+                "revoked client {name}: {} certificate(s) denied\n",
+                r.certificates
+            ))
+        }
         Command::Node { name, format, .. } => {
             let name = name.unwrap_or_default();
             let detail = client

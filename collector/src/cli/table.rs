@@ -123,6 +123,27 @@ pub fn tokens(list: &[view::TokenView]) -> String {
     )
 }
 
+pub fn clients(list: &[view::ClientCertView]) -> String {
+    if list.is_empty() {
+        return "no client certificates\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.role.clone(),
+                c.serial.clone(),
+                c.expires.clone(),
+                c.revoked
+                    .as_ref()
+                    .map_or(String::new(), |at| format!("revoked {at}")),
+            ]
+        })
+        .collect();
+    render(&["NAME", "ROLE", "SERIAL", "EXPIRES", "STATE"], &rows)
+}
+
 /// `ok`, or the sources that are not, blind ones marked: a node whose
 /// kernel log is not read cannot show an OOM kill. `-` while disconnected.
 fn sources_cell(n: &pb::NodeSummary) -> String {

@@ -283,4 +283,7 @@ pub struct Hello {
     pub instance_id: u64,
     pub heartbeat_interval_ms: u32,
     pub labels: BTreeMap<String, String>,
+    /// The agent's effective configuration as JSON (no secrets), when it
+    /// sent one that passed [`crate::validate::agent_config`].
+    pub config_json: Option<String>,
 }

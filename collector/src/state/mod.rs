@@ -57,6 +57,8 @@ pub struct Node {
     pub boot_id: String,
     pub version: String,
     pub labels: BTreeMap<String, String>,
+    /// The agent's configuration from its latest Hello (JSON, no secrets).
+    pub agent_config: Option<String>,
     stream: Option<Stream>,
     /// When the current stream started, or the last one ended.
     pub since: SystemTime,
@@ -88,6 +90,7 @@ impl Node {
             boot_id: String::new(),
             version: String::new(),
             labels: BTreeMap::new(),
+            agent_config: None,
             stream: None,
             since: now,
             last_seen: now,
@@ -692,7 +695,7 @@ impl Owner {
 
     fn attach(
         &mut self,
-        hello: Hello,
+        mut hello: Hello,
         session: SessionId,
         cancel: CancellationToken,
         outbound: Outbound,
@@ -729,6 +732,7 @@ impl Owner {
         node.boot_id = hello.boot_id.clone();
         node.version = hello.version.clone();
         node.labels = hello.labels.clone();
+        node.agent_config = hello.config_json.take();
         node.stream = Some(Stream {
             session,
             cancel,

@@ -83,7 +83,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrustError + '_ {
     }
 }
 
-fn bad(path: &Path, what: impl Into<String>) -> TrustError {
+pub(crate) fn bad(path: &Path, what: impl Into<String>) -> TrustError {
     TrustError::Bad {
         path: path.to_owned(),
         what: what.into(),
@@ -511,17 +511,6 @@ pub(crate) fn parse_versioned<T: serde::de::DeserializeOwned>(
         return Err(format!("format {} is not {format}", head.format));
     }
     serde_json::from_str(text).map_err(|e| e.to_string())
-}
-
-/// Writes `value` as the store's document `name`.
-pub(crate) fn write_versioned<T: serde::Serialize>(
-    docs: &crate::store::documents::Documents,
-    name: &str,
-    value: &T,
-) -> Result<(), TrustError> {
-    let at = || docs.path().join(name);
-    let text = serde_json::to_string_pretty(value).map_err(|e| bad(&at(), e.to_string()))?;
-    docs.put(name, &text).map_err(|e| bad(&at(), e))
 }
 
 #[cfg(test)]

@@ -241,6 +241,48 @@ impl Trust {
         Ok(n)
     }
 
+    /// Denies every certificate of query client `name` (`issue-client
+    /// NAME`): its next request and handshake are refused.
+    pub fn revoke_client(&self, name: &str) -> Result<u32, String> {
+        let n = self
+            .book
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .revoke_client(name, now_unix())
+            .map_err(|e| e.to_string())?;
+        self.revocations.send_modify(|v| *v += 1);
+        Ok(n)
+    }
+
+    /// The query clients' certificates, with those issued offline since
+    /// the collector started.
+    pub fn clients(&self) -> Result<Vec<revoked::CertRecord>, String> {
+        let mut book = self.book.write().unwrap_or_else(PoisonError::into_inner);
+        book.refresh(now_unix()).map_err(|e| e.to_string())?;
+        Ok(book.clients())
+    }
+
+    /// Records a query client's certificate issued on the collector's host
+    /// (`reachmap-collector issue-client`), so `client revoke` can deny it.
+    pub fn record_client_offline(
+        data_dir: &Path,
+        name: &str,
+        role: Role,
+        issued: &Issued,
+    ) -> Result<(), String> {
+        let dir = Authority::dir(data_dir);
+        let docs = documents(data_dir).map_err(|e| e.to_string())?;
+        let mut book = revoked::CertBook::open(docs, &dir).map_err(|e| e.to_string())?;
+        book.issued_client(
+            &issued.serial,
+            name,
+            role,
+            issued.not_after_unix,
+            now_unix(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
     /// Makes a token without a running collector (`reachmap-collector token
     /// create` on the collector's host): written to the file the collector
     /// also reads.

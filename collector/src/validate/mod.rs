@@ -17,6 +17,8 @@ pub const MAX_INTERFACES: usize = 100_000;
 pub const MAX_ADDRESSES_PER_INTERFACE: usize = 10_000;
 pub const MAX_ROUTES: usize = 1_000_000;
 pub const MAX_LABELS: usize = 64;
+/// The longest agent configuration a Hello may carry, in bytes.
+pub const MAX_AGENT_CONFIG: usize = 64 << 10;
 const MAX_TEXT: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +48,8 @@ fn text(field: &str, value: &str, max: usize) -> Result<String, ProtocolError> {
     Ok(value.to_string())
 }
 
+/// The Hello's fields but `config_json`, which [`agent_config`] checks on
+/// its own: a bad configuration is dropped, the stream is not refused.
 pub fn hello(h: &pb::Hello) -> Result<Hello, ProtocolError> {
     reachmap_proto::check_node_name(&h.node).map_err(|p| err("hello.node", p))?;
     if h.labels.len() > MAX_LABELS {
@@ -82,7 +86,25 @@ pub fn hello(h: &pb::Hello) -> Result<Hello, ProtocolError> {
         instance_id: h.instance_id,
         heartbeat_interval_ms,
         labels,
+        config_json: None,
     })
+}
+
+/// The agent's configuration from its Hello: `None` when it sent none,
+/// else at most [`MAX_AGENT_CONFIG`] bytes of valid JSON, kept as sent.
+pub fn agent_config(text: &str) -> Result<Option<String>, ProtocolError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_AGENT_CONFIG {
+        return Err(err(
+            "hello.config_json",
+            format!("{} bytes long (at most {MAX_AGENT_CONFIG})", text.len()),
+        ));
+    }
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| err("hello.config_json", format!("not JSON: {e}")))?;
+    Ok(Some(text.to_string()))
 }
 
 fn ip(field: &str, s: &str) -> Result<IpAddr, ProtocolError> {
@@ -419,6 +441,7 @@ mod tests {
             instance_id: 9,
             heartbeat_interval_ms: 1000,
             labels: [("zone".to_string(), "a".to_string())].into(),
+            config_json: r#"{"node":"node-1"}"#.into(),
         }
     }
 
@@ -502,6 +525,27 @@ mod tests {
         let mut h = good_hello();
         h.boot_id = "a\nb".into();
         assert_eq!(hello(&h).expect_err("bad").field, "hello.boot_id");
+    }
+
+    #[test]
+    fn agent_config_is_bounded_json() {
+        let h = good_hello();
+        assert_eq!(
+            agent_config(&h.config_json).expect("valid").as_deref(),
+            Some(r#"{"node":"node-1"}"#)
+        );
+        assert_eq!(agent_config("").expect("none"), None);
+        let e = agent_config("{\"node\": ").expect_err("cut short");
+        assert_eq!(e.field, "hello.config_json");
+        assert!(e.to_string().contains("not JSON"), "{e}");
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_AGENT_CONFIG));
+        let e = agent_config(&big).expect_err("too long");
+        assert!(e.to_string().contains("at most 65536"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e}");
+        // A bad configuration does not make the Hello bad.
+        let mut h = good_hello();
+        h.config_json = "not json".into();
+        assert!(hello(&h).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! likely first — never a cause without evidence. Pure: it is given the
 //! fleet state and the time; the state task runs it.
 
-mod causes;
+pub(crate) mod causes;
 pub mod code;
 #[cfg(test)]
 mod tests;
@@ -33,7 +33,7 @@ pub enum Verdict {
 }
 
 /// Unix nanoseconds as RFC 3339 in JSON (null for 0).
-fn time_json<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn time_json<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
     match rfc3339(*t) {
         Some(text) => s.serialize_str(&text),
         None => s.serialize_none(),
@@ -190,7 +190,7 @@ fn summary(m: &Matrix, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Opti
 }
 
 /// When the source's probes of `dst:port` last turned bad, from its events.
-fn bad_since(src: &Node, dst: &str, port: u16) -> Option<i64> {
+pub(crate) fn bad_since(src: &Node, dst: &str, port: u16) -> Option<i64> {
     src.events.iter().rev().find_map(|e| match &e.event.kind {
         Some(reachmap_proto::v1::event::Kind::ProbeStateChanged(c))
             if c.target

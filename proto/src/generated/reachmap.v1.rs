@@ -51,6 +51,10 @@ pub struct Hello {
         ::prost::alloc::string::String,
         ::prost::alloc::string::String,
     >,
+    /// The agent's effective configuration as JSON, secrets (the enrolment
+    /// token) left out: for `reachmap diag`.
+    #[prost(string, tag = "8")]
+    pub config_json: ::prost::alloc::string::String,
 }
 /// Everything the agent knows about its host, sent after every (re)connect and
 /// whenever the collector asks for it. Replaces all earlier host facts.
@@ -1058,6 +1062,10 @@ pub struct NodeDetail {
     /// What the fleet's names resolve to on this node, latest lookup of each.
     #[prost(message, repeated, tag = "4")]
     pub names: ::prost::alloc::vec::Vec<NameResolution>,
+    /// The agent's configuration from its Hello (JSON, no secrets); empty
+    /// when the agent did not send one.
+    #[prost(string, tag = "5")]
+    pub agent_config_json: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MatrixRequest {
@@ -1440,6 +1448,191 @@ pub struct RevokeNodeResponse {
     /// Whether a live stream was cut.
     #[prost(bool, tag = "2")]
     pub disconnected: bool,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListClientsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListClientsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub clients: ::prost::alloc::vec::Vec<ClientCertInfo>,
+}
+/// A query client's certificate (`reachmap-collector issue-client`).
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ClientCertInfo {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// "viewer" or "operator".
+    #[prost(string, tag = "2")]
+    pub role: ::prost::alloc::string::String,
+    /// Hex, as the handshake log shows it.
+    #[prost(string, tag = "3")]
+    pub serial: ::prost::alloc::string::String,
+    #[prost(int64, tag = "4")]
+    pub issued_unix: i64,
+    #[prost(int64, tag = "5")]
+    pub not_after_unix: i64,
+    /// 0 while not revoked.
+    #[prost(int64, tag = "6")]
+    pub revoked_unix: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeClientRequest {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeClientResponse {
+    /// Certificates put on the deny-list.
+    #[prost(uint32, tag = "1")]
+    pub certificates: u32,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FindingsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct FindingsResponse {
+    /// Most severe first.
+    #[prost(message, repeated, tag = "1")]
+    pub findings: ::prost::alloc::vec::Vec<Finding>,
+    /// Cells looked at, and how many of them were failing or degraded.
+    #[prost(uint32, tag = "2")]
+    pub cells: u32,
+    #[prost(uint32, tag = "3")]
+    pub bad_cells: u32,
+    /// Bad cells no finding covers (each still has its own `why`).
+    #[prost(uint32, tag = "4")]
+    pub uncovered_cells: u32,
+}
+/// Something wrong with the fleet as a whole, once, with the cells it covers.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Finding {
+    /// "partition", "isolated_inbound", "isolated_outbound", "asymmetric",
+    /// "service_down", "shared_cause", "stale_address".
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    /// Higher is worse; findings are sorted by it.
+    #[prost(uint32, tag = "2")]
+    pub severity: u32,
+    /// One line, as a person reads it.
+    #[prost(string, tag = "3")]
+    pub title: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub detail: ::prost::alloc::string::String,
+    /// A partition's sides; an asymmetric finding's explaining side.
+    #[prost(message, repeated, tag = "5")]
+    pub groups: ::prost::alloc::vec::Vec<FindingGroup>,
+    /// The cells it covers (at most 1,000; `cell_count` has them all).
+    #[prost(message, repeated, tag = "6")]
+    pub cells: ::prost::alloc::vec::Vec<CellKey>,
+    #[prost(uint32, tag = "7")]
+    pub cell_count: u32,
+    #[prost(string, repeated, tag = "8")]
+    pub evidence: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, tag = "9")]
+    pub fix: ::prost::alloc::string::String,
+    /// Since when, as far as the cells' last changes tell; 0 when not known.
+    #[prost(int64, tag = "10")]
+    pub since_unix_nanos: i64,
+    /// The cause code (shared_cause, asymmetric), and the node it is on.
+    #[prost(string, tag = "11")]
+    pub code: ::prost::alloc::string::String,
+    #[prost(string, tag = "12")]
+    pub node: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FindingGroup {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub nodes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CellKey {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WhatIfRequest {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    /// A proposed ruleset for NODE, as its agent would report it (the CLI
+    /// reads the file with the agent's own parsers).
+    #[prost(message, optional, tag = "2")]
+    pub ruleset: ::core::option::Option<Firewall>,
+    /// Proposed address changes of NODE.
+    #[prost(message, repeated, tag = "3")]
+    pub addresses: ::prost::alloc::vec::Vec<AddressChange>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddressChange {
+    #[prost(string, tag = "1")]
+    pub old: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub new: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct WhatIfResponse {
+    #[prost(string, tag = "1")]
+    pub node: ::prost::alloc::string::String,
+    /// Cells that pass today and would not.
+    #[prost(message, repeated, tag = "2")]
+    pub breaks: ::prost::alloc::vec::Vec<WhatIfCell>,
+    /// Cells that fail today and would pass.
+    #[prost(message, repeated, tag = "3")]
+    pub fixes: ::prost::alloc::vec::Vec<WhatIfCell>,
+    /// Cells that fail today and would still fail.
+    #[prost(message, repeated, tag = "4")]
+    pub still_broken: ::prost::alloc::vec::Vec<WhatIfCell>,
+    /// What would go stale with the address change.
+    #[prost(message, repeated, tag = "5")]
+    pub stale: ::prost::alloc::vec::Vec<StaleReference>,
+    #[prost(uint32, tag = "6")]
+    pub cells_checked: u32,
+    #[prost(string, repeated, tag = "7")]
+    pub notes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WhatIfCell {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    /// The cell's state today (ok, degraded, failing, unknown).
+    #[prost(string, tag = "4")]
+    pub state: ::prost::alloc::string::String,
+    /// "inbound" (into NODE) or "outbound".
+    #[prost(string, tag = "5")]
+    pub direction: ::prost::alloc::string::String,
+    /// NODE's firewall's verdict today and with the change (accept, drop,
+    /// reject).
+    #[prost(string, tag = "6")]
+    pub verdict_now: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub verdict_then: ::prost::alloc::string::String,
+    /// What would decide it: a rule (text and place) or a chain's policy.
+    #[prost(string, tag = "8")]
+    pub decided_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct StaleReference {
+    /// "allow_list" (a firewall rule naming the old address), "name" (a name
+    /// resolving to it), "peer" (a peer's probes of it).
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    /// Where it is.
+    #[prost(string, tag = "2")]
+    pub node: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub fix: ::prost::alloc::string::String,
 }
 /// The agent's sources of host facts. Each runs supervised: an error is
 /// counted and the source restarted with backoff.
@@ -2772,6 +2965,102 @@ pub mod query_client {
                 .insert(GrpcMethod::new("reachmap.v1.Query", "RevokeNode"));
             self.inner.unary(req, path, codec).await
         }
+        /// The query-client certificates the CA issued (operator only).
+        pub async fn list_clients(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListClientsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListClientsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/ListClients",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("reachmap.v1.Query", "ListClients"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Puts a query client's certificates on the deny-list: its next request
+        /// and handshake are refused (operator only).
+        pub async fn revoke_client(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeClientRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeClientResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/RevokeClient",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("reachmap.v1.Query", "RevokeClient"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// What is wrong with the fleet as a whole, most severe first (viewer).
+        pub async fn findings(
+            &mut self,
+            request: impl tonic::IntoRequest<super::FindingsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FindingsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/Findings",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("reachmap.v1.Query", "Findings"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The cells into and out of a node whose verdict a proposed ruleset or
+        /// address change would change, before it is made (viewer).
+        pub async fn what_if(
+            &mut self,
+            request: impl tonic::IntoRequest<super::WhatIfRequest>,
+        ) -> std::result::Result<tonic::Response<super::WhatIfResponse>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/reachmap.v1.Query/WhatIf");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "WhatIf"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2851,6 +3140,37 @@ pub mod query_server {
             tonic::Response<super::RevokeNodeResponse>,
             tonic::Status,
         >;
+        /// The query-client certificates the CA issued (operator only).
+        async fn list_clients(
+            &self,
+            request: tonic::Request<super::ListClientsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListClientsResponse>,
+            tonic::Status,
+        >;
+        /// Puts a query client's certificates on the deny-list: its next request
+        /// and handshake are refused (operator only).
+        async fn revoke_client(
+            &self,
+            request: tonic::Request<super::RevokeClientRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeClientResponse>,
+            tonic::Status,
+        >;
+        /// What is wrong with the fleet as a whole, most severe first (viewer).
+        async fn findings(
+            &self,
+            request: tonic::Request<super::FindingsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::FindingsResponse>,
+            tonic::Status,
+        >;
+        /// The cells into and out of a node whose verdict a proposed ruleset or
+        /// address change would change, before it is made (viewer).
+        async fn what_if(
+            &self,
+            request: tonic::Request<super::WhatIfRequest>,
+        ) -> std::result::Result<tonic::Response<super::WhatIfResponse>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct QueryServer<T> {
@@ -3386,6 +3706,180 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeNodeSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/ListClients" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListClientsSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::ListClientsRequest>
+                    for ListClientsSvc<T> {
+                        type Response = super::ListClientsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListClientsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::list_clients(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListClientsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/RevokeClient" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeClientSvc<T: Query>(pub Arc<T>);
+                    impl<
+                        T: Query,
+                    > tonic::server::UnaryService<super::RevokeClientRequest>
+                    for RevokeClientSvc<T> {
+                        type Response = super::RevokeClientResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeClientRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::revoke_client(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeClientSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/Findings" => {
+                    #[allow(non_camel_case_types)]
+                    struct FindingsSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::FindingsRequest>
+                    for FindingsSvc<T> {
+                        type Response = super::FindingsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::FindingsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::findings(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = FindingsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/WhatIf" => {
+                    #[allow(non_camel_case_types)]
+                    struct WhatIfSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::WhatIfRequest>
+                    for WhatIfSvc<T> {
+                        type Response = super::WhatIfResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::WhatIfRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::what_if(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WhatIfSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -16,7 +16,7 @@ use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
 
 /// The address a source sends from: its first probe-able address.
-fn source_address(n: &Node) -> Option<IpAddr> {
+pub(crate) fn source_address(n: &Node) -> Option<IpAddr> {
     crate::state::probe_addresses(n).into_iter().next()
 }
 
@@ -51,7 +51,7 @@ fn nat_text(n: &NatRewrite) -> String {
     )
 }
 
-fn rule_place(r: &RuleRef) -> String {
+pub(crate) fn rule_place(r: &RuleRef) -> String {
     let at = match r.handle {
         Some(h) => format!("handle {h}"),
         None => format!("rule {}", r.position),
@@ -81,7 +81,7 @@ fn last_change(node: &Node) -> Option<&pb::Event> {
     events(node, |k| matches!(k, pb::event::Kind::FirewallChanged(_))).next()
 }
 
-fn blocked(d: &Decision) -> Option<&'static str> {
+pub(crate) fn blocked(d: &Decision) -> Option<&'static str> {
     match d.verdict {
         Final::Drop => Some("drops"),
         Final::Reject { .. } => Some("rejects"),
@@ -89,7 +89,7 @@ fn blocked(d: &Decision) -> Option<&'static str> {
     }
 }
 
-fn decided_by(d: &Decision) -> String {
+pub(crate) fn decided_by(d: &Decision) -> String {
     match (&d.deciding, &d.policy) {
         (Some(r), _) => format!("rule `{}` ({})", r.text, rule_place(r)),
         (None, Some(p)) => format!(
@@ -98,6 +98,27 @@ fn decided_by(d: &Decision) -> String {
         ),
         _ => "no rule".into(),
     }
+}
+
+/// A new TCP connection from `src` arriving at this host (`f`) for its
+/// `dst:port`, on the interface that holds `dst`.
+pub(crate) fn inbound_packet(f: &NodeFacts, src: IpAddr, dst: IpAddr, port: u16) -> Packet {
+    let mut p = Packet::tcp(src, dst, port);
+    p.iif = interface_with(f, dst);
+    p.dst_is_local = true;
+    p.local_addrs = f.addresses().map(|a| a.ip).collect();
+    p
+}
+
+/// A new TCP connection this host (`f`) opens from `src` to `dst:port`,
+/// leaving on the interface of its route to `dst`.
+pub(crate) fn outbound_packet(f: &NodeFacts, src: IpAddr, dst: IpAddr, port: u16) -> Packet {
+    let mut p = Packet::tcp(src, dst, port);
+    p.oif = route_to(f, dst)
+        .map(|r| r.interface.clone())
+        .filter(|i| !i.is_empty());
+    p.local_addrs = f.addresses().map(|a| a.ip).collect();
+    p
 }
 
 /// The firewall of the destination's receive path and of the source's send
@@ -123,10 +144,7 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     } else if let Some(f) = ctx.dst.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
-        let mut p = Packet::tcp(src_addr, dst_addr, port);
-        p.iif = interface_with(f, dst_addr);
-        p.dst_is_local = true;
-        p.local_addrs = f.addresses().map(|a| a.ip).collect();
+        let p = inbound_packet(f, src_addr, dst_addr, port);
         let compiled = Compiled::new(fw);
         let d = compiled.evaluate(&p, PathKind::Receive);
         checked.push(format!(
@@ -221,11 +239,7 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     } else if let Some(f) = ctx.src.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
-        let mut p = Packet::tcp(src_addr, dst_addr, port);
-        p.oif = route_to(f, dst_addr)
-            .map(|r| r.interface.clone())
-            .filter(|i| !i.is_empty());
-        p.local_addrs = f.addresses().map(|a| a.ip).collect();
+        let p = outbound_packet(f, src_addr, dst_addr, port);
         let d = evaluate(fw, &p, PathKind::Send);
         checked.push(format!(
             "{}'s firewall ({}) for {src_addr} -> {dst_addr}:{port} outbound: {:?} by {}",

@@ -9,7 +9,7 @@
 
 mod addresses;
 mod blind;
-mod firewall;
+pub(crate) mod firewall;
 mod flapping;
 mod kernel;
 mod listening;

@@ -1,0 +1,380 @@
+//! The findings the matrix alone shows: partitions, isolated nodes, pairs
+//! that reach one way only, and a service failing from every source.
+//!
+//! Node pairs are classified from their cells: a pair (A, B) reaches when
+//! any cell from A to B is ok or degraded, and is cut when it has failing
+//! cells and none that reach. Only nodes whose agents are connected take
+//! part: a node that is down is AGENT_DOWN's business, and its cells are
+//! grouped by cause with the rest.
+
+use super::{Finding, Group, Key, Kind, since_text};
+use crate::probe::{CellState, Matrix};
+use crate::state::Node;
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+const REACHES: u8 = 1;
+const FAILS: u8 = 2;
+
+/// Cells sampled for when a group of cells turned bad.
+const SINCE_SAMPLE: usize = 50;
+/// One-way pairs explained with `why` to group them by the side at fault.
+const MAX_ASYMMETRIC_EXPLAINED: usize = 100;
+
+/// Directed pair states between the connected nodes, dense.
+struct Pairs<'a> {
+    names: Vec<&'a str>,
+    bits: Vec<u8>,
+}
+
+impl<'a> Pairs<'a> {
+    fn new(m: &Matrix, nodes: &'a BTreeMap<String, Node>) -> Pairs<'a> {
+        let names: Vec<&str> = nodes
+            .values()
+            .filter(|n| n.connected())
+            .map(|n| n.name.as_str())
+            .collect();
+        let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let n = names.len();
+        let mut bits = vec![0u8; n * n];
+        for c in m.iter() {
+            let (Some(&s), Some(&d)) = (index.get(c.src), index.get(c.dst)) else {
+                continue;
+            };
+            bits[s * n + d] |= match c.cell.state() {
+                CellState::Ok | CellState::Degraded => REACHES,
+                CellState::Failing => FAILS,
+                CellState::Unknown => 0,
+            };
+        }
+        Pairs { names, bits }
+    }
+
+    fn get(&self, s: usize, d: usize) -> u8 {
+        self.bits[s * self.names.len() + d]
+    }
+
+    fn reaches(&self, s: usize, d: usize) -> bool {
+        self.get(s, d) & REACHES != 0
+    }
+
+    fn cut(&self, s: usize, d: usize) -> bool {
+        self.get(s, d) == FAILS
+    }
+}
+
+fn find(parent: &mut [usize], mut x: usize) -> usize {
+    while parent[x] != x {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    x
+}
+
+/// A group's name: its zone when every member shares one, else its nodes.
+fn group_name(members: &[&str], nodes: &BTreeMap<String, Node>) -> String {
+    let zone = |n: &str| nodes.get(n).and_then(|x| x.labels.get("zone")).cloned();
+    if let Some(z) = zone(members[0])
+        && members
+            .iter()
+            .all(|m| zone(m).as_deref() == Some(z.as_str()))
+    {
+        return z;
+    }
+    match members.len() {
+        1..=3 => members.join(", "),
+        n => format!("{}, {} and {} others", members[0], members[1], n - 2),
+    }
+}
+
+/// When the first of `cells` turned bad, from their sources' probe state
+/// events (a sample of them).
+fn since(cells: &[Key], nodes: &BTreeMap<String, Node>) -> i64 {
+    let step = (cells.len() / SINCE_SAMPLE).max(1);
+    cells
+        .iter()
+        .step_by(step)
+        .filter_map(|k| crate::why::bad_since(nodes.get(&k.src)?, &k.dst, k.port))
+        .min()
+        .unwrap_or(0)
+}
+
+fn cells_where(m: &Matrix, mut keep: impl FnMut(&str, &str) -> bool) -> Vec<Key> {
+    let mut v: Vec<Key> = m
+        .iter()
+        .filter(|c| matches!(c.cell.state(), CellState::Failing | CellState::Degraded))
+        .filter(|c| keep(c.src, c.dst))
+        .map(|c| Key::of(&c))
+        .collect();
+    v.sort();
+    v
+}
+
+fn with_cells(mut f: Finding, cells: Vec<Key>, nodes: &BTreeMap<String, Node>) -> Finding {
+    f.since = since(&cells, nodes);
+    f.title.push_str(&since_text(f.since));
+    f.cells = cells;
+    f
+}
+
+pub(super) fn matrix_findings(
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    now: SystemTime,
+) -> Vec<Finding> {
+    let p = Pairs::new(m, nodes);
+    let n = p.names.len();
+    let mut out = Vec::new();
+    // Isolation: every peer that has a cell with the node is cut.
+    let mut isolated = vec![false; n];
+    let mut one_sided = vec![false; n];
+    for x in 0..n {
+        let (mut in_ok, mut in_cut, mut out_ok, mut out_cut) = (0, 0, 0, 0);
+        for y in (0..n).filter(|y| *y != x) {
+            in_ok += usize::from(p.reaches(y, x));
+            in_cut += usize::from(p.cut(y, x));
+            out_ok += usize::from(p.reaches(x, y));
+            out_cut += usize::from(p.cut(x, y));
+        }
+        let name = p.names[x];
+        let inbound = in_ok == 0 && in_cut >= 2;
+        let outbound = out_ok == 0 && out_cut >= 2;
+        let (kind, severity, title, keep): (Kind, u32, String, fn(&str, &str, &str) -> bool) =
+            match (inbound, outbound) {
+                (true, true) => (
+                    Kind::Isolated,
+                    90,
+                    format!("{name} is isolated: no peer reaches it and it reaches no peer"),
+                    |me, s, d| s == me || d == me,
+                ),
+                (true, false) => (
+                    Kind::IsolatedInbound,
+                    88,
+                    format!("no peer reaches {name} ({in_cut} cannot), while it reaches {out_ok}"),
+                    |me, _, d| d == me,
+                ),
+                (false, true) => (
+                    Kind::IsolatedOutbound,
+                    88,
+                    format!(
+                        "{name} reaches no peer (it cannot reach {out_cut}), while {in_ok} reach it"
+                    ),
+                    |me, s, _| s == me,
+                ),
+                (false, false) => continue,
+            };
+        isolated[x] = inbound && outbound;
+        one_sided[x] = inbound != outbound;
+        let mut f = Finding::new(kind, severity, title);
+        f.node = name.to_string();
+        f.detail = format!(
+            "inbound: {in_ok} peer(s) reach {name}, {in_cut} cannot; outbound: it reaches {out_ok}, cannot reach {out_cut}; its agent is connected to the collector"
+        );
+        f.fix = format!(
+            "look at {name} itself first: its interfaces, routes and firewall (`reachmap node {name}`, `reachmap why` for one of its cells)"
+        );
+        out.push(with_cells(
+            f,
+            cells_where(m, |s, d| keep(name, s, d)),
+            nodes,
+        ));
+    }
+    // Partition: components of the "reaches, either way" graph of the nodes
+    // not isolated; two or more of at least two nodes, cut from each other.
+    let mut parent: Vec<usize> = (0..n).collect();
+    for s in 0..n {
+        for d in 0..n {
+            if s != d && !isolated[s] && !isolated[d] && p.reaches(s, d) {
+                let (a, b) = (find(&mut parent, s), find(&mut parent, d));
+                parent[a] = b;
+            }
+        }
+    }
+    let mut comps: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for x in (0..n).filter(|x| !isolated[*x]) {
+        let root = find(&mut parent, x);
+        comps.entry(root).or_default().push(p.names[x]);
+    }
+    let sides: Vec<Vec<&str>> = comps.into_values().filter(|c| c.len() >= 2).collect();
+    if sides.len() >= 2 {
+        let side_of: HashMap<&str, usize> = sides
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.iter().map(move |n| (*n, i)))
+            .collect();
+        let cells = cells_where(
+            m,
+            |s, d| matches!((side_of.get(s), side_of.get(d)), (Some(a), Some(b)) if a != b),
+        );
+        if !cells.is_empty() {
+            let groups: Vec<Group> = sides
+                .iter()
+                .map(|s| Group {
+                    name: group_name(s, nodes),
+                    nodes: s.iter().map(|x| x.to_string()).collect(),
+                })
+                .collect();
+            let names: Vec<String> = groups
+                .iter()
+                .map(|g| format!("{} ({} nodes)", g.name, g.nodes.len()))
+                .collect();
+            let mut f = Finding::new(
+                Kind::Partition,
+                100,
+                format!(
+                    "the fleet is split: {} cannot reach each other",
+                    names.join(" and ")
+                ),
+            );
+            f.detail = format!(
+                "{} cells between the groups fail and none reach; within each group the nodes reach each other, and every node's agent is connected to the collector",
+                cells.len()
+            );
+            f.evidence = groups
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{}: {} of {} nodes connected to the collector",
+                        g.name,
+                        g.nodes.len(),
+                        g.nodes.len()
+                    )
+                })
+                .collect();
+            f.fix = "something between the groups drops their traffic: a router, a bridge or a cloud network rule between them (each side's own facts allow it); `reachmap why` on one cell across shows both ends' checks".into();
+            f.groups = groups;
+            out.push(with_cells(f, cells, nodes));
+        }
+    }
+    let left_out: Vec<bool> = isolated
+        .iter()
+        .zip(&one_sided)
+        .map(|(a, b)| *a || *b)
+        .collect();
+    out.extend(asymmetric(m, nodes, &p, &left_out, now));
+    out.extend(services_down(m, nodes));
+    out
+}
+
+/// Pairs that reach one way only, grouped by the top cause of the failing
+/// direction: the side whose facts explain it.
+fn asymmetric(
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    p: &Pairs,
+    isolated: &[bool],
+    now: SystemTime,
+) -> Vec<Finding> {
+    let n = p.names.len();
+    let mut one_way: Vec<(usize, usize)> = Vec::new();
+    for a in 0..n {
+        for b in 0..n {
+            if a != b && !isolated[a] && !isolated[b] && p.reaches(a, b) && p.cut(b, a) {
+                one_way.push((b, a));
+            }
+        }
+    }
+    type CauseKey = (String, String, String);
+    let mut groups: BTreeMap<CauseKey, Vec<Key>> = BTreeMap::new();
+    let mut details: BTreeMap<CauseKey, (String, Option<String>)> = BTreeMap::new();
+    for (i, (s, d)) in one_way.iter().enumerate() {
+        let (src, dst) = (p.names[*s], p.names[*d]);
+        let cells = cells_where(m, |x, y| x == src && y == dst);
+        let Some(first) = cells.first() else {
+            continue;
+        };
+        let key = if i < MAX_ASYMMETRIC_EXPLAINED {
+            match crate::why::explain(m, nodes, src, dst, first.port, now)
+                .ok()
+                .and_then(|e| e.causes.into_iter().next())
+            {
+                Some(c) => {
+                    let key = super::cause_key(&c);
+                    details.entry(key.clone()).or_insert((c.detail, c.fix));
+                    key
+                }
+                None => CauseKey::default(),
+            }
+        } else {
+            CauseKey::default()
+        };
+        groups.entry(key).or_default().extend(cells);
+    }
+    groups
+        .into_iter()
+        .map(|(key, mut cells)| {
+            let (code, node) = (key.0.clone(), key.1.clone());
+            cells.sort();
+            let pairs: std::collections::BTreeSet<(&str, &str)> = cells
+                .iter()
+                .map(|k| (k.src.as_str(), k.dst.as_str()))
+                .collect();
+            let title = if code.is_empty() {
+                format!(
+                    "{} pair(s) reach one way only, not explained by either end's facts",
+                    pairs.len()
+                )
+            } else {
+                format!(
+                    "{} pair(s) reach one way only: {code} on {node}",
+                    pairs.len()
+                )
+            };
+            let mut f = Finding::new(Kind::Asymmetric, 50, title);
+            if let Some((detail, fix)) = details.get(&key) {
+                f.detail = detail.clone();
+                f.fix = fix.clone().unwrap_or_default();
+            }
+            f.evidence = pairs
+                .iter()
+                .take(20)
+                .map(|(s, d)| format!("{d} reaches {s}, but {s} does not reach {d}"))
+                .collect();
+            if !node.is_empty() {
+                f.groups = vec![Group {
+                    name: "explaining side".into(),
+                    nodes: vec![node.clone()],
+                }];
+            }
+            f.code = code;
+            f.node = node;
+            with_cells(f, cells, nodes)
+        })
+        .collect()
+}
+
+/// A declared service (cells with a service name) failing from every
+/// source that probes it, on one destination.
+fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>) -> Vec<Finding> {
+    let mut by: BTreeMap<(&str, &str, u16), (usize, Vec<Key>)> = BTreeMap::new();
+    for c in m.iter() {
+        let Some(service) = c.service else {
+            continue;
+        };
+        if !nodes.get(c.src).is_some_and(Node::connected) {
+            continue;
+        }
+        let e = by.entry((service, c.dst, c.cell.port())).or_default();
+        e.0 += 1;
+        if c.cell.state() == CellState::Failing {
+            e.1.push(Key::of(&c));
+        }
+    }
+    by.into_iter()
+        .filter(|(_, (all, failing))| *all >= 2 && failing.len() == *all)
+        .map(|((service, dst, port), (all, mut cells))| {
+            cells.sort();
+            let mut f = Finding::new(
+                Kind::ServiceDown,
+                85,
+                format!("service {service} on {dst}:{port} fails from every source ({all})"),
+            );
+            f.detail = format!(
+                "every node that probes {service} on {dst}:{port} fails; the service or {dst} itself is the place to look"
+            );
+            f.fix = format!("`reachmap why {} {dst}:{port}` names the cause on {dst}", cells[0].src);
+            f.node = dst.to_string();
+            with_cells(f, cells, nodes)
+        })
+        .collect()
+}
