@@ -173,11 +173,9 @@ pub(super) fn matrix_findings(
         f.fix = format!(
             "look at {name} itself first: its interfaces, routes and firewall (`reachmap node {name}`, `reachmap why` for one of its cells)"
         );
-        out.push(with_cells(
-            f,
-            cells_where(m, |s, d| keep(name, s, d)),
-            nodes,
-        ));
+        let cells = cells_where(m, |s, d| keep(name, s, d));
+        explain_one(&mut f, &cells, m, nodes, now);
+        out.push(with_cells(f, cells, nodes));
     }
     // Partition: components of the "reaches, either way" graph of the nodes
     // not isolated; two or more of at least two nodes, cut from each other.
@@ -243,6 +241,7 @@ pub(super) fn matrix_findings(
                 .collect();
             f.fix = "something between the groups drops their traffic: a router, a bridge or a cloud network rule between them (each side's own facts allow it); `reachmap why` on one cell across shows both ends' checks".into();
             f.groups = groups;
+            explain_one(&mut f, &cells, m, nodes, now);
             out.push(with_cells(f, cells, nodes));
         }
     }
@@ -252,8 +251,33 @@ pub(super) fn matrix_findings(
         .map(|(a, b)| *a || *b)
         .collect();
     out.extend(asymmetric(m, nodes, &p, &left_out, now));
-    out.extend(services_down(m, nodes));
+    out.extend(services_down(m, nodes, now));
     out
+}
+
+/// The top cause of the first of `cells`, as the finding's evidence: what
+/// `why` says of one of them.
+fn explain_one(
+    f: &mut Finding,
+    cells: &[Key],
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    now: SystemTime,
+) {
+    let Some(k) = cells.first() else {
+        return;
+    };
+    let Some(c) = crate::why::explain(m, nodes, &k.src, &k.dst, k.port, now)
+        .ok()
+        .and_then(|e| e.causes.into_iter().next())
+    else {
+        return;
+    };
+    f.evidence.push(format!(
+        "why {} {}:{}: {} on {} — {}",
+        k.src, k.dst, k.port, c.code, c.node, c.detail
+    ));
+    f.code = c.code;
 }
 
 /// Pairs that reach one way only, grouped by the top cause of the failing
@@ -345,7 +369,7 @@ fn asymmetric(
 
 /// A declared service (cells with a service name) failing from every
 /// source that probes it, on one destination.
-fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>) -> Vec<Finding> {
+fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Vec<Finding> {
     let mut by: BTreeMap<(&str, &str, u16), (usize, Vec<Key>)> = BTreeMap::new();
     for c in m.iter() {
         let Some(service) = c.service else {
@@ -374,6 +398,7 @@ fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>) -> Vec<Finding> {
             );
             f.fix = format!("`reachmap why {} {dst}:{port}` names the cause on {dst}", cells[0].src);
             f.node = dst.to_string();
+            explain_one(&mut f, &cells, m, nodes, now);
             with_cells(f, cells, nodes)
         })
         .collect()
