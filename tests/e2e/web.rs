@@ -519,6 +519,13 @@ fn serve_fixture(api: Api) -> (tokio::runtime::Runtime, SocketAddr) {
         .route("/api/v1/nodes/{name}", get(fixture_node_route))
         .route("/api/v1/events", get(fixture_events_route))
         .route(
+            "/api/v1/findings",
+            get(|State(a): State<Api>| async move {
+                a.record("/api/v1/findings", None);
+                axum::Json(fixture_findings())
+            }),
+        )
+        .route(
             "/api/v1/nodes",
             get(|State(a): State<Api>| async move {
                 a.record("/api/v1/nodes", None);
@@ -531,6 +538,26 @@ fn serve_fixture(api: Api) -> (tokio::runtime::Runtime, SocketAddr) {
         axum::serve(listener, router).await
     });
     (rt, addr)
+}
+
+/// One finding: node-a and node-b cut from node-c and node-d.
+fn fixture_findings() -> Value {
+    json!({
+        "cells": 12, "bad_cells": 8, "uncovered_cells": 0,
+        "findings": [{
+            "kind": "partition", "severity": 100,
+            "title": "the fleet is split: node-a, node-b (2 nodes) and node-c, node-d (2 nodes) cannot reach each other",
+            "detail": "8 cells between the groups fail and none reach",
+            "groups": [
+                {"name": "node-a, node-b", "nodes": ["node-a", "node-b"]},
+                {"name": "node-c, node-d", "nodes": ["node-c", "node-d"]},
+            ],
+            "cells": [{"src": "node-a", "dst": "node-c", "port": 7442}],
+            "cell_count": 8, "evidence": [],
+            "fix": "something between the groups drops their traffic",
+            "since": null, "code": "NETWORK_PATH", "node": "",
+        }],
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1155,6 +1182,47 @@ fn page_shows_fixture_states_details_and_live_updates() {
              apply with rebuild {rebuild} ms, in-place update {steady} ms",
             start.elapsed()
         );
+    });
+}
+
+#[test]
+fn the_findings_panel_lists_the_fleets_findings_and_opens_a_cell() {
+    if !can_run() {
+        return;
+    }
+    in_own_netns(|| {
+        let api = four_node_api();
+        let (_rt, addr) = serve_fixture(api.clone());
+        let mut b = Browser::launch(None).expect("launch chromium");
+        load_page(&mut b, addr);
+        assert_eventually!(
+            Duration::from_secs(15),
+            || {
+                let n = b.eval("document.body.dataset.findings || ''")?;
+                ensure(n == "1", n)
+            },
+            "the panel shows the finding"
+        );
+        let item = b
+            .eval("document.querySelector('#findings-list li').textContent")
+            .expect("read the finding");
+        let item = item.as_str().unwrap_or_default();
+        assert!(
+            item.contains("the fleet is split") && item.contains("fix: something between"),
+            "{item}"
+        );
+        assert!(text(&mut b, "findings-note").contains("1 finding(s)"));
+        b.eval("document.querySelector('#findings-list button').click()")
+            .expect("click the finding");
+        assert_eventually!(
+            Duration::from_secs(5),
+            || {
+                let t = text(&mut b, "details-title");
+                ensure(t == "node-a → node-c", t)
+            },
+            "its first cell opens"
+        );
+        assert!(!api.queries("/api/v1/findings").is_empty());
     });
 }
 

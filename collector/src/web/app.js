@@ -1238,6 +1238,51 @@
     t.textContent = now.toLocaleTimeString();
   }
 
+  // Fleet findings (api/v1/findings), live only and every few polls (the
+  // collector explains cells for them): what is wrong with the fleet as a
+  // whole, each once, most severe first; a click opens its first cell.
+  const FINDINGS_EVERY = 3;
+
+  async function loadFindings() {
+    const gen = model.gen;
+    try {
+      const r = await getJSON("api/v1/findings");
+      if (gen !== model.gen) return;
+      const list = $("findings-list");
+      list.replaceChildren();
+      for (const f of r.findings) {
+        const li = document.createElement("li");
+        li.className = "finding";
+        li.dataset.kind = f.kind;
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = f.title;
+        const first = f.cells[0];
+        if (first) {
+          b.title = `${f.cell_count} cell(s); opens ${first.src} → ${first.dst}`;
+          b.addEventListener("click", () => showDetails(first.src, first.dst));
+        } else {
+          b.disabled = true;
+        }
+        li.append(b);
+        for (const [cls, text] of [["finding-detail", f.detail], ["finding-fix", f.fix && `fix: ${f.fix}`]]) {
+          if (!text) continue;
+          const p = document.createElement("p");
+          p.className = cls;
+          p.textContent = text;
+          li.append(p);
+        }
+        list.append(li);
+      }
+      $("findings-note").textContent = r.findings.length
+        ? `${r.findings.length} finding(s); ${r.bad_cells} of ${r.cells} cells failing or degraded, ${r.uncovered_cells} not covered by one`
+        : "no findings: nothing is wrong with the fleet as a whole";
+      document.body.dataset.findings = String(r.findings.length);
+    } catch (e) {
+      if (gen === model.gen) $("findings-note").textContent = `findings unavailable: ${e.message}`;
+    }
+  }
+
   let pollTimer = null;
 
   async function poll() {
@@ -1253,6 +1298,7 @@
       $("grid-wrap").classList.remove("loading");
       markUpdated();
       if (nodePanel.name && Date.now() - nodePanel.fetched > NODE_REFRESH_MS) loadNode();
+      if (model.polls % FINDINGS_EVERY === 0) loadFindings();
     } catch (e) {
       if (gen === model.gen) setStatus(`cannot reach the collector: ${e.message}; showing the last answer`);
     } finally {
@@ -1313,6 +1359,8 @@
     document.body.dataset.at = live ? "" : rfc3339(model.at);
     $("live").setAttribute("aria-pressed", String(live));
     $("asof-banner").hidden = live;
+    // Findings are of the fleet now.
+    $("findings").hidden = !live;
     $("asof-error").hidden = true;
     $("asof-error").textContent = "";
     $("at-input").removeAttribute("aria-invalid");

@@ -46,6 +46,7 @@ fn page_has_what_scripts_and_the_next_issue_rely_on() {
         "id=\"summary\"",
         "id=\"sum-causes\"",
         "id=\"problems-list\"",
+        "id=\"findings-list\"",
         "id=\"node\"",
         "id=\"n-listeners\"",
         "id=\"n-events\"",
@@ -57,6 +58,7 @@ fn page_has_what_scripts_and_the_next_issue_rely_on() {
     }
     let js = asset("/app.js").expect("app.js").body;
     assert!(js.contains("api/v1/matrix") && js.contains("api/v1/nodes"));
+    assert!(js.contains("api/v1/findings"));
     assert!(js.contains("api/v1/history") && js.contains("&at="));
     assert!(js.contains("api/v1/why") && js.contains("api/v1/events?node="));
     assert!(js.contains("api/v1/nodes/${"));
