@@ -3,6 +3,7 @@
 #   sudo deploy/bench.sh host-facts   # snapshot vs ss/nft/ip, daemon RSS and CPU, event latency
 #   sudo deploy/bench.sh loadgen      # collector with 1,000 simulated agents (AGENTS, DURATION)
 #   sudo deploy/bench.sh firewall     # the agent on 20,000 iptables-nft rules, idle and churning
+#   sudo deploy/bench.sh findings     # findings and what-if on 1,000 simulated agents with a partition
 # Builds release binaries first; the figures go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,8 +46,20 @@ case "$which" in
         --events-per-second "${EVENTS:-20000}" "${extra[@]}"
     done
     ;;
+  findings)
+    # The load generator's fleet over mutual TLS with a partition staged
+    # (half the agents cut from the other half): /api/v1/findings timed in
+    # every query round, and what-if of a 5,000-rule ruleset for one agent
+    # against its cells, over gRPC.
+    cargo build --release -p reachmap-collector --example loadgen --bins
+    agents="${AGENTS:-1000}"
+    ulimit -n $((agents * 2 + 1024))
+    target/release/examples/loadgen --agents "$agents" --collector https://127.0.0.1:17440 \
+      --http 127.0.0.1:17441 --spawn target/release/reachmap-collector --probe-interval 10s \
+      --duration "${DURATION:-30s}" --cli target/release/reachmap --partition
+    ;;
   *)
-    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen)" >&2
+    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen, findings)" >&2
     exit 2
     ;;
 esac

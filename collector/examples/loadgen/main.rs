@@ -45,6 +45,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 mod tls;
+mod whatif;
 
 use calibrate::calibrate;
 use collector::{find_collector, loopback_host, open_files_limit, spawn_collector};
@@ -100,6 +101,10 @@ struct Args {
     /// beside the probe results: each is acked once the store committed it
     #[arg(long, default_value_t = 0.0)]
     events_per_second: f64,
+    /// Stage a partition: the first half of the agents and the second half
+    /// report every cell between them failing (findings are timed either way)
+    #[arg(long)]
+    partition: bool,
 }
 
 const PROBE_PORT: u32 = 7442;
@@ -154,6 +159,9 @@ struct Shared {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.partition {
+        sim::PARTITION_OF.store(args.agents, Ordering::Relaxed);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

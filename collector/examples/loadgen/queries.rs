@@ -212,6 +212,10 @@ pub struct Rounds {
     pub metrics: Series,
     /// `reachmap why` over HTTP, for pairs spread over the fleet.
     pub why: Series,
+    /// `/api/v1/findings`: the whole fleet's findings.
+    pub findings: Series,
+    /// `what-if` of a 5,000-rule ruleset for one agent, over gRPC.
+    pub what_if: Series,
     pub grpc: Series,
     pub cli: Series,
     pub loopback: Option<anyhow::Result<Duration>>,
@@ -295,8 +299,18 @@ pub fn query_rounds(
             let path = format!("/api/v1/why?src={}&dst={}", node_name(a), node_name(b));
             r.why.add(measured(pid, || http_get(addr, &path, buf, 200)));
         }
+        r.findings.add(measured(pid, || {
+            http_get(addr, "/api/v1/findings", buf, 200)
+        }));
         round += 1;
         std::thread::sleep(Duration::from_millis(500));
+    }
+    let proposed = crate::whatif::ruleset(crate::whatif::RULES);
+    for round in 0..SLOW_ROUNDS {
+        let node = node_name((round * 97) % args.agents.max(1));
+        r.what_if.add(measured(pid, || {
+            crate::whatif::grpc_what_if(rt, &args.collector, &node, &proposed)
+        }));
     }
     // The gRPC path last: each answer takes the state task for seconds.
     for _ in 0..SLOW_ROUNDS {

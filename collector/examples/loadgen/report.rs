@@ -188,11 +188,20 @@ pub fn print(run: Run) {
     rounds
         .why
         .print("GET /api/v1/why (5 pairs a round)", true, share);
+    rounds
+        .findings
+        .print("GET /api/v1/findings (the whole fleet)", true, share);
+    rounds.what_if.print(
+        "gRPC WhatIf: a 5,000-rule ruleset for one agent against its cells",
+        false,
+        share,
+    );
     for (name, series) in [
         ("every cell", &rounds.full),
         ("?detail=full", &rounds.detail),
         ("?port=7442", &rounds.port),
         ("/metrics", &rounds.metrics),
+        ("/api/v1/findings", &rounds.findings),
     ] {
         println!(
             "  state task busy during {name} (longest wait of a 404 probe started meanwhile): {}",

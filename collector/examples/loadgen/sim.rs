@@ -39,14 +39,33 @@ pub fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-/// 97% ok, 2% degraded, 1% failing, by (source, destination, port, kind).
+/// `--partition`: how many agents there are; the first half and the second
+/// half fail to reach each other. 0: no partition.
+pub static PARTITION_OF: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Which half of a staged partition a simulated agent is in.
+fn half(name: &str, agents: usize) -> Option<bool> {
+    let i: usize = name.strip_prefix("sim-")?.parse().ok()?;
+    Some(i < agents / 2)
+}
+
+/// 97% ok, 2% degraded, 1% failing, by (source, destination, port, kind);
+/// with a staged partition, every cell across it failing.
 pub fn class(src: &str, dst: &str, port: u32, kind: &str) -> (Class, u64) {
+    let agents = PARTITION_OF.load(std::sync::atomic::Ordering::Relaxed);
     let h = fnv(&[
         src.as_bytes(),
         dst.as_bytes(),
         &port.to_le_bytes(),
         kind.as_bytes(),
     ]);
+    if agents > 0
+        && half(src, agents)
+            .zip(half(dst, agents))
+            .is_some_and(|(a, b)| a != b)
+    {
+        return (Class::Failing, h);
+    }
     let class = match h % 1000 {
         0..970 => Class::Ok,
         970..990 => Class::Degraded,

@@ -99,15 +99,46 @@ fn since(cells: &[Key], nodes: &BTreeMap<String, Node>) -> i64 {
         .unwrap_or(0)
 }
 
-fn cells_where(m: &Matrix, mut keep: impl FnMut(&str, &str) -> bool) -> Vec<Key> {
-    let mut v: Vec<Key> = m
-        .iter()
-        .filter(|c| matches!(c.cell.state(), CellState::Failing | CellState::Degraded))
-        .filter(|c| keep(c.src, c.dst))
-        .map(|c| Key::of(&c))
-        .collect();
-    v.sort();
-    v
+/// The failing and degraded cells, read from the matrix once.
+struct Bad<'a> {
+    cells: Vec<(&'a str, &'a str, u16)>,
+}
+
+impl<'a> Bad<'a> {
+    fn new(m: &'a Matrix) -> Bad<'a> {
+        Bad {
+            cells: m
+                .iter()
+                .filter(|c| matches!(c.cell.state(), CellState::Failing | CellState::Degraded))
+                .map(|c| (c.src, c.dst, c.cell.port()))
+                .collect(),
+        }
+    }
+
+    /// The bad cells between the nodes `keep` picks, sorted.
+    fn cells_where(&self, mut keep: impl FnMut(&str, &str) -> bool) -> Vec<Key> {
+        let mut v: Vec<Key> = self
+            .cells
+            .iter()
+            .filter(|(s, d, _)| keep(s, d))
+            .map(|(s, d, p)| Key {
+                src: s.to_string(),
+                dst: d.to_string(),
+                port: *p,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The bad cells of each (src, dst) pair.
+    fn by_pair(&self) -> HashMap<(&'a str, &'a str), Vec<u16>> {
+        let mut map: HashMap<(&str, &str), Vec<u16>> = HashMap::new();
+        for (s, d, p) in &self.cells {
+            map.entry((s, d)).or_default().push(*p);
+        }
+        map
+    }
 }
 
 fn with_cells(mut f: Finding, cells: Vec<Key>, nodes: &BTreeMap<String, Node>) -> Finding {
@@ -123,6 +154,7 @@ pub(super) fn matrix_findings(
     now: SystemTime,
 ) -> Vec<Finding> {
     let p = Pairs::new(m, nodes);
+    let bad = Bad::new(m);
     let n = p.names.len();
     let mut out = Vec::new();
     // Isolation: every peer that has a cell with the node is cut.
@@ -173,7 +205,7 @@ pub(super) fn matrix_findings(
         f.fix = format!(
             "look at {name} itself first: its interfaces, routes and firewall (`reachmap node {name}`, `reachmap why` for one of its cells)"
         );
-        let cells = cells_where(m, |s, d| keep(name, s, d));
+        let cells = bad.cells_where(|s, d| keep(name, s, d));
         explain_one(&mut f, &cells, m, nodes, now);
         out.push(with_cells(f, cells, nodes));
     }
@@ -200,8 +232,7 @@ pub(super) fn matrix_findings(
             .enumerate()
             .flat_map(|(i, s)| s.iter().map(move |n| (*n, i)))
             .collect();
-        let cells = cells_where(
-            m,
+        let cells = bad.cells_where(
             |s, d| matches!((side_of.get(s), side_of.get(d)), (Some(a), Some(b)) if a != b),
         );
         if !cells.is_empty() {
@@ -250,7 +281,7 @@ pub(super) fn matrix_findings(
         .zip(&one_sided)
         .map(|(a, b)| *a || *b)
         .collect();
-    out.extend(asymmetric(m, nodes, &p, &left_out, now));
+    out.extend(asymmetric(m, nodes, &p, &bad, &left_out, now));
     out.extend(services_down(m, nodes, now));
     out
 }
@@ -286,9 +317,11 @@ fn asymmetric(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
     p: &Pairs,
+    bad: &Bad,
     isolated: &[bool],
     now: SystemTime,
 ) -> Vec<Finding> {
+    let by_pair = bad.by_pair();
     let n = p.names.len();
     let mut one_way: Vec<(usize, usize)> = Vec::new();
     for a in 0..n {
@@ -303,10 +336,19 @@ fn asymmetric(
     let mut details: BTreeMap<CauseKey, (String, Option<String>)> = BTreeMap::new();
     for (i, (s, d)) in one_way.iter().enumerate() {
         let (src, dst) = (p.names[*s], p.names[*d]);
-        let cells = cells_where(m, |x, y| x == src && y == dst);
-        let Some(first) = cells.first() else {
+        let Some(ports) = by_pair.get(&(src, dst)) else {
             continue;
         };
+        let mut cells: Vec<Key> = ports
+            .iter()
+            .map(|port| Key {
+                src: src.to_string(),
+                dst: dst.to_string(),
+                port: *port,
+            })
+            .collect();
+        cells.sort();
+        let first = &cells[0];
         let key = if i < MAX_ASYMMETRIC_EXPLAINED {
             match crate::why::explain(m, nodes, src, dst, first.port, now)
                 .ok()
