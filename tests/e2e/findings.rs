@@ -3,7 +3,7 @@
 //! node cut off is isolated, then only inbound; `what-if` with a ruleset
 //! dropping a port in use lists exactly the cells that then really break,
 //! and exits 1, and with a harmless one exits 0; `what-if --address` names
-//! the allow-list rule that would go stale.
+//! the allow-list rule and the name that would go stale.
 
 mod why_support;
 
@@ -256,7 +256,17 @@ fn what_if_an_address_change_names_the_allow_list_that_would_go_stale() {
     if !require_root() {
         return;
     }
-    let fleet = running_fleet("findings_whatif_addr", 3);
+    let mut fleet = Fleet::new("findings_whatif_addr", 3);
+    // node-1's clients reach node-0 as app.fleet.test, through node-1's own
+    // /etc/hosts (no name server: nothing leaves the fleet).
+    fleet.etc_file(
+        1,
+        "hosts",
+        "127.0.0.1 localhost\n198.18.0.11 app.fleet.test\n",
+    );
+    fleet.etc_file(1, "resolv.conf", "options timeout:1 attempts:1\n");
+    fleet.start_collector_with(&["--name", "app.fleet.test=node-0"]);
+    fleet.start_agents();
     wait_mesh(&fleet, 3);
     // node-2 lets only node-0 and node-1 in on the probe port, by address.
     fleet.exec(
@@ -274,10 +284,10 @@ fn what_if_an_address_change_names_the_allow_list_that_would_go_stale() {
         Duration::from_secs(30),
         || {
             let (code, v) = what_if(&fleet, &["node-0", "--address", "198.18.0.11=198.18.0.99"]);
-            ensure(v["stale"].as_array().is_some_and(|s| !s.is_empty()), &v)?;
+            ensure(v["stale"].as_array().is_some_and(|s| s.len() == 2), &v)?;
             Ok::<(i32, Value), String>((code, v))
         },
-        "node-2's ruleset is known"
+        "node-2's ruleset and node-1's lookup of app.fleet.test are known"
     );
     assert_eq!(code, 1, "{v}");
     let breaks: Vec<(&str, &str)> = v["breaks"]
@@ -296,13 +306,27 @@ fn what_if_an_address_change_names_the_allow_list_that_would_go_stale() {
         !breaks.iter().any(|(_, d)| *d == "node-1"),
         "node-1 lets anyone in: {v}"
     );
-    let stale = &v["stale"][0];
-    assert_eq!(stale["kind"], "allow_list", "{v}");
-    assert_eq!(stale["node"], "node-2", "{v}");
+    let stale = |kind: &str| {
+        v["stale"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["kind"] == kind))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} in {v}"))
+    };
+    let rule = stale("allow_list");
+    assert_eq!(rule["node"], "node-2", "{v}");
     assert!(
-        stale["fix"]
+        rule["fix"]
             .as_str()
             .is_some_and(|f| f.contains("replace 198.18.0.11 with 198.18.0.99")),
+        "{v}"
+    );
+    let name = stale("name");
+    assert_eq!(name["node"], "node-1", "{v}");
+    assert!(
+        name["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("app.fleet.test resolves to 198.18.0.11 on node-1")),
         "{v}"
     );
 }
