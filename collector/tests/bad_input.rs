@@ -369,6 +369,52 @@ async fn bad_streams_get_clear_errors_and_touch_nothing_else() {
     let _ = std::fs::remove_dir_all(&c.dir);
 }
 
+/// The agent's configuration travels in its Hello: kept when it is JSON
+/// within 64 KiB, left out (the stream goes on) when it is not.
+#[tokio::test]
+async fn an_agent_configuration_is_kept_or_left_out_but_never_refused() {
+    let c = start_collector().await;
+    let short = Duration::from_millis(300);
+    let with_config = |node: &str, config: String| {
+        msg(
+            1,
+            Body::Hello(pb::Hello {
+                node: node.into(),
+                boot_id: "b".into(),
+                instance_id: 1,
+                heartbeat_interval_ms: 1000,
+                config_json: config,
+                ..Default::default()
+            }),
+        )
+    };
+    let good = r#"{"node":"cfg-good","heartbeat_interval":"1s"}"#.to_string();
+    let too_long = format!(r#"{{"x":"{}"}}"#, "a".repeat(64 << 10));
+    let cases = [
+        ("cfg-good", good.clone(), good.as_str()),
+        ("cfg-not-json", "{\"node\": ".to_string(), ""),
+        ("cfg-too-long", too_long, ""),
+        ("cfg-none", String::new(), ""),
+    ];
+    let channel = channel(&c, As::Client(reachmap_tls::Role::Viewer)).await;
+    let mut q = pb::query_client::QueryClient::new(channel);
+    for (node, config, kept) in cases {
+        let (answers, status, _open) =
+            exchange(&c, node, vec![with_config(node, config)], short).await;
+        assert!(status.is_none(), "{node}: the stream goes on: {status:?}");
+        assert!(!answers.is_empty(), "{node}: the hello is acked");
+        let detail = q
+            .get_node(pb::GetNodeRequest { name: node.into() })
+            .await
+            .expect("get_node")
+            .into_inner();
+        assert_eq!(detail.agent_config_json, kept, "{node}");
+    }
+    c.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), c.task).await;
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
 #[tokio::test]
 async fn a_second_machine_cannot_take_a_connected_name() {
     let c = start_collector().await;

@@ -66,8 +66,8 @@ pub struct NodeAnswers {
     pub matrix: pb::Matrix,
     /// At most [`MAX_WHY`], worst first.
     pub whys: Vec<WhyOutcome>,
-    /// Failing or degraded cells from or to the node (all of them, also
-    /// those not explained).
+    /// Failing or degraded cells from or to the node a `why` can explain
+    /// (all of them, also those left out by the cap).
     pub bad_cells: usize,
 }
 
@@ -225,8 +225,8 @@ pub fn node_cells(m: &pb::Matrix, node: &str) -> Vec<CellView> {
 }
 
 /// The failing or degraded cells from or to the node worth a `why`
-/// (TCP and HTTP: ICMP has no port to explain), worst first, at most
-/// `max`, each (src, dst, port) once; and how many bad cells there are.
+/// (TCP and HTTP: ICMP has no port to explain), each (src, dst, port)
+/// once, worst first, at most `max`; and how many there are in all.
 pub fn cells_to_explain(
     m: &pb::Matrix,
     node: &str,
@@ -236,12 +236,12 @@ pub fn cells_to_explain(
         nodes: m.nodes.clone(),
         cells: node_cells(m, node),
     };
-    let bad = mine.cells.iter().filter(|c| is_bad(c)).count();
     let mut asks = matrix::cells_to_explain(&mine, None, usize::MAX);
     let mut seen = std::collections::HashSet::new();
     asks.retain(|k| seen.insert(k.clone()));
+    let all = asks.len();
     asks.truncate(max);
-    (asks, bad)
+    (asks, all)
 }
 
 /// Packs the other files' entries and the manifest into a bundle.

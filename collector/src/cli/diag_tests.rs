@@ -232,7 +232,7 @@ fn a_node_bundle_has_every_part_and_a_true_manifest() {
     );
     // Bad TCP cells explained, ICMP not.
     let why = parsed(&b, "why.json");
-    assert_eq!(why["bad_cells"], 3, "{why}");
+    assert_eq!(why["bad_cells"], 2, "{why}");
     let list = why["explanations"].as_array().expect("explanations");
     assert_eq!(list.len(), 2, "{why}");
     let firewall = list

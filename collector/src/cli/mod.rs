@@ -158,6 +158,7 @@ pub enum Command {
     },
     /// Everything the collector knows about NODE (or, with --fleet, the fleet) as one .tar.gz to attach to a ticket
     Diag {
+        /// The node to bundle (or --fleet)
         #[arg(required_unless_present = "fleet")]
         node: Option<String>,
         /// The fleet's nodes and matrix instead of one node

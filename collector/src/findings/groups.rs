@@ -13,6 +13,9 @@ use crate::state::Node;
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
+/// Which of a node's cells an isolation finding covers: (node, src, dst).
+type Keep = fn(&str, &str, &str) -> bool;
+
 const REACHES: u8 = 1;
 const FAILS: u8 = 2;
 
@@ -171,7 +174,7 @@ pub(super) fn matrix_findings(
         let name = p.names[x];
         let inbound = in_ok == 0 && in_cut >= 2;
         let outbound = out_ok == 0 && out_cut >= 2;
-        let (kind, severity, title, keep): (Kind, u32, String, fn(&str, &str, &str) -> bool) =
+        let (kind, severity, title, keep): (Kind, u32, String, Keep) =
             match (inbound, outbound) {
                 (true, true) => (
                     Kind::Isolated,
