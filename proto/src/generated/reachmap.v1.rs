@@ -1505,8 +1505,8 @@ pub struct FindingsResponse {
 /// Something wrong with the fleet as a whole, once, with the cells it covers.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Finding {
-    /// "partition", "isolated_inbound", "isolated_outbound", "asymmetric",
-    /// "service_down", "shared_cause", "stale_address".
+    /// "partition", "isolated", "isolated_inbound", "isolated_outbound",
+    /// "asymmetric", "service_down", "shared_cause", "stale_address".
     #[prost(string, tag = "1")]
     pub kind: ::prost::alloc::string::String,
     /// Higher is worse; findings are sorted by it.
@@ -1622,8 +1622,8 @@ pub struct WhatIfCell {
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct StaleReference {
-    /// "allow_list" (a firewall rule naming the old address), "name" (a name
-    /// resolving to it), "peer" (a peer's probes of it).
+    /// "allow_list" (a firewall rule naming the old address) or "name" (a
+    /// fleet name resolving to it on a node).
     #[prost(string, tag = "1")]
     pub kind: ::prost::alloc::string::String,
     /// Where it is.
