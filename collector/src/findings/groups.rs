@@ -7,7 +7,8 @@
 //! part: a node that is down is AGENT_DOWN's business, and its cells are
 //! grouped by cause with the rest.
 
-use super::{Finding, Group, Key, Kind, since_text};
+use super::cells::{Bad, Explainer};
+use super::{Finding, Group, Kind};
 use crate::probe::{CellState, Matrix};
 use crate::state::Node;
 use std::collections::{BTreeMap, HashMap};
@@ -19,8 +20,6 @@ type Keep = fn(&str, &str, &str) -> bool;
 const REACHES: u8 = 1;
 const FAILS: u8 = 2;
 
-/// Cells sampled for when a group of cells turned bad.
-const SINCE_SAMPLE: usize = 50;
 /// One-way pairs explained with `why` to group them by the side at fault.
 const MAX_ASYMMETRIC_EXPLAINED: usize = 100;
 
@@ -90,74 +89,14 @@ fn group_name(members: &[&str], nodes: &BTreeMap<String, Node>) -> String {
     }
 }
 
-/// When the first of `cells` turned bad, from their sources' probe state
-/// events (a sample of them).
-fn since(cells: &[Key], nodes: &BTreeMap<String, Node>) -> i64 {
-    let step = (cells.len() / SINCE_SAMPLE).max(1);
-    cells
-        .iter()
-        .step_by(step)
-        .filter_map(|k| crate::why::bad_since(nodes.get(&k.src)?, &k.dst, k.port))
-        .min()
-        .unwrap_or(0)
-}
-
-/// The failing and degraded cells, read from the matrix once.
-struct Bad<'a> {
-    cells: Vec<(&'a str, &'a str, u16)>,
-}
-
-impl<'a> Bad<'a> {
-    fn new(m: &'a Matrix) -> Bad<'a> {
-        Bad {
-            cells: m
-                .iter()
-                .filter(|c| matches!(c.cell.state(), CellState::Failing | CellState::Degraded))
-                .map(|c| (c.src, c.dst, c.cell.port()))
-                .collect(),
-        }
-    }
-
-    /// The bad cells between the nodes `keep` picks, sorted.
-    fn cells_where(&self, mut keep: impl FnMut(&str, &str) -> bool) -> Vec<Key> {
-        let mut v: Vec<Key> = self
-            .cells
-            .iter()
-            .filter(|(s, d, _)| keep(s, d))
-            .map(|(s, d, p)| Key {
-                src: s.to_string(),
-                dst: d.to_string(),
-                port: *p,
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// The bad cells of each (src, dst) pair.
-    fn by_pair(&self) -> HashMap<(&'a str, &'a str), Vec<u16>> {
-        let mut map: HashMap<(&str, &str), Vec<u16>> = HashMap::new();
-        for (s, d, p) in &self.cells {
-            map.entry((s, d)).or_default().push(*p);
-        }
-        map
-    }
-}
-
-fn with_cells(mut f: Finding, cells: Vec<Key>, nodes: &BTreeMap<String, Node>) -> Finding {
-    f.since = since(&cells, nodes);
-    f.title.push_str(&since_text(f.since));
-    f.cells = cells;
-    f
-}
-
 pub(super) fn matrix_findings(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
+    bad: &mut Bad,
+    why: &mut Explainer,
     now: SystemTime,
 ) -> Vec<Finding> {
     let p = Pairs::new(m, nodes);
-    let bad = Bad::new(m);
     let n = p.names.len();
     let mut out = Vec::new();
     // Isolation: every peer that has a cell with the node is cut.
@@ -174,30 +113,29 @@ pub(super) fn matrix_findings(
         let name = p.names[x];
         let inbound = in_ok == 0 && in_cut >= 2;
         let outbound = out_ok == 0 && out_cut >= 2;
-        let (kind, severity, title, keep): (Kind, u32, String, Keep) =
-            match (inbound, outbound) {
-                (true, true) => (
-                    Kind::Isolated,
-                    90,
-                    format!("{name} is isolated: no peer reaches it and it reaches no peer"),
-                    |me, s, d| s == me || d == me,
+        let (kind, severity, title, keep): (Kind, u32, String, Keep) = match (inbound, outbound) {
+            (true, true) => (
+                Kind::Isolated,
+                90,
+                format!("{name} is isolated: no peer reaches it and it reaches no peer"),
+                |me, s, d| s == me || d == me,
+            ),
+            (true, false) => (
+                Kind::IsolatedInbound,
+                88,
+                format!("no peer reaches {name} ({in_cut} cannot), while it reaches {out_ok}"),
+                |me, _, d| d == me,
+            ),
+            (false, true) => (
+                Kind::IsolatedOutbound,
+                88,
+                format!(
+                    "{name} reaches no peer (it cannot reach {out_cut}), while {in_ok} reach it"
                 ),
-                (true, false) => (
-                    Kind::IsolatedInbound,
-                    88,
-                    format!("no peer reaches {name} ({in_cut} cannot), while it reaches {out_ok}"),
-                    |me, _, d| d == me,
-                ),
-                (false, true) => (
-                    Kind::IsolatedOutbound,
-                    88,
-                    format!(
-                        "{name} reaches no peer (it cannot reach {out_cut}), while {in_ok} reach it"
-                    ),
-                    |me, s, _| s == me,
-                ),
-                (false, false) => continue,
-            };
+                |me, s, _| s == me,
+            ),
+            (false, false) => continue,
+        };
         isolated[x] = inbound && outbound;
         one_sided[x] = inbound != outbound;
         let mut f = Finding::new(kind, severity, title);
@@ -208,9 +146,9 @@ pub(super) fn matrix_findings(
         f.fix = format!(
             "look at {name} itself first: its interfaces, routes and firewall (`reachmap node {name}`, `reachmap why` for one of its cells)"
         );
-        let cells = bad.cells_where(|s, d| keep(name, s, d));
-        explain_one(&mut f, &cells, m, nodes, now);
-        out.push(with_cells(f, cells, nodes));
+        let cells = bad.select(|s, d| keep(name, s, d));
+        explain_one(&mut f, bad, &cells, m, nodes, why, now);
+        out.push(bad.assign(f, &cells, nodes));
     }
     // Partition: components of the "reaches, either way" graph of the nodes
     // not isolated; two or more of at least two nodes, cut from each other.
@@ -235,7 +173,7 @@ pub(super) fn matrix_findings(
             .enumerate()
             .flat_map(|(i, s)| s.iter().map(move |n| (*n, i)))
             .collect();
-        let cells = bad.cells_where(
+        let cells = bad.select(
             |s, d| matches!((side_of.get(s), side_of.get(d)), (Some(a), Some(b)) if a != b),
         );
         if !cells.is_empty() {
@@ -275,8 +213,8 @@ pub(super) fn matrix_findings(
                 .collect();
             f.fix = "something between the groups drops their traffic: a router, a bridge or a cloud network rule between them (each side's own facts allow it); `reachmap why` on one cell across shows both ends' checks".into();
             f.groups = groups;
-            explain_one(&mut f, &cells, m, nodes, now);
-            out.push(with_cells(f, cells, nodes));
+            explain_one(&mut f, bad, &cells, m, nodes, why, now);
+            out.push(bad.assign(f, &cells, nodes));
         }
     }
     let left_out: Vec<bool> = isolated
@@ -284,8 +222,8 @@ pub(super) fn matrix_findings(
         .zip(&one_sided)
         .map(|(a, b)| *a || *b)
         .collect();
-    out.extend(asymmetric(m, nodes, &p, &bad, &left_out, now));
-    out.extend(services_down(m, nodes, now));
+    out.extend(asymmetric(m, nodes, &p, bad, why, &left_out, now));
+    out.extend(services_down(m, nodes, bad, why, now));
     out
 }
 
@@ -293,23 +231,26 @@ pub(super) fn matrix_findings(
 /// `why` says of one of them.
 fn explain_one(
     f: &mut Finding,
-    cells: &[Key],
+    bad: &Bad,
+    cells: &[usize],
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
+    why: &mut Explainer,
     now: SystemTime,
 ) {
-    let Some(k) = cells.first() else {
+    let Some(&i) = cells.first() else {
         return;
     };
-    let Some(c) = crate::why::explain(m, nodes, &k.src, &k.dst, k.port, now)
-        .ok()
+    let cell = bad.cells[i];
+    let Some(c) = why
+        .explain(m, nodes, cell, now)
         .and_then(|e| e.causes.into_iter().next())
     else {
         return;
     };
     f.evidence.push(format!(
         "why {} {}:{}: {} on {} — {}",
-        k.src, k.dst, k.port, c.code, c.node, c.detail
+        cell.0, cell.1, cell.2, c.code, c.node, c.detail
     ));
     f.code = c.code;
 }
@@ -320,12 +261,17 @@ fn asymmetric(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
     p: &Pairs,
-    bad: &Bad,
+    bad: &mut Bad,
+    why: &mut Explainer,
     isolated: &[bool],
     now: SystemTime,
 ) -> Vec<Finding> {
-    let by_pair = bad.by_pair();
     let n = p.names.len();
+    let mut by_pair: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for i in bad.uncovered() {
+        let (s, d, _) = bad.cells[i];
+        by_pair.entry((s, d)).or_default().push(i);
+    }
     let mut one_way: Vec<(usize, usize)> = Vec::new();
     for a in 0..n {
         for b in 0..n {
@@ -335,37 +281,29 @@ fn asymmetric(
         }
     }
     type CauseKey = (String, String, String);
-    let mut groups: BTreeMap<CauseKey, Vec<Key>> = BTreeMap::new();
+    // Pairs `why` had no time for: neither explained nor "unexplained".
+    let skipped: CauseKey = (String::new(), String::new(), "not asked".into());
+    let mut groups: BTreeMap<CauseKey, Vec<usize>> = BTreeMap::new();
     let mut details: BTreeMap<CauseKey, (String, Option<String>)> = BTreeMap::new();
     for (i, (s, d)) in one_way.iter().enumerate() {
         let (src, dst) = (p.names[*s], p.names[*d]);
-        let Some(ports) = by_pair.get(&(src, dst)) else {
+        let Some(cells) = by_pair.get(&(src, dst)) else {
             continue;
         };
-        let mut cells: Vec<Key> = ports
-            .iter()
-            .map(|port| Key {
-                src: src.to_string(),
-                dst: dst.to_string(),
-                port: *port,
-            })
-            .collect();
-        cells.sort();
-        let first = &cells[0];
         let key = if i < MAX_ASYMMETRIC_EXPLAINED {
-            match crate::why::explain(m, nodes, src, dst, first.port, now)
-                .ok()
-                .and_then(|e| e.causes.into_iter().next())
-            {
-                Some(c) => {
-                    let key = super::cause_key(&c);
-                    details.entry(key.clone()).or_insert((c.detail, c.fix));
-                    key
-                }
-                None => CauseKey::default(),
+            match why.explain(m, nodes, bad.cells[cells[0]], now) {
+                Some(e) => match e.causes.into_iter().next() {
+                    Some(c) => {
+                        let key = super::cause_key(&c);
+                        details.entry(key.clone()).or_insert((c.detail, c.fix));
+                        key
+                    }
+                    None => CauseKey::default(),
+                },
+                None => skipped.clone(),
             }
         } else {
-            CauseKey::default()
+            skipped.clone()
         };
         groups.entry(key).or_default().extend(cells);
     }
@@ -373,12 +311,17 @@ fn asymmetric(
         .into_iter()
         .map(|(key, mut cells)| {
             let (code, node) = (key.0.clone(), key.1.clone());
-            cells.sort();
+            cells.sort_unstable();
             let pairs: std::collections::BTreeSet<(&str, &str)> = cells
                 .iter()
-                .map(|k| (k.src.as_str(), k.dst.as_str()))
+                .map(|i| (bad.cells[*i].0, bad.cells[*i].1))
                 .collect();
-            let title = if code.is_empty() {
+            let title = if key == skipped {
+                format!(
+                    "{} pair(s) reach one way only (not explained here: `reachmap why` one of them)",
+                    pairs.len()
+                )
+            } else if code.is_empty() {
                 format!(
                     "{} pair(s) reach one way only, not explained by either end's facts",
                     pairs.len()
@@ -407,15 +350,21 @@ fn asymmetric(
             }
             f.code = code;
             f.node = node;
-            with_cells(f, cells, nodes)
+            bad.assign(f, &cells, nodes)
         })
         .collect()
 }
 
 /// A declared service (cells with a service name) failing from every
 /// source that probes it, on one destination.
-fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Vec<Finding> {
-    let mut by: BTreeMap<(&str, &str, u16), (usize, Vec<Key>)> = BTreeMap::new();
+fn services_down(
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    bad: &mut Bad,
+    why: &mut Explainer,
+    now: SystemTime,
+) -> Vec<Finding> {
+    let mut by: BTreeMap<(&str, &str, u16), (usize, Vec<usize>)> = BTreeMap::new();
     for c in m.iter() {
         let Some(service) = c.service else {
             continue;
@@ -425,14 +374,17 @@ fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) ->
         }
         let e = by.entry((service, c.dst, c.cell.port())).or_default();
         e.0 += 1;
-        if c.cell.state() == CellState::Failing {
-            e.1.push(Key::of(&c));
+        if c.cell.state() == CellState::Failing
+            && let Some(i) = bad.find((c.src, c.dst, c.cell.port()))
+            && !bad.covered[i]
+        {
+            e.1.push(i);
         }
     }
     by.into_iter()
         .filter(|(_, (all, failing))| *all >= 2 && failing.len() == *all)
         .map(|((service, dst, port), (all, mut cells))| {
-            cells.sort();
+            cells.sort_unstable();
             let mut f = Finding::new(
                 Kind::ServiceDown,
                 85,
@@ -441,10 +393,13 @@ fn services_down(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) ->
             f.detail = format!(
                 "every node that probes {service} on {dst}:{port} fails; the service or {dst} itself is the place to look"
             );
-            f.fix = format!("`reachmap why {} {dst}:{port}` names the cause on {dst}", cells[0].src);
+            f.fix = format!(
+                "`reachmap why {} {dst}:{port}` names the cause on {dst}",
+                bad.cells[cells[0]].0
+            );
             f.node = dst.to_string();
-            explain_one(&mut f, &cells, m, nodes, now);
-            with_cells(f, cells, nodes)
+            explain_one(&mut f, bad, &cells, m, nodes, why, now);
+            bad.assign(f, &cells, nodes)
         })
         .collect()
 }

@@ -12,22 +12,20 @@
 //!
 //! Pure over the state task's view of the fleet.
 
+mod cells;
 mod groups;
 pub mod stale;
 pub mod wire;
 
-use crate::probe::{CellRef, CellState, Matrix};
+use crate::probe::Matrix;
 use crate::state::Node;
-use crate::why::Explanation;
 use crate::why::code::CauseCode;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// Cells listed with a finding; `cell_count` has them all.
 pub const MAX_CELLS_LISTED: usize = 1000;
-/// Bad cells outside the matrix findings explained one by one with `why`.
-pub const MAX_EXPLAINED: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,16 +76,6 @@ pub struct Key {
     pub src: String,
     pub dst: String,
     pub port: u16,
-}
-
-impl Key {
-    fn of(c: &CellRef) -> Key {
-        Key {
-            src: c.src.to_string(),
-            dst: c.dst.to_string(),
-            port: c.cell.port(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -145,10 +133,6 @@ pub struct Report {
     pub uncovered_cells: u32,
 }
 
-fn is_bad(s: CellState) -> bool {
-    matches!(s, CellState::Failing | CellState::Degraded)
-}
-
 /// What makes two cells' top causes one: the code, the node it is on and
 /// its first fact (the rule, the stale address, the kill).
 fn cause_key(c: &crate::why::Cause) -> (String, String, String) {
@@ -173,48 +157,71 @@ fn since_text(t: i64) -> String {
 
 /// The fleet's findings now.
 pub fn detect(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Report {
-    let mut report = Report::default();
-    for c in m.iter() {
-        report.cells += 1;
-        if is_bad(c.cell.state()) {
-            report.bad_cells += 1;
+    let mut bad = cells::Bad::new(m);
+    let mut report = Report {
+        cells: u32::try_from(m.len()).unwrap_or(u32::MAX),
+        bad_cells: u32::try_from(bad.cells.len()).unwrap_or(u32::MAX),
+        ..Report::default()
+    };
+    let mut why = cells::Explainer::new(cells::EXPLAIN_BUDGET);
+    let mut findings = groups::matrix_findings(m, nodes, &mut bad, &mut why, now);
+    // The cells left, by destination and port — where one rule, one
+    // listener or one host most often explains them all. A group whose
+    // first, middle and last cells share the top cause is taken as one;
+    // otherwise its cells are asked one by one. Largest groups first.
+    let mut by_dst: BTreeMap<(&str, u16), Vec<usize>> = BTreeMap::new();
+    for i in bad.uncovered() {
+        let (_, d, p) = bad.cells[i];
+        by_dst.entry((d, p)).or_default().push(i);
+    }
+    let mut by_dst: Vec<Vec<usize>> = by_dst.into_values().collect();
+    by_dst.sort_by_key(|g| std::cmp::Reverse(g.len()));
+    type Grouped = BTreeMap<(String, String, String), (crate::why::Cause, Vec<usize>)>;
+    let mut by_cause: Grouped = BTreeMap::new();
+    let top = |why: &mut cells::Explainer, i: usize| {
+        why.explain(m, nodes, bad.cells[i], now)
+            .and_then(|e| e.causes.into_iter().next())
+    };
+    for g in by_dst {
+        let Some(first) = top(&mut why, g[0]) else {
+            continue;
+        };
+        let key = cause_key(&first);
+        let samples: Vec<usize> = [g.len() / 2, g.len() - 1]
+            .into_iter()
+            .filter(|j| *j > 0)
+            .collect();
+        let same = samples
+            .iter()
+            .all(|j| top(&mut why, g[*j]).is_some_and(|c| cause_key(&c) == key));
+        if same {
+            by_cause
+                .entry(key)
+                .or_insert((first, Vec::new()))
+                .1
+                .extend(&g);
+            continue;
+        }
+        by_cause
+            .entry(key)
+            .or_insert((first, Vec::new()))
+            .1
+            .push(g[0]);
+        for &i in &g[1..] {
+            if let Some(c) = top(&mut why, i) {
+                by_cause
+                    .entry(cause_key(&c))
+                    .or_insert((c, Vec::new()))
+                    .1
+                    .push(i);
+            }
         }
     }
-    let mut findings = groups::matrix_findings(m, nodes, now);
-    let mut covered: HashSet<Key> = findings
-        .iter()
-        .flat_map(|f| f.cells.iter().cloned())
-        .collect();
-    // Cells outside the matrix findings, explained and grouped by cause.
-    let mut rest: Vec<Key> = m
-        .iter()
-        .filter(|c| is_bad(c.cell.state()))
-        .map(|c| Key::of(&c))
-        .filter(|k| !covered.contains(k))
-        .collect();
-    rest.sort();
-    let explained = rest.len().min(MAX_EXPLAINED);
-    let mut by_cause: BTreeMap<(String, String, String), Vec<(Key, Explanation)>> = BTreeMap::new();
-    for k in &rest[..explained] {
-        let Ok(e) = crate::why::explain(m, nodes, &k.src, &k.dst, k.port, now) else {
-            continue;
-        };
-        let Some(top) = e.causes.first() else {
-            continue;
-        };
-        by_cause
-            .entry(cause_key(top))
-            .or_default()
-            .push((k.clone(), e));
-    }
-    for ((code, node, _), cells) in by_cause {
+    for ((code, node, _), (cause, mut cells)) in by_cause {
         if cells.len() < 2 {
             continue;
         }
-        let (_, first) = &cells[0];
-        let Some(cause) = first.causes.first() else {
-            continue;
-        };
+        cells.sort_unstable();
         let stale = [
             CauseCode::StaleAllowlistAddress,
             CauseCode::PeerAddressChanged,
@@ -248,10 +255,7 @@ pub fn detect(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Re
         f.fix = cause.fix.clone().unwrap_or_default();
         f.code = code;
         f.node = node;
-        f.cells = cells.into_iter().map(|(k, _)| k).collect();
-        f.cells.sort();
-        covered.extend(f.cells.iter().cloned());
-        findings.push(f);
+        findings.push(bad.assign(f, &cells, nodes));
     }
     let stale_titles: Vec<String> = findings
         .iter()
@@ -259,32 +263,25 @@ pub fn detect(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Re
         .map(|f| f.title.clone())
         .collect();
     findings.extend(stale_findings(nodes, &stale_titles));
-    report.uncovered_cells =
-        u32::try_from(rest.iter().filter(|k| !covered.contains(*k)).count()).unwrap_or(u32::MAX);
-    if rest.len() > explained {
-        report.findings.push({
-            let mut f = Finding::new(
-                Kind::SharedCause,
-                1,
-                format!(
-                    "{} more bad cells were not explained here (the first {explained} were)",
-                    rest.len() - explained
-                ),
-            );
-            f.detail = "ask `reachmap why SRC DST:PORT` for any of them".into();
-            f
-        });
-    }
+    let uncovered = bad.uncovered().len();
+    report.uncovered_cells = u32::try_from(uncovered).unwrap_or(u32::MAX);
     findings.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
             .then(a.kind.cmp(&b.kind))
             .then_with(|| a.title.cmp(&b.title))
     });
-    findings.append(&mut report.findings);
-    for f in &mut findings {
-        f.cell_count = u32::try_from(f.cells.len()).unwrap_or(u32::MAX);
-        f.cells.truncate(MAX_CELLS_LISTED);
+    if why.refused > 0 && uncovered > 0 {
+        let mut f = Finding::new(
+            Kind::SharedCause,
+            1,
+            format!(
+                "{uncovered} bad cell(s) not grouped here: the time for explaining them ran out after {} answers",
+                why.asked
+            ),
+        );
+        f.detail = "ask `reachmap why SRC DST:PORT` for any of them".into();
+        findings.push(f);
     }
     report.findings = findings;
     report
