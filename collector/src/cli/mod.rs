@@ -186,7 +186,7 @@ pub enum ClientAction {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Deny every certificate issued to the client NAME: its next request and handshake are refused
+    /// Deny every certificate issued to the client NAME: every request it makes from then on is refused
     Revoke { name: String },
 }
 
@@ -280,6 +280,16 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn status(url: &str, s: tonic::Status) -> CliError {
+    // "transport error" alone says nothing: what the connection died of
+    // (a TLS alert such as a revoked certificate, a reset) is in its source.
+    if s.message() == "transport error"
+        && let Some(src) = std::error::Error::source(&s)
+    {
+        return CliError::Unreachable {
+            url: url.to_string(),
+            reason: format!("transport error: {}", root_cause(src)),
+        };
+    }
     match s.code() {
         tonic::Code::Unavailable => CliError::Unreachable {
             url: url.to_string(),

@@ -142,6 +142,7 @@ impl Trust {
         }
         if let Some(info) = peer.and_then(|p| p.cert.as_ref()) {
             if self.is_denied(&info.serial) {
+                tracing::warn!(serial = %info.serial, identity = ?info.identity(), "refused a revoked certificate");
                 return Err(Denied::Unauthenticated(
                     "this certificate is revoked".into(),
                 ));
@@ -242,7 +243,7 @@ impl Trust {
     }
 
     /// Denies every certificate of query client `name` (`issue-client
-    /// NAME`): its next request and handshake are refused.
+    /// NAME`): every request it makes from then on is refused.
     pub fn revoke_client(&self, name: &str) -> Result<u32, String> {
         let n = self
             .book

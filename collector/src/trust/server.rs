@@ -65,6 +65,13 @@ impl ClientCertVerifier for Verifier {
             .verify_client_cert(end_entity, intermediates, now)?;
         let info = reachmap_tls::cert_info(end_entity).map_err(rustls::Error::General)?;
         if self.trust.is_denied(&info.serial) {
+            // A query client (a person at a terminal) is let through the
+            // handshake and refused on its first request, so it is told
+            // why; a TLS alert reaches a client that wrote first as a
+            // broken pipe. A node is refused here.
+            if matches!(info.identity(), Some(reachmap_tls::Identity::Client { .. })) {
+                return Ok(ClientCertVerified::assertion());
+            }
             tracing::warn!(serial = %info.serial, identity = ?info.identity(), "refused a revoked certificate");
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Revoked,

@@ -2990,8 +2990,8 @@ pub mod query_client {
                 .insert(GrpcMethod::new("reachmap.v1.Query", "ListClients"));
             self.inner.unary(req, path, codec).await
         }
-        /// Puts a query client's certificates on the deny-list: its next request
-        /// and handshake are refused (operator only).
+        /// Puts a query client's certificates on the deny-list: every request it
+        /// makes from then on is refused (operator only).
         pub async fn revoke_client(
             &mut self,
             request: impl tonic::IntoRequest<super::RevokeClientRequest>,
@@ -3148,8 +3148,8 @@ pub mod query_server {
             tonic::Response<super::ListClientsResponse>,
             tonic::Status,
         >;
-        /// Puts a query client's certificates on the deny-list: its next request
-        /// and handshake are refused (operator only).
+        /// Puts a query client's certificates on the deny-list: every request it
+        /// makes from then on is refused (operator only).
         async fn revoke_client(
             &self,
             request: tonic::Request<super::RevokeClientRequest>,
