@@ -13,7 +13,7 @@ const SINCE_SAMPLE: usize = 50;
 
 /// How long one `findings` may spend in `why` altogether: the state task
 /// answers nothing else meanwhile. Cells left unexplained are counted.
-pub const EXPLAIN_BUDGET: Duration = Duration::from_millis(100);
+pub const EXPLAIN_BUDGET: Duration = Duration::from_millis(50);
 
 /// The failing and degraded cells, in (src, dst, port) order, and which of
 /// them a finding covers.
