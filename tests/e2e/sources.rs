@@ -452,13 +452,27 @@ impl Mount {
         Mount(dir.to_path_buf())
     }
 
+    /// Remounts it read-only. The kernel refuses (EBUSY) while a file is
+    /// open for writing there — an agent's outbox log stays open until its
+    /// events are synced, within a second — so this tries for a while.
     fn read_only(&self) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", "remount,ro"])
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "cannot remount {} read-only", self.0.display());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ok = std::process::Command::new("mount")
+                .args(["-o", "remount,ro"])
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cannot remount {} read-only",
+                self.0.display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 }
 
