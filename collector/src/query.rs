@@ -471,19 +471,11 @@ impl pb::query_server::Query for Query {
         let name = request.into_inner().name;
         reachmap_proto::check_node_name(&name)
             .map_err(|e| Status::invalid_argument(e.replace("node name", "client name")))?;
-        let certificates = self.trust.revoke_client(&name).map_err(Status::internal)?;
-        if certificates == 0
-            && !self
-                .trust
-                .clients()
-                .map_err(Status::internal)?
-                .iter()
-                .any(|c| c.node == name)
-        {
+        let Some(certificates) = self.trust.revoke_client(&name).map_err(Status::internal)? else {
             return Err(Status::not_found(format!(
                 "no client certificate was issued to {name:?} (reachmap client list shows those there are)"
             )));
-        }
+        };
         tracing::warn!(?caller, client = %name, certificates, "client revoked");
         Ok(Response::new(pb::RevokeClientResponse { certificates }))
     }

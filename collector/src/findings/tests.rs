@@ -2,9 +2,9 @@
 //! make it, once, covering exactly its cells.
 
 use super::*;
-use crate::model::{Addr, Interface, NodeFacts, Route};
 use crate::probe::{FailureCounts, Outcome, PlannedTarget, ProbeKind, TargetState, WindowInput};
 use crate::state::unix_nanos;
+use crate::why::tests::facts;
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -13,37 +13,6 @@ const PORT: u16 = 7442;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
-}
-
-pub(crate) fn facts(addr: &str) -> NodeFacts {
-    let mut f = NodeFacts::default();
-    f.interfaces.insert(
-        2,
-        Interface {
-            index: 2,
-            name: "eth0".into(),
-            mac: String::new(),
-            mtu: 1500,
-            admin_up: true,
-            oper_state: "up".into(),
-            kind: "veth".into(),
-            addresses: vec![Addr {
-                ip: ip(addr),
-                prefix_len: 16,
-                scope: "universe".into(),
-            }],
-        },
-    );
-    f.routes.push(Route {
-        destination: ip("198.18.0.0"),
-        prefix_len: 16,
-        gateway: None,
-        interface: "eth0".into(),
-        preferred_source: None,
-        metric: 0,
-        table: 254,
-    });
-    f
 }
 
 /// iptables-save text through the agent's parser, its wire conversion and

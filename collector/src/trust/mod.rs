@@ -243,8 +243,9 @@ impl Trust {
     }
 
     /// Denies every certificate of query client `name` (`issue-client
-    /// NAME`): every request it makes from then on is refused.
-    pub fn revoke_client(&self, name: &str) -> Result<u32, String> {
+    /// NAME`): every request it makes from then on is refused. `None` when
+    /// no certificate was issued to that name.
+    pub fn revoke_client(&self, name: &str) -> Result<Option<u32>, String> {
         let n = self
             .book
             .write()

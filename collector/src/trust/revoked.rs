@@ -196,10 +196,18 @@ impl CertBook {
     }
 
     /// Denies every certificate of query client `name`, including those
-    /// issued offline since this book was read.
-    pub fn revoke_client(&mut self, name: &str, now_unix: i64) -> Result<u32, TrustError> {
+    /// issued offline since this book was read; `None` when no certificate
+    /// was ever issued to that name.
+    pub fn revoke_client(&mut self, name: &str, now_unix: i64) -> Result<Option<u32>, TrustError> {
         self.refresh(now_unix)?;
-        self.revoke(CertKind::Client, name, now_unix)
+        if !self
+            .certs
+            .values()
+            .any(|c| c.kind == CertKind::Client && c.node == name)
+        {
+            return Ok(None);
+        }
+        self.revoke(CertKind::Client, name, now_unix).map(Some)
     }
 
     fn revoke(&mut self, kind: CertKind, name: &str, now_unix: i64) -> Result<u32, TrustError> {
@@ -285,7 +293,7 @@ mod tests {
         let reread = CertBook::open(docs(d.path()), d.path()).expect("reopen");
         assert_eq!(reread.clients().len(), 1, "the offline client is kept");
         // A client named like a node: revoking the client leaves the node.
-        assert_eq!(running.revoke_client("ann", 3).expect("revoke"), 1);
+        assert_eq!(running.revoke_client("ann", 3).expect("revoke"), Some(1));
         assert!(running.is_denied("c-1"));
         assert!(!running.is_denied("n-1"), "node ann is not the client ann");
         assert!(!running.node_revoked("ann"));
@@ -293,7 +301,7 @@ mod tests {
         assert_eq!(clients[0].role.as_deref(), Some("viewer"));
         assert_eq!(clients[0].revoked_unix, Some(3));
         // Unknown client: nothing denied.
-        assert_eq!(running.revoke_client("nobody", 4).expect("revoke"), 0);
+        assert_eq!(running.revoke_client("nobody", 4).expect("revoke"), None);
         let reread = CertBook::open(docs(d.path()), d.path()).expect("reopen");
         assert!(reread.is_denied("c-1") && !reread.is_denied("n-1"));
     }

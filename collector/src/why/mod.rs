@@ -7,7 +7,7 @@
 pub(crate) mod causes;
 pub mod code;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod wire;
 
 use crate::probe::{CellState, Matrix, ProbeKind};

@@ -29,7 +29,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
-fn facts(addr: &str) -> NodeFacts {
+/// A host with one address on eth0 in 198.18.0.0/24 and its route.
+pub(crate) fn facts(addr: &str) -> NodeFacts {
     let mut f = NodeFacts::default();
     f.interfaces.insert(
         2,
