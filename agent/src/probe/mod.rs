@@ -189,6 +189,10 @@ impl Prober {
         // delays the next round, never piles rounds up.
         let mut lookups: Option<Lookups> = None;
         let mut plan_open = true;
+        // State changes waiting for room on `out`, oldest first. They are
+        // never dropped; meanwhile probing goes on and batches (which a
+        // change must not overtake) are dropped and counted.
+        let mut changes: std::collections::VecDeque<ProberOutput> = Default::default();
         if let Some(b) = &self.health {
             b.ok(Source::Prober);
         }
@@ -205,6 +209,12 @@ impl Prober {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
+                permit = out.reserve(), if !changes.is_empty() => {
+                    let Ok(permit) = permit else { return };
+                    if let Some(change) = changes.pop_front() {
+                        permit.send(change);
+                    }
+                }
                 changed = plan_rx.changed(), if plan_open => {
                     if changed.is_err() {
                         plan_open = false;
@@ -227,10 +237,7 @@ impl Prober {
                     let change = running.as_mut().and_then(|r| record(r, version, i, result, at));
                     if let Some(change) = change {
                         self.stats.state_changes.fetch_add(1, Ordering::Relaxed);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            sent = out.send(ProberOutput::Changed(change)) => if sent.is_err() { return },
-                        }
+                        changes.push_back(ProberOutput::Changed(change));
                     }
                 }
                 _ = sleep_until(wake), if wake.is_some() => {
@@ -238,7 +245,9 @@ impl Prober {
                     let now = Instant::now();
                     if now >= r.batch_due {
                         r.batch_due = now + r.plan.interval;
-                        if !self.send_batch(r, &out) {
+                        if !changes.is_empty() {
+                            self.stats.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                        } else if !self.send_batch(r, &out) {
                             return;
                         }
                         if lookups.is_none() {
