@@ -145,7 +145,7 @@ pub fn facts(f: &NodeFacts) -> pb::Snapshot {
 pub fn detail(n: &Node) -> pb::NodeDetail {
     pb::NodeDetail {
         summary: Some(summary(n)),
-        facts: n.facts.as_ref().map(facts),
+        facts: n.facts.as_deref().map(facts),
         recent_events: n
             .events
             .iter()
@@ -180,15 +180,18 @@ pub async fn why(
         })
 }
 
-/// The fleet's findings now, worked out in the state task.
-pub async fn findings(fleet: &Fleet) -> Result<crate::findings::Report, Status> {
+/// The fleet's findings: made from a copy of the fleet off the state task,
+/// and kept while the fleet does not change (`Fleet::findings`).
+pub async fn findings(fleet: &Fleet) -> Result<std::sync::Arc<crate::findings::Report>, Status> {
     fleet
-        .read_matrix(|m, nodes| crate::findings::detect(m, nodes, std::time::SystemTime::now()))
+        .findings()
         .await
+        .map(|made| made.value)
         .ok_or_else(|| Status::unavailable("collector is shutting down"))
 }
 
-/// A what-if request checked, then evaluated in the state task.
+/// A what-if request checked, then evaluated on a copy of the fleet off
+/// the state task.
 pub async fn what_if(fleet: &Fleet, r: pb::WhatIfRequest) -> Result<crate::whatif::Impact, Status> {
     reachmap_proto::check_node_name(&r.node).map_err(Status::invalid_argument)?;
     let ruleset = r
@@ -214,16 +217,19 @@ pub async fn what_if(fleet: &Fleet, r: pb::WhatIfRequest) -> Result<crate::whati
         ));
     }
     let node = r.node;
-    fleet
-        .read_matrix(move |m, nodes| {
-            crate::whatif::evaluate(m, nodes, &node, ruleset.as_ref(), &changes)
-        })
+    let view = fleet
+        .view()
         .await
-        .ok_or_else(|| Status::unavailable("collector is shutting down"))?
-        .map_err(|e| match e {
-            crate::whatif::WhatIfError::NoSuchNode(_) => Status::not_found(e.to_string()),
-            crate::whatif::WhatIfError::Bad(_) => Status::failed_precondition(e.to_string()),
-        })
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+    tokio::task::spawn_blocking(move || {
+        crate::whatif::evaluate(&view.matrix, &view.nodes, &node, ruleset.as_ref(), &changes)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("what-if stopped: {e}")))?
+    .map_err(|e| match e {
+        crate::whatif::WhatIfError::NoSuchNode(_) => Status::not_found(e.to_string()),
+        crate::whatif::WhatIfError::Bad(_) => Status::failed_precondition(e.to_string()),
+    })
 }
 
 /// A copy of the matrix now (from the state task), or as it was at `at`

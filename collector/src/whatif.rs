@@ -11,7 +11,7 @@
 //!   reference to OLD in the fleet — allow-list rules, names resolving to
 //!   it — is listed ([`crate::findings::stale`]).
 //!
-//! Pure over the state task's view of the fleet.
+//! Pure over a copy of the fleet (`state::View`), made off the state task.
 
 use crate::findings::stale;
 use crate::model::NodeFacts;

@@ -23,7 +23,7 @@ fn keys(v: &[CellImpact]) -> Vec<(&str, &str, u16)> {
 #[test]
 fn a_ruleset_dropping_a_port_in_use_breaks_exactly_its_cells() {
     let mut w = World::new(&["a", "b", "c"]);
-    w.node("b").facts.as_mut().expect("facts").firewall = Some(iptables(ACCEPT_ALL));
+    w.node("b").facts_mut().firewall = Some(iptables(ACCEPT_ALL));
     w.report(&[7442, 8080], |_, _, _| TargetState::Ok);
     let i = ruleset(&w.matrix, &w.nodes, "b", &iptables(&drop_port(8080))).expect("evaluated");
     assert_eq!(keys(&i.breaks), vec![("a", "b", 8080), ("c", "b", 8080)]);
@@ -50,7 +50,7 @@ fn a_ruleset_dropping_a_port_in_use_breaks_exactly_its_cells() {
 #[test]
 fn a_failing_cell_the_ruleset_lets_through_is_fixed_and_others_stay_broken() {
     let mut w = World::new(&["a", "b"]);
-    w.node("b").facts.as_mut().expect("facts").firewall = Some(iptables(&drop_port(8080)));
+    w.node("b").facts_mut().firewall = Some(iptables(&drop_port(8080)));
     w.report(&[7442, 8080, 9090], |_, _, p| {
         if p == 7442 {
             TargetState::Ok
@@ -74,7 +74,7 @@ fn a_failing_cell_the_ruleset_lets_through_is_fixed_and_others_stay_broken() {
 fn an_address_change_finds_the_allow_list_that_would_go_stale() {
     let mut w = World::new(&["a", "b", "c"]);
     // c lets only a (.10) in on the probe port.
-    w.node("c").facts.as_mut().expect("facts").firewall = Some(iptables(
+    w.node("c").facts_mut().firewall = Some(iptables(
         "*filter\n:INPUT DROP [0:0]\n-A INPUT -s 198.18.0.10/32 -p tcp -m tcp --dport 7442 -j ACCEPT\n-A INPUT -s 198.18.0.11/32 -p tcp -m tcp --dport 7442 -j ACCEPT\nCOMMIT\n",
     ));
     w.report(&[7442], |_, _, _| TargetState::Ok);

@@ -119,6 +119,40 @@ pub fn http_get(
     Ok((f.first_byte, f.total, f.body_len))
 }
 
+/// What a findings answer says of itself: when the copy of the fleet it
+/// was made from was taken, and how long making it took.
+pub struct Made {
+    pub as_of: i64,
+    pub compute: Duration,
+}
+
+/// `/api/v1/findings`, timed, and what the answer says of itself.
+pub fn findings_get(
+    addr: SocketAddr,
+    buf: &mut Vec<u8>,
+    made: &mut Vec<Made>,
+) -> anyhow::Result<(Duration, Duration, usize)> {
+    let (f, body) = http::get(addr, "/api/v1/findings", buf)?;
+    if f.status != 200 {
+        bail!("/api/v1/findings: status {}", f.status);
+    }
+    let v: serde_json::Value = serde_json::from_slice(&buf[body..body + f.body_len])
+        .context("/api/v1/findings: the body is not JSON")?;
+    let as_of = v["as_of"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| t.timestamp_nanos_opt())
+        .context("/api/v1/findings: no as_of")?;
+    let micros = v["compute_micros"]
+        .as_u64()
+        .context("/api/v1/findings: no compute_micros")?;
+    made.push(Made {
+        as_of,
+        compute: Duration::from_micros(micros),
+    });
+    Ok((f.first_byte, f.total, f.body_len))
+}
+
 pub fn cli_matrix(cli: &PathBuf, url: &str) -> anyhow::Result<(Duration, Duration, usize)> {
     let auth: Vec<String> = match crate::tls::CREDS.get() {
         Some(c) => vec!["--credentials".into(), c.bundle.display().to_string()],
@@ -214,6 +248,8 @@ pub struct Rounds {
     pub why: Series,
     /// `/api/v1/findings`: the whole fleet's findings.
     pub findings: Series,
+    /// What each findings answer said of itself.
+    pub findings_made: Vec<Made>,
     /// `what-if` of a 5,000-rule ruleset for one agent, over gRPC.
     pub what_if: Series,
     pub grpc: Series,
@@ -300,7 +336,7 @@ pub fn query_rounds(
             r.why.add(measured(pid, || http_get(addr, &path, buf, 200)));
         }
         r.findings.add(measured(pid, || {
-            http_get(addr, "/api/v1/findings", buf, 200)
+            findings_get(addr, buf, &mut r.findings_made)
         }));
         round += 1;
         std::thread::sleep(Duration::from_millis(500));

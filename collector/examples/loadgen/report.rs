@@ -191,6 +191,21 @@ pub fn print(run: Run) {
     rounds
         .findings
         .print("GET /api/v1/findings (the whole fleet)", true, share);
+    // Findings are kept while the fleet does not change: the answers made
+    // afresh are the ones with an as_of not seen before.
+    let mut fresh = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in &rounds.findings_made {
+        if seen.insert(m.as_of) {
+            fresh.push(m.compute);
+        }
+    }
+    println!(
+        "  findings made afresh for {} of {} answers; making them (fleet copy included): {}",
+        fresh.len(),
+        rounds.findings_made.len(),
+        summary(fresh)
+    );
     rounds.what_if.print(
         "gRPC WhatIf: a 5,000-rule ruleset for one agent against its cells",
         false,

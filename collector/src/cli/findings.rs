@@ -15,17 +15,24 @@ const MAX_RULESET_BYTES: u64 = 64 * 1024 * 1024;
 
 pub fn render_findings(r: &Report) -> String {
     let mut out = String::new();
+    let as_of = if r.as_of > 0 {
+        chrono::DateTime::from_timestamp_nanos(r.as_of)
+            .format(", as of %H:%M:%S UTC")
+            .to_string()
+    } else {
+        String::new()
+    };
     if r.findings.is_empty() {
         let _ = writeln!(
             out,
-            "no findings: {} cells, {} failing or degraded",
+            "no findings: {} cells, {} failing or degraded{as_of}",
             r.cells, r.bad_cells
         );
         return out;
     }
     let _ = writeln!(
         out,
-        "{} finding(s) over {} cells ({} failing or degraded, {} not covered by a finding)\n",
+        "{} finding(s) over {} cells ({} failing or degraded, {} not covered by a finding){as_of}\n",
         r.findings.len(),
         r.cells,
         r.bad_cells,

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Cells sampled for when a group of cells turned bad.
 const SINCE_SAMPLE: usize = 50;
 
-/// How long one `findings` may spend in `why` altogether: the state task
-/// answers nothing else meanwhile. Cells left unexplained are counted.
+/// How long one `findings` may spend in `why` altogether, so a fleet of
+/// many different causes still gets its answer promptly. Cells left
+/// unexplained are counted.
 pub const EXPLAIN_BUDGET: Duration = Duration::from_millis(50);
 
 /// The failing and degraded cells, in (src, dst, port) order, and which of

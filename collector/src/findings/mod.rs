@@ -10,7 +10,7 @@
 //! behind two or more cells is one finding. Last, every former address of a
 //! node still named anywhere in the fleet (`stale`).
 //!
-//! Pure over the state task's view of the fleet.
+//! Pure over a copy of the fleet (`state::View`), made off the state task.
 
 mod cells;
 mod groups;
@@ -131,6 +131,12 @@ pub struct Report {
     pub cells: u32,
     pub bad_cells: u32,
     pub uncovered_cells: u32,
+    /// Unix nanoseconds: when the copy of the fleet they were made from was
+    /// taken (0 when not made yet).
+    #[serde(serialize_with = "crate::why::time_json")]
+    pub as_of: i64,
+    /// How long making them took, copying the fleet included.
+    pub compute_micros: u64,
 }
 
 /// What makes two cells' top causes one: the code, the node it is on and

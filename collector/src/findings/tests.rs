@@ -188,7 +188,7 @@ fn one_rule_behind_five_cells_is_one_finding() {
         ));
     }
     rules.push_str("COMMIT\n");
-    w.node("n0").facts.as_mut().expect("facts").firewall = Some(iptables(&rules));
+    w.node("n0").facts_mut().firewall = Some(iptables(&rules));
     let cut: Vec<&str> = names[1..6].to_vec();
     w.report(
         &[PORT],
@@ -206,7 +206,7 @@ fn one_rule_behind_five_cells_is_one_finding() {
     let rules = format!(
         "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 198.18.0.8/29 -p tcp -m tcp --dport {PORT} -j DROP\nCOMMIT\n"
     );
-    w.node("n0").facts.as_mut().expect("facts").firewall = Some(iptables(&rules));
+    w.node("n0").facts_mut().firewall = Some(iptables(&rules));
     let cut: Vec<&str> = names[1..6].to_vec();
     w.report(
         &[PORT],
@@ -230,7 +230,7 @@ fn one_rule_behind_five_cells_is_one_finding() {
     // pairs reach each other, the five cells share one cause.
     let mut w = World::new(&names);
     let rules = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 198.18.0.8/29 -p tcp -m tcp --dport 8080 -j DROP\nCOMMIT\n";
-    w.node("n0").facts.as_mut().expect("facts").firewall = Some(iptables(rules));
+    w.node("n0").facts_mut().firewall = Some(iptables(rules));
     let cut: Vec<&str> = names[1..6].to_vec();
     w.report(&[PORT, 8080], move |s, d, p| {
         if p == 8080 && d == "n0" && cut.contains(&s) {
@@ -261,7 +261,7 @@ fn a_one_way_pair_names_the_side_whose_facts_explain_it() {
     let rules = format!(
         "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 198.18.0.10/32 -p tcp -m tcp --dport {PORT} -j DROP\nCOMMIT\n"
     );
-    w.node("b").facts.as_mut().expect("facts").firewall = Some(iptables(&rules));
+    w.node("b").facts_mut().firewall = Some(iptables(&rules));
     w.report(&[PORT], ok_unless(|s, d| s == "a" && d == "b"));
     let r = w.findings();
     assert_eq!(kinds(&r), vec![Kind::Asymmetric], "{r:#?}");
@@ -285,9 +285,7 @@ fn an_old_address_still_in_an_allow_list_is_found_without_a_failing_cell() {
     let mut w = World::new(&["a", "b", "c"]);
     // b moved from .11 to .21; c still lets .11 in on 5432, nobody probes it.
     w.node("b")
-        .facts
-        .as_mut()
-        .expect("facts")
+        .facts_mut()
         .interfaces
         .get_mut(&2)
         .expect("eth0")
@@ -305,7 +303,7 @@ fn an_old_address_still_in_an_allow_list_is_found_without_a_failing_cell() {
             added: None,
         }),
     );
-    w.node("c").facts.as_mut().expect("facts").firewall = Some(iptables(
+    w.node("c").facts_mut().firewall = Some(iptables(
         "*filter\n:INPUT DROP [0:0]\n-A INPUT -s 198.18.0.11/32 -p tcp -m tcp --dport 5432 -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 7442 -j ACCEPT\nCOMMIT\n",
     ));
     w.report(&[PORT], |_, _, _| TargetState::Ok);

@@ -11,6 +11,8 @@ pub fn report(r: &Report) -> pb::FindingsResponse {
         cells: r.cells,
         bad_cells: r.bad_cells,
         uncovered_cells: r.uncovered_cells,
+        as_of_unix_nanos: r.as_of,
+        compute_micros: r.compute_micros,
     }
 }
 
@@ -92,5 +94,7 @@ pub fn from_pb(r: &pb::FindingsResponse) -> Report {
         cells: r.cells,
         bad_cells: r.bad_cells,
         uncovered_cells: r.uncovered_cells,
+        as_of: r.as_of_unix_nanos,
+        compute_micros: r.compute_micros,
     }
 }

@@ -4,8 +4,10 @@
 //! wait (Block): an agent stream slows down rather than losing a fact.
 
 mod probing;
+mod view;
 
 pub use probing::{Probing, probe_addresses};
+pub use view::View;
 
 use crate::clock::Sample;
 use crate::config::ProbeSettings;
@@ -14,11 +16,13 @@ use crate::probe::{Matrix, ResolvedName, WindowInput};
 use crate::store::{FactWrite, NodeRecord, Store, Write};
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 const COMMAND_QUEUE: usize = 1024;
+const READ_QUEUE: usize = 256;
 /// Recent events kept per node.
 pub const EVENTS_PER_NODE: usize = 1000;
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
@@ -49,6 +53,19 @@ struct Stream {
     outbound: Outbound,
 }
 
+impl Stream {
+    /// A stream whose other end is gone: what a node rebuilt from the store,
+    /// or copied out of the state task, has to say it was connected.
+    fn gone(session: SessionId) -> Stream {
+        let (outbound, _) = mpsc::channel(1);
+        Stream {
+            session,
+            cancel: CancellationToken::new(),
+            outbound,
+        }
+    }
+}
+
 /// Everything known about one node.
 pub struct Node {
     pub name: String,
@@ -63,10 +80,13 @@ pub struct Node {
     /// When the current stream started, or the last one ended.
     pub since: SystemTime,
     pub last_seen: SystemTime,
-    pub facts: Option<NodeFacts>,
+    /// Shared with the copies `View` takes; a change to a shared one
+    /// copies it first (`Arc::make_mut`).
+    pub facts: Option<Arc<NodeFacts>>,
     /// Addresses from the registry, until the first snapshot arrives.
     pub remembered_addresses: Vec<String>,
-    pub events: VecDeque<StoredEvent>,
+    /// Shared with the copies `View` takes, like `facts`.
+    pub events: Arc<VecDeque<StoredEvent>>,
     /// The content hash of each part of the facts last stored.
     stored_parts: std::collections::HashMap<&'static str, [u8; 32]>,
     /// When a resources sample was last stored.
@@ -96,7 +116,7 @@ impl Node {
             last_seen: now,
             facts: None,
             remembered_addresses: Vec::new(),
-            events: VecDeque::new(),
+            events: Arc::default(),
             stored_parts: Default::default(),
             resources_stored: None,
             clock: None,
@@ -115,16 +135,17 @@ impl Node {
     #[cfg(test)]
     pub(crate) fn for_test(name: &str, connected: bool, facts: Option<NodeFacts>) -> Node {
         let mut n = Node::new(name, SystemTime::now());
-        n.facts = facts;
+        n.facts = facts.map(Arc::new);
         if connected {
-            let (outbound, _) = mpsc::channel(1);
-            n.stream = Some(Stream {
-                session: 1,
-                cancel: CancellationToken::new(),
-                outbound,
-            });
+            n.stream = Some(Stream::gone(1));
         }
         n
+    }
+
+    /// The facts, for a test to change; a node without facts is a test bug.
+    #[cfg(test)]
+    pub(crate) fn facts_mut(&mut self) -> &mut NodeFacts {
+        Arc::make_mut(self.facts.as_mut().expect("the node has facts"))
     }
 
     #[cfg(test)]
@@ -144,16 +165,11 @@ impl Node {
         at: SystemTime,
     ) -> Node {
         let mut n = Node::new(name, at);
-        n.facts = facts;
+        n.facts = facts.map(Arc::new);
         n.names = names;
-        n.events = events.into();
+        n.events = Arc::new(events.into());
         if connected {
-            let (outbound, _) = mpsc::channel(1);
-            n.stream = Some(Stream {
-                session: 0,
-                cancel: CancellationToken::new(),
-                outbound,
-            });
+            n.stream = Some(Stream::gone(0));
         }
         n
     }
@@ -234,10 +250,11 @@ impl Node {
 
     fn push_event(&mut self, e: StoredEvent) {
         self.events_total += 1;
-        if self.events.len() == EVENTS_PER_NODE {
-            self.events.pop_front();
+        let events = Arc::make_mut(&mut self.events);
+        if events.len() == EVENTS_PER_NODE {
+            events.pop_front();
         }
-        self.events.push_back(e);
+        events.push_back(e);
     }
 
     fn to_record(&self) -> NodeRecord {
@@ -265,8 +282,8 @@ fn from_unix_nanos(n: i64) -> SystemTime {
 
 /// A read-only look at every node, run inside the owner task.
 type Reader = Box<dyn FnOnce(&BTreeMap<String, Node>) + Send>;
-/// The same, with the matrix.
-type MatrixReader = Box<dyn FnOnce(&Matrix, &BTreeMap<String, Node>) + Send>;
+/// The same, with the matrix and the fleet's generation.
+type MatrixReader = Box<dyn FnOnce(&Matrix, &BTreeMap<String, Node>, u64) + Send>;
 type CommandReply = oneshot::Sender<Result<oneshot::Receiver<pb::CommandResult>, String>>;
 
 enum Cmd {
@@ -299,7 +316,12 @@ enum Cmd {
 #[derive(Clone)]
 pub struct Fleet {
     tx: mpsc::Sender<Cmd>,
+    /// Queries: the owner takes these before any command waiting on `tx`,
+    /// so a question never queues behind ingest.
+    reads: mpsc::Sender<Cmd>,
     store: Store,
+    /// The latest findings and the fleet generation they were made from.
+    findings: view::Slot<crate::findings::Report>,
 }
 
 impl Fleet {
@@ -326,6 +348,7 @@ impl Fleet {
             nodes.insert(rec.name, n);
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (reads, reads_rx) = mpsc::channel(READ_QUEUE);
         let mut probing = Probing::new(probe, unix_nanos(SystemTime::now()));
         probing.matrix.keep_changes();
         for name in nodes.keys() {
@@ -336,9 +359,18 @@ impl Fleet {
             store: store.clone(),
             dirty: false,
             probing,
+            generation: 0,
         };
-        let task = tokio::spawn(owner.run(rx, shutdown));
-        (Fleet { tx, store }, task)
+        let task = tokio::spawn(owner.run(rx, reads_rx, shutdown));
+        (
+            Fleet {
+                tx,
+                reads,
+                store,
+                findings: view::Slot::default(),
+            },
+            task,
+        )
     }
 
     /// The store, for the history the state task does not hold.
@@ -349,6 +381,10 @@ impl Fleet {
     async fn send(&self, cmd: Cmd) {
         // Fails only when the owner has stopped, i.e. during shutdown.
         let _ = self.tx.send(cmd).await;
+    }
+
+    async fn send_read(&self, cmd: Cmd) {
+        let _ = self.reads.send(cmd).await;
     }
 
     pub async fn attach(
@@ -424,7 +460,7 @@ impl Fleet {
         timeout: Duration,
     ) -> Result<pb::CommandResult, String> {
         let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Command {
+        self.send_read(Cmd::Command {
             node: node.into(),
             kind,
             reply,
@@ -448,9 +484,18 @@ impl Fleet {
         &self,
         f: impl FnOnce(&Matrix, &BTreeMap<String, Node>) -> T + Send + 'static,
     ) -> Option<T> {
+        self.read_matrix_generation(move |m, nodes, _| f(m, nodes))
+            .await
+    }
+
+    /// The same, told the fleet's generation too.
+    async fn read_matrix_generation<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Matrix, &BTreeMap<String, Node>, u64) -> T + Send + 'static,
+    ) -> Option<T> {
         let (reply, rx) = oneshot::channel();
-        self.send(Cmd::ReadMatrix(Box::new(move |m, nodes| {
-            let _ = reply.send(f(m, nodes));
+        self.send_read(Cmd::ReadMatrix(Box::new(move |m, nodes, generation| {
+            let _ = reply.send(f(m, nodes, generation));
         })))
         .await;
         rx.await.ok()
@@ -462,7 +507,7 @@ impl Fleet {
         f: impl FnOnce(&BTreeMap<String, Node>) -> T + Send + 'static,
     ) -> Option<T> {
         let (reply, rx) = oneshot::channel();
-        self.send(Cmd::Read(Box::new(move |nodes| {
+        self.send_read(Cmd::Read(Box::new(move |nodes| {
             let _ = reply.send(f(nodes));
         })))
         .await;
@@ -475,6 +520,10 @@ struct Owner {
     store: Store,
     dirty: bool,
     probing: Probing,
+    /// Counts the changes an answer over the whole fleet could see: a cell's
+    /// state, a node's facts, events, names or stream. A copy of the same
+    /// generation would give the same findings.
+    generation: u64,
 }
 
 /// How often plans are recomputed (when the fleet changed) and stale cells
@@ -482,19 +531,28 @@ struct Owner {
 const PLAN_EVERY: Duration = Duration::from_millis(500);
 
 impl Owner {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, shutdown: CancellationToken) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Cmd>,
+        mut reads: mpsc::Receiver<Cmd>,
+        shutdown: CancellationToken,
+    ) {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut plan = tokio::time::interval(PLAN_EVERY);
         plan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // In this order: under full ingest `rx` is never empty, and a
+            // query or a due tick would otherwise wait behind it.
             tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(read) = reads.recv() => self.handle(read, SystemTime::now()),
+                _ = flush.tick() => self.flush(),
+                _ = plan.tick() => self.probing.tick(&self.nodes, unix_nanos(SystemTime::now())),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd, SystemTime::now()),
                     None => break,
                 },
-                _ = flush.tick() => self.flush(),
-                _ = plan.tick() => self.probing.tick(&self.nodes, unix_nanos(SystemTime::now())),
-                _ = shutdown.cancelled() => break,
             }
             self.store_cell_changes();
         }
@@ -519,7 +577,11 @@ impl Owner {
     }
 
     fn store_cell_changes(&mut self) {
-        for c in self.probing.matrix.take_changes() {
+        let changes = self.probing.matrix.take_changes();
+        if !changes.is_empty() {
+            self.generation += 1;
+        }
+        for c in changes {
             self.store.queue(Write::Cell(c));
         }
     }
@@ -547,6 +609,16 @@ impl Owner {
     }
 
     fn handle(&mut self, cmd: Cmd, now: SystemTime) {
+        if matches!(
+            cmd,
+            Cmd::Attach { .. }
+                | Cmd::Snapshot(..)
+                | Cmd::Delta(..)
+                | Cmd::Event(..)
+                | Cmd::Detach(..)
+        ) {
+            self.generation += 1;
+        }
         match cmd {
             Cmd::Attach {
                 hello,
@@ -559,7 +631,7 @@ impl Owner {
             }
             Cmd::Snapshot(s, name, facts) => {
                 if let Some(n) = self.current(s, &name) {
-                    n.facts = Some(facts);
+                    n.facts = Some(Arc::new(facts));
                     n.last_seen = now;
                     let parts = n.changed_parts(&crate::store::facts::ALL, now);
                     self.store_facts(parts);
@@ -585,7 +657,7 @@ impl Owner {
                                 || !delta.listeners_upserted.is_empty()
                                 || !delta.listeners_removed.is_empty();
                             let touched = crate::store::facts::touched(&delta);
-                            f.apply(delta);
+                            Arc::make_mut(f).apply(delta);
                             let parts = n.changed_parts(&touched, now);
                             self.store_facts(parts);
                             self.dirty = true;
@@ -667,7 +739,7 @@ impl Owner {
                 }
             }
             Cmd::Read(f) => f(&self.nodes),
-            Cmd::ReadMatrix(f) => f(&self.probing.matrix, &self.nodes),
+            Cmd::ReadMatrix(f) => f(&self.probing.matrix, &self.nodes, self.generation),
             Cmd::ProbeResults(s, name, windows, names) => {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
@@ -678,6 +750,9 @@ impl Owner {
                         crate::store::facts::Encoded::bytes(data),
                         now,
                     );
+                    if write.is_some() {
+                        self.generation += 1;
+                    }
                     self.store_facts(write.into_iter().collect());
                     self.probing.results(&name, windows, unix_nanos(now));
                 }

@@ -1501,6 +1501,13 @@ pub struct FindingsResponse {
     /// Bad cells no finding covers (each still has its own `why`).
     #[prost(uint32, tag = "4")]
     pub uncovered_cells: u32,
+    /// When the copy of the fleet these were made from was taken. The
+    /// collector keeps findings while nothing they could see has changed.
+    #[prost(int64, tag = "5")]
+    pub as_of_unix_nanos: i64,
+    /// How long making them took, copying the fleet included.
+    #[prost(uint64, tag = "6")]
+    pub compute_micros: u64,
 }
 /// Something wrong with the fleet as a whole, once, with the cells it covers.
 #[derive(Clone, PartialEq, ::prost::Message)]

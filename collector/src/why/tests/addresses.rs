@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn an_interface_down_and_a_full_conntrack_table() {
     let mut w = world();
-    let f = w.b().facts.as_mut().expect("f");
+    let f = w.b().facts_mut();
     let eth0 = f.interfaces.get_mut(&2).expect("eth0");
     eth0.admin_up = false;
     eth0.oper_state = "down".into();

@@ -6,7 +6,7 @@ use crate::model::health::{FactSource, SourceHealth, SourceState};
 
 fn set(w: &mut World, source: FactSource, state: SourceState, error: &str) {
     let now = unix_nanos(SystemTime::now());
-    w.b().facts.as_mut().expect("f").sources.insert(
+    w.b().facts_mut().sources.insert(
         source,
         SourceHealth {
             state,
@@ -86,7 +86,7 @@ fn blind_sockets_make_no_not_listening() {
 #[test]
 fn a_blind_firewall_is_no_network_path() {
     let mut w = world();
-    w.b().facts.as_mut().expect("f").listeners.insert(
+    w.b().facts_mut().listeners.insert(
         listener("0.0.0.0", 8080, BindScope::Any).key(),
         listener("0.0.0.0", 8080, BindScope::Any),
     );

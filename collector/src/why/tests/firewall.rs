@@ -87,7 +87,7 @@ fn a_port_forward_is_followed_to_the_rule_that_drops_it() {
         }],
     };
     let mut w = world();
-    w.b().facts.as_mut().expect("f").firewall = Some(fw);
+    w.b().facts_mut().firewall = Some(fw);
     w.probe(7442, TargetState::Failing, 1.0, Some(Outcome::Timeout));
     let e = w.why(7442);
     let top = &e.causes[0];

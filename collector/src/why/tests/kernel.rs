@@ -6,12 +6,7 @@ use super::*;
 #[test]
 fn an_overloaded_stealing_short_of_memory_host_explains_slow_probes() {
     let mut w = world();
-    let r = w
-        .b()
-        .facts
-        .as_mut()
-        .and_then(|f| f.resources.as_mut())
-        .expect("resources");
+    let r = w.b().facts_mut().resources.as_mut().expect("resources");
     r.load1 = 9.0;
     r.cpu_steal_pct = Some(35.0);
     r.mem_available_bytes = 100 << 20;
@@ -38,12 +33,7 @@ fn an_overloaded_stealing_short_of_memory_host_explains_slow_probes() {
 #[test]
 fn resource_causes_need_slow_or_lost_probes() {
     let mut w = world();
-    w.b()
-        .facts
-        .as_mut()
-        .and_then(|f| f.resources.as_mut())
-        .expect("r")
-        .load1 = 9.0;
+    w.b().facts_mut().resources.as_mut().expect("r").load1 = 9.0;
     // Refused is an answer, not slowness: load is not the cause.
     w.probe(7442, TargetState::Failing, 1.0, Some(Outcome::Refused));
     let e = w.why(7442);

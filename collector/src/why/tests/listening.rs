@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn no_fact_no_cause_and_the_checks_are_listed() {
     let mut w = world();
-    w.b().facts.as_mut().expect("f").listeners.insert(
+    w.b().facts_mut().listeners.insert(
         listener("0.0.0.0", 8080, BindScope::Any).key(),
         listener("0.0.0.0", 8080, BindScope::Any),
     );
@@ -28,12 +28,7 @@ fn bound_to_another_address_and_listen_queue_overflow() {
     let mut w = world();
     let mut l = listener("198.18.0.99", 8080, BindScope::Address);
     l.accept_queue = 128;
-    w.b()
-        .facts
-        .as_mut()
-        .expect("f")
-        .listeners
-        .insert(l.key(), l);
+    w.b().facts_mut().listeners.insert(l.key(), l);
     w.probe(8080, TargetState::Failing, 1.0, Some(Outcome::Refused));
     let e = w.why(8080);
     let c = codes(&e);
@@ -50,7 +45,7 @@ fn bound_to_another_address_and_listen_queue_overflow() {
 #[test]
 fn a_listener_on_a_second_address_fails_clients_of_the_primary_one() {
     let mut w = world();
-    let f = w.b().facts.as_mut().expect("f");
+    let f = w.b().facts_mut();
     f.interfaces
         .get_mut(&2)
         .expect("eth0")
@@ -125,12 +120,7 @@ fn a_listener_on_a_second_address_fails_clients_of_the_primary_one() {
 fn a_wildcard_listener_serves_every_client_address() {
     let mut w = world();
     let l = listener("0.0.0.0", 8080, BindScope::Any);
-    w.b()
-        .facts
-        .as_mut()
-        .expect("f")
-        .listeners
-        .insert(l.key(), l);
+    w.b().facts_mut().listeners.insert(l.key(), l);
     w.probe(8080, TargetState::Ok, 0.0, None);
     let e = w.why(8080);
     assert_eq!(e.verdict, Verdict::Reachable);

@@ -190,7 +190,7 @@ fn codes(e: &Explanation) -> Vec<(&str, &str)> {
 
 /// b's address went from .12 to .22 half a minute ago.
 fn b_moved_to_22(w: &mut World) {
-    let f = w.b().facts.as_mut().expect("f");
+    let f = w.b().facts_mut();
     f.interfaces.get_mut(&2).expect("eth0").addresses[0].ip = ip("198.18.0.22");
     w.b().push_for_test(
         SystemTime::now() - Duration::from_secs(30),

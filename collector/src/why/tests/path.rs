@@ -80,7 +80,7 @@ fn every_evidence_line_has_its_time() {
     );
 
     // b's firewall drops it by policy while the other way works.
-    w.b().facts.as_mut().expect("f").firewall = Some(Firewall {
+    w.b().facts_mut().firewall = Some(Firewall {
         backend: "nftables".into(),
         generation: Some(1),
         hash: 1,
@@ -115,7 +115,7 @@ fn every_evidence_line_has_its_time() {
     );
 
     // Degraded TCP while ICMP fails: loss, and ICMP blocked alone.
-    w.b().facts.as_mut().expect("f").firewall = None;
+    w.b().facts_mut().firewall = None;
     report(
         &mut w,
         "a",
