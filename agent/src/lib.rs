@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod credentials;
 pub mod diff;

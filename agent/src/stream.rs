@@ -238,74 +238,11 @@ impl Client {
     /// Runs a command off the stream task; its answer comes back on
     /// `answers`.
     fn start_command(&self, cmd: pb::Command) {
-        let id = cmd.id;
         let answers = self.answers_tx.clone();
         let temp = self.probing.temp.clone();
         let fleet = self.fleet.clone();
-        let refuse = move |error: String| pb::CommandResult {
-            command_id: id,
-            ok: false,
-            error,
-            ..Default::default()
-        };
         tokio::spawn(async move {
-            use pb::command::Kind;
-            let answer = match cmd.kind {
-                None => refuse("empty command".into()),
-                Some(Kind::OpenListener(o)) => match u16::try_from(o.port) {
-                    Ok(port) if port != 0 => {
-                        let ttl = Duration::from_millis(u64::from(o.ttl_ms.clamp(100, 60_000)));
-                        match temp.open(port, ttl).await {
-                            Ok(port) => pb::CommandResult {
-                                command_id: id,
-                                ok: true,
-                                port: u32::from(port),
-                                ..Default::default()
-                            },
-                            Err(e) => refuse(e.to_string()),
-                        }
-                    }
-                    _ => refuse(format!("port {} is not 1-65535", o.port)),
-                },
-                Some(Kind::CloseListener(c)) => match u16::try_from(c.port) {
-                    Ok(port) => match temp.close(port).await {
-                        Ok(()) => pb::CommandResult {
-                            command_id: id,
-                            ok: true,
-                            port: c.port,
-                            ..Default::default()
-                        },
-                        Err(e) => refuse(e.to_string()),
-                    },
-                    Err(_) => refuse(format!("port {} is not 1-65535", c.port)),
-                },
-                Some(Kind::ProbeOnce(p)) => {
-                    let target = p
-                        .target
-                        .as_ref()
-                        .ok_or_else(|| "no target".to_string())
-                        .and_then(wire::probe::target);
-                    match target {
-                        Err(e) => refuse(e),
-                        Ok(t) if !fleet.contains(&t.address) => refuse(format!(
-                            "{} is not a fleet member's address in this agent's probe plan",
-                            t.address
-                        )),
-                        Ok(t) => {
-                            let timeout =
-                                Duration::from_millis(u64::from(p.timeout_ms.clamp(100, 60_000)));
-                            let r = crate::probe::probe_once(&t, timeout).await;
-                            pb::CommandResult {
-                                command_id: id,
-                                ok: true,
-                                outcome: wire::probe::outcome(r.outcome),
-                                rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
-                                ..Default::default()
-                            }
-                        }
-                    }
-                }
-            };
+            let answer = crate::commands::run(cmd, &temp, &fleet).await;
             let _ = answers.send(answer).await;
         });
     }

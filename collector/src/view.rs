@@ -668,10 +668,29 @@ pub struct TestPortView {
     pub outcome: Option<String>,
     pub rtt_ms: Option<f64>,
     pub detail: String,
+    /// With `--ports`: what the ports say together, and each port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortTestView>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct PortTestView {
+    pub port: u32,
+    pub open: bool,
+    /// "open", a probe outcome, or "not tested".
+    pub result: String,
+    pub rtt_ms: Option<f64>,
+    /// The host firewall rule that blocks it, when one on either end does.
+    pub host_firewall: Option<String>,
+    /// Why it could not be tested.
+    pub error: Option<String>,
 }
 
 impl From<&pb::TestPortResult> for TestPortView {
     fn from(r: &pb::TestPortResult) -> Self {
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
         TestPortView {
             src: r.src.clone(),
             dst: r.dst.clone(),
@@ -681,6 +700,19 @@ impl From<&pb::TestPortResult> for TestPortView {
             outcome: outcome_name(r.outcome),
             rtt_ms: (r.open).then_some(r.rtt_ms),
             detail: r.detail.clone(),
+            verdict: some(&r.verdict),
+            ports: r
+                .each
+                .iter()
+                .map(|t| PortTestView {
+                    port: t.port,
+                    open: t.open,
+                    result: crate::testport::outcome_word(t),
+                    rtt_ms: t.open.then_some(t.rtt_ms),
+                    host_firewall: some(&t.host_firewall),
+                    error: some(&t.error),
+                })
+                .collect(),
         }
     }
 }

@@ -498,6 +498,7 @@ async fn identity_is_the_certificate_and_roles_are_enforced() {
             dst: "node-a".into(),
             port: 9,
             timeout_ms: 100,
+            ports: Vec::new(),
         })
         .await
         .expect_err("a viewer cannot test-port");

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// How long a test-port listener may live, whatever is asked.
 pub const MAX_TTL: Duration = Duration::from_secs(600);
 /// How many test-port listeners may be open at once.
-pub const MAX_TEMP_LISTENERS: usize = 16;
+pub const MAX_TEMP_LISTENERS: usize = 64;
 /// Pause after an accept error (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 

@@ -8,6 +8,7 @@ mod history;
 mod matrix;
 mod render;
 mod table;
+mod testport;
 pub mod when;
 mod why;
 
@@ -147,9 +148,12 @@ pub enum Command {
     /// Is the network path open? DST's agent listens on PORT for a moment and SRC's agent connects
     TestPort {
         src: String,
-        /// NODE:PORT
+        /// NODE:PORT, or NODE with --ports
         #[arg(value_name = "DST:PORT")]
         dst: String,
+        /// Many ports at once, e.g. 22,80,443,9000-9010 (at most 1,024): which pass, and what that says
+        #[arg(long, value_name = "PORTS")]
+        ports: Option<String>,
         /// How long to wait for the connection
         #[arg(long, default_value = "3s", value_name = "DURATION")]
         timeout: humantime::Duration,
@@ -467,28 +471,46 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::TestPort {
             src,
             dst,
+            ports,
             timeout,
             format,
         } => {
-            let (dst, port) = dst
-                .rsplit_once(':')
-                .and_then(|(d, p)| Some((d.to_string(), p.parse::<u16>().ok()?)))
-                .filter(|(_, p)| *p != 0)
-                .ok_or_else(|| CliError::Usage(format!("{dst:?} is not NODE:PORT")))?;
+            let (dst, port, ports) = match ports {
+                Some(spec) => {
+                    if dst.contains(':') {
+                        return Err(CliError::Usage(format!(
+                            "{dst:?}: give DST without a port when --ports names them"
+                        )));
+                    }
+                    let ports = crate::testport::parse_spec(&spec).map_err(CliError::Usage)?;
+                    (dst, 0, ports.into_iter().map(u32::from).collect())
+                }
+                None => {
+                    let (dst, port) = dst
+                        .rsplit_once(':')
+                        .and_then(|(d, p)| Some((d.to_string(), p.parse::<u16>().ok()?)))
+                        .filter(|(_, p)| *p != 0)
+                        .ok_or_else(|| {
+                            CliError::Usage(format!("{dst:?} is not NODE:PORT (or use --ports)"))
+                        })?;
+                    (dst, u32::from(port), Vec::new())
+                }
+            };
             let timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
             let r = client
                 .test_port(pb::TestPortRequest {
                     src,
                     dst,
-                    port: u32::from(port),
+                    port,
                     timeout_ms,
+                    ports,
                 })
                 .await
                 .map_err(|s| status(&cli.collector, s))?
                 .into_inner();
             Ok(match format {
                 Format::Json => json(&view::TestPortView::from(&r)),
-                Format::Table => format!("{}\n", r.detail),
+                Format::Table => testport::render(&r),
             })
         }
         Command::Node {

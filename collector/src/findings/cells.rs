@@ -25,12 +25,12 @@ pub struct Bad<'a> {
 
 impl<'a> Bad<'a> {
     pub fn new(m: &'a Matrix) -> Bad<'a> {
-        let cells: Vec<(&str, &str, u16)> = m
-            .cells(None)
-            .into_iter()
-            .filter(|c| matches!(c.cell.state(), CellState::Failing | CellState::Degraded))
-            .map(|c| (c.src, c.dst, c.cell.port()))
-            .collect();
+        let mut cells: Vec<(&str, &str, u16)> = Vec::new();
+        m.for_each_in_order(|c| {
+            if matches!(c.cell.state(), CellState::Failing | CellState::Degraded) {
+                cells.push((c.src, c.dst, c.cell.port()));
+            }
+        });
         Bad {
             covered: vec![false; cells.len()],
             cells,

@@ -651,6 +651,12 @@ impl Matrix {
         out
     }
 
+    /// Calls `f` with every cell in (src, dst, port, kind) name order, the
+    /// order of `cells`, without collecting them.
+    pub fn for_each_in_order<'a>(&'a self, mut f: impl FnMut(CellRef<'a>)) {
+        self.for_each_sorted(None, |s, c| f(self.resolve(s, c)));
+    }
+
     /// Calls `f` with (source id, cell) in (src, dst, port, kind) name order.
     fn for_each_sorted<'a>(&'a self, port: Option<u16>, mut f: impl FnMut(u32, &'a Cell)) {
         let mut sources: Vec<u32> = self.ids.values().copied().collect();

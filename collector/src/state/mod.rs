@@ -17,6 +17,7 @@ use crate::store::{FactWrite, NodeRecord, Store, Write};
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -321,7 +322,9 @@ pub struct Fleet {
     reads: mpsc::Sender<Cmd>,
     store: Store,
     /// The latest findings and the fleet generation they were made from.
-    findings: view::Slot<crate::findings::Report>,
+    findings: Arc<view::Slot<crate::findings::Report>>,
+    /// The owner's generation, read without asking it.
+    generation: Arc<AtomicU64>,
 }
 
 impl Fleet {
@@ -359,15 +362,17 @@ impl Fleet {
             store: store.clone(),
             dirty: false,
             probing,
-            generation: 0,
+            generation: Arc::default(),
         };
+        let generation = owner.generation.clone();
         let task = tokio::spawn(owner.run(rx, reads_rx, shutdown));
         (
             Fleet {
                 tx,
                 reads,
                 store,
-                findings: view::Slot::default(),
+                findings: Arc::default(),
+                generation,
             },
             task,
         )
@@ -523,7 +528,7 @@ struct Owner {
     /// Counts the changes an answer over the whole fleet could see: a cell's
     /// state, a node's facts, events, names or stream. A copy of the same
     /// generation would give the same findings.
-    generation: u64,
+    generation: Arc<AtomicU64>,
 }
 
 /// How often plans are recomputed (when the fleet changed) and stale cells
@@ -576,10 +581,15 @@ impl Owner {
         self.store.queue(Write::Nodes(records));
     }
 
+    /// Something an answer over the whole fleet could see has changed.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn store_cell_changes(&mut self) {
         let changes = self.probing.matrix.take_changes();
         if !changes.is_empty() {
-            self.generation += 1;
+            self.changed();
         }
         for c in changes {
             self.store.queue(Write::Cell(c));
@@ -617,7 +627,7 @@ impl Owner {
                 | Cmd::Event(..)
                 | Cmd::Detach(..)
         ) {
-            self.generation += 1;
+            self.changed();
         }
         match cmd {
             Cmd::Attach {
@@ -739,7 +749,11 @@ impl Owner {
                 }
             }
             Cmd::Read(f) => f(&self.nodes),
-            Cmd::ReadMatrix(f) => f(&self.probing.matrix, &self.nodes, self.generation),
+            Cmd::ReadMatrix(f) => f(
+                &self.probing.matrix,
+                &self.nodes,
+                self.generation.load(Ordering::Relaxed),
+            ),
             Cmd::ProbeResults(s, name, windows, names) => {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
@@ -751,7 +765,7 @@ impl Owner {
                         now,
                     );
                     if write.is_some() {
-                        self.generation += 1;
+                        self.changed();
                     }
                     self.store_facts(write.into_iter().collect());
                     self.probing.results(&name, windows, unix_nanos(now));

@@ -4,8 +4,10 @@
 //!
 //! A node's facts and events are behind `Arc`s, so a copy shares them; the
 //! matrix is copied whole (about 30 ms for a million cells). Findings are
-//! kept with the fleet generation they were made from and given again while
-//! nothing an answer could see has changed.
+//! kept with the fleet generation they were made from: answered again while
+//! nothing an answer could see has changed, and, for at most `MAX_AGE`,
+//! while newer ones are made in the background when something has — the
+//! answer says as of when it is.
 
 use super::{Fleet, Node, Stream};
 use crate::probe::Matrix;
@@ -13,9 +15,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Kept findings are made again after this long even when the generation
-/// did not move: what the generation does not count (clock samples, a
-/// node's last-seen time) changes slowly, and this bounds how old it gets.
+/// Kept findings are answered for this long after they were made: at once
+/// when the fleet has not changed since, and while new ones are made when
+/// it has. Older ones are made again before the answer, even when the
+/// generation did not move: what it does not count (clock samples, a
+/// node's last-seen time) changes slowly, and this bounds how old they get.
 pub const MAX_AGE: Duration = Duration::from_secs(10);
 
 /// The fleet as it was at `taken`.
@@ -71,47 +75,91 @@ impl<T> Clone for Made<T> {
     }
 }
 
-/// The latest answer of one kind. The lock is held while a new one is made,
-/// so callers that arrive meanwhile wait for it instead of making their own.
-pub type Slot<T> = Arc<tokio::sync::Mutex<Option<Made<T>>>>;
+/// The latest answer of one kind, and the right to make the next: whoever
+/// holds `making` makes it, so at most one is being made at a time.
+pub struct Slot<T> {
+    kept: std::sync::Mutex<Option<Made<T>>>,
+    making: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Slot {
+            kept: std::sync::Mutex::new(None),
+            making: Arc::default(),
+        }
+    }
+}
+
+impl<T> Slot<T> {
+    fn kept(&self) -> Option<Made<T>> {
+        self.kept
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn keep(&self, made: Made<T>) {
+        let mut k = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // One made from an older copy never replaces a newer one.
+        if k.as_ref()
+            .is_none_or(|old| old.generation <= made.generation)
+        {
+            *k = Some(made);
+        }
+    }
+}
 
 impl Fleet {
-    /// A copy of the fleet now; `None` when it is of generation `unless`
-    /// (the caller's copy is still current), or the collector is stopping.
-    async fn view_unless(&self, unless: Option<u64>) -> Option<Result<View, u64>> {
-        self.read_matrix_generation(move |m, nodes, generation| {
-            if unless == Some(generation) {
-                return Err(generation);
-            }
-            Ok(View {
-                matrix: m.clone(),
-                nodes: nodes.iter().map(|(k, n)| (k.clone(), n.copy())).collect(),
-                generation,
-                taken: SystemTime::now(),
-            })
+    /// A copy of the fleet now, or `None` when the collector is stopping.
+    pub async fn view(&self) -> Option<View> {
+        self.read_matrix_generation(move |m, nodes, generation| View {
+            matrix: m.clone(),
+            nodes: nodes.iter().map(|(k, n)| (k.clone(), n.copy())).collect(),
+            generation,
+            taken: SystemTime::now(),
         })
         .await
     }
 
-    /// A copy of the fleet now, or `None` when the collector is stopping.
-    pub async fn view(&self) -> Option<View> {
-        self.view_unless(None).await.and_then(Result::ok)
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The fleet's findings: the kept ones while the fleet has not changed
-    /// (and they are younger than `MAX_AGE`), otherwise made again from a
-    /// copy on a blocking thread. `None` when the collector is stopping.
+    /// The fleet's findings. Kept ones younger than `MAX_AGE` are answered
+    /// at once; when the fleet has changed since they were made, new ones
+    /// are made meanwhile on a copy, off the state task, for the next
+    /// caller. With none kept (or only older ones) they are made now.
+    /// `None` when the collector is stopping.
     pub async fn findings(&self) -> Option<Made<crate::findings::Report>> {
-        let mut slot = self.findings.lock().await;
-        let current = slot
-            .as_ref()
-            .filter(|m| m.made.elapsed() < MAX_AGE)
-            .map(|m| m.generation);
+        let fresh = |m: &Made<_>| m.made.elapsed() < MAX_AGE;
+        if let Some(kept) = self.findings.kept().filter(fresh) {
+            if kept.generation != self.generation()
+                && let Ok(making) = self.findings.making.clone().try_lock_owned()
+            {
+                let fleet = self.clone();
+                tokio::spawn(async move {
+                    let _making = making;
+                    fleet.make_findings().await;
+                });
+            }
+            return Some(kept);
+        }
+        let _making = self.findings.making.lock().await;
+        // Made by whoever held the lock before.
+        if let Some(kept) = self.findings.kept().filter(fresh) {
+            return Some(kept);
+        }
+        self.make_findings().await
+    }
+
+    /// Findings made now from a copy, on a blocking thread, and kept.
+    async fn make_findings(&self) -> Option<Made<crate::findings::Report>> {
         let started = Instant::now();
-        let view = match self.view_unless(current).await? {
-            Ok(view) => view,
-            Err(_) => return slot.clone(),
-        };
+        let view = self.view().await?;
         let (generation, taken) = (view.generation, view.taken);
         let mut report = tokio::task::spawn_blocking(move || {
             crate::findings::detect(&view.matrix, &view.nodes, view.taken)
@@ -125,7 +173,7 @@ impl Fleet {
             generation,
             made: Instant::now(),
         };
-        *slot = Some(made.clone());
+        self.findings.keep(made.clone());
         Some(made)
     }
 }
@@ -185,13 +233,25 @@ mod tests {
         assert_eq!(first.generation, again.generation);
         assert!(first.value.as_of > 0, "as_of not set");
 
+        // After a change the kept ones are answered at once, and newer ones
+        // are made meanwhile for the next caller.
         attach(&fleet, "b", 2).await;
-        let after = fleet.findings().await.expect("findings");
-        assert!(after.generation > first.generation);
-        assert!(
-            !Arc::ptr_eq(&first.value, &after.value),
-            "kept across a change"
-        );
+        let at_once = fleet.findings().await.expect("findings");
+        assert!(Arc::ptr_eq(&first.value, &at_once.value));
+        let newer = async {
+            loop {
+                let f = fleet.findings().await.expect("findings");
+                if f.generation > first.generation {
+                    break f;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let after = tokio::time::timeout(Duration::from_secs(10), newer)
+            .await
+            .expect("newer findings within 10 s");
+        assert!(!Arc::ptr_eq(&first.value, &after.value), "not made again");
+        assert!(after.value.as_of >= first.value.as_of);
         let view = fleet.view().await.expect("view");
         assert_eq!(view.nodes.len(), 2);
         assert!(view.nodes.values().all(super::super::Node::connected));

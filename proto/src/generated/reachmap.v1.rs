@@ -866,6 +866,24 @@ pub struct CommandResult {
     pub outcome: i32,
     #[prost(double, tag = "6")]
     pub rtt_ms: f64,
+    /// OpenListeners, CloseListeners, ProbeEach: one answer per port, in the
+    /// order asked.
+    #[prost(message, repeated, tag = "7")]
+    pub ports: ::prost::alloc::vec::Vec<PortAnswer>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PortAnswer {
+    #[prost(uint32, tag = "1")]
+    pub port: u32,
+    #[prost(bool, tag = "2")]
+    pub ok: bool,
+    #[prost(string, tag = "3")]
+    pub error: ::prost::alloc::string::String,
+    /// ProbeEach: how the probe of this port ended and how long it took.
+    #[prost(enumeration = "ProbeOutcome", tag = "4")]
+    pub outcome: i32,
+    #[prost(double, tag = "5")]
+    pub rtt_ms: f64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CollectorMessage {
@@ -939,7 +957,7 @@ pub struct ResyncRequest {
 pub struct Command {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "command::Kind", tags = "10, 11, 12")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
@@ -952,7 +970,39 @@ pub mod command {
         CloseListener(super::CloseListener),
         #[prost(message, tag = "12")]
         ProbeOnce(super::ProbeOnce),
+        #[prost(message, tag = "13")]
+        OpenListeners(super::OpenListeners),
+        #[prost(message, tag = "14")]
+        CloseListeners(super::CloseListeners),
+        #[prost(message, tag = "15")]
+        ProbeEach(super::ProbeEach),
     }
+}
+/// OpenListener for each of `ports` (at most 64) in one round trip; a port
+/// that cannot be listened on is answered with its error, the others still
+/// open: `reachmap test-port --ports`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct OpenListeners {
+    #[prost(uint32, repeated, tag = "1")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
+    #[prost(uint32, tag = "2")]
+    pub ttl_ms: u32,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CloseListeners {
+    #[prost(uint32, repeated, tag = "1")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
+}
+/// `target` probed on each of `ports` (at most 64), all at once, each within
+/// `timeout_ms`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ProbeEach {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<ProbeTarget>,
+    #[prost(uint32, repeated, tag = "2")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
+    #[prost(uint32, tag = "3")]
+    pub timeout_ms: u32,
 }
 /// Listen on `port` (TCP, every address) for at most `ttl_ms`, accepting and
 /// closing connections: `reachmap test-port`. Refused when the port is in use.
@@ -1125,10 +1175,13 @@ pub struct TestPortRequest {
     pub src: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub dst: ::prost::alloc::string::String,
+    /// One port, or `ports` for many (at most 1,024).
     #[prost(uint32, tag = "3")]
     pub port: u32,
     #[prost(uint32, tag = "4")]
     pub timeout_ms: u32,
+    #[prost(uint32, repeated, tag = "5")]
+    pub ports: ::prost::alloc::vec::Vec<u32>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TestPortResult {
@@ -1151,6 +1204,32 @@ pub struct TestPortResult {
     /// What happened, in a sentence a person reads.
     #[prost(string, tag = "8")]
     pub detail: ::prost::alloc::string::String,
+    /// With `ports`: each port's result (`port`, `open`, `outcome`, `rtt_ms`
+    /// and `detail` above are then empty), and what they say together.
+    #[prost(message, repeated, tag = "9")]
+    pub each: ::prost::alloc::vec::Vec<PortTest>,
+    /// "all_pass", "none_pass", "path_filter" (some pass and neither end's
+    /// firewall accounts for the others), "host_firewall" (every blocked port
+    /// is one a host firewall on either end blocks).
+    #[prost(string, tag = "10")]
+    pub verdict: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PortTest {
+    #[prost(uint32, tag = "1")]
+    pub port: u32,
+    #[prost(bool, tag = "2")]
+    pub open: bool,
+    #[prost(enumeration = "ProbeOutcome", tag = "3")]
+    pub outcome: i32,
+    #[prost(double, tag = "4")]
+    pub rtt_ms: f64,
+    /// When a host firewall on either end blocks this port: which rule, where.
+    #[prost(string, tag = "5")]
+    pub host_firewall: ::prost::alloc::string::String,
+    /// When the port could not be tested (DST could not listen on it).
+    #[prost(string, tag = "6")]
+    pub error: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WhyRequest {

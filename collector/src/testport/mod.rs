@@ -1,13 +1,14 @@
 //! `reachmap test-port SRC DST:PORT`: is the network path itself open?
 //! DST's agent listens on PORT for a moment, SRC's agent connects to it, and
 //! the listener is closed again — so the answer does not depend on whether
-//! a service runs there.
+//! a service runs there. With `--ports`, many ports at once (`ports.rs`).
 
-use crate::model::Protocol;
+use crate::model::{NodeFacts, Protocol};
 use crate::state::{Fleet, probe_addresses};
 use crate::view::outcome_name;
 use reachmap_proto::v1 as pb;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
@@ -16,13 +17,40 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// Extra time an agent gets to answer beyond the probe's own timeout.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
+mod ports;
+
+pub use ports::{MAX_PORTS, outcome_word, parse_spec};
+
+/// Both ends of a test, as the state knows them.
 struct Ends {
+    src: String,
+    dst: String,
+    /// DST's address the probe goes to.
     address: IpAddr,
-    /// Who holds the port on DST already, when something does.
-    holder: Option<String>,
+    /// SRC's address its probe comes from, when known.
+    src_address: Option<IpAddr>,
+    src_facts: Option<Arc<NodeFacts>>,
+    dst_facts: Option<Arc<NodeFacts>>,
 }
 
-async fn ends(fleet: &Fleet, src: &str, dst: &str, port: u16) -> Result<Ends, Status> {
+impl Ends {
+    /// Who holds `port` on DST already, when something does.
+    fn holder(&self, port: u16) -> Option<String> {
+        self.dst_facts.as_ref().and_then(|f| {
+            f.listeners
+                .values()
+                .find(|l| l.protocol == Protocol::Tcp && l.port == port)
+                .map(|l| {
+                    l.processes
+                        .first()
+                        .map(|p| format!("{} (pid {})", p.name, p.pid))
+                        .unwrap_or_else(|| "another socket".into())
+                })
+        })
+    }
+}
+
+async fn ends(fleet: &Fleet, src: &str, dst: &str) -> Result<Ends, Status> {
     let (src_name, dst_name) = (src.to_string(), dst.to_string());
     fleet
         .read(move |nodes| {
@@ -43,38 +71,47 @@ async fn ends(fleet: &Fleet, src: &str, dst: &str, port: u16) -> Result<Ends, St
             let address = probe_addresses(d).into_iter().next().ok_or_else(|| {
                 Status::failed_precondition(format!("{dst_name} has no address peers can reach"))
             })?;
-            let holder = d.facts.as_ref().and_then(|f| {
-                f.listeners
-                    .values()
-                    .find(|l| l.protocol == Protocol::Tcp && l.port == port)
-                    .map(|l| {
-                        l.processes
-                            .first()
-                            .map(|p| format!("{} (pid {})", p.name, p.pid))
-                            .unwrap_or_else(|| "another socket".into())
-                    })
-            });
-            Ok(Ends { address, holder })
+            Ok(Ends {
+                src: src_name,
+                dst: dst_name,
+                address,
+                src_address: crate::why::causes::firewall::source_address(s),
+                src_facts: s.facts.clone(),
+                dst_facts: d.facts.clone(),
+            })
         })
         .await
         .ok_or_else(|| Status::unavailable("collector is shutting down"))?
 }
 
+fn timeout_of(req: &pb::TestPortRequest) -> Duration {
+    match req.timeout_ms {
+        0 => DEFAULT_TIMEOUT,
+        ms => Duration::from_millis(u64::from(ms)).min(MAX_TIMEOUT),
+    }
+}
+
 pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPortResult, Status> {
-    let port = u16::try_from(req.port)
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| Status::invalid_argument(format!("port: {} is not 1-65535", req.port)))?;
     if req.src == req.dst {
         return Err(Status::invalid_argument(
             "source and destination are the same node",
         ));
     }
-    let timeout = match req.timeout_ms {
-        0 => DEFAULT_TIMEOUT,
-        ms => Duration::from_millis(u64::from(ms)).min(MAX_TIMEOUT),
-    };
-    let ends = ends(fleet, &req.src, &req.dst, port).await?;
+    if !req.ports.is_empty() {
+        if req.port != 0 {
+            return Err(Status::invalid_argument(
+                "port and ports: ask one or the other",
+            ));
+        }
+        let ports = ports::check(&req.ports)?;
+        return ports::run(fleet, req, ports).await;
+    }
+    let port = u16::try_from(req.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| Status::invalid_argument(format!("port: {} is not 1-65535", req.port)))?;
+    let timeout = timeout_of(&req);
+    let ends = ends(fleet, &req.src, &req.dst).await?;
     let ttl = timeout + ANSWER_SLACK;
     let opened = fleet
         .command(
@@ -91,7 +128,7 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
     // moment old, e.g. still show the previous test's listener); the facts
     // then name who holds it.
     if !opened.ok {
-        return Err(Status::failed_precondition(match ends.holder {
+        return Err(Status::failed_precondition(match ends.holder(port) {
             Some(holder) => format!(
                 "port {port} is in use on {} by {holder}; test-port needs a free port (the service itself is what `reachmap why` examines)",
                 req.dst
@@ -175,5 +212,6 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
         outcome: probed.outcome,
         rtt_ms: probed.rtt_ms,
         detail,
+        ..Default::default()
     })
 }
