@@ -1,0 +1,168 @@
+//! Where in the path a block is, end to end over real namespaces:
+//! `test-port --ports` tries many ports through temporary listeners and
+//! tells a port filter between the hosts (here an nft filter on the bridge
+//! joining them, which neither host's ruleset shows) from a host firewall
+//! whose rule the facts name, and from everything passing.
+
+mod why_support;
+
+use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, require_root};
+use serde_json::Value;
+use std::time::Duration;
+use why_support::{cli_json, running_fleet, wait_mesh};
+
+const PORTS: &str = "80,443,8080,9000-9002";
+
+fn test_ports(fleet: &Fleet, ports: &str) -> Result<Value, String> {
+    cli_json(
+        fleet,
+        &[
+            "test-port",
+            "node-0",
+            "node-1",
+            "--ports",
+            ports,
+            "--timeout",
+            "1s",
+            "--format",
+            "json",
+        ],
+    )
+}
+
+/// Each port's result word, by port.
+fn results(v: &Value) -> Vec<(u64, String)> {
+    v["ports"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    (
+                        p["port"].as_u64().unwrap_or_default(),
+                        p["result"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn open_only(v: &Value, open: &[u64]) -> bool {
+    results(v)
+        .iter()
+        .all(|(p, r)| (r == "open") == open.contains(p))
+}
+
+#[test]
+fn many_ports_tell_a_filter_in_the_path_from_a_host_firewall() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("path_ports", 2);
+    wait_mesh(&fleet, 2);
+
+    // Nothing in the way: every port passes, and nothing is left listening.
+    let v = test_ports(&fleet, PORTS).expect("test-port");
+    assert_eq!(v["verdict"], "all_pass", "{v:#}");
+    assert_eq!(results(&v).len(), 6, "{v:#}");
+    assert!(open_only(&v, &[80, 443, 8080, 9000, 9001, 9002]), "{v:#}");
+    let ss = fleet.exec(1, &["ss", "-Hltn", "sport = :9001"]);
+    assert!(String::from_utf8_lossy(&ss.stdout).trim().is_empty());
+
+    // A filter on the bridge between them lets node-0 reach node-1 on 80
+    // and 443 only (and the probe port, so the mesh stays as it was).
+    fleet.hub_exec(&[
+        "nft",
+        "add table bridge rmports; \
+         add chain bridge rmports forward { type filter hook forward priority 0; policy accept; }; \
+         add rule bridge rmports forward ip saddr 198.18.0.11 ip daddr 198.18.0.12 tcp dport != { 80, 443, 7442 } drop",
+    ]);
+    let v = test_ports(&fleet, PORTS).expect("test-port");
+    assert_eq!(v["verdict"], "path_filter", "{v:#}");
+    assert!(open_only(&v, &[80, 443]), "{v:#}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("only 80 and 443 pass from node-0 to node-1")
+            && detail.contains("a port filter in the path"),
+        "{detail}"
+    );
+    let table = String::from_utf8_lossy(
+        &fleet
+            .cli(&[
+                "test-port",
+                "node-0",
+                "node-1",
+                "--ports",
+                "80,8080",
+                "--timeout",
+                "1s",
+            ])
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        table.starts_with("PATH FILTER: node-0 -> node-1"),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("8080") && l.contains("timeout")),
+        "{table}"
+    );
+
+    // The bridge lets everything through again; node-1's own firewall drops
+    // 8080: the blocked port is the host firewall's, by its rule.
+    fleet.hub_exec(&["nft", "delete table bridge rmports"]);
+    fleet.exec(
+        1,
+        &[
+            "nft",
+            "add table inet rmhost; \
+             add chain inet rmhost input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmhost input tcp dport 8080 drop",
+        ],
+    );
+    let v = assert_eventually!(
+        Duration::from_secs(20),
+        || {
+            let v = test_ports(&fleet, PORTS)?;
+            ensure(v["verdict"] == "host_firewall", &v)?;
+            Ok::<Value, String>(v)
+        },
+        "8080 blocked by node-1's firewall"
+    );
+    assert!(open_only(&v, &[80, 443, 9000, 9001, 9002]), "{v:#}");
+    let blocked = v["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["port"] == 8080))
+        .cloned()
+        .expect("8080");
+    let rule = blocked["host_firewall"].as_str().unwrap_or_default();
+    assert!(
+        rule.starts_with("node-1's firewall") && rule.contains("rmhost"),
+        "{blocked:#}"
+    );
+
+    // A port something already holds on node-1 is not tested, and says who.
+    let v = test_ports(&fleet, "80,7442").expect("test-port");
+    let held = v["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["port"] == 7442))
+        .cloned()
+        .expect("7442");
+    assert_eq!(held["result"], "not tested", "{v:#}");
+    assert!(
+        held["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("in use on node-1")),
+        "{held:#}"
+    );
+    assert_eq!(v["verdict"], "all_pass", "{v:#}");
+
+    // A bad list is one line, and nothing runs.
+    let out = fleet.cli(&["test-port", "node-0", "node-1", "--ports", "80,0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"0\"") && err.lines().count() == 1, "{err}");
+}
