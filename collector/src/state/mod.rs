@@ -365,17 +365,16 @@ impl Fleet {
             generation: Arc::default(),
         };
         let generation = owner.generation.clone();
-        let task = tokio::spawn(owner.run(rx, reads_rx, shutdown));
-        (
-            Fleet {
-                tx,
-                reads,
-                store,
-                findings: Arc::default(),
-                generation,
-            },
-            task,
-        )
+        let task = tokio::spawn(owner.run(rx, reads_rx, shutdown.clone()));
+        let fleet = Fleet {
+            tx,
+            reads,
+            store,
+            findings: Arc::default(),
+            generation,
+        };
+        tokio::spawn(fleet.clone().evaluate_findings(shutdown));
+        (fleet, task)
     }
 
     /// The store, for the history the state task does not hold.

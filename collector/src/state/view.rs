@@ -4,10 +4,12 @@
 //!
 //! A node's facts and events are behind `Arc`s, so a copy shares them; the
 //! matrix is copied whole (about 30 ms for a million cells). Findings are
-//! kept with the fleet generation they were made from: answered again while
-//! nothing an answer could see has changed, and, for at most `MAX_AGE`,
-//! while newer ones are made in the background when something has — the
-//! answer says as of when it is.
+//! evaluated in the background, like alert rules: every `EVALUATE_EVERY`
+//! they are made again when the fleet generation moved since the kept ones
+//! were made (or they are older than `REFRESH_AFTER`), one evaluation at a
+//! time. A request is answered with the kept ones — the answer says as of
+//! when — and only makes them itself when there are none younger than
+//! `MAX_AGE`.
 
 use super::{Fleet, Node, Stream};
 use crate::probe::Matrix;
@@ -15,12 +17,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// Kept findings are answered for this long after they were made: at once
-/// when the fleet has not changed since, and while new ones are made when
-/// it has. Older ones are made again before the answer, even when the
-/// generation did not move: what it does not count (clock samples, a
-/// node's last-seen time) changes slowly, and this bounds how old they get.
-pub const MAX_AGE: Duration = Duration::from_secs(10);
+/// Kept findings are answered for this long after they were made; older
+/// ones are made again before the answer.
+pub const MAX_AGE: Duration = Duration::from_secs(60);
+/// Kept findings are made again in the background after this long even when
+/// the generation did not move: what it does not count (clock samples, a
+/// node's last-seen time) changes slowly, and this bounds how old it gets.
+const REFRESH_AFTER: Duration = Duration::from_secs(30);
+/// How often the collector looks whether findings are due to be made again.
+const EVALUATE_EVERY: Duration = Duration::from_secs(5);
 
 /// The fleet as it was at `taken`.
 pub struct View {
@@ -129,23 +134,13 @@ impl Fleet {
         self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The fleet's findings. Kept ones younger than `MAX_AGE` are answered
-    /// at once; when the fleet has changed since they were made, new ones
-    /// are made meanwhile on a copy, off the state task, for the next
-    /// caller. With none kept (or only older ones) they are made now.
-    /// `None` when the collector is stopping.
+    /// The fleet's findings: the kept ones when they are younger than
+    /// `MAX_AGE` (and newer ones started in the background if they are due),
+    /// else made now. `None` when the collector is stopping.
     pub async fn findings(&self) -> Option<Made<crate::findings::Report>> {
         let fresh = |m: &Made<_>| m.made.elapsed() < MAX_AGE;
         if let Some(kept) = self.findings.kept().filter(fresh) {
-            if kept.generation != self.generation()
-                && let Ok(making) = self.findings.making.clone().try_lock_owned()
-            {
-                let fleet = self.clone();
-                tokio::spawn(async move {
-                    let _making = making;
-                    fleet.make_findings().await;
-                });
-            }
+            self.refresh_findings();
             return Some(kept);
         }
         let _making = self.findings.making.lock().await;
@@ -154,6 +149,40 @@ impl Fleet {
             return Some(kept);
         }
         self.make_findings().await
+    }
+
+    /// Whether the kept findings are behind the fleet or old.
+    fn findings_due(&self) -> bool {
+        self.findings
+            .kept()
+            .is_none_or(|k| k.generation != self.generation() || k.made.elapsed() >= REFRESH_AFTER)
+    }
+
+    /// New findings made in the background when they are due and none are
+    /// being made.
+    fn refresh_findings(&self) {
+        if !self.findings_due() {
+            return;
+        }
+        if let Ok(making) = self.findings.making.clone().try_lock_owned() {
+            let fleet = self.clone();
+            tokio::spawn(async move {
+                let _making = making;
+                fleet.make_findings().await;
+            });
+        }
+    }
+
+    /// The background evaluation, until `shutdown`.
+    pub(super) async fn evaluate_findings(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval(EVALUATE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => self.refresh_findings(),
+            }
+        }
     }
 
     /// Findings made now from a copy, on a blocking thread, and kept.
@@ -227,7 +256,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fleet = fleet(&dir);
         attach(&fleet, "a", 1).await;
-        let first = fleet.findings().await.expect("findings");
+        // The background evaluation may have made some before the attach.
+        let current = async {
+            loop {
+                let f = fleet.findings().await.expect("findings");
+                if f.generation == fleet.generation() {
+                    break f;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let first = tokio::time::timeout(Duration::from_secs(10), current)
+            .await
+            .expect("current findings within 10 s");
         let again = fleet.findings().await.expect("findings");
         assert!(Arc::ptr_eq(&first.value, &again.value), "made again");
         assert_eq!(first.generation, again.generation);

@@ -34,6 +34,18 @@ struct Ends {
 }
 
 impl Ends {
+    /// DST as SRC's probe target, on `port` (0 for a ProbeEach).
+    fn target(&self, port: u16) -> pb::ProbeTarget {
+        pb::ProbeTarget {
+            id: 0,
+            node: self.dst.clone(),
+            address: self.address.to_string(),
+            port: u32::from(port),
+            kind: pb::ProbeKind::Tcp as i32,
+            ..Default::default()
+        }
+    }
+
     /// Who holds `port` on DST already, when something does.
     fn holder(&self, port: u16) -> Option<String> {
         self.dst_facts.as_ref().and_then(|f| {
@@ -140,14 +152,7 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
         .command(
             &req.src,
             pb::command::Kind::ProbeOnce(pb::ProbeOnce {
-                target: Some(pb::ProbeTarget {
-                    id: 0,
-                    node: req.dst.clone(),
-                    address: ends.address.to_string(),
-                    port: u32::from(port),
-                    kind: pb::ProbeKind::Tcp as i32,
-                    ..Default::default()
-                }),
+                target: Some(ends.target(port)),
                 timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             }),
             timeout + ANSWER_SLACK,

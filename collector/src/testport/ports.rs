@@ -262,14 +262,7 @@ pub async fn run(
             .command(
                 &req.src,
                 pb::command::Kind::ProbeEach(pb::ProbeEach {
-                    target: Some(pb::ProbeTarget {
-                        id: 0,
-                        node: req.dst.clone(),
-                        address: ends.address.to_string(),
-                        port: 0,
-                        kind: pb::ProbeKind::Tcp as i32,
-                        ..Default::default()
-                    }),
+                    target: Some(ends.target(0)),
                     ports: listening.iter().map(|p| u32::from(*p)).collect(),
                     timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
                 }),
