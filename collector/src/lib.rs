@@ -118,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     let (fleet, state_task) =
         state::Fleet::start(store.clone(), registry, &config.probe, shutdown.clone());
+    fleet.evaluate_findings_in_background(shutdown.clone());
     let scheme = if config.insecure { "http" } else { "https" };
     tracing::info!(grpc = %format!("{scheme}://{}", config.listen), http = %format!("{scheme}://{}", config.http), data_dir = %config.data_dir.display(), "collector listening");
 

@@ -218,7 +218,7 @@ pub async fn what_if(fleet: &Fleet, r: pb::WhatIfRequest) -> Result<crate::whati
     }
     let node = r.node;
     let view = fleet
-        .view()
+        .view_around(&node)
         .await
         .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
     tokio::task::spawn_blocking(move || {

@@ -49,6 +49,37 @@ fn matrix_abc() -> Matrix {
 }
 
 #[test]
+fn a_copy_around_a_node_keeps_its_row_and_column_only() {
+    let m = matrix_abc();
+    let b = m.around("b");
+    let mut got: Vec<(String, String, u16)> = b
+        .iter()
+        .map(|c| (c.src.to_string(), c.dst.to_string(), c.cell.port()))
+        .collect();
+    got.sort();
+    let want: Vec<(String, String, u16)> = [
+        ("a", "b", 0),
+        ("a", "b", 7442),
+        ("b", "a", 0),
+        ("b", "a", 7442),
+        ("b", "c", 0),
+        ("b", "c", 7442),
+        ("c", "b", 0),
+        ("c", "b", 7442),
+    ]
+    .into_iter()
+    .map(|(s, d, p)| (s.to_string(), d.to_string(), p))
+    .collect();
+    assert_eq!(got, want);
+    assert!(
+        b.cell("a", "b", 7442, ProbeKind::Tcp).is_some(),
+        "looked up by key"
+    );
+    assert!(b.cell("a", "c", 7442, ProbeKind::Tcp).is_none());
+    assert_eq!(m.around("nobody").len(), 0);
+}
+
+#[test]
 fn planned_cells_start_unknown_and_take_the_agent_state() {
     let mut m = matrix_abc();
     assert_eq!(m.len(), 12);

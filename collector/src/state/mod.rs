@@ -365,7 +365,7 @@ impl Fleet {
             generation: Arc::default(),
         };
         let generation = owner.generation.clone();
-        let task = tokio::spawn(owner.run(rx, reads_rx, shutdown.clone()));
+        let task = tokio::spawn(owner.run(rx, reads_rx, shutdown));
         let fleet = Fleet {
             tx,
             reads,
@@ -373,7 +373,6 @@ impl Fleet {
             findings: Arc::default(),
             generation,
         };
-        tokio::spawn(fleet.clone().evaluate_findings(shutdown));
         (fleet, task)
     }
 

@@ -130,6 +130,18 @@ impl Fleet {
         .await
     }
 
+    /// The same with only the cells from and to `node`: what what-if reads.
+    pub async fn view_around(&self, node: &str) -> Option<View> {
+        let node = node.to_string();
+        self.read_matrix_generation(move |m, nodes, generation| View {
+            matrix: m.around(&node),
+            nodes: nodes.iter().map(|(k, n)| (k.clone(), n.copy())).collect(),
+            generation,
+            taken: SystemTime::now(),
+        })
+        .await
+    }
+
     fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -173,8 +185,13 @@ impl Fleet {
         }
     }
 
-    /// The background evaluation, until `shutdown`.
-    pub(super) async fn evaluate_findings(self, shutdown: tokio_util::sync::CancellationToken) {
+    /// Starts the background evaluation of findings; it runs until
+    /// `shutdown`.
+    pub fn evaluate_findings_in_background(&self, shutdown: tokio_util::sync::CancellationToken) {
+        tokio::spawn(self.clone().evaluate_findings(shutdown));
+    }
+
+    async fn evaluate_findings(self, shutdown: tokio_util::sync::CancellationToken) {
         let mut every = tokio::time::interval(EVALUATE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -296,6 +313,31 @@ mod tests {
         let view = fleet.view().await.expect("view");
         assert_eq!(view.nodes.len(), 2);
         assert!(view.nodes.values().all(super::super::Node::connected));
+    }
+
+    #[tokio::test]
+    async fn findings_are_evaluated_without_being_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fleet = fleet(&dir);
+        let stop = CancellationToken::new();
+        fleet.evaluate_findings_in_background(stop.clone());
+        attach(&fleet, "a", 1).await;
+        let made = async {
+            loop {
+                if let Some(k) = fleet.findings.kept()
+                    && k.generation == fleet.generation()
+                {
+                    break k;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let kept = tokio::time::timeout(Duration::from_secs(30), made)
+            .await
+            .expect("findings made in the background within 30 s");
+        assert_eq!(kept.value.cells, 0);
+        assert!(kept.value.as_of > 0);
+        stop.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
