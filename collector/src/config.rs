@@ -106,6 +106,12 @@ pub struct ServiceConfig {
     pub path: Option<String>,
     /// The HTTP status that means healthy [default: 200].
     pub expect_status: Option<u16>,
+    /// The systemd unit that should own the port ("postgresql.service"):
+    /// another process holding it is PORT_HELD_BY_OTHER.
+    pub unit: Option<String>,
+    /// The process (its name, as the kernel has it) that should own the
+    /// port, when there is no unit to name.
+    pub process: Option<String>,
 }
 
 /// How the fleet probes itself. `Default` is the documented defaults.
@@ -402,6 +408,21 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
                 "services",
                 format!("service {:?}: path {p:?} must start with /", s.name),
             ));
+        }
+        for (what, v) in [("unit", &s.unit), ("process", &s.process)] {
+            if let Some(v) = v
+                && (v.is_empty()
+                    || v.len() > 256
+                    || v.chars().any(|c| c.is_control() || c.is_whitespace()))
+            {
+                return Err(invalid(
+                    "services",
+                    format!(
+                        "service {:?}: {what} {v:?} must be 1-256 characters without spaces",
+                        s.name
+                    ),
+                ));
+            }
         }
         if !names.insert(&s.name) {
             return Err(invalid(

@@ -244,7 +244,8 @@ async fn why_at_scoped(
         })
         .await
         .map_err(internal)?;
-    let mut e = crate::why::explain(&matrix, &nodes, &src, &dst, port, at_time(at))
+    let owners = fleet.owners();
+    let mut e = crate::why::explain(&matrix, &nodes, &owners, &src, &dst, port, at_time(at))
         .map_err(|e| Status::not_found(e.to_string()))?;
     e.at = at;
     // A rule that decided then may be gone now: say when the ruleset changed.

@@ -168,9 +168,11 @@ pub async fn why(
     dst: String,
     port: u16,
 ) -> Result<crate::why::Explanation, Status> {
+    let owners = fleet.owners();
     fleet
         .read_matrix(move |m, nodes| {
-            crate::why::explain(m, nodes, &src, &dst, port, std::time::SystemTime::now())
+            let now = std::time::SystemTime::now();
+            crate::why::explain(m, nodes, &owners, &src, &dst, port, now)
         })
         .await
         .ok_or_else(|| Status::unavailable("collector is shutting down"))?

@@ -2,14 +2,17 @@
 //! `test-port --ports` tries many ports through temporary listeners and
 //! tells a port filter between the hosts (here an nft filter on the bridge
 //! joining them, which neither host's ruleset shows) from a host firewall
-//! whose rule the facts name, and from everything passing.
+//! whose rule the facts name, and from everything passing. And who holds a
+//! declared service's port: another process is PORT_HELD_BY_OTHER.
 
 mod why_support;
 
 use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, require_root};
 use serde_json::Value;
 use std::time::Duration;
-use why_support::{cli_json, running_fleet, wait_mesh};
+use why_support::{cli_json, running_fleet, wait_cause, wait_mesh};
+
+const TOOL: &str = env!("CARGO_BIN_EXE_reachmap-test-tool");
 
 const PORTS: &str = "80,443,8080,9000-9002";
 
@@ -165,4 +168,43 @@ fn many_ports_tell_a_filter_in_the_path_from_a_host_firewall() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"0\"") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn a_declared_port_held_by_another_process_names_both() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("path_held", 2);
+    let config = fleet.dir().join("collector.toml");
+    std::fs::write(
+        &config,
+        "[[services]]\nname = \"db\"\nport = 5432\nprocess = \"postgres\"\n",
+    )
+    .expect("write collector.toml");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    fleet.start_collector_with(&["--config", &config]);
+    fleet.start_agents();
+    wait_mesh(&fleet, 2);
+    // Not postgres: the test tool took the port first.
+    fleet.spawn(1, "squatter", &[TOOL, "listen", "0.0.0.0:5432"]);
+    let w = wait_cause(
+        &fleet,
+        "node-0",
+        "node-1:5432",
+        "reachable",
+        "PORT_HELD_BY_OTHER",
+        "node-1",
+    );
+    let top = &w["causes"][0];
+    let detail = top["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("reachmap-test") && detail.contains("not by process postgres"),
+        "{top:#}"
+    );
+    let fix = top["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.starts_with("stop reachmap-test") && fix.ends_with("then start process postgres"),
+        "{fix}"
+    );
 }

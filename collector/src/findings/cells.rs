@@ -97,16 +97,18 @@ impl<'a> Bad<'a> {
 }
 
 /// `why`, until the budget is spent.
-pub struct Explainer {
+pub struct Explainer<'a> {
     deadline: Instant,
+    owners: &'a [crate::why::Owner],
     pub asked: usize,
     pub refused: usize,
 }
 
-impl Explainer {
-    pub fn new(budget: Duration) -> Explainer {
+impl<'a> Explainer<'a> {
+    pub fn new(budget: Duration, owners: &'a [crate::why::Owner]) -> Explainer<'a> {
         Explainer {
             deadline: Instant::now() + budget,
+            owners,
             asked: 0,
             refused: 0,
         }
@@ -124,6 +126,6 @@ impl Explainer {
             return None;
         }
         self.asked += 1;
-        crate::why::explain(m, nodes, src, dst, port, now).ok()
+        crate::why::explain(m, nodes, self.owners, src, dst, port, now).ok()
     }
 }

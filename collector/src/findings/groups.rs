@@ -93,7 +93,7 @@ pub(super) fn matrix_findings(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
     bad: &mut Bad,
-    why: &mut Explainer,
+    why: &mut Explainer<'_>,
     now: SystemTime,
 ) -> Vec<Finding> {
     let p = Pairs::new(m, nodes);
@@ -235,7 +235,7 @@ fn explain_one(
     cells: &[usize],
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
-    why: &mut Explainer,
+    why: &mut Explainer<'_>,
     now: SystemTime,
 ) {
     let Some(&i) = cells.first() else {
@@ -262,7 +262,7 @@ fn asymmetric(
     nodes: &BTreeMap<String, Node>,
     p: &Pairs,
     bad: &mut Bad,
-    why: &mut Explainer,
+    why: &mut Explainer<'_>,
     isolated: &[bool],
     now: SystemTime,
 ) -> Vec<Finding> {
@@ -361,7 +361,7 @@ fn services_down(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
     bad: &mut Bad,
-    why: &mut Explainer,
+    why: &mut Explainer<'_>,
     now: SystemTime,
 ) -> Vec<Finding> {
     let mut by: BTreeMap<(&str, &str, u16), (usize, Vec<usize>)> = BTreeMap::new();

@@ -162,14 +162,19 @@ fn since_text(t: i64) -> String {
 }
 
 /// The fleet's findings now.
-pub fn detect(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Report {
+pub fn detect(
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    owners: &[crate::why::Owner],
+    now: SystemTime,
+) -> Report {
     let mut bad = cells::Bad::new(m);
     let mut report = Report {
         cells: u32::try_from(m.len()).unwrap_or(u32::MAX),
         bad_cells: u32::try_from(bad.cells.len()).unwrap_or(u32::MAX),
         ..Report::default()
     };
-    let mut why = cells::Explainer::new(cells::EXPLAIN_BUDGET);
+    let mut why = cells::Explainer::new(cells::EXPLAIN_BUDGET, owners);
     let mut findings = groups::matrix_findings(m, nodes, &mut bad, &mut why, now);
     // The cells left, by destination and port — where one rule, one
     // listener or one host most often explains them all. A group whose
@@ -184,7 +189,7 @@ pub fn detect(m: &Matrix, nodes: &BTreeMap<String, Node>, now: SystemTime) -> Re
     by_dst.sort_by_key(|g| std::cmp::Reverse(g.len()));
     type Grouped = BTreeMap<(String, String, String), (crate::why::Cause, Vec<usize>)>;
     let mut by_cause: Grouped = BTreeMap::new();
-    let top = |why: &mut cells::Explainer, i: usize| {
+    let top = |why: &mut cells::Explainer<'_>, i: usize| {
         why.explain(m, nodes, bad.cells[i], now)
             .and_then(|e| e.causes.into_iter().next())
     };

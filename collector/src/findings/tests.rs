@@ -112,7 +112,7 @@ impl World {
     }
 
     fn findings(&self) -> Report {
-        detect(&self.matrix, &self.nodes, SystemTime::now())
+        detect(&self.matrix, &self.nodes, &[], SystemTime::now())
     }
 }
 

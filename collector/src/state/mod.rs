@@ -325,6 +325,8 @@ pub struct Fleet {
     findings: Arc<view::Slot<crate::findings::Report>>,
     /// The owner's generation, read without asking it.
     generation: Arc<AtomicU64>,
+    /// Who the declared services say should hold their ports.
+    owners: Arc<Vec<crate::why::Owner>>,
 }
 
 impl Fleet {
@@ -372,8 +374,14 @@ impl Fleet {
             store,
             findings: Arc::default(),
             generation,
+            owners: Arc::new(crate::why::Owner::declared(&probe.services)),
         };
         (fleet, task)
+    }
+
+    /// Who the declared services say should hold their ports.
+    pub fn owners(&self) -> Arc<Vec<crate::why::Owner>> {
+        self.owners.clone()
     }
 
     /// The store, for the history the state task does not hold.

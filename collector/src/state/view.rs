@@ -207,8 +207,9 @@ impl Fleet {
         let started = Instant::now();
         let view = self.view().await?;
         let (generation, taken) = (view.generation, view.taken);
+        let owners = self.owners.clone();
         let mut report = tokio::task::spawn_blocking(move || {
-            crate::findings::detect(&view.matrix, &view.nodes, view.taken)
+            crate::findings::detect(&view.matrix, &view.nodes, &owners, view.taken)
         })
         .await
         .ok()?;

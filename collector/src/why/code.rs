@@ -78,6 +78,12 @@ cause_codes! {
         evidence: "the destination's listeners (no TCP socket in LISTEN on the port); the event of the last listener on the port going away, when there is one; the probe result.",
         fix: "start the service that should listen on the port on the destination.",
     },
+    PortHeldByOther = "PORT_HELD_BY_OTHER" {
+        blocks: false,
+        when: "a declared service names the systemd unit or process that should own its port (`unit` or `process` in `[[services]]`), and the TCP listeners on the port on the destination belong to another process: the service could not bind it (\"address already in use\"), and clients reach the other process. Reported whether the probe succeeds or not.",
+        evidence: "the declared owner; each listener on the port (address, port, process, pid, systemd unit); the probe result.",
+        fix: "stop the process holding the port (or move it to another port), then start the declared service; or correct the declaration.",
+    },
     LoopbackOnly = "LOOPBACK_ONLY" {
         blocks: true,
         when: "every listener on the port on the destination is bound to a loopback address: it is reachable from the destination itself only.",

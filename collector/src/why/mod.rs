@@ -141,10 +141,57 @@ pub enum WhyError {
 }
 
 /// Everything a cause check may look at.
+/// Who a declared service says should hold its port (`unit` or `process`
+/// in `[[services]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub service: String,
+    pub port: u16,
+    pub unit: Option<String>,
+    pub process: Option<String>,
+}
+
+impl Owner {
+    /// The declared services that name an owner.
+    pub fn declared(services: &[crate::config::ServiceConfig]) -> Vec<Owner> {
+        services
+            .iter()
+            .filter(|s| s.unit.is_some() || s.process.is_some())
+            .map(|s| Owner {
+                service: s.name.clone(),
+                port: s.port,
+                unit: s.unit.clone(),
+                process: s.process.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether `p` is the declared owner: its unit, or its process name.
+    pub fn is(&self, p: &crate::model::Process) -> bool {
+        match (&self.unit, &self.process) {
+            (Some(u), _) if p.unit.as_deref() == Some(u.as_str()) => true,
+            (_, Some(name)) => p.name == *name,
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.unit, &self.process) {
+            (Some(u), _) => write!(f, "{u}"),
+            (None, Some(p)) => write!(f, "process {p}"),
+            (None, None) => write!(f, "nothing declared"),
+        }
+    }
+}
+
 pub struct Context<'a> {
     pub src: &'a Node,
     pub dst: &'a Node,
     pub port: u16,
+    /// Who should hold the port, when a declared service says.
+    pub owner: Option<&'a Owner>,
     /// The address the source probes the destination at.
     pub address: Option<IpAddr>,
     /// The addresses clients use to reach the destination: its primary
@@ -266,6 +313,7 @@ fn changes(ctx: &Context) -> Vec<ChangeView> {
 pub fn explain(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
+    owners: &[Owner],
     src: &str,
     dst: &str,
     port: u16,
@@ -303,6 +351,7 @@ pub fn explain(
         src: s,
         dst: d,
         port,
+        owner: owners.iter().find(|o| o.port == port && port != 0),
         address,
         clients: client_addresses(s, d, address),
         reverse: summary(m, dst, src, port, kind),

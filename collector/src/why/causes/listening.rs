@@ -1,6 +1,6 @@
 //! Is anything listening on the port, on an address the source can reach,
-//! and can it keep up: NOT_LISTENING, LOOPBACK_ONLY, BOUND_OTHER_ADDRESS,
-//! LISTEN_QUEUE_OVERFLOW. A listener that went with an OOM kill is
+//! is it what should, and can it keep up: NOT_LISTENING, PORT_HELD_BY_OTHER,
+//! LOOPBACK_ONLY, BOUND_OTHER_ADDRESS, LISTEN_QUEUE_OVERFLOW. A listener that went with an OOM kill is
 //! PROCESS_OOM_KILLED, built in `kernel`.
 
 use super::blind;
@@ -94,6 +94,82 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
         return;
     }
     bound_elsewhere(ctx, &found, checked, out);
+}
+
+/// A declared service's port held by a process that is not the one the
+/// declaration names: the service could not bind it.
+pub(super) fn held_by_other(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
+    let (Some(owner), Some(f)) = (ctx.owner, ctx.dst.facts.as_ref()) else {
+        return;
+    };
+    let port = ctx.port;
+    if blind::skipped(
+        ctx.dst,
+        FactSource::Sockets,
+        &format!("who holds port {port}"),
+        checked,
+    ) {
+        return;
+    }
+    let found = listeners(f, port);
+    if found.is_empty() {
+        return;
+    }
+    let holders: Vec<&crate::model::Process> =
+        found.iter().flat_map(|l| l.processes.iter()).collect();
+    if holders.iter().any(|p| owner.is(p)) {
+        checked.push(format!(
+            "port {port} on {}: held by {owner}, as service {:?} declares",
+            ctx.dst.name, owner.service
+        ));
+        return;
+    }
+    let Some(first) = holders.first() else {
+        checked.push(format!(
+            "port {port} on {}: which process holds it is not known",
+            ctx.dst.name
+        ));
+        return;
+    };
+    let listed = found
+        .iter()
+        .map(|l| listener_text(l))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let failing = ctx.probe.as_ref().is_some_and(|p| p.state != "ok");
+    let mut c = cause(
+        CauseCode::PortHeldByOther,
+        ctx.dst,
+        if failing { 85 } else { 50 },
+        format!(
+            "port {port} on {} is held by {listed}, not by {owner} (service {:?}): it could not bind its port, and clients reach the other process",
+            ctx.dst.name, owner.service
+        ),
+    );
+    c.evidence.push(fact(
+        ctx.dst,
+        format!(
+            "service {:?} declares port {port} for {owner}",
+            owner.service
+        ),
+    ));
+    for l in &found {
+        c.evidence
+            .push(fact(ctx.dst, format!("listening: {}", listener_text(l))));
+    }
+    if let Some(p) = probe(ctx) {
+        c.evidence.push(p);
+    }
+    let unit = first
+        .unit
+        .as_deref()
+        .map(|u| format!(", {u}"))
+        .unwrap_or_default();
+    c.fix = Some(format!(
+        "stop {} (pid {}{unit}) on {} or move it off port {port}, then start {owner}",
+        first.name, first.pid, ctx.dst.name
+    ));
+    out.push(c);
 }
 
 /// Whether the listener takes connections to `a`.

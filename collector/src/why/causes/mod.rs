@@ -163,6 +163,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
         // clients that use a name reach what the name says, and clients that
         // use the node's own address may find nothing listening there.
         listening::client_addresses(ctx, checked, &mut out);
+        listening::held_by_other(ctx, checked, &mut out);
         flapping::flapping(ctx, checked, &mut out);
         path::icmp_only(ctx, checked, &mut out);
         addresses::names(ctx, checked, &mut out);
@@ -170,6 +171,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
         return out;
     }
     listening::listening(ctx, checked, &mut out);
+    listening::held_by_other(ctx, checked, &mut out);
     firewall::firewalls(ctx, checked, &mut out);
     addresses::interfaces_and_routes(ctx, checked, &mut out);
     kernel::conntrack(ctx, checked, &mut out);

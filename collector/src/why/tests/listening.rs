@@ -128,3 +128,100 @@ fn a_wildcard_listener_serves_every_client_address() {
     assert_eq!(e.addresses[0].listening, Some(true));
     assert_eq!(e.address.as_deref(), Some("198.18.0.12"));
 }
+
+fn owner(unit: Option<&str>, process: Option<&str>) -> crate::why::Owner {
+    crate::why::Owner {
+        service: "db".into(),
+        port: 5432,
+        unit: unit.map(str::to_string),
+        process: process.map(str::to_string),
+    }
+}
+
+/// b's port 5432 held by `name` (pid 7, `unit`).
+fn held_by(w: &mut World, name: &str, unit: Option<&str>) {
+    let mut l = listener("0.0.0.0", 5432, BindScope::Any);
+    l.processes = vec![Process {
+        pid: 7,
+        name: name.into(),
+        unit: unit.map(str::to_string),
+        cgroup: None,
+    }];
+    w.b().facts_mut().listeners.insert(l.key(), l);
+}
+
+#[test]
+fn a_declared_port_held_by_another_process_is_named_with_both() {
+    let mut w = world();
+    w.owners = vec![owner(Some("postgresql.service"), None)];
+    held_by(&mut w, "nc", Some("session-3.scope"));
+    w.probe(5432, TargetState::Failing, 1.0, Some(Outcome::Timeout));
+    let e = w.why(5432);
+    let c = codes(&e);
+    assert_eq!(c[0], ("PORT_HELD_BY_OTHER", "b"), "{c:?}");
+    let cause = &e.causes[0];
+    assert!(
+        cause.detail.contains("nc (pid 7, session-3.scope)")
+            && cause.detail.contains("not by postgresql.service"),
+        "{}",
+        cause.detail
+    );
+    assert!(
+        cause.evidence.iter().any(|x| x
+            .text
+            .contains("service \"db\" declares port 5432 for postgresql.service")),
+        "{:?}",
+        cause.evidence
+    );
+    let fix = cause.fix.as_deref().unwrap_or_default();
+    assert!(
+        fix.contains("stop nc (pid 7, session-3.scope)")
+            && fix.contains("start postgresql.service"),
+        "{fix}"
+    );
+
+    // Reported while the probe succeeds too: clients reach the wrong process.
+    w.probe(5432, TargetState::Ok, 0.0, None);
+    let e = w.why(5432);
+    assert_eq!(e.verdict, Verdict::Reachable);
+    assert!(
+        codes(&e).contains(&("PORT_HELD_BY_OTHER", "b")),
+        "{:?}",
+        codes(&e)
+    );
+}
+
+#[test]
+fn the_declared_owner_holding_its_port_is_no_cause() {
+    for (o, name, unit) in [
+        (
+            owner(Some("postgresql.service"), None),
+            "postgres",
+            Some("postgresql.service"),
+        ),
+        (owner(None, Some("postgres")), "postgres", None),
+    ] {
+        let mut w = world();
+        w.owners = vec![o];
+        held_by(&mut w, name, unit);
+        w.probe(5432, TargetState::Failing, 1.0, Some(Outcome::Timeout));
+        let e = w.why(5432);
+        assert!(
+            !codes(&e).contains(&("PORT_HELD_BY_OTHER", "b")),
+            "{:?}",
+            codes(&e)
+        );
+        assert!(
+            e.checked
+                .iter()
+                .any(|c| c.contains("held by") && c.contains("as service \"db\" declares")),
+            "{:?}",
+            e.checked
+        );
+    }
+    // Another port, or no declaration: nothing said.
+    let mut w = world();
+    held_by(&mut w, "nc", None);
+    w.probe(5432, TargetState::Failing, 1.0, Some(Outcome::Timeout));
+    assert!(!codes(&w.why(5432)).contains(&("PORT_HELD_BY_OTHER", "b")));
+}

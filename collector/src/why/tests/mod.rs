@@ -98,6 +98,7 @@ fn resources() -> Resources {
 struct World {
     nodes: BTreeMap<String, Node>,
     matrix: Matrix,
+    owners: Vec<crate::why::Owner>,
 }
 
 impl World {
@@ -108,6 +109,7 @@ impl World {
         World {
             nodes,
             matrix: Matrix::new(Duration::from_secs(10)),
+            owners: Vec::new(),
         }
     }
 
@@ -160,8 +162,16 @@ impl World {
     /// Every fixture test asks through here, so each also checks that
     /// every evidence line carries its time.
     fn why(&self, port: u16) -> Explanation {
-        let e = explain(&self.matrix, &self.nodes, "a", "b", port, SystemTime::now())
-            .expect("explained");
+        let e = explain(
+            &self.matrix,
+            &self.nodes,
+            &self.owners,
+            "a",
+            "b",
+            port,
+            SystemTime::now(),
+        )
+        .expect("explained");
         assert_every_evidence_has_its_time(&e);
         e
     }
