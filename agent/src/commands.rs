@@ -71,6 +71,57 @@ pub async fn run(
     };
     let outcome = match cmd.kind {
         None => Err("empty command".to_string()),
+        Some(Kind::OpenListener(o)) if o.udp => match port(o.port) {
+            Ok(p) => temp
+                .udp
+                .open(p, ttl(o.ttl_ms))
+                .map(|p| pb::CommandResult {
+                    command_id: id,
+                    ok: true,
+                    port: u32::from(p),
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
+        Some(Kind::CloseListener(c)) if c.udp => match port(c.port) {
+            Ok(p) => temp
+                .udp
+                .close(p)
+                .map(|got| pb::CommandResult {
+                    command_id: id,
+                    ok: true,
+                    port: c.port,
+                    received: got
+                        .into_iter()
+                        .map(|r| pb::UdpDatagram {
+                            source: r.source.to_string(),
+                            payload: r.payload,
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        },
+        Some(Kind::SendUdp(s)) => match fleet_target(s.target.as_ref(), fleet) {
+            Ok(t) if s.nonce.is_empty() || s.nonce.len() > 64 => Err(format!(
+                "a nonce of {} bytes; 1 to 64 may be sent to {}",
+                s.nonce.len(),
+                t.address
+            )),
+            Ok(t) => {
+                let to = std::net::SocketAddr::new(t.address, t.port);
+                let outcome = crate::probe::udp::send(to, &s.nonce, ttl(s.timeout_ms)).await;
+                Ok(pb::CommandResult {
+                    command_id: id,
+                    ok: true,
+                    outcome: wire::probe::outcome(outcome),
+                    ..Default::default()
+                })
+            }
+            Err(e) => Err(e),
+        },
         Some(Kind::OpenListener(o)) => match port(o.port) {
             Ok(p) => temp
                 .open(p, ttl(o.ttl_ms))

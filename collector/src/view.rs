@@ -668,6 +668,12 @@ pub struct TestPortView {
     pub outcome: Option<String>,
     pub rtt_ms: Option<f64>,
     pub detail: String,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    /// UDP: the ICMP error that came back to SRC ("port_unreachable",
+    /// "unreachable"), when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<String>,
     /// With `--ports`: what the ports say together, and each port.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
@@ -700,6 +706,12 @@ impl From<&pb::TestPortResult> for TestPortView {
             outcome: outcome_name(r.outcome),
             rtt_ms: (r.open).then_some(r.rtt_ms),
             detail: r.detail.clone(),
+            protocol: if r.protocol.is_empty() {
+                "tcp".into()
+            } else {
+                r.protocol.clone()
+            },
+            icmp: some(&r.icmp),
             verdict: some(&r.verdict),
             ports: r
                 .each

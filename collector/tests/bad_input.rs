@@ -499,6 +499,7 @@ async fn identity_is_the_certificate_and_roles_are_enforced() {
             port: 9,
             timeout_ms: 100,
             ports: Vec::new(),
+            udp: false,
         })
         .await
         .expect_err("a viewer cannot test-port");

@@ -208,3 +208,66 @@ fn a_declared_port_held_by_another_process_names_both() {
         "{fix}"
     );
 }
+
+fn test_udp(fleet: &Fleet, dst: &str) -> Result<Value, String> {
+    cli_json(
+        fleet,
+        &[
+            "test-port",
+            "--udp",
+            "node-0",
+            dst,
+            "--timeout",
+            "1s",
+            "--format",
+            "json",
+        ],
+    )
+}
+
+#[test]
+fn udp_open_dropped_and_rejected() {
+    if !require_root() {
+        return;
+    }
+    let fleet = running_fleet("path_udp", 2);
+    wait_mesh(&fleet, 2);
+
+    let v = test_udp(&fleet, "node-1:9053").expect("test-port --udp");
+    assert_eq!(v["protocol"], "udp", "{v:#}");
+    assert_eq!(v["open"], true, "{v:#}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("OPEN: node-0 -> node-1 (198.18.0.12) UDP port 9053")),
+        "{v:#}"
+    );
+    // Nothing is left bound afterwards.
+    let ss = fleet.exec(1, &["ss", "-Hlun", "sport = :9053"]);
+    assert!(String::from_utf8_lossy(&ss.stdout).trim().is_empty());
+
+    // node-1 drops 9053 and rejects 9054 (an ICMP port unreachable).
+    fleet.exec(
+        1,
+        &[
+            "nft",
+            "add table inet rmudp; \
+             add chain inet rmudp input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmudp input udp dport 9053 drop; \
+             add rule inet rmudp input udp dport 9054 reject",
+        ],
+    );
+    let v = test_udp(&fleet, "node-1:9053").expect("test-port --udp");
+    assert_eq!(v["open"], false, "{v:#}");
+    assert!(v.get("icmp").is_none(), "a drop says nothing back: {v:#}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nothing arrived and nothing came back")),
+        "{v:#}"
+    );
+    let v = test_udp(&fleet, "node-1:9054").expect("test-port --udp");
+    assert_eq!(v["open"], false, "{v:#}");
+    assert_eq!(v["icmp"], "port_unreachable", "{v:#}");
+    assert_eq!(v["outcome"], "refused", "{v:#}");
+}

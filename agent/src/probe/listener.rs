@@ -99,6 +99,8 @@ fn listen(addr: SocketAddr) -> Result<TcpListener, ProbeError> {
 pub struct TempListeners {
     open: Arc<Mutex<Registry>>,
     shutdown: CancellationToken,
+    /// `test-port --udp`'s sockets.
+    pub udp: super::udp::UdpListeners,
 }
 
 /// Open listeners by port, each with a number telling reopenings apart.
@@ -112,6 +114,7 @@ impl TempListeners {
     pub fn new(shutdown: CancellationToken) -> Self {
         TempListeners {
             open: Arc::default(),
+            udp: super::udp::UdpListeners::new(shutdown.clone()),
             shutdown,
         }
     }

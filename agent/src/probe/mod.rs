@@ -20,6 +20,7 @@ pub mod model;
 pub mod names;
 pub mod scheduler;
 pub mod tcp;
+pub mod udp;
 pub mod window;
 
 pub use listener::{ProbeError, TempListeners, serve_probe_port, serve_probe_port_reporting};

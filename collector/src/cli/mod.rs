@@ -152,8 +152,11 @@ pub enum Command {
         #[arg(value_name = "DST:PORT")]
         dst: String,
         /// Many ports at once, e.g. 22,80,443,9000-9010 (at most 1,024): which pass, and what that says
-        #[arg(long, value_name = "PORTS")]
+        #[arg(long, value_name = "PORTS", conflicts_with = "udp")]
         ports: Option<String>,
+        /// UDP: DST's agent binds a temporary UDP socket, SRC's agent sends it a datagram
+        #[arg(long)]
+        udp: bool,
         /// How long to wait for the connection
         #[arg(long, default_value = "3s", value_name = "DURATION")]
         timeout: humantime::Duration,
@@ -472,6 +475,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
             src,
             dst,
             ports,
+            udp,
             timeout,
             format,
         } => {
@@ -504,6 +508,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                     port,
                     timeout_ms,
                     ports,
+                    udp,
                 })
                 .await
                 .map_err(|s| status(&cli.collector, s))?

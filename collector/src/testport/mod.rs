@@ -18,6 +18,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
 mod ports;
+mod udp;
 
 pub use ports::{MAX_PORTS, outcome_word, parse_spec};
 
@@ -115,6 +116,9 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
                 "port and ports: ask one or the other",
             ));
         }
+        if req.udp {
+            return Err(Status::invalid_argument("udp: one port at a time"));
+        }
         let ports = ports::check(&req.ports)?;
         return ports::run(fleet, req, ports).await;
     }
@@ -122,6 +126,9 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| Status::invalid_argument(format!("port: {} is not 1-65535", req.port)))?;
+    if req.udp {
+        return udp::run(fleet, req, port).await;
+    }
     let timeout = timeout_of(&req);
     let ends = ends(fleet, &req.src, &req.dst).await?;
     let ttl = timeout + ANSWER_SLACK;
@@ -131,6 +138,7 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
             pb::command::Kind::OpenListener(pb::OpenListener {
                 port: u32::from(port),
                 ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+                udp: false,
             }),
             ANSWER_SLACK,
         )
@@ -165,6 +173,7 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
             &req.dst,
             pb::command::Kind::CloseListener(pb::CloseListener {
                 port: u32::from(port),
+                udp: false,
             }),
             ANSWER_SLACK,
         )
@@ -217,6 +226,7 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
         outcome: probed.outcome,
         rtt_ms: probed.rtt_ms,
         detail,
+        protocol: "tcp".into(),
         ..Default::default()
     })
 }

@@ -322,6 +322,7 @@ pub async fn run(
         each,
         verdict: verdict.to_string(),
         detail,
+        protocol: "tcp".into(),
         ..Default::default()
     })
 }

@@ -870,6 +870,18 @@ pub struct CommandResult {
     /// order asked.
     #[prost(message, repeated, tag = "7")]
     pub ports: ::prost::alloc::vec::Vec<PortAnswer>,
+    /// CloseListener of a UDP listener: the datagrams it received.
+    #[prost(message, repeated, tag = "8")]
+    pub received: ::prost::alloc::vec::Vec<UdpDatagram>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UdpDatagram {
+    /// The sender's address.
+    #[prost(string, tag = "1")]
+    pub source: ::prost::alloc::string::String,
+    /// The first 64 bytes.
+    #[prost(bytes = "vec", tag = "2")]
+    pub payload: ::prost::alloc::vec::Vec<u8>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PortAnswer {
@@ -957,7 +969,7 @@ pub struct ResyncRequest {
 pub struct Command {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15, 16")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
@@ -976,7 +988,23 @@ pub mod command {
         CloseListeners(super::CloseListeners),
         #[prost(message, tag = "15")]
         ProbeEach(super::ProbeEach),
+        #[prost(message, tag = "16")]
+        SendUdp(super::SendUdp),
     }
+}
+/// Send `nonce` to `target` (a fleet member's address and port) over UDP a
+/// few times within `timeout_ms`, and answer with what came back: REFUSED
+/// for an ICMP port unreachable, UNREACHABLE for another ICMP unreachable
+/// (host, network, administratively prohibited), OPEN when nothing did.
+/// `reachmap test-port --udp`.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SendUdp {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<ProbeTarget>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub nonce: ::prost::alloc::vec::Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    pub timeout_ms: u32,
 }
 /// OpenListener for each of `ports` (at most 64) in one round trip; a port
 /// that cannot be listened on is answered with its error, the others still
@@ -1006,17 +1034,23 @@ pub struct ProbeEach {
 }
 /// Listen on `port` (TCP, every address) for at most `ttl_ms`, accepting and
 /// closing connections: `reachmap test-port`. Refused when the port is in use.
+/// With `udp`, a UDP socket that keeps the datagrams it receives (at most
+/// 64), which CloseListener answers with.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct OpenListener {
     #[prost(uint32, tag = "1")]
     pub port: u32,
     #[prost(uint32, tag = "2")]
     pub ttl_ms: u32,
+    #[prost(bool, tag = "3")]
+    pub udp: bool,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CloseListener {
     #[prost(uint32, tag = "1")]
     pub port: u32,
+    #[prost(bool, tag = "2")]
+    pub udp: bool,
 }
 /// Probe one target now (a fleet member's address) and answer with the outcome.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -1182,6 +1216,10 @@ pub struct TestPortRequest {
     pub timeout_ms: u32,
     #[prost(uint32, repeated, tag = "5")]
     pub ports: ::prost::alloc::vec::Vec<u32>,
+    /// UDP instead of TCP (one port): DST's agent binds a temporary UDP socket,
+    /// SRC's agent sends it a datagram with a nonce.
+    #[prost(bool, tag = "6")]
+    pub udp: bool,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct TestPortResult {
@@ -1213,6 +1251,13 @@ pub struct TestPortResult {
     /// is one a host firewall on either end blocks).
     #[prost(string, tag = "10")]
     pub verdict: ::prost::alloc::string::String,
+    /// "tcp" or "udp".
+    #[prost(string, tag = "11")]
+    pub protocol: ::prost::alloc::string::String,
+    /// UDP: whether an ICMP error came back to SRC, and which
+    /// ("port_unreachable", "unreachable"), or "".
+    #[prost(string, tag = "12")]
+    pub icmp: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct PortTest {
