@@ -104,6 +104,22 @@ pub async fn run(
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
+        Some(Kind::Trace(t)) => match fleet_target(t.target.as_ref(), fleet) {
+            Ok(target) => {
+                let to = std::net::SocketAddr::new(target.address, target.port);
+                let per_hop = ttl(t.timeout_ms);
+                let max = u8::try_from(t.max_hops).unwrap_or(u8::MAX);
+                crate::probe::trace::trace(to, max, per_hop)
+                    .await
+                    .map(|hops| pb::CommandResult {
+                        command_id: id,
+                        ok: true,
+                        hops: hops.iter().map(wire::probe::trace_hop).collect(),
+                        ..Default::default()
+                    })
+            }
+            Err(e) => Err(e),
+        },
         Some(Kind::SendUdp(s)) => match fleet_target(s.target.as_ref(), fleet) {
             Ok(t) if s.nonce.is_empty() || s.nonce.len() > 64 => Err(format!(
                 "a nonce of {} bytes; 1 to 64 may be sent to {}",

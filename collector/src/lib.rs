@@ -18,6 +18,7 @@ pub mod query;
 pub mod state;
 pub mod store;
 pub mod testport;
+pub mod trace;
 pub mod trust;
 pub mod validate;
 pub mod view;

@@ -161,7 +161,8 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
     }
 }
 
-/// Explains the cell SRC -> DST:PORT, inside the state task.
+/// Explains the cell SRC -> DST:PORT, inside the state task; a
+/// NETWORK_PATH cause then gets a trace from the source (`trace::into_why`).
 pub async fn why(
     fleet: &Fleet,
     src: String,
@@ -169,7 +170,7 @@ pub async fn why(
     port: u16,
 ) -> Result<crate::why::Explanation, Status> {
     let owners = fleet.owners();
-    fleet
+    let mut e = fleet
         .read_matrix(move |m, nodes| {
             let now = std::time::SystemTime::now();
             crate::why::explain(m, nodes, &owners, &src, &dst, port, now)
@@ -179,7 +180,9 @@ pub async fn why(
         .map_err(|e| match e {
             crate::why::WhyError::NoSuchNode(_) => Status::not_found(e.to_string()),
             crate::why::WhyError::SameNode => Status::invalid_argument(e.to_string()),
-        })
+        })?;
+    crate::trace::into_why(fleet, &mut e).await;
+    Ok(e)
 }
 
 /// The fleet's findings: made from a copy of the fleet off the state task,
@@ -367,6 +370,17 @@ impl pb::query_server::Query for Query {
         tracing::info!(?caller, "test-port");
         Ok(Response::new(
             crate::testport::run(&self.fleet, request.into_inner()).await?,
+        ))
+    }
+
+    async fn trace(
+        &self,
+        request: Request<pb::TraceRequest>,
+    ) -> Result<Response<pb::TraceResult>, Status> {
+        let caller = self.allow(&request, Role::Operator, "trace")?;
+        tracing::info!(?caller, "trace");
+        Ok(Response::new(
+            crate::trace::run(&self.fleet, request.into_inner()).await?,
         ))
     }
 

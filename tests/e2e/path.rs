@@ -271,3 +271,113 @@ fn udp_open_dropped_and_rejected() {
     assert_eq!(v["icmp"], "port_unreachable", "{v:#}");
     assert_eq!(v["outcome"], "refused", "{v:#}");
 }
+
+/// node-1 moved behind the hub, which routes: node-0 (198.18.0.11) on the
+/// hub's first bridge, node-1 (198.18.1.12) on a second one, the hub
+/// forwarding between them — one router on the way.
+fn routed_fleet(test: &str) -> Fleet {
+    let mut fleet = Fleet::new(test, 2);
+    for cmd in [
+        "ip link add br1 type bridge",
+        "ip addr add 198.18.1.1/24 dev br1",
+        "ip link set br1 up",
+        "ip link set v1 nomaster",
+        "ip link set v1 master br1",
+        "sysctl -qw net.ipv4.ip_forward=1",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        fleet.hub_exec(&args);
+    }
+    for cmd in [
+        "ip addr flush dev eth0",
+        "ip addr add 198.18.1.12/24 dev eth0",
+        "ip route add default via 198.18.1.1",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        fleet.exec(1, &args);
+    }
+    fleet.start_collector();
+    fleet.start_agents();
+    fleet
+}
+
+fn trace(fleet: &Fleet) -> Value {
+    cli_json(
+        fleet,
+        &[
+            "trace",
+            "node-0",
+            "node-1:9000",
+            "--max-hops",
+            "6",
+            "--format",
+            "json",
+        ],
+    )
+    .expect("trace")
+}
+
+#[test]
+fn a_trace_names_the_router_after_which_a_drop_happens_and_why_says_so() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = routed_fleet("path_trace");
+    wait_mesh(&fleet, 2);
+    fleet.spawn(1, "listen", &[TOOL, "listen", "0.0.0.0:9000"]);
+
+    // Open: the router answers hop 1, node-1 accepts at hop 2.
+    let t = trace(&fleet);
+    assert_eq!(t["reached"], true, "{t:#}");
+    assert_eq!(t["hops"][0]["answer"], "time_exceeded", "{t:#}");
+    assert_eq!(t["hops"][0]["address"], "198.18.0.1", "{t:#}");
+    assert_eq!(t["hops"][1]["answer"], "reached", "{t:#}");
+    assert_eq!(t["hops"][1]["address"], "198.18.1.12", "{t:#}");
+
+    // The router's forward chain drops node-1's port 9000.
+    fleet.hub_exec(&[
+        "nft",
+        "add table inet rmroute; \
+         add chain inet rmroute forward { type filter hook forward priority 0; policy accept; }; \
+         add rule inet rmroute forward ip daddr 198.18.1.12 tcp dport 9000 drop",
+    ]);
+    let t = trace(&fleet);
+    assert_eq!(t["reached"], false, "{t:#}");
+    assert_eq!(t["last_hop"]["address"], "198.18.0.1", "{t:#}");
+    assert_eq!(t["last_hop"]["ttl"], 1, "{t:#}");
+    assert_eq!(t["hops"][1]["answer"], "silent", "{t:#}");
+    assert!(
+        t["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("blocked after hop 1, 198.18.0.1, before node-1")),
+        "{t:#}"
+    );
+
+    // why: both ends allow it, so NETWORK_PATH — and now where.
+    let w = assert_eventually!(
+        Duration::from_secs(40),
+        || {
+            let w = cli_json(
+                &fleet,
+                &["why", "node-0", "node-1:9000", "--format", "json"],
+            )?;
+            let top = &w["causes"][0];
+            ensure(
+                top["code"] == "NETWORK_PATH"
+                    && top["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("blocked after hop 1, 198.18.0.1")),
+                &w,
+            )?;
+            Ok::<Value, String>(w)
+        },
+        "why names the router"
+    );
+    let evidence = w["causes"][0]["evidence"].to_string();
+    assert!(
+        evidence.contains(
+            "trace node-0 -> 198.18.1.12:9000: hop 1: 198.18.0.1 (time exceeded), hop 2: no answer"
+        ),
+        "{w:#}"
+    );
+}

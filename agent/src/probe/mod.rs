@@ -20,6 +20,7 @@ pub mod model;
 pub mod names;
 pub mod scheduler;
 pub mod tcp;
+pub mod trace;
 pub mod udp;
 pub mod window;
 

@@ -191,3 +191,18 @@ pub fn state_change(c: &StateChange) -> pb::ProbeStateChanged {
         outcome: outcome(c.outcome),
     }
 }
+
+/// One hop of a trace.
+pub fn trace_hop(h: &crate::probe::trace::Hop) -> pb::TraceHop {
+    use crate::probe::trace::HopKind;
+    pb::TraceHop {
+        ttl: u32::from(h.ttl),
+        address: h.from.map(|a| a.to_string()).unwrap_or_default(),
+        kind: h.kind.as_str().to_string(),
+        code: match h.kind {
+            HopKind::Unreachable(c) => u32::from(c),
+            _ => 0,
+        },
+        rtt_ms: h.rtt.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+    }
+}

@@ -163,6 +163,18 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Where on the way from SRC to DST:PORT a TCP connection stops (SYNs with growing TTL from SRC)
+    Trace {
+        src: String,
+        /// NODE or NODE:PORT (the probe port when no port is given)
+        #[arg(value_name = "DST[:PORT]")]
+        dst: String,
+        /// How far to go
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=30))]
+        max_hops: u32,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Everything the collector knows about NODE (or, with --fleet, the fleet) as one .tar.gz to attach to a ticket
     Diag {
         /// The node to bundle (or --fleet)
@@ -388,6 +400,28 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                         format!("as of {}\n{grid}", when::show(at, local_times()))
                     }
                 }
+            })
+        }
+        Command::Trace {
+            src,
+            dst,
+            max_hops,
+            format,
+        } => {
+            let (dst, port) = node_port(dst)?;
+            let r = client
+                .trace(pb::TraceRequest {
+                    src,
+                    dst,
+                    port: u32::from(port),
+                    max_hops,
+                })
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            Ok(match format {
+                Format::Json => json(&testport::trace_json(&r)),
+                Format::Table => testport::render_trace(&r),
             })
         }
         Command::Why {

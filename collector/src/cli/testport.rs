@@ -1,5 +1,6 @@
 //! `reachmap test-port` as a person reads it: one port's sentence, or with
-//! `--ports` each port's result under what they say together.
+//! `--ports` each port's result under what they say together; and
+//! `reachmap trace`: where it stops, then each hop.
 
 use crate::testport::outcome_word;
 use reachmap_proto::v1 as pb;
@@ -36,6 +37,62 @@ pub fn render(r: &pb::TestPortResult) -> String {
         r.detail,
         super::render::render(&["PORT", "RESULT", "RTT_MS", "NOTE"], &rows)
     )
+}
+
+pub fn render_trace(r: &pb::TraceResult) -> String {
+    let rows: Vec<Vec<String>> = r
+        .hops
+        .iter()
+        .map(|h| {
+            vec![
+                h.ttl.to_string(),
+                if h.address.is_empty() {
+                    "*".into()
+                } else {
+                    h.address.clone()
+                },
+                h.kind.clone(),
+                if h.kind == "silent" {
+                    String::new()
+                } else {
+                    format!("{:.1}", h.rtt_ms)
+                },
+            ]
+        })
+        .collect();
+    format!(
+        "{} -> {} ({}) port {}: {}\n\n{}",
+        r.src,
+        r.dst,
+        r.address,
+        r.port,
+        r.detail,
+        super::render::render(&["HOP", "ADDRESS", "ANSWER", "RTT_MS"], &rows)
+    )
+}
+
+pub fn trace_json(r: &pb::TraceResult) -> serde_json::Value {
+    serde_json::json!({
+        "src": r.src,
+        "dst": r.dst,
+        "address": r.address,
+        "port": r.port,
+        "reached": r.reached,
+        "last_hop": if r.last_hop_address.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!({"ttl": r.last_hop_ttl, "address": r.last_hop_address})
+        },
+        "detail": r.detail,
+        "traced": crate::view::rfc3339(r.traced_unix_nanos),
+        "hops": r.hops.iter().map(|h| serde_json::json!({
+            "ttl": h.ttl,
+            "address": if h.address.is_empty() { None } else { Some(&h.address) },
+            "answer": h.kind,
+            "code": if h.kind == "unreachable" { Some(h.code) } else { None },
+            "rtt_ms": if h.kind == "silent" { None } else { Some(h.rtt_ms) },
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

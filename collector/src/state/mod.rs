@@ -327,6 +327,8 @@ pub struct Fleet {
     generation: Arc<AtomicU64>,
     /// Who the declared services say should hold their ports.
     owners: Arc<Vec<crate::why::Owner>>,
+    /// The latest traces, for `why`.
+    traces: crate::trace::Traces,
 }
 
 impl Fleet {
@@ -375,8 +377,14 @@ impl Fleet {
             findings: Arc::default(),
             generation,
             owners: Arc::new(crate::why::Owner::declared(&probe.services)),
+            traces: crate::trace::Traces::default(),
         };
         (fleet, task)
+    }
+
+    /// The latest traces, kept for `why`.
+    pub fn traces(&self) -> &crate::trace::Traces {
+        &self.traces
     }
 
     /// Who the declared services say should hold their ports.

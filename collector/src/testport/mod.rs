@@ -23,11 +23,11 @@ mod udp;
 pub use ports::{MAX_PORTS, outcome_word, parse_spec};
 
 /// Both ends of a test, as the state knows them.
-struct Ends {
+pub(crate) struct Ends {
     src: String,
     dst: String,
     /// DST's address the probe goes to.
-    address: IpAddr,
+    pub(crate) address: IpAddr,
     /// SRC's address its probe comes from, when known.
     src_address: Option<IpAddr>,
     src_facts: Option<Arc<NodeFacts>>,
@@ -36,7 +36,7 @@ struct Ends {
 
 impl Ends {
     /// DST as SRC's probe target, on `port` (0 for a ProbeEach).
-    fn target(&self, port: u16) -> pb::ProbeTarget {
+    pub(crate) fn target(&self, port: u16) -> pb::ProbeTarget {
         pb::ProbeTarget {
             id: 0,
             node: self.dst.clone(),
@@ -63,7 +63,7 @@ impl Ends {
     }
 }
 
-async fn ends(fleet: &Fleet, src: &str, dst: &str) -> Result<Ends, Status> {
+pub(crate) async fn ends(fleet: &Fleet, src: &str, dst: &str) -> Result<Ends, Status> {
     let (src_name, dst_name) = (src.to_string(), dst.to_string());
     fleet
         .read(move |nodes| {

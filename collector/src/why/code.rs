@@ -223,8 +223,8 @@ cause_codes! {
     NetworkPath = "NETWORK_PATH" {
         blocks: false,
         when: "the probes fail with timeouts, both agents are connected and no fact on either node explains it (no cause of weight 75 or more): something in the network path between them drops the traffic.",
-        evidence: "the probe result; the other way; how many other nodes reach the destination on the port.",
-        fix: "check the cloud firewall or security group rules, NAT and load balancers between the two nodes.",
+        evidence: "the probe result; the other way; how many other nodes reach the destination on the port; a trace from the source (TCP SYNs with growing TTL, kept for a minute): each hop, the last router that answered and from which hop nothing did, or who rejected it — the detail then says \"blocked after hop N, ADDRESS, before DST\".",
+        fix: "check the cloud firewall or security group rules, NAT and load balancers between the two nodes, starting after the last hop that answered.",
     },
 }
 

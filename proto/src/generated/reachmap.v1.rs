@@ -873,6 +873,25 @@ pub struct CommandResult {
     /// CloseListener of a UDP listener: the datagrams it received.
     #[prost(message, repeated, tag = "8")]
     pub received: ::prost::alloc::vec::Vec<UdpDatagram>,
+    /// Trace: each hop, in TTL order.
+    #[prost(message, repeated, tag = "9")]
+    pub hops: ::prost::alloc::vec::Vec<TraceHop>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TraceHop {
+    #[prost(uint32, tag = "1")]
+    pub ttl: u32,
+    /// Who answered (a router, or the destination); "" when nothing did.
+    #[prost(string, tag = "2")]
+    pub address: ::prost::alloc::string::String,
+    /// "time_exceeded", "unreachable", "reached", "refused" or "silent".
+    #[prost(string, tag = "3")]
+    pub kind: ::prost::alloc::string::String,
+    /// The ICMP code of an unreachable.
+    #[prost(uint32, tag = "4")]
+    pub code: u32,
+    #[prost(double, tag = "5")]
+    pub rtt_ms: f64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UdpDatagram {
@@ -969,7 +988,7 @@ pub struct ResyncRequest {
 pub struct Command {
     #[prost(uint64, tag = "1")]
     pub id: u64,
-    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15, 16")]
+    #[prost(oneof = "command::Kind", tags = "10, 11, 12, 13, 14, 15, 16, 17")]
     pub kind: ::core::option::Option<command::Kind>,
 }
 /// Nested message and enum types in `Command`.
@@ -990,7 +1009,21 @@ pub mod command {
         ProbeEach(super::ProbeEach),
         #[prost(message, tag = "16")]
         SendUdp(super::SendUdp),
+        #[prost(message, tag = "17")]
+        Trace(super::Trace),
     }
+}
+/// TCP SYNs to `target` with TTL 1, 2, … up to `max_hops` (at most 30),
+/// `timeout_ms` each, stopping at the destination, at an ICMP unreachable or
+/// after three silent hops in a row.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Trace {
+    #[prost(message, optional, tag = "1")]
+    pub target: ::core::option::Option<ProbeTarget>,
+    #[prost(uint32, tag = "2")]
+    pub max_hops: u32,
+    #[prost(uint32, tag = "3")]
+    pub timeout_ms: u32,
 }
 /// Send `nonce` to `target` (a fleet member's address and port) over UDP a
 /// few times within `timeout_ms`, and answer with what came back: REFUSED
@@ -1275,6 +1308,44 @@ pub struct PortTest {
     /// When the port could not be tested (DST could not listen on it).
     #[prost(string, tag = "6")]
     pub error: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TraceRequest {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    /// 0: the probe port.
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    /// 0: 16.
+    #[prost(uint32, tag = "4")]
+    pub max_hops: u32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TraceResult {
+    #[prost(string, tag = "1")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "4")]
+    pub port: u32,
+    #[prost(message, repeated, tag = "5")]
+    pub hops: ::prost::alloc::vec::Vec<TraceHop>,
+    #[prost(bool, tag = "6")]
+    pub reached: bool,
+    /// The last router that answered before the probe stopped, and its hop.
+    #[prost(string, tag = "7")]
+    pub last_hop_address: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "8")]
+    pub last_hop_ttl: u32,
+    /// Where it stopped, in a sentence a person reads.
+    #[prost(string, tag = "9")]
+    pub detail: ::prost::alloc::string::String,
+    #[prost(int64, tag = "10")]
+    pub traced_unix_nanos: i64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct WhyRequest {
@@ -2936,6 +3007,26 @@ pub mod query_client {
                 .insert(GrpcMethod::new("reachmap.v1.Query", "TestPort"));
             self.inner.unary(req, path, codec).await
         }
+        /// Where on the way from SRC to DST:PORT a TCP connection stops: SYNs with
+        /// growing TTL from SRC's agent, and the ICMP errors routers send back.
+        pub async fn trace(
+            &mut self,
+            request: impl tonic::IntoRequest<super::TraceRequest>,
+        ) -> std::result::Result<tonic::Response<super::TraceResult>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/reachmap.v1.Query/Trace");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "Trace"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Why can SRC not reach DST:PORT? A verdict and the causes facts support.
         pub async fn why(
             &mut self,
@@ -3226,6 +3317,12 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::TestPortRequest>,
         ) -> std::result::Result<tonic::Response<super::TestPortResult>, tonic::Status>;
+        /// Where on the way from SRC to DST:PORT a TCP connection stops: SYNs with
+        /// growing TTL from SRC's agent, and the ICMP errors routers send back.
+        async fn trace(
+            &self,
+            request: tonic::Request<super::TraceRequest>,
+        ) -> std::result::Result<tonic::Response<super::TraceResult>, tonic::Status>;
         /// Why can SRC not reach DST:PORT? A verdict and the causes facts support.
         async fn why(
             &self,
@@ -3536,6 +3633,49 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = TestPortSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/Trace" => {
+                    #[allow(non_camel_case_types)]
+                    struct TraceSvc<T: Query>(pub Arc<T>);
+                    impl<T: Query> tonic::server::UnaryService<super::TraceRequest>
+                    for TraceSvc<T> {
+                        type Response = super::TraceResult;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::TraceRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::trace(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = TraceSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
