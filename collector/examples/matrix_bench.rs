@@ -144,6 +144,7 @@ fn main() -> std::io::Result<()> {
                         } else {
                             TargetState::Ok
                         },
+                        last_http_status: None,
                     }
                 })
                 .collect();

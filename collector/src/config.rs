@@ -112,6 +112,11 @@ pub struct ServiceConfig {
     /// The process (its name, as the kernel has it) that should own the
     /// port, when there is no unit to name.
     pub process: Option<String>,
+    /// What the service forwards to, "NAME:PORT" each (NAME a node, or a
+    /// prefix of node names: "app" is app-1, app-2): a status failure is
+    /// followed to the failing upstream cell.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
 }
 
 /// How the fleet probes itself. `Default` is the documented defaults.
@@ -419,6 +424,22 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
                     "services",
                     format!(
                         "service {:?}: {what} {v:?} must be 1-256 characters without spaces",
+                        s.name
+                    ),
+                ));
+            }
+        }
+        for u in &s.upstreams {
+            let ok = u.rsplit_once(':').is_some_and(|(name, port)| {
+                !name.is_empty()
+                    && reachmap_proto::check_node_name(name).is_ok()
+                    && port.parse::<u16>().is_ok_and(|p| p != 0)
+            });
+            if !ok {
+                return Err(invalid(
+                    "services",
+                    format!(
+                        "service {:?}: upstream {u:?} is not NAME:PORT (a node name or name prefix, a port 1-65535)",
                         s.name
                     ),
                 ));

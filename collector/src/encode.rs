@@ -398,6 +398,7 @@ mod tests {
                 last_outcome: Some(Outcome::Open),
                 last_failure: Some((Outcome::Timeout, 5)),
                 state: TargetState::Degraded,
+                last_http_status: None,
             }],
             1_000,
         );

@@ -121,6 +121,7 @@ fn window(node: &str, ok: u32) -> WindowInput {
         } else {
             TargetState::Failing
         },
+        last_http_status: None,
     }
 }
 

@@ -381,3 +381,72 @@ fn a_trace_names_the_router_after_which_a_drop_happens_and_why_says_so() {
         "{w:#}"
     );
 }
+
+#[test]
+fn a_proxy_answering_502_is_followed_to_its_firewalled_upstream() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("path_upstream", 3);
+    let config = fleet.dir().join("collector.toml");
+    std::fs::write(
+        &config,
+        "[[services]]\nname = \"web\"\nport = 8081\npath = \"/\"\nupstreams = [\"node-2:8080\"]\n",
+    )
+    .expect("write collector.toml");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    fleet.start_collector_with(&["--config", &config]);
+    fleet.start_agents();
+    wait_mesh(&fleet, 3);
+    // node-2 is the application; node-1 a proxy in front of it.
+    fleet.spawn(2, "app", &[TOOL, "listen", "0.0.0.0:8080"]);
+    fleet.spawn(
+        1,
+        "proxy",
+        &[TOOL, "proxy", "0.0.0.0:8081", "198.18.0.13:8080"],
+    );
+    // node-2's firewall drops the proxy's connections: it answers 502.
+    fleet.exec(
+        2,
+        &[
+            "nft",
+            "add table inet rmapp; \
+             add chain inet rmapp input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmapp input ip saddr 198.18.0.12 tcp dport 8080 drop",
+        ],
+    );
+    let w = assert_eventually!(
+        Duration::from_secs(40),
+        || {
+            let w = cli_json(
+                &fleet,
+                &["why", "node-0", "node-1:8081", "--format", "json"],
+            )?;
+            let top = &w["causes"][0];
+            ensure(
+                top["code"] == "HTTP_STATUS"
+                    && top["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("FIREWALL_INBOUND on node-2"))
+                    && top["evidence"]
+                        .to_string()
+                        .contains("upstream node-1 -> node-2:8080: failing"),
+                &w,
+            )?;
+            Ok::<Value, String>(w)
+        },
+        "why follows the 502 to node-2's firewall"
+    );
+    let top = &w["causes"][0];
+    assert_eq!(top["node"], "node-1", "{top:#}");
+    assert_eq!(
+        top["detail"],
+        "node-1:8081 answers 502 (service \"web\") because node-1 cannot reach node-2:8080: FIREWALL_INBOUND on node-2",
+        "{top:#}"
+    );
+    let evidence = top["evidence"].to_string();
+    assert!(
+        evidence.contains("rule `ip saddr 198.18.0.12 tcp dport 8080 drop`"),
+        "the upstream cell and the rule: {top:#}"
+    );
+}

@@ -9,6 +9,9 @@
 //! - `stall ADDR:PORT BACKLOG`: listen with a listen backlog of BACKLOG and
 //!   never accept: once BACKLOG + 1 connections wait, the kernel drops new
 //!   SYNs (a service too slow to accept); prints `ready`.
+//! - `proxy ADDR:PORT UPSTREAM`: an HTTP server that answers every request
+//!   200 when a TCP connection to UPSTREAM opens within half a second and
+//!   502 when it does not, like a reverse proxy; prints `ready`.
 //! - `eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]`: optionally
 //!   listen first, wait, then allocate and touch MIB MiB — in a small memory
 //!   cgroup the OOM killer ends it.
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
+        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | proxy ADDR:PORT UPSTREAM | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
     );
     std::process::exit(2)
 }
@@ -145,6 +148,38 @@ fn main() {
             let _keep = (listeners, chunks);
             park()
         }
+        "proxy" => {
+            let [listen, upstream] = rest else { usage() };
+            let (listen, upstream) = (addr(listen), addr(upstream));
+            let listener = TcpListener::bind(listen).expect("bind tcp");
+            ready();
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || answer(conn, upstream));
+            }
+            park()
+        }
         _ => usage(),
     }
+}
+
+/// One request read (its head), answered 200 or 502 by whether `upstream`
+/// takes a connection.
+fn answer(mut conn: TcpStream, upstream: SocketAddr) {
+    use std::io::Read;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let up = TcpStream::connect_timeout(&upstream, Duration::from_millis(500)).is_ok();
+    let reply: &[u8] = if up {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    } else {
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    };
+    let _ = conn.write_all(reply);
 }

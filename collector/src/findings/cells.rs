@@ -99,13 +99,13 @@ impl<'a> Bad<'a> {
 /// `why`, until the budget is spent.
 pub struct Explainer<'a> {
     deadline: Instant,
-    owners: &'a [crate::why::Owner],
+    owners: &'a [crate::why::Declared],
     pub asked: usize,
     pub refused: usize,
 }
 
 impl<'a> Explainer<'a> {
-    pub fn new(budget: Duration, owners: &'a [crate::why::Owner]) -> Explainer<'a> {
+    pub fn new(budget: Duration, owners: &'a [crate::why::Declared]) -> Explainer<'a> {
         Explainer {
             deadline: Instant::now() + budget,
             owners,

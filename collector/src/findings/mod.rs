@@ -165,7 +165,7 @@ fn since_text(t: i64) -> String {
 pub fn detect(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
-    owners: &[crate::why::Owner],
+    owners: &[crate::why::Declared],
     now: SystemTime,
 ) -> Report {
     let mut bad = cells::Bad::new(m);

@@ -99,6 +99,7 @@ impl World {
                         }),
                         last_failure: (failed > 0).then_some((Outcome::Timeout, now)),
                         state: st,
+                        last_http_status: None,
                         target: t,
                     }
                 })

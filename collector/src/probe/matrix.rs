@@ -170,6 +170,8 @@ pub struct WindowInput {
     /// The most recent failure in the window and when (unix nanos).
     pub last_failure: Option<(Outcome, i64)>,
     pub state: TargetState,
+    /// The last HTTP status seen (HTTP probes).
+    pub last_http_status: Option<u16>,
 }
 
 /// A target whose state changed (the wire's `ProbeStateChanged`).
@@ -207,6 +209,8 @@ pub struct Cell {
     updated: i64,
     /// 0 when none.
     last_failure_at: i64,
+    /// The last HTTP status seen (HTTP probes); 0 when none.
+    http_status: u16,
 }
 
 impl Cell {
@@ -225,6 +229,7 @@ impl Cell {
             rtt_p99_ms: f64::NAN,
             updated: 0,
             last_failure_at: 0,
+            http_status: 0,
         }
     }
 
@@ -241,11 +246,16 @@ impl Cell {
         self.rtt_p99_ms = w.rtt_p99_ms.filter(|v| v.is_finite()).unwrap_or(f64::NAN);
         self.failure = w.last_failure.map(|(o, _)| o).filter(|o| o.is_failure());
         self.last_failure_at = w.last_failure.map_or(0, |(_, at)| at);
+        self.http_status = w.last_http_status.unwrap_or(0);
         self.updated = now;
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+    /// The last HTTP status seen, for HTTP probes.
+    pub fn http_status(&self) -> Option<u16> {
+        (self.http_status != 0).then_some(self.http_status)
     }
     pub fn kind(&self) -> ProbeKind {
         self.kind

@@ -85,6 +85,7 @@ impl Restorer<'_> {
             rtt_p99_ms: f64::NAN,
             updated: c.updated,
             last_failure_at: c.last_failure_at,
+            http_status: 0,
         });
     }
 }

@@ -24,6 +24,7 @@ fn window(node: &str, port: u16, state: TargetState, sent: u32, ok: u32) -> Wind
         last_outcome: Some(Outcome::Open),
         last_failure: (ok < sent).then_some((Outcome::Timeout, 5 * SEC)),
         state,
+        last_http_status: None,
     }
 }
 

@@ -326,7 +326,7 @@ pub struct Fleet {
     /// The owner's generation, read without asking it.
     generation: Arc<AtomicU64>,
     /// Who the declared services say should hold their ports.
-    owners: Arc<Vec<crate::why::Owner>>,
+    owners: Arc<Vec<crate::why::Declared>>,
     /// The latest traces, for `why`.
     traces: crate::trace::Traces,
 }
@@ -376,7 +376,7 @@ impl Fleet {
             store,
             findings: Arc::default(),
             generation,
-            owners: Arc::new(crate::why::Owner::declared(&probe.services)),
+            owners: Arc::new(crate::why::Declared::from_config(&probe.services)),
             traces: crate::trace::Traces::default(),
         };
         (fleet, task)
@@ -388,7 +388,7 @@ impl Fleet {
     }
 
     /// Who the declared services say should hold their ports.
-    pub fn owners(&self) -> Arc<Vec<crate::why::Owner>> {
+    pub fn owners(&self) -> Arc<Vec<crate::why::Declared>> {
         self.owners.clone()
     }
 

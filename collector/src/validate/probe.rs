@@ -122,6 +122,9 @@ pub fn window(field: &str, w: &pb::TargetWindow) -> Result<WindowInput, Protocol
         last_outcome: outcome(&format!("{field}.last_outcome"), w.last_outcome)?,
         last_failure,
         state: state(&format!("{field}.state"), w.state)?,
+        last_http_status: u16::try_from(w.last_http_status)
+            .ok()
+            .filter(|s| (100..=999).contains(s)),
     })
 }
 

@@ -102,6 +102,13 @@ cause_codes! {
         evidence: "the accept queue's fill and limit, with the listener; the kernel's SYN flood message.",
         fix: "make the service accept faster (more workers), or raise its listen backlog and net.core.somaxconn.",
     },
+    // Services: the application answered, with the wrong status.
+    HttpStatus = "HTTP_STATUS" {
+        blocks: false,
+        when: "an HTTP probe gets a status other than the expected one (a proxy's 502 or 503, a 404 from the wrong application): the network path and the listener work, the service does not. When the declared service names its upstreams (`upstreams` in `[[services]]`), the destination's own cells to them are followed, and a failing one is named with its top cause.",
+        evidence: "the status seen and the one expected; the probe result; for each upstream cell from the destination, its state, and for a failing one its top cause with that cause's evidence.",
+        fix: "the failing upstream's fix when one fails; otherwise the service's own logs on the destination.",
+    },
     // Firewalls: both ends' rulesets evaluated for the probe's packet.
     FirewallInbound = "FIREWALL_INBOUND" {
         blocks: true,

@@ -84,6 +84,9 @@ pub struct CellSummary {
     #[serde(serialize_with = "time_json")]
     pub updated: i64,
     pub address: String,
+    /// The last HTTP status seen (HTTP probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -141,29 +144,54 @@ pub enum WhyError {
 }
 
 /// Everything a cause check may look at.
-/// Who a declared service says should hold its port (`unit` or `process`
-/// in `[[services]]`).
+/// What a declared service (`[[services]]`) says about its port: who
+/// should hold it (`unit` or `process`), and the services behind it
+/// (`upstreams`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
+pub struct Declared {
     pub service: String,
     pub port: u16,
     pub unit: Option<String>,
     pub process: Option<String>,
+    /// (node name or name prefix, port): a node is one when its name is
+    /// the name, or starts with it and a dash ("app" is app-1, app-2).
+    pub upstreams: Vec<(String, u16)>,
 }
 
-impl Owner {
-    /// The declared services that name an owner.
-    pub fn declared(services: &[crate::config::ServiceConfig]) -> Vec<Owner> {
+impl Declared {
+    /// The declared services that name an owner or upstreams.
+    pub fn from_config(services: &[crate::config::ServiceConfig]) -> Vec<Declared> {
         services
             .iter()
-            .filter(|s| s.unit.is_some() || s.process.is_some())
-            .map(|s| Owner {
+            .filter(|s| s.unit.is_some() || s.process.is_some() || !s.upstreams.is_empty())
+            .map(|s| Declared {
                 service: s.name.clone(),
                 port: s.port,
                 unit: s.unit.clone(),
                 process: s.process.clone(),
+                upstreams: s
+                    .upstreams
+                    .iter()
+                    .filter_map(|u| {
+                        let (name, port) = u.rsplit_once(':')?;
+                        Some((name.to_string(), port.parse().ok()?))
+                    })
+                    .collect(),
             })
             .collect()
+    }
+
+    /// Whether it names who should hold the port.
+    pub fn names_owner(&self) -> bool {
+        self.unit.is_some() || self.process.is_some()
+    }
+
+    /// Whether `node` is one the upstream `name` means.
+    pub fn upstream_is(name: &str, node: &str) -> bool {
+        node == name
+            || node
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('-'))
     }
 
     /// Whether `p` is the declared owner: its unit, or its process name.
@@ -176,7 +204,7 @@ impl Owner {
     }
 }
 
-impl std::fmt::Display for Owner {
+impl std::fmt::Display for Declared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.unit, &self.process) {
             (Some(u), _) => write!(f, "{u}"),
@@ -190,8 +218,12 @@ pub struct Context<'a> {
     pub src: &'a Node,
     pub dst: &'a Node,
     pub port: u16,
-    /// Who should hold the port, when a declared service says.
-    pub owner: Option<&'a Owner>,
+    /// What a declared service says about the port.
+    pub owner: Option<&'a Declared>,
+    /// With a declared service's upstreams and an HTTP probe failing on its
+    /// status: the destination's cells to them, each failing one with its
+    /// top cause.
+    pub upstreams: Vec<(CellSummary, Option<Cause>)>,
     /// The address the source probes the destination at.
     pub address: Option<IpAddr>,
     /// The addresses clients use to reach the destination: its primary
@@ -233,7 +265,38 @@ fn summary(m: &Matrix, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Opti
         last_failure: c.cell.last_failure_at().unwrap_or(0),
         updated: c.cell.updated(),
         address: c.cell.address().to_string(),
+        http_status: c.cell.http_status(),
     })
+}
+
+/// The cells from `node` to the upstreams `d` names, each failing one with
+/// its top cause (explained without declarations, so the chain is one link).
+fn upstream_cells(
+    m: &Matrix,
+    nodes: &BTreeMap<String, Node>,
+    d: &Declared,
+    node: &str,
+    now: SystemTime,
+) -> Vec<(CellSummary, Option<Cause>)> {
+    let mut out = Vec::new();
+    for (name, port) in &d.upstreams {
+        for up in nodes
+            .keys()
+            .filter(|n| Declared::upstream_is(name, n) && n.as_str() != node)
+        {
+            let Some(cell) = summary(m, node, up, *port, ProbeKind::Tcp)
+                .or_else(|| summary(m, node, up, *port, ProbeKind::Http))
+            else {
+                continue;
+            };
+            let top = (cell.state != "ok")
+                .then(|| explain(m, nodes, &[], node, up, *port, now).ok())
+                .flatten()
+                .and_then(|e| e.causes.into_iter().next());
+            out.push((cell, top));
+        }
+    }
+    out
 }
 
 /// When the source's probes of `dst:port` last turned bad, from its events.
@@ -313,7 +376,7 @@ fn changes(ctx: &Context) -> Vec<ChangeView> {
 pub fn explain(
     m: &Matrix,
     nodes: &BTreeMap<String, Node>,
-    owners: &[Owner],
+    owners: &[Declared],
     src: &str,
     dst: &str,
     port: u16,
@@ -333,11 +396,13 @@ pub fn explain(
     } else {
         ProbeKind::Tcp
     };
-    let probe = summary(m, src, dst, port, kind).or_else(|| {
-        (port != 0)
-            .then(|| summary(m, src, dst, port, ProbeKind::Http))
-            .flatten()
-    });
+    // A declared HTTP service on the port is probed both ways: the HTTP
+    // probe is the stronger check (the application answered, and how), so
+    // it is the one explained.
+    let probe = (port != 0)
+        .then(|| summary(m, src, dst, port, ProbeKind::Http))
+        .flatten()
+        .or_else(|| summary(m, src, dst, port, kind));
     let others_to_dst = nodes
         .keys()
         .filter(|n| n.as_str() != src && n.as_str() != dst)
@@ -347,11 +412,20 @@ pub fn explain(
         .as_ref()
         .and_then(|c| c.address.parse().ok())
         .or_else(|| crate::state::probe_addresses(d).into_iter().next());
+    let owner = owners.iter().find(|o| o.port == port && port != 0);
+    let status_failing = probe
+        .as_ref()
+        .is_some_and(|p| p.failure.as_deref() == Some("http_status"));
+    let upstreams = match owner {
+        Some(o) if status_failing => upstream_cells(m, nodes, o, dst, now),
+        _ => Vec::new(),
+    };
     let ctx = Context {
         src: s,
         dst: d,
         port,
-        owner: owners.iter().find(|o| o.port == port && port != 0),
+        owner,
+        upstreams,
         address,
         clients: client_addresses(s, d, address),
         reverse: summary(m, dst, src, port, kind),

@@ -57,6 +57,7 @@ fn cell_to(c: &CellSummary) -> pb::MatrixCell {
 
 fn cell_from(c: &pb::MatrixCell) -> CellSummary {
     CellSummary {
+        http_status: None,
         src: c.src.clone(),
         dst: c.dst.clone(),
         port: u16::try_from(c.port).unwrap_or(0),

@@ -102,6 +102,9 @@ pub(super) fn held_by_other(ctx: &Context, checked: &mut Vec<String>, out: &mut 
     let (Some(owner), Some(f)) = (ctx.owner, ctx.dst.facts.as_ref()) else {
         return;
     };
+    if !owner.names_owner() {
+        return;
+    }
     let port = ctx.port;
     if blind::skipped(
         ctx.dst,

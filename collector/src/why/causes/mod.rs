@@ -14,6 +14,7 @@ mod flapping;
 mod kernel;
 mod listening;
 mod path;
+mod service;
 
 pub(super) use listening::served_clients;
 
@@ -172,6 +173,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
     }
     listening::listening(ctx, checked, &mut out);
     listening::held_by_other(ctx, checked, &mut out);
+    service::http_status(ctx, checked, &mut out);
     firewall::firewalls(ctx, checked, &mut out);
     addresses::interfaces_and_routes(ctx, checked, &mut out);
     kernel::conntrack(ctx, checked, &mut out);

@@ -83,6 +83,7 @@ fn a_name_still_pointing_at_the_old_address_is_stale_dns() {
             last_outcome: Some(Outcome::Open),
             last_failure: None,
             state: TargetState::Ok,
+            last_http_status: None,
         }],
         unix_nanos(SystemTime::now()),
     );

@@ -129,12 +129,13 @@ fn a_wildcard_listener_serves_every_client_address() {
     assert_eq!(e.address.as_deref(), Some("198.18.0.12"));
 }
 
-fn owner(unit: Option<&str>, process: Option<&str>) -> crate::why::Owner {
-    crate::why::Owner {
+fn owner(unit: Option<&str>, process: Option<&str>) -> crate::why::Declared {
+    crate::why::Declared {
         service: "db".into(),
         port: 5432,
         unit: unit.map(str::to_string),
         process: process.map(str::to_string),
+        upstreams: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ mod firewall;
 mod kernel;
 mod listening;
 mod path;
+mod service;
 
 use super::{Explanation, Verdict, explain};
 use crate::clock::Sample;
@@ -98,7 +99,7 @@ fn resources() -> Resources {
 struct World {
     nodes: BTreeMap<String, Node>,
     matrix: Matrix,
-    owners: Vec<crate::why::Owner>,
+    owners: Vec<crate::why::Declared>,
 }
 
 impl World {
@@ -154,6 +155,7 @@ impl World {
                 last_outcome: failure.or(Some(Outcome::Open)),
                 last_failure: failure.map(|o| (o, unix_nanos(SystemTime::now()))),
                 state,
+                last_http_status: None,
             }],
             unix_nanos(SystemTime::now()),
         );
