@@ -594,6 +594,26 @@ mod tests {
         .expect_err("bad path")
         .to_string();
         assert!(e.starts_with("services:") && e.contains("health"), "{e}");
+        for (bad, says) in [
+            ("upstreams = [\"app\"]", "upstream \"app\""),
+            ("upstreams = [\"app:0\"]", "NAME:PORT"),
+            ("unit = \"a b\"", "unit \"a b\""),
+            ("process = \"\"", "process \"\""),
+        ] {
+            let e = Config::load(&flags(&format!(
+                "[[services]]\nname = \"web\"\nport = 8080\n{bad}\n"
+            )))
+            .expect_err(bad)
+            .to_string();
+            assert!(e.starts_with("services:") && e.contains(says), "{bad}: {e}");
+        }
+        let ok = Config::load(&flags(
+            "[[services]]\nname = \"web\"\nport = 80\npath = \"/\"\nupstreams = [\"app:8080\"]\nprocess = \"nginx\"\n",
+        ))
+        .expect("upstreams and an owner");
+        let web = &ok.probe.services[0];
+        assert_eq!(web.upstreams, vec!["app:8080".to_string()]);
+        assert_eq!(web.process.as_deref(), Some("nginx"));
         let mut f = flags("");
         f.probe_interval = Some("1x".into());
         assert!(

@@ -50,3 +50,12 @@ fn a_wrong_status_is_the_service_s_and_says_which() {
         e.causes[0].detail
     );
 }
+
+#[test]
+fn an_upstream_name_is_a_node_or_a_prefix_of_node_names() {
+    use crate::why::Declared;
+    assert!(Declared::upstream_is("app", "app"));
+    assert!(Declared::upstream_is("app", "app-2"));
+    assert!(!Declared::upstream_is("app", "apple"));
+    assert!(!Declared::upstream_is("app-2", "app"));
+}
