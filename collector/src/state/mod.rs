@@ -3,11 +3,15 @@
 //! sends commands over a bounded channel. When the channel is full, senders
 //! wait (Block): an agent stream slows down rather than losing a fact.
 
+mod node;
 mod probing;
 mod view;
 
 pub use probing::{Probing, probe_addresses};
+pub use node::{Node, StoredEvent, unix_nanos};
 pub use view::View;
+
+use node::{Stream, from_unix_nanos};
 
 use crate::clock::Sample;
 use crate::config::ProbeSettings;
@@ -15,10 +19,10 @@ use crate::model::{FactsDelta, Hello, NodeFacts};
 use crate::probe::{Matrix, ResolvedName, WindowInput};
 use crate::store::{FactWrite, NodeRecord, Store, Write};
 use reachmap_proto::v1 as pb;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -39,246 +43,6 @@ pub enum AttachError {
     NameTaken { node: String, machine_id: String },
     #[error("collector is shutting down")]
     ShuttingDown,
-}
-
-/// An event as the collector keeps it.
-#[derive(Clone, Debug)]
-pub struct StoredEvent {
-    pub received: SystemTime,
-    pub event: pb::Event,
-}
-
-struct Stream {
-    session: SessionId,
-    cancel: CancellationToken,
-    outbound: Outbound,
-}
-
-impl Stream {
-    /// A stream whose other end is gone: what a node rebuilt from the store,
-    /// or copied out of the state task, has to say it was connected.
-    fn gone(session: SessionId) -> Stream {
-        let (outbound, _) = mpsc::channel(1);
-        Stream {
-            session,
-            cancel: CancellationToken::new(),
-            outbound,
-        }
-    }
-}
-
-/// Everything known about one node.
-pub struct Node {
-    pub name: String,
-    pub hello: Option<Hello>,
-    pub machine_id: String,
-    pub boot_id: String,
-    pub version: String,
-    pub labels: BTreeMap<String, String>,
-    /// The agent's configuration from its latest Hello (JSON, no secrets).
-    pub agent_config: Option<String>,
-    stream: Option<Stream>,
-    /// When the current stream started, or the last one ended.
-    pub since: SystemTime,
-    pub last_seen: SystemTime,
-    /// Shared with the copies `View` takes; a change to a shared one
-    /// copies it first (`Arc::make_mut`).
-    pub facts: Option<Arc<NodeFacts>>,
-    /// Addresses from the registry, until the first snapshot arrives.
-    pub remembered_addresses: Vec<String>,
-    /// Shared with the copies `View` takes, like `facts`.
-    pub events: Arc<VecDeque<StoredEvent>>,
-    /// The content hash of each part of the facts last stored.
-    stored_parts: std::collections::HashMap<&'static str, [u8; 32]>,
-    /// When a resources sample was last stored.
-    resources_stored: Option<SystemTime>,
-    pub clock: Option<Sample>,
-    pub dropped_events_total: u64,
-    /// Events stored since the collector started (the ring keeps the last
-    /// `EVENTS_PER_NODE`).
-    pub events_total: u64,
-    /// What the fleet's names resolve to on this node, from its latest
-    /// probe results.
-    pub names: Vec<ResolvedName>,
-}
-
-impl Node {
-    fn new(name: &str, now: SystemTime) -> Node {
-        Node {
-            name: name.to_string(),
-            hello: None,
-            machine_id: String::new(),
-            boot_id: String::new(),
-            version: String::new(),
-            labels: BTreeMap::new(),
-            agent_config: None,
-            stream: None,
-            since: now,
-            last_seen: now,
-            facts: None,
-            remembered_addresses: Vec::new(),
-            events: Arc::default(),
-            stored_parts: Default::default(),
-            resources_stored: None,
-            clock: None,
-            dropped_events_total: 0,
-            events_total: 0,
-            names: Vec::new(),
-        }
-    }
-
-    pub fn connected(&self) -> bool {
-        self.stream.is_some()
-    }
-
-    /// A node as the correlator's tests need it: `connected` gives it a
-    /// stream whose other end is gone.
-    #[cfg(test)]
-    pub(crate) fn for_test(name: &str, connected: bool, facts: Option<NodeFacts>) -> Node {
-        let mut n = Node::new(name, SystemTime::now());
-        n.facts = facts.map(Arc::new);
-        if connected {
-            n.stream = Some(Stream::gone(1));
-        }
-        n
-    }
-
-    /// The facts, for a test to change; a node without facts is a test bug.
-    #[cfg(test)]
-    pub(crate) fn facts_mut(&mut self) -> &mut NodeFacts {
-        Arc::make_mut(self.facts.as_mut().expect("the node has facts"))
-    }
-
-    #[cfg(test)]
-    pub(crate) fn push_for_test(&mut self, time: SystemTime, kind: pb::event::Kind) {
-        self.record(time, kind);
-    }
-
-    /// A node as it was at a past moment, rebuilt from the store: its facts,
-    /// the events before that moment, its name lookups, and whether its
-    /// agent was connected then.
-    pub(crate) fn historic(
-        name: &str,
-        connected: bool,
-        facts: Option<NodeFacts>,
-        events: Vec<StoredEvent>,
-        names: Vec<ResolvedName>,
-        at: SystemTime,
-    ) -> Node {
-        let mut n = Node::new(name, at);
-        n.facts = facts.map(Arc::new);
-        n.names = names;
-        n.events = Arc::new(events.into());
-        if connected {
-            n.stream = Some(Stream::gone(0));
-        }
-        n
-    }
-
-    pub fn addresses(&self) -> Vec<String> {
-        match &self.facts {
-            Some(f) => f.addresses().map(|a| a.ip.to_string()).collect(),
-            None => self.remembered_addresses.clone(),
-        }
-    }
-
-    /// An event the collector itself makes (a stream began or ended, a
-    /// reboot); returned for the store.
-    fn record(&mut self, now: SystemTime, kind: pb::event::Kind) -> pb::Event {
-        let event = pb::Event {
-            time_unix_nanos: unix_nanos(now),
-            id: 0,
-            received_unix_nanos: unix_nanos(now),
-            instance_id: 0,
-            kind: Some(kind),
-        };
-        self.push_event(StoredEvent {
-            received: now,
-            event: event.clone(),
-        });
-        event
-    }
-
-    /// `data` as the store's new `part` of this node, unless it is what was
-    /// stored last.
-    fn if_changed(
-        &mut self,
-        part: &'static str,
-        encoded: crate::store::facts::Encoded,
-        now: SystemTime,
-    ) -> Option<FactWrite> {
-        let hash = encoded.hash;
-        if self.stored_parts.insert(part, hash) == Some(hash) {
-            return None;
-        }
-        Some(FactWrite {
-            node: self.name.clone(),
-            part,
-            time: unix_nanos(now),
-            hash,
-            data: encoded.data,
-            firewall: encoded.firewall,
-        })
-    }
-
-    /// The parts of the facts that differ from what was last stored,
-    /// encoded, for the store.
-    fn changed_parts(&mut self, parts: &[&'static str], now: SystemTime) -> Vec<FactWrite> {
-        // Resources change at every sample; one a minute is enough to
-        // explain the past, and keeps a node's day of them small.
-        let resources_due = self
-            .resources_stored
-            .is_none_or(|t| now.duration_since(t).unwrap_or_default() >= RESOURCES_EVERY);
-        let Some(f) = &self.facts else {
-            return Vec::new();
-        };
-        let encoded: Vec<(&'static str, crate::store::facts::Encoded)> = parts
-            .iter()
-            .filter(|p| **p != crate::store::facts::RESOURCES || resources_due)
-            .map(|p| (*p, crate::store::facts::encode_part(f, p)))
-            .collect();
-        let mut out = Vec::new();
-        for (part, data) in encoded {
-            if let Some(w) = self.if_changed(part, data, now) {
-                if part == crate::store::facts::RESOURCES {
-                    self.resources_stored = Some(now);
-                }
-                out.push(w);
-            }
-        }
-        out
-    }
-
-    fn push_event(&mut self, e: StoredEvent) {
-        self.events_total += 1;
-        let events = Arc::make_mut(&mut self.events);
-        if events.len() == EVENTS_PER_NODE {
-            events.pop_front();
-        }
-        events.push_back(e);
-    }
-
-    fn to_record(&self) -> NodeRecord {
-        NodeRecord {
-            name: self.name.clone(),
-            machine_id: self.machine_id.clone(),
-            boot_id: self.boot_id.clone(),
-            version: self.version.clone(),
-            last_seen_unix_nanos: unix_nanos(self.last_seen),
-            addresses: self.addresses(),
-            labels: self.labels.clone(),
-        }
-    }
-}
-
-pub fn unix_nanos(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_unix_nanos(n: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
 
 /// A read-only look at every node, run inside the owner task.
