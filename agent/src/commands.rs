@@ -63,11 +63,15 @@ pub async fn run(
 ) -> pb::CommandResult {
     use pb::command::Kind;
     let id = cmd.id;
-    let done = |ports: Vec<pb::PortAnswer>| pb::CommandResult {
+    let ok = || pb::CommandResult {
         command_id: id,
         ok: true,
-        ports,
         ..Default::default()
+    };
+    let done = |ports: Vec<pb::PortAnswer>| pb::CommandResult { ports, ..ok() };
+    let on_port = |port: u16| pb::CommandResult {
+        port: u32::from(port),
+        ..ok()
     };
     let outcome = match cmd.kind {
         None => Err("empty command".to_string()),
@@ -75,12 +79,7 @@ pub async fn run(
             Ok(p) => temp
                 .udp
                 .open(p, ttl(o.ttl_ms))
-                .map(|p| pb::CommandResult {
-                    command_id: id,
-                    ok: true,
-                    port: u32::from(p),
-                    ..Default::default()
-                })
+                .map(on_port)
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
@@ -89,9 +88,6 @@ pub async fn run(
                 .udp
                 .close(p)
                 .map(|got| pb::CommandResult {
-                    command_id: id,
-                    ok: true,
-                    port: c.port,
                     received: got
                         .into_iter()
                         .map(|r| pb::UdpDatagram {
@@ -99,7 +95,7 @@ pub async fn run(
                             payload: r.payload,
                         })
                         .collect(),
-                    ..Default::default()
+                    ..on_port(p)
                 })
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
@@ -112,10 +108,8 @@ pub async fn run(
                 crate::probe::trace::trace(to, max, per_hop)
                     .await
                     .map(|hops| pb::CommandResult {
-                        command_id: id,
-                        ok: true,
                         hops: hops.iter().map(wire::probe::trace_hop).collect(),
-                        ..Default::default()
+                        ..ok()
                     })
             }
             Err(e) => Err(e),
@@ -130,10 +124,8 @@ pub async fn run(
                 let to = std::net::SocketAddr::new(t.address, t.port);
                 let outcome = crate::probe::udp::send(to, &s.nonce, ttl(s.timeout_ms)).await;
                 Ok(pb::CommandResult {
-                    command_id: id,
-                    ok: true,
                     outcome: wire::probe::outcome(outcome),
-                    ..Default::default()
+                    ..ok()
                 })
             }
             Err(e) => Err(e),
@@ -142,12 +134,7 @@ pub async fn run(
             Ok(p) => temp
                 .open(p, ttl(o.ttl_ms))
                 .await
-                .map(|p| pb::CommandResult {
-                    command_id: id,
-                    ok: true,
-                    port: u32::from(p),
-                    ..Default::default()
-                })
+                .map(on_port)
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         },
@@ -155,12 +142,7 @@ pub async fn run(
             Ok(p) => temp
                 .close(p)
                 .await
-                .map(|()| pb::CommandResult {
-                    command_id: id,
-                    ok: true,
-                    port: c.port,
-                    ..Default::default()
-                })
+                .map(|()| on_port(p))
                 .map_err(|e| e.to_string()),
             Err(_) => Err(format!("port {} is not 1-65535", c.port)),
         },
@@ -190,11 +172,9 @@ pub async fn run(
             Ok(t) => {
                 let r = crate::probe::probe_once(&t, ttl(p.timeout_ms)).await;
                 Ok(pb::CommandResult {
-                    command_id: id,
-                    ok: true,
                     outcome: wire::probe::outcome(r.outcome),
                     rtt_ms: rtt_ms(r.rtt),
-                    ..Default::default()
+                    ..ok()
                 })
             }
             Err(e) => Err(e),

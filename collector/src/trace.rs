@@ -152,18 +152,17 @@ pub async fn run(fleet: &Fleet, req: pb::TraceRequest) -> Result<pb::TraceResult
         n => n,
     };
     let ends = crate::testport::ends(fleet, &req.src, &req.dst).await?;
-    let answer = fleet
-        .command(
-            &req.src,
+    let answer = ends
+        .at_src(
+            fleet,
             pb::command::Kind::Trace(pb::Trace {
                 target: Some(ends.target(port)),
                 max_hops,
-                timeout_ms: u32::try_from(PER_HOP.as_millis()).unwrap_or(u32::MAX),
+                timeout_ms: crate::testport::ms(PER_HOP),
             }),
-            PER_HOP * max_hops + Duration::from_secs(5),
+            PER_HOP * max_hops,
         )
-        .await
-        .map_err(Status::unavailable)?;
+        .await?;
     if !answer.ok {
         return Err(Status::failed_precondition(format!(
             "{} could not trace: {}",

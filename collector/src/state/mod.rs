@@ -7,8 +7,8 @@ mod node;
 mod probing;
 mod view;
 
-pub use probing::{Probing, probe_addresses};
 pub use node::{Node, StoredEvent, unix_nanos};
+pub use probing::{Probing, probe_addresses};
 pub use view::View;
 
 use node::{Stream, from_unix_nanos};

@@ -195,7 +195,11 @@ impl Node {
 
     /// The parts of the facts that differ from what was last stored,
     /// encoded, for the store.
-    pub(super) fn changed_parts(&mut self, parts: &[&'static str], now: SystemTime) -> Vec<FactWrite> {
+    pub(super) fn changed_parts(
+        &mut self,
+        parts: &[&'static str],
+        now: SystemTime,
+    ) -> Vec<FactWrite> {
         // Resources change at every sample; one a minute is enough to
         // explain the past, and keeps a node's day of them small.
         let resources_due = self
@@ -252,4 +256,3 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
 pub(super) fn from_unix_nanos(n: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
-

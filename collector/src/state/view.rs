@@ -121,20 +121,22 @@ impl<T> Slot<T> {
 impl Fleet {
     /// A copy of the fleet now, or `None` when the collector is stopping.
     pub async fn view(&self) -> Option<View> {
-        self.read_matrix_generation(move |m, nodes, generation| View {
-            matrix: m.clone(),
-            nodes: nodes.iter().map(|(k, n)| (k.clone(), n.copy())).collect(),
-            generation,
-            taken: SystemTime::now(),
-        })
-        .await
+        self.view_with(Matrix::clone).await
     }
 
     /// The same with only the cells from and to `node`: what what-if reads.
     pub async fn view_around(&self, node: &str) -> Option<View> {
         let node = node.to_string();
+        self.view_with(move |m| m.around(&node)).await
+    }
+
+    /// A copy of the fleet with `matrix` of the matrix, taken in one step.
+    async fn view_with(
+        &self,
+        matrix: impl FnOnce(&Matrix) -> Matrix + Send + 'static,
+    ) -> Option<View> {
         self.read_matrix_generation(move |m, nodes, generation| View {
-            matrix: m.around(&node),
+            matrix: matrix(m),
             nodes: nodes.iter().map(|(k, n)| (k.clone(), n.copy())).collect(),
             generation,
             taken: SystemTime::now(),

@@ -47,12 +47,46 @@ impl Ends {
         }
     }
 
+    /// A command to DST's agent, answered within `ANSWER_SLACK`.
+    async fn at_dst(
+        &self,
+        fleet: &Fleet,
+        kind: pb::command::Kind,
+    ) -> Result<pb::CommandResult, Status> {
+        fleet
+            .command(&self.dst, kind, ANSWER_SLACK)
+            .await
+            .map_err(Status::unavailable)
+    }
+
+    /// A command to SRC's agent whose own work takes up to `takes` (a
+    /// probe's timeout), answered within that and `ANSWER_SLACK`.
+    pub(crate) async fn at_src(
+        &self,
+        fleet: &Fleet,
+        kind: pb::command::Kind,
+        takes: Duration,
+    ) -> Result<pb::CommandResult, Status> {
+        fleet
+            .command(&self.src, kind, takes + ANSWER_SLACK)
+            .await
+            .map_err(Status::unavailable)
+    }
+
+    /// Closes temporary listeners on DST; one not confirmed closed is only
+    /// logged, as it closes itself after its time to live.
+    async fn close(&self, fleet: &Fleet, kind: pb::command::Kind) {
+        if let Err(e) = self.at_dst(fleet, kind).await {
+            tracing::warn!(node = %self.dst, error = %e.message(), "temporary listener not confirmed closed; it closes itself after its time to live");
+        }
+    }
+
     /// Who holds `port` on DST already, when something does.
-    fn holder(&self, port: u16) -> Option<String> {
+    fn holder(&self, protocol: Protocol, port: u16) -> Option<String> {
         self.dst_facts.as_ref().and_then(|f| {
             f.listeners
                 .values()
-                .find(|l| l.protocol == Protocol::Tcp && l.port == port)
+                .find(|l| l.protocol == protocol && l.port == port)
                 .map(|l| {
                     l.processes
                         .first()
@@ -97,6 +131,11 @@ pub(crate) async fn ends(fleet: &Fleet, src: &str, dst: &str) -> Result<Ends, St
         .ok_or_else(|| Status::unavailable("collector is shutting down"))?
 }
 
+/// A duration as the protocol's milliseconds.
+pub(crate) fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
 fn timeout_of(req: &pb::TestPortRequest) -> Duration {
     match req.timeout_ms {
         0 => DEFAULT_TIMEOUT,
@@ -131,57 +170,50 @@ pub async fn run(fleet: &Fleet, req: pb::TestPortRequest) -> Result<pb::TestPort
     }
     let timeout = timeout_of(&req);
     let ends = ends(fleet, &req.src, &req.dst).await?;
-    let ttl = timeout + ANSWER_SLACK;
-    let opened = fleet
-        .command(
-            &req.dst,
+    let opened = ends
+        .at_dst(
+            fleet,
             pb::command::Kind::OpenListener(pb::OpenListener {
                 port: u32::from(port),
-                ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+                ttl_ms: ms(timeout + ANSWER_SLACK),
                 udp: false,
             }),
-            ANSWER_SLACK,
         )
-        .await
-        .map_err(Status::unavailable)?;
+        .await?;
     // The agent's bind decides whether the port is free (the facts may be a
     // moment old, e.g. still show the previous test's listener); the facts
     // then name who holds it.
     if !opened.ok {
-        return Err(Status::failed_precondition(match ends.holder(port) {
-            Some(holder) => format!(
-                "port {port} is in use on {} by {holder}; test-port needs a free port (the service itself is what `reachmap why` examines)",
-                req.dst
-            ),
-            None => format!("{} cannot listen on port {port}: {}", req.dst, opened.error),
-        }));
+        return Err(Status::failed_precondition(
+            match ends.holder(Protocol::Tcp, port) {
+                Some(holder) => format!(
+                    "port {port} is in use on {} by {holder}; test-port needs a free port (the service itself is what `reachmap why` examines)",
+                    req.dst
+                ),
+                None => format!("{} cannot listen on port {port}: {}", req.dst, opened.error),
+            },
+        ));
     }
-    let probed = fleet
-        .command(
-            &req.src,
+    let probed = ends
+        .at_src(
+            fleet,
             pb::command::Kind::ProbeOnce(pb::ProbeOnce {
                 target: Some(ends.target(port)),
-                timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                timeout_ms: ms(timeout),
             }),
-            timeout + ANSWER_SLACK,
+            timeout,
         )
         .await;
-    // Clean up whatever the probe did; the listener also closes itself
-    // after its time to live.
-    let closed = fleet
-        .command(
-            &req.dst,
-            pb::command::Kind::CloseListener(pb::CloseListener {
-                port: u32::from(port),
-                udp: false,
-            }),
-            ANSWER_SLACK,
-        )
-        .await;
-    if let Err(e) = &closed {
-        tracing::warn!(node = %req.dst, port, error = %e, "temporary listener not confirmed closed; it closes itself after its time to live");
-    }
-    let probed = probed.map_err(Status::unavailable)?;
+    // Clean up whatever the probe did.
+    ends.close(
+        fleet,
+        pb::command::Kind::CloseListener(pb::CloseListener {
+            port: u32::from(port),
+            udp: false,
+        }),
+    )
+    .await;
+    let probed = probed?;
     if !probed.ok && probed.outcome == pb::ProbeOutcome::Unspecified as i32 {
         return Err(Status::failed_precondition(format!(
             "{} refused to probe: {}",

@@ -4,7 +4,8 @@
 //! some pass (a port filter somewhere), or a host firewall on either end
 //! accounts for every blocked port.
 
-use super::{ANSWER_SLACK, Ends, ends, timeout_of};
+use super::{ANSWER_SLACK, Ends, ends, ms, timeout_of};
+use crate::model::Protocol;
 use crate::packet::firewall::{Compiled, PathKind};
 use crate::view::outcome_name;
 use crate::why::causes::firewall::{blocked, decided_by, inbound_packet, outbound_packet};
@@ -215,21 +216,18 @@ pub async fn run(
             .and_then(|f| f.firewall.as_ref())
             .map(Compiled::new),
     );
-    let ttl = timeout + ANSWER_SLACK;
-    let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+    let ttl_ms = ms(timeout + ANSWER_SLACK);
     let mut each: Vec<pb::PortTest> = Vec::with_capacity(ports.len());
     for batch in ports.chunks(BATCH) {
-        let opened = fleet
-            .command(
-                &req.dst,
+        let opened = ends
+            .at_dst(
+                fleet,
                 pb::command::Kind::OpenListeners(pb::OpenListeners {
                     ports: batch.iter().map(|p| u32::from(*p)).collect(),
                     ttl_ms,
                 }),
-                ANSWER_SLACK,
             )
-            .await
-            .map_err(Status::unavailable)?;
+            .await?;
         if !opened.ok {
             return Err(Status::failed_precondition(format!(
                 "{} cannot open listeners: {}",
@@ -245,7 +243,7 @@ pub async fn run(
                 listening.push(port);
                 continue;
             }
-            let error = match ends.holder(port) {
+            let error = match ends.holder(Protocol::Tcp, port) {
                 Some(h) => format!("in use on {} by {h}", req.dst),
                 None => a.error.clone(),
             };
@@ -258,30 +256,24 @@ pub async fn run(
         if listening.is_empty() {
             continue;
         }
-        let probed = fleet
-            .command(
-                &req.src,
+        let ports: Vec<u32> = listening.iter().map(|p| u32::from(*p)).collect();
+        let probed = ends
+            .at_src(
+                fleet,
                 pb::command::Kind::ProbeEach(pb::ProbeEach {
                     target: Some(ends.target(0)),
-                    ports: listening.iter().map(|p| u32::from(*p)).collect(),
-                    timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                    ports: ports.clone(),
+                    timeout_ms: ms(timeout),
                 }),
-                timeout + ANSWER_SLACK,
+                timeout,
             )
             .await;
-        let closed = fleet
-            .command(
-                &req.dst,
-                pb::command::Kind::CloseListeners(pb::CloseListeners {
-                    ports: listening.iter().map(|p| u32::from(*p)).collect(),
-                }),
-                ANSWER_SLACK,
-            )
-            .await;
-        if let Err(e) = &closed {
-            tracing::warn!(node = %req.dst, error = %e, "temporary listeners not confirmed closed; they close themselves after their time to live");
-        }
-        let probed = probed.map_err(Status::unavailable)?;
+        ends.close(
+            fleet,
+            pb::command::Kind::CloseListeners(pb::CloseListeners { ports }),
+        )
+        .await;
+        let probed = probed?;
         if !probed.ok {
             return Err(Status::failed_precondition(format!(
                 "{} refused to probe: {}",

@@ -4,7 +4,7 @@
 //! what SRC was told: an ICMP port unreachable (a reject), another ICMP
 //! unreachable, or nothing (a drop).
 
-use super::{ANSWER_SLACK, ends, timeout_of};
+use super::{ANSWER_SLACK, ends, ms, timeout_of};
 use crate::model::Protocol;
 use crate::state::Fleet;
 use reachmap_proto::v1 as pb;
@@ -79,60 +79,50 @@ pub async fn run(
 ) -> Result<pb::TestPortResult, Status> {
     let timeout = timeout_of(&req);
     let ends = ends(fleet, &req.src, &req.dst).await?;
-    let ttl = timeout + ANSWER_SLACK;
-    let opened = fleet
-        .command(
-            &req.dst,
+    let opened = ends
+        .at_dst(
+            fleet,
             pb::command::Kind::OpenListener(pb::OpenListener {
                 port: u32::from(port),
-                ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+                ttl_ms: ms(timeout + ANSWER_SLACK),
                 udp: true,
             }),
-            ANSWER_SLACK,
         )
-        .await
-        .map_err(Status::unavailable)?;
+        .await?;
     if !opened.ok {
-        let holder = ends.dst_facts.as_ref().and_then(|f| {
-            f.listeners
-                .values()
-                .find(|l| l.protocol == Protocol::Udp && l.port == port)
-                .and_then(|l| l.processes.first())
-                .map(|p| format!("{} (pid {})", p.name, p.pid))
-        });
-        return Err(Status::failed_precondition(match holder {
-            Some(h) => format!(
-                "UDP port {port} is in use on {} by {h}; test-port needs a free port",
-                req.dst
-            ),
-            None => format!("{} cannot bind UDP port {port}: {}", req.dst, opened.error),
-        }));
+        return Err(Status::failed_precondition(
+            match ends.holder(Protocol::Udp, port) {
+                Some(h) => format!(
+                    "UDP port {port} is in use on {} by {h}; test-port needs a free port",
+                    req.dst
+                ),
+                None => format!("{} cannot bind UDP port {port}: {}", req.dst, opened.error),
+            },
+        ));
     }
     let nonce = nonce();
-    let sent = fleet
-        .command(
-            &req.src,
+    let sent = ends
+        .at_src(
+            fleet,
             pb::command::Kind::SendUdp(pb::SendUdp {
                 target: Some(ends.target(port)),
                 nonce: nonce.clone().into_bytes(),
-                timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                timeout_ms: ms(timeout),
             }),
-            timeout + ANSWER_SLACK,
+            timeout,
         )
         .await;
     // Whatever the send did, close the socket and read what it got.
-    let closed = fleet
-        .command(
-            &req.dst,
+    let closed = ends
+        .at_dst(
+            fleet,
             pb::command::Kind::CloseListener(pb::CloseListener {
                 port: u32::from(port),
                 udp: true,
             }),
-            ANSWER_SLACK,
         )
-        .await
-        .map_err(Status::unavailable)?;
-    let sent = sent.map_err(Status::unavailable)?;
+        .await?;
+    let sent = sent?;
     if !sent.ok {
         return Err(Status::failed_precondition(format!(
             "{} refused to send: {}",
