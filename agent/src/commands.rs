@@ -220,7 +220,7 @@ fn fleet_target(
     t: Option<&pb::ProbeTarget>,
     fleet: &HashSet<IpAddr>,
 ) -> Result<crate::probe::Target, String> {
-    let t = wire::probe::target(t.ok_or_else(|| "no target".to_string())?)?;
+    let t = wire::probe::target(t.ok_or_else(|| "no target".to_string())?, &[])?;
     if !fleet.contains(&t.address) {
         return Err(format!(
             "{} is not a fleet member's address in this agent's probe plan",

@@ -38,6 +38,7 @@ fn target(id: u64, addr: &str, port: u16, kind: ProbeKind) -> probe::Target {
         service: None,
         http_path: None,
         expect_status: None,
+        tls: None,
     }
 }
 

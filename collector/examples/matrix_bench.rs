@@ -145,6 +145,7 @@ fn main() -> std::io::Result<()> {
                             TargetState::Ok
                         },
                         last_http_status: None,
+                        last_tls_error: None,
                     }
                 })
                 .collect();

@@ -117,6 +117,25 @@ pub struct ServiceConfig {
     /// followed to the failing upstream cell.
     #[serde(default)]
     pub upstreams: Vec<String>,
+    /// Probe over TLS (HTTPS; `path` defaults to "/").
+    #[serde(default)]
+    pub tls: bool,
+    /// The name asked for (SNI) and checked against the certificate;
+    /// `{node}` stands for the probed node's name. Default: its address.
+    pub server_name: Option<String>,
+    /// A CA bundle (PEM) the certificate must chain to, read when the
+    /// config is; default: each agent host's system roots.
+    pub ca_file: Option<PathBuf>,
+    /// `ca_file`'s contents, read and checked by `Config::load`.
+    #[serde(skip)]
+    pub ca_pem: Option<std::sync::Arc<str>>,
+}
+
+impl ServiceConfig {
+    /// Probed with an HTTP GET (over TLS or not).
+    pub fn http_path(&self) -> Option<&str> {
+        self.path.as_deref().or(self.tls.then_some("/"))
+    }
 }
 
 /// How the fleet probes itself. `Default` is the documented defaults.
@@ -452,6 +471,10 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
             ));
         }
     }
+    let mut services = file.services.clone();
+    for s in &mut services {
+        s.ca_pem = check_tls(s)?;
+    }
     let names = fleet_names(flags, file)?;
     Ok(ProbeSettings {
         names,
@@ -461,8 +484,41 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
         max_probes_per_second,
         full_mesh_max: flags.full_mesh_max.or(file.full_mesh_max).unwrap_or(50),
         zone_representatives: file.zone_representatives.unwrap_or(3),
-        services: file.services.clone(),
+        services,
     })
+}
+
+/// A service's TLS settings, checked; its CA bundle read.
+fn check_tls(s: &ServiceConfig) -> Result<Option<std::sync::Arc<str>>, ConfigError> {
+    let bad = |m: String| invalid("services", format!("service {:?}: {m}", s.name));
+    if !s.tls {
+        if s.server_name.is_some() || s.ca_file.is_some() {
+            return Err(bad("server_name and ca_file need tls = true".into()));
+        }
+        return Ok(None);
+    }
+    if let Some(n) = &s.server_name {
+        let sample = n.replace("{node}", "node-1");
+        if rustls::pki_types::ServerName::try_from(sample.as_str()).is_err() {
+            return Err(bad(format!(
+                "server_name {n:?} is not a host name (with {{node}} for the node's name) or address"
+            )));
+        }
+    }
+    let Some(path) = &s.ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+    let certs =
+        ::pem::parse_many(&pem).map_err(|e| bad(format!("ca_file {}: {e}", path.display())))?;
+    if !certs.iter().any(|c| c.tag() == "CERTIFICATE") {
+        return Err(bad(format!(
+            "ca_file {}: holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(Some(std::sync::Arc::from(pem)))
 }
 
 /// The file's `[[names]]` and the flag's `NAME=NODE`s, checked: a host
@@ -626,6 +682,68 @@ mod tests {
             .expect_err("unknown key")
             .to_string();
         assert!(e.contains("lissen") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn tls_services_are_checked_and_their_ca_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let load = |i: usize, body: &str| {
+            let path = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(
+                &path,
+                format!("[[services]]\nname = \"web\"\nport = 8443\n{body}\n"),
+            )
+            .expect("write");
+            Config::load(&Flags {
+                config: Some(path),
+                ..Flags::default()
+            })
+        };
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["fleet CA".to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("CA")
+            .pem();
+        std::fs::write(&ca, &cert).expect("write CA");
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").expect("write");
+        let c = load(
+            0,
+            &format!(
+                "tls = true\nserver_name = \"{{node}}.fleet.test\"\nca_file = \"{}\"",
+                ca.display()
+            ),
+        )
+        .expect("tls service");
+        let web = &c.probe.services[0];
+        assert_eq!(web.http_path(), Some("/"), "TLS probes GET / by default");
+        assert_eq!(web.ca_pem.as_deref(), Some(cert.as_str()));
+        for (i, (body, says)) in [
+            ("server_name = \"x.test\"".to_string(), "need tls = true"),
+            (
+                "tls = true\nserver_name = \"bad name!\"".into(),
+                "not a host name",
+            ),
+            (
+                "tls = true\nca_file = \"/nonexistent/ca.pem\"".into(),
+                "/nonexistent/ca.pem",
+            ),
+            (
+                format!("tls = true\nca_file = \"{}\"", not_pem.display()),
+                "no PEM certificate",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = load(i + 1, &body).expect_err(&body).to_string();
+            assert!(
+                e.starts_with("services:") && e.contains(says),
+                "{body}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -223,6 +223,7 @@ pub fn probe_kind(k: ProbeKind) -> i32 {
         ProbeKind::Tcp => pb::ProbeKind::Tcp as i32,
         ProbeKind::Icmp => pb::ProbeKind::Icmp as i32,
         ProbeKind::Http => pb::ProbeKind::Http as i32,
+        ProbeKind::Https => pb::ProbeKind::Https as i32,
     }
 }
 
@@ -238,6 +239,7 @@ pub fn outcome(o: Option<Outcome>) -> i32 {
         Some(Outcome::Reset) => P::Reset,
         Some(Outcome::DnsError) => P::DnsError,
         Some(Outcome::HttpStatus) => P::HttpStatus,
+        Some(Outcome::TlsError) => P::TlsError,
     }) as i32
 }
 
@@ -251,6 +253,8 @@ pub fn probe_target(t: &PlannedTarget) -> pb::ProbeTarget {
         service: t.service.clone().unwrap_or_default(),
         http_path: t.http_path.clone().unwrap_or_default(),
         expect_status: t.expect_status.map(u32::from).unwrap_or(0),
+        tls_server_name: t.tls_server_name.clone().unwrap_or_default(),
+        tls_ca: t.tls_ca,
     }
 }
 
@@ -275,6 +279,7 @@ pub fn plan(p: &NodePlan, version: u64) -> pb::ProbePlan {
                 node: n.node.clone(),
             })
             .collect(),
+        tls_cas: p.tls_cas.iter().map(|c| c.to_string()).collect(),
     }
 }
 
@@ -314,6 +319,25 @@ pub fn cell(c: &CellRef) -> pb::MatrixCell {
         last_failure_unix_nanos: cell.last_failure_at().unwrap_or(0),
         sent: cell.sent(),
         address: cell.address().to_string(),
+        http_status: cell.http_status().map_or(0, u32::from),
+        tls_error: cell.tls().map(tls_error),
+    }
+}
+
+pub fn tls_error(t: &crate::probe::TlsNote) -> pb::TlsError {
+    use crate::probe::TlsKind as K;
+    use pb::TlsErrorKind as P;
+    pb::TlsError {
+        kind: (match t.kind {
+            K::Expired => P::Expired,
+            K::NotYetValid => P::NotYetValid,
+            K::WrongName => P::WrongName,
+            K::UnknownIssuer => P::UnknownIssuer,
+            K::Revoked => P::Revoked,
+            K::BadCertificate => P::BadCertificate,
+            K::Handshake => P::Handshake,
+        }) as i32,
+        detail: t.detail.to_string(),
     }
 }
 
@@ -399,6 +423,7 @@ mod tests {
                 last_failure: Some((Outcome::Timeout, 5)),
                 state: TargetState::Degraded,
                 last_http_status: None,
+                last_tls_error: None,
             }],
             1_000,
         );

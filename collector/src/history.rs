@@ -289,7 +289,7 @@ pub async fn history(
             let kinds: &[ProbeKind] = if port == 0 {
                 &[ProbeKind::Icmp]
             } else {
-                &[ProbeKind::Tcp, ProbeKind::Http]
+                &[ProbeKind::Tcp, ProbeKind::Http, ProbeKind::Https]
             };
             for k in kinds {
                 let rows = read::cell_history(c, &s, &d, port, *k, since, until)

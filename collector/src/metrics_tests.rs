@@ -122,6 +122,7 @@ fn window(node: &str, ok: u32) -> WindowInput {
             TargetState::Failing
         },
         last_http_status: None,
+        last_tls_error: None,
     }
 }
 

@@ -533,7 +533,7 @@ pub struct CellView {
     pub src: String,
     pub dst: String,
     pub port: u16,
-    /// "tcp", "icmp" or "http".
+    /// "tcp", "icmp", "http" or "https".
     pub kind: String,
     /// "ok", "degraded", "failing" or "unknown".
     pub state: String,

@@ -12,6 +12,9 @@
 //! - `proxy ADDR:PORT UPSTREAM`: an HTTP server that answers every request
 //!   200 when a TCP connection to UPSTREAM opens within half a second and
 //!   502 when it does not, like a reverse proxy; prints `ready`.
+//! - `https ADDR:PORT CERT KEY`: an HTTPS server with the certificate
+//!   chain CERT and key KEY (PEM files) answering every request 200;
+//!   prints `ready`.
 //! - `eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]`: optionally
 //!   listen first, wait, then allocate and touch MIB MiB — in a small memory
 //!   cgroup the OOM killer ends it.
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | proxy ADDR:PORT UPSTREAM | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
+        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | proxy ADDR:PORT UPSTREAM | https ADDR:PORT CERT KEY | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
     );
     std::process::exit(2)
 }
@@ -158,8 +161,57 @@ fn main() {
             }
             park()
         }
+        "https" => {
+            let [listen, cert, key] = rest else { usage() };
+            let config = tls_config(cert, key);
+            let listener = TcpListener::bind(addr(listen)).expect("bind tcp");
+            ready();
+            for conn in listener.incoming().flatten() {
+                let config = std::sync::Arc::clone(&config);
+                std::thread::spawn(move || answer_tls(conn, config));
+            }
+            park()
+        }
         _ => usage(),
     }
+}
+
+fn tls_config(cert: &str, key: &str) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .unwrap_or_else(|e| panic!("{cert}: {e}"));
+    let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
+    std::sync::Arc::new(config)
+}
+
+/// One request over TLS, answered 200; a refused handshake just ends.
+fn answer_tls(conn: TcpStream, config: std::sync::Arc<rustls::ServerConfig>) {
+    use std::io::Read;
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let Ok(server) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(server, conn);
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
 }
 
 /// One request read (its head), answered 200 or 502 by whether `upstream`

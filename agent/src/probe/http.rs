@@ -1,12 +1,15 @@
-//! HTTP GET probes over plain HTTP/1.1: open when the status is the expected
-//! one. Only the status line is read; the parser is pure and fuzzed.
+//! HTTP GET probes over HTTP/1.1, plain or over TLS: open when the status
+//! is the expected one. Only the status line is read; the parser is pure and
+//! fuzzed. Over TLS a refused certificate or a failed handshake is its own
+//! outcome, with the reason (`tls`).
 
 use super::model::{DEFAULT_EXPECT_STATUS, Outcome, ProbeResult};
 use super::tcp;
+use super::tls::{self, TlsTarget};
 use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 /// How much of the response is read looking for the end of the status line.
@@ -61,50 +64,61 @@ pub fn parse_status_line(bytes: &[u8]) -> Result<u16, StatusLineError> {
 
 /// The request sent; `path` was checked by `check_plan` (absolute, visible
 /// ASCII only).
-pub fn request(addr: SocketAddr, path: &str) -> String {
+pub fn request(host: &str, path: &str) -> String {
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: reachmap\r\nAccept: */*\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: reachmap\r\nAccept: */*\r\n\r\n"
     )
 }
 
-/// One GET within `timeout` (connect included). Connection failures are
-/// classified as for TCP; an answer that is not HTTP counts as an
-/// unexpected status with no code.
+/// One GET within `timeout` (connect and handshake included). Connection
+/// failures are classified as for TCP; an answer that is not HTTP counts as
+/// an unexpected status with no code. With `tls`, the GET goes over TLS.
 pub async fn probe(
     addr: SocketAddr,
     path: &str,
     expect_status: Option<u16>,
+    tls: Option<&TlsTarget>,
     timeout: Duration,
 ) -> ProbeResult {
     let start = Instant::now();
     let deadline = start + timeout;
-    let mut stream = match tcp::connect(addr, timeout).await {
+    let stream = match tcp::connect(addr, timeout).await {
         Ok(s) => s,
         Err(outcome) => return ProbeResult::new(outcome, None),
     };
-    let exchange = async {
-        stream
-            .write_all(request(addr, path).as_bytes())
-            .await
-            .map_err(|e| tcp::classify(&e))?;
-        let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 512];
-        loop {
-            match parse_status_line(&buf) {
-                Err(StatusLineError::Incomplete) => {}
-                other => return Ok(other.ok()),
-            }
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| tcp::classify(&e))?;
-            if n == 0 {
-                return Ok(None);
-            }
-            buf.extend_from_slice(&chunk[..n]);
+    // The name the certificate was checked for is the virtual host asked.
+    let host = match tls.and_then(|t| t.server_name.as_deref()) {
+        Some(name) => format!("{name}:{}", addr.port()),
+        None => addr.to_string(),
+    };
+    let status = match tls {
+        None => tokio::time::timeout_at(deadline, exchange(stream, &host, path)).await,
+        Some(t) => {
+            let name = match t.name_for(addr.ip()) {
+                Ok(n) => n,
+                Err(e) => {
+                    return ProbeResult::tls_failure(tls::TlsFailure {
+                        kind: tls::TlsErrorKind::Handshake,
+                        detail: e,
+                    });
+                }
+            };
+            let connector = tokio_rustls::TlsConnector::from(t.config());
+            let handshake = tokio::time::timeout_at(deadline, connector.connect(name, stream));
+            let stream = match handshake.await {
+                Err(_elapsed) => return ProbeResult::new(Outcome::Timeout, None),
+                Ok(Err(e)) => {
+                    return match tls::classify(&e) {
+                        Some(f) => ProbeResult::tls_failure(f),
+                        None => ProbeResult::new(tcp::classify(&e), None),
+                    };
+                }
+                Ok(Ok(s)) => s,
+            };
+            tokio::time::timeout_at(deadline, exchange(stream, &host, path)).await
         }
     };
-    let status = match tokio::time::timeout_at(deadline, exchange).await {
+    let status = match status {
         Err(_elapsed) => return ProbeResult::new(Outcome::Timeout, None),
         Ok(Err(outcome)) => return ProbeResult::new(outcome, None),
         Ok(Ok(status)) => status,
@@ -117,9 +131,41 @@ pub async fn probe(
         Outcome::HttpStatus
     };
     ProbeResult {
-        outcome,
         rtt: Some(rtt),
         http_status: status,
+        ..ProbeResult::new(outcome, None)
+    }
+}
+
+/// Sends the GET and reads up to the status line: `None` when the answer is
+/// not HTTP or ends before one.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+) -> Result<Option<u16>, Outcome> {
+    stream
+        .write_all(request(host, path).as_bytes())
+        .await
+        .map_err(|e| tcp::classify(&e))?;
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 512];
+    loop {
+        match parse_status_line(&buf) {
+            Err(StatusLineError::Incomplete) => {}
+            other => return Ok(other.ok()),
+        }
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS server that closes without close_notify after its
+            // answer: what was read is the answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(tcp::classify(&e)),
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -183,7 +229,7 @@ mod tests {
     fn request_names_host_and_closes() {
         let addr: SocketAddr = "[::1]:8080".parse().expect("addr");
         assert_eq!(
-            request(addr, "/healthz"),
+            request(&addr.to_string(), "/healthz"),
             "GET /healthz HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\nUser-Agent: reachmap\r\nAccept: */*\r\n\r\n"
         );
     }

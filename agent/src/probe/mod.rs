@@ -20,6 +20,7 @@ pub mod model;
 pub mod names;
 pub mod scheduler;
 pub mod tcp;
+pub mod tls;
 pub mod trace;
 pub mod udp;
 pub mod window;
@@ -56,9 +57,13 @@ pub async fn probe_once(target: &Target, timeout: Duration) -> ProbeResult {
     match target.kind {
         ProbeKind::Tcp => tcp::probe(addr, timeout).await,
         ProbeKind::Icmp => icmp::probe(target.address, timeout).await,
-        ProbeKind::Http => {
+        ProbeKind::Http | ProbeKind::Https => {
             let path = target.http_path.as_deref().unwrap_or("/");
-            http::probe(addr, path, target.expect_status, timeout).await
+            let tls = target
+                .tls
+                .as_ref()
+                .filter(|_| target.kind == ProbeKind::Https);
+            http::probe(addr, path, target.expect_status, tls, timeout).await
         }
     }
 }
@@ -454,6 +459,7 @@ fn record(
     }
     let slot = r.slots.get_mut(i)?;
     let old = slot.window.state();
+    let outcome = result.outcome;
     let new = slot.window.push(result, at);
     let changed = match old {
         None => new != TargetState::Ok,
@@ -463,6 +469,6 @@ fn record(
         target: slot.target.clone(),
         old,
         new,
-        outcome: result.outcome,
+        outcome,
     })
 }

@@ -2,6 +2,7 @@
 //! a protocol message (`ProbePlan`, `ProbeTarget`, `TargetWindow`,
 //! `ProbeResults`, `ProbeStateChanged`); the conversion lives in `wire`.
 
+use super::tls::{TlsFailure, TlsTarget};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -25,6 +26,8 @@ pub enum ProbeKind {
     Tcp,
     Icmp,
     Http,
+    /// HTTP over TLS, the certificate checked as `Target::tls` says.
+    Https,
 }
 
 /// How one probe ended (`ProbeOutcome` on the wire).
@@ -46,6 +49,8 @@ pub enum Outcome {
     DnsError,
     /// HTTP answered with another status than the expected one.
     HttpStatus,
+    /// The TLS handshake failed (`ProbeResult::tls` says why).
+    TlsError,
 }
 
 impl Outcome {
@@ -75,6 +80,8 @@ pub struct Target {
     pub service: Option<String>,
     pub http_path: Option<String>,
     pub expect_status: Option<u16>,
+    /// HTTPS targets: how the certificate is checked.
+    pub tls: Option<TlsTarget>,
 }
 
 /// What identifies a target across plan versions: a target that keeps it
@@ -151,6 +158,7 @@ pub struct WindowSummary {
     pub reset: u32,
     pub dns_error: u32,
     pub http_status: u32,
+    pub tls_error: u32,
     /// Over the successful probes in the window.
     pub rtt_p50_ms: Option<f64>,
     pub rtt_p99_ms: Option<f64>,
@@ -158,6 +166,8 @@ pub struct WindowSummary {
     /// The most recent failure in the window, and when it happened.
     pub last_failure: Option<(Outcome, SystemTime)>,
     pub last_http_status: Option<u16>,
+    /// The last TLS failure in the window (HTTPS probes).
+    pub last_tls_error: Option<TlsFailure>,
     pub state: TargetState,
     pub last_probe: SystemTime,
 }
@@ -187,7 +197,7 @@ pub enum ProberOutput {
 }
 
 /// One probe's result.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProbeResult {
     pub outcome: Outcome,
     /// Round-trip time: handshake (TCP), echo (ICMP), status line (HTTP).
@@ -195,6 +205,8 @@ pub struct ProbeResult {
     pub rtt: Option<Duration>,
     /// The status an HTTP probe got, whatever it was.
     pub http_status: Option<u16>,
+    /// Why the handshake failed, for `Outcome::TlsError`.
+    pub tls: Option<TlsFailure>,
 }
 
 impl ProbeResult {
@@ -203,6 +215,14 @@ impl ProbeResult {
             outcome,
             rtt,
             http_status: None,
+            tls: None,
+        }
+    }
+
+    pub fn tls_failure(failure: TlsFailure) -> Self {
+        ProbeResult {
+            tls: Some(failure),
+            ..ProbeResult::new(Outcome::TlsError, None)
         }
     }
 }
@@ -280,7 +300,7 @@ fn refusal(target: &Target, fleet: &HashSet<IpAddr>) -> Option<String> {
         return Some(format!("address {} cannot be probed", target.address));
     }
     match target.kind {
-        ProbeKind::Tcp | ProbeKind::Http if target.port == 0 => {
+        ProbeKind::Tcp | ProbeKind::Http | ProbeKind::Https if target.port == 0 => {
             return Some(format!("port 0 for a {:?} target", target.kind));
         }
         ProbeKind::Icmp if target.port != 0 => {
@@ -288,7 +308,10 @@ fn refusal(target: &Target, fleet: &HashSet<IpAddr>) -> Option<String> {
         }
         _ => {}
     }
-    if target.kind == ProbeKind::Http {
+    if target.kind == ProbeKind::Https && target.tls.is_none() {
+        return Some("an HTTPS target without its TLS settings".into());
+    }
+    if matches!(target.kind, ProbeKind::Http | ProbeKind::Https) {
         let path = target.http_path.as_deref().unwrap_or("/");
         if !valid_http_path(path) {
             return Some(format!("http path {path:?} is not an absolute path"));
@@ -324,6 +347,7 @@ mod tests {
             service: None,
             http_path: None,
             expect_status: None,
+            tls: None,
         }
     }
 

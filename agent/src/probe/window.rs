@@ -10,6 +10,7 @@
 //! - `Ok` otherwise.
 
 use super::model::{Outcome, ProbeResult, Target, TargetState, WindowSummary};
+use super::tls::TlsFailure;
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
@@ -28,6 +29,9 @@ struct Sample {
 pub struct Window {
     capacity: usize,
     samples: VecDeque<Sample>,
+    /// The latest TLS failure; reported while a `TlsError` sample is in
+    /// the window.
+    last_tls: Option<TlsFailure>,
 }
 
 impl Window {
@@ -36,6 +40,7 @@ impl Window {
         Window {
             capacity,
             samples: VecDeque::with_capacity(capacity),
+            last_tls: None,
         }
     }
 
@@ -62,6 +67,9 @@ impl Window {
             http_status: result.http_status,
             at,
         });
+        if result.tls.is_some() {
+            self.last_tls = result.tls;
+        }
         // Not empty: a sample was just pushed.
         self.state().unwrap_or(TargetState::Failing)
     }
@@ -116,11 +124,13 @@ impl Window {
             reset: 0,
             dns_error: 0,
             http_status: 0,
+            tls_error: 0,
             rtt_p50_ms: None,
             rtt_p99_ms: None,
             last_outcome: last.outcome,
             last_failure: None,
             last_http_status: None,
+            last_tls_error: None,
             state,
             last_probe: last.at,
         };
@@ -136,6 +146,7 @@ impl Window {
                 Outcome::Reset => &mut w.reset,
                 Outcome::DnsError => &mut w.dns_error,
                 Outcome::HttpStatus => &mut w.http_status,
+                Outcome::TlsError => &mut w.tls_error,
             };
             *counter += 1;
             if s.outcome.is_ok() {
@@ -146,6 +157,9 @@ impl Window {
             if s.http_status.is_some() {
                 w.last_http_status = s.http_status;
             }
+        }
+        if w.tls_error > 0 {
+            w.last_tls_error.clone_from(&self.last_tls);
         }
         let ms = |d: Duration| d.as_nanos() as f64 / 1e6;
         w.rtt_p50_ms = percentile(&mut rtts, 0.50).map(ms);
@@ -191,6 +205,7 @@ mod tests {
             service: None,
             http_path: None,
             expect_status: None,
+            tls: None,
         }
     }
 

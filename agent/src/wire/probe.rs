@@ -1,6 +1,7 @@
 //! Probe plans from the collector into the prober's types, and the prober's
 //! windows, state changes and command answers back into protocol messages.
 
+use crate::probe::tls::{TlsErrorKind, TlsFailure, TlsTarget, Trust};
 use crate::probe::{
     FleetName, NameResolution, Outcome, Plan, ProbeKind, StateChange, Target, TargetState,
     WindowSummary, valid_host_name,
@@ -19,6 +20,7 @@ fn kind_from(v: i32) -> Option<ProbeKind> {
         pb::ProbeKind::Tcp => Some(ProbeKind::Tcp),
         pb::ProbeKind::Icmp => Some(ProbeKind::Icmp),
         pb::ProbeKind::Http => Some(ProbeKind::Http),
+        pb::ProbeKind::Https => Some(ProbeKind::Https),
         pb::ProbeKind::Unspecified => None,
     }
 }
@@ -28,6 +30,7 @@ fn kind_to(k: ProbeKind) -> i32 {
         ProbeKind::Tcp => pb::ProbeKind::Tcp,
         ProbeKind::Icmp => pb::ProbeKind::Icmp,
         ProbeKind::Http => pb::ProbeKind::Http,
+        ProbeKind::Https => pb::ProbeKind::Https,
     }) as i32
 }
 
@@ -41,6 +44,7 @@ pub fn outcome(o: Outcome) -> i32 {
         Outcome::Reset => pb::ProbeOutcome::Reset,
         Outcome::DnsError => pb::ProbeOutcome::DnsError,
         Outcome::HttpStatus => pb::ProbeOutcome::HttpStatus,
+        Outcome::TlsError => pb::ProbeOutcome::TlsError,
     }) as i32
 }
 
@@ -52,9 +56,9 @@ fn state(s: TargetState) -> i32 {
     }) as i32
 }
 
-/// A target as the collector sent it; `None` with the reason when it is not
-/// one this agent can probe.
-pub fn target(t: &pb::ProbeTarget) -> Result<Target, String> {
+/// A target as the collector sent it; `Err` with the reason when it is not
+/// one this agent can probe. `trusts` are the plan's CA bundles, read.
+pub fn target(t: &pb::ProbeTarget, trusts: &[Result<Trust, String>]) -> Result<Target, String> {
     let address: IpAddr = t
         .address
         .parse()
@@ -62,6 +66,20 @@ pub fn target(t: &pb::ProbeTarget) -> Result<Target, String> {
     let kind = kind_from(t.kind).ok_or_else(|| format!("unknown probe kind {}", t.kind))?;
     let port = u16::try_from(t.port).map_err(|_| format!("port {} is over 65535", t.port))?;
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let tls = match kind {
+        ProbeKind::Https => {
+            let trust = match t.tls_ca {
+                0 => Trust::system()?,
+                n => usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| trusts.get(i))
+                    .ok_or_else(|| format!("TLS CA bundle {n} is not in the plan"))?
+                    .clone()?,
+            };
+            Some(TlsTarget::new(some(&t.tls_server_name), &trust)?)
+        }
+        _ => None,
+    };
     Ok(Target {
         id: t.id,
         node: t.node.clone(),
@@ -71,6 +89,7 @@ pub fn target(t: &pb::ProbeTarget) -> Result<Target, String> {
         service: some(&t.service),
         http_path: some(&t.http_path),
         expect_status: u16::try_from(t.expect_status).ok().filter(|s| *s != 0),
+        tls,
     })
 }
 
@@ -84,6 +103,13 @@ pub fn target_to(t: &Target) -> pb::ProbeTarget {
         service: t.service.clone().unwrap_or_default(),
         http_path: t.http_path.clone().unwrap_or_default(),
         expect_status: t.expect_status.map(u32::from).unwrap_or(0),
+        tls_server_name: t
+            .tls
+            .as_ref()
+            .and_then(|t| t.server_name.clone())
+            .unwrap_or_default(),
+        // Echoed back in windows, where the bundle is not needed.
+        tls_ca: 0,
     }
 }
 
@@ -103,8 +129,14 @@ pub fn plan(p: &pb::ProbePlan) -> Result<(Plan, Vec<String>), PlanError> {
     }
     let mut targets = Vec::with_capacity(p.targets.len());
     let mut unreadable = Vec::new();
+    let trusts: Vec<Result<Trust, String>> = p
+        .tls_cas
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| Trust::bundle(pem).map_err(|e| format!("TLS CA bundle {}: {e}", i + 1)))
+        .collect();
     for t in &p.targets {
-        match target(t) {
+        match target(t, &trusts) {
             Ok(t) => targets.push(t),
             Err(e) => unreadable.push(format!("{} {}:{}: {e}", t.node, t.address, t.port)),
         }
@@ -158,6 +190,24 @@ pub fn window(w: &WindowSummary) -> pb::TargetWindow {
         last_http_status: w.last_http_status.map(u32::from).unwrap_or(0),
         state: state(w.state),
         last_probe_unix_nanos: super::unix_nanos(w.last_probe),
+        tls_error: w.tls_error,
+        last_tls_error: w.last_tls_error.as_ref().map(tls_error),
+    }
+}
+
+pub fn tls_error(f: &TlsFailure) -> pb::TlsError {
+    use pb::TlsErrorKind as P;
+    pb::TlsError {
+        kind: (match f.kind {
+            TlsErrorKind::Expired => P::Expired,
+            TlsErrorKind::NotYetValid => P::NotYetValid,
+            TlsErrorKind::WrongName => P::WrongName,
+            TlsErrorKind::UnknownIssuer => P::UnknownIssuer,
+            TlsErrorKind::Revoked => P::Revoked,
+            TlsErrorKind::BadCertificate => P::BadCertificate,
+            TlsErrorKind::Handshake => P::Handshake,
+        }) as i32,
+        detail: f.detail.clone(),
     }
 }
 
@@ -204,5 +254,55 @@ pub fn trace_hop(h: &crate::probe::trace::Hop) -> pb::TraceHop {
             _ => 0,
         },
         rtt_ms: h.rtt.map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn https(id: u64, tls_ca: u32) -> pb::ProbeTarget {
+        pb::ProbeTarget {
+            id,
+            node: "web-1".into(),
+            address: "198.18.0.12".into(),
+            port: 8443,
+            kind: pb::ProbeKind::Https as i32,
+            http_path: "/livez".into(),
+            tls_server_name: "web-1.fleet.test".into(),
+            tls_ca,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn https_targets_take_their_trust_from_the_plan() {
+        let p = pb::ProbePlan {
+            version: 3,
+            interval_ms: 1_000,
+            targets: vec![https(1, 0), https(2, 1), https(3, 2)],
+            fleet_addresses: vec!["198.18.0.12".into()],
+            tls_cas: vec!["not a PEM bundle".into()],
+            ..Default::default()
+        };
+        let (plan, unreadable) = plan(&p).expect("plan");
+        // System roots: kept, with the name to check.
+        assert_eq!(plan.targets.len(), 1, "{unreadable:?}");
+        let t = &plan.targets[0];
+        assert_eq!(t.kind, ProbeKind::Https);
+        let tls = t.tls.as_ref().expect("tls");
+        assert_eq!(tls.server_name.as_deref(), Some("web-1.fleet.test"));
+        assert!(tls.ca_pem.is_none());
+        // A bundle that does not read, and one the plan does not hold.
+        assert_eq!(unreadable.len(), 2, "{unreadable:?}");
+        assert!(unreadable[0].contains("TLS CA bundle 1"), "{unreadable:?}");
+        assert!(
+            unreadable[1].contains("TLS CA bundle 2 is not in the plan"),
+            "{unreadable:?}"
+        );
+        // The name goes back in windows; the bundle does not.
+        let back = target_to(t);
+        assert_eq!(back.tls_server_name, "web-1.fleet.test");
+        assert_eq!(back.kind, pb::ProbeKind::Https as i32);
     }
 }

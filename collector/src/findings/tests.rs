@@ -100,6 +100,7 @@ impl World {
                         last_failure: (failed > 0).then_some((Outcome::Timeout, now)),
                         state: st,
                         last_http_status: None,
+                        last_tls_error: None,
                         target: t,
                     }
                 })

@@ -20,6 +20,7 @@
 //! name table.
 
 use super::planner::{PlannedTarget, ProbeKind};
+use super::tls::TlsNote;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -91,10 +92,11 @@ pub enum Outcome {
     Reset,
     DnsError,
     HttpStatus,
+    TlsError,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Open,
         Outcome::Refused,
         Outcome::Timeout,
@@ -103,6 +105,7 @@ impl Outcome {
         Outcome::Reset,
         Outcome::DnsError,
         Outcome::HttpStatus,
+        Outcome::TlsError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -115,6 +118,7 @@ impl Outcome {
             Outcome::Reset => "reset",
             Outcome::DnsError => "dns_error",
             Outcome::HttpStatus => "http_status",
+            Outcome::TlsError => "tls_error",
         }
     }
 
@@ -137,6 +141,7 @@ pub struct FailureCounts {
     pub reset: u32,
     pub dns_error: u32,
     pub http_status: u32,
+    pub tls_error: u32,
 }
 
 impl FailureCounts {
@@ -149,6 +154,7 @@ impl FailureCounts {
             self.reset,
             self.dns_error,
             self.http_status,
+            self.tls_error,
         ]
         .iter()
         .map(|c| u64::from(*c))
@@ -172,6 +178,8 @@ pub struct WindowInput {
     pub state: TargetState,
     /// The last HTTP status seen (HTTP probes).
     pub last_http_status: Option<u16>,
+    /// The last TLS failure in the window (HTTPS probes).
+    pub last_tls_error: Option<TlsNote>,
 }
 
 /// A target whose state changed (the wire's `ProbeStateChanged`).
@@ -203,7 +211,7 @@ pub struct Cell {
     address: IpAddr,
     sent: u32,
     ok: u32,
-    /// NaN when unknown (keeps the cell at 72 bytes).
+    /// NaN when unknown (keeps the cell at 80 bytes).
     rtt_ms: f64,
     rtt_p99_ms: f64,
     updated: i64,
@@ -211,6 +219,8 @@ pub struct Cell {
     last_failure_at: i64,
     /// The last HTTP status seen (HTTP probes); 0 when none.
     http_status: u16,
+    /// The last TLS failure (HTTPS probes): rare, so boxed.
+    tls: Option<Box<TlsNote>>,
 }
 
 impl Cell {
@@ -230,6 +240,7 @@ impl Cell {
             updated: 0,
             last_failure_at: 0,
             http_status: 0,
+            tls: None,
         }
     }
 
@@ -247,6 +258,9 @@ impl Cell {
         self.failure = w.last_failure.map(|(o, _)| o).filter(|o| o.is_failure());
         self.last_failure_at = w.last_failure.map_or(0, |(_, at)| at);
         self.http_status = w.last_http_status.unwrap_or(0);
+        if self.tls.as_deref() != w.last_tls_error.as_ref() {
+            self.tls = w.last_tls_error.clone().map(Box::new);
+        }
         self.updated = now;
     }
 
@@ -256,6 +270,10 @@ impl Cell {
     /// The last HTTP status seen, for HTTP probes.
     pub fn http_status(&self) -> Option<u16> {
         (self.http_status != 0).then_some(self.http_status)
+    }
+    /// The last TLS failure, for HTTPS probes that failed the handshake.
+    pub fn tls(&self) -> Option<&TlsNote> {
+        self.tls.as_deref()
     }
     pub fn kind(&self) -> ProbeKind {
         self.kind

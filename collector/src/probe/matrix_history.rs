@@ -86,6 +86,7 @@ impl Restorer<'_> {
             updated: c.updated,
             last_failure_at: c.last_failure_at,
             http_status: 0,
+            tls: None,
         });
     }
 }

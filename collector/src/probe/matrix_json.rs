@@ -190,6 +190,7 @@ fn write_cell(buf: &mut Vec<u8>, c: &Cell) {
         ProbeKind::Tcp => b",\"kind\":\"tcp\"",
         ProbeKind::Icmp => b",\"kind\":\"icmp\"",
         ProbeKind::Http => b",\"kind\":\"http\"",
+        ProbeKind::Https => b",\"kind\":\"https\"",
     });
     buf.extend_from_slice(match c.state {
         CellState::Ok => b",\"state\":\"ok\",\"loss\":",

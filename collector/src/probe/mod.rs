@@ -4,6 +4,7 @@
 
 pub mod matrix;
 pub mod planner;
+pub mod tls;
 
 /// What a name resolved to on one agent's host, as it reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +24,9 @@ pub use matrix::{
 };
 pub use planner::{
     FleetName, NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind,
-    plan,
+    ServiceTls, plan,
 };
+pub use tls::{TlsKind, TlsNote};
 
 /// A 64-bit hash whose value is fixed by this file, not by the standard
 /// library's hasher (whose algorithm may change between Rust releases): target

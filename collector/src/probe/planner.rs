@@ -46,7 +46,20 @@ pub const EPHEMERAL_PORT_START: u16 = 32768;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
     Tcp,
-    Http { path: String, expect_status: u16 },
+    Http {
+        path: String,
+        expect_status: u16,
+        tls: Option<ServiceTls>,
+    },
+}
+
+/// How an HTTPS service's certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceTls {
+    /// `{node}` stands for the probed node's name; `None` is its address.
+    pub server_name: Option<String>,
+    /// 1 + the index into `PlannerConfig::tls_cas`; 0 for the system roots.
+    pub ca: u32,
 }
 
 /// A service declared in the collector's config, probed on every peer.
@@ -76,6 +89,8 @@ pub struct PlannerConfig {
     /// Names the fleet's clients use for its members: every agent looks up
     /// the names of the other members.
     pub names: Vec<FleetName>,
+    /// CA bundles (PEM) HTTPS services are checked against.
+    pub tls_cas: Vec<std::sync::Arc<str>>,
 }
 
 /// A name the config gives a fleet member, e.g. `db.example.com` → `db-1`
@@ -102,6 +117,7 @@ impl Default for PlannerConfig {
             max_learned_ports_per_peer: 32,
             max_targets_per_node: 1024,
             names: Vec::new(),
+            tls_cas: Vec::new(),
         }
     }
 }
@@ -124,16 +140,23 @@ pub enum ProbeKind {
     Tcp,
     Icmp,
     Http,
+    Https,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 3] = [ProbeKind::Tcp, ProbeKind::Icmp, ProbeKind::Http];
+    pub const ALL: [ProbeKind; 4] = [
+        ProbeKind::Tcp,
+        ProbeKind::Icmp,
+        ProbeKind::Http,
+        ProbeKind::Https,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ProbeKind::Tcp => "tcp",
             ProbeKind::Icmp => "icmp",
             ProbeKind::Http => "http",
+            ProbeKind::Https => "https",
         }
     }
 
@@ -146,6 +169,7 @@ impl ProbeKind {
             ProbeKind::Tcp => 1,
             ProbeKind::Icmp => 2,
             ProbeKind::Http => 3,
+            ProbeKind::Https => 4,
         }
     }
 }
@@ -163,6 +187,10 @@ pub struct PlannedTarget {
     pub service: Option<String>,
     pub http_path: Option<String>,
     pub expect_status: Option<u16>,
+    /// HTTPS: the name checked, `{node}` filled in; `None` is the address.
+    pub tls_server_name: Option<String>,
+    /// HTTPS: 1 + the index into the plan's `tls_cas`; 0 for system roots.
+    pub tls_ca: u32,
 }
 
 impl PlannedTarget {
@@ -176,6 +204,8 @@ impl PlannedTarget {
             service: None,
             http_path: None,
             expect_status: None,
+            tls_server_name: None,
+            tls_ca: 0,
         }
     }
 }
@@ -195,6 +225,9 @@ pub struct NodePlan {
     pub max_probes_per_second: u32,
     /// Names of other members for the agent to look up, sorted.
     pub names: Vec<FleetName>,
+    /// CA bundles the plan's HTTPS targets name (all the config's, when
+    /// one does).
+    pub tls_cas: Vec<std::sync::Arc<str>>,
     /// A hash of everything above.
     pub digest: u64,
 }
@@ -286,8 +319,12 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
                 .filter(|n| n.node != source.name)
                 .cloned()
                 .collect(),
+            tls_cas: Vec::new(),
             digest: 0,
         };
+        if plan.targets.iter().any(|t| t.tls_ca != 0) {
+            plan.tls_cas.clone_from(&cfg.tls_cas);
+        }
         plan.digest = digest(&plan);
         plans.insert(source.name.clone(), plan);
     }
@@ -373,10 +410,25 @@ fn peer_targets(
             ServiceKind::Http {
                 path,
                 expect_status,
+                tls,
             } => PlannedTarget {
                 http_path: Some(path.clone()),
                 expect_status: Some(*expect_status),
-                ..PlannedTarget::new(name, primary, s.port, ProbeKind::Http)
+                tls_server_name: tls
+                    .as_ref()
+                    .and_then(|t| t.server_name.as_ref())
+                    .map(|n| n.replace("{node}", name)),
+                tls_ca: tls.as_ref().map_or(0, |t| t.ca),
+                ..PlannedTarget::new(
+                    name,
+                    primary,
+                    s.port,
+                    if tls.is_some() {
+                        ProbeKind::Https
+                    } else {
+                        ProbeKind::Http
+                    },
+                )
             },
         };
         push(
@@ -452,7 +504,13 @@ fn digest(plan: &NodePlan) -> u64 {
             .bytes(&[t.kind.code()])
             .str(t.service.as_deref().unwrap_or(""))
             .str(t.http_path.as_deref().unwrap_or(""))
-            .bytes(&t.expect_status.unwrap_or(0).to_le_bytes());
+            .bytes(&t.expect_status.unwrap_or(0).to_le_bytes())
+            .str(t.tls_server_name.as_deref().unwrap_or(""))
+            .u64(u64::from(t.tls_ca));
+    }
+    h = h.bytes(b"cas");
+    for ca in &plan.tls_cas {
+        h = h.str(ca);
     }
     h = h.bytes(b"addresses");
     for a in &plan.fleet_addresses {

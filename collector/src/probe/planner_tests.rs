@@ -55,7 +55,7 @@ fn full_mesh_for_four_nodes() {
             match t.kind {
                 ProbeKind::Tcp => assert_eq!(t.port, DEFAULT_PROBE_PORT),
                 ProbeKind::Icmp => assert_eq!(t.port, 0),
-                ProbeKind::Http => panic!("no service declared"),
+                ProbeKind::Http | ProbeKind::Https => panic!("no service declared"),
             }
             assert_eq!(t.service, None);
             assert_ne!(t.id, 0);
@@ -179,6 +179,7 @@ fn listener_ports_learned_only_where_reachable() {
             kind: ServiceKind::Http {
                 path: "/metrics".into(),
                 expect_status: 200,
+                tls: None,
             },
         }],
         ..PlannerConfig::default()
@@ -367,4 +368,72 @@ fn every_agent_looks_up_the_names_of_the_others() {
     // A new name is a new plan for the agents that look it up.
     assert!(plans.keys().all(|k| plans[k].digest != before[k].digest));
     assert_eq!(plans["n1"].targets, before["n1"].targets);
+}
+
+#[test]
+fn an_https_service_names_each_peer_and_carries_its_ca_once() {
+    let ca: std::sync::Arc<str> = std::sync::Arc::from("-----BEGIN CERTIFICATE-----\n…");
+    let https = |name: &str, port, server_name: Option<&str>, ca| Service {
+        name: name.into(),
+        port,
+        kind: ServiceKind::Http {
+            path: "/livez".into(),
+            expect_status: 200,
+            tls: Some(ServiceTls {
+                server_name: server_name.map(str::to_string),
+                ca,
+            }),
+        },
+    };
+    let cfg = PlannerConfig {
+        services: vec![
+            https("web", 8443, Some("{node}.fleet.test"), 1),
+            https("api", 6443, None, 0),
+        ],
+        tls_cas: vec![ca.clone()],
+        ..PlannerConfig::default()
+    };
+    let plans = plan(
+        &[node("a", None, "198.18.0.1"), node("b", None, "198.18.0.2")],
+        &cfg,
+    );
+    let p = &plans["a"];
+    let web = p
+        .targets
+        .iter()
+        .find(|t| t.port == 8443)
+        .expect("web target");
+    assert_eq!(web.kind, ProbeKind::Https);
+    assert_eq!(web.tls_server_name.as_deref(), Some("b.fleet.test"));
+    assert_eq!(web.tls_ca, 1);
+    assert_eq!(web.http_path.as_deref(), Some("/livez"));
+    let api = p
+        .targets
+        .iter()
+        .find(|t| t.port == 6443)
+        .expect("api target");
+    assert_eq!(
+        (api.kind, api.tls_server_name.as_deref(), api.tls_ca),
+        (ProbeKind::Https, None, 0)
+    );
+    assert_eq!(p.tls_cas, vec![ca.clone()]);
+    // The CA is part of the digest: a new bundle is a new plan.
+    let mut other = cfg.clone();
+    other.tls_cas = vec![std::sync::Arc::from("another bundle")];
+    let again = plan(
+        &[node("a", None, "198.18.0.1"), node("b", None, "198.18.0.2")],
+        &other,
+    );
+    assert_ne!(again["a"].digest, p.digest);
+    // Without a CA bundle named, none is sent.
+    let system = PlannerConfig {
+        services: vec![https("api", 6443, None, 0)],
+        tls_cas: vec![ca],
+        ..PlannerConfig::default()
+    };
+    let plans = plan(
+        &[node("a", None, "198.18.0.1"), node("b", None, "198.18.0.2")],
+        &system,
+    );
+    assert!(plans["a"].tls_cas.is_empty());
 }

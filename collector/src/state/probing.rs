@@ -7,7 +7,8 @@ use crate::config::ProbeSettings;
 use crate::encode;
 use crate::model::Protocol;
 use crate::probe::{
-    Matrix, NodeInput, PlannerConfig, Service, ServiceKind, StateChange, WindowInput, plan,
+    Matrix, NodeInput, PlannerConfig, Service, ServiceKind, ServiceTls, StateChange, WindowInput,
+    plan,
 };
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,38 @@ use std::net::IpAddr;
 use tokio::sync::oneshot;
 
 pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
+    // Each bundle once, in the order the services name them.
+    let mut tls_cas: Vec<std::sync::Arc<str>> = Vec::new();
+    let mut ca_of = |pem: &Option<std::sync::Arc<str>>| -> u32 {
+        let Some(pem) = pem else { return 0 };
+        let i = match tls_cas.iter().position(|c| c == pem) {
+            Some(i) => i,
+            None => {
+                tls_cas.push(pem.clone());
+                tls_cas.len() - 1
+            }
+        };
+        u32::try_from(i + 1).unwrap_or(0)
+    };
+    let services = s
+        .services
+        .iter()
+        .map(|c| Service {
+            name: c.name.clone(),
+            port: c.port,
+            kind: match c.http_path() {
+                Some(path) => ServiceKind::Http {
+                    path: path.to_string(),
+                    expect_status: c.expect_status.unwrap_or(200),
+                    tls: c.tls.then(|| ServiceTls {
+                        server_name: c.server_name.clone(),
+                        ca: ca_of(&c.ca_pem),
+                    }),
+                },
+                None => ServiceKind::Tcp,
+            },
+        })
+        .collect();
     PlannerConfig {
         interval: s.interval,
         timeout: s.timeout,
@@ -22,22 +55,9 @@ pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
         max_probes_per_second: s.max_probes_per_second,
         full_mesh_max: s.full_mesh_max,
         representatives: s.zone_representatives,
-        services: s
-            .services
-            .iter()
-            .map(|c| Service {
-                name: c.name.clone(),
-                port: c.port,
-                kind: match &c.path {
-                    Some(path) => ServiceKind::Http {
-                        path: path.clone(),
-                        expect_status: c.expect_status.unwrap_or(200),
-                    },
-                    None => ServiceKind::Tcp,
-                },
-            })
-            .collect(),
+        services,
         names: s.names.clone(),
+        tls_cas,
         ..PlannerConfig::default()
     }
 }

@@ -13,6 +13,7 @@ pub fn kind_code(k: ProbeKind) -> i64 {
         ProbeKind::Tcp => 1,
         ProbeKind::Icmp => 2,
         ProbeKind::Http => 3,
+        ProbeKind::Https => 4,
     }
 }
 

@@ -161,6 +161,7 @@ pub fn pair_at(
         for (p, k) in [
             (port, ProbeKind::Tcp),
             (port, ProbeKind::Http),
+            (port, ProbeKind::Https),
             (0, ProbeKind::Icmp),
         ] {
             if let Some(c) = stmt

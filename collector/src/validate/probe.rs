@@ -3,7 +3,7 @@
 use super::{ProtocolError, err, ip, text};
 use crate::probe::{
     FailureCounts, Outcome, PlannedTarget, ProbeKind, ResolvedName, StateChange, TargetState,
-    WindowInput,
+    TlsKind, TlsNote, WindowInput,
 };
 use reachmap_proto::v1 as pb;
 
@@ -15,6 +15,7 @@ pub fn kind(field: &str, v: i32) -> Result<ProbeKind, ProtocolError> {
         Ok(pb::ProbeKind::Tcp) => Ok(ProbeKind::Tcp),
         Ok(pb::ProbeKind::Icmp) => Ok(ProbeKind::Icmp),
         Ok(pb::ProbeKind::Http) => Ok(ProbeKind::Http),
+        Ok(pb::ProbeKind::Https) => Ok(ProbeKind::Https),
         _ => Err(err(field, format!("unknown probe kind {v}"))),
     }
 }
@@ -32,6 +33,7 @@ pub fn outcome(field: &str, v: i32) -> Result<Option<Outcome>, ProtocolError> {
         Ok(P::Reset) => Outcome::Reset,
         Ok(P::DnsError) => Outcome::DnsError,
         Ok(P::HttpStatus) => Outcome::HttpStatus,
+        Ok(P::TlsError) => Outcome::TlsError,
         Err(_) => return Err(err(field, format!("unknown outcome {v}"))),
     }))
 }
@@ -98,6 +100,7 @@ pub fn window(field: &str, w: &pb::TargetWindow) -> Result<WindowInput, Protocol
         reset: w.reset,
         dns_error: w.dns_error,
         http_status: w.http_status,
+        tls_error: w.tls_error,
     };
     if u64::from(w.ok) + failures.total() > u64::from(w.sent) {
         return Err(err(
@@ -125,6 +128,33 @@ pub fn window(field: &str, w: &pb::TargetWindow) -> Result<WindowInput, Protocol
         last_http_status: u16::try_from(w.last_http_status)
             .ok()
             .filter(|s| (100..=999).contains(s)),
+        last_tls_error: match &w.last_tls_error {
+            Some(t) => Some(tls_note(&format!("{field}.last_tls_error"), t)?),
+            None => None,
+        },
+    })
+}
+
+fn tls_note(field: &str, t: &pb::TlsError) -> Result<TlsNote, ProtocolError> {
+    use pb::TlsErrorKind as P;
+    let kind = match P::try_from(t.kind) {
+        Ok(P::Expired) => TlsKind::Expired,
+        Ok(P::NotYetValid) => TlsKind::NotYetValid,
+        Ok(P::WrongName) => TlsKind::WrongName,
+        Ok(P::UnknownIssuer) => TlsKind::UnknownIssuer,
+        Ok(P::Revoked) => TlsKind::Revoked,
+        Ok(P::BadCertificate) => TlsKind::BadCertificate,
+        Ok(P::Handshake) => TlsKind::Handshake,
+        Ok(P::Unspecified) | Err(_) => {
+            return Err(err(
+                format!("{field}.kind"),
+                format!("unknown TLS error kind {}", t.kind),
+            ));
+        }
+    };
+    Ok(TlsNote {
+        kind,
+        detail: text(&format!("{field}.detail"), &t.detail, 512)?.into_boxed_str(),
     })
 }
 

@@ -51,6 +51,7 @@
     reset: "The connection was reset after it opened: the service or a middlebox closed it.",
     dns_error: "The destination name did not resolve.",
     http_status: "The service answered, with an HTTP status other than the expected one.",
+    tls_error: "The TLS handshake failed: the certificate expired, is for another name or from an untrusted CA, or the port does not speak TLS.",
     degraded: "Some probes failed or were slow in the window: intermittent loss or congestion.",
     ok: "Every probe in the window succeeded.",
   };

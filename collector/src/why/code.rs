@@ -109,6 +109,12 @@ cause_codes! {
         evidence: "the status seen and the one expected; the probe result; for each upstream cell from the destination, its state, and for a failing one its top cause with that cause's evidence.",
         fix: "the failing upstream's fix when one fails; otherwise the service's own logs on the destination.",
     },
+    TlsError = "TLS_ERROR" {
+        blocks: false,
+        when: "an HTTPS probe's TLS handshake fails (the connection opens; what fails is TLS): the certificate expired or is not valid yet, is for another name than the one asked (`server_name` in `[[services]]`, or the node's address), is signed by a CA the probe does not trust (the system roots, or the service's `ca_file`), or the server does not speak TLS on the port. Clients that check certificates fail the same way.",
+        evidence: "the agent's reason (the expiry date and how long ago, the names the certificate is for and the one asked, the alert the server sent); the probe result.",
+        fix: "by reason: renew the certificate; fix the clock or the certificate's start date; issue one that names the asked name (or probe with the name clients use); give the service a certificate from the trusted CA (or name its CA in `ca_file`); make the service speak TLS on the port.",
+    },
     // Firewalls: both ends' rulesets evaluated for the probe's packet.
     FirewallInbound = "FIREWALL_INBOUND" {
         blocks: true,

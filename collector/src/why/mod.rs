@@ -87,6 +87,21 @@ pub struct CellSummary {
     /// The last HTTP status seen (HTTP probes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// Why the last TLS handshake failed (HTTPS probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<TlsView>,
+    /// The declared service the probe is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+}
+
+/// A failed TLS handshake: `kind` is one of `expired`, `not_yet_valid`,
+/// `wrong_name`, `unknown_issuer`, `revoked`, `bad_certificate`,
+/// `handshake`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TlsView {
+    pub kind: String,
+    pub detail: String,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -266,6 +281,11 @@ fn summary(m: &Matrix, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Opti
         updated: c.cell.updated(),
         address: c.cell.address().to_string(),
         http_status: c.cell.http_status(),
+        tls_error: c.cell.tls().map(|t| TlsView {
+            kind: t.kind.as_str().to_string(),
+            detail: t.detail.to_string(),
+        }),
+        service: c.service.map(str::to_string),
     })
 }
 
@@ -286,6 +306,7 @@ fn upstream_cells(
         {
             let Some(cell) = summary(m, node, up, *port, ProbeKind::Tcp)
                 .or_else(|| summary(m, node, up, *port, ProbeKind::Http))
+                .or_else(|| summary(m, node, up, *port, ProbeKind::Https))
             else {
                 continue;
             };
@@ -396,11 +417,14 @@ pub fn explain(
     } else {
         ProbeKind::Tcp
     };
-    // A declared HTTP service on the port is probed both ways: the HTTP
+    // A declared HTTP(S) service on the port is probed both ways: the HTTP
     // probe is the stronger check (the application answered, and how), so
     // it is the one explained.
     let probe = (port != 0)
-        .then(|| summary(m, src, dst, port, ProbeKind::Http))
+        .then(|| {
+            summary(m, src, dst, port, ProbeKind::Https)
+                .or_else(|| summary(m, src, dst, port, ProbeKind::Http))
+        })
         .flatten()
         .or_else(|| summary(m, src, dst, port, kind));
     let others_to_dst = nodes

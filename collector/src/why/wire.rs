@@ -2,7 +2,9 @@
 //! the same `Explanation` the HTTP API serialises, so both print the same
 //! JSON.
 
-use super::{Cause, CellSummary, ChangeView, ClientAddress, Evidence, Explanation, Verdict};
+use super::{
+    Cause, CellSummary, ChangeView, ClientAddress, Evidence, Explanation, TlsView, Verdict,
+};
 use crate::view::{cell_state_name, kind_name, outcome_name};
 use reachmap_proto::v1 as pb;
 
@@ -51,13 +53,32 @@ fn cell_to(c: &CellSummary) -> pb::MatrixCell {
         last_failure_unix_nanos: c.last_failure,
         updated_unix_nanos: c.updated,
         address: c.address.clone(),
+        service: c.service.clone().unwrap_or_default(),
+        http_status: c.http_status.map_or(0, u32::from),
+        tls_error: c.tls_error.as_ref().map(|t| pb::TlsError {
+            kind: wire_value("TLS_ERROR_KIND_", &t.kind, |n| {
+                pb::TlsErrorKind::from_str_name(n).map(|k| k as i32)
+            }),
+            detail: t.detail.clone(),
+        }),
         ..Default::default()
     }
 }
 
 fn cell_from(c: &pb::MatrixCell) -> CellSummary {
     CellSummary {
-        http_status: None,
+        http_status: u16::try_from(c.http_status).ok().filter(|s| *s != 0),
+        tls_error: c.tls_error.as_ref().map(|t| TlsView {
+            kind: pb::TlsErrorKind::try_from(t.kind)
+                .map(|k| {
+                    k.as_str_name()
+                        .trim_start_matches("TLS_ERROR_KIND_")
+                        .to_ascii_lowercase()
+                })
+                .unwrap_or_else(|_| format!("kind-{}", t.kind)),
+            detail: t.detail.clone(),
+        }),
+        service: (!c.service.is_empty()).then(|| c.service.clone()),
         src: c.src.clone(),
         dst: c.dst.clone(),
         port: u16::try_from(c.port).unwrap_or(0),

@@ -728,6 +728,15 @@ pub struct RouteChanged {
     pub added: ::core::option::Option<Route>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TlsError {
+    #[prost(enumeration = "TlsErrorKind", tag = "1")]
+    pub kind: i32,
+    /// What was wrong, e.g. "expired 2026-11-30 12:00:00 UTC" or "for
+    /// other.test, not web-1.fleet.test".
+    #[prost(string, tag = "2")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ProbeTarget {
     /// Stable within a plan version; results and state changes name it.
     #[prost(uint64, tag = "1")]
@@ -748,6 +757,15 @@ pub struct ProbeTarget {
     pub http_path: ::prost::alloc::string::String,
     #[prost(uint32, tag = "8")]
     pub expect_status: u32,
+    /// HTTPS: the name sent as SNI and checked against the certificate; empty
+    /// means the target's address (checked against the certificate's IP
+    /// addresses).
+    #[prost(string, tag = "9")]
+    pub tls_server_name: ::prost::alloc::string::String,
+    /// HTTPS: 1 + the index of the plan's `tls_cas` bundle the certificate is
+    /// checked against; 0 means the host's system roots.
+    #[prost(uint32, tag = "10")]
+    pub tls_ca: u32,
 }
 /// One target's rolling window of results.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -792,6 +810,11 @@ pub struct TargetWindow {
     pub state: i32,
     #[prost(int64, tag = "18")]
     pub last_probe_unix_nanos: i64,
+    #[prost(uint32, tag = "19")]
+    pub tls_error: u32,
+    /// The last TLS failure in the window (HTTPS probes).
+    #[prost(message, optional, tag = "20")]
+    pub last_tls_error: ::core::option::Option<TlsError>,
 }
 /// A batch of windows, sent every interval.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -971,6 +994,10 @@ pub struct ProbePlan {
     /// name still pointing at a member's old address shows.
     #[prost(message, repeated, tag = "8")]
     pub names: ::prost::alloc::vec::Vec<FleetName>,
+    /// CA bundles (PEM) HTTPS targets are checked against, named by their
+    /// `tls_ca`.
+    #[prost(string, repeated, tag = "9")]
+    pub tls_cas: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FleetName {
@@ -1226,6 +1253,12 @@ pub struct MatrixCell {
     pub sent: u32,
     #[prost(string, tag = "14")]
     pub address: ::prost::alloc::string::String,
+    /// The last HTTP status seen (HTTP probes); 0 when none.
+    #[prost(uint32, tag = "15")]
+    pub http_status: u32,
+    /// Why the last TLS handshake failed (HTTPS probes).
+    #[prost(message, optional, tag = "16")]
+    pub tls_error: ::core::option::Option<TlsError>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Matrix {
@@ -2247,6 +2280,9 @@ pub enum ProbeKind {
     Icmp = 2,
     /// HTTP GET of `http_path`; ok when the status is `expect_status`.
     Http = 3,
+    /// HTTP GET over TLS: the certificate is checked against the system roots
+    /// or the plan's CA bundle `tls_ca` names, for `tls_server_name`.
+    Https = 4,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2259,6 +2295,7 @@ impl ProbeKind {
             Self::Tcp => "PROBE_KIND_TCP",
             Self::Icmp => "PROBE_KIND_ICMP",
             Self::Http => "PROBE_KIND_HTTP",
+            Self::Https => "PROBE_KIND_HTTPS",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2268,6 +2305,7 @@ impl ProbeKind {
             "PROBE_KIND_TCP" => Some(Self::Tcp),
             "PROBE_KIND_ICMP" => Some(Self::Icmp),
             "PROBE_KIND_HTTP" => Some(Self::Http),
+            "PROBE_KIND_HTTPS" => Some(Self::Https),
             _ => None,
         }
     }
@@ -2293,6 +2331,9 @@ pub enum ProbeOutcome {
     DnsError = 7,
     /// HTTP answered with a status other than the expected one.
     HttpStatus = 8,
+    /// The TLS handshake failed: the certificate was refused (expired, for
+    /// another name, unknown issuer) or the server does not speak TLS.
+    TlsError = 9,
 }
 impl ProbeOutcome {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2310,6 +2351,7 @@ impl ProbeOutcome {
             Self::Reset => "PROBE_OUTCOME_RESET",
             Self::DnsError => "PROBE_OUTCOME_DNS_ERROR",
             Self::HttpStatus => "PROBE_OUTCOME_HTTP_STATUS",
+            Self::TlsError => "PROBE_OUTCOME_TLS_ERROR",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2324,6 +2366,57 @@ impl ProbeOutcome {
             "PROBE_OUTCOME_RESET" => Some(Self::Reset),
             "PROBE_OUTCOME_DNS_ERROR" => Some(Self::DnsError),
             "PROBE_OUTCOME_HTTP_STATUS" => Some(Self::HttpStatus),
+            "PROBE_OUTCOME_TLS_ERROR" => Some(Self::TlsError),
+            _ => None,
+        }
+    }
+}
+/// Why a TLS handshake failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum TlsErrorKind {
+    Unspecified = 0,
+    Expired = 1,
+    NotYetValid = 2,
+    /// The certificate is not for the name the probe asked for.
+    WrongName = 3,
+    /// Signed by no CA the probe trusts (self-signed, or another CA).
+    UnknownIssuer = 4,
+    Revoked = 5,
+    /// Another certificate problem (bad signature, wrong usage, unreadable).
+    BadCertificate = 6,
+    /// The handshake itself failed: an alert, no common version or cipher, or
+    /// the peer does not speak TLS.
+    Handshake = 7,
+}
+impl TlsErrorKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "TLS_ERROR_KIND_UNSPECIFIED",
+            Self::Expired => "TLS_ERROR_KIND_EXPIRED",
+            Self::NotYetValid => "TLS_ERROR_KIND_NOT_YET_VALID",
+            Self::WrongName => "TLS_ERROR_KIND_WRONG_NAME",
+            Self::UnknownIssuer => "TLS_ERROR_KIND_UNKNOWN_ISSUER",
+            Self::Revoked => "TLS_ERROR_KIND_REVOKED",
+            Self::BadCertificate => "TLS_ERROR_KIND_BAD_CERTIFICATE",
+            Self::Handshake => "TLS_ERROR_KIND_HANDSHAKE",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "TLS_ERROR_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "TLS_ERROR_KIND_EXPIRED" => Some(Self::Expired),
+            "TLS_ERROR_KIND_NOT_YET_VALID" => Some(Self::NotYetValid),
+            "TLS_ERROR_KIND_WRONG_NAME" => Some(Self::WrongName),
+            "TLS_ERROR_KIND_UNKNOWN_ISSUER" => Some(Self::UnknownIssuer),
+            "TLS_ERROR_KIND_REVOKED" => Some(Self::Revoked),
+            "TLS_ERROR_KIND_BAD_CERTIFICATE" => Some(Self::BadCertificate),
+            "TLS_ERROR_KIND_HANDSHAKE" => Some(Self::Handshake),
             _ => None,
         }
     }

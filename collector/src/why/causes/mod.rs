@@ -174,6 +174,7 @@ pub fn run(ctx: &Context, verdict: Verdict, checked: &mut Vec<String>) -> Vec<Ca
     listening::listening(ctx, checked, &mut out);
     listening::held_by_other(ctx, checked, &mut out);
     service::http_status(ctx, checked, &mut out);
+    service::tls_error(ctx, &mut out);
     firewall::firewalls(ctx, checked, &mut out);
     addresses::interfaces_and_routes(ctx, checked, &mut out);
     kernel::conntrack(ctx, checked, &mut out);

@@ -1,6 +1,6 @@
 //! The application answered, and not as it should: HTTP_STATUS, followed
 //! to the upstream that makes a proxy answer 502 when the declared service
-//! names its upstreams.
+//! names its upstreams; TLS_ERROR when an HTTPS service's handshake fails.
 
 use super::{cause, fact, probe};
 use crate::why::code::CauseCode;
@@ -91,6 +91,54 @@ pub(super) fn http_status(ctx: &Context, checked: &mut Vec<String>, out: &mut Ve
         _ => format!(
             "look at the service's own logs on {}: it answers, with the wrong status",
             ctx.dst.name
+        ),
+    });
+    out.push(c);
+}
+
+/// An HTTPS probe whose handshake failed: the agent's reason, and the fix
+/// for that reason.
+pub(super) fn tls_error(ctx: &Context, out: &mut Vec<Cause>) {
+    let Some(p) = ctx.probe.as_ref() else {
+        return;
+    };
+    if p.failure.as_deref() != Some("tls_error") {
+        return;
+    }
+    let service = ctx
+        .owner
+        .map(|o| o.service.as_str())
+        .or(p.service.as_deref())
+        .map(|s| format!(" (service {s:?})"))
+        .unwrap_or_default();
+    let (kind, reason) = match &p.tls_error {
+        Some(t) => (t.kind.as_str(), t.detail.clone()),
+        None => ("handshake", "the TLS handshake failed".to_string()),
+    };
+    let at = format!("{}:{}", ctx.dst.name, ctx.port);
+    let detail = format!("TLS to {at}{service} fails ({kind}): {reason}");
+    let mut c = cause(CauseCode::TlsError, ctx.dst, 85, detail);
+    if let Some(e) = probe(ctx) {
+        c.evidence.push(e);
+    }
+    c.fix = Some(match kind {
+        "expired" => format!(
+            "renew the certificate of {at} and reload the service; clients that check certificates fail until then"
+        ),
+        "not_yet_valid" => format!(
+            "the certificate of {at} is not valid yet: check the clocks of {} and {}, or the certificate's start date",
+            ctx.src.name, ctx.dst.name
+        ),
+        "wrong_name" => format!(
+            "give {at} a certificate that names what clients ask for (subjectAltName), or set server_name in [[services]] to the name clients use"
+        ),
+        "unknown_issuer" => format!(
+            "give {at} a certificate from the CA its clients trust, or name the service's CA in ca_file in [[services]]"
+        ),
+        "revoked" => format!("issue {at} a new certificate: this one is revoked"),
+        _ => format!(
+            "look at the TLS set-up of the service on {}: is TLS served on port {}, with a usable certificate?",
+            ctx.dst.name, ctx.port
         ),
     });
     out.push(c);

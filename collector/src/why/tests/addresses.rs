@@ -84,6 +84,7 @@ fn a_name_still_pointing_at_the_old_address_is_stale_dns() {
             last_failure: None,
             state: TargetState::Ok,
             last_http_status: None,
+            last_tls_error: None,
         }],
         unix_nanos(SystemTime::now()),
     );

@@ -156,6 +156,7 @@ impl World {
                 last_failure: failure.map(|o| (o, unix_nanos(SystemTime::now()))),
                 state,
                 last_http_status: None,
+                last_tls_error: None,
             }],
             unix_nanos(SystemTime::now()),
         );

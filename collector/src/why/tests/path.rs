@@ -31,6 +31,7 @@ fn report(w: &mut World, src: &str, targets: &[(PlannedTarget, TargetState, f64)
                 last_failure: (failed > 0).then_some((Outcome::Timeout, now)),
                 state: *state,
                 last_http_status: None,
+                last_tls_error: None,
             }
         })
         .collect();

@@ -24,6 +24,7 @@ fn http_probe(w: &mut World, status: u16) {
             last_failure: Some((Outcome::HttpStatus, unix_nanos(SystemTime::now()))),
             state: TargetState::Failing,
             last_http_status: Some(status),
+            last_tls_error: None,
         }],
         unix_nanos(SystemTime::now()),
     );
