@@ -1,13 +1,14 @@
 //! Where in the path a block is, end to end over real namespaces:
 //! `test-port --ports` tries many ports through temporary listeners and
-//! tells a port filter between the hosts (here an nft filter on the bridge
-//! joining them, which neither host's ruleset shows) from a host firewall
-//! whose rule the facts name, and from everything passing. And who holds a
+//! tells a port filter between the hosts (here the forward chain of a router
+//! namespace joining their two bridges, which neither host's ruleset shows)
+//! from a host firewall whose rule the facts name, and from everything
+//! passing; `trace` names that router as the last hop before a drop. And who holds a
 //! declared service's port: another process is PORT_HELD_BY_OTHER.
 
 mod why_support;
 
-use reachmap_fleet_tests::{Fleet, assert_eventually, ensure, require_root};
+use reachmap_fleet_tests::{Fleet, ROUTER_LAN, assert_eventually, ensure, require_root};
 use serde_json::Value;
 use std::time::Duration;
 use why_support::{cli_json, running_fleet, wait_cause, wait_mesh};
@@ -61,7 +62,7 @@ fn many_ports_tell_a_filter_in_the_path_from_a_host_firewall() {
     if !require_root() {
         return;
     }
-    let fleet = running_fleet("path_ports", 2);
+    let fleet = routed_fleet("path_ports");
     wait_mesh(&fleet, 2);
 
     // Nothing in the way: every port passes, and nothing is left listening.
@@ -72,13 +73,13 @@ fn many_ports_tell_a_filter_in_the_path_from_a_host_firewall() {
     let ss = fleet.exec(1, &["ss", "-Hltn", "sport = :9001"]);
     assert!(String::from_utf8_lossy(&ss.stdout).trim().is_empty());
 
-    // A filter on the bridge between them lets node-0 reach node-1 on 80
-    // and 443 only (and the probe port, so the mesh stays as it was).
-    fleet.hub_exec(&[
+    // The router between them lets node-0 reach node-1 on 80 and 443 only
+    // (and the probe port, so the mesh stays as it was).
+    fleet.router_exec(&[
         "nft",
-        "add table bridge rmports; \
-         add chain bridge rmports forward { type filter hook forward priority 0; policy accept; }; \
-         add rule bridge rmports forward ip saddr 198.18.0.11 ip daddr 198.18.0.12 tcp dport != { 80, 443, 7442 } drop",
+        "add table inet rmports; \
+         add chain inet rmports forward { type filter hook forward priority 0; policy accept; }; \
+         add rule inet rmports forward ip saddr 198.18.0.11 ip daddr 198.18.1.12 tcp dport != { 80, 443, 7442 } drop",
     ]);
     let v = test_ports(&fleet, PORTS).expect("test-port");
     assert_eq!(v["verdict"], "path_filter", "{v:#}");
@@ -114,9 +115,9 @@ fn many_ports_tell_a_filter_in_the_path_from_a_host_firewall() {
         "{table}"
     );
 
-    // The bridge lets everything through again; node-1's own firewall drops
+    // The router lets everything through again; node-1's own firewall drops
     // 8080: the blocked port is the host firewall's, by its rule.
-    fleet.hub_exec(&["nft", "delete table bridge rmports"]);
+    fleet.router_exec(&["nft", "delete table inet rmports"]);
     fleet.exec(
         1,
         &[
@@ -272,30 +273,13 @@ fn udp_open_dropped_and_rejected() {
     assert_eq!(v["outcome"], "refused", "{v:#}");
 }
 
-/// node-1 moved behind the hub, which routes: node-0 (198.18.0.11) on the
-/// hub's first bridge, node-1 (198.18.1.12) on a second one, the hub
-/// forwarding between them — one router on the way.
+/// node-1 behind a router: node-0 (198.18.0.11) on the hub's bridge,
+/// node-1 (198.18.1.12) on a second bridge, a router namespace forwarding
+/// between them (198.18.0.254 on the first, 198.18.1.1 on the second) — one
+/// router on the way, whose firewall is the filter in the path.
 fn routed_fleet(test: &str) -> Fleet {
     let mut fleet = Fleet::new(test, 2);
-    for cmd in [
-        "ip link add br1 type bridge",
-        "ip addr add 198.18.1.1/24 dev br1",
-        "ip link set br1 up",
-        "ip link set v1 nomaster",
-        "ip link set v1 master br1",
-        "sysctl -qw net.ipv4.ip_forward=1",
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        fleet.hub_exec(&args);
-    }
-    for cmd in [
-        "ip addr flush dev eth0",
-        "ip addr add 198.18.1.12/24 dev eth0",
-        "ip route add default via 198.18.1.1",
-    ] {
-        let args: Vec<&str> = cmd.split(' ').collect();
-        fleet.exec(1, &args);
-    }
+    fleet.add_router(&[1]);
     fleet.start_collector();
     fleet.start_agents();
     fleet
@@ -330,12 +314,12 @@ fn a_trace_names_the_router_after_which_a_drop_happens_and_why_says_so() {
     let t = trace(&fleet);
     assert_eq!(t["reached"], true, "{t:#}");
     assert_eq!(t["hops"][0]["answer"], "time_exceeded", "{t:#}");
-    assert_eq!(t["hops"][0]["address"], "198.18.0.1", "{t:#}");
+    assert_eq!(t["hops"][0]["address"], ROUTER_LAN, "{t:#}");
     assert_eq!(t["hops"][1]["answer"], "reached", "{t:#}");
     assert_eq!(t["hops"][1]["address"], "198.18.1.12", "{t:#}");
 
     // The router's forward chain drops node-1's port 9000.
-    fleet.hub_exec(&[
+    fleet.router_exec(&[
         "nft",
         "add table inet rmroute; \
          add chain inet rmroute forward { type filter hook forward priority 0; policy accept; }; \
@@ -343,13 +327,13 @@ fn a_trace_names_the_router_after_which_a_drop_happens_and_why_says_so() {
     ]);
     let t = trace(&fleet);
     assert_eq!(t["reached"], false, "{t:#}");
-    assert_eq!(t["last_hop"]["address"], "198.18.0.1", "{t:#}");
+    assert_eq!(t["last_hop"]["address"], ROUTER_LAN, "{t:#}");
     assert_eq!(t["last_hop"]["ttl"], 1, "{t:#}");
     assert_eq!(t["hops"][1]["answer"], "silent", "{t:#}");
     assert!(
         t["detail"]
             .as_str()
-            .is_some_and(|d| d.starts_with("blocked after hop 1, 198.18.0.1, before node-1")),
+            .is_some_and(|d| d.starts_with("blocked after hop 1, 198.18.0.254, before node-1")),
         "{t:#}"
     );
 
@@ -366,7 +350,7 @@ fn a_trace_names_the_router_after_which_a_drop_happens_and_why_says_so() {
                 top["code"] == "NETWORK_PATH"
                     && top["detail"]
                         .as_str()
-                        .is_some_and(|d| d.contains("blocked after hop 1, 198.18.0.1")),
+                        .is_some_and(|d| d.contains("blocked after hop 1, 198.18.0.254")),
                 &w,
             )?;
             Ok::<Value, String>(w)
@@ -376,7 +360,7 @@ fn a_trace_names_the_router_after_which_a_drop_happens_and_why_says_so() {
     let evidence = w["causes"][0]["evidence"].to_string();
     assert!(
         evidence.contains(
-            "trace node-0 -> 198.18.1.12:9000: hop 1: 198.18.0.1 (time exceeded), hop 2: no answer"
+            "trace node-0 -> 198.18.1.12:9000: hop 1: 198.18.0.254 (time exceeded), hop 2: no answer"
         ),
         "{w:#}"
     );

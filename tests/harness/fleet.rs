@@ -65,6 +65,8 @@ pub struct Fleet {
     /// The fleet's credentials, made before the collector or an agent
     /// first starts.
     pub(crate) trust: Option<crate::control::FleetTrust>,
+    /// The router namespace, once `add_router` made one.
+    pub(crate) router: Option<String>,
 }
 
 impl Fleet {
@@ -99,6 +101,7 @@ impl Fleet {
             agents: (0..n_nodes).map(|_| None).collect(),
             extra: Vec::new(),
             trust: None,
+            router: None,
         };
         fleet.build();
         fleet
@@ -132,7 +135,7 @@ impl Fleet {
         }
     }
 
-    fn add_netns(&mut self, name: &str) {
+    pub(crate) fn add_netns(&mut self, name: &str) {
         netns::add(name);
         self.created.push(name.to_string());
     }
@@ -283,7 +286,7 @@ pub(crate) fn run_in(netns: &str, args: &[&str], timeout: Duration) -> Output {
     process::output_with_timeout(cmd, patient(timeout))
 }
 
-fn checked(netns: &str, args: &[&str], out: Output) -> Output {
+pub(crate) fn checked(netns: &str, args: &[&str], out: Output) -> Output {
     if !out.status.success() {
         panic!(
             "command failed in {netns}: {}\n{}",

@@ -19,6 +19,7 @@ pub mod netns;
 mod nodes;
 mod process;
 pub mod procstat;
+mod router;
 
 use std::fmt::{Debug, Display};
 use std::time::{Duration, Instant};
@@ -30,6 +31,7 @@ pub use fleet::{
     Node, node_addr,
 };
 pub use nodes::{NodeView, firewall_rule_count, node_view, node_views};
+pub use router::{ROUTER_FAR, ROUTER_LAN, far_addr};
 
 /// Returns true when the tests may create namespaces (running as root).
 ///
