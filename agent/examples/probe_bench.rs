@@ -128,6 +128,7 @@ fn bench_prober(args: &Args) -> anyhow::Result<f64> {
             http_path: None,
             expect_status: None,
             tls: None,
+            udp: None,
         })
         .collect();
     let expected_rate = args.targets as f64 * 1_000.0 / args.interval_ms as f64;

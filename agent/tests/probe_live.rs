@@ -39,6 +39,7 @@ fn target(id: u64, addr: &str, port: u16, kind: ProbeKind) -> probe::Target {
         http_path: None,
         expect_status: None,
         tls: None,
+        udp: None,
     }
 }
 

@@ -129,6 +129,51 @@ pub struct ServiceConfig {
     /// `ca_file`'s contents, read and checked by `Config::load`.
     #[serde(skip)]
     pub ca_pem: Option<std::sync::Arc<str>>,
+    /// "tcp" (the default) or "udp": a UDP service is probed with a
+    /// datagram, and only ICMP errors (or, with `expect_reply`, silence)
+    /// fail it.
+    pub protocol: Option<String>,
+    /// UDP: the datagram to send, in hex (e.g. a DNS query); default: a
+    /// short text.
+    pub send_hex: Option<String>,
+    /// UDP: the service answers the datagram, so no answer is a failure.
+    #[serde(default)]
+    pub expect_reply: bool,
+}
+
+/// The datagram a UDP service is probed with when the config names none.
+pub const DEFAULT_UDP_PAYLOAD: &[u8] = b"reachmap probe\n";
+
+impl ServiceConfig {
+    pub fn is_udp(&self) -> bool {
+        self.protocol.as_deref() == Some("udp")
+    }
+
+    /// The datagram a UDP service is probed with (`send_hex` checked by
+    /// `Config::load`).
+    pub fn udp_payload(&self) -> Vec<u8> {
+        self.send_hex
+            .as_deref()
+            .and_then(|h| hex(h).ok())
+            .unwrap_or_else(|| DEFAULT_UDP_PAYLOAD.to_vec())
+    }
+}
+
+/// Hex digits, two a byte (spaces allowed between them).
+fn hex(s: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err("an odd number of hex digits".into());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("{:?} is not a hex byte", String::from_utf8_lossy(pair)))
+        })
+        .collect()
 }
 
 impl ServiceConfig {
@@ -473,6 +518,7 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
     }
     let mut services = file.services.clone();
     for s in &mut services {
+        check_udp(s)?;
         s.ca_pem = check_tls(s)?;
     }
     let names = fleet_names(flags, file)?;
@@ -486,6 +532,36 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
         zone_representatives: file.zone_representatives.unwrap_or(3),
         services,
     })
+}
+
+/// A service's protocol and UDP settings, checked.
+fn check_udp(s: &ServiceConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| invalid("services", format!("service {:?}: {m}", s.name));
+    match s.protocol.as_deref() {
+        None | Some("tcp") => {
+            if s.send_hex.is_some() || s.expect_reply {
+                return Err(bad(
+                    "send_hex and expect_reply need protocol = \"udp\"".into()
+                ));
+            }
+            Ok(())
+        }
+        Some("udp") => {
+            if s.path.is_some() || s.tls || s.expect_status.is_some() {
+                return Err(bad(
+                    "a UDP service has no path, tls or expect_status (those are HTTP)".into(),
+                ));
+            }
+            if let Some(h) = &s.send_hex {
+                let bytes = hex(h).map_err(|e| bad(format!("send_hex: {e}")))?;
+                if bytes.is_empty() || bytes.len() > 512 {
+                    return Err(bad(format!("send_hex is {} bytes (1-512)", bytes.len())));
+                }
+            }
+            Ok(())
+        }
+        Some(other) => Err(bad(format!("protocol {other:?} is not \"tcp\" or \"udp\""))),
+    }
 }
 
 /// A service's TLS settings, checked; its CA bundle read.
@@ -739,6 +815,49 @@ mod tests {
         .enumerate()
         {
             let e = load(i + 1, &body).expect_err(&body).to_string();
+            assert!(
+                e.starts_with("services:") && e.contains(says),
+                "{body}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn udp_services_are_checked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let load = |i: usize, body: &str| {
+            let path = dir.path().join(format!("u{i}.toml"));
+            std::fs::write(
+                &path,
+                format!("[[services]]\nname = \"dns\"\nport = 53\n{body}\n"),
+            )
+            .expect("write");
+            Config::load(&Flags {
+                config: Some(path),
+                ..Flags::default()
+            })
+        };
+        let c = load(
+            0,
+            "protocol = \"udp\"\nsend_hex = \"12 34 01 00\"\nexpect_reply = true",
+        )
+        .expect("udp service");
+        let dns = &c.probe.services[0];
+        assert!(dns.is_udp() && dns.expect_reply);
+        assert_eq!(dns.udp_payload(), vec![0x12, 0x34, 0x01, 0x00]);
+        let plain = load(1, "protocol = \"udp\"").expect("default payload");
+        assert_eq!(plain.probe.services[0].udp_payload(), DEFAULT_UDP_PAYLOAD);
+        for (i, (body, says)) in [
+            ("protocol = \"sctp\"", "protocol \"sctp\""),
+            ("protocol = \"udp\"\npath = \"/\"", "no path"),
+            ("protocol = \"udp\"\nsend_hex = \"123\"", "odd number"),
+            ("protocol = \"udp\"\nsend_hex = \"zz\"", "not a hex byte"),
+            ("expect_reply = true", "need protocol = \"udp\""),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let e = load(i + 2, body).expect_err(body).to_string();
             assert!(
                 e.starts_with("services:") && e.contains(says),
                 "{body}: {e}"

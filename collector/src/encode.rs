@@ -224,6 +224,7 @@ pub fn probe_kind(k: ProbeKind) -> i32 {
         ProbeKind::Icmp => pb::ProbeKind::Icmp as i32,
         ProbeKind::Http => pb::ProbeKind::Http as i32,
         ProbeKind::Https => pb::ProbeKind::Https as i32,
+        ProbeKind::Udp => pb::ProbeKind::Udp as i32,
     }
 }
 
@@ -255,6 +256,8 @@ pub fn probe_target(t: &PlannedTarget) -> pb::ProbeTarget {
         expect_status: t.expect_status.map(u32::from).unwrap_or(0),
         tls_server_name: t.tls_server_name.clone().unwrap_or_default(),
         tls_ca: t.tls_ca,
+        udp_payload: t.udp_payload.clone(),
+        udp_expect_reply: t.udp_expect_reply,
     }
 }
 

@@ -434,3 +434,103 @@ fn a_proxy_answering_502_is_followed_to_its_firewalled_upstream() {
         "the upstream cell and the rule: {top:#}"
     );
 }
+
+/// `why node-0 node-1:PORT` once its top cause is `code`.
+fn udp_why(fleet: &Fleet, port: u16, code: &str) -> Value {
+    let target = format!("node-1:{port}");
+    assert_eventually!(
+        Duration::from_secs(40),
+        || {
+            let w = cli_json(fleet, &["why", "node-0", &target, "--format", "json"])?;
+            ensure(
+                w["probe"]["kind"] == "udp" && w["causes"][0]["code"] == code,
+                &w,
+            )?;
+            Ok::<Value, String>(w)
+        },
+        "why explains the UDP service"
+    )
+}
+
+#[test]
+fn declared_udp_services_are_probed_and_explained() {
+    if !require_root() {
+        return;
+    }
+    let mut fleet = Fleet::new("path_udp_services", 2);
+    let config = fleet.dir().join("collector.toml");
+    // dns answers (so silence fails it); syslog does not (only an ICMP
+    // error can).
+    std::fs::write(
+        &config,
+        "[[services]]\nname = \"dns\"\nport = 5353\nprotocol = \"udp\"\nexpect_reply = true\n\
+         send_hex = \"1234 0100 0001 0000 0000 0000 00 0002 0001\"\n\n\
+         [[services]]\nname = \"syslog\"\nport = 5514\nprotocol = \"udp\"\n",
+    )
+    .expect("write collector.toml");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    fleet.start_collector_with(&["--config", &config]);
+    fleet.start_agents();
+    wait_mesh(&fleet, 2);
+    let echo = fleet.spawn(1, "dns", &[TOOL, "udp-echo", "0.0.0.0:5353"]);
+    fleet.spawn(1, "syslog", &[TOOL, "listen", "udp:0.0.0.0:5514"]);
+
+    // Both work: the one that answers, and the one that keeps quiet.
+    for port in ["5353", "5514"] {
+        let target = format!("node-1:{port}");
+        let w = assert_eventually!(
+            Duration::from_secs(30),
+            || {
+                let w = cli_json(&fleet, &["why", "node-0", &target, "--format", "json"])?;
+                ensure(
+                    w["probe"]["kind"] == "udp" && w["probe"]["state"] == "ok",
+                    &w,
+                )?;
+                Ok::<Value, String>(w)
+            },
+            "the UDP service is ok"
+        );
+        assert_eq!(w["verdict"], "reachable", "{w:#}");
+    }
+
+    // node-1 drops the one that answers, and rejects the quiet one.
+    fleet.exec(
+        1,
+        &[
+            "nft",
+            "add table inet rmudp; \
+             add chain inet rmudp input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmudp input udp dport 5353 drop; \
+             add rule inet rmudp input udp dport 5514 reject",
+        ],
+    );
+    let w = udp_why(&fleet, 5353, "FIREWALL_INBOUND");
+    assert_eq!(w["probe"]["failure"], "timeout", "{w:#}");
+    assert!(
+        w["causes"][0]["evidence"]
+            .to_string()
+            .contains("udp dport 5353 drop"),
+        "{w:#}"
+    );
+    let w = udp_why(&fleet, 5514, "FIREWALL_INBOUND");
+    assert_eq!(w["probe"]["failure"], "refused", "{w:#}");
+    assert!(
+        w["causes"][0]["evidence"]
+            .to_string()
+            .contains("udp dport 5514 reject"),
+        "{w:#}"
+    );
+
+    // The firewall goes, and the DNS server dies: nothing is bound there.
+    fleet.exec(1, &["nft", "delete table inet rmudp"]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(echo).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the UDP service");
+    let w = udp_why(&fleet, 5353, "NOT_LISTENING");
+    assert_eq!(
+        w["causes"][0]["detail"], "nothing listens on UDP port 5353 on node-1",
+        "{w:#}"
+    );
+}

@@ -12,6 +12,9 @@
 //! - `proxy ADDR:PORT UPSTREAM`: an HTTP server that answers every request
 //!   200 when a TCP connection to UPSTREAM opens within half a second and
 //!   502 when it does not, like a reverse proxy; prints `ready`.
+//! - `udp-echo ADDR:PORT`: a UDP service that answers every datagram with
+//!   itself (a DNS server, an NTP server: something that replies); prints
+//!   `ready`.
 //! - `https ADDR:PORT CERT KEY`: an HTTPS server with the certificate
 //!   chain CERT and key KEY (PEM files) answering every request 200;
 //!   prints `ready`.
@@ -27,7 +30,7 @@ use std::time::Duration;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | proxy ADDR:PORT UPSTREAM | https ADDR:PORT CERT KEY | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
+        "usage: reachmap-test-tool listen [udp:]ADDR:PORT... | hold PAIRS PORT | proxy ADDR:PORT UPSTREAM | https ADDR:PORT CERT KEY | udp-echo ADDR:PORT | stall ADDR:PORT BACKLOG | eat-memory MIB [--after SECONDS] [--listen ADDR:PORT]"
     );
     std::process::exit(2)
 }
@@ -160,6 +163,17 @@ fn main() {
                 std::thread::spawn(move || answer(conn, upstream));
             }
             park()
+        }
+        "udp-echo" => {
+            let [a] = rest else { usage() };
+            let socket = UdpSocket::bind(addr(a)).expect("bind udp");
+            ready();
+            let mut buf = [0u8; 2048];
+            loop {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
         }
         "https" => {
             let [listen, cert, key] = rest else { usage() };

@@ -28,7 +28,7 @@ pub mod window;
 pub use listener::{ProbeError, TempListeners, serve_probe_port, serve_probe_port_reporting};
 pub use model::{
     FleetName, NameResolution, Outcome, Plan, ProbeKind, ProbeResult, ProberOutput, StateChange,
-    Target, TargetKey, TargetState, WindowSummary, check_plan, valid_host_name,
+    Target, TargetKey, TargetState, UdpTarget, WindowSummary, check_plan, valid_host_name,
 };
 
 use crate::health::{HealthBoard, Source};
@@ -65,6 +65,10 @@ pub async fn probe_once(target: &Target, timeout: Duration) -> ProbeResult {
                 .filter(|_| target.kind == ProbeKind::Https);
             http::probe(addr, path, target.expect_status, tls, timeout).await
         }
+        ProbeKind::Udp => match &target.udp {
+            Some(u) => udp::probe(addr, u, timeout).await,
+            None => ProbeResult::new(Outcome::Unreachable, None),
+        },
     }
 }
 

@@ -28,6 +28,8 @@ pub enum ProbeKind {
     Http,
     /// HTTP over TLS, the certificate checked as `Target::tls` says.
     Https,
+    /// A datagram to a declared UDP service (`Target::udp`).
+    Udp,
 }
 
 /// How one probe ended (`ProbeOutcome` on the wire).
@@ -82,7 +84,19 @@ pub struct Target {
     pub expect_status: Option<u16>,
     /// HTTPS targets: how the certificate is checked.
     pub tls: Option<TlsTarget>,
+    /// UDP targets: what is sent, and whether the service answers.
+    pub udp: Option<UdpTarget>,
 }
+
+/// A UDP service probe: the datagram, and whether silence is a failure.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UdpTarget {
+    pub payload: Vec<u8>,
+    pub expect_reply: bool,
+}
+
+/// Largest UDP probe datagram.
+pub const MAX_UDP_PAYLOAD: usize = 512;
 
 /// What identifies a target across plan versions: a target that keeps it
 /// keeps its window.
@@ -300,7 +314,9 @@ fn refusal(target: &Target, fleet: &HashSet<IpAddr>) -> Option<String> {
         return Some(format!("address {} cannot be probed", target.address));
     }
     match target.kind {
-        ProbeKind::Tcp | ProbeKind::Http | ProbeKind::Https if target.port == 0 => {
+        ProbeKind::Tcp | ProbeKind::Http | ProbeKind::Https | ProbeKind::Udp
+            if target.port == 0 =>
+        {
             return Some(format!("port 0 for a {:?} target", target.kind));
         }
         ProbeKind::Icmp if target.port != 0 => {
@@ -310,6 +326,18 @@ fn refusal(target: &Target, fleet: &HashSet<IpAddr>) -> Option<String> {
     }
     if target.kind == ProbeKind::Https && target.tls.is_none() {
         return Some("an HTTPS target without its TLS settings".into());
+    }
+    if target.kind == ProbeKind::Udp {
+        match &target.udp {
+            None => return Some("a UDP target without its datagram".into()),
+            Some(u) if u.payload.is_empty() || u.payload.len() > MAX_UDP_PAYLOAD => {
+                return Some(format!(
+                    "a UDP datagram of {} bytes (1-{MAX_UDP_PAYLOAD})",
+                    u.payload.len()
+                ));
+            }
+            Some(_) => {}
+        }
     }
     if matches!(target.kind, ProbeKind::Http | ProbeKind::Https) {
         let path = target.http_path.as_deref().unwrap_or("/");
@@ -348,6 +376,7 @@ mod tests {
             http_path: None,
             expect_status: None,
             tls: None,
+            udp: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! Nothing answers a UDP datagram by itself, so arrival is what the
 //! destination saw, and a refusal is what the source was told.
 
-use super::model::Outcome;
+use super::model::{Outcome, ProbeResult, UdpTarget};
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -214,6 +214,55 @@ pub async fn send(to: SocketAddr, nonce: &[u8], timeout: Duration) -> Outcome {
     Outcome::Open
 }
 
+/// One probe of a declared UDP service: the datagram sent a few times
+/// within `timeout` on a connected socket. A reply is `Open` (with its
+/// round trip), an ICMP error what it says; silence is `Timeout` for a
+/// service that answers and `Open` for one that does not — where only an
+/// error can show that the datagram did not get through.
+pub async fn probe(to: SocketAddr, target: &UdpTarget, timeout: Duration) -> ProbeResult {
+    let start = tokio::time::Instant::now();
+    let local: SocketAddr = if to.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let failed =
+        |e: &io::Error| ProbeResult::new(outcome_of(e).unwrap_or(Outcome::Unreachable), None);
+    let socket = match UdpSocket::bind(local).await {
+        Ok(s) => s,
+        Err(e) => return failed(&e),
+    };
+    if let Err(e) = socket.connect(to).await {
+        return failed(&e);
+    }
+    let gap = timeout / SENDS;
+    let mut buf = [0u8; 2048];
+    for _ in 0..SENDS {
+        if let Err(e) = socket.send(&target.payload).await
+            && let Some(o) = outcome_of(&e)
+        {
+            return ProbeResult::new(o, Some(start.elapsed()));
+        }
+        match tokio::time::timeout(gap, socket.recv(&mut buf)).await {
+            Ok(Ok(_)) => return ProbeResult::new(Outcome::Open, Some(start.elapsed())),
+            Ok(Err(e)) => {
+                if let Some(o) = outcome_of(&e) {
+                    return ProbeResult::new(o, Some(start.elapsed()));
+                }
+            }
+            Err(_elapsed) => {}
+        }
+    }
+    ProbeResult::new(
+        if target.expect_reply {
+            Outcome::Timeout
+        } else {
+            Outcome::Open
+        },
+        None,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +311,39 @@ mod tests {
         // Nothing listens now: loopback answers with port unreachable.
         assert_eq!(
             send(to, b"nonce-2", Duration::from_millis(300)).await,
+            Outcome::Refused
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_probe_tells_a_reply_silence_and_a_refusal_apart() {
+        let echo = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let echo_at = echo.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 600];
+            while let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        });
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let silent_at = silent.local_addr().expect("addr");
+        let t = |expect_reply| UdpTarget {
+            payload: b"probe".to_vec(),
+            expect_reply,
+        };
+        let timeout = Duration::from_millis(300);
+        let r = probe(echo_at, &t(true), timeout).await;
+        assert_eq!(r.outcome, Outcome::Open);
+        assert!(r.rtt.is_some());
+        assert_eq!(
+            probe(silent_at, &t(true), timeout).await.outcome,
+            Outcome::Timeout
+        );
+        let quiet = probe(silent_at, &t(false), timeout).await;
+        assert_eq!((quiet.outcome, quiet.rtt), (Outcome::Open, None));
+        drop(silent);
+        assert_eq!(
+            probe(silent_at, &t(false), timeout).await.outcome,
             Outcome::Refused
         );
     }

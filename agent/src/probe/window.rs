@@ -206,6 +206,7 @@ mod tests {
             http_path: None,
             expect_status: None,
             tls: None,
+            udp: None,
         }
     }
 

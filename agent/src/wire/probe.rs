@@ -4,7 +4,7 @@
 use crate::probe::tls::{TlsErrorKind, TlsFailure, TlsTarget, Trust};
 use crate::probe::{
     FleetName, NameResolution, Outcome, Plan, ProbeKind, StateChange, Target, TargetState,
-    WindowSummary, valid_host_name,
+    UdpTarget, WindowSummary, valid_host_name,
 };
 use reachmap_proto::v1 as pb;
 use std::collections::HashSet;
@@ -21,6 +21,7 @@ fn kind_from(v: i32) -> Option<ProbeKind> {
         pb::ProbeKind::Icmp => Some(ProbeKind::Icmp),
         pb::ProbeKind::Http => Some(ProbeKind::Http),
         pb::ProbeKind::Https => Some(ProbeKind::Https),
+        pb::ProbeKind::Udp => Some(ProbeKind::Udp),
         pb::ProbeKind::Unspecified => None,
     }
 }
@@ -31,6 +32,7 @@ fn kind_to(k: ProbeKind) -> i32 {
         ProbeKind::Icmp => pb::ProbeKind::Icmp,
         ProbeKind::Http => pb::ProbeKind::Http,
         ProbeKind::Https => pb::ProbeKind::Https,
+        ProbeKind::Udp => pb::ProbeKind::Udp,
     }) as i32
 }
 
@@ -90,6 +92,10 @@ pub fn target(t: &pb::ProbeTarget, trusts: &[Result<Trust, String>]) -> Result<T
         http_path: some(&t.http_path),
         expect_status: u16::try_from(t.expect_status).ok().filter(|s| *s != 0),
         tls,
+        udp: (kind == ProbeKind::Udp).then(|| UdpTarget {
+            payload: t.udp_payload.clone(),
+            expect_reply: t.udp_expect_reply,
+        }),
     })
 }
 
@@ -108,8 +114,11 @@ pub fn target_to(t: &Target) -> pb::ProbeTarget {
             .as_ref()
             .and_then(|t| t.server_name.clone())
             .unwrap_or_default(),
-        // Echoed back in windows, where the bundle is not needed.
+        // Echoed back in windows, where the bundle and the datagram are
+        // not needed.
         tls_ca: 0,
+        udp_payload: Vec::new(),
+        udp_expect_reply: t.udp.as_ref().is_some_and(|u| u.expect_reply),
     }
 }
 

@@ -191,6 +191,7 @@ fn write_cell(buf: &mut Vec<u8>, c: &Cell) {
         ProbeKind::Icmp => b",\"kind\":\"icmp\"",
         ProbeKind::Http => b",\"kind\":\"http\"",
         ProbeKind::Https => b",\"kind\":\"https\"",
+        ProbeKind::Udp => b",\"kind\":\"udp\"",
     });
     buf.extend_from_slice(match c.state {
         CellState::Ok => b",\"state\":\"ok\",\"loss\":",

@@ -51,6 +51,10 @@ pub enum ServiceKind {
         expect_status: u16,
         tls: Option<ServiceTls>,
     },
+    Udp {
+        payload: Vec<u8>,
+        expect_reply: bool,
+    },
 }
 
 /// How an HTTPS service's certificate is checked.
@@ -141,14 +145,16 @@ pub enum ProbeKind {
     Icmp,
     Http,
     Https,
+    Udp,
 }
 
 impl ProbeKind {
-    pub const ALL: [ProbeKind; 4] = [
+    pub const ALL: [ProbeKind; 5] = [
         ProbeKind::Tcp,
         ProbeKind::Icmp,
         ProbeKind::Http,
         ProbeKind::Https,
+        ProbeKind::Udp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -157,6 +163,7 @@ impl ProbeKind {
             ProbeKind::Icmp => "icmp",
             ProbeKind::Http => "http",
             ProbeKind::Https => "https",
+            ProbeKind::Udp => "udp",
         }
     }
 
@@ -170,6 +177,7 @@ impl ProbeKind {
             ProbeKind::Icmp => 2,
             ProbeKind::Http => 3,
             ProbeKind::Https => 4,
+            ProbeKind::Udp => 5,
         }
     }
 }
@@ -191,6 +199,10 @@ pub struct PlannedTarget {
     pub tls_server_name: Option<String>,
     /// HTTPS: 1 + the index into the plan's `tls_cas`; 0 for system roots.
     pub tls_ca: u32,
+    /// UDP: the datagram sent; empty for other kinds.
+    pub udp_payload: Vec<u8>,
+    /// UDP: silence is a failure.
+    pub udp_expect_reply: bool,
 }
 
 impl PlannedTarget {
@@ -206,6 +218,8 @@ impl PlannedTarget {
             expect_status: None,
             tls_server_name: None,
             tls_ca: 0,
+            udp_payload: Vec::new(),
+            udp_expect_reply: false,
         }
     }
 }
@@ -407,6 +421,14 @@ fn peer_targets(
     for s in &cfg.services {
         let t = match &s.kind {
             ServiceKind::Tcp => PlannedTarget::new(name, primary, s.port, ProbeKind::Tcp),
+            ServiceKind::Udp {
+                payload,
+                expect_reply,
+            } => PlannedTarget {
+                udp_payload: payload.clone(),
+                udp_expect_reply: *expect_reply,
+                ..PlannedTarget::new(name, primary, s.port, ProbeKind::Udp)
+            },
             ServiceKind::Http {
                 path,
                 expect_status,
@@ -506,7 +528,10 @@ fn digest(plan: &NodePlan) -> u64 {
             .str(t.http_path.as_deref().unwrap_or(""))
             .bytes(&t.expect_status.unwrap_or(0).to_le_bytes())
             .str(t.tls_server_name.as_deref().unwrap_or(""))
-            .u64(u64::from(t.tls_ca));
+            .u64(u64::from(t.tls_ca))
+            .u64(t.udp_payload.len() as u64)
+            .bytes(&t.udp_payload)
+            .bytes(&[u8::from(t.udp_expect_reply)]);
     }
     h = h.bytes(b"cas");
     for ca in &plan.tls_cas {

@@ -55,7 +55,9 @@ fn full_mesh_for_four_nodes() {
             match t.kind {
                 ProbeKind::Tcp => assert_eq!(t.port, DEFAULT_PROBE_PORT),
                 ProbeKind::Icmp => assert_eq!(t.port, 0),
-                ProbeKind::Http | ProbeKind::Https => panic!("no service declared"),
+                ProbeKind::Http | ProbeKind::Https | ProbeKind::Udp => {
+                    panic!("no service declared")
+                }
             }
             assert_eq!(t.service, None);
             assert_ne!(t.id, 0);
@@ -436,4 +438,37 @@ fn an_https_service_names_each_peer_and_carries_its_ca_once() {
         &system,
     );
     assert!(plans["a"].tls_cas.is_empty());
+}
+
+#[test]
+fn a_udp_service_sends_its_datagram_to_every_peer() {
+    let cfg = PlannerConfig {
+        services: vec![Service {
+            name: "dns".into(),
+            port: 53,
+            kind: ServiceKind::Udp {
+                payload: vec![0x12, 0x34],
+                expect_reply: true,
+            },
+        }],
+        ..PlannerConfig::default()
+    };
+    let nodes = [node("a", None, "198.18.0.1"), node("b", None, "198.18.0.2")];
+    let plans = plan(&nodes, &cfg);
+    let dns = plans["a"]
+        .targets
+        .iter()
+        .find(|t| t.port == 53)
+        .expect("dns target");
+    assert_eq!(dns.kind, ProbeKind::Udp);
+    assert_eq!(dns.udp_payload, vec![0x12, 0x34]);
+    assert!(dns.udp_expect_reply);
+    assert_eq!(dns.service.as_deref(), Some("dns"));
+    // Another datagram is another plan.
+    let mut other = cfg.clone();
+    other.services[0].kind = ServiceKind::Udp {
+        payload: vec![0x12, 0x35],
+        expect_reply: true,
+    };
+    assert_ne!(plan(&nodes, &other)["a"].digest, plans["a"].digest);
 }

@@ -36,6 +36,10 @@ pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
             name: c.name.clone(),
             port: c.port,
             kind: match c.http_path() {
+                _ if c.is_udp() => ServiceKind::Udp {
+                    payload: c.udp_payload(),
+                    expect_reply: c.expect_reply,
+                },
                 Some(path) => ServiceKind::Http {
                     path: path.to_string(),
                     expect_status: c.expect_status.unwrap_or(200),

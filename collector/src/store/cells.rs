@@ -14,6 +14,7 @@ pub fn kind_code(k: ProbeKind) -> i64 {
         ProbeKind::Icmp => 2,
         ProbeKind::Http => 3,
         ProbeKind::Https => 4,
+        ProbeKind::Udp => 5,
     }
 }
 

@@ -16,6 +16,7 @@ pub fn kind(field: &str, v: i32) -> Result<ProbeKind, ProtocolError> {
         Ok(pb::ProbeKind::Icmp) => Ok(ProbeKind::Icmp),
         Ok(pb::ProbeKind::Http) => Ok(ProbeKind::Http),
         Ok(pb::ProbeKind::Https) => Ok(ProbeKind::Https),
+        Ok(pb::ProbeKind::Udp) => Ok(ProbeKind::Udp),
         _ => Err(err(field, format!("unknown probe kind {v}"))),
     }
 }

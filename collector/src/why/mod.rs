@@ -257,6 +257,15 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
+    /// The transport the probe (and so the explanation) is for.
+    pub fn protocol(&self) -> crate::model::Protocol {
+        if self.probe.as_ref().is_some_and(|p| p.kind == "udp") {
+            crate::model::Protocol::Udp
+        } else {
+            crate::model::Protocol::Tcp
+        }
+    }
+
     pub fn failure(&self) -> Option<&str> {
         self.probe.as_ref().and_then(|c| c.failure.as_deref())
     }
@@ -412,8 +421,13 @@ pub fn explain(
     let d = nodes
         .get(dst)
         .ok_or_else(|| WhyError::NoSuchNode(dst.to_string()))?;
+    // A port probed only as a declared UDP service is explained for UDP.
     let kind = if port == 0 {
         ProbeKind::Icmp
+    } else if m.cell(src, dst, port, ProbeKind::Tcp).is_none()
+        && m.cell(src, dst, port, ProbeKind::Udp).is_some()
+    {
+        ProbeKind::Udp
     } else {
         ProbeKind::Tcp
     };

@@ -766,6 +766,12 @@ pub struct ProbeTarget {
     /// checked against; 0 means the host's system roots.
     #[prost(uint32, tag = "10")]
     pub tls_ca: u32,
+    /// UDP: the datagram sent (at most 512 bytes).
+    #[prost(bytes = "vec", tag = "11")]
+    pub udp_payload: ::prost::alloc::vec::Vec<u8>,
+    /// UDP: the service answers, so silence is a failure (a timeout).
+    #[prost(bool, tag = "12")]
+    pub udp_expect_reply: bool,
 }
 /// One target's rolling window of results.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -2283,6 +2289,10 @@ pub enum ProbeKind {
     /// HTTP GET over TLS: the certificate is checked against the system roots
     /// or the plan's CA bundle `tls_ca` names, for `tls_server_name`.
     Https = 4,
+    /// A UDP datagram (`udp_payload`) on a connected socket: refused when an
+    /// ICMP port unreachable comes back, open on a reply — or, unless
+    /// `udp_expect_reply`, when no ICMP error comes back in time.
+    Udp = 5,
 }
 impl ProbeKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -2296,6 +2306,7 @@ impl ProbeKind {
             Self::Icmp => "PROBE_KIND_ICMP",
             Self::Http => "PROBE_KIND_HTTP",
             Self::Https => "PROBE_KIND_HTTPS",
+            Self::Udp => "PROBE_KIND_UDP",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -2306,6 +2317,7 @@ impl ProbeKind {
             "PROBE_KIND_ICMP" => Some(Self::Icmp),
             "PROBE_KIND_HTTP" => Some(Self::Http),
             "PROBE_KIND_HTTPS" => Some(Self::Https),
+            "PROBE_KIND_UDP" => Some(Self::Udp),
             _ => None,
         }
     }

@@ -4,8 +4,9 @@
 
 use super::blind;
 use super::{cause, endpoint, event, events, fact, probe, route_to};
-use crate::model::NodeFacts;
 use crate::model::health::FactSource;
+use crate::model::{NodeFacts, Protocol};
+use crate::packet::firewall::L4;
 use crate::packet::firewall::{
     Compiled, Decision, Final, NatRewrite, Packet, PathKind, RuleRef, evaluate,
 };
@@ -144,7 +145,10 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     } else if let Some(f) = ctx.dst.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
-        let p = inbound_packet(f, src_addr, dst_addr, port);
+        let mut p = inbound_packet(f, src_addr, dst_addr, port);
+        if ctx.protocol() == Protocol::Udp {
+            p.protocol = L4::Udp;
+        }
         let compiled = Compiled::new(fw);
         let d = compiled.evaluate(&p, PathKind::Receive);
         checked.push(format!(
@@ -239,7 +243,10 @@ pub(super) fn firewalls(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     } else if let Some(f) = ctx.src.facts.as_ref()
         && let Some(fw) = &f.firewall
     {
-        let p = outbound_packet(f, src_addr, dst_addr, port);
+        let mut p = outbound_packet(f, src_addr, dst_addr, port);
+        if ctx.protocol() == Protocol::Udp {
+            p.protocol = L4::Udp;
+        }
         let d = evaluate(fw, &p, PathKind::Send);
         checked.push(format!(
             "{}'s firewall ({}) for {src_addr} -> {dst_addr}:{port} outbound: {:?} by {}",

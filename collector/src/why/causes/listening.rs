@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<Cause>) {
     let port = ctx.port;
+    let proto = ctx.protocol().name().to_ascii_uppercase();
     if port == 0 || port == reachmap_proto::DEFAULT_PROBE_PORT {
         // The probe port is the agent's own listener.
         return;
@@ -25,14 +26,14 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
     if blind::skipped(
         ctx.dst,
         FactSource::Sockets,
-        &format!("TCP listeners on port {port}"),
+        &format!("{proto} listeners on port {port}"),
         checked,
     ) {
         return;
     }
-    let found = listeners(f, port);
+    let found = listeners(f, port, ctx.protocol());
     checked.push(format!(
-        "TCP listeners on port {port} on {}: {}",
+        "{proto} listeners on port {port} on {}: {}",
         ctx.dst.name,
         if found.is_empty() {
             "none".to_string()
@@ -74,11 +75,18 @@ pub(super) fn listening(ctx: &Context, checked: &mut Vec<String>, out: &mut Vec<
             CauseCode::NotListening,
             ctx.dst,
             if oom.is_some() { 80 } else { 90 },
-            format!("nothing listens on TCP port {port} on {}", ctx.dst.name),
+            format!("nothing listens on {proto} port {port} on {}", ctx.dst.name),
         );
         c.evidence.push(fact(
             ctx.dst,
-            format!("no TCP socket in LISTEN on port {port}"),
+            format!(
+                "no {proto} socket {} port {port}",
+                if ctx.protocol() == crate::model::Protocol::Udp {
+                    "bound to"
+                } else {
+                    "in LISTEN on"
+                }
+            ),
         ));
         if let Some(g) = gone {
             c.evidence.push(event(ctx.dst, g));
@@ -114,7 +122,7 @@ pub(super) fn held_by_other(ctx: &Context, checked: &mut Vec<String>, out: &mut 
     ) {
         return;
     }
-    let found = listeners(f, port);
+    let found = listeners(f, port, ctx.protocol());
     if found.is_empty() {
         return;
     }
@@ -196,7 +204,7 @@ pub(in crate::why) fn served_clients(ctx: &Context) -> Option<Vec<IpAddr>> {
     if f.blind(FactSource::Sockets).is_some() {
         return None;
     }
-    let found = listeners(f, ctx.port);
+    let found = listeners(f, ctx.port, ctx.protocol());
     Some(
         ctx.clients
             .iter()
@@ -219,7 +227,7 @@ pub(super) fn client_addresses(ctx: &Context, checked: &mut Vec<String>, out: &m
     if f.blind(FactSource::Sockets).is_some() {
         return;
     }
-    let found = listeners(f, port);
+    let found = listeners(f, port, ctx.protocol());
     if !found.is_empty() {
         bound_elsewhere(ctx, &found, checked, out);
     }
@@ -334,7 +342,7 @@ pub(super) fn listen_queue(ctx: &Context, checked: &mut Vec<String>, out: &mut V
         )
         .next();
         let full_queue = ctx.dst.facts.as_ref().and_then(|f| {
-            listeners(f, ctx.port)
+            listeners(f, ctx.port, ctx.protocol())
                 .into_iter()
                 .find(|l| l.accept_queue_limit > 0 && l.accept_queue >= l.accept_queue_limit)
         });

@@ -131,11 +131,11 @@ fn listener_text(l: &Listener) -> String {
     format!("{} {}{who}", l.protocol.name(), endpoint(l.address, l.port))
 }
 
-/// TCP listeners on the port, on the destination.
-fn listeners(f: &NodeFacts, port: u16) -> Vec<&Listener> {
+/// Listeners of `protocol` on the port, on the destination.
+fn listeners(f: &NodeFacts, port: u16, protocol: Protocol) -> Vec<&Listener> {
     f.listeners
         .values()
-        .filter(|l| l.protocol == Protocol::Tcp && l.port == port)
+        .filter(|l| l.protocol == protocol && l.port == port)
         .collect()
 }
 
