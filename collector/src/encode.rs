@@ -349,6 +349,52 @@ pub fn matrix(m: &Matrix, port: Option<u16>, now: i64) -> pb::Matrix {
         nodes: m.nodes(),
         cells: m.cells(port).iter().map(cell).collect(),
         generated_unix_nanos: now,
+        zones: Vec::new(),
+    }
+}
+
+/// The cells `sel` keeps; `by_zone`: the zone grid, and only the kept cells
+/// that are not ok. A narrowed matrix names only the nodes of its cells.
+pub fn matrix_selected(
+    m: &Matrix,
+    sel: &crate::select::Selection,
+    zones: &crate::select::Zones,
+    by_zone: bool,
+    now: i64,
+) -> pb::Matrix {
+    let (grid, cells) = if by_zone {
+        crate::select::by_zone(m, sel, zones)
+    } else {
+        (Vec::new(), sel.cells(m, zones))
+    };
+    let nodes = if sel.is_narrowed() {
+        let mut names: Vec<String> = cells
+            .iter()
+            .flat_map(|c| [c.src, c.dst])
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    } else {
+        m.nodes()
+    };
+    pb::Matrix {
+        nodes,
+        cells: cells.iter().map(cell).collect(),
+        generated_unix_nanos: now,
+        zones: grid
+            .iter()
+            .map(|z| pb::ZoneCell {
+                src_zone: z.src_zone.clone(),
+                dst_zone: z.dst_zone.clone(),
+                worst: cell_state(z.worst()),
+                ok: z.counts[CellState::Ok.index()],
+                degraded: z.counts[CellState::Degraded.index()],
+                failing: z.counts[CellState::Failing.index()],
+                unknown: z.counts[CellState::Unknown.index()],
+            })
+            .collect(),
     }
 }
 

@@ -299,6 +299,14 @@ struct MatrixQuery {
     detail: Option<String>,
     /// A past moment (RFC 3339, "10m ago").
     at: Option<String>,
+    /// Only cells from or to this zone.
+    zone: Option<String>,
+    src: Option<String>,
+    dst: Option<String>,
+    /// Only cells in this state.
+    state: Option<String>,
+    /// "zones": the zone grid, and only the cells that are not ok.
+    view: Option<String>,
 }
 
 /// Chunks of the matrix body handed to the connection at a time.
@@ -326,6 +334,34 @@ async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Re
         Ok(a) => a,
         Err(s) => return status_error(s),
     };
+    let by_zone = match q.view.as_deref() {
+        None | Some("cells") => false,
+        Some("zones") => true,
+        Some(other) => {
+            return status_error(tonic::Status::invalid_argument(format!(
+                "view={other:?}: expected \"cells\" or \"zones\""
+            )));
+        }
+    };
+    let state = match q
+        .state
+        .as_deref()
+        .map(crate::select::Selection::state_named)
+    {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return status_error(tonic::Status::invalid_argument(e)),
+    };
+    let sel = crate::select::Selection {
+        port,
+        zone: q.zone,
+        src: q.src.filter(|s| !s.is_empty()),
+        dst: q.dst.filter(|s| !s.is_empty()),
+        state,
+    };
+    if sel.is_narrowed() || by_zone {
+        return selected_matrix(&st.fleet, sel, by_zone, detail, at).await;
+    }
     let copy = match query::matrix_copy(&st.fleet, at).await {
         Ok((m, _)) => m,
         Err(s) => return status_error(s),
@@ -342,6 +378,39 @@ async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Re
         Body::from_stream(body),
     )
         .into_response()
+}
+
+/// A narrowed matrix or the zone view: small next to the whole matrix, so
+/// encoded in one piece.
+async fn selected_matrix(
+    fleet: &Fleet,
+    sel: crate::select::Selection,
+    by_zone: bool,
+    detail: JsonDetail,
+    at: i64,
+) -> Response {
+    let (copy, zones, now) = match query::selected_copy(fleet, at).await {
+        Ok(c) => c,
+        Err(s) => return status_error(s),
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        let m = crate::encode::matrix_selected(&copy, &sel, &zones, by_zone, now);
+        let v = crate::view::MatrixView::from(&m);
+        match detail {
+            JsonDetail::Full => serde_json::to_vec(&v),
+            JsonDetail::Summary => serde_json::to_vec(&v.summary()),
+        }
+    })
+    .await;
+    match encoded {
+        Ok(Ok(body)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Ok(Err(e)) => status_error(tonic::Status::internal(e.to_string())),
+        Err(e) => status_error(tonic::Status::internal(e.to_string())),
+    }
 }
 
 async fn metrics(State(st): State<HttpState>) -> Response {

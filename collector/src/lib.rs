@@ -15,6 +15,7 @@ pub mod model;
 pub mod packet;
 pub mod probe;
 pub mod query;
+pub mod select;
 pub mod state;
 pub mod store;
 pub mod testport;

@@ -250,6 +250,28 @@ pub async fn matrix_copy(fleet: &Fleet, at: i64) -> Result<(crate::probe::Matrix
     Ok((copy, unix_nanos(std::time::SystemTime::now())))
 }
 
+/// `matrix_copy` with each node's zone: a past matrix is read with today's
+/// zones (a node gone since is in none).
+pub async fn selected_copy(
+    fleet: &Fleet,
+    at: i64,
+) -> Result<(crate::probe::Matrix, crate::select::Zones, i64), Status> {
+    let down = || Status::unavailable("collector is shutting down");
+    if at != 0 {
+        let m = crate::history::matrix_at(fleet.store(), at).await?;
+        let zones = fleet
+            .read(crate::select::Zones::of_nodes)
+            .await
+            .ok_or_else(down)?;
+        return Ok((m, zones, at));
+    }
+    let (m, zones) = fleet
+        .read_matrix(|m, nodes| (m.clone(), crate::select::Zones::of_nodes(nodes)))
+        .await
+        .ok_or_else(down)?;
+    Ok((m, zones, unix_nanos(std::time::SystemTime::now())))
+}
+
 pub fn store_status(s: &crate::store::Status) -> pb::StoreStatus {
     pb::StoreStatus {
         writable: s.writable,
@@ -297,10 +319,37 @@ impl pb::query_server::Query for Query {
         let port =
             u16::try_from(r.port).map_err(|_| Status::invalid_argument("port: over 65535"))?;
         let port = (port != 0).then_some(port);
-        let (copy, now) = matrix_copy(&self.fleet, r.at_unix_nanos).await?;
-        let m = tokio::task::spawn_blocking(move || encode::matrix(&copy, port, now))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let state = match pb::CellState::try_from(r.state) {
+            Ok(s) => crate::select::state_of_wire(s),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "state: unknown {}",
+                    r.state
+                )));
+            }
+        };
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let sel = crate::select::Selection {
+            port,
+            zone: some(r.zone),
+            src: some(r.src),
+            dst: some(r.dst),
+            state,
+        };
+        if !sel.is_narrowed() && !r.by_zone {
+            let (copy, now) = matrix_copy(&self.fleet, r.at_unix_nanos).await?;
+            let m = tokio::task::spawn_blocking(move || encode::matrix(&copy, port, now))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            return Ok(Response::new(m));
+        }
+        let (copy, zones, now) = selected_copy(&self.fleet, r.at_unix_nanos).await?;
+        let by_zone = r.by_zone;
+        let m = tokio::task::spawn_blocking(move || {
+            encode::matrix_selected(&copy, &sel, &zones, by_zone, now)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(m))
     }
 

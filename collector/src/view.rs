@@ -554,6 +554,9 @@ pub struct CellView {
 pub struct MatrixView {
     pub nodes: Vec<String>,
     pub cells: Vec<CellView>,
+    /// The zone grid, when asked for (`--zones`, `view=zones`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<crate::select::ZoneView>,
 }
 
 /// A cell in the default JSON: the fields a script or dashboard needs.
@@ -573,6 +576,8 @@ pub struct CellSummaryView<'a> {
 pub struct MatrixSummaryView<'a> {
     pub nodes: &'a [String],
     pub cells: Vec<CellSummaryView<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub zones: &'a [crate::select::ZoneView],
 }
 
 impl MatrixView {
@@ -580,6 +585,7 @@ impl MatrixView {
     pub fn summary(&self) -> MatrixSummaryView<'_> {
         MatrixSummaryView {
             nodes: &self.nodes,
+            zones: &self.zones,
             cells: self
                 .cells
                 .iter()
@@ -654,6 +660,7 @@ impl From<&pb::Matrix> for MatrixView {
         MatrixView {
             nodes: m.nodes.clone(),
             cells: m.cells.iter().map(CellView::from).collect(),
+            zones: m.zones.iter().map(crate::select::ZoneView::from).collect(),
         }
     }
 }

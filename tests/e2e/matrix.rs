@@ -367,3 +367,138 @@ fn metrics_and_the_matrix_api_serve_the_same_fleet() {
         "{text}"
     );
 }
+
+#[test]
+fn the_zone_view_and_the_filters_narrow_a_fleet_down_to_its_failing_cells() {
+    if !require_root() {
+        return;
+    }
+    // node-0 and node-1 in zone a, node-2 in zone b, node-3 without one.
+    let mut fleet = Fleet::new("zones", 4);
+    fleet.start_collector();
+    for (i, zone) in [(0, Some("a")), (1, Some("a")), (2, Some("b")), (3, None)] {
+        match zone {
+            Some(z) => fleet.start_agent_with(i, &["--label", &format!("zone={z}")]),
+            None => fleet.start_agent(i),
+        }
+    }
+    wait_matrix(&fleet, Duration::from_secs(30), "4 nodes, all ok", |m| {
+        all_ok(m, 4, "tcp")
+    });
+    // node-2 drops the probe port from zone a.
+    nft(
+        &fleet,
+        2,
+        "add table inet rmzone; \
+         add chain inet rmzone input { type filter hook input priority 0; policy accept; }; \
+         add rule inet rmzone input ip saddr { 198.18.0.11, 198.18.0.12 } tcp dport 7442 drop",
+    );
+    let json = |args: &[&str]| -> Result<Value, String> {
+        let out = fleet.cli(args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("bad JSON: {e}"))
+    };
+    let v = assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let v = json(&["matrix", "--zones", "--port", "7442", "--format", "json"])?;
+            let ab = v["zones"]
+                .as_array()
+                .and_then(|z| {
+                    z.iter()
+                        .find(|z| z["src_zone"] == "a" && z["dst_zone"] == "b")
+                })
+                .cloned()
+                .unwrap_or_default();
+            if ab["worst"] == "failing" && ab["failing"] == 2 {
+                Ok(v)
+            } else {
+                Err(v.to_string())
+            }
+        },
+        "zone a to zone b is failing"
+    );
+    // Every other pair is ok, and only the two failing cells are listed.
+    for z in v["zones"].as_array().expect("zones") {
+        if z["src_zone"] != "a" || z["dst_zone"] != "b" {
+            assert_eq!(z["worst"], "ok", "{v:#}");
+        }
+    }
+    assert!(
+        v["zones"]
+            .as_array()
+            .expect("zones")
+            .iter()
+            .any(|z| z["src_zone"] == "" && z["dst_zone"] == "b" && z["ok"] == 1),
+        "node-3 has no zone: {v:#}"
+    );
+    let pairs = |v: &Value| -> Vec<(String, String)> {
+        v["cells"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        (
+                            c["src"].as_str().unwrap_or_default().to_string(),
+                            c["dst"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let failing = [
+        ("node-0".to_string(), "node-2".to_string()),
+        ("node-1".to_string(), "node-2".to_string()),
+    ];
+    assert_eq!(pairs(&v), failing, "{v:#}");
+
+    // The table: a zone grid, then the failing cells.
+    let out = fleet.cli(&["matrix", "--zones", "--port", "7442"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("reachability by zone"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("a ") && l.contains("XX 2/2")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("node-0") && l.contains("failing")),
+        "{table}"
+    );
+
+    // --state failing lists them; --src and --zone narrow further.
+    let v = json(&[
+        "matrix", "--state", "failing", "--port", "7442", "--format", "json",
+    ])
+    .expect("matrix --state");
+    assert_eq!(pairs(&v), failing, "{v:#}");
+    let v = json(&[
+        "matrix", "--src", "node-1", "--zone", "b", "--port", "7442", "--format", "json",
+    ])
+    .expect("matrix --src --zone");
+    assert_eq!(pairs(&v), [failing[1].clone()], "{v:#}");
+    assert_eq!(v["nodes"], serde_json::json!(["node-1", "node-2"]), "{v:#}");
+
+    // The same filters over HTTP.
+    let out = fleet.http_get("/api/v1/matrix?zone=b&state=failing&port=7442");
+    let api: Value = serde_json::from_slice(&out.stdout).expect("matrix JSON");
+    assert_eq!(pairs(&api), failing, "{api}");
+    let out = fleet.http_get("/api/v1/matrix?view=zones&port=7442");
+    let api: Value = serde_json::from_slice(&out.stdout).expect("matrix JSON");
+    assert!(
+        api["zones"].as_array().is_some_and(|z| z.len() == 7),
+        "{api}"
+    );
+    let out = fleet.try_http_get("/api/v1/matrix?state=broken", &["-w", "\n%{http_code}"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n400") && text.contains("expected one of ok, degraded, failing, unknown"),
+        "{text}"
+    );
+}

@@ -196,7 +196,7 @@ pub fn grpc_matrix(
         let m = q
             .get_matrix(pb::MatrixRequest {
                 port,
-                at_unix_nanos: 0,
+                ..Default::default()
             })
             .await?
             .into_inner();

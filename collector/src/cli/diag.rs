@@ -235,6 +235,7 @@ pub fn cells_to_explain(
     let mine = MatrixView {
         nodes: m.nodes.clone(),
         cells: node_cells(m, node),
+        zones: Vec::new(),
     };
     let mut asks = matrix::cells_to_explain(&mine, None, usize::MAX);
     let mut seen = std::collections::HashSet::new();

@@ -55,6 +55,7 @@ fn matrix() -> pb::Matrix {
             cell("node-0", "node-2", 7442, K::Tcp, S::Failing),
         ],
         generated_unix_nanos: 0,
+        zones: Vec::new(),
     }
 }
 

@@ -129,45 +129,145 @@ pub fn render_matrix(m: &MatrixView, port: Option<u16>, color: bool, causes: &Ca
         counts[2],
         counts[3]
     );
-    let mut bad: Vec<&CellView> = m
+    let bad: Vec<&CellView> = m
         .cells
         .iter()
         .filter(|c| c.state != "ok")
         .filter(|c| port.is_none_or(|p| c.port == p))
         .collect();
-    bad.sort_by(|a, b| {
+    if !bad.is_empty() {
+        out.push('\n');
+        out.push_str(&cell_table(bad, color, causes, usize::MAX));
+    }
+    out
+}
+
+/// Cells one line each, worst first; at most `limit`, and how many more.
+pub fn cell_table(mut cells: Vec<&CellView>, color: bool, causes: &Causes, limit: usize) -> String {
+    cells.sort_by(|a, b| {
         rank(&a.state)
             .cmp(&rank(&b.state))
             .then_with(|| (&a.src, &a.dst, a.port).cmp(&(&b.src, &b.dst, b.port)))
     });
-    if !bad.is_empty() {
+    let more = cells.len().saturating_sub(limit);
+    cells.truncate(limit);
+    let rows: Vec<Vec<String>> = cells
+        .iter()
+        .map(|c| {
+            vec![
+                c.src.clone(),
+                c.dst.clone(),
+                target(c),
+                paint(&c.state, &c.state, color),
+                c.failure.clone().unwrap_or_else(|| "-".into()),
+                percent(c.loss),
+                c.rtt_ms
+                    .map(|r| format!("{r:.1}ms"))
+                    .unwrap_or_else(|| "-".into()),
+                causes
+                    .get(&(c.src.clone(), c.dst.clone(), c.port))
+                    .cloned()
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut out = render(
+        &[
+            "SRC", "DST", "TARGET", "STATE", "FAILURE", "LOSS", "RTT", "CAUSE",
+        ],
+        &rows,
+    );
+    if more > 0 {
+        let _ = writeln!(
+            out,
+            "... and {more} more (narrow with --zone, --src, --dst or --state)"
+        );
+    }
+    out
+}
+
+/// Zones down and across: each pair's worst state and how many of its
+/// cells are not ok; then those cells, one line each (at most `limit`).
+pub fn render_zones(m: &MatrixView, color: bool, causes: &Causes, limit: usize) -> String {
+    let mut out = String::new();
+    if m.zones.is_empty() {
+        out.push_str("no cells\n");
+        return out;
+    }
+    let name = |z: &str| {
+        if z.is_empty() {
+            "(no zone)".to_string()
+        } else {
+            z.to_string()
+        }
+    };
+    let mut zones: Vec<String> = m
+        .zones
+        .iter()
+        .flat_map(|z| [z.src_zone.clone(), z.dst_zone.clone()])
+        .collect();
+    zones.sort();
+    zones.dedup();
+    let by_pair: BTreeMap<(&str, &str), &crate::select::ZoneView> = m
+        .zones
+        .iter()
+        .map(|z| ((z.src_zone.as_str(), z.dst_zone.as_str()), z))
+        .collect();
+    let text = |z: &crate::select::ZoneView| {
+        format!("{} {}/{}", mark(&z.worst), z.total() - z.ok, z.total())
+    };
+    let cell_width = m
+        .zones
+        .iter()
+        .map(|z| text(z).len())
+        .max()
+        .unwrap_or(4)
+        .max(3);
+    let width = zones
+        .iter()
+        .map(|z| name(z).chars().count())
+        .max()
+        .unwrap_or(4);
+    let _ = writeln!(
+        out,
+        "reachability by zone: rows reach columns (worst state, cells not ok / cells)"
+    );
+    let _ = write!(out, "{:width$} ", "");
+    for (i, _) in zones.iter().enumerate() {
+        let _ = write!(out, " {:>cell_width$}", i);
+    }
+    out.push('\n');
+    for (i, src) in zones.iter().enumerate() {
+        let _ = write!(out, "{:<width$} ", name(src));
+        for dst in &zones {
+            match by_pair.get(&(src.as_str(), dst.as_str())) {
+                Some(z) => {
+                    let t = format!("{:>cell_width$}", text(z));
+                    let _ = write!(out, " {}", paint(&t, &z.worst, color));
+                }
+                None => {
+                    let _ = write!(out, " {:>cell_width$}", "-");
+                }
+            }
+        }
+        let _ = writeln!(out, "   {i} = {}", name(src));
+    }
+    let total: u32 = m.zones.iter().map(|z| z.total()).sum();
+    let [ok, degraded, failing, unknown] = m.zones.iter().fold([0u32; 4], |mut n, z| {
+        n[0] += z.ok;
+        n[1] += z.degraded;
+        n[2] += z.failing;
+        n[3] += z.unknown;
+        n
+    });
+    let _ = writeln!(
+        out,
+        "\n{total} cells in {} zone(s): {ok} ok, {degraded} degraded, {failing} failing, {unknown} unknown",
+        zones.len()
+    );
+    if !m.cells.is_empty() {
         out.push('\n');
-        let rows: Vec<Vec<String>> = bad
-            .iter()
-            .map(|c| {
-                vec![
-                    c.src.clone(),
-                    c.dst.clone(),
-                    target(c),
-                    paint(&c.state, &c.state, color),
-                    c.failure.clone().unwrap_or_else(|| "-".into()),
-                    percent(c.loss),
-                    c.rtt_ms
-                        .map(|r| format!("{r:.1}ms"))
-                        .unwrap_or_else(|| "-".into()),
-                    causes
-                        .get(&(c.src.clone(), c.dst.clone(), c.port))
-                        .cloned()
-                        .unwrap_or_else(|| "-".into()),
-                ]
-            })
-            .collect();
-        out.push_str(&render(
-            &[
-                "SRC", "DST", "TARGET", "STATE", "FAILURE", "LOSS", "RTT", "CAUSE",
-            ],
-            &rows,
-        ));
+        out.push_str(&cell_table(m.cells.iter().collect(), color, causes, limit));
     }
     out
 }
@@ -238,6 +338,7 @@ mod tests {
                 cell("a", "b", "failing", Some("timeout")),
                 cell("b", "a", "ok", None),
             ],
+            zones: Vec::new(),
         };
         let causes: Causes = [(
             ("a".to_string(), "b".to_string(), 7442),
@@ -261,5 +362,72 @@ mod tests {
         assert!(plain.contains("FIREWALL_INBOUND"), "{plain}");
         let coloured = render_matrix(&m, None, true, &causes);
         assert!(coloured.contains("\x1b[1;31mXX"), "{coloured}");
+    }
+
+    #[test]
+    fn the_zone_view_shows_each_pair_and_lists_what_is_not_ok() {
+        let zone = |s: &str, d: &str, ok, failing| crate::select::ZoneView {
+            src_zone: s.into(),
+            dst_zone: d.into(),
+            worst: if failing > 0 { "failing" } else { "ok" }.into(),
+            ok,
+            degraded: 0,
+            failing,
+            unknown: 0,
+        };
+        let m = MatrixView {
+            nodes: vec!["a-1".into(), "b-1".into()],
+            cells: vec![
+                cell("a-1", "b-1", "failing", Some("timeout")),
+                cell("a-2", "b-1", "failing", Some("timeout")),
+            ],
+            zones: vec![
+                zone("", "a", 2, 0),
+                zone("a", "a", 2, 0),
+                zone("a", "b", 0, 2),
+                zone("b", "a", 2, 0),
+            ],
+        };
+        let plain = render_zones(&m, false, &Causes::new(), 1);
+        let lines: Vec<&str> = plain.lines().collect();
+        assert!(lines[0].starts_with("reachability by zone"), "{plain}");
+        let row = |name: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(name))
+                .copied()
+                .unwrap_or_default()
+        };
+        assert!(row("(no zone)").contains("ok 0/2"), "{plain}");
+        assert!(
+            row("a ").contains("XX 2/2") && row("a ").contains("ok 0/2"),
+            "{plain}"
+        );
+        assert!(
+            row("b ").contains('-'),
+            "b to no zone is not probed: {plain}"
+        );
+        assert!(
+            plain.contains("8 cells in 3 zone(s): 6 ok, 0 degraded, 2 failing"),
+            "{plain}"
+        );
+        // One cell listed, and how many more.
+        assert!(
+            plain.contains("a-1") && plain.contains("... and 1 more"),
+            "{plain}"
+        );
+        assert_eq!(
+            render_zones(
+                &MatrixView {
+                    nodes: vec![],
+                    cells: vec![],
+                    zones: vec![]
+                },
+                false,
+                &Causes::new(),
+                5
+            ),
+            "no cells\n"
+        );
     }
 }

@@ -1217,7 +1217,7 @@ pub struct NodeDetail {
     #[prost(string, tag = "5")]
     pub agent_config_json: ::prost::alloc::string::String,
 }
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct MatrixRequest {
     /// Only cells of this port; 0 for every cell.
     #[prost(uint32, tag = "1")]
@@ -1225,6 +1225,41 @@ pub struct MatrixRequest {
     /// The matrix as it was at this moment, from the store; 0: now.
     #[prost(int64, tag = "2")]
     pub at_unix_nanos: i64,
+    /// Only cells whose source or destination is in this zone (the nodes'
+    /// `zone` label); "" for every zone.
+    #[prost(string, tag = "3")]
+    pub zone: ::prost::alloc::string::String,
+    /// Only cells from this node / to this node.
+    #[prost(string, tag = "4")]
+    pub src: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub dst: ::prost::alloc::string::String,
+    /// Only cells in this state; unspecified for every state.
+    #[prost(enumeration = "CellState", tag = "6")]
+    pub state: i32,
+    /// The zone × zone grid in `zones`, and in `cells` only the selected cells
+    /// that are not ok (a fleet of thousands is read zone by zone).
+    #[prost(bool, tag = "7")]
+    pub by_zone: bool,
+}
+/// The cells from one zone to another: how many in each state, and the worst.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ZoneCell {
+    /// "" for nodes without a zone label.
+    #[prost(string, tag = "1")]
+    pub src_zone: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub dst_zone: ::prost::alloc::string::String,
+    #[prost(enumeration = "CellState", tag = "3")]
+    pub worst: i32,
+    #[prost(uint32, tag = "4")]
+    pub ok: u32,
+    #[prost(uint32, tag = "5")]
+    pub degraded: u32,
+    #[prost(uint32, tag = "6")]
+    pub failing: u32,
+    #[prost(uint32, tag = "7")]
+    pub unknown: u32,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MatrixCell {
@@ -1274,6 +1309,9 @@ pub struct Matrix {
     pub cells: ::prost::alloc::vec::Vec<MatrixCell>,
     #[prost(int64, tag = "3")]
     pub generated_unix_nanos: i64,
+    /// With `by_zone`: every pair of zones that has cells, sorted.
+    #[prost(message, repeated, tag = "4")]
+    pub zones: ::prost::alloc::vec::Vec<ZoneCell>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TestPortRequest {
