@@ -4,6 +4,7 @@
 #   sudo deploy/bench.sh loadgen      # collector with 1,000 simulated agents (AGENTS, DURATION)
 #   sudo deploy/bench.sh firewall     # the agent on 20,000 iptables-nft rules, idle and churning
 #   sudo deploy/bench.sh findings     # findings and what-if on 1,000 simulated agents with a partition
+#   sudo deploy/bench.sh plan         # probe planning of 10,000 nodes in 20 zones (NODES, ZONES)
 # Builds release binaries first; the figures go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +59,12 @@ case "$which" in
       --http 127.0.0.1:17441 --spawn target/release/reachmap-collector --probe-interval 10s \
       --duration "${DURATION:-30s}" --cli target/release/reachmap --partition
     ;;
+  plan)
+    cargo build --release -p reachmap-collector --example plan_bench
+    target/release/examples/plan_bench "${NODES:-10000}" "${ZONES:-20}"
+    ;;
   *)
-    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen, findings)" >&2
+    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen, findings, plan)" >&2
     exit 2
     ;;
 esac
