@@ -760,21 +760,30 @@ mod tests {
         assert!(e.contains("lissen") && !e.contains('\n'), "{e}");
     }
 
+    /// A config file in `dir` declaring one service, loaded.
+    fn one_service(
+        dir: &Path,
+        i: usize,
+        name: &str,
+        port: u16,
+        body: &str,
+    ) -> Result<Config, ConfigError> {
+        let path = dir.join(format!("{name}-{i}.toml"));
+        std::fs::write(
+            &path,
+            format!("[[services]]\nname = \"{name}\"\nport = {port}\n{body}\n"),
+        )
+        .expect("write");
+        Config::load(&Flags {
+            config: Some(path),
+            ..Flags::default()
+        })
+    }
+
     #[test]
     fn tls_services_are_checked_and_their_ca_read() {
         let dir = tempfile::tempdir().expect("dir");
-        let load = |i: usize, body: &str| {
-            let path = dir.path().join(format!("c{i}.toml"));
-            std::fs::write(
-                &path,
-                format!("[[services]]\nname = \"web\"\nport = 8443\n{body}\n"),
-            )
-            .expect("write");
-            Config::load(&Flags {
-                config: Some(path),
-                ..Flags::default()
-            })
-        };
+        let load = |i: usize, body: &str| one_service(dir.path(), i, "web", 8443, body);
         let ca = dir.path().join("ca.pem");
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = rcgen::CertificateParams::new(vec!["fleet CA".to_string()])
@@ -825,18 +834,7 @@ mod tests {
     #[test]
     fn udp_services_are_checked() {
         let dir = tempfile::tempdir().expect("dir");
-        let load = |i: usize, body: &str| {
-            let path = dir.path().join(format!("u{i}.toml"));
-            std::fs::write(
-                &path,
-                format!("[[services]]\nname = \"dns\"\nport = 53\n{body}\n"),
-            )
-            .expect("write");
-            Config::load(&Flags {
-                config: Some(path),
-                ..Flags::default()
-            })
-        };
+        let load = |i: usize, body: &str| one_service(dir.path(), i, "dns", 53, body);
         let c = load(
             0,
             "protocol = \"udp\"\nsend_hex = \"12 34 01 00\"\nexpect_reply = true",

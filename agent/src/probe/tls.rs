@@ -30,12 +30,23 @@ pub struct TlsFailure {
     pub detail: String,
 }
 
+/// Longest `detail` sent: the collector refuses longer text, and a
+/// certificate may name hundreds of hosts.
+pub const MAX_DETAIL: usize = 400;
+
 impl TlsFailure {
     fn new(kind: TlsErrorKind, detail: impl Into<String>) -> TlsFailure {
-        TlsFailure {
-            kind,
-            detail: detail.into(),
+        let mut detail: String = detail.into();
+        if detail.len() > MAX_DETAIL {
+            let mut end = MAX_DETAIL - '…'.len_utf8();
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+            detail.push('…');
         }
+        detail.retain(|c| !c.is_control());
+        TlsFailure { kind, detail }
     }
 }
 
@@ -333,6 +344,19 @@ mod tests {
         let t = TlsTarget::new(None, &system).expect("system roots");
         let ip: IpAddr = "198.18.0.12".parse().expect("ip");
         assert_eq!(t.name_for(ip).expect("name"), ServerName::from(ip));
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_what_the_collector_takes() {
+        let names: Vec<String> = (0..200).map(|i| format!("host-{i}.fleet.test")).collect();
+        let f = certificate(&CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("web-1.fleet.test")
+                .expect("name")
+                .to_owned(),
+            presented: names,
+        });
+        assert!(f.detail.len() <= MAX_DETAIL, "{}", f.detail.len());
+        assert!(f.detail.ends_with('…'), "{}", f.detail);
     }
 
     #[test]
