@@ -9,6 +9,7 @@ use crate::events::{EventKind, HostEvent};
 use crate::hub::{Update, Versioned};
 use crate::inspect::host::{Identity, read_host_info};
 use crate::outbox::{Limits, Outbox};
+use crate::probe::fleet::FleetSet;
 use crate::probe::{Plan, ProberOutput, TempListeners};
 use crate::wire;
 use crate::wire::outbound::{AgentCodec, Outbound, Outgoing};
@@ -77,8 +78,10 @@ pub struct Client {
     net: watch::Receiver<Arc<Versioned>>,
     updates: mpsc::Receiver<Update>,
     probing: Probing,
-    /// The addresses of the fleet, from the last plan: the only ones a
-    /// command may make this agent probe.
+    /// The fleet's addresses (`FleetAddresses`) and the plan's targets'.
+    members: FleetSet,
+    /// `members.allowed()`: the only addresses a command may make this
+    /// agent probe.
     fleet: Arc<HashSet<IpAddr>>,
     answers_tx: mpsc::Sender<pb::CommandResult>,
     answers: mpsc::Receiver<pb::CommandResult>,
@@ -119,6 +122,7 @@ impl Client {
             tls,
             connection,
             probing,
+            members: FleetSet::default(),
             fleet: Arc::default(),
             answers_tx,
             answers,
@@ -228,11 +232,27 @@ impl Client {
                     targets = plan.targets.len(),
                     "probe plan received"
                 );
-                self.fleet = Arc::new(plan.fleet_addresses.clone());
+                self.members.set_plan(&plan.fleet_addresses);
+                self.fleet = Arc::new(self.members.allowed());
                 self.probing.plan.send_replace(Some(Arc::new(plan)));
             }
             Err(e) => tracing::warn!(error = %e, "probe plan refused"),
         }
+    }
+
+    fn apply_addresses(&mut self, f: &pb::FleetAddresses) {
+        let (change, bad) = wire::probe::fleet_addresses(f);
+        for b in &bad {
+            tracing::warn!(error = %b, "fleet address refused");
+        }
+        self.members.apply(&change);
+        self.fleet = Arc::new(self.members.allowed());
+        tracing::debug!(
+            replace = change.replace,
+            added = change.added.len(),
+            removed = change.removed.len(),
+            "fleet addresses"
+        );
     }
 
     /// Runs a command off the stream task; its answer comes back on
@@ -390,6 +410,7 @@ impl Client {
                         }
                         Some(CBody::Plan(plan)) => self.apply_plan(&plan),
                         Some(CBody::Command(cmd)) => self.start_command(cmd),
+                        Some(CBody::FleetAddresses(f)) => self.apply_addresses(&f),
                         None => tracing::debug!("empty collector message"),
                     }
                 }

@@ -502,3 +502,55 @@ fn the_zone_view_and_the_filters_narrow_a_fleet_down_to_its_failing_cells() {
         "{text}"
     );
 }
+
+#[test]
+fn a_sparse_plan_still_lets_test_port_reach_every_member() {
+    if !require_root() {
+        return;
+    }
+    // node-0 alone in zone a; node-1..3 in zone b. With one representative
+    // per other zone, node-0 probes one of zone b's three nodes.
+    let mut fleet = Fleet::new("sparse", 4);
+    let config = fleet.dir().join("collector.toml");
+    std::fs::write(&config, "zone_representatives = 1\n").expect("write collector.toml");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    fleet.start_collector_with(&["--config", &config, "--full-mesh-max", "1"]);
+    for i in 0..4 {
+        let zone = if i == 0 { "zone=a" } else { "zone=b" };
+        fleet.start_agent_with(i, &["--label", zone]);
+    }
+    let m = wait_matrix(
+        &fleet,
+        Duration::from_secs(30),
+        "node-0 probes one of zone b",
+        |m| {
+            let from0: Vec<Value> = mesh(m, "tcp")
+                .into_iter()
+                .filter(|c| c["src"] == "node-0")
+                .collect();
+            from0.len() == 1 && from0[0]["state"] == "ok"
+        },
+    );
+    let probed = mesh(&m, "tcp")
+        .into_iter()
+        .find(|c| c["src"] == "node-0")
+        .map(|c| c["dst"].clone())
+        .expect("node-0's cell");
+    // The members node-0's plan leaves out are still fleet members to its
+    // agent (the collector's FleetAddresses), so test-port runs to each.
+    for dst in ["node-1", "node-2", "node-3"] {
+        let out = fleet.cli(&[
+            "test-port",
+            "node-0",
+            &format!("{dst}:9999"),
+            "--format",
+            "json",
+        ]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(
+            out.status.success() && v["open"] == true,
+            "test-port node-0 -> {dst} (node-0 probes {probed}): {v} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

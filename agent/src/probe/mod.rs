@@ -13,6 +13,7 @@
 //! when it is not `Ok`: a new healthy target is no news, and the next batch
 //! carries it.
 
+pub mod fleet;
 pub mod http;
 pub mod icmp;
 pub mod listener;

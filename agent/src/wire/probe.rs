@@ -1,6 +1,7 @@
 //! Probe plans from the collector into the prober's types, and the prober's
 //! windows, state changes and command answers back into protocol messages.
 
+use crate::probe::fleet::AddressChange;
 use crate::probe::tls::{TlsErrorKind, TlsFailure, TlsTarget, Trust};
 use crate::probe::{
     FleetName, NameResolution, Outcome, Plan, ProbeKind, StateChange, Target, TargetState,
@@ -120,6 +121,29 @@ pub fn target_to(t: &Target) -> pb::ProbeTarget {
         udp_payload: Vec::new(),
         udp_expect_reply: t.udp.as_ref().is_some_and(|u| u.expect_reply),
     }
+}
+
+/// A `FleetAddresses` message; what does not read as an address is named
+/// in the second value and left out.
+pub fn fleet_addresses(f: &pb::FleetAddresses) -> (AddressChange, Vec<String>) {
+    let mut bad = Vec::new();
+    let mut read = |list: &[String]| -> Vec<IpAddr> {
+        list.iter()
+            .filter_map(|a| match a.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    bad.push(format!("fleet address {a:?} is not an IP address"));
+                    None
+                }
+            })
+            .collect()
+    };
+    let change = AddressChange {
+        replace: f.replace,
+        added: read(&f.added),
+        removed: read(&f.removed),
+    };
+    (change, bad)
 }
 
 /// The plan, with every target this agent cannot read dropped and named in

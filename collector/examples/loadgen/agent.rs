@@ -265,6 +265,8 @@ async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyh
                             ..Default::default()
                         }));
                     }
+                    // The fleet's addresses: a simulated agent runs no commands.
+                    Some(CBody::FleetAddresses(_)) => {}
                     None => {}
                 }
             }

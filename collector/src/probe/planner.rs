@@ -34,7 +34,7 @@
 
 use super::StableHash;
 use crate::model::{BindScope, Protocol};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -230,11 +230,11 @@ impl PlannedTarget {
 pub struct NodePlan {
     /// Sorted by (node, port, kind).
     pub targets: Vec<PlannedTarget>,
-    /// Every fleet member's addresses, sorted: the only ones the agent will
-    /// probe.
-    /// Shared by every plan of a pass: at 10,000 nodes a copy per plan
-    /// was 1.7 GB.
-    pub fleet_addresses: std::sync::Arc<[IpAddr]>,
+    /// The addresses of this plan's targets, sorted: the only ones its
+    /// probes may go to. Not the whole fleet's (that goes to agents as
+    /// `FleetAddresses` deltas): at 10,000 nodes a copy per plan was 1.7 GB,
+    /// and a member joining changed every plan.
+    pub fleet_addresses: Vec<IpAddr>,
     pub interval: Duration,
     pub timeout: Duration,
     pub window: usize,
@@ -267,17 +267,6 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     nodes.dedup_by(|a, b| a.name == b.name);
 
-    let fleet_addresses: std::sync::Arc<[IpAddr]> = nodes
-        .iter()
-        .flat_map(|n| n.addresses.iter().copied())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    // Hashed once for every plan's digest.
-    let addresses_hash = fleet_addresses
-        .iter()
-        .fold(StableHash::new().bytes(b"addresses"), |h, a| h.ip(*a))
-        .finish();
     let name_hash: Vec<u64> = nodes
         .iter()
         .map(|n| StableHash::new().str(&n.name).finish())
@@ -328,9 +317,12 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
         tiered.truncate(cfg.max_targets_per_node);
         let mut targets: Vec<PlannedTarget> = tiered.into_iter().map(|(_, t)| t).collect();
         targets.sort_by(|a, b| (&a.node, a.port, a.kind).cmp(&(&b.node, b.port, b.kind)));
+        let mut fleet_addresses: Vec<IpAddr> = targets.iter().map(|t| t.address).collect();
+        fleet_addresses.sort_unstable();
+        fleet_addresses.dedup();
         let mut plan = NodePlan {
             targets,
-            fleet_addresses: std::sync::Arc::clone(&fleet_addresses),
+            fleet_addresses,
             interval: cfg.interval,
             timeout: cfg.timeout,
             window: cfg.window,
@@ -346,7 +338,7 @@ pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePl
         if plan.targets.iter().any(|t| t.tls_ca != 0) {
             plan.tls_cas.clone_from(&cfg.tls_cas);
         }
-        plan.digest = digest(&plan, addresses_hash);
+        plan.digest = digest(&plan);
         plans.insert(source.name.clone(), plan);
     }
     plans
@@ -518,9 +510,7 @@ fn listener_address(peer: &NodeInput, bound: IpAddr, scope: BindScope) -> Option
     }
 }
 
-/// `addresses_hash`: the hash of `plan.fleet_addresses`, the same for
-/// every plan of a pass.
-fn digest(plan: &NodePlan, addresses_hash: u64) -> u64 {
+fn digest(plan: &NodePlan) -> u64 {
     let mut h = StableHash::new()
         .u64(u64::try_from(plan.interval.as_nanos()).unwrap_or(u64::MAX))
         .u64(u64::try_from(plan.timeout.as_nanos()).unwrap_or(u64::MAX))
@@ -546,7 +536,10 @@ fn digest(plan: &NodePlan, addresses_hash: u64) -> u64 {
     for ca in &plan.tls_cas {
         h = h.str(ca);
     }
-    h = h.u64(addresses_hash);
+    h = h.bytes(b"addresses");
+    for a in &plan.fleet_addresses {
+        h = h.ip(*a);
+    }
     h = h.bytes(b"names");
     for n in &plan.names {
         h = h.str(&n.name).str(&n.node);

@@ -1,5 +1,5 @@
 use super::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -62,7 +62,13 @@ fn full_mesh_for_four_nodes() {
             assert_eq!(t.service, None);
             assert_ne!(t.id, 0);
         }
-        assert_eq!(p.fleet_addresses.len(), 4);
+        // Its peers' addresses, the only ones its probes go to.
+        assert_eq!(p.fleet_addresses.len(), 3);
+        assert!(
+            p.targets
+                .iter()
+                .all(|t| p.fleet_addresses.contains(&t.address))
+        );
         assert_eq!(p.interval, Duration::from_secs(10));
     }
     // A target's id is the same whoever probes it.
@@ -471,4 +477,35 @@ fn a_udp_service_sends_its_datagram_to_every_peer() {
         expect_reply: true,
     };
     assert_ne!(plan(&nodes, &other)["a"].digest, plans["a"].digest);
+}
+
+#[test]
+fn a_node_joining_a_sparse_fleet_changes_only_the_plans_that_pick_it() {
+    let cfg = PlannerConfig {
+        full_mesh_max: 10,
+        representatives: 2,
+        ..PlannerConfig::default()
+    };
+    let mut nodes = fleet(200, 4);
+    let before = plan(&nodes, &cfg);
+    nodes.push(node("joiner", Some("z1"), "198.18.3.250"));
+    let after = plan(&nodes, &cfg);
+    let changed: Vec<&String> = before
+        .iter()
+        .filter(|(name, p)| after[*name].digest != p.digest)
+        .map(|(name, _)| name)
+        .collect();
+    // Each changed plan now probes the joiner; the others are as they were.
+    assert!(!changed.is_empty());
+    assert!(
+        changed.len() < 200 / 2,
+        "{} of 200 plans changed",
+        changed.len()
+    );
+    for name in &changed {
+        assert!(
+            after[*name].targets.iter().any(|t| t.node == "joiner"),
+            "{name} changed without probing the joiner"
+        );
+    }
 }

@@ -11,7 +11,7 @@ use crate::probe::{
     plan,
 };
 use reachmap_proto::v1 as pb;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use tokio::sync::oneshot;
 
@@ -131,6 +131,10 @@ pub struct Probing {
     dirty: bool,
     /// Per node with a stream: the plan version and digest last sent.
     sent: HashMap<String, (u64, u64)>,
+    /// The fleet's addresses as last sent to every agent in `addressed`.
+    fleet: BTreeSet<IpAddr>,
+    /// Nodes whose agent has the whole set and every change since.
+    addressed: HashSet<String>,
     next_version: u64,
     pending: HashMap<u64, Pending>,
     next_command: u64,
@@ -143,6 +147,8 @@ impl Probing {
             config: planner_config(settings),
             dirty: true,
             sent: HashMap::new(),
+            fleet: BTreeSet::new(),
+            addressed: HashSet::new(),
             // Versions keep rising across collector restarts.
             next_version: u64::try_from(now_nanos / 1_000_000).unwrap_or(1).max(1),
             pending: HashMap::new(),
@@ -157,6 +163,7 @@ impl Probing {
     /// A node's stream began: it needs its plan (again).
     pub fn attached(&mut self, name: &str) {
         self.sent.remove(name);
+        self.addressed.remove(name);
         self.matrix.add_node(name);
         self.dirty = true;
     }
@@ -164,6 +171,7 @@ impl Probing {
     /// A node's stream ended: its row turns unknown, its commands fail.
     pub fn detached(&mut self, name: &str, now: i64) {
         self.sent.remove(name);
+        self.addressed.remove(name);
         self.matrix.source_gone(name, now);
         self.dirty = true;
         let gone: Vec<u64> = self
@@ -198,6 +206,7 @@ impl Probing {
         }
         self.dirty = false;
         let inputs: Vec<NodeInput> = nodes.values().map(node_input).collect();
+        self.send_addresses(nodes, &inputs);
         let plans = plan(&inputs, &self.config);
         for (name, p) in &plans {
             let Some(stream) = nodes.get(name).and_then(|n| n.stream.as_ref()) else {
@@ -219,6 +228,52 @@ impl Probing {
                 self.dirty = true;
             }
         }
+    }
+
+    /// The fleet's addresses to every connected agent, before its plan: the
+    /// whole set to one that has not had it, what changed to the others. A
+    /// full queue leaves that agent for the next tick, with the whole set.
+    fn send_addresses(&mut self, nodes: &BTreeMap<String, Node>, inputs: &[NodeInput]) {
+        let fleet: BTreeSet<IpAddr> = inputs
+            .iter()
+            .flat_map(|n| n.addresses.iter().copied())
+            .collect();
+        let text = |s: &mut dyn Iterator<Item = &IpAddr>| -> Vec<String> {
+            s.map(ToString::to_string).collect()
+        };
+        let delta = pb::FleetAddresses {
+            replace: false,
+            added: text(&mut fleet.difference(&self.fleet)),
+            removed: text(&mut self.fleet.difference(&fleet)),
+        };
+        let whole = pb::FleetAddresses {
+            replace: true,
+            added: text(&mut fleet.iter()),
+            removed: Vec::new(),
+        };
+        let changed = !delta.added.is_empty() || !delta.removed.is_empty();
+        for (name, node) in nodes {
+            let Some(stream) = node.stream.as_ref() else {
+                continue;
+            };
+            let body = if !self.addressed.contains(name) {
+                whole.clone()
+            } else if changed {
+                delta.clone()
+            } else {
+                continue;
+            };
+            let msg = pb::CollectorMessage {
+                body: Some(pb::collector_message::Body::FleetAddresses(body)),
+            };
+            if stream.outbound.try_send(Ok(msg)).is_ok() {
+                self.addressed.insert(name.clone());
+            } else {
+                self.addressed.remove(name);
+                self.dirty = true;
+            }
+        }
+        self.fleet = fleet;
     }
 
     /// Sends `kind` to `node`'s agent; the answer arrives on the receiver.

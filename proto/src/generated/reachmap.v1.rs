@@ -947,7 +947,7 @@ pub struct PortAnswer {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CollectorMessage {
-    #[prost(oneof = "collector_message::Body", tags = "10, 11, 12, 13, 14")]
+    #[prost(oneof = "collector_message::Body", tags = "10, 11, 12, 13, 14, 15")]
     pub body: ::core::option::Option<collector_message::Body>,
 }
 /// Nested message and enum types in `CollectorMessage`.
@@ -964,7 +964,22 @@ pub mod collector_message {
         Command(super::Command),
         #[prost(message, tag = "14")]
         TimeProbe(super::TimeProbe),
+        #[prost(message, tag = "15")]
+        FleetAddresses(super::FleetAddresses),
     }
+}
+/// Every fleet member's addresses: the ones a command (test-port, trace) may
+/// name. The whole set (`replace`) when a stream starts, then only what
+/// changed — so a member joining is one small message to each agent, not a
+/// new plan for every agent.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct FleetAddresses {
+    #[prost(bool, tag = "1")]
+    pub replace: bool,
+    #[prost(string, repeated, tag = "2")]
+    pub added: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "3")]
+    pub removed: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Everything up to and including `seq` has been stored by the collector.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -991,8 +1006,8 @@ pub struct ProbePlan {
     /// How many recent results per target the rolling window keeps.
     #[prost(uint32, tag = "6")]
     pub window: u32,
-    /// Every fleet member's addresses: the only ones a plan or a command may
-    /// name.
+    /// The addresses of this plan's targets: the only ones a probe of the plan
+    /// may go to (commands may also name those of `FleetAddresses`).
     #[prost(string, repeated, tag = "7")]
     pub fleet_addresses: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// Names the fleet's clients use for other members (collector config): the
