@@ -94,15 +94,7 @@ pub async fn probe(
     let status = match tls {
         None => tokio::time::timeout_at(deadline, exchange(stream, &host, path)).await,
         Some(t) => {
-            let name = match t.name_for(addr.ip()) {
-                Ok(n) => n,
-                Err(e) => {
-                    return ProbeResult::tls_failure(tls::TlsFailure {
-                        kind: tls::TlsErrorKind::Handshake,
-                        detail: e,
-                    });
-                }
-            };
+            let name = t.name_for(addr.ip());
             let connector = tokio_rustls::TlsConnector::from(t.config());
             let handshake = tokio::time::timeout_at(deadline, connector.connect(name, stream));
             let stream = match handshake.await {

@@ -60,6 +60,8 @@ pub struct TlsTarget {
     /// The CA bundle (PEM) the certificate must chain to; `None` means the
     /// host's system roots.
     pub ca_pem: Option<Arc<str>>,
+    /// `server_name`, checked once when the plan is read.
+    name: Option<ServerName<'static>>,
     config: Arc<ClientConfig>,
 }
 
@@ -123,12 +125,16 @@ impl Trust {
 
 impl TlsTarget {
     pub fn new(server_name: Option<String>, trust: &Trust) -> Result<TlsTarget, String> {
-        if let Some(name) = &server_name {
-            ServerName::try_from(name.as_str())
-                .map_err(|_| format!("TLS server name {name:?} is not a host name or address"))?;
-        }
+        let name = match &server_name {
+            Some(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|_| format!("TLS server name {n:?} is not a host name or address"))?,
+            ),
+            None => None,
+        };
         Ok(TlsTarget {
             server_name,
+            name,
             ca_pem: trust.ca_pem.clone(),
             config: Arc::clone(&trust.config),
         })
@@ -139,12 +145,10 @@ impl TlsTarget {
     }
 
     /// The name the handshake asks for.
-    pub fn name_for(&self, address: IpAddr) -> Result<ServerName<'static>, String> {
-        match &self.server_name {
-            Some(n) => ServerName::try_from(n.clone())
-                .map_err(|_| format!("TLS server name {n:?} is not a host name or address")),
-            None => Ok(ServerName::from(address)),
-        }
+    pub fn name_for(&self, address: IpAddr) -> ServerName<'static> {
+        self.name
+            .clone()
+            .unwrap_or_else(|| ServerName::from(address))
     }
 }
 
@@ -343,7 +347,7 @@ mod tests {
         assert!(TlsTarget::new(Some("bad name!".into()), &system).is_err());
         let t = TlsTarget::new(None, &system).expect("system roots");
         let ip: IpAddr = "198.18.0.12".parse().expect("ip");
-        assert_eq!(t.name_for(ip).expect("name"), ServerName::from(ip));
+        assert_eq!(t.name_for(ip), ServerName::from(ip));
     }
 
     #[test]

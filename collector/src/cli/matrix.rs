@@ -3,9 +3,147 @@
 //! ok, one line each. Colour on a terminal, plain text when piped.
 
 use super::render::render;
-use crate::view::{CellView, MatrixView};
+use super::{CliError, Format, json, local_times, moment, status, when};
+use crate::view::{self, CellView, MatrixView};
+use reachmap_proto::v1 as pb;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::SystemTime;
+
+/// Bad cells `reachmap matrix` asks the correlator about.
+const MAX_EXPLAINED: usize = 100;
+/// Fleets larger than this are shown zone by zone.
+const ZONE_VIEW_NODES: usize = 60;
+/// Cells the zone view lists at most.
+const MAX_LISTED: usize = 200;
+
+/// `reachmap matrix`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MatrixArgs {
+    /// Only the cells of this port (a service or a listener's port)
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// With --format json, every cell's service, RTT p99, probes sent,
+    /// address probed and time of the last change as well
+    #[arg(long)]
+    pub detail: bool,
+    /// The matrix as it was then: RFC 3339, "2026-12-01 02:14" (local), or "10m ago"
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Zone by zone (the nodes' zone label): each pair's worst state and counts, then the cells that are not ok; the default beyond 60 nodes
+    #[arg(long)]
+    pub zones: bool,
+    /// Only cells from or to the nodes of this zone
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+    /// Only cells from this node
+    #[arg(long, value_name = "NODE")]
+    pub src: Option<String>,
+    /// Only cells to this node
+    #[arg(long, value_name = "NODE")]
+    pub dst: Option<String>,
+    /// Only cells in this state, listed one a line: ok, degraded, failing, unknown
+    #[arg(long, value_name = "STATE", value_parser = parse_state)]
+    pub state: Option<crate::probe::CellState>,
+}
+
+fn parse_state(s: &str) -> Result<crate::probe::CellState, String> {
+    crate::select::Selection::state_named(s)
+}
+
+/// `reachmap matrix`: the zone view or the node grid, or the cells asked
+/// for, each bad one with its top cause.
+pub async fn run(
+    client: &mut super::connect::Client,
+    url: &str,
+    args: MatrixArgs,
+    now: SystemTime,
+) -> Result<String, CliError> {
+    let MatrixArgs {
+        port,
+        format,
+        detail,
+        at,
+        zones,
+        zone,
+        src,
+        dst,
+        state,
+    } = args;
+    let at = moment(at.as_deref(), now)?;
+    let narrowed = zone.is_some() || src.is_some() || dst.is_some() || state.is_some();
+    let ask = |by_zone| pb::MatrixRequest {
+        port: port.map(u32::from).unwrap_or(0),
+        at_unix_nanos: at,
+        zone: zone.clone().unwrap_or_default(),
+        src: src.clone().unwrap_or_default(),
+        dst: dst.clone().unwrap_or_default(),
+        state: state.map_or(0, crate::encode::cell_state),
+        by_zone,
+    };
+    // A node grid is unreadable past ZONE_VIEW_NODES nodes: the zone
+    // view (small whatever the fleet) is asked first, and the node
+    // grid only for a fleet small enough to read it.
+    let automatic = !narrowed && format == Format::Table;
+    let mut by_zone = zones || automatic;
+    let mut matrix = client
+        .get_matrix(ask(by_zone))
+        .await
+        .map_err(|s| status(url, s))?
+        .into_inner();
+    if automatic && !zones && matrix.nodes.len() <= ZONE_VIEW_NODES {
+        by_zone = false;
+        matrix = client
+            .get_matrix(ask(false))
+            .await
+            .map_err(|s| status(url, s))?
+            .into_inner();
+    }
+    let v = view::MatrixView::from(&matrix);
+    Ok(match format {
+        Format::Json if detail => json(&v),
+        Format::Json => json(&v.summary()),
+        Format::Table => {
+            use std::io::IsTerminal;
+            let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            // Every bad cell shown gets its top cause.
+            let asks = cells_to_explain(&v, port, MAX_EXPLAINED);
+            let answers = futures::future::join_all(asks.into_iter().map(|(s, d, p)| {
+                let mut c = client.clone();
+                async move {
+                    let a = c
+                        .why(pb::WhyRequest {
+                            src: s.clone(),
+                            dst: d.clone(),
+                            port: u32::from(p),
+                            at_unix_nanos: at,
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    let top = a.causes.first()?.code.clone();
+                    Some(((s, d, p), top))
+                }
+            }))
+            .await;
+            let causes: Causes = answers.into_iter().flatten().collect();
+            let grid = if by_zone {
+                render_zones(&v, color, &causes, MAX_LISTED)
+            } else if state.is_some() {
+                cell_table(v.cells.iter().collect(), color, &causes, usize::MAX)
+            } else {
+                render_matrix(&v, port, color, &causes)
+            };
+            if at == 0 {
+                grid
+            } else {
+                format!("as of {}\n{grid}", when::show(at, local_times()))
+            }
+        }
+    })
+}
 
 const RESET: &str = "\x1b[0m";
 

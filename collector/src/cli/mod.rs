@@ -67,35 +67,7 @@ pub enum Command {
         action: ClientAction,
     },
     /// Who reaches whom, right now: a grid of sources and destinations
-    Matrix {
-        /// Only the cells of this port (a service or a listener's port)
-        #[arg(long, value_name = "PORT")]
-        port: Option<u16>,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
-        /// With --format json, every cell's service, RTT p99, probes sent,
-        /// address probed and time of the last change as well
-        #[arg(long)]
-        detail: bool,
-        /// The matrix as it was then: RFC 3339, "2026-12-01 02:14" (local), or "10m ago"
-        #[arg(long, value_name = "TIME")]
-        at: Option<String>,
-        /// Zone by zone (the nodes' zone label): each pair's worst state and counts, then the cells that are not ok; the default beyond 60 nodes
-        #[arg(long)]
-        zones: bool,
-        /// Only cells from or to the nodes of this zone
-        #[arg(long, value_name = "ZONE")]
-        zone: Option<String>,
-        /// Only cells from this node
-        #[arg(long, value_name = "NODE")]
-        src: Option<String>,
-        /// Only cells to this node
-        #[arg(long, value_name = "NODE")]
-        dst: Option<String>,
-        /// Only cells in this state, listed one a line: ok, degraded, failing, unknown
-        #[arg(long, value_name = "STATE", value_parser = parse_state)]
-        state: Option<crate::probe::CellState>,
-    },
+    Matrix(matrix::MatrixArgs),
     /// Why can SRC not reach DST[:PORT]? A verdict and the causes, with evidence and fixes
     Why {
         src: String,
@@ -302,17 +274,6 @@ impl Command {
     }
 }
 
-/// Bad cells `reachmap matrix` asks the correlator about.
-const MAX_EXPLAINED: usize = 100;
-/// Fleets larger than this are shown zone by zone.
-const ZONE_VIEW_NODES: usize = 60;
-/// Cells the zone view lists at most.
-const MAX_LISTED: usize = 200;
-
-fn parse_state(s: &str) -> Result<crate::probe::CellState, String> {
-    crate::select::Selection::state_named(s)
-}
-
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -372,90 +333,7 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
                 }
             })
         }
-        Command::Matrix {
-            port,
-            format,
-            detail,
-            at,
-            zones,
-            zone,
-            src,
-            dst,
-            state,
-        } => {
-            let at = moment(at.as_deref(), now)?;
-            let narrowed = zone.is_some() || src.is_some() || dst.is_some() || state.is_some();
-            let ask = |by_zone| pb::MatrixRequest {
-                port: port.map(u32::from).unwrap_or(0),
-                at_unix_nanos: at,
-                zone: zone.clone().unwrap_or_default(),
-                src: src.clone().unwrap_or_default(),
-                dst: dst.clone().unwrap_or_default(),
-                state: state.map_or(0, crate::encode::cell_state),
-                by_zone,
-            };
-            // A node grid is unreadable past ZONE_VIEW_NODES nodes: the zone
-            // view (small whatever the fleet) is asked first, and the node
-            // grid only for a fleet small enough to read it.
-            let automatic = !narrowed && format == Format::Table;
-            let mut by_zone = zones || automatic;
-            let mut matrix = client
-                .get_matrix(ask(by_zone))
-                .await
-                .map_err(|s| status(&cli.collector, s))?
-                .into_inner();
-            if automatic && !zones && matrix.nodes.len() <= ZONE_VIEW_NODES {
-                by_zone = false;
-                matrix = client
-                    .get_matrix(ask(false))
-                    .await
-                    .map_err(|s| status(&cli.collector, s))?
-                    .into_inner();
-            }
-            let v = view::MatrixView::from(&matrix);
-            Ok(match format {
-                Format::Json if detail => json(&v),
-                Format::Json => json(&v.summary()),
-                Format::Table => {
-                    use std::io::IsTerminal;
-                    let color =
-                        std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                    // Every bad cell shown gets its top cause.
-                    let asks = matrix::cells_to_explain(&v, port, MAX_EXPLAINED);
-                    let answers = futures::future::join_all(asks.into_iter().map(|(s, d, p)| {
-                        let mut c = client.clone();
-                        async move {
-                            let a = c
-                                .why(pb::WhyRequest {
-                                    src: s.clone(),
-                                    dst: d.clone(),
-                                    port: u32::from(p),
-                                    at_unix_nanos: at,
-                                })
-                                .await
-                                .ok()?
-                                .into_inner();
-                            let top = a.causes.first()?.code.clone();
-                            Some(((s, d, p), top))
-                        }
-                    }))
-                    .await;
-                    let causes: matrix::Causes = answers.into_iter().flatten().collect();
-                    let grid = if by_zone {
-                        matrix::render_zones(&v, color, &causes, MAX_LISTED)
-                    } else if state.is_some() {
-                        matrix::cell_table(v.cells.iter().collect(), color, &causes, usize::MAX)
-                    } else {
-                        matrix::render_matrix(&v, port, color, &causes)
-                    };
-                    if at == 0 {
-                        grid
-                    } else {
-                        format!("as of {}\n{grid}", when::show(at, local_times()))
-                    }
-                }
-            })
-        }
+        Command::Matrix(args) => matrix::run(&mut client, &cli.collector, args, now).await,
         Command::Trace {
             src,
             dst,

@@ -246,18 +246,21 @@ impl Probing {
             added: text(&mut fleet.difference(&self.fleet)),
             removed: text(&mut self.fleet.difference(&fleet)),
         };
-        let whole = pb::FleetAddresses {
-            replace: true,
-            added: text(&mut fleet.iter()),
-            removed: Vec::new(),
-        };
+        // The whole set only for an agent that needs it (a new stream).
+        let mut whole: Option<pb::FleetAddresses> = None;
         let changed = !delta.added.is_empty() || !delta.removed.is_empty();
         for (name, node) in nodes {
             let Some(stream) = node.stream.as_ref() else {
                 continue;
             };
             let body = if !self.addressed.contains(name) {
-                whole.clone()
+                whole
+                    .get_or_insert_with(|| pb::FleetAddresses {
+                        replace: true,
+                        added: text(&mut fleet.iter()),
+                        removed: Vec::new(),
+                    })
+                    .clone()
             } else if changed {
                 delta.clone()
             } else {
