@@ -103,12 +103,7 @@ fn main() -> std::io::Result<()> {
                 v.push((c.src.to_string(), Vec::new()));
             }
             if let Some(b) = v.last_mut() {
-                b.1.push((
-                    c.dst.to_string(),
-                    c.cell.address(),
-                    c.cell.port(),
-                    c.cell.kind(),
-                ));
+                b.1.push((c.dst.to_string(), c.address, c.cell.port(), c.cell.kind()));
             }
         }
         v

@@ -321,7 +321,7 @@ pub fn cell(c: &CellRef) -> pb::MatrixCell {
         updated_unix_nanos: cell.updated(),
         last_failure_unix_nanos: cell.last_failure_at().unwrap_or(0),
         sent: cell.sent(),
-        address: cell.address().to_string(),
+        address: c.address.to_string(),
         http_status: cell.http_status().map_or(0, u32::from),
         tls_error: cell.tls().map(tls_error),
     }

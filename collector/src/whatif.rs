@@ -139,11 +139,8 @@ pub fn ruleset(
             continue;
         }
         let (src_addr, dst_addr) = match side.direction {
-            "inbound" => (
-                nodes.get(c.src).and_then(source_address),
-                Some(c.cell.address()),
-            ),
-            _ => (source_address(n), Some(c.cell.address())),
+            "inbound" => (nodes.get(c.src).and_then(source_address), Some(c.address)),
+            _ => (source_address(n), Some(c.address)),
         };
         let (Some(src_addr), Some(dst_addr)) = (src_addr, dst_addr) else {
             out.notes.push(format!(
@@ -254,9 +251,9 @@ pub fn address(
         // source. Inbound to the node at `old`: the peer's send path and
         // the node's own receive path see the new destination.
         let checks: Vec<(&str, PathKind, IpAddr, IpAddr, IpAddr, IpAddr)> = if c.src == node {
-            let dst = c.cell.address();
+            let dst = c.address;
             vec![(c.dst, PathKind::Receive, old, dst, new, dst)]
-        } else if c.cell.address() == old {
+        } else if c.address == old {
             let Some(src) = nodes.get(c.src).and_then(source_address) else {
                 continue;
             };

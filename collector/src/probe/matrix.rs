@@ -1,10 +1,10 @@
 //! The fleet-wide reachability matrix: one cell per (source, destination,
 //! port, kind), holding what the source's agent last reported for it.
 //!
-//! Built for 1,000 × 1,000 cells: node names are interned as `u32` ids, each
-//! source's row is a `Vec<Cell>` in view order with a sorted index for
-//! lookups, a cell is 72 bytes (+16 of index), and the JSON view is streamed
-//! without building a value tree.
+//! Built for millions of cells: node names, services and addresses are
+//! interned as ids, each source's row is a `Vec<Cell>` in view order with a
+//! sorted index of positions for lookups, a cell is 56 bytes (+4 of index),
+//! and the JSON view is streamed without building a value tree.
 //!
 //! A cell's state is the agent's state for the target (ok, degraded,
 //! failing), or `unknown`: no result yet, the source's agent is gone
@@ -198,49 +198,74 @@ pub struct ApplyStats {
     pub ignored: usize,
 }
 
-/// One cell, compact; `CellRef` resolves its names.
+/// One cell, compact: 56 bytes (+4 of its row's index), since a 10,000-node
+/// fleet holds millions. Names, services and addresses are ids into the
+/// matrix's tables, round trips are whole 100 ns (`RTT_NONE` when unknown),
+/// counts saturate at 65,535 (a window is far smaller), and the rare TLS
+/// failure is boxed. `CellRef` resolves the ids.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
     dst: u32,
-    /// Index + 1 into the service table; 0 for none.
-    service: u32,
-    port: u16,
-    kind: ProbeKind,
-    state: CellState,
-    failure: Option<Outcome>,
-    address: IpAddr,
-    sent: u32,
-    ok: u32,
-    /// NaN when unknown (keeps the cell at 80 bytes).
-    rtt_ms: f64,
-    rtt_p99_ms: f64,
+    /// Index into the matrix's address table.
+    address: u32,
     updated: i64,
     /// 0 when none.
     last_failure_at: i64,
-    /// The last HTTP status seen (HTTP probes); 0 when none.
-    http_status: u16,
+    /// In 100 ns; `RTT_NONE` when unknown.
+    rtt: u32,
+    rtt_p99: u32,
     /// The last TLS failure (HTTPS probes): rare, so boxed.
     tls: Option<Box<TlsNote>>,
+    /// Index + 1 into the service table; 0 for none.
+    service: u16,
+    port: u16,
+    sent: u16,
+    ok: u16,
+    /// The last HTTP status seen (HTTP probes); 0 when none.
+    http_status: u16,
+    kind: ProbeKind,
+    state: CellState,
+    failure: Option<Outcome>,
+}
+
+const RTT_NONE: u32 = u32::MAX;
+
+/// A round trip in ms as whole 100 ns (at most ~429 s, far past any timeout).
+fn rtt_code(ms: Option<f64>) -> u32 {
+    match ms {
+        Some(v) if v.is_finite() && v >= 0.0 => {
+            (v * 10_000.0).round().min(f64::from(RTT_NONE - 1)) as u32
+        }
+        _ => RTT_NONE,
+    }
+}
+
+fn rtt_ms(code: u32) -> Option<f64> {
+    (code != RTT_NONE).then(|| f64::from(code) / 10_000.0)
+}
+
+fn count(n: u32) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
 }
 
 impl Cell {
-    fn placeholder(dst: u32, service: u32, t: &PlannedTarget) -> Cell {
+    fn placeholder(dst: u32, service: u16, address: u32, t: &PlannedTarget) -> Cell {
         Cell {
             dst,
+            address,
+            updated: 0,
+            last_failure_at: 0,
+            rtt: RTT_NONE,
+            rtt_p99: RTT_NONE,
+            tls: None,
             service,
             port: t.port,
+            sent: 0,
+            ok: 0,
+            http_status: 0,
             kind: t.kind,
             state: CellState::Unknown,
             failure: None,
-            address: t.address,
-            sent: 0,
-            ok: 0,
-            rtt_ms: f64::NAN,
-            rtt_p99_ms: f64::NAN,
-            updated: 0,
-            last_failure_at: 0,
-            http_status: 0,
-            tls: None,
         }
     }
 
@@ -248,13 +273,17 @@ impl Cell {
         (self.dst, self.port, self.kind)
     }
 
-    fn set_window(&mut self, w: &WindowInput, now: i64) {
-        self.address = w.target.address;
+    fn packed(&self) -> u64 {
+        packed(self.dst, self.port, self.kind)
+    }
+
+    fn set_window(&mut self, w: &WindowInput, address: u32, now: i64) {
+        self.address = address;
         self.state = w.state.into();
-        self.sent = w.sent;
-        self.ok = w.ok.min(w.sent);
-        self.rtt_ms = w.rtt_p50_ms.filter(|v| v.is_finite()).unwrap_or(f64::NAN);
-        self.rtt_p99_ms = w.rtt_p99_ms.filter(|v| v.is_finite()).unwrap_or(f64::NAN);
+        self.sent = count(w.sent);
+        self.ok = count(w.ok.min(w.sent));
+        self.rtt = rtt_code(w.rtt_p50_ms);
+        self.rtt_p99 = rtt_code(w.rtt_p99_ms);
         self.failure = w.last_failure.map(|(o, _)| o).filter(|o| o.is_failure());
         self.last_failure_at = w.last_failure.map_or(0, |(_, at)| at);
         self.http_status = w.last_http_status.unwrap_or(0);
@@ -281,12 +310,9 @@ impl Cell {
     pub fn state(&self) -> CellState {
         self.state
     }
-    pub fn address(&self) -> IpAddr {
-        self.address
-    }
     /// Probes in the window.
     pub fn sent(&self) -> u32 {
-        self.sent
+        u32::from(self.sent)
     }
     /// Share of the window's probes that failed, 0..1 (0 with no probes).
     pub fn loss(&self) -> f64 {
@@ -298,10 +324,10 @@ impl Cell {
     }
     /// Median round trip of the successful probes.
     pub fn rtt_ms(&self) -> Option<f64> {
-        Some(self.rtt_ms).filter(|v| !v.is_nan())
+        rtt_ms(self.rtt)
     }
     pub fn rtt_p99_ms(&self) -> Option<f64> {
-        Some(self.rtt_p99_ms).filter(|v| !v.is_nan())
+        rtt_ms(self.rtt_p99)
     }
     /// The last failure's outcome in the window.
     pub fn failure(&self) -> Option<Outcome> {
@@ -316,12 +342,40 @@ impl Cell {
     }
 }
 
+/// The addresses cells name, each once: a cell holds its index.
+#[derive(Clone, Debug, Default)]
+struct Addresses {
+    list: Vec<IpAddr>,
+    ids: HashMap<IpAddr, u32>,
+}
+
+impl Addresses {
+    fn id(&mut self, a: IpAddr) -> u32 {
+        if let Some(id) = self.ids.get(&a) {
+            return *id;
+        }
+        let id = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(a);
+        self.ids.insert(a, id);
+        id
+    }
+
+    fn get(&self, id: u32) -> IpAddr {
+        self.list
+            .get(id as usize)
+            .copied()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+}
+
 /// A cell with its names resolved.
 #[derive(Clone, Copy, Debug)]
 pub struct CellRef<'a> {
     pub src: &'a str,
     pub dst: &'a str,
     pub service: Option<&'a str>,
+    /// The address the source probed.
+    pub address: IpAddr,
     pub cell: &'a Cell,
 }
 
@@ -329,7 +383,7 @@ pub struct CellRef<'a> {
 /// (destination name, port, kind) — because the views read every cell and
 /// memory order is what keeps a 1M-cell walk fast (the same walk in any
 /// other order waits on memory for nearly every cell). Lookups go through
-/// `index`, sorted by (destination id, port, kind) packed in a u64.
+/// `index`: the cells' positions sorted by (destination id, port, kind).
 ///
 /// Only a change of the row's cells reorders it: a new node does not change
 /// the order of the names already there, and a freed id is reused only after
@@ -337,7 +391,7 @@ pub struct CellRef<'a> {
 #[derive(Clone, Debug, Default)]
 struct Row {
     cells: Vec<Cell>,
-    index: Vec<(u64, u32)>,
+    index: Vec<u32>,
     planned: bool,
 }
 
@@ -375,19 +429,20 @@ impl Row {
     fn reindex(&mut self) {
         self.index.clear();
         self.index
-            .extend(self.cells.iter().enumerate().map(|(i, c)| {
-                (
-                    packed(c.dst, c.port, c.kind),
-                    u32::try_from(i).unwrap_or(u32::MAX),
-                )
-            }));
-        self.index.sort_unstable();
+            .extend((0..self.cells.len()).map(|i| u32::try_from(i).unwrap_or(u32::MAX)));
+        let cells = &self.cells;
+        self.index
+            .sort_unstable_by_key(|&i| cells[i as usize].packed());
+        self.index.shrink_to_fit();
     }
 
     fn find(&self, dst: u32, port: u16, kind: ProbeKind) -> Option<usize> {
         let key = packed(dst, port, kind);
-        let i = self.index.binary_search_by_key(&key, |e| e.0).ok()?;
-        Some(self.index[i].1 as usize)
+        let i = self
+            .index
+            .binary_search_by_key(&key, |&i| self.cells[i as usize].packed())
+            .ok()?;
+        Some(self.index[i] as usize)
     }
 }
 
@@ -400,7 +455,8 @@ pub struct Matrix {
     /// By source id.
     rows: Vec<Row>,
     services: Vec<String>,
-    service_ids: HashMap<String, u32>,
+    service_ids: HashMap<String, u16>,
+    addresses: Addresses,
     stale_after_nanos: i64,
     /// State changes not yet taken (`take_changes`); `None` when not kept.
     journal: Option<Vec<CellChange>>,
@@ -416,6 +472,7 @@ impl Matrix {
             rows: Vec::new(),
             services: Vec::new(),
             service_ids: HashMap::new(),
+            addresses: Addresses::default(),
             stale_after_nanos: 0,
             journal: None,
         };
@@ -449,7 +506,7 @@ impl Matrix {
         id
     }
 
-    fn service_id(&mut self, service: Option<&str>) -> u32 {
+    fn service_id(&mut self, service: Option<&str>) -> u16 {
         let Some(s) = service.filter(|s| !s.is_empty()) else {
             return 0;
         };
@@ -460,7 +517,7 @@ impl Matrix {
             return 0;
         }
         self.services.push(s.to_string());
-        let id = u32::try_from(self.services.len()).unwrap_or(0);
+        let id = u16::try_from(self.services.len()).unwrap_or(0);
         self.service_ids.insert(s.to_string(), id);
         id
     }
@@ -477,18 +534,34 @@ impl Matrix {
                 continue;
             }
             let service = self.service_id(t.service.as_deref());
+            let address = self.addresses.id(t.address);
             let old = &self.rows[s as usize];
             let cell = match old.find(d, t.port, t.kind) {
                 Some(i) => Cell {
                     service,
-                    address: t.address,
+                    address,
                     ..old.cells[i].clone()
                 },
-                None => Cell::placeholder(d, service, t),
+                None => Cell::placeholder(d, service, address, t),
             };
             cells.push(cell);
         }
         self.rows[s as usize] = Row::new(cells, &self.names, true);
+        self.rows[s as usize].cells.shrink_to_fit();
+        if self.addresses.list.len() > 4 * self.names.len() + 1024 {
+            self.compact_addresses();
+        }
+    }
+
+    /// Rebuilds the address table from the addresses cells name: addresses
+    /// of plans and results gone are let go.
+    fn compact_addresses(&mut self) {
+        let old = std::mem::take(&mut self.addresses);
+        for row in &mut self.rows {
+            for c in &mut row.cells {
+                c.address = self.addresses.id(old.get(c.address));
+            }
+        }
     }
 
     /// A batch of `src`'s windows, received at `now` (collector unix nanos).
@@ -504,8 +577,13 @@ impl Matrix {
             let row = &mut self.rows[s as usize];
             match row.find(d, w.target.port, w.target.kind) {
                 Some(i) => {
+                    let mut address = row.cells[i].address;
+                    if self.addresses.get(address) != w.target.address {
+                        address = self.addresses.id(w.target.address);
+                    }
+                    let row = &mut self.rows[s as usize];
                     let old = (row.cells[i].state, row.cells[i].failure);
-                    row.cells[i].set_window(w, now);
+                    row.cells[i].set_window(w, address, now);
                     let cell = row.cells[i].clone();
                     self.note(s, old, &cell, now);
                 }
@@ -515,8 +593,9 @@ impl Matrix {
                 }
                 None => {
                     let service = self.service_id(w.target.service.as_deref());
-                    let mut cell = Cell::placeholder(d, service, &w.target);
-                    cell.set_window(w, now);
+                    let address = self.addresses.id(w.target.address);
+                    let mut cell = Cell::placeholder(d, service, address, &w.target);
+                    cell.set_window(w, address, now);
                     self.note(s, (CellState::Unknown, None), &cell, now);
                     added.push(cell);
                 }
@@ -528,6 +607,9 @@ impl Matrix {
             let mut cells = std::mem::take(&mut self.rows[s as usize].cells);
             cells.append(&mut added);
             self.rows[s as usize] = Row::new(cells, &self.names, false);
+        }
+        if self.addresses.list.len() > 4 * self.names.len() + 1024 {
+            self.compact_addresses();
         }
         stats
     }
@@ -660,6 +742,7 @@ impl Matrix {
                 .checked_sub(1)
                 .and_then(|i| self.services.get(i))
                 .map(String::as_str),
+            address: self.addresses.get(cell.address),
             cell,
         }
     }
@@ -710,6 +793,7 @@ impl Matrix {
             rows,
             services: self.services.clone(),
             service_ids: self.service_ids.clone(),
+            addresses: self.addresses.clone(),
             stale_after_nanos: self.stale_after_nanos,
             journal: None,
         }

@@ -2,7 +2,7 @@
 //! (`keep_changes`, `take_changes`), and the matrix of a past moment
 //! rebuilt from stored changes (`restore`, `restorer`).
 
-use super::{Cell, CellState, Matrix, Outcome, Row};
+use super::{Cell, CellState, Matrix, Outcome, RTT_NONE, Row, count, rtt_code};
 use crate::probe::planner::ProbeKind;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -62,31 +62,32 @@ impl Restorer<'_> {
         self.m.add_node(name)
     }
 
-    pub fn service(&mut self, name: &str) -> u32 {
+    pub fn service(&mut self, name: &str) -> u16 {
         self.m.service_id(Some(name))
     }
 
     /// A cell of `src` (ids from `node`, `service`: 0 for none).
-    pub fn cell(&mut self, src: u32, dst: u32, service: u32, c: RestoredCell) {
+    pub fn cell(&mut self, src: u32, dst: u32, service: u16, c: RestoredCell) {
         if src == dst {
             return;
         }
+        let address = self.m.addresses.id(c.address);
         self.rows.entry(src).or_default().push(Cell {
             dst,
+            address,
+            updated: c.updated,
+            last_failure_at: c.last_failure_at,
+            rtt: rtt_code(c.rtt_ms),
+            rtt_p99: RTT_NONE,
+            tls: None,
             service,
             port: c.port,
+            sent: count(c.sent),
+            ok: count(c.ok.min(c.sent)),
+            http_status: 0,
             kind: c.kind,
             state: c.state,
             failure: c.failure,
-            address: c.address,
-            sent: c.sent,
-            ok: c.ok.min(c.sent),
-            rtt_ms: c.rtt_ms.unwrap_or(f64::NAN),
-            rtt_p99_ms: f64::NAN,
-            updated: c.updated,
-            last_failure_at: c.last_failure_at,
-            http_status: 0,
-            tls: None,
         });
     }
 }
@@ -142,10 +143,10 @@ impl Matrix {
             old: old.0,
             new: c.state,
             failure: c.failure,
-            sent: c.sent,
-            ok: c.ok,
+            sent: c.sent(),
+            ok: u32::from(c.ok),
             rtt_ms: c.rtt_ms(),
-            address: c.address,
+            address: self.addresses.get(c.address),
             last_failure_at: c.last_failure_at,
         };
         if let Some(j) = &mut self.journal {

@@ -118,10 +118,11 @@ impl Matrix {
             buf.extend_from_slice(&json_string(n));
         }
         buf.extend_from_slice(b"],\"cells\":[");
-        // Cells towards one node nearly always name the same address.
-        let mut addresses: Vec<Option<(IpAddr, Vec<u8>)>> = vec![None; self.names.len()];
+        // Each address's text once.
+        let mut addresses: Vec<Option<Vec<u8>>> = vec![None; self.addresses.list.len()];
         // A batch's cells share their `updated` time: 19 digits, written once.
         let mut updated: (i64, Vec<u8>) = (0, b"0".to_vec());
+        let mut scratch = Vec::new();
         let mut first = true;
         let mut result = Ok(());
         self.for_each_sorted(port, |s, c| {
@@ -139,12 +140,18 @@ impl Matrix {
                 let service = (c.service as usize)
                     .checked_sub(1)
                     .and_then(|i| services.get(i));
-                let address = match &mut addresses[c.dst as usize] {
-                    Some((ip, text)) if *ip == c.address => text,
-                    slot => {
+                let ip = self.addresses.get(c.address);
+                let address = match addresses.get_mut(c.address as usize) {
+                    Some(Some(text)) => &*text,
+                    Some(slot) => {
                         let mut text = Vec::with_capacity(40);
-                        write_ip(&mut text, c.address);
-                        &*slot.insert((c.address, text)).1
+                        write_ip(&mut text, ip);
+                        &*slot.insert(text)
+                    }
+                    None => {
+                        scratch.clear();
+                        write_ip(&mut scratch, ip);
+                        &scratch
                     }
                 };
                 if updated.0 != c.updated {

@@ -379,6 +379,16 @@ fn large_rows_stream_in_order() {
     let mut sorted = pairs.clone();
     sorted.sort();
     assert_eq!(pairs, sorted);
-    // 72 bytes of probe state and 8 for the boxed TLS failure.
-    assert_eq!(std::mem::size_of::<Cell>(), 80);
+}
+
+#[test]
+fn a_cell_stays_small_and_its_round_trips_keep_100_ns() {
+    // 10,000 nodes hold millions of cells: the size is part of the design.
+    assert_eq!(std::mem::size_of::<Cell>(), 56);
+    assert_eq!(rtt_ms(rtt_code(Some(0.1234))), Some(0.1234));
+    assert_eq!(rtt_ms(rtt_code(Some(12.5))), Some(12.5));
+    assert_eq!(rtt_ms(rtt_code(None)), None);
+    assert_eq!(rtt_ms(rtt_code(Some(f64::NAN))), None);
+    assert_eq!(rtt_ms(rtt_code(Some(-1.0))), None);
+    assert_eq!(count(70_000), u16::MAX);
 }

@@ -318,7 +318,7 @@ pub fn matrix_of(conn: &Connection, parts: Vec<Vec<PastCell>>) -> rusqlite::Resu
     let names = Names::load(conn)?;
     let mut m = Matrix::new(std::time::Duration::from_secs(10));
     let mut ids: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
-    let mut services: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
+    let mut services: std::collections::HashMap<i64, u16> = std::collections::HashMap::new();
     let mut restore = m.restorer();
     for c in parts.into_iter().flatten() {
         let mut node = |id: i64, restore: &mut crate::probe::Restorer| -> Option<u32> {

@@ -288,7 +288,7 @@ fn summary(m: &Matrix, src: &str, dst: &str, port: u16, kind: ProbeKind) -> Opti
         failure: c.cell.failure().map(|o| o.as_str().to_string()),
         last_failure: c.cell.last_failure_at().unwrap_or(0),
         updated: c.cell.updated(),
-        address: c.cell.address().to_string(),
+        address: c.address.to_string(),
         http_status: c.cell.http_status(),
         tls_error: c.cell.tls().map(|t| TlsView {
             kind: t.kind.as_str().to_string(),
