@@ -111,6 +111,8 @@ pub struct ProbeSettings {
     pub full_mesh_max: usize,
     /// Nodes of each other zone a node probes in a sparse plan.
     pub zone_representatives: usize,
+    /// Sources that probe every node at least, in a sparse plan.
+    pub min_probers: usize,
     pub services: Vec<ServiceConfig>,
     pub names: Vec<FleetName>,
 }
@@ -127,6 +129,7 @@ struct File {
     max_probes_per_second: Option<u32>,
     full_mesh_max: Option<usize>,
     zone_representatives: Option<usize>,
+    min_probers: Option<usize>,
     metrics_pair_cap: Option<usize>,
     #[serde(default)]
     services: Vec<ServiceConfig>,
@@ -278,6 +281,7 @@ impl Default for ProbeSettings {
             max_probes_per_second: 10_000,
             full_mesh_max: 50,
             zone_representatives: 3,
+            min_probers: 3,
             services: Vec::new(),
             names: Vec::new(),
         }
@@ -382,6 +386,7 @@ fn probe_settings(flags: &Flags, file: &File) -> Result<ProbeSettings, ConfigErr
         max_probes_per_second,
         full_mesh_max: flags.full_mesh_max.or(file.full_mesh_max).unwrap_or(50),
         zone_representatives: file.zone_representatives.unwrap_or(3),
+        min_probers: file.min_probers.unwrap_or(3),
         services,
     })
 }

@@ -2,6 +2,7 @@
 //! matrix keeps what they report. Both are pure (no I/O, no clock): the state
 //! task owns them and feeds them the fleet, the results and the time.
 
+pub mod incremental;
 pub mod matrix;
 pub mod planner;
 pub mod tls;
@@ -18,6 +19,7 @@ pub struct ResolvedName {
     pub resolved_unix_nanos: i64,
 }
 
+pub use incremental::{Planner, Update};
 pub use matrix::{
     ApplyStats, Cell, CellChange, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome,
     RestoredCell, Restorer, StateChange, TargetState, WindowInput,

@@ -87,6 +87,10 @@ pub struct PlannerConfig {
     pub full_mesh_max: usize,
     /// Nodes of each other zone a node probes in a sparse plan.
     pub representatives: usize,
+    /// In a sparse plan, every node is probed by at least this many
+    /// sources (when the fleet has that many others): a node the zone
+    /// choices leave short gets extra probers.
+    pub min_probers: usize,
     pub learn_listener_ports: bool,
     pub max_learned_ports_per_peer: usize,
     pub max_targets_per_node: usize,
@@ -117,6 +121,7 @@ impl Default for PlannerConfig {
             services: Vec::new(),
             full_mesh_max: 50,
             representatives: 3,
+            min_probers: 3,
             learn_listener_ports: true,
             max_learned_ports_per_peer: 32,
             max_targets_per_node: 1024,
@@ -260,138 +265,29 @@ pub fn target_id(node: &str, address: IpAddr, port: u16, kind: ProbeKind) -> u64
     h.max(1)
 }
 
+/// Every connected source's plan for `fleet`, by source name. The state
+/// task keeps a `Planner` instead, which recomputes only the plans a change
+/// touches; the result is the same.
 pub fn plan(fleet: &[NodeInput], cfg: &PlannerConfig) -> BTreeMap<String, NodePlan> {
-    // By name, first of a duplicated name wins: the result must not depend on
-    // the caller's order.
-    let mut nodes: Vec<&NodeInput> = fleet.iter().collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    nodes.dedup_by(|a, b| a.name == b.name);
-
-    let name_hash: Vec<u64> = nodes
-        .iter()
-        .map(|n| StableHash::new().str(&n.name).finish())
-        .collect();
-    let sparse = nodes.len() > cfg.full_mesh_max;
-    // Zone → indices into `nodes` of its probeable members.
-    let mut zones: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (i, n) in nodes.iter().enumerate() {
-        if !n.addresses.is_empty() {
-            zones.entry(zone_of(n)).or_default().push(i);
-        }
-    }
-    let declared_ports: HashSet<u16> = cfg.services.iter().map(|s| s.port).collect();
-    // A peer's targets are the same whoever probes it.
-    let per_peer: Vec<Vec<(u8, PlannedTarget)>> = nodes
-        .iter()
-        .map(|n| {
-            let mut v = Vec::new();
-            peer_targets(n, cfg, &declared_ports, &mut v);
-            v
-        })
-        .collect();
-
-    let mut names = cfg.names.clone();
-    names.sort();
-    names.dedup();
-    let mut plans = BTreeMap::new();
-    for (s, source) in nodes.iter().enumerate() {
-        if !source.connected {
-            continue;
-        }
-        let peers = if sparse {
-            sparse_peers(s, zone_of(source), &zones, &name_hash, cfg)
-        } else {
-            zones
-                .values()
-                .flatten()
-                .copied()
-                .filter(|&p| p != s)
-                .collect()
-        };
-        let mut tiered: Vec<(u8, PlannedTarget)> = Vec::new();
-        for p in peers {
-            tiered.extend(per_peer[p].iter().cloned());
-        }
-        // Stable: within a tier, peers keep their (name) order.
-        tiered.sort_by_key(|(tier, _)| *tier);
-        tiered.truncate(cfg.max_targets_per_node);
-        let mut targets: Vec<PlannedTarget> = tiered.into_iter().map(|(_, t)| t).collect();
-        targets.sort_by(|a, b| (&a.node, a.port, a.kind).cmp(&(&b.node, b.port, b.kind)));
-        let mut fleet_addresses: Vec<IpAddr> = targets.iter().map(|t| t.address).collect();
-        fleet_addresses.sort_unstable();
-        fleet_addresses.dedup();
-        let mut plan = NodePlan {
-            targets,
-            fleet_addresses,
-            interval: cfg.interval,
-            timeout: cfg.timeout,
-            window: cfg.window,
-            max_probes_per_second: cfg.max_probes_per_second,
-            names: names
-                .iter()
-                .filter(|n| n.node != source.name)
-                .cloned()
-                .collect(),
-            tls_cas: Vec::new(),
-            digest: 0,
-        };
-        if plan.targets.iter().any(|t| t.tls_ca != 0) {
-            plan.tls_cas.clone_from(&cfg.tls_cas);
-        }
-        plan.digest = digest(&plan);
-        plans.insert(source.name.clone(), plan);
-    }
-    plans
+    let mut p = super::Planner::default();
+    p.update(fleet, cfg)
+        .changed
+        .into_iter()
+        .map(|(name, plan)| (name.to_string(), plan))
+        .collect()
 }
 
-fn zone_of(n: &NodeInput) -> &str {
+pub(super) fn zone_of(n: &NodeInput) -> &str {
     n.zone.as_deref().unwrap_or("")
 }
 
 /// Rendezvous weight of `candidate` for `source`.
-fn weight(source: u64, candidate: u64) -> u64 {
+pub(super) fn weight(source: u64, candidate: u64) -> u64 {
     super::mix(source.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ candidate)
 }
 
-/// The `k` members of `zone` (other than `source`) with the highest weight
-/// for `source`, in index order.
-fn top_k(source: usize, zone: &[usize], k: usize, name_hash: &[u64]) -> Vec<usize> {
-    let mut scored: Vec<(u64, usize)> = zone
-        .iter()
-        .filter(|&&c| c != source)
-        .map(|&c| (weight(name_hash[source], name_hash[c]), c))
-        .collect();
-    if scored.len() > k {
-        scored.select_nth_unstable_by(k, |a, b| b.cmp(a));
-        scored.truncate(k);
-    }
-    let mut chosen: Vec<usize> = scored.into_iter().map(|(_, c)| c).collect();
-    chosen.sort_unstable();
-    chosen
-}
-
-fn sparse_peers(
-    source: usize,
-    own_zone: &str,
-    zones: &BTreeMap<&str, Vec<usize>>,
-    name_hash: &[u64],
-    cfg: &PlannerConfig,
-) -> Vec<usize> {
-    let mut peers = Vec::new();
-    for (zone, members) in zones {
-        let k = if *zone == own_zone {
-            cfg.full_mesh_max
-        } else {
-            cfg.representatives
-        };
-        peers.extend(top_k(source, members, k, name_hash));
-    }
-    peers.sort_unstable();
-    peers
-}
-
 /// The peer's targets, each tagged with its priority tier (0 first).
-fn peer_targets(
+pub(super) fn peer_targets(
     peer: &NodeInput,
     cfg: &PlannerConfig,
     declared_ports: &HashSet<u16>,
@@ -510,7 +406,7 @@ fn listener_address(peer: &NodeInput, bound: IpAddr, scope: BindScope) -> Option
     }
 }
 
-fn digest(plan: &NodePlan) -> u64 {
+pub(super) fn digest(plan: &NodePlan) -> u64 {
     let mut h = StableHash::new()
         .u64(u64::try_from(plan.interval.as_nanos()).unwrap_or(u64::MAX))
         .u64(u64::try_from(plan.timeout.as_nanos()).unwrap_or(u64::MAX))

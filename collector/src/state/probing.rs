@@ -7,8 +7,8 @@ use crate::config::ProbeSettings;
 use crate::encode;
 use crate::model::Protocol;
 use crate::probe::{
-    Matrix, NodeInput, PlannerConfig, Service, ServiceKind, ServiceTls, StateChange, WindowInput,
-    plan,
+    Matrix, NodeInput, Planner, PlannerConfig, Service, ServiceKind, ServiceTls, StateChange,
+    WindowInput,
 };
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -59,6 +59,7 @@ pub fn planner_config(s: &ProbeSettings) -> PlannerConfig {
         max_probes_per_second: s.max_probes_per_second,
         full_mesh_max: s.full_mesh_max,
         representatives: s.zone_representatives,
+        min_probers: s.min_probers,
         services,
         names: s.names.clone(),
         tls_cas,
@@ -127,6 +128,8 @@ struct Pending {
 pub struct Probing {
     pub matrix: Matrix,
     config: PlannerConfig,
+    /// Every connected source's plan, recomputed where the fleet changed.
+    planner: Planner,
     /// Set when the fleet changed in a way that may change plans.
     dirty: bool,
     /// Per node with a stream: the plan version and digest last sent.
@@ -145,6 +148,7 @@ impl Probing {
         Probing {
             matrix: Matrix::new(settings.interval),
             config: planner_config(settings),
+            planner: Planner::default(),
             dirty: true,
             sent: HashMap::new(),
             fleet: BTreeSet::new(),
@@ -207,7 +211,30 @@ impl Probing {
         self.dirty = false;
         let inputs: Vec<NodeInput> = nodes.values().map(node_input).collect();
         self.send_addresses(nodes, &inputs);
-        let plans = plan(&inputs, &self.config);
+        let started = std::time::Instant::now();
+        let update = self.planner.update(&inputs, &self.config);
+        tracing::debug!(
+            computed = update.computed,
+            changed = update.changed.len(),
+            whole = update.whole,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "planned"
+        );
+        let mut plans: BTreeMap<String, crate::probe::NodePlan> = update
+            .changed
+            .into_iter()
+            .map(|(name, plan)| (name.to_string(), plan))
+            .collect();
+        // Agents whose stream began since their plan last changed.
+        for (name, node) in nodes {
+            if node.stream.is_some()
+                && !plans.contains_key(name)
+                && self.sent.get(name).map(|(_, d)| *d) != self.planner.digest(name)
+                && let Some(p) = self.planner.plan(name)
+            {
+                plans.insert(name.clone(), p);
+            }
+        }
         for (name, p) in &plans {
             let Some(stream) = nodes.get(name).and_then(|n| n.stream.as_ref()) else {
                 continue;
