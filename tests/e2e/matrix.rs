@@ -509,10 +509,12 @@ fn a_sparse_plan_still_lets_test_port_reach_every_member() {
         return;
     }
     // node-0 alone in zone a; node-1..3 in zone b. With one representative
-    // per other zone, node-0 probes one of zone b's three nodes.
+    // per other zone (and no extra probers for coverage), node-0 probes one
+    // of zone b's three nodes.
     let mut fleet = Fleet::new("sparse", 4);
     let config = fleet.dir().join("collector.toml");
-    std::fs::write(&config, "zone_representatives = 1\n").expect("write collector.toml");
+    std::fs::write(&config, "zone_representatives = 1\nmin_probers = 0\n")
+        .expect("write collector.toml");
     let config = config.to_str().expect("UTF-8 path").to_string();
     fleet.start_collector_with(&["--config", &config, "--full-mesh-max", "1"]);
     for i in 0..4 {
@@ -553,4 +555,39 @@ fn a_sparse_plan_still_lets_test_port_reach_every_member() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn every_node_of_a_sparse_fleet_is_probed_by_min_probers_others() {
+    if !require_root() {
+        return;
+    }
+    // Five nodes, each its own zone, no representatives: the zone choices
+    // alone would leave every node unprobed. min_probers = 2 gives each
+    // exactly two probers, not a full mesh.
+    let mut fleet = Fleet::new("cover", 5);
+    let config = fleet.dir().join("collector.toml");
+    std::fs::write(&config, "zone_representatives = 0\nmin_probers = 2\n")
+        .expect("write collector.toml");
+    let config = config.to_str().expect("UTF-8 path").to_string();
+    fleet.start_collector_with(&["--config", &config, "--full-mesh-max", "1"]);
+    for i in 0..5 {
+        fleet.start_agent_with(i, &["--label", &format!("zone=z{i}")]);
+    }
+    let m = wait_matrix(
+        &fleet,
+        Duration::from_secs(30),
+        "every node probed, ok, by two others",
+        |m| {
+            let tcp = mesh(m, "tcp");
+            (0..5).all(|i| {
+                let dst = format!("node-{i}");
+                tcp.iter()
+                    .filter(|c| c["dst"] == dst.as_str() && c["state"] == "ok")
+                    .count()
+                    == 2
+            })
+        },
+    );
+    assert_eq!(mesh(&m, "tcp").len(), 10, "{}", show(&mesh(&m, "tcp")));
 }

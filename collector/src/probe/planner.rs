@@ -28,6 +28,11 @@
 //! than `max_targets_per_node` targets (probe ports first, then ICMP, then
 //! services, then learned ports, so a cap drops the least useful).
 //!
+//! Zone choices can leave a node with few probers (a zone larger than
+//! `full_mesh_max`, no representatives): every node gets at least
+//! `min_probers` of them, the extra ones from a hash ring of the sources
+//! (`incremental.rs`, which also keeps the plans between passes).
+//!
 //! Disconnected nodes are still probed (the host may be up while its agent is
 //! down); a disconnected source gets no plan. Nodes without an address cannot
 //! be probed and are not peers.
