@@ -303,6 +303,9 @@ struct MatrixQuery {
     zone: Option<String>,
     src: Option<String>,
     dst: Option<String>,
+    /// Only cells from / to the nodes of this zone (a zone pair drilled down).
+    src_zone: Option<String>,
+    dst_zone: Option<String>,
     /// Only cells in this state.
     state: Option<String>,
     /// "zones": the zone grid, and only the cells that are not ok.
@@ -357,6 +360,8 @@ async fn matrix(State(st): State<HttpState>, Query(q): Query<MatrixQuery>) -> Re
         zone: q.zone,
         src: q.src.filter(|s| !s.is_empty()),
         dst: q.dst.filter(|s| !s.is_empty()),
+        src_zone: q.src_zone,
+        dst_zone: q.dst_zone,
         state,
     };
     if sel.is_narrowed() || by_zone {

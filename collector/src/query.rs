@@ -334,6 +334,8 @@ impl pb::query_server::Query for Query {
             zone: some(r.zone),
             src: some(r.src),
             dst: some(r.dst),
+            src_zone: some(r.src_zone),
+            dst_zone: some(r.dst_zone),
             state,
         };
         if !sel.is_narrowed() && !r.by_zone {

@@ -29,6 +29,9 @@ pub struct Selection {
     pub zone: Option<String>,
     pub src: Option<String>,
     pub dst: Option<String>,
+    /// Cells from a node of this zone / to a node of this zone.
+    pub src_zone: Option<String>,
+    pub dst_zone: Option<String>,
     pub state: Option<CellState>,
 }
 
@@ -73,7 +76,12 @@ impl Selection {
 
     /// Narrower than the port alone.
     pub fn is_narrowed(&self) -> bool {
-        self.zone.is_some() || self.src.is_some() || self.dst.is_some() || self.state.is_some()
+        self.zone.is_some()
+            || self.src.is_some()
+            || self.dst.is_some()
+            || self.src_zone.is_some()
+            || self.dst_zone.is_some()
+            || self.state.is_some()
     }
 
     pub fn keeps(&self, c: &CellRef<'_>, zones: &Zones) -> bool {
@@ -85,6 +93,14 @@ impl Selection {
                 .zone
                 .as_deref()
                 .is_none_or(|z| zones.zone(c.src) == z || zones.zone(c.dst) == z)
+            && self
+                .src_zone
+                .as_deref()
+                .is_none_or(|z| zones.zone(c.src) == z)
+            && self
+                .dst_zone
+                .as_deref()
+                .is_none_or(|z| zones.zone(c.dst) == z)
     }
 
     /// The kept cells, sorted by (src, dst, port, kind).
@@ -316,6 +332,24 @@ mod tests {
             ..Selection::default()
         });
         assert_eq!(none, [("c-1".to_string(), "a-2".to_string())]);
+        // One zone pair, one way: from zone a to zone b only.
+        let a_to_b = pick(Selection {
+            src_zone: Some("a".into()),
+            dst_zone: Some("b".into()),
+            ..Selection::default()
+        });
+        assert_eq!(
+            a_to_b,
+            [
+                ("a-1".to_string(), "b-1".to_string()),
+                ("a-2".to_string(), "b-1".to_string())
+            ]
+        );
+        let into_b = pick(Selection {
+            dst_zone: Some("b".into()),
+            ..Selection::default()
+        });
+        assert!(into_b.iter().all(|(_, d)| d == "b-1") && into_b.len() == 3);
         assert!(Selection::state_named("broken").is_err());
         assert_eq!(Selection::state_named("failing"), Ok(CellState::Failing));
         assert!(!Selection::default().is_narrowed());

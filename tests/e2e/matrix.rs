@@ -484,6 +484,32 @@ fn the_zone_view_and_the_filters_narrow_a_fleet_down_to_its_failing_cells() {
     .expect("matrix --src --zone");
     assert_eq!(pairs(&v), [failing[1].clone()], "{v:#}");
     assert_eq!(v["nodes"], serde_json::json!(["node-1", "node-2"]), "{v:#}");
+    // One pair of the zone view, node by node: a to b is node-0 and node-1
+    // to node-2, both failing; b to a is ok.
+    let v = json(&[
+        "matrix",
+        "--src-zone",
+        "a",
+        "--dst-zone",
+        "b",
+        "--port",
+        "7442",
+        "--format",
+        "json",
+    ])
+    .expect("matrix --src-zone --dst-zone");
+    assert_eq!(pairs(&v), failing, "{v:#}");
+    let out = fleet.http_get("/api/v1/matrix?src_zone=b&dst_zone=a&port=7442");
+    let api: Value = serde_json::from_slice(&out.stdout).expect("matrix JSON");
+    let back = pairs(&api);
+    assert_eq!(
+        back,
+        [
+            ("node-2".to_string(), "node-0".to_string()),
+            ("node-2".to_string(), "node-1".to_string())
+        ],
+        "{api}"
+    );
 
     // The same filters over HTTP.
     let out = fleet.http_get("/api/v1/matrix?zone=b&state=failing&port=7442");

@@ -24,6 +24,8 @@ pub struct Sim {
     /// Host events (kernel link messages) this agent sends a second, beside
     /// its probe results; 0 for none.
     pub events_per_second: f64,
+    /// Its `zone` label.
+    pub zone: Option<String>,
 }
 
 pub async fn run(sim: Sim, shared: Arc<Shared>, cancel: CancellationToken) {
@@ -57,7 +59,11 @@ fn hello(sim: &Sim) -> Body {
         version: "loadgen".into(),
         instance_id: rand::random(),
         heartbeat_interval_ms: u32::try_from(sim.heartbeat.as_millis()).unwrap_or(5000),
-        labels: Default::default(),
+        labels: sim
+            .zone
+            .iter()
+            .map(|z| ("zone".to_string(), z.clone()))
+            .collect(),
         config_json: String::new(),
     })
 }

@@ -93,9 +93,11 @@ pub fn spawn_collector(args: &Args, bin: &PathBuf, grpc: SocketAddr) -> anyhow::
         dir.join("data").into(),
         "--probe-interval".into(),
         args.probe_interval.to_string().into(),
-        "--full-mesh-max".into(),
-        args.agents.max(1).to_string().into(),
     ];
+    if args.zones == 0 {
+        command.push("--full-mesh-max".into());
+        command.push(args.agents.max(1).to_string().into());
+    }
     if args.insecure {
         command.push("--insecure".into());
     }

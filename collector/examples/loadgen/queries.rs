@@ -243,6 +243,10 @@ pub struct Rounds {
     pub full: Series,
     pub detail: Series,
     pub port: Series,
+    /// `?view=zones`: the zone × zone grid.
+    pub zones: Series,
+    /// `?state=failing`: the failing cells only.
+    pub failing: Series,
     pub metrics: Series,
     /// `reachmap why` over HTTP, for pairs spread over the fleet.
     pub why: Series,
@@ -325,6 +329,12 @@ pub fn query_rounds(
         }));
         r.port.add(measured(pid, || {
             http_get(addr, "/api/v1/matrix?port=7442", buf, 200)
+        }));
+        r.zones.add(measured(pid, || {
+            http_get(addr, "/api/v1/matrix?view=zones", buf, 200)
+        }));
+        r.failing.add(measured(pid, || {
+            http_get(addr, "/api/v1/matrix?state=failing", buf, 200)
         }));
         r.metrics
             .add(measured(pid, || http_get(addr, "/metrics", buf, 200)));

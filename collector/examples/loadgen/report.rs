@@ -184,6 +184,12 @@ pub fn print(run: Run) {
     rounds
         .port
         .print("GET /api/v1/matrix?port=7442", true, share);
+    rounds
+        .zones
+        .print("GET /api/v1/matrix?view=zones (zone grid)", true, share);
+    rounds
+        .failing
+        .print("GET /api/v1/matrix?state=failing", true, share);
     rounds.metrics.print("GET /metrics", true, share);
     rounds
         .why
@@ -215,6 +221,8 @@ pub fn print(run: Run) {
         ("every cell", &rounds.full),
         ("?detail=full", &rounds.detail),
         ("?port=7442", &rounds.port),
+        ("?view=zones", &rounds.zones),
+        ("?state=failing", &rounds.failing),
         ("/metrics", &rounds.metrics),
         ("/api/v1/findings", &rounds.findings),
     ] {
@@ -282,6 +290,15 @@ pub fn print(run: Run) {
     row("after ingest only", &ingest_end.0);
     row("after the queries", &query_end.0);
     row("end", &end.0);
+    if let (Some(idle), Some(converged), Some(ingested)) = (idle.0, converged.0, ingest_end.0) {
+        let cells = sum_t.max(1) as f64;
+        println!(
+            "  per cell: {:.0} bytes of RSS after ingest ({:.0} above idle), {:.0} at convergence",
+            ingested.rss_kib as f64 * 1024.0 / cells,
+            ingested.rss_kib.saturating_sub(idle.rss_kib) as f64 * 1024.0 / cells,
+            converged.rss_kib.saturating_sub(idle.rss_kib) as f64 * 1024.0 / cells,
+        );
+    }
     if let (Some(a), Some(b)) = (idle.0, end.0) {
         println!(
             "  collector CPU over the whole run: {:.1} s",

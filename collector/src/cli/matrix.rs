@@ -44,6 +44,12 @@ pub struct MatrixArgs {
     /// Only cells to this node
     #[arg(long, value_name = "NODE")]
     pub dst: Option<String>,
+    /// Only cells from the nodes of this zone (with --dst-zone: one pair of the zone view, node by node)
+    #[arg(long, value_name = "ZONE")]
+    pub src_zone: Option<String>,
+    /// Only cells to the nodes of this zone
+    #[arg(long, value_name = "ZONE")]
+    pub dst_zone: Option<String>,
     /// Only cells in this state, listed one a line: ok, degraded, failing, unknown
     #[arg(long, value_name = "STATE", value_parser = parse_state)]
     pub state: Option<crate::probe::CellState>,
@@ -70,16 +76,25 @@ pub async fn run(
         zone,
         src,
         dst,
+        src_zone,
+        dst_zone,
         state,
     } = args;
     let at = moment(at.as_deref(), now)?;
-    let narrowed = zone.is_some() || src.is_some() || dst.is_some() || state.is_some();
+    let narrowed = zone.is_some()
+        || src.is_some()
+        || dst.is_some()
+        || src_zone.is_some()
+        || dst_zone.is_some()
+        || state.is_some();
     let ask = |by_zone| pb::MatrixRequest {
         port: port.map(u32::from).unwrap_or(0),
         at_unix_nanos: at,
         zone: zone.clone().unwrap_or_default(),
         src: src.clone().unwrap_or_default(),
         dst: dst.clone().unwrap_or_default(),
+        src_zone: src_zone.clone().unwrap_or_default(),
+        dst_zone: dst_zone.clone().unwrap_or_default(),
         state: state.map_or(0, crate::encode::cell_state),
         by_zone,
     };

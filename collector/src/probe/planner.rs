@@ -217,9 +217,14 @@ pub struct PlannedTarget {
 
 impl PlannedTarget {
     pub fn new(node: &str, address: IpAddr, port: u16, kind: ProbeKind) -> PlannedTarget {
+        PlannedTarget::owned(node.to_string(), address, port, kind)
+    }
+
+    /// `new` taking the name it keeps.
+    pub fn owned(node: String, address: IpAddr, port: u16, kind: ProbeKind) -> PlannedTarget {
         PlannedTarget {
-            id: target_id(node, address, port, kind),
-            node: node.to_string(),
+            id: target_id(&node, address, port, kind),
+            node,
             address,
             port,
             kind,

@@ -52,32 +52,84 @@ fn port(field: &str, p: u32) -> Result<u16, ProtocolError> {
     u16::try_from(p).map_err(|_| err(field, format!("port {p} is over 65535")))
 }
 
-pub fn target(field: &str, t: &Option<pb::ProbeTarget>) -> Result<PlannedTarget, ProtocolError> {
+/// Where a window or target sits in its message, spelled out only when a
+/// value is wrong: a valid batch is checked without building a field name
+/// (one allocation a window is left: the owned node name).
+#[derive(Clone, Copy)]
+struct Loc<'a> {
+    base: &'a str,
+    index: Option<usize>,
+}
+
+impl Loc<'_> {
+    fn field(&self, leaf: &str) -> String {
+        match self.index {
+            Some(i) => format!("{}[{i}].{leaf}", self.base),
+            None => format!("{}.{leaf}", self.base),
+        }
+    }
+
+    /// Re-homes an error of a helper given the leaf's name as its field.
+    fn at(&self, e: ProtocolError) -> ProtocolError {
+        ProtocolError {
+            field: self.field(&e.field),
+            problem: e.problem,
+        }
+    }
+}
+
+/// `value`, checked as `text` checks it, without a copy.
+fn checked<'v>(leaf: &str, value: &'v str, max: usize) -> Result<&'v str, ProtocolError> {
+    if value.len() > max {
+        return Err(err(
+            leaf,
+            format!("{} bytes long (at most {max})", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(err(leaf, "contains control characters"));
+    }
+    Ok(value)
+}
+
+fn optional(leaf: &str, value: &str) -> Result<Option<String>, ProtocolError> {
+    let v = checked(leaf, value, 256)?;
+    Ok((!v.is_empty()).then(|| v.to_string()))
+}
+
+/// The target at `loc`, in its field `prefix` ("target.").
+fn target_at(
+    loc: Loc,
+    prefix: &str,
+    t: &Option<pb::ProbeTarget>,
+) -> Result<PlannedTarget, ProtocolError> {
+    let leaf = |name: &str| format!("{prefix}{name}");
     let Some(t) = t else {
-        return Err(err(field, "missing"));
+        return Err(loc.at(err(prefix.trim_end_matches('.'), "missing")));
     };
-    let node = text(&format!("{field}.node"), &t.node, 64)?;
-    reachmap_proto::check_node_name(&node).map_err(|p| err(format!("{field}.node"), p))?;
-    let mut planned = PlannedTarget::new(
-        &node,
-        ip(&format!("{field}.address"), &t.address)?,
-        port(&format!("{field}.port"), t.port)?,
-        kind(&format!("{field}.kind"), t.kind)?,
-    );
-    let optional = |f: &str, s: &str| -> Result<Option<String>, ProtocolError> {
-        let v = text(f, s, 256)?;
-        Ok((!v.is_empty()).then_some(v))
-    };
-    planned.service = optional(&format!("{field}.service"), &t.service)?;
-    planned.http_path = optional(&format!("{field}.http_path"), &t.http_path)?;
+    let node = checked("", &t.node, 64).map_err(|e| loc.at(err(leaf("node"), e.problem)))?;
+    reachmap_proto::check_node_name(node).map_err(|p| loc.at(err(leaf("node"), p)))?;
+    let address = t.address.parse().map_err(|_| {
+        loc.at(err(
+            leaf("address"),
+            format!("{:?} is not an IP address", super::truncate(&t.address)),
+        ))
+    })?;
+    let port = port("", t.port).map_err(|e| loc.at(err(leaf("port"), e.problem)))?;
+    let kind = kind("", t.kind).map_err(|e| loc.at(err(leaf("kind"), e.problem)))?;
+    let mut planned = PlannedTarget::owned(node.to_string(), address, port, kind);
+    planned.service =
+        optional("", &t.service).map_err(|e| loc.at(err(leaf("service"), e.problem)))?;
+    planned.http_path =
+        optional("", &t.http_path).map_err(|e| loc.at(err(leaf("http_path"), e.problem)))?;
     planned.expect_status = match t.expect_status {
         0 => None,
         s @ 100..=599 => Some(s as u16),
         s => {
-            return Err(err(
-                format!("{field}.expect_status"),
+            return Err(loc.at(err(
+                leaf("expect_status"),
                 format!("{s} is not an HTTP status"),
-            ));
+            )));
         }
     };
     Ok(planned)
@@ -93,6 +145,16 @@ fn ms(field: &str, v: Option<f64>) -> Result<Option<f64>, ProtocolError> {
 }
 
 pub fn window(field: &str, w: &pb::TargetWindow) -> Result<WindowInput, ProtocolError> {
+    window_at(
+        Loc {
+            base: field,
+            index: None,
+        },
+        w,
+    )
+}
+
+fn window_at(loc: Loc, w: &pb::TargetWindow) -> Result<WindowInput, ProtocolError> {
     let failures = FailureCounts {
         refused: w.refused,
         timeout: w.timeout,
@@ -104,33 +166,34 @@ pub fn window(field: &str, w: &pb::TargetWindow) -> Result<WindowInput, Protocol
         tls_error: w.tls_error,
     };
     if u64::from(w.ok) + failures.total() > u64::from(w.sent) {
-        return Err(err(
-            format!("{field}.sent"),
+        return Err(loc.at(err(
+            "sent",
             format!(
                 "{} probes sent but {} results counted",
                 w.sent,
                 u64::from(w.ok) + failures.total()
             ),
-        ));
+        )));
     }
-    let last_failure = outcome(&format!("{field}.last_failure"), w.last_failure)?
+    let last_failure = outcome("last_failure", w.last_failure)
+        .map_err(|e| loc.at(e))?
         .filter(|o| o.is_failure())
         .map(|o| (o, w.last_failure_unix_nanos));
     Ok(WindowInput {
-        target: target(&format!("{field}.target"), &w.target)?,
+        target: target_at(loc, "target.", &w.target)?,
         sent: w.sent,
         ok: w.ok,
         failures,
-        rtt_p50_ms: ms(&format!("{field}.rtt_p50_ms"), w.rtt_p50_ms)?,
-        rtt_p99_ms: ms(&format!("{field}.rtt_p99_ms"), w.rtt_p99_ms)?,
-        last_outcome: outcome(&format!("{field}.last_outcome"), w.last_outcome)?,
+        rtt_p50_ms: ms("rtt_p50_ms", w.rtt_p50_ms).map_err(|e| loc.at(e))?,
+        rtt_p99_ms: ms("rtt_p99_ms", w.rtt_p99_ms).map_err(|e| loc.at(e))?,
+        last_outcome: outcome("last_outcome", w.last_outcome).map_err(|e| loc.at(e))?,
         last_failure,
-        state: state(&format!("{field}.state"), w.state)?,
+        state: state("state", w.state).map_err(|e| loc.at(e))?,
         last_http_status: u16::try_from(w.last_http_status)
             .ok()
             .filter(|s| (100..=999).contains(s)),
         last_tls_error: match &w.last_tls_error {
-            Some(t) => Some(tls_note(&format!("{field}.last_tls_error"), t)?),
+            Some(t) => Some(tls_note(&loc.field("last_tls_error"), t)?),
             None => None,
         },
     })
@@ -169,7 +232,15 @@ pub fn results(r: &pb::ProbeResults) -> Result<Vec<WindowInput>, ProtocolError> 
     r.windows
         .iter()
         .enumerate()
-        .map(|(n, w)| window(&format!("probe_results.windows[{n}]"), w))
+        .map(|(n, w)| {
+            window_at(
+                Loc {
+                    base: "probe_results.windows",
+                    index: Some(n),
+                },
+                w,
+            )
+        })
         .collect()
 }
 
@@ -234,7 +305,14 @@ pub fn state_change(c: &pb::ProbeStateChanged) -> Result<StateChange, ProtocolEr
     let f = "event.probe_state_changed";
     let new = state(&format!("{f}.new_state"), c.new_state)?;
     Ok(StateChange {
-        target: target(&format!("{f}.target"), &c.target)?,
+        target: target_at(
+            Loc {
+                base: f,
+                index: None,
+            },
+            "target.",
+            &c.target,
+        )?,
         // Unspecified: the target's first result, it had no state before.
         old: if c.old_state == pb::TargetState::Unspecified as i32 {
             new
@@ -256,4 +334,108 @@ pub fn command_result(r: &pb::CommandResult) -> Result<(), ProtocolError> {
         ));
     }
     ms("command_result.rtt_ms", Some(r.rtt_ms)).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> pb::TargetWindow {
+        pb::TargetWindow {
+            target: Some(pb::ProbeTarget {
+                node: "node-7".into(),
+                address: "198.18.0.7".into(),
+                port: 7442,
+                kind: pb::ProbeKind::Tcp as i32,
+                ..Default::default()
+            }),
+            sent: 10,
+            ok: 9,
+            timeout: 1,
+            state: pb::TargetState::Degraded as i32,
+            last_failure: pb::ProbeOutcome::Timeout as i32,
+            last_failure_unix_nanos: 5,
+            rtt_p50_ms: Some(0.25),
+            ..Default::default()
+        }
+    }
+
+    fn field_of(w: pb::TargetWindow) -> String {
+        let batch = pb::ProbeResults {
+            windows: vec![good(), w],
+            ..Default::default()
+        };
+        results(&batch).expect_err("rejected").to_string()
+    }
+
+    #[test]
+    fn a_valid_window_converts_whole() {
+        let w = window("w", &good()).expect("valid");
+        assert_eq!(w.target.node, "node-7");
+        assert_eq!(w.target.port, 7442);
+        assert_eq!(w.last_failure, Some((Outcome::Timeout, 5)));
+        assert_eq!(w.state, TargetState::Degraded);
+        assert_eq!(
+            w.target.id,
+            PlannedTarget::new("node-7", w.target.address, 7442, ProbeKind::Tcp).id
+        );
+    }
+
+    #[test]
+    fn a_bad_value_names_its_window_and_field() {
+        let mut w = good();
+        if let Some(t) = &mut w.target {
+            t.node = "bad name".into();
+        }
+        assert!(
+            field_of(w).starts_with("probe_results.windows[1].target.node: "),
+            "node"
+        );
+        let mut w = good();
+        if let Some(t) = &mut w.target {
+            t.address = "nope".into();
+        }
+        assert_eq!(
+            field_of(w),
+            "probe_results.windows[1].target.address: \"nope\" is not an IP address"
+        );
+        let mut w = good();
+        if let Some(t) = &mut w.target {
+            t.port = 70_000;
+        }
+        assert_eq!(
+            field_of(w),
+            "probe_results.windows[1].target.port: port 70000 is over 65535"
+        );
+        let mut w = good();
+        w.target = None;
+        assert_eq!(field_of(w), "probe_results.windows[1].target: missing");
+        let mut w = good();
+        w.rtt_p99_ms = Some(f64::NAN);
+        assert_eq!(
+            field_of(w),
+            "probe_results.windows[1].rtt_p99_ms: NaN is not a duration in ms"
+        );
+        let mut w = good();
+        w.ok = 10;
+        assert_eq!(
+            field_of(w),
+            "probe_results.windows[1].sent: 10 probes sent but 11 results counted"
+        );
+        let mut w = good();
+        w.state = 99;
+        assert_eq!(
+            field_of(w),
+            "probe_results.windows[1].state: unknown target state 99"
+        );
+        let change = pb::ProbeStateChanged {
+            target: None,
+            new_state: pb::TargetState::Ok as i32,
+            ..Default::default()
+        };
+        assert_eq!(
+            state_change(&change).expect_err("no target").to_string(),
+            "event.probe_state_changed.target: missing"
+        );
+    }
 }

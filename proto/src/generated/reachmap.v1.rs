@@ -1256,6 +1256,12 @@ pub struct MatrixRequest {
     /// that are not ok (a fleet of thousands is read zone by zone).
     #[prost(bool, tag = "7")]
     pub by_zone: bool,
+    /// Only cells from a node of this zone / to a node of this zone (a zone
+    /// pair of the zone grid, drilled down to its nodes); "" for every zone.
+    #[prost(string, tag = "8")]
+    pub src_zone: ::prost::alloc::string::String,
+    #[prost(string, tag = "9")]
+    pub dst_zone: ::prost::alloc::string::String,
 }
 /// The cells from one zone to another: how many in each state, and the worst.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
