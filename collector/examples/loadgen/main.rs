@@ -303,15 +303,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Converged: every agent has a plan naming every peer (a sparse plan:
-    // some), and no plan has arrived for 2 s.
+    // some), and no plan has arrived for 2 s (a sparse fleet: a probe
+    // interval).
     let full = if args.zones == 0 { n } else { 2 };
     let t_converged = loop {
         let all = shared
             .agents
             .iter()
             .all(|a| a.plan_targets.load(Ordering::Relaxed) + 1 >= full);
+        // Quiet for an interval: a planning pass of a large fleet takes
+        // seconds, and plans arrive in bursts between passes.
+        let quiet_ms = if args.zones == 0 {
+            2000
+        } else {
+            c.plan_interval_ms.load(Ordering::Relaxed).max(2000)
+        };
         let quiet = shared.started.elapsed().as_millis() as u64
-            > c.last_plan_ms.load(Ordering::Relaxed) + 2000;
+            > c.last_plan_ms.load(Ordering::Relaxed) + quiet_ms;
         if all && quiet {
             break Duration::from_millis(c.last_plan_ms.load(Ordering::Relaxed));
         }

@@ -37,6 +37,10 @@ use std::sync::Arc;
 
 type Name = Arc<str>;
 
+/// From this many sources on, an update touching a quarter of the plans
+/// plans the whole fleet instead.
+const WHOLE_PAST: usize = 1000;
+
 struct Member {
     input: NodeInput,
     hash: u64,
@@ -72,6 +76,9 @@ pub struct Update {
     pub computed: usize,
     /// Whether the whole fleet was planned again.
     pub whole: bool,
+    /// Members that joined, left or changed, and a few of their names.
+    pub inputs_changed: usize,
+    pub sample: Vec<Name>,
 }
 
 #[derive(Default)]
@@ -110,16 +117,27 @@ impl Planner {
         }
         let sparse = incoming.len() > cfg.full_mesh_max;
         let changes = self.changes(&incoming);
-        let whole = self.cfg.as_ref() != Some(cfg)
+        let mut whole = self.cfg.as_ref() != Some(cfg)
             || sparse != self.sparse
             || changes.len() > 8 + self.members.len().max(incoming.len()) / 8;
         let mut update = Update {
-            whole,
+            inputs_changed: changes.len(),
+            sample: changes.iter().take(3).cloned().collect(),
             ..Update::default()
         };
         let mut dirty: BTreeSet<Name> = BTreeSet::new();
+        let old: Vec<Name> = self.sources.keys().cloned().collect();
+        if !whole {
+            update.gone = self.apply(&changes, &incoming, cfg, &mut dirty);
+            // A few new members can touch most plans (each is chosen by
+            // about a hundred sources at 10,000 nodes): recomputing them one
+            // by one then costs more than planning afresh (6.7 s against
+            // 3.8 s at 10,000). Small fleets plan in milliseconds either way.
+            whole = self.sources.len() >= WHOLE_PAST && dirty.len() > self.sources.len() / 4;
+        }
+        update.whole = whole;
         if whole {
-            let old: Vec<Name> = self.sources.keys().cloned().collect();
+            dirty.clear();
             *self = Planner {
                 cfg: Some(cfg.clone()),
                 sparse,
@@ -139,8 +157,6 @@ impl Planner {
                 .into_iter()
                 .filter(|s| !self.sources.contains_key(s))
                 .collect();
-        } else {
-            update.gone = self.apply(&changes, &incoming, cfg, &mut dirty);
         }
         dirty.retain(|s| self.sources.contains_key(s));
         for s in &dirty {

@@ -198,3 +198,25 @@ fn every_node_gets_at_least_min_probers() {
         .collect();
     assert!(covered.len() < 100);
 }
+
+#[test]
+fn an_update_touching_most_plans_of_a_large_fleet_plans_it_whole() {
+    let cfg = PlannerConfig {
+        full_mesh_max: 20,
+        representatives: 2,
+        ..PlannerConfig::default()
+    };
+    let mut fleet: Vec<NodeInput> = (0..1200).map(|i| node(i, i % 6)).collect();
+    let mut p = Planner::default();
+    p.update(&fleet, &cfg);
+    // A new zone: every source takes a representative of it.
+    fleet.push(node(1500, 9));
+    let u = p.update(&fleet, &cfg);
+    assert!(u.whole);
+    assert_eq!(held(&p, &fleet), fresh(&fleet, &cfg));
+    // One join into an existing zone stays incremental.
+    fleet.push(node(1501, 2));
+    let u = p.update(&fleet, &cfg);
+    assert!(!u.whole && u.computed < 200, "{}", u.computed);
+    assert_eq!(held(&p, &fleet), fresh(&fleet, &cfg));
+}

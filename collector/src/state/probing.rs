@@ -213,13 +213,12 @@ impl Probing {
         self.send_addresses(nodes, &inputs);
         let started = std::time::Instant::now();
         let update = self.planner.update(&inputs, &self.config);
-        tracing::debug!(
-            computed = update.computed,
-            changed = update.changed.len(),
-            whole = update.whole,
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "planned"
-        );
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if update.whole {
+            tracing::info!(plans = update.computed, changed = update.changed.len(), inputs = update.inputs_changed, ms, "planned the whole fleet");
+        } else {
+            tracing::debug!(computed = update.computed, changed = update.changed.len(), inputs = update.inputs_changed, sample = ?update.sample, ms, "planned");
+        }
         let mut plans: BTreeMap<String, crate::probe::NodePlan> = update
             .changed
             .into_iter()
