@@ -215,7 +215,13 @@ impl Probing {
         let update = self.planner.update(&inputs, &self.config);
         let ms = started.elapsed().as_secs_f64() * 1e3;
         if update.whole {
-            tracing::info!(plans = update.computed, changed = update.changed.len(), inputs = update.inputs_changed, ms, "planned the whole fleet");
+            tracing::info!(
+                plans = update.computed,
+                changed = update.changed.len(),
+                inputs = update.inputs_changed,
+                ms,
+                "planned the whole fleet"
+            );
         } else {
             tracing::debug!(computed = update.computed, changed = update.changed.len(), inputs = update.inputs_changed, sample = ?update.sample, ms, "planned");
         }
