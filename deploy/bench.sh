@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks, run as root on the machine being measured:
 #   sudo deploy/bench.sh host-facts   # snapshot vs ss/nft/ip, daemon RSS and CPU, event latency
-#   sudo deploy/bench.sh loadgen      # collector with 1,000 simulated agents (AGENTS, DURATION)
+#   sudo deploy/bench.sh loadgen      # collector with 1,000 simulated agents (AGENTS, DURATION; ZONES=20 for sparse plans)
 #   sudo deploy/bench.sh firewall     # the agent on 20,000 iptables-nft rules, idle and churning
 #   sudo deploy/bench.sh findings     # findings and what-if on 1,000 simulated agents with a partition
 #   sudo deploy/bench.sh plan         # probe planning of 10,000 nodes in 20 zones (NODES, ZONES)
@@ -44,7 +44,7 @@ case "$which" in
       target/release/examples/loadgen --agents "$agents" --collector "$url" --http "$http" \
         --spawn target/release/reachmap-collector --probe-interval 10s \
         --duration "${DURATION:-60s}" --cli target/release/reachmap \
-        --events-per-second "${EVENTS:-20000}" "${extra[@]}"
+        --events-per-second "${EVENTS:-20000}" --zones "${ZONES:-0}" "${extra[@]}"
     done
     ;;
   findings)
