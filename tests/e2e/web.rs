@@ -74,6 +74,9 @@ struct Api {
     /// What `/api/v1/matrix?at=` answers for any moment the fixture holds.
     matrix_at: Arc<Mutex<Value>>,
     nodes: Arc<Mutex<Value>>,
+    /// What `?view=zones` answers, and `?src_zone=&dst_zone=` by "src dst".
+    zone_matrix: Arc<Mutex<Value>>,
+    pair_matrix: Arc<Mutex<HashMap<String, Value>>>,
     /// What live `/api/v1/why` answers as the top cause, by
     /// "src dst port"; pairs not in it are reachable.
     causes: Arc<Mutex<HashMap<String, Value>>>,
@@ -201,6 +204,15 @@ async fn fixture_matrix_route(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     a.record("/api/v1/matrix", raw);
+    if q.get("view").is_some_and(|v| v == "zones") {
+        return axum::Json(a.zone_matrix.lock().expect("fixture lock").clone()).into_response();
+    }
+    if let (Some(s), Some(d)) = (q.get("src_zone"), q.get("dst_zone")) {
+        let pairs = a.pair_matrix.lock().expect("fixture lock");
+        let empty = json!({"nodes": [], "cells": []});
+        return axum::Json(pairs.get(&format!("{s} {d}")).cloned().unwrap_or(empty))
+            .into_response();
+    }
     match q.get("at") {
         None => axum::Json(a.matrix.lock().expect("fixture lock").clone()).into_response(),
         Some(at) => match check_at(at) {
@@ -2581,5 +2593,123 @@ fn cells_fit_the_window_and_causes_are_asked_for_a_bounded_few() {
         let shown = problems(&mut b).len();
         assert!(shown < 3 * 200 - 3, "{shown} problems drawn");
         assert!(!hidden(&mut b, "problems-more"));
+    });
+}
+
+/// A fleet of 320 nodes in zones a and b: past 300 nodes the page shows the
+/// zone grid, asks for no node grid, and a click on a zone pair shows that
+/// pair node by node.
+#[test]
+fn a_large_fleet_is_shown_zone_by_zone_and_a_pair_node_by_node() {
+    if !can_run() {
+        return;
+    }
+    in_own_netns(|| {
+        let api = Api::default();
+        let names: Vec<String> = (0..320).map(|i| format!("n{i:02}")).collect();
+        api.set_nodes(fixture_nodes(&names, ""));
+        *api.zone_matrix.lock().expect("fixture lock") = json!({
+            "nodes": ["n00", "n41"],
+            "zones": [
+                {"src_zone": "a", "dst_zone": "a", "worst": "ok", "ok": 1560, "degraded": 0, "failing": 0, "unknown": 0},
+                {"src_zone": "a", "dst_zone": "b", "worst": "failing", "ok": 1599, "degraded": 0, "failing": 1, "unknown": 0},
+                {"src_zone": "b", "dst_zone": "a", "worst": "ok", "ok": 1600, "degraded": 0, "failing": 0, "unknown": 0},
+                {"src_zone": "b", "dst_zone": "b", "worst": "degraded", "ok": 1559, "degraded": 1, "failing": 0, "unknown": 0},
+            ],
+            "cells": [probe("n00", "n41", "failing", 1.0, Some("timeout"))],
+        });
+        api.pair_matrix.lock().expect("fixture lock").insert(
+            "a b".into(),
+            json!({
+                "nodes": ["n00", "n01", "n40", "n41"],
+                "cells": [
+                    probe("n00", "n40", "ok", 0.0, None),
+                    probe("n00", "n41", "failing", 1.0, Some("timeout")),
+                    probe("n01", "n40", "ok", 0.0, None),
+                    probe("n01", "n41", "ok", 0.0, None),
+                ],
+            }),
+        );
+        let (_rt, addr) = serve_fixture(api.clone());
+        let mut b = Browser::launch(None).expect("launch chromium");
+        load_page(&mut b, addr);
+        assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let v = body_data(&mut b, "zoneView");
+                ensure(v == "zones", v)
+            },
+            "the zone grid is shown"
+        );
+        let zones = b
+            .eval(
+                "[...document.querySelectorAll('#zones td[data-src-zone]')].map(td => ({
+                    src: td.dataset.srcZone, dst: td.dataset.dstZone,
+                    state: td.dataset.state, text: td.textContent }))",
+            )
+            .expect("read the zone grid");
+        assert_eq!(
+            zones,
+            json!([
+                {"src": "a", "dst": "a", "state": "ok", "text": "0/1560"},
+                {"src": "a", "dst": "b", "state": "failing", "text": "1/1600"},
+                {"src": "b", "dst": "a", "state": "ok", "text": "0/1600"},
+                {"src": "b", "dst": "b", "state": "degraded", "text": "1/1560"},
+            ])
+        );
+        assert!(
+            hidden(&mut b, "matrix"),
+            "no node grid beside the zone grid"
+        );
+        // The page never asked for every cell of the 320 nodes.
+        let asked = api.queries("/api/v1/matrix");
+        assert!(
+            asked
+                .iter()
+                .all(|q| q.get("view").is_some_and(|v| v == "zones")),
+            "{asked:?}"
+        );
+        // The failing cell the zone answer lists is a problem of the page.
+        assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let t = b.eval("document.querySelector('#problems-list')?.textContent || ''")?;
+                let t = t.as_str().unwrap_or_default().to_string();
+                ensure(t.contains("n00") && t.contains("n41"), t)
+            },
+            "the failing cell is listed"
+        );
+
+        b.eval(
+            "document.querySelector('#zones td[data-src-zone=\"a\"][data-dst-zone=\"b\"]').click()",
+        )
+        .expect("click a → b");
+        assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let v = body_data(&mut b, "zoneView");
+                ensure(v == "pair" && grid(&mut b).len() == 4, v)
+            },
+            "zone a → b is shown node by node"
+        );
+        let g = grid(&mut b);
+        assert_eq!(find(&g, "n00", "n41")["state"], "failing", "{g:#?}");
+        assert_eq!(find(&g, "n01", "n40")["state"], "ok", "{g:#?}");
+        assert!(text(&mut b, "scope-text").contains("zone a → zone b"));
+        assert!(api.queries("/api/v1/matrix").iter().any(|q| {
+            q.get("src_zone").is_some_and(|s| s == "a")
+                && q.get("dst_zone").is_some_and(|d| d == "b")
+        }));
+        // Back to the zones.
+        b.eval("document.getElementById('scope-back').click()")
+            .expect("back");
+        assert_eventually!(
+            Duration::from_secs(10),
+            || {
+                let v = body_data(&mut b, "zoneView");
+                ensure(v == "zones", v)
+            },
+            "the zone grid again"
+        );
     });
 }

@@ -12,10 +12,18 @@
 // api/v1/why); beside it the list of problems, each opening its cell; a
 // click on a node's name opens its facts (api/v1/nodes/NAME) and recent
 // events (api/v1/events?node=NAME). The cells are sized to fit the window.
+//
+// Past ZONE_VIEW_NODES nodes (or with "by zone" ticked) the page asks for
+// the zone × zone grid (api/v1/matrix?view=zones: each pair's worst state
+// and counts, and only the cells that are not ok) instead of every cell; a
+// click on a zone pair shows that pair node by node (?src_zone=&dst_zone=).
 "use strict";
 
 (() => {
   const POLL_MS = 2000;
+  // Past this many nodes the node grid is 90,000 cells of the minimum size
+  // and the whole matrix megabytes a poll: the zone grid instead.
+  const ZONE_VIEW_NODES = 300;
   // The history strip of an open cell is fetched again this often when live.
   const HISTORY_REFRESH_MS = 30000;
   const DAY_MS = 86400 * 1000;
@@ -73,7 +81,26 @@
     at: null, // null when live, else the Date shown (whole seconds)
     gen: 0, // bumped on every change of mode or moment; older answers are dropped
     loads: 0, // completed "as of" loads
+    byZone: null, // null: the zone grid past ZONE_VIEW_NODES nodes; else as ticked
+    scope: null, // {src, dst}: one zone pair shown node by node
+    rows: [], // the node grid's sources and destinations
+    cols: [],
   };
+
+  // Whether the page asks for the zone grid.
+  function zoneMode() {
+    return model.scope === null && (model.byZone ?? model.connected.size > ZONE_VIEW_NODES);
+  }
+
+  // The matrix query's narrowing, after "detail=full".
+  function matrixQuery() {
+    if (model.scope) {
+      return `&src_zone=${encodeURIComponent(model.scope.src)}&dst_zone=${encodeURIComponent(model.scope.dst)}`;
+    }
+    return zoneMode() ? "&view=zones" : "";
+  }
+
+  const zoneName = (z) => (z === "" ? "(no zone)" : z);
 
   // ------------------------------------------------------------ pure helpers
 
@@ -180,7 +207,7 @@
 
   // ------------------------------------------------------------------ grid
 
-  function buildGrid(nodes) {
+  function buildGrid(rows, cols) {
     const table = $("matrix");
     const headRow = table.tHead.rows[0];
     while (headRow.cells.length > 1) headRow.deleteCell(1);
@@ -188,7 +215,7 @@
     body.replaceChildren();
     model.cellEls.clear();
     model.rowHeads.clear();
-    for (const dst of nodes) {
+    for (const dst of cols) {
       const th = document.createElement("th");
       th.scope = "col";
       th.dataset.node = dst;
@@ -200,7 +227,7 @@
       headRow.append(th);
     }
     const frag = document.createDocumentFragment();
-    for (const src of nodes) {
+    for (const src of rows) {
       const tr = document.createElement("tr");
       const th = document.createElement("th");
       th.scope = "row";
@@ -213,7 +240,7 @@
       th.append(marker, name);
       tr.append(th);
       model.rowHeads.set(src, th);
-      for (const dst of nodes) {
+      for (const dst of cols) {
         const td = document.createElement("td");
         td.dataset.src = src;
         td.dataset.dst = dst;
@@ -228,9 +255,10 @@
       frag.append(tr);
     }
     body.append(frag);
-    $("empty").hidden = nodes.length > 0;
-    model.gridKey = nodes.join("\n");
-    model.nodes = nodes;
+    $("empty").hidden = rows.length > 0;
+    model.gridKey = `${rows.join("\n")}\u0001${cols.join("\n")}`;
+    model.rows = rows;
+    model.cols = cols;
     if (nodePanel.name) {
       for (const th of table.querySelectorAll("th[data-node]")) th.classList.toggle("selected", th.dataset.node === nodePanel.name);
     }
@@ -675,16 +703,17 @@
     const height = `${room}px`;
     if (wrap.style.maxHeight !== height) wrap.style.maxHeight = height;
     if (main.style.getPropertyValue("--panel-h") !== height) main.style.setProperty("--panel-h", height);
-    const n = model.nodes.length;
-    if (n === 0 || wrap.hidden) return;
+    const rows = model.rows.length;
+    const cols = model.cols.length;
+    if (rows === 0 || cols === 0 || wrap.hidden) return;
     const firstRow = table.tBodies[0].rows[0];
     const headW = firstRow ? firstRow.cells[0].getBoundingClientRect().width : 0;
     const headH = table.tHead.getBoundingClientRect().height;
     const width = wrap.getBoundingClientRect().width;
     // n cells and n + 1 spacings on each axis, with half a pixel of slack
     // for rounding.
-    const byWidth = Math.floor((width - headW - SPACING * (n + 1) - 0.5) / n);
-    const byHeight = Math.floor((room - headH - SPACING * (n + 1) - 0.5) / n);
+    const byWidth = Math.floor((width - headW - SPACING * (cols + 1) - 0.5) / cols);
+    const byHeight = Math.floor((room - headH - SPACING * (rows + 1) - 0.5) / rows);
     const size = Math.max(CELL_MIN, Math.min(CELL_MAX, byWidth, byHeight));
     const px = `${size}px`;
     if (table.style.getPropertyValue("--cell") !== px) table.style.setProperty("--cell", px);
@@ -1222,8 +1251,28 @@
       names = [...model.connected.keys()].sort();
     }
     model.cells = matrix && Array.isArray(matrix.cells) ? matrix.cells.filter((c) => c && typeof c.src === "string" && typeof c.dst === "string") : [];
-    if (names.join("\n") !== model.gridKey) buildGrid(names);
-    $("empty").textContent = model.at === null ? EMPTY_LIVE : "No cells at that moment: no node had reported yet.";
+    const zones = model.scope === null && matrix && Array.isArray(matrix.zones) ? matrix.zones : null;
+    let rows = names;
+    let cols = names;
+    if (zones) {
+      // The zone grid: the fleet's nodes are those the nodes answer names.
+      rows = [];
+      cols = [];
+      if (model.connected.size) names = [...model.connected.keys()].sort();
+    } else if (model.scope) {
+      rows = [...new Set(model.cells.map((c) => c.src))].sort();
+      cols = [...new Set(model.cells.map((c) => c.dst))].sort();
+      names = [...new Set([...rows, ...cols])].sort();
+    }
+    renderZones(zones);
+    if (`${rows.join("\n")}\u0001${cols.join("\n")}` !== model.gridKey) buildGrid(rows, cols);
+    model.nodes = names;
+    if (model.scope) {
+      $("empty").textContent = `No cells from zone ${zoneName(model.scope.src)} to zone ${zoneName(model.scope.dst)}.`;
+    } else {
+      $("empty").textContent = model.at === null ? EMPTY_LIVE : "No cells at that moment: no node had reported yet.";
+    }
+    if (zones) $("empty").hidden = true;
     updateViews();
     updateCells();
     updateRowHeads();
@@ -1284,12 +1333,95 @@
     }
   }
 
+  // The zone grid, or none (`zones` null): a cell per (source zone,
+  // destination zone) with its worst state and how many cells are not ok.
+  function renderZones(zones) {
+    const table = $("zones");
+    table.hidden = zones === null;
+    $("matrix").hidden = zones !== null;
+    $("by-zone").checked = zones !== null || model.scope !== null;
+    const scope = $("scope");
+    scope.hidden = model.scope === null;
+    if (model.scope) $("scope-text").textContent = `zone ${zoneName(model.scope.src)} → zone ${zoneName(model.scope.dst)}, node by node`;
+    document.body.dataset.zoneView = zones === null ? (model.scope ? "pair" : "") : "zones";
+    if (zones === null) return;
+    const src = [...new Set(zones.map((z) => z.src_zone))].sort();
+    const dst = [...new Set(zones.map((z) => z.dst_zone))].sort();
+    const at = new Map(zones.map((z) => [`${z.src_zone}\u0000${z.dst_zone}`, z]));
+    const head = document.createElement("tr");
+    const corner = document.createElement("th");
+    corner.className = "corner";
+    corner.textContent = "src zone \\ dst zone";
+    head.append(corner);
+    for (const d of dst) {
+      const th = document.createElement("th");
+      th.scope = "col";
+      th.textContent = zoneName(d);
+      head.append(th);
+    }
+    const body = document.createDocumentFragment();
+    for (const s of src) {
+      const tr = document.createElement("tr");
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = zoneName(s);
+      tr.append(th);
+      for (const d of dst) {
+        const td = document.createElement("td");
+        const z = at.get(`${s}\u0000${d}`);
+        if (z) {
+          const total = z.ok + z.degraded + z.failing + z.unknown;
+          const bad = total - z.ok;
+          const st = STATES.includes(z.worst) ? z.worst : "unknown";
+          td.className = `zone ${st}`;
+          td.dataset.state = st;
+          td.dataset.srcZone = s;
+          td.dataset.dstZone = d;
+          td.tabIndex = 0;
+          td.textContent = `${bad}/${total}`;
+          td.title = `zone ${zoneName(s)} → zone ${zoneName(d)}: ${st}; ${z.failing} failing, ${z.degraded} degraded, ${z.unknown} unknown, ${z.ok} ok; click for its nodes`;
+        } else {
+          td.className = "zone none";
+          td.title = `no cells from zone ${zoneName(s)} to zone ${zoneName(d)}`;
+        }
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+    table.tHead.replaceChildren(head);
+    table.tBodies[0].replaceChildren(body);
+  }
+
+  // Shows one zone pair node by node, or (null) the zone grid again.
+  function showPair(scope) {
+    model.scope = scope;
+    hideDetails();
+    refetch();
+  }
+
+  // Asks again now, dropping any answer on its way.
+  function refetch() {
+    model.gen += 1;
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    $("grid-wrap").classList.add("loading");
+    if (model.at === null) poll();
+    else loadAsOf();
+  }
+
   let pollTimer = null;
 
   async function poll() {
     const gen = model.gen;
     try {
-      const [matrix, nodes] = await Promise.allSettled([getJSON("api/v1/matrix?detail=full"), getJSON("api/v1/nodes")]);
+      // The nodes first: how many there are decides between the zone grid
+      // and every cell, which at 10,000 nodes is hundreds of megabytes.
+      const [nodes] = await Promise.allSettled([getJSON("api/v1/nodes")]);
+      if (gen !== model.gen) return;
+      if (nodes.status === "fulfilled" && Array.isArray(nodes.value)) {
+        model.connected = new Map(nodes.value.filter((n) => n && typeof n.name === "string").map((n) => [n.name, n.connected === true]));
+      }
+      const [matrix] = await Promise.allSettled([getJSON(`api/v1/matrix?detail=full${matrixQuery()}`)]);
       // The page went to "as of" (or live again) meanwhile: not ours to show.
       if (gen !== model.gen) return;
       if (matrix.status === "rejected" && nodes.status === "rejected") throw matrix.reason;
@@ -1317,7 +1449,7 @@
     const gen = model.gen;
     const at = model.at;
     try {
-      const matrix = await getJSON(`api/v1/matrix?detail=full&at=${encodeURIComponent(rfc3339(at))}`);
+      const matrix = await getJSON(`api/v1/matrix?detail=full${matrixQuery()}&at=${encodeURIComponent(rfc3339(at))}`);
       if (gen !== model.gen) return;
       $("grid-wrap").hidden = false;
       $("grid-wrap").classList.remove("loading");
@@ -1446,6 +1578,18 @@
       ro.observe($("grid-wrap"));
       ro.observe($("viewport"));
     }
+    const openPair = (td) => {
+      if (td && td.dataset.srcZone !== undefined) showPair({ src: td.dataset.srcZone, dst: td.dataset.dstZone });
+    };
+    $("zones").addEventListener("click", (ev) => openPair(ev.target.closest("td[data-src-zone]")));
+    $("zones").addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter") openPair(ev.target.closest("td[data-src-zone]"));
+    });
+    $("scope-back").addEventListener("click", () => showPair(null));
+    $("by-zone").addEventListener("change", (ev) => {
+      model.byZone = ev.target.checked;
+      showPair(null);
+    });
     $("view").addEventListener("change", (ev) => {
       model.view = ev.target.value;
       updateCells();
