@@ -186,6 +186,22 @@ fn main() -> std::io::Result<()> {
             sources: Vec::new(),
         })
         .collect();
+    // The zone view: the zone × zone grid of the 4 zones and the worst
+    // cells, as `/api/v1/matrix?view=zones` makes it (before the JSON).
+    let zones = reachmap_collector::select::Zones::from_pairs(
+        fleet
+            .iter()
+            .map(|f| (f.name.as_str(), f.zone.as_deref().unwrap_or(""))),
+    );
+    let (zone_view, zones_w, zones_c) = timed(|| {
+        reachmap_collector::encode::matrix_selected(
+            &m,
+            &reachmap_collector::select::Selection::default(),
+            &zones,
+            true,
+            0,
+        )
+    });
     let (text, metrics_w, metrics_c) = timed(|| {
         metrics::render(&MetricsInput {
             nodes: &nodes,
@@ -274,6 +290,17 @@ fn main() -> std::io::Result<()> {
         port_w,
         port_c,
         format!("{one_port} bytes"),
+    );
+    line(
+        "zone view (grid + worst cells)",
+        zones_w,
+        zones_c,
+        format!(
+            "{} zone pairs, {} cells listed, {} left out",
+            zone_view.zones.len(),
+            zone_view.cells.len(),
+            zone_view.cells_left_out
+        ),
     );
     line(
         "metrics::render",

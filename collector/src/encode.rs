@@ -350,6 +350,7 @@ pub fn matrix(m: &Matrix, port: Option<u16>, now: i64) -> pb::Matrix {
         cells: m.cells(port).iter().map(cell).collect(),
         generated_unix_nanos: now,
         zones: Vec::new(),
+        cells_left_out: 0,
     }
 }
 
@@ -362,10 +363,10 @@ pub fn matrix_selected(
     by_zone: bool,
     now: i64,
 ) -> pb::Matrix {
-    let (grid, cells) = if by_zone {
+    let (grid, cells, left_out) = if by_zone {
         crate::select::by_zone(m, sel, zones)
     } else {
-        (Vec::new(), sel.cells(m, zones))
+        (Vec::new(), sel.cells(m, zones), 0)
     };
     let nodes = if sel.is_narrowed() {
         let mut names: Vec<String> = cells
@@ -395,6 +396,7 @@ pub fn matrix_selected(
                 unknown: z.counts[CellState::Unknown.index()],
             })
             .collect(),
+        cells_left_out: u32::try_from(left_out).unwrap_or(u32::MAX),
     }
 }
 

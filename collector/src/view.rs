@@ -557,6 +557,13 @@ pub struct MatrixView {
     /// The zone grid, when asked for (`--zones`, `view=zones`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<crate::select::ZoneView>,
+    /// The zone view: cells not ok beyond those listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cells_left_out: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A cell in the default JSON: the fields a script or dashboard needs.
@@ -578,6 +585,8 @@ pub struct MatrixSummaryView<'a> {
     pub cells: Vec<CellSummaryView<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub zones: &'a [crate::select::ZoneView],
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cells_left_out: u32,
 }
 
 impl MatrixView {
@@ -586,6 +595,7 @@ impl MatrixView {
         MatrixSummaryView {
             nodes: &self.nodes,
             zones: &self.zones,
+            cells_left_out: self.cells_left_out,
             cells: self
                 .cells
                 .iter()
@@ -661,6 +671,7 @@ impl From<&pb::Matrix> for MatrixView {
             nodes: m.nodes.clone(),
             cells: m.cells.iter().map(CellView::from).collect(),
             zones: m.zones.iter().map(crate::select::ZoneView::from).collect(),
+            cells_left_out: m.cells_left_out,
         }
     }
 }

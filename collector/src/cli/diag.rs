@@ -236,6 +236,7 @@ pub fn cells_to_explain(
         nodes: m.nodes.clone(),
         cells: node_cells(m, node),
         zones: Vec::new(),
+        cells_left_out: 0,
     };
     let mut asks = matrix::cells_to_explain(&mine, None, usize::MAX);
     let mut seen = std::collections::HashSet::new();

@@ -56,6 +56,7 @@ fn matrix() -> pb::Matrix {
         ],
         generated_unix_nanos: 0,
         zones: Vec::new(),
+        cells_left_out: 0,
     }
 }
 

@@ -422,6 +422,14 @@ pub fn render_zones(m: &MatrixView, color: bool, causes: &Causes, limit: usize) 
         out.push('\n');
         out.push_str(&cell_table(m.cells.iter().collect(), color, causes, limit));
     }
+    if m.cells_left_out > 0 {
+        let _ = writeln!(
+            out,
+            "{} more cells not ok are not listed (the worst {} are); narrow with --src-zone/--dst-zone, --zone, --src or --state",
+            m.cells_left_out,
+            m.cells.len()
+        );
+    }
     out
 }
 
@@ -492,6 +500,7 @@ mod tests {
                 cell("b", "a", "ok", None),
             ],
             zones: Vec::new(),
+            cells_left_out: 0,
         };
         let causes: Causes = [(
             ("a".to_string(), "b".to_string(), 7442),
@@ -540,6 +549,7 @@ mod tests {
                 zone("a", "b", 0, 2),
                 zone("b", "a", 2, 0),
             ],
+            cells_left_out: 0,
         };
         let plain = render_zones(&m, false, &Causes::new(), 1);
         let lines: Vec<&str> = plain.lines().collect();
@@ -574,7 +584,8 @@ mod tests {
                 &MatrixView {
                     nodes: vec![],
                     cells: vec![],
-                    zones: vec![]
+                    zones: vec![],
+                    cells_left_out: 0,
                 },
                 false,
                 &Causes::new(),

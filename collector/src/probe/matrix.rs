@@ -296,6 +296,10 @@ impl Cell {
     pub fn port(&self) -> u16 {
         self.port
     }
+    /// The destination's id (`Matrix::names_by_id`).
+    pub fn dst_id(&self) -> u32 {
+        self.dst
+    }
     /// The last HTTP status seen, for HTTP probes.
     pub fn http_status(&self) -> Option<u16> {
         (self.http_status != 0).then_some(self.http_status)
@@ -569,14 +573,24 @@ impl Matrix {
         let s = self.add_node(src);
         let mut stats = ApplyStats::default();
         let mut added = Vec::new();
+        // An agent sends its windows in its plan's order, which is the
+        // row's: the cell after the last one found is tried first, so a
+        // batch walks its row in memory order instead of searching.
+        let mut next = 0usize;
         for w in &windows {
             let Some(&d) = self.ids.get(&w.target.node).filter(|d| **d != s) else {
                 stats.ignored += 1;
                 continue;
             };
             let row = &mut self.rows[s as usize];
-            match row.find(d, w.target.port, w.target.kind) {
+            let key = (d, w.target.port, w.target.kind);
+            let found = match row.cells.get(next) {
+                Some(c) if c.key() == key => Some(next),
+                _ => row.find(d, w.target.port, w.target.kind),
+            };
+            match found {
                 Some(i) => {
+                    next = i + 1;
                     let mut address = row.cells[i].address;
                     if self.addresses.get(address) != w.target.address {
                         address = self.addresses.id(w.target.address);
@@ -584,8 +598,10 @@ impl Matrix {
                     let row = &mut self.rows[s as usize];
                     let old = (row.cells[i].state, row.cells[i].failure);
                     row.cells[i].set_window(w, address, now);
-                    let cell = row.cells[i].clone();
-                    self.note(s, old, &cell, now);
+                    if self.journal.is_some() && old != (row.cells[i].state, row.cells[i].failure) {
+                        let cell = row.cells[i].clone();
+                        self.note(s, old, &cell, now);
+                    }
                 }
                 None if row.planned => {
                     stats.ignored += 1;
@@ -745,6 +761,25 @@ impl Matrix {
             address: self.addresses.get(cell.address),
             cell,
         }
+    }
+
+    /// Node names by id ("" for a freed id): for walks that count by id
+    /// instead of resolving every cell's names.
+    pub fn names_by_id(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Every source's id and cells, in no particular order.
+    pub fn rows(&self) -> impl Iterator<Item = (u32, &[Cell])> {
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(s, row)| (u32::try_from(s).unwrap_or(u32::MAX), row.cells.as_slice()))
+    }
+
+    /// `cell` of source `src` (an id of `rows`) with its names resolved.
+    pub fn cell_ref<'a>(&'a self, src: u32, cell: &'a Cell) -> CellRef<'a> {
+        self.resolve(src, cell)
     }
 
     /// Every cell, in no particular order.

@@ -1333,6 +1333,10 @@ pub struct Matrix {
     /// With `by_zone`: every pair of zones that has cells, sorted.
     #[prost(message, repeated, tag = "4")]
     pub zones: ::prost::alloc::vec::Vec<ZoneCell>,
+    /// With `by_zone`: cells that are not ok beyond those listed in `cells`
+    /// (at most 1,000 are, failing first); narrow to see them.
+    #[prost(uint32, tag = "5")]
+    pub cells_left_out: u32,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct TestPortRequest {
