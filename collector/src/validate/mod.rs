@@ -36,6 +36,12 @@ fn err(field: impl Into<String>, problem: impl Into<String>) -> ProtocolError {
 }
 
 fn text(field: &str, value: &str, max: usize) -> Result<String, ProtocolError> {
+    checked(field, value, max).map(str::to_string)
+}
+
+/// `value` if it is at most `max` bytes of text without control
+/// characters, without a copy.
+fn checked<'v>(field: &str, value: &'v str, max: usize) -> Result<&'v str, ProtocolError> {
     if value.len() > max {
         return Err(err(
             field,
@@ -45,7 +51,7 @@ fn text(field: &str, value: &str, max: usize) -> Result<String, ProtocolError> {
     if value.chars().any(char::is_control) {
         return Err(err(field, "contains control characters"));
     }
-    Ok(value.to_string())
+    Ok(value)
 }
 
 /// The Hello's fields but `config_json`, which [`agent_config`] checks on

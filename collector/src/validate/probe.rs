@@ -1,6 +1,6 @@
 //! Probe results, state changes and command results from the wire.
 
-use super::{ProtocolError, err, ip, text};
+use super::{ProtocolError, checked, err, ip, text};
 use crate::probe::{
     FailureCounts, Outcome, PlannedTarget, ProbeKind, ResolvedName, StateChange, TargetState,
     TlsKind, TlsNote, WindowInput,
@@ -76,20 +76,6 @@ impl Loc<'_> {
             problem: e.problem,
         }
     }
-}
-
-/// `value`, checked as `text` checks it, without a copy.
-fn checked<'v>(leaf: &str, value: &'v str, max: usize) -> Result<&'v str, ProtocolError> {
-    if value.len() > max {
-        return Err(err(
-            leaf,
-            format!("{} bytes long (at most {max})", value.len()),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(err(leaf, "contains control characters"));
-    }
-    Ok(value)
 }
 
 fn optional(leaf: &str, value: &str) -> Result<Option<String>, ProtocolError> {
