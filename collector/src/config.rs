@@ -97,6 +97,12 @@ pub struct Flags {
     /// Move a store that cannot be used (corrupt, not a reachmap store, from a newer version) aside and start a new one
     #[arg(long, env = "REACHMAP_STORE_RECOVER")]
     pub store_recover: bool,
+    /// A PostgreSQL database shared by several collectors, e.g. postgres://reachmap:SECRET@db:5432/reachmap?sslmode=require [default: store.db in the data directory]
+    #[arg(long, env = "REACHMAP_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// The PostgreSQL server's CA certificate (PEM), to verify it over TLS [default: the system's roots]
+    #[arg(long, env = "REACHMAP_STORE_CA", value_name = "FILE")]
+    pub store_ca: Option<PathBuf>,
 }
 
 /// How the fleet probes itself. `Default` is the documented defaults.
@@ -144,6 +150,8 @@ struct File {
     metrics_listen: Option<String>,
     retention: Option<String>,
     store_max_bytes: Option<String>,
+    store: Option<String>,
+    store_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +170,8 @@ pub struct Config {
     pub node_cert_lifetime: Duration,
     pub metrics_listen: Option<SocketAddr>,
     pub store: crate::store::Options,
+    /// The data directory's `store.db`, or the shared database.
+    pub store_at: crate::store::Location,
 }
 
 impl Config {
@@ -245,7 +255,24 @@ impl Config {
         if max_bytes < 1 << 20 {
             return Err(invalid("store_max_bytes", "must be at least 1MiB"));
         }
+        let data_dir: PathBuf = flags
+            .data_dir
+            .clone()
+            .or(file.data_dir.clone())
+            .unwrap_or_else(|| "/var/lib/reachmap".into());
+        let store_ca = flags.store_ca.clone().or(file.store_ca.clone());
+        let store_at = match flags.store.clone().or(file.store.clone()) {
+            Some(url) => crate::store::Location::Postgres(store_target(&url, store_ca)?),
+            None if store_ca.is_some() => {
+                return Err(invalid(
+                    "store_ca",
+                    "is for a PostgreSQL store: give --store postgres://… too",
+                ));
+            }
+            None => crate::store::Location::Dir(data_dir.clone()),
+        };
         Ok(Config {
+            store_at,
             store: crate::store::Options {
                 retention,
                 max_bytes,
@@ -263,13 +290,33 @@ impl Config {
                 .unwrap_or(1000),
             listen: socket_addr("listen", &listen)?,
             http: socket_addr("http", &http)?,
-            data_dir: flags
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| "/var/lib/reachmap".into()),
+            data_dir,
         })
     }
+}
+
+/// `--store URL`: a PostgreSQL URL the client library takes, and a CA file
+/// that holds a certificate.
+fn store_target(url: &str, ca: Option<PathBuf>) -> Result<crate::store::pg::Target, ConfigError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid(
+            "store",
+            "must be a postgres:// URL (the embedded store needs no --store: it is store.db in --data-dir)",
+        ));
+    }
+    let target = crate::store::pg::Target {
+        url: url.to_string(),
+        ca,
+    };
+    crate::store::pg::check(&target).map_err(|e| {
+        let key = if e.contains("PostgreSQL URL") || e.contains("names no host") {
+            "store"
+        } else {
+            "store_ca"
+        };
+        invalid(key, e)
+    })?;
+    Ok(target)
 }
 
 impl Default for ProbeSettings {

@@ -104,7 +104,7 @@ struct Past {
     events: Vec<(String, pb::Event)>,
 }
 
-fn past(c: &rusqlite::Connection, node: &str, at: i64) -> Result<Past, String> {
+fn past(c: &crate::store::sql::Db, node: &str, at: i64) -> Result<Past, String> {
     let (events, _) = read::events(
         c,
         &read::EventsQuery {
@@ -125,7 +125,7 @@ fn past(c: &rusqlite::Connection, node: &str, at: i64) -> Result<Past, String> {
 
 /// Whether `node`'s agent was connected at `at`, from the collector's own
 /// stream events.
-fn connected_at(c: &rusqlite::Connection, node: &str, at: i64) -> Result<bool, String> {
+fn connected_at(c: &crate::store::sql::Db, node: &str, at: i64) -> Result<bool, String> {
     let (last, _) = read::events(
         c,
         &read::EventsQuery {

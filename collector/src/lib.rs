@@ -94,6 +94,7 @@ fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
     }
     Ok(trust::Trust::open(
         &config.data_dir,
+        &config.store_at,
         authority,
         config.node_cert_lifetime,
         config.insecure,
@@ -101,8 +102,8 @@ fn open_trust(config: &Config) -> anyhow::Result<trust::Trust> {
 }
 
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (store, registry) = store::Store::open(&config.data_dir, config.store.clone())?;
-    tracing::info!(store = %store.path().display(), "store open");
+    let (store, registry) = store::Store::open_at(&config.store_at, config.store.clone())?;
+    tracing::info!(store = %config.store_at.shown(), "store open");
     let trust = std::sync::Arc::new(open_trust(&config)?);
     let grpc = tokio::net::TcpListener::bind(config.listen)
         .await

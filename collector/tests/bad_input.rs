@@ -87,6 +87,7 @@ async fn start_collector() -> Collector {
         node_cert_lifetime: Duration::from_secs(3600),
         metrics_listen: None,
         store: Default::default(),
+        store_at: reachmap_collector::store::Location::Dir(dir.clone()),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(reachmap_collector::run(config, shutdown.clone()));
@@ -544,6 +545,7 @@ async fn bad_enrolment_requests_are_refused_without_using_the_token() {
     let c = start_collector().await;
     let (token, _) = reachmap_collector::trust::Trust::create_token_offline(
         &c.dir,
+        &reachmap_collector::store::Location::Dir(c.dir.clone()),
         reachmap_collector::trust::TokenKind::Enroll,
         None,
         1,

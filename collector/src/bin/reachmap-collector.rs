@@ -138,6 +138,7 @@ fn main() -> std::process::ExitCode {
             };
             return match reachmap_collector::trust::Trust::create_token_offline(
                 &config.data_dir,
+                &config.store_at,
                 kind,
                 ttl.map(Into::into),
                 uses,
@@ -217,8 +218,14 @@ fn issue_client(
     let (issued, key_pem) = ca
         .issue_client(name, role, lifetime)
         .map_err(|e| e.to_string())?;
-    reachmap_collector::trust::Trust::record_client_offline(&config.data_dir, name, role, &issued)
-        .map_err(|e| format!("issued, but cannot record it for `reachmap client revoke`: {e}"))?;
+    reachmap_collector::trust::Trust::record_client_offline(
+        &config.data_dir,
+        &config.store_at,
+        name,
+        role,
+        &issued,
+    )
+    .map_err(|e| format!("issued, but cannot record it for `reachmap client revoke`: {e}"))?;
     let bundle = format!(
         "{}{}{}",
         reachmap_tls::pem::cert_pem(&issued.der),

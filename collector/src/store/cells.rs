@@ -3,8 +3,8 @@
 //! as 4 or 16 bytes), because `matrix --at` reads a million of them and
 //! every column decoded costs.
 
+use super::sql::{Db, Error, Result, Row, args};
 use crate::probe::{CellChange, CellState, Outcome, ProbeKind};
-use rusqlite::{Connection, params};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -64,15 +64,19 @@ pub struct Interner {
 }
 
 impl Interner {
-    pub fn id(&mut self, conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+    pub fn id(&mut self, db: &Db, name: &str) -> Result<i64> {
         if let Some(id) = self.ids.get(name) {
             return Ok(*id);
         }
-        conn.prepare_cached("INSERT OR IGNORE INTO names (name) VALUES (?1)")?
-            .execute(params![name])?;
-        let id: i64 = conn
-            .prepare_cached("SELECT id FROM names WHERE name = ?1")?
-            .query_row(params![name], |r| r.get(0))?;
+        db.execute(
+            "INSERT INTO names (name) VALUES (?1) ON CONFLICT DO NOTHING",
+            args![name],
+        )?;
+        let id = db
+            .first("SELECT id FROM names WHERE name = ?1", args![name], |r| {
+                r.int(0)
+            })?
+            .ok_or_else(|| Error::Bad(format!("name {name:?} vanished from the name table")))?;
         self.ids.insert(name.to_string(), id);
         Ok(id)
     }
@@ -90,15 +94,15 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn load(conn: &Connection) -> rusqlite::Result<Names> {
-        let mut stmt = conn.prepare_cached("SELECT id, name FROM names")?;
+    pub fn load(db: &Db) -> Result<Names> {
         let mut by_id = HashMap::new();
         let mut by_name = HashMap::new();
-        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
-            let (id, name) = row?;
+        db.each("SELECT id, name FROM names", args![], |r| {
+            let (id, name) = (r.int(0)?, r.text(1)?);
             by_name.insert(name.clone(), id);
             by_id.insert(id, name);
-        }
+            Ok(())
+        })?;
         Ok(Names { by_id, by_name })
     }
 
@@ -114,72 +118,72 @@ impl Names {
 /// The columns `row` reads, in its order.
 pub const COLUMNS: &str = "time, src, dst, port, kind, service, old, new, failure, sent, ok, rtt_ms, address, last_failure";
 
-fn bad(i: usize, what: &str) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        i,
-        rusqlite::types::Type::Integer,
-        format!("stored cell change: bad {what}").into(),
-    )
+fn bad(what: &str) -> Error {
+    Error::Bad(format!("cell change: bad {what}"))
 }
 
 /// One stored row (`COLUMNS`) back into a change.
-pub fn row(r: &rusqlite::Row, names: &Names) -> rusqlite::Result<CellChange> {
-    let name = |i: usize| -> rusqlite::Result<String> {
-        let id: i64 = r.get(i)?;
+pub fn row(r: &Row<'_>, names: &Names) -> Result<CellChange> {
+    let name = |i: usize| -> Result<String> {
         names
-            .name(id)
+            .name(r.int(i)?)
             .map(str::to_string)
-            .ok_or_else(|| bad(i, "name id"))
+            .ok_or_else(|| bad("name id"))
     };
-    let service: Option<i64> = r.get(5)?;
-    let address: Vec<u8> = r.get(12)?;
+    let service = r.opt_int(5)?;
+    let address = r.blob(12)?;
     Ok(CellChange {
-        time: r.get(0)?,
+        time: r.int(0)?,
         src: name(1)?,
         dst: name(2)?,
-        port: r.get(3)?,
-        kind: kind_of(r.get(4)?).ok_or_else(|| bad(4, "probe kind"))?,
+        port: r.int_as(3)?,
+        kind: kind_of(r.int(4)?).ok_or_else(|| bad("probe kind"))?,
         service: service.and_then(|s| names.name(s)).map(str::to_string),
-        old: state_of(r.get(6)?).ok_or_else(|| bad(6, "state"))?,
-        new: state_of(r.get(7)?).ok_or_else(|| bad(7, "state"))?,
-        failure: outcome_of(r.get(8)?),
-        sent: r.get(9)?,
-        ok: r.get(10)?,
-        rtt_ms: r.get(11)?,
-        address: address_of(&address).ok_or_else(|| bad(12, "address"))?,
-        last_failure_at: r.get(13)?,
+        old: state_of(r.int(6)?).ok_or_else(|| bad("state"))?,
+        new: state_of(r.int(7)?).ok_or_else(|| bad("state"))?,
+        failure: outcome_of(r.opt_int(8)?),
+        sent: r.int_as(9)?,
+        ok: r.int_as(10)?,
+        rtt_ms: r.opt_real(11)?,
+        address: address_of(&address).ok_or_else(|| bad("address"))?,
+        last_failure_at: r.int(13)?,
     })
 }
 
 /// Writes one change.
-pub fn insert(conn: &Connection, names: &mut Interner, c: &CellChange) -> rusqlite::Result<()> {
-    let src = names.id(conn, &c.src)?;
-    let dst = names.id(conn, &c.dst)?;
+pub fn insert(db: &Db, names: &mut Interner, c: &CellChange) -> Result<()> {
+    let src = names.id(db, &c.src)?;
+    let dst = names.id(db, &c.dst)?;
     let service = match &c.service {
-        Some(s) => Some(names.id(conn, s)?),
+        Some(s) => Some(names.id(db, s)?),
         None => None,
     };
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO cell_changes (time, src, dst, port, kind, service, old, new, failure,
+    let address = address_bytes(c.address);
+    db.execute(
+        "INSERT INTO cell_changes (time, src, dst, port, kind, service, old, new, failure,
          sent, ok, rtt_ms, address, last_failure)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-    )?
-    .execute(params![
-        c.time,
-        src,
-        dst,
-        c.port,
-        kind_code(c.kind),
-        service,
-        state_code(c.old),
-        state_code(c.new),
-        outcome_code(c.failure),
-        c.sent,
-        c.ok,
-        c.rtt_ms,
-        address_bytes(c.address),
-        c.last_failure_at
-    ])?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         ON CONFLICT (src, dst, port, kind, time) DO UPDATE SET service = excluded.service,
+         old = excluded.old, new = excluded.new, failure = excluded.failure,
+         sent = excluded.sent, ok = excluded.ok, rtt_ms = excluded.rtt_ms,
+         address = excluded.address, last_failure = excluded.last_failure",
+        args![
+            c.time,
+            src,
+            dst,
+            c.port,
+            kind_code(c.kind),
+            service,
+            state_code(c.old),
+            state_code(c.new),
+            outcome_code(c.failure),
+            c.sent,
+            c.ok,
+            c.rtt_ms,
+            &address,
+            c.last_failure_at
+        ],
+    )?;
     Ok(())
 }
 

@@ -8,62 +8,74 @@
 //! under `DATA_DIR/tls` is taken in on first use and the file renamed
 //! `*.imported`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::Location;
+use super::sql::{Db, args};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub struct Documents {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    db: Mutex<Db>,
+    /// Where they are, for errors: the file, or the database without its
+    /// password.
+    shown: String,
 }
+
+const PUT: &str = "INSERT INTO documents (name, body) VALUES (?1, ?2)
+     ON CONFLICT (name) DO UPDATE SET body = excluded.body";
+const GET: &str = "SELECT body FROM documents WHERE name = ?1";
 
 impl Documents {
     /// Opens (or makes) the store under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Documents, String> {
-        std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-        let path = data_dir.join(super::FILE);
-        let conn = super::writer::open_unchecked(&path).map_err(|e| {
-            format!(
-                "{}: {e}; move it aside, or start the collector with --store-recover",
-                path.display()
-            )
-        })?;
+        Documents::open_at(&Location::Dir(data_dir.to_owned()))
+    }
+
+    /// Opens the store at `at`: the file under a data directory, or the
+    /// shared database.
+    pub fn open_at(at: &Location) -> Result<Documents, String> {
+        let db = match at {
+            Location::Dir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                let path = dir.join(super::FILE);
+                let conn = super::writer::open_unchecked(&path).map_err(|e| {
+                    format!(
+                        "{}: {e}; move it aside, or start the collector with --store-recover",
+                        path.display()
+                    )
+                })?;
+                Db::from(conn)
+            }
+            Location::Postgres(target) => super::writer::open_pg(target)?,
+        };
         Ok(Documents {
-            conn: Mutex::new(conn),
-            path,
+            db: Mutex::new(db),
+            shown: at.shown(),
         })
     }
 
+    /// Where they are, as a path for errors (`path().join(name)`): the
+    /// store file, or the database without its password.
     pub fn path(&self) -> &Path {
-        &self.path
+        Path::new(&self.shown)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn
+    fn lock(&self) -> std::sync::MutexGuard<'_, Db> {
+        self.db
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn get(&self, name: &str) -> Result<Option<String>, String> {
         self.lock()
-            .query_row(
-                "SELECT body FROM documents WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| format!("{} ({name}): {e}", self.path.display()))
+            .first(GET, args![name], |r| r.text(0))
+            .map_err(|e| format!("{} ({name}): {e}", self.shown))
     }
 
     pub fn put(&self, name: &str, body: &str) -> Result<(), String> {
         self.lock()
-            .execute(
-                "INSERT INTO documents (name, body) VALUES (?1, ?2)
-                 ON CONFLICT (name) DO UPDATE SET body = excluded.body",
-                params![name, body],
-            )
+            .execute(PUT, args![name, body])
             .map(|_| ())
-            .map_err(|e| format!("{} ({name}): {e}", self.path.display()))
+            .map_err(|e| format!("{} ({name}): {e}", self.shown))
     }
 
     /// Reads, changes and writes the document `name` in one immediate
@@ -75,26 +87,16 @@ impl Documents {
         name: &str,
         change: impl FnOnce(Option<String>) -> Result<String, String>,
     ) -> Result<(), String> {
-        let at = |e: String| format!("{} ({name}): {e}", self.path.display());
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| at(e.to_string()))?;
-        let current: Option<String> = tx
-            .query_row(
-                "SELECT body FROM documents WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()
+        let at = |e: String| format!("{} ({name}): {e}", self.shown);
+        let db = self.lock();
+        let tx = db.write().map_err(|e| at(e.to_string()))?;
+        tx.lock(document_key(name)).map_err(|e| at(e.to_string()))?;
+        let current = tx
+            .first(GET, args![name], |r| r.text(0))
             .map_err(|e| at(e.to_string()))?;
         let body = change(current).map_err(at)?;
-        tx.execute(
-            "INSERT INTO documents (name, body) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET body = excluded.body",
-            params![name, body],
-        )
-        .map_err(|e| at(e.to_string()))?;
+        tx.execute(PUT, args![name, &body])
+            .map_err(|e| at(e.to_string()))?;
         tx.commit().map_err(|e| at(e.to_string()))
     }
 
@@ -115,6 +117,13 @@ impl Documents {
         tracing::info!(file = %legacy.display(), "took the file into the store");
         Ok(Some(text))
     }
+}
+
+/// The advisory lock key of a document: collectors on one database
+/// update it one at a time.
+fn document_key(name: &str) -> i64 {
+    let h = super::hash(name.as_bytes());
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
 }
 
 #[cfg(test)]

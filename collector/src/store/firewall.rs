@@ -25,9 +25,9 @@
 //! the chains that came or went.
 
 use super::facts::FIREWALL;
+use super::sql::{self, Db, args};
 use prost::Message;
 use reachmap_proto::v1 as pb;
-use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashSet;
 
 /// The first bytes of a stored manifest.
@@ -241,12 +241,13 @@ fn hex(h: &[u8]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Chain blobs looked up on `conn`.
-pub fn chains(conn: &Connection) -> impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, String> + '_ {
+/// Chain blobs looked up on `db`.
+pub fn chains(db: &Db) -> impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, String> + '_ {
     move |h| {
-        conn.prepare_cached("SELECT data FROM blobs WHERE hash = ?1")
-            .and_then(|mut s| s.query_row([h], |r| r.get(0)).optional())
-            .map_err(|e| e.to_string())
+        db.first("SELECT data FROM blobs WHERE hash = ?1", args![h], |r| {
+            r.blob(0)
+        })
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -255,9 +256,9 @@ pub fn chains(conn: &Connection) -> impl FnMut(&[u8]) -> Result<Option<Vec<u8>>,
 /// manifest, the runs of the chains that came or went, the manifest and
 /// its fact row. A part that cannot be split is left out, with a warning
 /// (failing would roll back, and retry, the whole batch).
-pub fn store(conn: &Connection, node: &str, time: i64, data: &[u8]) -> rusqlite::Result<()> {
+pub fn store(db: &Db, node: &str, time: i64, data: &[u8]) -> sql::Result<()> {
     match split(data) {
-        Ok(s) => store_split(conn, node, time, s.as_ref(), data),
+        Ok(s) => store_split(db, node, time, s.as_ref(), data),
         Err(e) => {
             tracing::warn!(%node, error = %e, "a firewall part that cannot be read is not stored");
             Ok(())
@@ -265,79 +266,82 @@ pub fn store(conn: &Connection, node: &str, time: i64, data: &[u8]) -> rusqlite:
     }
 }
 
+const INSERT_BLOB: &str = "INSERT INTO blobs (hash, data) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+
 /// Stores `split` (from `prepare`, or `split`) as `node`'s firewall part at
 /// `time`; `data` is the part itself when there is no ruleset.
 pub fn store_split(
-    conn: &Connection,
+    db: &Db,
     node: &str,
     time: i64,
     split: Option<&Split>,
     data: &[u8],
-) -> rusqlite::Result<()> {
-    let newest: Option<i64> = conn
-        .prepare_cached("SELECT max(time) FROM facts WHERE node = ?1 AND part = ?2")?
-        .query_row(params![node, FIREWALL], |r| r.get(0))?;
-    let mut open = HashSet::new();
-    {
-        let mut stmt =
-            conn.prepare_cached("SELECT hash FROM chain_spans WHERE node = ?1 AND last IS NULL")?;
-        for h in stmt.query_map([node], |r| r.get::<_, Vec<u8>>(0))? {
-            open.insert(h?);
-        }
-    }
+) -> sql::Result<()> {
+    let newest: Option<i64> = db
+        .first(
+            "SELECT max(time) FROM facts WHERE node = ?1 AND part = ?2",
+            args![node, FIREWALL],
+            |r| r.opt_int(0),
+        )?
+        .flatten();
+    let open: HashSet<Vec<u8>> = db
+        .query(
+            "SELECT hash FROM chain_spans WHERE node = ?1 AND last IS NULL",
+            args![node],
+            |r| r.blob(0),
+        )?
+        .into_iter()
+        .collect();
     let (key, blob, held) = match split {
         Some(s) => (s.hash, s.manifest.as_slice(), s.chains.as_slice()),
         None => (super::hash(data), data, &[][..]),
     };
-    let mut insert_blob =
-        conn.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
-    {
-        // A run left open has a row older than this one; without one, the
-        // run is kept for good rather than cut short.
-        let last = newest.unwrap_or(i64::MAX);
-        let kept: HashSet<&[u8]> = held.iter().map(|(h, _)| &h[..]).collect();
-        let mut close = conn.prepare_cached(
+    // A run left open has a row older than this one; without one, the run
+    // is kept for good rather than cut short.
+    let last = newest.unwrap_or(i64::MAX);
+    let kept: HashSet<&[u8]> = held.iter().map(|(h, _)| &h[..]).collect();
+    for h in open.iter().filter(|h| !kept.contains(h.as_slice())) {
+        db.execute(
             "UPDATE chain_spans SET last = ?3 WHERE node = ?1 AND hash = ?2 AND last IS NULL",
+            args![node, h, last],
         )?;
-        for h in open.iter().filter(|h| !kept.contains(h.as_slice())) {
-            close.execute(params![node, h, last])?;
-        }
-        let mut begin = conn
-            .prepare_cached("INSERT INTO chain_spans (node, hash, last) VALUES (?1, ?2, NULL)")?;
-        // An open run's blob is stored: only chains new to the node are
-        // written.
-        for (h, chain) in held.iter().filter(|(h, _)| !open.contains(&h[..])) {
-            insert_blob.execute(params![&h[..], chain])?;
-            begin.execute(params![node, &h[..]])?;
-        }
     }
-    insert_blob.execute(params![&key[..], blob])?;
-    conn.prepare_cached("INSERT INTO facts (node, part, time, hash) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![node, FIREWALL, time, &key[..]])?;
+    // An open run's blob is stored: only chains new to the node are written.
+    for (h, chain) in held.iter().filter(|(h, _)| !open.contains(&h[..])) {
+        db.execute(INSERT_BLOB, args![&h[..], chain])?;
+        db.execute(
+            "INSERT INTO chain_spans (node, hash, last) VALUES (?1, ?2, NULL)",
+            args![node, &h[..]],
+        )?;
+    }
+    db.execute(INSERT_BLOB, args![&key[..], blob])?;
+    db.execute(
+        "INSERT INTO facts (node, part, time, hash) VALUES (?1, ?2, ?3, ?4)",
+        args![node, FIREWALL, time, &key[..]],
+    )?;
     Ok(())
 }
 
 /// Deletes up to `limit` closed runs whose manifests are all pruned;
 /// their chains' hashes go to `gone`.
 pub fn prune_spans(
-    conn: &Connection,
+    db: &Db,
     cutoff: i64,
     limit: i64,
     gone: &mut Vec<Vec<u8>>,
-) -> rusqlite::Result<usize> {
-    let mut stmt = conn.prepare_cached(
+) -> sql::Result<usize> {
+    let hashes = db.query(
         "DELETE FROM chain_spans WHERE rowid IN
          (SELECT s.rowid FROM chain_spans s WHERE s.last IS NOT NULL AND s.last < ?1
           AND NOT EXISTS (SELECT 1 FROM facts f WHERE f.node = s.node AND f.part = ?2
                           AND f.time <= s.last)
           LIMIT ?3)
          RETURNING hash",
+        args![cutoff, FIREWALL, limit],
+        |r| r.blob(0),
     )?;
-    let mut n = 0;
-    for h in stmt.query_map(params![cutoff, FIREWALL, limit], |r| r.get::<_, Vec<u8>>(0))? {
-        gone.push(h?);
-        n += 1;
-    }
+    let n = hashes.len();
+    gone.extend(hashes);
     Ok(n)
 }
 

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::store::facts::encode_part;
+use crate::store::sql::{Db, args};
 use crate::store::{FactWrite, Options, Store, Write, read, schema, writer};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -129,33 +130,33 @@ fn prepared(node: &str, time: i64, e: crate::store::facts::Encoded) -> Write {
 }
 
 /// Stores `fw` for `node` at `time` in a transaction of its own.
-fn put(conn: &mut Connection, node: &str, time: i64, fw: &pb::Firewall) {
-    let tx = conn.transaction().expect("tx");
+fn put(conn: &Db, node: &str, time: i64, fw: &pb::Firewall) {
+    let tx = conn.write().expect("tx");
     store(&tx, node, time, &bundle(Some(fw.clone()))).expect("store");
     tx.commit().expect("commit");
 }
 
-fn firewall_at(conn: &Connection, node: &str, at: i64) -> Option<pb::Firewall> {
+fn firewall_at(conn: &Db, node: &str, at: i64) -> Option<pb::Firewall> {
     read::facts_at(conn, node, at)
         .expect("read")
         .and_then(|s| s.firewall)
 }
 
-fn blobs(conn: &Connection) -> BTreeSet<Vec<u8>> {
-    let mut stmt = conn.prepare("SELECT hash FROM blobs").expect("prepare");
-    stmt.query_map([], |r| r.get(0))
+fn blobs(conn: &Db) -> BTreeSet<Vec<u8>> {
+    conn.query("SELECT hash FROM blobs", args![], |r| r.blob(0))
         .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+        .into_iter()
+        .collect()
 }
 
-fn blob_bytes(conn: &Connection) -> (i64, i64) {
-    conn.query_row(
+fn blob_bytes(conn: &Db) -> (i64, i64) {
+    conn.first(
         "SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        args![],
+        |r| Ok((r.int(0)?, r.int(1)?)),
     )
     .expect("count")
+    .expect("a row")
 }
 
 /// Every blob the stored ruleset `fw` is made of.
@@ -168,8 +169,8 @@ fn made_of(fw: &pb::Firewall) -> BTreeSet<Vec<u8>> {
     out
 }
 
-fn open(dir: &Path) -> Connection {
-    writer::open(&dir.join(crate::store::FILE)).expect("open")
+fn open(dir: &Path) -> Db {
+    Db::from(writer::open(&dir.join(crate::store::FILE)).expect("open"))
 }
 
 /// The state task's split is the writer's split of the same ruleset's
@@ -236,16 +237,12 @@ async fn a_ruleset_comes_back_as_it_was_stored() {
                 .iter()
                 .map(|at| firewall_at(c, "a", *at))
                 .collect();
-            let mut stmt = c
-                .prepare(
+            let kinds: Vec<bool> = c
+                .query(
                     "SELECT b.data FROM facts f JOIN blobs b ON b.hash = f.hash ORDER BY f.time",
+                    args![],
+                    |r| Ok(r.blob(0)?.starts_with(MANIFEST)),
                 )
-                .map_err(|e| e.to_string())?;
-            let kinds: Vec<bool> = stmt
-                .query_map([], |r| r.get::<_, Vec<u8>>(0))
-                .map_err(|e| e.to_string())?
-                .map(|d| d.map(|d| d.starts_with(MANIFEST)))
-                .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;
             Ok((got, kinds))
         })
@@ -261,13 +258,13 @@ async fn a_ruleset_comes_back_as_it_was_stored() {
 #[test]
 fn changing_one_chain_of_many_writes_that_chain_and_a_manifest() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut conn = open(dir.path());
+    let conn = open(dir.path());
     let one = ruleset(500, 5);
     let two = changed(&one, &[123], 1);
-    put(&mut conn, "a", 10, &one);
+    put(&conn, "a", 10, &one);
     let (rows, bytes) = blob_bytes(&conn);
     assert_eq!(rows, 501, "500 chains and a manifest");
-    put(&mut conn, "a", 20, &two);
+    put(&conn, "a", 20, &two);
     let (rows2, bytes2) = blob_bytes(&conn);
     assert_eq!(rows2 - rows, 2, "one chain and a manifest");
     let manifest = split(&bundle(Some(two.clone())))
@@ -279,15 +276,16 @@ fn changing_one_chain_of_many_writes_that_chain_and_a_manifest() {
     assert_eq!(bytes2 - bytes, manifest + chain);
     assert!(manifest < 500 * 40, "{manifest} bytes of manifest");
     let spans: (i64, i64) = conn
-        .query_row(
+        .first(
             "SELECT count(*), count(last) FROM chain_spans WHERE node = 'a'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            args![],
+            |r| Ok((r.int(0)?, r.int(1)?)),
         )
-        .expect("spans");
+        .expect("spans")
+        .expect("a row");
     assert_eq!(spans, (501, 1), "one run closed, one opened");
     // The same ruleset again (back to the first) writes no blob at all.
-    put(&mut conn, "a", 30, &one);
+    put(&conn, "a", 30, &one);
     assert_eq!(blob_bytes(&conn), (rows2, bytes2));
     assert_eq!(firewall_at(&conn, "a", 15), Some(one.clone()));
     assert_eq!(firewall_at(&conn, "a", 25), Some(two));
@@ -302,7 +300,7 @@ async fn a_firewall_part_in_the_format_before_still_reads_back() {
     let t = crate::state::unix_nanos(std::time::SystemTime::now()) - 60_000_000_000;
     {
         // A store of schema 1, written as before.
-        let c = Connection::open(dir.path().join(crate::store::FILE)).expect("open");
+        let c = rusqlite::Connection::open(dir.path().join(crate::store::FILE)).expect("open");
         c.execute_batch(schema::MIGRATIONS[0]).expect("schema 1");
         c.pragma_update(None, "application_id", schema::APPLICATION_ID)
             .expect("id");
@@ -331,8 +329,8 @@ async fn a_firewall_part_in_the_format_before_still_reads_back() {
     assert_eq!(now, Some(new.clone()));
     drop(store);
     // Once the part before is pruned, its blob goes too.
-    let mut c = open(dir.path());
-    let p = writer::prune_rows(&mut c, t + 300).expect("prune");
+    let c = open(dir.path());
+    let p = writer::prune_rows(&c, t + 300).expect("prune");
     assert_eq!((p.facts, p.blobs), (1, 1), "{p:?}");
     assert_eq!(blobs(&c), made_of(&new));
     assert_eq!(firewall_at(&c, "a", t + 250), Some(new));
@@ -341,17 +339,17 @@ async fn a_firewall_part_in_the_format_before_still_reads_back() {
 #[test]
 fn pruning_keeps_the_chain_blobs_kept_manifests_name_and_drops_the_rest() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut conn = open(dir.path());
+    let conn = open(dir.path());
     let a = ruleset(40, 2);
     let b = changed(&a, &[1], 1); // chain 1 (x) changes
     let c = changed(&b, &[2], 2); // chain 2 (y) changes
     let d = changed(&a, &[1], 3); // the other node's x changes otherwise
-    put(&mut conn, "a", 10, &a);
-    put(&mut conn, "b", 10, &a);
-    put(&mut conn, "a", 20, &b);
-    put(&mut conn, "a", 30, &c);
-    put(&mut conn, "b", 40, &d);
-    let prune = |conn: &mut Connection, cutoff| {
+    put(&conn, "a", 10, &a);
+    put(&conn, "b", 10, &a);
+    put(&conn, "a", 20, &b);
+    put(&conn, "a", 30, &c);
+    put(&conn, "b", 40, &d);
+    let prune = |conn: &Db, cutoff| {
         let mut total = writer::Pruned::default();
         loop {
             let p = writer::prune_rows(conn, cutoff).expect("prune");
@@ -368,13 +366,13 @@ fn pruning_keeps_the_chain_blobs_kept_manifests_name_and_drops_the_rest() {
     };
     assert_eq!(blobs(&conn), union(&[&a, &b, &c, &d]));
     // a@10 goes (a@20 says what a had at 25); b@10 is b's newest by then.
-    let p = prune(&mut conn, 25);
+    let p = prune(&conn, 25);
     assert_eq!(p.facts, 1, "{p:?}");
     assert_eq!(p.blobs, 0, "b@10 still names all of a@10: {p:?}");
     assert_eq!(blobs(&conn), union(&[&a, &b, &c, &d]));
     // a@20 and b@10 go: a's old x and b's old x, named by no kept
     // manifest, go with their manifests; a's old y stays (d names it).
-    let p = prune(&mut conn, 45);
+    let p = prune(&conn, 45);
     assert_eq!(p.facts, 2, "{p:?}");
     let kept = union(&[&c, &d]);
     assert_eq!(blobs(&conn), kept);
@@ -394,7 +392,7 @@ fn pruning_keeps_the_chain_blobs_kept_manifests_name_and_drops_the_rest() {
     assert_eq!(firewall_at(&conn, "a", 45), Some(c));
     assert_eq!(firewall_at(&conn, "b", 45), Some(d));
     // Nothing is left to prune at the same cutoff.
-    assert_eq!(prune(&mut conn, 45), writer::Pruned::default());
+    assert_eq!(prune(&conn, 45), writer::Pruned::default());
 }
 
 #[test]
@@ -403,6 +401,8 @@ fn pruning_reads_its_indexes() {
     let conn = open(dir.path());
     let plan = |sql: &str| -> String {
         let mut stmt = conn
+            .sqlite()
+            .expect("a SQLite store")
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("plan");
         let rows: Vec<String> = stmt
@@ -456,8 +456,10 @@ fn bytes_written_per_firewall_change() {
     };
     let measure = |whole: bool| -> (u64, u64, f64) {
         let dir = tempfile::tempdir().expect("dir");
-        let mut conn = open(dir.path());
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
+        let conn = open(dir.path());
+        conn.sqlite()
+            .expect("a SQLite store")
+            .pragma_update(None, "wal_autocheckpoint", 0)
             .expect("no checkpoints");
         // Encoded as the state task does, outside the time taken.
         let parts: Vec<Vec<u8>> = rulesets
@@ -470,19 +472,19 @@ fn bytes_written_per_firewall_change() {
                 }
             })
             .collect();
-        let write = |conn: &mut Connection, time: i64, data: &[u8]| {
-            let tx = conn.transaction().expect("tx");
+        let write = |conn: &Db, time: i64, data: &[u8]| {
+            let tx = conn.write().expect("tx");
             if whole {
                 // What the store did before.
                 let h = crate::store::hash(data);
                 tx.execute(
                     "INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)",
-                    rusqlite::params![&h[..], data],
+                    args![&h[..], data],
                 )
                 .expect("blob");
                 tx.execute(
                     "INSERT INTO facts (node, part, time, hash) VALUES ('k8s', 'firewall', ?1, ?2)",
-                    rusqlite::params![time, &h[..]],
+                    args![time, &h[..]],
                 )
                 .expect("fact");
             } else {
@@ -490,12 +492,12 @@ fn bytes_written_per_firewall_change() {
             }
             tx.commit().expect("commit");
         };
-        write(&mut conn, 0, &parts[0]);
+        write(&conn, 0, &parts[0]);
         let (_, blob0) = blob_bytes(&conn);
         let wal0 = wal(dir.path());
         let started = std::time::Instant::now();
         for (i, data) in parts.iter().enumerate().skip(1) {
-            write(&mut conn, i as i64, data);
+            write(&conn, i as i64, data);
         }
         let took = started.elapsed().as_secs_f64() * 1000.0 / f64::from(CHANGES);
         let (_, blob1) = blob_bytes(&conn);

@@ -1,5 +1,8 @@
-//! The collector's memory: one SQLite file (`DATA_DIR/store.db`, WAL mode,
-//! bundled SQLite, nothing to install) holding every event of every node,
+//! The collector's memory: by default one SQLite file (`DATA_DIR/store.db`,
+//! WAL mode, bundled SQLite, nothing to install); with `--store
+//! postgres://…` a PostgreSQL database that several collectors share. The
+//! same schema and queries on both (`sql.rs`, `schema.rs`), holding every
+//! event of every node,
 //! every cell state change, the fact changes `why --at` needs (each part of a
 //! node's facts stored once per content hash, the firewall as a manifest
 //! and a blob per chain: `firewall.rs`), and the node registry.
@@ -16,9 +19,11 @@ pub mod cells;
 pub mod documents;
 pub mod facts;
 pub mod firewall;
+pub mod pg;
 pub mod read;
 pub mod registry;
 mod schema;
+pub mod sql;
 mod writer;
 
 pub use registry::NodeRecord;
@@ -26,6 +31,7 @@ pub use registry::NodeRecord;
 use crate::probe::CellChange;
 use reachmap_proto::v1 as pb;
 use rusqlite::{Connection, OpenFlags};
+use sql::Db;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +50,56 @@ pub enum StoreError {
     Unusable { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+}
+
+/// Where the store is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Location {
+    /// `store.db` in this data directory.
+    Dir(PathBuf),
+    /// A PostgreSQL database, shared by the collectors that name it.
+    Postgres(pg::Target),
+}
+
+impl Location {
+    /// The store file, or the database without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Location::Dir(d) => d.join(FILE).display().to_string(),
+            Location::Postgres(t) => t.shown(),
+        }
+    }
+
+    /// The SQLite file (for a data directory); the database without its
+    /// password as a path, for messages.
+    pub fn file(&self) -> PathBuf {
+        match self {
+            Location::Dir(d) => d.join(FILE),
+            Location::Postgres(t) => PathBuf::from(t.shown()),
+        }
+    }
+
+    fn reader(&self) -> Result<Db, String> {
+        match self {
+            Location::Dir(d) => {
+                let path = d.join(FILE);
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+                let _ = conn.busy_timeout(Duration::from_secs(5));
+                // Reads of history walk many pages: map the file instead of
+                // a read(2) per page.
+                let _ = conn.pragma_update(None, "mmap_size", 1i64 << 30);
+                conn.set_prepared_statement_cache_capacity(64);
+                Ok(Db::from(conn))
+            }
+            Location::Postgres(t) => pg::Pg::connect(t)
+                .map(Db::Postgres)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -125,9 +181,9 @@ pub enum Write {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Write>,
-    path: PathBuf,
+    location: Location,
     status: watch::Receiver<Status>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Arc<Mutex<Vec<Db>>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -135,49 +191,38 @@ impl Store {
     /// Opens (or makes) `dir/store.db`, migrates it and starts the writer.
     /// Also returns the node registry as stored.
     pub fn open(dir: &Path, opts: Options) -> Result<(Store, Vec<NodeRecord>), StoreError> {
-        let io = |message: String| StoreError::Io {
-            path: dir.to_owned(),
-            message,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
-        let path = dir.join(FILE);
-        let conn = match writer::open(&path) {
-            Ok(c) => c,
-            Err(message) if opts.recover && path.exists() => {
-                let aside = move_aside(&path).map_err(io)?;
-                tracing::warn!(store = %path.display(), moved_to = %aside.display(), reason = %message, "moved an unusable store aside; starting a new one");
-                let conn = writer::open(&path).map_err(|message| StoreError::Unusable {
-                    path: path.clone(),
+        Store::open_at(&Location::Dir(dir.to_owned()), opts)
+    }
+
+    /// Opens the store at `at` (migrating it) and starts the writer; also
+    /// returns the node registry as stored.
+    pub fn open_at(at: &Location, opts: Options) -> Result<(Store, Vec<NodeRecord>), StoreError> {
+        let db = match at {
+            Location::Dir(dir) => open_file(dir, &opts)?,
+            Location::Postgres(target) => {
+                writer::open_pg(target).map_err(|message| StoreError::Unusable {
+                    path: at.file(),
                     message,
-                })?;
-                salvage(&aside, &conn);
-                conn
-            }
-            Err(message) => {
-                return Err(StoreError::Unusable {
-                    path: path.clone(),
-                    message,
-                });
+                })?
             }
         };
-        match registry::import_legacy(&conn, dir) {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(nodes = n, "took in the node registry of nodes.json"),
-            Err(e) => tracing::warn!(error = %e, "could not take in the old node registry"),
-        }
-        let nodes = registry::load(&conn).map_err(|e| StoreError::Unusable {
-            path: path.clone(),
+        let nodes = registry::load(&db).map_err(|e| StoreError::Unusable {
+            path: at.file(),
             message: e.to_string(),
         })?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (status_tx, status) = watch::channel(writer::initial_status(&conn));
+        let (status_tx, status) = watch::channel(writer::initial_status(&db));
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        writer::spawn(conn, path.clone(), rx, status_tx, opts, dropped.clone())
-            .map_err(|e| io(e.to_string()))?;
+        writer::spawn(db, at.clone(), rx, status_tx, opts, dropped.clone()).map_err(|e| {
+            StoreError::Io {
+                path: at.file(),
+                message: e.to_string(),
+            }
+        })?;
         Ok((
             Store {
                 tx,
-                path,
+                location: at.clone(),
                 status,
                 readers: Arc::default(),
                 dropped,
@@ -186,8 +231,13 @@ impl Store {
         ))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The SQLite file, or the database (without its password) as a path.
+    pub fn path(&self) -> PathBuf {
+        self.location.file()
     }
 
     /// Queues `event` and returns when its commit is known.
@@ -242,23 +292,15 @@ impl Store {
     /// Runs `f` on a read-only connection off the async threads.
     pub async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, String> + Send + 'static,
+        f: impl FnOnce(&Db) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
         let readers = self.readers.clone();
-        let path = self.path.clone();
+        let location = self.location.clone();
         tokio::task::spawn_blocking(move || {
             let conn = match readers.lock().ok().and_then(|mut v| v.pop()) {
                 Some(c) => c,
-                None => Connection::open_with_flags(
-                    &path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(|e| format!("{}: {e}", path.display()))?,
+                None => location.reader()?,
             };
-            let _ = conn.busy_timeout(Duration::from_secs(5));
-            // Reads of history walk many pages: map the file instead of a
-            // read(2) per page.
-            let _ = conn.pragma_update(None, "mmap_size", 1i64 << 30);
             let out = f(&conn);
             if let Ok(mut v) = readers.lock()
                 && v.len() < 4
@@ -270,6 +312,39 @@ impl Store {
         .await
         .map_err(|e| format!("store reader failed: {e}"))?
     }
+}
+
+/// Opens (or makes) `dir/store.db` and migrates it, moving an unusable one
+/// aside when `opts.recover` says so; takes in an older collector's
+/// `nodes.json`.
+fn open_file(dir: &Path, opts: &Options) -> Result<Db, StoreError> {
+    let io = |message: String| StoreError::Io {
+        path: dir.to_owned(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io(e.to_string()))?;
+    let path = dir.join(FILE);
+    let conn = match writer::open(&path) {
+        Ok(c) => c,
+        Err(message) if opts.recover && path.exists() => {
+            let aside = move_aside(&path).map_err(io)?;
+            tracing::warn!(store = %path.display(), moved_to = %aside.display(), reason = %message, "moved an unusable store aside; starting a new one");
+            let conn = writer::open(&path).map_err(|message| StoreError::Unusable {
+                path: path.clone(),
+                message,
+            })?;
+            salvage(&aside, &conn);
+            conn
+        }
+        Err(message) => return Err(StoreError::Unusable { path, message }),
+    };
+    let db = Db::from(conn);
+    match registry::import_legacy(&db, dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(nodes = n, "took in the node registry of nodes.json"),
+        Err(e) => tracing::warn!(error = %e, "could not take in the old node registry"),
+    }
+    Ok(db)
 }
 
 /// Copies what can still be read of a store moved aside — the trust

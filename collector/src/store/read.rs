@@ -3,11 +3,10 @@
 //! store hands out read-only ones) and answers with the collector's types.
 
 use super::facts;
+use super::sql::{Db, Engine, Result, Value, args};
 use crate::probe::{CellChange, Matrix, ProbeKind, ResolvedName};
 use prost::Message;
 use reachmap_proto::v1 as pb;
-use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 /// Events answered by default, and at most.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -26,27 +25,24 @@ pub struct EventsQuery {
 
 /// Matching events, oldest first, the newest `limit` of them; and whether
 /// more matched.
-pub fn events(
-    conn: &Connection,
-    q: &EventsQuery,
-) -> rusqlite::Result<(Vec<(String, pb::Event)>, bool)> {
+pub fn events(db: &Db, q: &EventsQuery) -> Result<(Vec<(String, pb::Event)>, bool)> {
     let limit = match q.limit {
         0 => DEFAULT_LIMIT,
         n => n.min(MAX_LIMIT),
     };
     let mut sql = String::from("SELECT node, body FROM events WHERE time >= ?1 AND time <= ?2");
     let mut args: Vec<Value> = vec![
-        Value::Integer(q.since),
-        Value::Integer(if q.until == 0 { i64::MAX } else { q.until }),
+        Value::Int(q.since),
+        Value::Int(if q.until == 0 { i64::MAX } else { q.until }),
     ];
     if let Some(node) = &q.node {
-        args.push(Value::Text(node.clone()));
+        args.push(Value::Text(node));
         sql.push_str(&format!(" AND node = ?{}", args.len()));
     }
     if !q.types.is_empty() {
         let mut marks = Vec::new();
         for t in &q.types {
-            args.push(Value::Text(t.clone()));
+            args.push(Value::Text(t));
             marks.push(format!("?{}", args.len()));
         }
         sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
@@ -55,20 +51,17 @@ pub fn events(
         " ORDER BY time DESC, rowid DESC LIMIT {}",
         limit + 1
     ));
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args), |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-    })?;
     let mut out = Vec::new();
-    for row in rows {
-        let (node, body) = row?;
+    db.each(&sql, &args, |r| {
+        let (node, body) = (r.text(0)?, r.blob(1)?);
         match pb::Event::decode(body.as_slice()) {
             Ok(e) => out.push((node, e)),
             Err(e) => {
                 tracing::warn!(%node, error = %e, "skipping a stored event that does not decode")
             }
         }
-    }
+        Ok(())
+    })?;
     let truncated = out.len() > limit;
     out.truncate(limit);
     out.reverse();
@@ -80,82 +73,83 @@ use super::cells::{self, COLUMNS as CELL_COLUMNS, Names};
 /// The changes of one cell in [since, until], oldest first, led by the last
 /// change before `since` (the state the range starts in), when there is one.
 pub fn cell_history(
-    conn: &Connection,
+    db: &Db,
     src: &str,
     dst: &str,
     port: u16,
     kind: ProbeKind,
     since: i64,
     until: i64,
-) -> rusqlite::Result<Vec<CellChange>> {
-    let names = Names::load(conn)?;
+) -> Result<Vec<CellChange>> {
+    let names = Names::load(db)?;
     let (Some(s), Some(d)) = (names.id(src), names.id(dst)) else {
         return Ok(Vec::new());
     };
     let k = cells::kind_code(kind);
-    let before = conn
-        .query_row(
-            &format!(
-                "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
-                 AND kind = ?4 AND time < ?5 ORDER BY time DESC LIMIT 1"
-            ),
-            params![s, d, port, k, since],
-            |r| cells::row(r, &names),
-        )
-        .optional()?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
-         AND kind = ?4 AND time >= ?5 AND time <= ?6 ORDER BY time"
-    ))?;
-    let rows = stmt.query_map(params![s, d, port, k, since, until], |r| {
-        cells::row(r, &names)
-    })?;
+    let before = db.first(
+        &format!(
+            "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
+             AND kind = ?4 AND time < ?5 ORDER BY time DESC LIMIT 1"
+        ),
+        args![s, d, port, k, since],
+        |r| cells::row(r, &names),
+    )?;
     let mut out: Vec<CellChange> = before.into_iter().collect();
-    for r in rows {
-        out.push(r?);
-    }
+    db.each(
+        &format!(
+            "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
+             AND kind = ?4 AND time >= ?5 AND time <= ?6 ORDER BY time"
+        ),
+        args![s, d, port, k, since, until],
+        |r| {
+            out.push(cells::row(r, &names)?);
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
 /// The cells into or out of `node` as the last stored change before `at`
 /// left each (each direction read along its own index).
-pub fn cells_at(conn: &Connection, at: i64, node: &str) -> rusqlite::Result<Vec<CellChange>> {
-    let names = Names::load(conn)?;
+pub fn cells_at(db: &Db, at: i64, node: &str) -> Result<Vec<CellChange>> {
+    let names = Names::load(db)?;
     let Some(id) = names.id(node) else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    // SQLite takes the other columns from the row holding max(time).
     for (column, others) in [("src", "dst"), ("dst", "src")] {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {CELL_COLUMNS}, max(time) FROM cell_changes
-             WHERE {column} = ?2 AND time <= ?1 AND {others} != ?2
-             GROUP BY {others}, port, kind"
-        ))?;
-        for r in stmt.query_map(params![at, id], |r| cells::row(r, &names))? {
-            out.push(r?);
-        }
+        let sql = match db.engine() {
+            // SQLite takes the other columns from the row holding max(time).
+            Engine::Sqlite => format!(
+                "SELECT {CELL_COLUMNS}, max(time) FROM cell_changes
+                 WHERE {column} = ?2 AND time <= ?1 AND {others} != ?2
+                 GROUP BY {others}, port, kind"
+            ),
+            Engine::Postgres => format!(
+                "SELECT DISTINCT ON ({others}, port, kind) {CELL_COLUMNS} FROM cell_changes
+                 WHERE {column} = ?2 AND time <= ?1 AND {others} != ?2
+                 ORDER BY {others}, port, kind, time DESC"
+            ),
+        };
+        db.each(&sql, args![at, id], |r| {
+            out.push(cells::row(r, &names)?);
+            Ok(())
+        })?;
     }
     Ok(out)
 }
 
 /// The pair's own cells at `at`: SRC -> DST and DST -> SRC on `port` (TCP
 /// and HTTP) and ICMP both ways, each one seek along the primary key.
-pub fn pair_at(
-    conn: &Connection,
-    at: i64,
-    src: &str,
-    dst: &str,
-    port: u16,
-) -> rusqlite::Result<Vec<CellChange>> {
-    let names = Names::load(conn)?;
+pub fn pair_at(db: &Db, at: i64, src: &str, dst: &str, port: u16) -> Result<Vec<CellChange>> {
+    let names = Names::load(db)?;
     let (Some(s), Some(d)) = (names.id(src), names.id(dst)) else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {CELL_COLUMNS} FROM cell_changes WHERE src = ?1 AND dst = ?2 AND port = ?3
          AND kind = ?4 AND time <= ?5 ORDER BY time DESC LIMIT 1"
-    ))?;
+    );
     let mut out = Vec::new();
     for (a, b) in [(s, d), (d, s)] {
         for (p, k) in [
@@ -164,12 +158,9 @@ pub fn pair_at(
             (port, ProbeKind::Https),
             (0, ProbeKind::Icmp),
         ] {
-            if let Some(c) = stmt
-                .query_row(params![a, b, p, cells::kind_code(k), at], |r| {
-                    cells::row(r, &names)
-                })
-                .optional()?
-            {
+            if let Some(c) = db.first(&sql, args![a, b, p, cells::kind_code(k), at], |r| {
+                cells::row(r, &names)
+            })? {
                 out.push(c);
             }
         }
@@ -180,31 +171,21 @@ pub fn pair_at(
 /// `node`'s facts as they were at `at`, when any were stored by then.
 /// Read in one transaction: a firewall manifest and its chain blobs come
 /// from the same state of the store, whatever the writer prunes meanwhile.
-pub fn facts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Snapshot>, String> {
-    let tx = if conn.is_autocommit() {
-        Some(conn.unchecked_transaction().map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let out = parts_at(conn, node, at);
-    if let Some(tx) = tx {
-        tx.commit().map_err(|e| e.to_string())?;
-    }
+pub fn facts_at(db: &Db, node: &str, at: i64) -> std::result::Result<Option<pb::Snapshot>, String> {
+    let tx = db.snapshot().map_err(|e| e.to_string())?;
+    let out = parts_at(&tx, node, at);
+    tx.commit().map_err(|e| e.to_string())?;
     out
 }
 
-fn parts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Snapshot>, String> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT b.data FROM facts f JOIN blobs b ON b.hash = f.hash
-             WHERE f.node = ?1 AND f.part = ?2 AND f.time <= ?3 ORDER BY f.time DESC LIMIT 1",
-        )
-        .map_err(|e| e.to_string())?;
+const PART_AT: &str = "SELECT b.data FROM facts f JOIN blobs b ON b.hash = f.hash
+     WHERE f.node = ?1 AND f.part = ?2 AND f.time <= ?3 ORDER BY f.time DESC LIMIT 1";
+
+fn parts_at(db: &Db, node: &str, at: i64) -> std::result::Result<Option<pb::Snapshot>, String> {
     let mut parts = Vec::new();
     for part in facts::ALL {
-        let data: Option<Vec<u8>> = stmt
-            .query_row(params![node, part, at], |r| r.get(0))
-            .optional()
+        let data = db
+            .first(PART_AT, args![node, part, at], |r| r.blob(0))
             .map_err(|e| e.to_string())?;
         if let Some(d) = data {
             parts.push((part.to_string(), d));
@@ -213,35 +194,27 @@ fn parts_at(conn: &Connection, node: &str, at: i64) -> Result<Option<pb::Snapsho
     if parts.is_empty() {
         return Ok(None);
     }
-    facts::merge(&parts, &mut super::firewall::chains(conn)).map(Some)
+    facts::merge(&parts, &mut super::firewall::chains(db)).map(Some)
 }
 
 /// What the fleet's names resolved to on `node` at `at`.
-pub fn names_at(conn: &Connection, node: &str, at: i64) -> Result<Vec<ResolvedName>, String> {
-    let data: Option<Vec<u8>> = conn
-        .query_row(
-            "SELECT b.data FROM facts f JOIN blobs b ON b.hash = f.hash
-             WHERE f.node = ?1 AND f.part = ?2 AND f.time <= ?3 ORDER BY f.time DESC LIMIT 1",
-            params![node, facts::NAMES, at],
-            |r| r.get(0),
-        )
-        .optional()
+pub fn names_at(db: &Db, node: &str, at: i64) -> std::result::Result<Vec<ResolvedName>, String> {
+    let data = db
+        .first(PART_AT, args![node, facts::NAMES, at], |r| r.blob(0))
         .map_err(|e| e.to_string())?;
     data.map_or(Ok(Vec::new()), |d| facts::decode_names(&d))
 }
 
 /// When the store's history of `node`'s firewall shows the ruleset
 /// changing after `at`: the first such time.
-pub fn firewall_changed_after(
-    conn: &Connection,
-    node: &str,
-    at: i64,
-) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT min(time) FROM facts WHERE node = ?1 AND part = ?2 AND time > ?3",
-        params![node, facts::FIREWALL, at],
-        |r| r.get(0),
-    )
+pub fn firewall_changed_after(db: &Db, node: &str, at: i64) -> Result<Option<i64>> {
+    Ok(db
+        .first(
+            "SELECT min(time) FROM facts WHERE node = ?1 AND part = ?2 AND time > ?3",
+            args![node, facts::FIREWALL, at],
+            |r| r.opt_int(0),
+        )?
+        .flatten())
 }
 
 /// One cell of the matrix of a moment, by name ids.
@@ -256,66 +229,66 @@ pub struct PastCell {
 /// one pass over the table in its own order — by cell, then time — keeping
 /// the last row of each cell at or before `at`. Source ranges are read side
 /// by side on connections of their own.
-pub fn cells_of_sources(
-    conn: &Connection,
-    at: i64,
-    lo: i64,
-    hi: i64,
-) -> rusqlite::Result<Vec<PastCell>> {
-    let mut stmt = conn.prepare(
+pub fn cells_of_sources(db: &Db, at: i64, lo: i64, hi: i64) -> Result<Vec<PastCell>> {
+    let mut out = Vec::new();
+    let mut current: Option<((i64, i64, i64, i64), PastCell)> = None;
+    db.each(
         "SELECT src, dst, port, kind, time, service, new, failure, sent, ok, rtt_ms, address,
          last_failure FROM cell_changes WHERE src >= ?2 AND src < ?3 AND time <= ?1
          ORDER BY src, dst, port, kind, time",
+        args![at, lo, hi],
+        |r| {
+            let key = (r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?);
+            let (Some(kind), Some(state), Some(address), Ok(port)) = (
+                cells::kind_of(key.3),
+                cells::state_of(r.int(6)?),
+                cells::address_of(&r.blob(11)?),
+                u16::try_from(key.2),
+            ) else {
+                return Ok(());
+            };
+            let c = PastCell {
+                src: key.0,
+                dst: key.1,
+                service: r.opt_int(5)?,
+                cell: crate::probe::RestoredCell {
+                    port,
+                    kind,
+                    state,
+                    failure: cells::outcome_of(r.opt_int(7)?),
+                    address,
+                    sent: r.int_as(8)?,
+                    ok: r.int_as(9)?,
+                    rtt_ms: r.opt_real(10)?,
+                    updated: r.int(4)?,
+                    last_failure_at: r.int(12)?,
+                },
+            };
+            if let Some((k, prev)) = current.take()
+                && k != key
+            {
+                out.push(prev);
+            }
+            current = Some((key, c));
+            Ok(())
+        },
     )?;
-    let mut rows = stmt.query(params![at, lo, hi])?;
-    let mut out = Vec::new();
-    let mut current: Option<((i64, i64, i64, i64), PastCell)> = None;
-    while let Some(r) = rows.next()? {
-        let key: (i64, i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let (Some(kind), Some(state), Some(address), Ok(port)) = (
-            cells::kind_of(key.3),
-            cells::state_of(r.get(6)?),
-            r.get_ref(11)?.as_blob().ok().and_then(cells::address_of),
-            u16::try_from(key.2),
-        ) else {
-            continue;
-        };
-        let c = PastCell {
-            src: key.0,
-            dst: key.1,
-            service: r.get(5)?,
-            cell: crate::probe::RestoredCell {
-                port,
-                kind,
-                state,
-                failure: cells::outcome_of(r.get(7)?),
-                address,
-                sent: r.get(8)?,
-                ok: r.get(9)?,
-                rtt_ms: r.get(10)?,
-                updated: r.get(4)?,
-                last_failure_at: r.get(12)?,
-            },
-        };
-        if let Some((k, prev)) = current.take()
-            && k != key
-        {
-            out.push(prev);
-        }
-        current = Some((key, c));
-    }
     out.extend(current.map(|(_, c)| c));
     Ok(out)
 }
 
 /// The largest name id (sources are split by id range).
-pub fn max_name_id(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("SELECT coalesce(max(id), 0) FROM names", [], |r| r.get(0))
+pub fn max_name_id(db: &Db) -> Result<i64> {
+    Ok(db
+        .first("SELECT coalesce(max(id), 0) FROM names", args![], |r| {
+            r.int(0)
+        })?
+        .unwrap_or(0))
 }
 
 /// The matrix of `parts` (from `cells_of_sources`).
-pub fn matrix_of(conn: &Connection, parts: Vec<Vec<PastCell>>) -> rusqlite::Result<Matrix> {
-    let names = Names::load(conn)?;
+pub fn matrix_of(db: &Db, parts: Vec<Vec<PastCell>>) -> Result<Matrix> {
+    let names = Names::load(db)?;
     let mut m = Matrix::new(std::time::Duration::from_secs(10));
     let mut ids: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
     let mut services: std::collections::HashMap<i64, u16> = std::collections::HashMap::new();
@@ -345,7 +318,7 @@ pub fn matrix_of(conn: &Connection, parts: Vec<Vec<PastCell>>) -> rusqlite::Resu
 }
 
 /// The whole matrix at `at` on one connection.
-pub fn matrix_at(conn: &Connection, at: i64) -> rusqlite::Result<Matrix> {
-    let all = cells_of_sources(conn, at, i64::MIN, i64::MAX)?;
-    matrix_of(conn, vec![all])
+pub fn matrix_at(db: &Db, at: i64) -> Result<Matrix> {
+    let all = cells_of_sources(db, at, i64::MIN, i64::MAX)?;
+    matrix_of(db, vec![all])
 }

@@ -3,7 +3,7 @@
 //! lives in the store's `nodes` table; a `nodes.json` left by an older
 //! collector is taken in once and renamed `nodes.json.imported`.
 
-use rusqlite::{Connection, params};
+use super::sql::{Db, Result, args};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,33 +27,38 @@ struct Legacy {
 }
 
 /// Every record; a row that does not parse is skipped with a warning.
-pub fn load(conn: &Connection) -> rusqlite::Result<Vec<NodeRecord>> {
-    let mut stmt = conn.prepare("SELECT name, record FROM nodes ORDER BY name")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+pub fn load(db: &Db) -> Result<Vec<NodeRecord>> {
     let mut out = Vec::new();
-    for row in rows {
-        let (name, text) = row?;
-        match serde_json::from_str::<NodeRecord>(&text) {
-            Ok(rec) => out.push(rec),
-            Err(e) => tracing::warn!(%name, error = %e, "skipping an unreadable node record"),
-        }
-    }
+    db.each(
+        "SELECT name, record FROM nodes ORDER BY name",
+        args![],
+        |r| {
+            let (name, text) = (r.text(0)?, r.text(1)?);
+            match serde_json::from_str::<NodeRecord>(&text) {
+                Ok(rec) => out.push(rec),
+                Err(e) => tracing::warn!(%name, error = %e, "skipping an unreadable node record"),
+            }
+            Ok(())
+        },
+    )?;
     Ok(out)
 }
 
 /// Replaces the registry with `nodes`.
-pub fn save(conn: &Connection, nodes: &[NodeRecord]) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM nodes", [])?;
-    let mut stmt = conn.prepare_cached("INSERT INTO nodes (name, record) VALUES (?1, ?2)")?;
+pub fn save(db: &Db, nodes: &[NodeRecord]) -> Result<()> {
+    db.execute("DELETE FROM nodes", args![])?;
     for n in nodes {
         let text = serde_json::to_string(n).unwrap_or_default();
-        stmt.execute(params![n.name, text])?;
+        db.execute(
+            "INSERT INTO nodes (name, record) VALUES (?1, ?2)",
+            args![&n.name, &text],
+        )?;
     }
     Ok(())
 }
 
 /// Takes in an older collector's `nodes.json` from `dir`, once.
-pub fn import_legacy(conn: &Connection, dir: &Path) -> Result<usize, String> {
+pub fn import_legacy(db: &Db, dir: &Path) -> std::result::Result<usize, String> {
     let path = dir.join(LEGACY_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -62,7 +67,7 @@ pub fn import_legacy(conn: &Connection, dir: &Path) -> Result<usize, String> {
     };
     let legacy: Legacy =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    save(conn, &legacy.nodes).map_err(|e| format!("{}: {e}", path.display()))?;
+    save(db, &legacy.nodes).map_err(|e| format!("{}: {e}", path.display()))?;
     let done = dir.join(format!("{LEGACY_FILE}.imported"));
     std::fs::rename(&path, &done).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(legacy.nodes.len())
@@ -72,10 +77,10 @@ pub fn import_legacy(conn: &Connection, dir: &Path) -> Result<usize, String> {
 mod tests {
     use super::*;
 
-    fn conn() -> Connection {
-        let mut c = Connection::open_in_memory().expect("open");
+    fn conn() -> Db {
+        let mut c = rusqlite::Connection::open_in_memory().expect("open");
         super::super::schema::migrate(&mut c).expect("migrate");
-        c
+        Db::from(c)
     }
 
     #[test]

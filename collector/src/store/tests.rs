@@ -256,7 +256,7 @@ fn recovering_a_refused_store_keeps_its_trust_documents_and_registry() {
         let docs = documents::Documents::open(dir.path()).expect("docs");
         docs.put("tokens", "{\"format\":1,\"tokens\":[]}")
             .expect("put");
-        let c = writer::open(&dir.path().join(FILE)).expect("open");
+        let c = Db::from(writer::open(&dir.path().join(FILE)).expect("open"));
         registry::save(
             &c,
             &[NodeRecord {
@@ -265,7 +265,9 @@ fn recovering_a_refused_store_keeps_its_trust_documents_and_registry() {
             }],
         )
         .expect("save");
-        c.pragma_update(None, "user_version", schema::VERSION + 1)
+        c.sqlite()
+            .expect("a SQLite store")
+            .pragma_update(None, "user_version", schema::VERSION + 1)
             .expect("bump");
     }
     let rt = tokio::runtime::Runtime::new().expect("rt");

@@ -10,10 +10,11 @@
 //! tried again with the next batch (up to `RETRY_MAX`, oldest dropped and
 //! counted past it).
 
-use super::{Options, Status, Write, registry, schema};
+use super::sql::{self, Db, args};
+use super::{Location, Options, Status, Write, pg, registry, schema};
 use crate::state::unix_nanos;
 use prost::Message;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,15 +90,26 @@ fn open_with(path: &Path, check: bool) -> Result<Connection, String> {
         schema::SchemaError::Sql(e) => explain(e),
         other => other.to_string(),
     })?;
+    // Every statement the store runs stays prepared.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
 
+/// Connects to a PostgreSQL store and applies the migrations it lacks.
+pub fn open_pg(target: &pg::Target) -> Result<Db, String> {
+    let db = Db::Postgres(pg::Pg::connect(target).map_err(|e| e.to_string())?);
+    schema::migrate_pg(&db).map_err(|e| format!("{}: {e}", target.shown()))?;
+    Ok(db)
+}
+
 /// What the store holds as it opens: row counts and the oldest moment.
-pub fn initial_status(conn: &Connection) -> Status {
+pub fn initial_status(db: &Db) -> Status {
     let count = |table: &str| -> u64 {
-        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
-            r.get::<_, i64>(0)
+        db.first(&format!("SELECT count(*) FROM {table}"), args![], |r| {
+            r.int(0)
         })
+        .ok()
+        .flatten()
         .map_or(0, |n| u64::try_from(n).unwrap_or(0))
     };
     Status {
@@ -105,20 +117,22 @@ pub fn initial_status(conn: &Connection) -> Status {
         events: count("events"),
         cell_changes: count("cell_changes"),
         fact_changes: count("facts"),
-        oldest: conn
-            .query_row(
+        oldest: db
+            .first(
                 "SELECT value FROM meta WHERE key = 'pruned_before'",
-                [],
-                |r| r.get(0),
+                args![],
+                |r| r.int(0),
             )
+            .ok()
+            .flatten()
             .unwrap_or(0),
         ..Status::default()
     }
 }
 
 pub fn spawn(
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    location: Location,
     rx: mpsc::Receiver<Write>,
     status: watch::Sender<Status>,
     opts: Options,
@@ -137,15 +151,19 @@ pub fn spawn(
                     return;
                 }
             };
-            let mut w = Writer::new(conn, path, status, opts, dropped);
+            let mut w = Writer::new(db, location, status, opts, dropped);
             rt.block_on(w.run(rx));
         })
         .map(|_| ())
 }
 
 struct Writer {
-    conn: Connection,
-    path: PathBuf,
+    db: Db,
+    location: Location,
+    /// The location without secrets, for logs.
+    shown: String,
+    /// A shared database's size, asked at most once a second.
+    size: Option<(Instant, u64)>,
     status_tx: watch::Sender<Status>,
     status: Status,
     opts: Options,
@@ -159,16 +177,18 @@ struct Writer {
 
 impl Writer {
     fn new(
-        conn: Connection,
-        path: PathBuf,
+        db: Db,
+        location: Location,
         status_tx: watch::Sender<Status>,
         opts: Options,
         dropped: Arc<AtomicU64>,
     ) -> Writer {
         let status = status_tx.borrow().clone();
         let mut w = Writer {
-            conn,
-            path,
+            db,
+            shown: location.shown(),
+            location,
+            size: None,
             status_tx,
             status,
             opts,
@@ -224,13 +244,44 @@ impl Writer {
             }
             self.publish();
         }
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        self.checkpoint();
+    }
+
+    /// SQLite's WAL folded back into the file (nothing to do on PostgreSQL).
+    fn checkpoint(&self) {
+        if let Db::Sqlite(c) = &self.db {
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
+    }
+
+    /// The store's size: the file and its WAL, or the shared database.
+    fn bytes(&mut self) -> u64 {
+        match &self.location {
+            Location::Dir(_) => file_bytes(&self.location.file()),
+            Location::Postgres(_) => {
+                if let Some((at, n)) = self.size
+                    && at.elapsed() < Duration::from_secs(1)
+                {
+                    return n;
+                }
+                let n = self
+                    .db
+                    .first(
+                        "SELECT pg_database_size(current_database())",
+                        args![],
+                        |r| r.int(0),
+                    )
+                    .ok()
+                    .flatten()
+                    .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+                self.size = Some((Instant::now(), n));
+                n
+            }
+        }
     }
 
     fn publish(&mut self) {
-        self.status.bytes = file_bytes(&self.path);
+        self.status.bytes = self.bytes();
         self.status.dropped_writes_total = self.dropped.load(Ordering::Relaxed);
         let s = self.status.clone();
         self.status_tx.send_if_modified(|old| {
@@ -250,7 +301,7 @@ impl Writer {
             Ok(inserted) => {
                 self.status.commits_total += 1;
                 if !self.status.writable {
-                    tracing::info!(store = %self.path.display(), "the store takes writes again");
+                    tracing::info!(store = %self.shown, "the store takes writes again");
                 }
                 self.status.writable = true;
                 self.status.error.clear();
@@ -290,7 +341,7 @@ impl Writer {
                     .last_error_log
                     .is_none_or(|t| t.elapsed() >= ERROR_LOG_EVERY)
                 {
-                    tracing::error!(store = %self.path.display(), error = %message, failed_commits = self.failures_since_log, "the store cannot commit: events are not acked (agents keep them) until it can");
+                    tracing::error!(store = %self.shown, error = %message, failed_commits = self.failures_since_log, "the store cannot commit: events are not acked (agents keep them) until it can");
                     self.last_error_log = Some(Instant::now());
                     self.failures_since_log = 0;
                 }
@@ -319,58 +370,54 @@ impl Writer {
     }
 
     /// One transaction; for each event, whether it was new.
-    fn apply(&mut self, writes: &[Write]) -> rusqlite::Result<Vec<bool>> {
-        let tx = self.conn.transaction()?;
+    fn apply(&mut self, writes: &[Write]) -> sql::Result<Vec<bool>> {
+        let tx = self.db.write()?;
         let mut inserted = Vec::new();
-        {
-            let mut event = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (node, instance, id, time, received, kind, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            let mut blob =
-                tx.prepare_cached("INSERT OR IGNORE INTO blobs (hash, data) VALUES (?1, ?2)")?;
-            let mut fact = tx.prepare_cached(
-                "INSERT INTO facts (node, part, time, hash) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            let mut nodes = None;
-            for w in writes {
-                match w {
-                    Write::Event(e) => {
-                        let id = (e.instance != 0).then_some(e.event.id as i64);
-                        let kind = crate::view::describe(&e.event).0;
-                        let n = event.execute(params![
-                            e.node,
+        let mut nodes = None;
+        for w in writes {
+            match w {
+                Write::Event(e) => {
+                    let id = (e.instance != 0).then_some(e.event.id as i64);
+                    let kind = crate::view::describe(&e.event).0;
+                    let body = e.event.encode_to_vec();
+                    let n = tx.execute(
+                        "INSERT INTO events (node, instance, id, time, received, kind, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                        args![
+                            &e.node,
                             e.instance as i64,
                             id,
                             e.event.time_unix_nanos,
                             e.event.received_unix_nanos,
                             kind,
-                            e.event.encode_to_vec()
-                        ])?;
-                        inserted.push(n == 1);
-                    }
-                    Write::Cell(c) => super::cells::insert(&tx, &mut self.names, c)?,
-                    Write::Fact(f) if f.part == super::facts::FIREWALL => match &f.firewall {
-                        Some(split) => super::firewall::store_split(
-                            &tx,
-                            &f.node,
-                            f.time,
-                            Some(split),
-                            &f.data,
-                        )?,
-                        None => super::firewall::store(&tx, &f.node, f.time, &f.data)?,
-                    },
-                    Write::Fact(f) => {
-                        blob.execute(params![&f.hash[..], f.data])?;
-                        fact.execute(params![f.node, f.part, f.time, &f.hash[..]])?;
-                    }
-                    Write::Nodes(list) => nodes = Some(list),
-                    Write::Flush(_) => {}
+                            &body
+                        ],
+                    )?;
+                    inserted.push(n == 1);
                 }
+                Write::Cell(c) => super::cells::insert(&tx, &mut self.names, c)?,
+                Write::Fact(f) if f.part == super::facts::FIREWALL => match &f.firewall {
+                    Some(split) => {
+                        super::firewall::store_split(&tx, &f.node, f.time, Some(split), &f.data)?
+                    }
+                    None => super::firewall::store(&tx, &f.node, f.time, &f.data)?,
+                },
+                Write::Fact(f) => {
+                    tx.execute(
+                        "INSERT INTO blobs (hash, data) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                        args![&f.hash[..], &f.data],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO facts (node, part, time, hash) VALUES (?1, ?2, ?3, ?4)",
+                        args![&f.node, f.part, f.time, &f.hash[..]],
+                    )?;
+                }
+                Write::Nodes(list) => nodes = Some(list),
+                Write::Flush(_) => {}
             }
-            if let Some(list) = nodes {
-                registry::save(&tx, list)?;
-            }
+        }
+        if let Some(list) = nodes {
+            registry::save(&tx, list)?;
         }
         tx.commit()?;
         Ok(inserted)
@@ -385,7 +432,7 @@ impl Writer {
         let retention = i64::try_from(self.opts.retention.as_nanos()).unwrap_or(i64::MAX);
         let mut cutoff = now.saturating_sub(retention);
         let mut deleted = 0u64;
-        let result = (|| -> rusqlite::Result<()> {
+        let result = (|| -> sql::Result<()> {
             loop {
                 let n = self.prune_before(cutoff)?;
                 deleted += n;
@@ -395,22 +442,25 @@ impl Writer {
             }
             // Over the size limit: the oldest tenth of what is left goes,
             // round after round, until the file fits.
-            while file_bytes(&self.path) > self.opts.max_bytes && started.elapsed() < PRUNE_BUDGET {
-                let oldest: Option<i64> = self.conn.query_row(
-                    "SELECT min(t) FROM (SELECT min(time) AS t FROM events
-                     UNION ALL SELECT min(time) FROM cell_changes)",
-                    [],
-                    |r| r.get(0),
-                )?;
+            while self.bytes() > self.opts.max_bytes && started.elapsed() < PRUNE_BUDGET {
+                let oldest = self
+                    .db
+                    .first(
+                        "SELECT min(t) FROM (SELECT min(time) AS t FROM events
+                         UNION ALL SELECT min(time) FROM cell_changes) AS oldest",
+                        args![],
+                        |r| r.opt_int(0),
+                    )?
+                    .flatten();
                 let Some(oldest) = oldest else { break };
                 let step = (now - oldest).max(1) / 10;
                 cutoff = cutoff.max(oldest + step.max(1));
                 let n = self.prune_before(cutoff)?;
                 deleted += n;
-                let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
-                let _ = self
-                    .conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                self.vacuum();
+                self.checkpoint();
+                // A shared database's size is asked again at once.
+                self.size = None;
                 if n == 0 {
                     break;
                 }
@@ -418,16 +468,16 @@ impl Writer {
             Ok(())
         })();
         if let Err(e) = result {
-            tracing::warn!(store = %self.path.display(), error = %e, "pruning failed; trying again later");
+            tracing::warn!(store = %self.shown, error = %e, "pruning failed; trying again later");
         }
         if deleted > 0 {
-            let _ = self.conn.execute_batch("PRAGMA incremental_vacuum");
+            self.vacuum();
             if cutoff > self.status.oldest {
                 self.status.oldest = cutoff;
-                let _ = self.conn.execute(
+                let _ = self.db.execute(
                     "INSERT INTO meta (key, value) VALUES ('pruned_before', ?1)
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![cutoff],
+                    args![cutoff],
                 );
             }
             tracing::debug!(rows = deleted, "pruned the store");
@@ -439,8 +489,16 @@ impl Writer {
 
     /// One chunk of each table older than `cutoff` (see `prune_rows`);
     /// the rows it deleted.
-    fn prune_before(&mut self, cutoff: i64) -> rusqlite::Result<u64> {
-        let p = prune_rows(&mut self.conn, cutoff)?;
+    /// Pages freed by pruning go back to the file system (SQLite; a
+    /// PostgreSQL database has its autovacuum).
+    fn vacuum(&self) {
+        if let Db::Sqlite(c) = &self.db {
+            let _ = c.execute_batch("PRAGMA incremental_vacuum");
+        }
+    }
+
+    fn prune_before(&mut self, cutoff: i64) -> sql::Result<u64> {
+        let p = prune_rows(&self.db, cutoff)?;
         self.status.events = self.status.events.saturating_sub(p.events);
         self.status.cell_changes = self.status.cell_changes.saturating_sub(p.cells);
         self.status.fact_changes = self.status.fact_changes.saturating_sub(p.facts);
@@ -462,55 +520,49 @@ pub(super) struct Pruned {
 /// newest fact row of each (node, part) at or before the cutoff is kept: it
 /// says what the facts were at the cutoff. Then the blobs the deleted fact
 /// rows and chain runs named, unless something still names them.
-pub(super) fn prune_rows(conn: &mut Connection, cutoff: i64) -> rusqlite::Result<Pruned> {
-    let tx = conn.transaction()?;
+pub(super) fn prune_rows(db: &Db, cutoff: i64) -> sql::Result<Pruned> {
+    let tx = db.write()?;
     let events = tx.execute(
         "DELETE FROM events WHERE rowid IN
          (SELECT rowid FROM events WHERE time < ?1 ORDER BY time LIMIT ?2)",
-        params![cutoff, PRUNE_CHUNK],
+        args![cutoff, PRUNE_CHUNK],
     )?;
     let cells = tx.execute(
         "DELETE FROM cell_changes WHERE (src, dst, port, kind, time) IN
          (SELECT src, dst, port, kind, time FROM cell_changes WHERE time < ?1
           ORDER BY time LIMIT ?2)",
-        params![cutoff, PRUNE_CHUNK],
+        args![cutoff, PRUNE_CHUNK],
     )?;
-    let mut gone: Vec<Vec<u8>> = Vec::new();
-    {
-        let mut stmt = tx.prepare_cached(
-            "DELETE FROM facts WHERE rowid IN
-             (SELECT f.rowid FROM facts f WHERE f.time < ?1 AND EXISTS
-                (SELECT 1 FROM facts g WHERE g.node = f.node AND g.part = f.part
-                 AND g.time > f.time AND g.time <= ?1)
-              LIMIT ?2)
-             RETURNING hash",
-        )?;
-        for h in stmt.query_map(params![cutoff, PRUNE_CHUNK], |r| r.get::<_, Vec<u8>>(0))? {
-            gone.push(h?);
-        }
-    }
+    let mut gone = tx.query(
+        "DELETE FROM facts WHERE rowid IN
+         (SELECT f.rowid FROM facts f WHERE f.time < ?1 AND EXISTS
+            (SELECT 1 FROM facts g WHERE g.node = f.node AND g.part = f.part
+             AND g.time > f.time AND g.time <= ?1)
+          LIMIT ?2)
+         RETURNING hash",
+        args![cutoff, PRUNE_CHUNK],
+        |r| r.blob(0),
+    )?;
     let facts = gone.len();
     let spans = super::firewall::prune_spans(&tx, cutoff, PRUNE_CHUNK, &mut gone)?;
     gone.sort_unstable();
     gone.dedup();
     let mut blobs = 0;
-    {
-        let mut stmt = tx.prepare_cached(
+    for h in &gone {
+        blobs += tx.execute(
             "DELETE FROM blobs WHERE hash = ?1
              AND NOT EXISTS (SELECT 1 FROM facts WHERE hash = ?1)
              AND NOT EXISTS (SELECT 1 FROM chain_spans WHERE hash = ?1)",
+            args![h],
         )?;
-        for h in &gone {
-            blobs += stmt.execute([h])?;
-        }
     }
     tx.commit()?;
     Ok(Pruned {
-        events: events as u64,
-        cells: cells as u64,
+        events,
+        cells,
         facts: facts as u64,
         spans: spans as u64,
-        blobs: blobs as u64,
+        blobs,
     })
 }
 

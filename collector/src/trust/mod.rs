@@ -91,14 +91,14 @@ impl std::fmt::Debug for Trust {
     }
 }
 
-/// The store's documents (tokens, issued certificates) under `data_dir`.
+/// The store's documents (tokens, issued certificates), where the store is.
 fn documents(
-    data_dir: &Path,
+    store: &crate::store::Location,
 ) -> Result<std::sync::Arc<crate::store::documents::Documents>, TrustError> {
-    crate::store::documents::Documents::open(data_dir)
+    crate::store::documents::Documents::open_at(store)
         .map(std::sync::Arc::new)
         .map_err(|what| TrustError::Bad {
-            path: data_dir.join(crate::store::FILE),
+            path: store.file(),
             what,
         })
 }
@@ -106,12 +106,13 @@ fn documents(
 impl Trust {
     pub fn open(
         data_dir: &Path,
+        store: &crate::store::Location,
         authority: Authority,
         node_lifetime: Duration,
         insecure: bool,
     ) -> Result<Trust, TrustError> {
         let dir = Authority::dir(data_dir);
-        let docs = documents(data_dir)?;
+        let docs = documents(store)?;
         Ok(Trust {
             authority,
             tokens: Mutex::new(tokens::Tokens::open(docs.clone(), &dir)?),
@@ -268,12 +269,13 @@ impl Trust {
     /// (`reachmap-collector issue-client`), so `client revoke` can deny it.
     pub fn record_client_offline(
         data_dir: &Path,
+        store: &crate::store::Location,
         name: &str,
         role: Role,
         issued: &Issued,
     ) -> Result<(), String> {
         let dir = Authority::dir(data_dir);
-        let docs = documents(data_dir).map_err(|e| e.to_string())?;
+        let docs = documents(store).map_err(|e| e.to_string())?;
         let mut book = revoked::CertBook::open(docs, &dir).map_err(|e| e.to_string())?;
         book.issued_client(
             &issued.serial,
@@ -290,6 +292,7 @@ impl Trust {
     /// also reads.
     pub fn create_token_offline(
         data_dir: &Path,
+        store: &crate::store::Location,
         kind: TokenKind,
         ttl: Option<Duration>,
         uses: u32,
@@ -297,7 +300,7 @@ impl Trust {
         description: String,
     ) -> Result<(String, TokenRecord), String> {
         let dir = Authority::dir(data_dir);
-        let docs = documents(data_dir).map_err(|e| e.to_string())?;
+        let docs = documents(store).map_err(|e| e.to_string())?;
         let mut tokens = tokens::Tokens::open(docs, &dir).map_err(|e| e.to_string())?;
         Self::create_in(&mut tokens, kind, ttl, uses, node, description)
     }
