@@ -27,6 +27,7 @@ pub mod sql;
 mod writer;
 
 pub use registry::NodeRecord;
+pub use schema::migrate_pg;
 
 use crate::probe::CellChange;
 use reachmap_proto::v1 as pb;
@@ -50,6 +51,9 @@ pub enum StoreError {
     Unusable { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// A shared database that cannot be reached or used.
+    #[error("store {shown}: {message}")]
+    Database { shown: String, message: String },
 }
 
 /// Where the store is.
@@ -200,8 +204,8 @@ impl Store {
         let db = match at {
             Location::Dir(dir) => open_file(dir, &opts)?,
             Location::Postgres(target) => {
-                writer::open_pg(target).map_err(|message| StoreError::Unusable {
-                    path: at.file(),
+                writer::open_pg(target).map_err(|message| StoreError::Database {
+                    shown: target.shown(),
                     message,
                 })?
             }

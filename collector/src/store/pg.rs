@@ -36,12 +36,20 @@ impl Target {
     pub fn shown(&self) -> String {
         match self.url.parse::<tokio_postgres::Config>() {
             Ok(cfg) => {
+                let ports = cfg.get_ports();
                 let hosts: Vec<String> = cfg
                     .get_hosts()
                     .iter()
-                    .map(|h| match h {
-                        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                    .enumerate()
+                    .map(|(i, h)| {
+                        let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                        match h {
+                            tokio_postgres::config::Host::Tcp(h) if h.contains(':') => {
+                                format!("[{h}]:{port}")
+                            }
+                            tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                        }
                     })
                     .collect();
                 format!(

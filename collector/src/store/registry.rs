@@ -44,13 +44,15 @@ pub fn load(db: &Db) -> Result<Vec<NodeRecord>> {
     Ok(out)
 }
 
-/// Replaces the registry with `nodes`.
+/// Writes the records of `nodes`, each replacing the one stored under its
+/// name; the other nodes' records stay (on a shared store they are other
+/// collectors' nodes).
 pub fn save(db: &Db, nodes: &[NodeRecord]) -> Result<()> {
-    db.execute("DELETE FROM nodes", args![])?;
     for n in nodes {
         let text = serde_json::to_string(n).unwrap_or_default();
         db.execute(
-            "INSERT INTO nodes (name, record) VALUES (?1, ?2)",
+            "INSERT INTO nodes (name, record) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET record = excluded.record",
             args![&n.name, &text],
         )?;
     }
@@ -93,7 +95,20 @@ mod tests {
             ..Default::default()
         };
         save(&c, std::slice::from_ref(&rec)).expect("save");
-        assert_eq!(load(&c).expect("load"), vec![rec]);
+        assert_eq!(load(&c).expect("load"), vec![rec.clone()]);
+        // Another writer's record stays beside this one; a record saved
+        // again replaces its old self.
+        let other = NodeRecord {
+            name: "n2".into(),
+            ..Default::default()
+        };
+        save(&c, std::slice::from_ref(&other)).expect("save other");
+        let moved = NodeRecord {
+            addresses: vec!["198.18.0.12".into()],
+            ..rec
+        };
+        save(&c, std::slice::from_ref(&moved)).expect("save again");
+        assert_eq!(load(&c).expect("load"), vec![moved, other]);
     }
 
     #[test]

@@ -175,7 +175,15 @@ pub fn migrate_pg(db: &Db) -> Result<(), SchemaError> {
     loop {
         let tx = db.write()?;
         tx.lock(MIGRATION_LOCK)?;
-        tx.batch("CREATE TABLE IF NOT EXISTS reachmap_schema (version BIGINT NOT NULL)")?;
+        let ours = tx.first(
+            "SELECT count(*) FROM pg_catalog.pg_tables
+             WHERE schemaname = current_schema() AND tablename = 'reachmap_schema'",
+            args![],
+            |r| r.int(0),
+        )?;
+        if ours == Some(0) {
+            tx.batch("CREATE TABLE reachmap_schema (version BIGINT NOT NULL)")?;
+        }
         let found = tx.first("SELECT max(version) FROM reachmap_schema", args![], |r| {
             r.opt_int(0)
         })?;
@@ -184,8 +192,8 @@ pub fn migrate_pg(db: &Db) -> Result<(), SchemaError> {
             None => {
                 let tables = tx
                     .first(
-                        "SELECT count(*) FROM information_schema.tables
-                         WHERE table_schema = current_schema() AND table_name <> 'reachmap_schema'",
+                        "SELECT count(*) FROM pg_catalog.pg_tables
+                         WHERE schemaname = current_schema() AND tablename <> 'reachmap_schema'",
                         args![],
                         |r| r.int(0),
                     )?

@@ -90,7 +90,16 @@ impl From<tokio_postgres::Error> for Error {
         // client's "db error".
         match e.as_db_error() {
             Some(db) => Error::Postgres(format!("{} ({})", db.message(), db.code().code())),
-            None => Error::Postgres(e.to_string()),
+            None => {
+                // "error performing TLS handshake" says why only in its source.
+                let mut text = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    text = format!("{text}: {s}");
+                    source = s.source();
+                }
+                Error::Postgres(text)
+            }
         }
     }
 }

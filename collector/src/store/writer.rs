@@ -98,7 +98,7 @@ fn open_with(path: &Path, check: bool) -> Result<Connection, String> {
 /// Connects to a PostgreSQL store and applies the migrations it lacks.
 pub fn open_pg(target: &pg::Target) -> Result<Db, String> {
     let db = Db::Postgres(pg::Pg::connect(target).map_err(|e| e.to_string())?);
-    schema::migrate_pg(&db).map_err(|e| format!("{}: {e}", target.shown()))?;
+    schema::migrate_pg(&db).map_err(|e| e.to_string())?;
     Ok(db)
 }
 
