@@ -11,8 +11,11 @@ ensure_packages() {
     for tool in ip nft iptables ping systemd-analyze chromium curl prometheus; do
         command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
     done
+    # postgresql: the server binaries (initdb, pg_ctl) for the throwaway
+    # servers the tests start (tests/harness/postgres.rs).
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
     if ((${#missing[@]} == 0)); then
-        echo "ip, nft, iptables, ping, systemd-analyze, chromium, curl and prometheus are installed"
+        echo "ip, nft, iptables, ping, systemd-analyze, chromium, curl, prometheus and postgresql are installed"
         return
     fi
     echo "missing: ${missing[*]}; installing packages"
@@ -21,6 +24,14 @@ ensure_packages() {
         iproute2 iptables nftables iputils-ping systemd chromium curl
     # Only the server: the test starts its own, in a namespace.
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
+    if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+        # Only the binaries: no Debian cluster (nor its service) is made,
+        # the tests run their own servers.
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" \
+            >/etc/postgresql-common/createcluster.d/reachmap-tests.conf
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
+    fi
 }
 
 # Under sudo, cargo is usually not on root's PATH: fall back to the invoking

@@ -97,6 +97,9 @@ pub struct Flags {
     /// Move a store that cannot be used (corrupt, not a reachmap store, from a newer version) aside and start a new one
     #[arg(long, env = "REACHMAP_STORE_RECOVER")]
     pub store_recover: bool,
+    /// This collector's name among the collectors sharing a store (`reachmap collectors`) [default: the host name]
+    #[arg(long, env = "REACHMAP_COLLECTOR_NAME", value_name = "NAME")]
+    pub collector_name: Option<String>,
     /// A PostgreSQL database shared by several collectors, e.g. postgres://reachmap:SECRET@db:5432/reachmap?sslmode=require [default: store.db in the data directory]
     #[arg(long, env = "REACHMAP_STORE", value_name = "URL")]
     pub store: Option<String>,
@@ -152,6 +155,7 @@ struct File {
     store_max_bytes: Option<String>,
     store: Option<String>,
     store_ca: Option<PathBuf>,
+    collector_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +176,8 @@ pub struct Config {
     pub store: crate::store::Options,
     /// The data directory's `store.db`, or the shared database.
     pub store_at: crate::store::Location,
+    /// Among the collectors sharing the store.
+    pub name: String,
 }
 
 impl Config {
@@ -271,7 +277,16 @@ impl Config {
             }
             None => crate::store::Location::Dir(data_dir.clone()),
         };
+        let name = match flags.collector_name.clone().or(file.collector_name.clone()) {
+            Some(n) => n,
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "collector".to_string()),
+        };
+        reachmap_proto::check_node_name(&name)
+            .map_err(|e| invalid("collector_name", e.replace("node name", "collector name")))?;
         Ok(Config {
+            name,
             store_at,
             store: crate::store::Options {
                 retention,

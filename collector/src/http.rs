@@ -41,6 +41,7 @@ pub fn router(fleet: Fleet, trust: Arc<Trust>, metrics_pair_cap: usize) -> axum:
         .route("/api/v1/matrix", get(matrix))
         .route("/api/v1/why", get(why))
         .route("/api/v1/findings", get(findings))
+        .route("/api/v1/collectors", get(collectors))
         .route("/api/v1/events", get(events))
         .route("/api/v1/history", get(history))
         .route("/metrics", get(metrics))
@@ -211,6 +212,21 @@ async fn why(State(st): State<HttpState>, Query(q): Query<WhyQuery>) -> Response
 async fn findings(State(st): State<HttpState>) -> Response {
     match query::findings(&st.fleet).await {
         Ok(r) => Json(r).into_response(),
+        Err(s) => status_error(s),
+    }
+}
+
+/// `/api/v1/collectors`: the same JSON as `reachmap collectors --format json`.
+async fn collectors(State(st): State<HttpState>) -> Response {
+    match query::collectors(&st.fleet).await {
+        Ok(r) => {
+            let views: Vec<crate::view::CollectorView> = r
+                .collectors
+                .iter()
+                .map(|c| crate::view::CollectorView::of(c, r.now_unix_nanos))
+                .collect();
+            Json(views).into_response()
+        }
         Err(s) => status_error(s),
     }
 }

@@ -10,6 +10,7 @@ pub mod findings;
 pub mod history;
 pub mod http;
 pub mod ingest;
+pub mod members;
 pub mod metrics;
 pub mod model;
 pub mod packet;
@@ -123,6 +124,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         state::Fleet::start(store.clone(), registry, &config.probe, shutdown.clone());
     fleet.evaluate_findings_in_background(shutdown.clone());
     let scheme = if config.insecure { "http" } else { "https" };
+    let members = members::spawn(
+        store.clone(),
+        fleet.clone(),
+        members::Identity {
+            name: config.name.clone(),
+            grpc: format!("{scheme}://{}", config.listen),
+            http: format!("{scheme}://{}", config.http),
+        },
+        shutdown.clone(),
+    );
     tracing::info!(grpc = %format!("{scheme}://{}", config.listen), http = %format!("{scheme}://{}", config.http), data_dir = %config.data_dir.display(), "collector listening");
 
     let ingest = CollectorServer::new(ingest::Ingest::new(
@@ -200,6 +211,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Ok(Err(e)) = http_task.await {
             tracing::error!(error = %e, "HTTP server failed");
         }
+        let _ = members.await;
         let _ = state_task.await;
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)

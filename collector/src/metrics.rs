@@ -301,7 +301,12 @@ struct Exposition {
 }
 
 fn store_families(w: &mut Exposition, s: &crate::store::Status) {
-    let gauges: [(&str, &str, f64); 3] = [
+    let gauges: [(&str, &str, f64); 4] = [
+        (
+            "reachmap_collector_leader",
+            "1 while this collector holds the store's fleet lock and does the fleet-wide work (pruning); always 1 on the embedded store.",
+            bool_value(s.leader),
+        ),
         (
             "reachmap_store_writable",
             "1 while the store commits; 0 while it fails (events are then not acked).",

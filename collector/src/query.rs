@@ -195,6 +195,33 @@ pub async fn findings(fleet: &Fleet) -> Result<std::sync::Arc<crate::findings::R
         .ok_or_else(|| Status::unavailable("collector is shutting down"))
 }
 
+/// Every collector on this collector's store, as their heartbeats say.
+pub async fn collectors(fleet: &Fleet) -> Result<pb::ListCollectorsResponse, Status> {
+    let now = crate::state::unix_nanos(std::time::SystemTime::now());
+    let list = crate::members::list(fleet.store())
+        .await
+        .map_err(Status::unavailable)?;
+    Ok(pb::ListCollectorsResponse {
+        collectors: list
+            .into_iter()
+            .map(|r| pb::CollectorInfo {
+                alive: r.alive(now),
+                leader: r.leader && r.alive(now),
+                name: r.name,
+                grpc: r.grpc,
+                http: r.http,
+                version: r.version,
+                started_unix_nanos: r.started_unix_nanos,
+                seen_unix_nanos: r.seen_unix_nanos,
+                agents: r.agents,
+                store_writable: r.store_writable,
+                store_queue: r.store_queue,
+            })
+            .collect(),
+        now_unix_nanos: now,
+    })
+}
+
 /// A what-if request checked, then evaluated on a copy of the fleet off
 /// the state task.
 pub async fn what_if(fleet: &Fleet, r: pb::WhatIfRequest) -> Result<crate::whatif::Impact, Status> {
@@ -560,6 +587,14 @@ impl pb::query_server::Query for Query {
         self.allow(&request, Role::Viewer, "findings")?;
         let report = findings(&self.fleet).await?;
         Ok(Response::new(crate::findings::wire::report(&report)))
+    }
+
+    async fn list_collectors(
+        &self,
+        request: Request<pb::ListCollectorsRequest>,
+    ) -> Result<Response<pb::ListCollectorsResponse>, Status> {
+        self.allow(&request, Role::Viewer, "collectors")?;
+        collectors(&self.fleet).await.map(Response::new)
     }
 
     async fn what_if(

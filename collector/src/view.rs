@@ -685,6 +685,47 @@ impl From<&pb::ClientCertInfo> for ClientCertView {
     }
 }
 
+/// A collector sharing the store, as `reachmap collectors --format json`
+/// and `/api/v1/collectors` show it.
+#[derive(Debug, Serialize)]
+pub struct CollectorView {
+    pub name: String,
+    pub grpc: String,
+    pub http: String,
+    pub version: String,
+    pub started: Option<String>,
+    /// Its last heartbeat.
+    pub seen: Option<String>,
+    /// Seconds since its last heartbeat.
+    pub lag_seconds: Option<f64>,
+    pub alive: bool,
+    pub agents: u32,
+    pub leader: bool,
+    pub store_writable: bool,
+    pub store_queue: u64,
+}
+
+impl CollectorView {
+    pub fn of(c: &pb::CollectorInfo, now: i64) -> CollectorView {
+        let at = |t: i64| (t != 0).then(|| rfc3339(t).unwrap_or_default());
+        CollectorView {
+            name: c.name.clone(),
+            grpc: c.grpc.clone(),
+            http: c.http.clone(),
+            version: c.version.clone(),
+            started: at(c.started_unix_nanos),
+            seen: at(c.seen_unix_nanos),
+            lag_seconds: (c.seen_unix_nanos != 0)
+                .then(|| now.saturating_sub(c.seen_unix_nanos).max(0) as f64 / 1e9),
+            alive: c.alive,
+            agents: c.agents,
+            leader: c.leader,
+            store_writable: c.store_writable,
+            store_queue: c.store_queue,
+        }
+    }
+}
+
 #[path = "view_history.rs"]
 mod history;
 pub use history::{EventsView, HistoryView, IntervalView, NodeEventView};

@@ -88,6 +88,7 @@ async fn start_collector() -> Collector {
         metrics_listen: None,
         store: Default::default(),
         store_at: reachmap_collector::store::Location::Dir(dir.clone()),
+        name: "bad-input".into(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(reachmap_collector::run(config, shutdown.clone()));

@@ -12,31 +12,9 @@ use reachmap_fleet_tests::{Fleet, assert_eventually, require_root};
 use serde_json::Value;
 
 mod why_support;
-use why_support::{causes, cli_json as json, evidence, running_fleet, wait_cause, wait_mesh};
-
-fn rfc3339(t: SystemTime) -> String {
-    let since = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970");
-    let (secs, millis) = (since.as_secs(), since.subsec_millis());
-    // Civil date from days since the epoch (no date crate in the tests).
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+use why_support::{
+    causes, cli_json as json, evidence, metric, rfc3339, running_fleet, wait_cause, wait_mesh,
+};
 
 const DROP_PROBES: &str = "add table inet rmhist; \
      add chain inet rmhist input { type filter hook input priority 0; policy accept; }; \
@@ -457,16 +435,6 @@ impl Drop for SmallDisk {
             .arg(&self.0)
             .status();
     }
-}
-
-fn metric(fleet: &Fleet, name: &str) -> Result<f64, String> {
-    let out = fleet.try_http_get("/metrics", &["-f"]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("no {name} in /metrics"))
 }
 
 #[test]

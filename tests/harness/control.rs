@@ -50,6 +50,18 @@ impl Fleet {
         self.collector_data_dir()
     }
 
+    /// Keeps the collector's store elsewhere (a PostgreSQL database:
+    /// `--store URL --store-ca FILE`) for every later run of the collector,
+    /// its offline commands included (those then run in the hub, where the
+    /// database can be reached). Call before anything starts.
+    pub fn use_store(&mut self, flags: &[&str]) {
+        assert!(
+            self.trust.is_none() && self.collector.is_none(),
+            "use_store comes before the collector's first run"
+        );
+        self.store_flags = flags.iter().map(|f| f.to_string()).collect();
+    }
+
     /// Runs the collector (as `start_collector` would, in the hub) and
     /// waits up to `timeout` for it to exit: for starts that must fail.
     pub fn collector_run(&mut self, extra: &[&str], timeout: Duration) -> Output {
@@ -62,6 +74,7 @@ impl Fleet {
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", &listen, "--http", &http])
+            .args(&self.store_flags)
             .args(extra);
         process::scrub_env(&mut cmd);
         cmd.envs(self.isolated_config().iter().map(|(k, v)| (*k, v)));
@@ -74,12 +87,20 @@ impl Fleet {
         let data = self.collector_data_dir();
         let listen = format!("{HUB_ADDR}:{COLLECTOR_GRPC_PORT}");
         let http = format!("{HUB_ADDR}:{COLLECTOR_HTTP_PORT}");
-        let mut cmd = Command::new(binary("reachmap-collector"));
+        let mut cmd = if self.store_flags.is_empty() {
+            Command::new(binary("reachmap-collector"))
+        } else {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.hub])
+                .arg(binary("reachmap-collector"));
+            c
+        };
         process::scrub_env(&mut cmd);
         cmd.envs(self.isolated_config().iter().map(|(k, v)| (*k, v)))
             .arg("--data-dir")
             .arg(&data)
             .args(["--listen", &listen, "--http", &http])
+            .args(&self.store_flags)
             .args(args);
         let out = process::output_with_timeout(cmd, patient(CLI_TIMEOUT));
         if !out.status.success() {
@@ -171,7 +192,8 @@ impl Fleet {
             "--probe-timeout",
             "1s",
         ];
-        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+        let store: Vec<&str> = self.store_flags.iter().map(String::as_str).collect();
+        let args: Vec<&str> = args.iter().chain(&store).chain(extra).copied().collect();
         let log = process::log_path(self.dir(), "collector");
         let bin = binary("reachmap-collector");
         let env = self.isolated_config();

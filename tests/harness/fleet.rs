@@ -67,6 +67,9 @@ pub struct Fleet {
     pub(crate) trust: Option<crate::control::FleetTrust>,
     /// The router namespace, once `add_router` made one.
     pub(crate) router: Option<String>,
+    /// Flags naming the collector's store (`--store URL --store-ca FILE`),
+    /// given to every run of the collector, offline commands included.
+    pub(crate) store_flags: Vec<String>,
 }
 
 impl Fleet {
@@ -102,6 +105,7 @@ impl Fleet {
             extra: Vec::new(),
             trust: None,
             router: None,
+            store_flags: Vec::new(),
         };
         fleet.build();
         fleet

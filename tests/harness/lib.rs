@@ -17,6 +17,7 @@ mod control;
 mod fleet;
 pub mod netns;
 mod nodes;
+pub mod postgres;
 mod process;
 pub mod procstat;
 mod router;

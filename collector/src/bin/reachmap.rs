@@ -31,3 +31,12 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        reachmap_collector::cli::Cli::command().debug_assert();
+    }
+}

@@ -61,6 +61,11 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// The collectors sharing the store: their agents, the leader of fleet-wide work, heartbeat lag
+    Collectors {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Query clients' certificates (`reachmap-collector issue-client`): list or revoke them (operator)
     Client {
         #[command(subcommand)]
@@ -555,6 +560,22 @@ pub async fn run(cli: Cli) -> Result<String, CliError> {
         Command::Diag {
             node, out, since, ..
         } => diag::run(&mut client, &cli.collector, node, out, &since, now).await,
+        Command::Collectors { format } => {
+            let r = client
+                .list_collectors(pb::ListCollectorsRequest {})
+                .await
+                .map_err(|s| status(&cli.collector, s))?
+                .into_inner();
+            let views: Vec<view::CollectorView> = r
+                .collectors
+                .iter()
+                .map(|c| view::CollectorView::of(c, r.now_unix_nanos))
+                .collect();
+            Ok(match format {
+                Format::Json => json(&views),
+                Format::Table => table::collectors(&views),
+            })
+        }
         Command::Client {
             action: ClientAction::List { format },
         } => {

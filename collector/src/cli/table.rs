@@ -144,6 +144,45 @@ pub fn clients(list: &[view::ClientCertView]) -> String {
     render(&["NAME", "ROLE", "SERIAL", "EXPIRES", "STATE"], &rows)
 }
 
+pub fn collectors(list: &[view::CollectorView]) -> String {
+    if list.is_empty() {
+        return "no collector has written a heartbeat yet\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let state = match (c.alive, c.store_writable) {
+                (false, _) if c.seen.is_none() => "stopped".to_string(),
+                (false, _) => "gone".to_string(),
+                (true, false) => "store takes no writes".to_string(),
+                (true, true) => "ok".to_string(),
+            };
+            vec![
+                c.name.clone(),
+                c.grpc.clone(),
+                c.agents.to_string(),
+                if c.leader { "yes" } else { "" }.to_string(),
+                c.lag_seconds
+                    .map_or("-".to_string(), |s| format!("{s:.1}s ago")),
+                c.store_queue.to_string(),
+                state,
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "NAME",
+            "GRPC",
+            "AGENTS",
+            "LEADER",
+            "HEARTBEAT",
+            "QUEUED",
+            "STATE",
+        ],
+        &rows,
+    )
+}
+
 /// `ok`, or the sources that are not, blind ones marked: a node whose
 /// kernel log is not read cannot show an OOM kill. `-` while disconnected.
 fn sources_cell(n: &pb::NodeSummary) -> String {

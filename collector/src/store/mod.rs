@@ -130,6 +130,8 @@ impl Default for Options {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Status {
     pub writable: bool,
+    /// This collector does the fleet-wide work on the store (members.rs).
+    pub leader: bool,
     pub error: String,
     pub failing_since: i64,
     pub bytes: u64,
@@ -177,6 +179,8 @@ pub enum Write {
     Cell(CellChange),
     Fact(FactWrite),
     Nodes(Vec<NodeRecord>),
+    /// A collector's heartbeat row (`members.rs`).
+    Member(crate::members::Record),
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -189,6 +193,9 @@ pub struct Store {
     status: watch::Receiver<Status>,
     readers: Arc<Mutex<Vec<Db>>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// This collector does the fleet-wide work on the store (pruning):
+    /// always on the embedded store, the fleet lock's holder on a shared one.
+    leader: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -217,11 +224,17 @@ impl Store {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (status_tx, status) = watch::channel(writer::initial_status(&db));
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        writer::spawn(db, at.clone(), rx, status_tx, opts, dropped.clone()).map_err(|e| {
-            StoreError::Io {
-                path: at.file(),
-                message: e.to_string(),
-            }
+        let leader = Arc::new(std::sync::atomic::AtomicBool::new(matches!(
+            at,
+            Location::Dir(_)
+        )));
+        let shared = writer::Shared {
+            dropped: dropped.clone(),
+            leader: leader.clone(),
+        };
+        writer::spawn(db, at.clone(), rx, status_tx, opts, shared).map_err(|e| StoreError::Io {
+            path: at.file(),
+            message: e.to_string(),
         })?;
         Ok((
             Store {
@@ -230,6 +243,7 @@ impl Store {
                 status,
                 readers: Arc::default(),
                 dropped,
+                leader,
             },
             nodes,
         ))
@@ -283,6 +297,21 @@ impl Store {
         if self.tx.send(Write::Flush(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+
+    /// Whether this collector prunes the store (see `members.rs`).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader
+            .store(leader, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes queued for the writer now.
+    pub fn queued(&self) -> u64 {
+        (QUEUE - self.tx.capacity()) as u64
     }
 
     pub fn status(&self) -> Status {

@@ -91,6 +91,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX chain_spans_closed ON chain_spans(last) WHERE last IS NOT NULL;
     CREATE INDEX chain_spans_hash ON chain_spans(hash);
     ",
+    // 3: the collectors sharing the store, one heartbeat row each
+    // (members.rs).
+    "
+    CREATE TABLE collectors (name TEXT PRIMARY KEY, record TEXT NOT NULL, seen INTEGER NOT NULL);
+    ",
 ];
 
 /// `MIGRATIONS`, step for step, for PostgreSQL.
@@ -160,6 +165,9 @@ pub(super) const PG_MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX chain_spans_open ON chain_spans(node, hash) WHERE last IS NULL;
     CREATE INDEX chain_spans_closed ON chain_spans(last) WHERE last IS NOT NULL;
     CREATE INDEX chain_spans_hash ON chain_spans(hash);
+    ",
+    "
+    CREATE TABLE collectors (name TEXT PRIMARY KEY, record TEXT NOT NULL, seen BIGINT NOT NULL);
     ",
 ];
 

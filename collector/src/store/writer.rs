@@ -17,7 +17,7 @@ use prost::Message;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
@@ -130,13 +130,21 @@ pub fn initial_status(db: &Db) -> Status {
     }
 }
 
+/// What the writer shares with the store's handles.
+pub struct Shared {
+    /// Writes dropped because the queue was full.
+    pub dropped: Arc<AtomicU64>,
+    /// Only the leader prunes a shared store.
+    pub leader: Arc<AtomicBool>,
+}
+
 pub fn spawn(
     db: Db,
     location: Location,
     rx: mpsc::Receiver<Write>,
     status: watch::Sender<Status>,
     opts: Options,
-    dropped: Arc<AtomicU64>,
+    shared: Shared,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -151,7 +159,7 @@ pub fn spawn(
                     return;
                 }
             };
-            let mut w = Writer::new(db, location, status, opts, dropped);
+            let mut w = Writer::new(db, location, status, opts, shared);
             rt.block_on(w.run(rx));
         })
         .map(|_| ())
@@ -168,6 +176,7 @@ struct Writer {
     status: Status,
     opts: Options,
     dropped: Arc<AtomicU64>,
+    leader: Arc<AtomicBool>,
     retry: Vec<Write>,
     names: super::cells::Interner,
     last_prune: Option<Instant>,
@@ -181,7 +190,7 @@ impl Writer {
         location: Location,
         status_tx: watch::Sender<Status>,
         opts: Options,
-        dropped: Arc<AtomicU64>,
+        shared: Shared,
     ) -> Writer {
         let status = status_tx.borrow().clone();
         let mut w = Writer {
@@ -192,7 +201,8 @@ impl Writer {
             status_tx,
             status,
             opts,
-            dropped,
+            dropped: shared.dropped,
+            leader: shared.leader,
             retry: Vec::new(),
             names: Default::default(),
             last_prune: None,
@@ -239,7 +249,10 @@ impl Writer {
             }
             // A short retention (a test's) is pruned more often.
             let every = PRUNE_EVERY.min(self.opts.retention / 2);
-            if self.status.writable && self.last_prune.is_none_or(|t| t.elapsed() >= every) {
+            if self.status.writable
+                && self.leader.load(Ordering::Relaxed)
+                && self.last_prune.is_none_or(|t| t.elapsed() >= every)
+            {
                 self.prune();
             }
             self.publish();
@@ -283,6 +296,7 @@ impl Writer {
     fn publish(&mut self) {
         self.status.bytes = self.bytes();
         self.status.dropped_writes_total = self.dropped.load(Ordering::Relaxed);
+        self.status.leader = self.leader.load(Ordering::Relaxed);
         let s = self.status.clone();
         self.status_tx.send_if_modified(|old| {
             if *old == s {
@@ -323,7 +337,7 @@ impl Writer {
                         Write::Flush(done) => {
                             let _ = done.send(());
                         }
-                        Write::Nodes(_) => {}
+                        Write::Nodes(_) | Write::Member(_) => {}
                     }
                 }
             }
@@ -355,6 +369,8 @@ impl Writer {
                         Write::Flush(done) => {
                             let _ = done.send(());
                         }
+                        // A heartbeat is not worth keeping: the next one follows.
+                        Write::Member(_) => {}
                         keep @ (Write::Cell(_) | Write::Fact(_) | Write::Nodes(_)) => {
                             self.retry.push(keep)
                         }
@@ -413,6 +429,15 @@ impl Writer {
                     )?;
                 }
                 Write::Nodes(list) => nodes = Some(list),
+                Write::Member(m) => {
+                    let (name, record, seen) = crate::members::row(m);
+                    tx.execute(
+                        "INSERT INTO collectors (name, record, seen) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (name) DO UPDATE SET record = excluded.record,
+                         seen = excluded.seen",
+                        args![&name, &record, seen],
+                    )?;
+                }
                 Write::Flush(_) => {}
             }
         }

@@ -1938,6 +1938,48 @@ pub struct StaleReference {
     #[prost(string, tag = "4")]
     pub fix: ::prost::alloc::string::String,
 }
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListCollectorsRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListCollectorsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub collectors: ::prost::alloc::vec::Vec<CollectorInfo>,
+    /// When it answered (heartbeat ages are relative to this).
+    #[prost(int64, tag = "2")]
+    pub now_unix_nanos: i64,
+}
+/// One collector's last heartbeat in the shared store.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CollectorInfo {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Where agents and clients reach it.
+    #[prost(string, tag = "2")]
+    pub grpc: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub http: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub version: ::prost::alloc::string::String,
+    #[prost(int64, tag = "5")]
+    pub started_unix_nanos: i64,
+    /// Its last heartbeat; 0 after a clean stop.
+    #[prost(int64, tag = "6")]
+    pub seen_unix_nanos: i64,
+    /// Agents streaming to it.
+    #[prost(uint32, tag = "7")]
+    pub agents: u32,
+    /// It holds the fleet lock: fleet-wide work runs there.
+    #[prost(bool, tag = "8")]
+    pub leader: bool,
+    /// Heard from within the last 10 s.
+    #[prost(bool, tag = "9")]
+    pub alive: bool,
+    #[prost(bool, tag = "10")]
+    pub store_writable: bool,
+    /// Writes waiting for its store writer.
+    #[prost(uint64, tag = "11")]
+    pub store_queue: u64,
+}
 /// The agent's sources of host facts. Each runs supervised: an error is
 /// counted and the source restarted with backoff.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -3451,6 +3493,32 @@ pub mod query_client {
             req.extensions_mut().insert(GrpcMethod::new("reachmap.v1.Query", "WhatIf"));
             self.inner.unary(req, path, codec).await
         }
+        /// The collectors sharing this collector's store: their agents, the
+        /// leader of fleet-wide work, how fresh each heartbeat is (viewer).
+        pub async fn list_collectors(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListCollectorsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListCollectorsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/reachmap.v1.Query/ListCollectors",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("reachmap.v1.Query", "ListCollectors"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3567,6 +3635,15 @@ pub mod query_server {
             &self,
             request: tonic::Request<super::WhatIfRequest>,
         ) -> std::result::Result<tonic::Response<super::WhatIfResponse>, tonic::Status>;
+        /// The collectors sharing this collector's store: their agents, the
+        /// leader of fleet-wide work, how fresh each heartbeat is (viewer).
+        async fn list_collectors(
+            &self,
+            request: tonic::Request<super::ListCollectorsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListCollectorsResponse>,
+            tonic::Status,
+        >;
     }
     #[derive(Debug)]
     pub struct QueryServer<T> {
@@ -4319,6 +4396,51 @@ pub mod query_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = WhatIfSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/reachmap.v1.Query/ListCollectors" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListCollectorsSvc<T: Query>(pub Arc<T>);
+                    impl<
+                        T: Query,
+                    > tonic::server::UnaryService<super::ListCollectorsRequest>
+                    for ListCollectorsSvc<T> {
+                        type Response = super::ListCollectorsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListCollectorsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Query>::list_collectors(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListCollectorsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

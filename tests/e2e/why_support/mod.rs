@@ -5,7 +5,7 @@
 
 use reachmap_fleet_tests::{Fleet, assert_eventually};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub fn running_fleet(test: &str, n: usize) -> Fleet {
     let mut fleet = Fleet::new(test, n);
@@ -103,4 +103,41 @@ pub fn text<'a>(cause: &'a Value, field: &str) -> &'a str {
 /// The top cause's evidence texts, one a line.
 pub fn evidence_text(w: &Value) -> String {
     evidence(&w["causes"][0])
+}
+
+/// A sample of the collector's `/metrics`: the value of the series `name`
+/// (without labels).
+pub fn metric(fleet: &Fleet, name: &str) -> Result<f64, String> {
+    let out = fleet.try_http_get("/metrics", &["-f"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no {name} in /metrics"))
+}
+
+/// `t` as RFC 3339 in UTC, for `--at`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970");
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
+    // Civil date from days since the epoch (no date crate in the tests).
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }

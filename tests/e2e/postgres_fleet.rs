@@ -1,0 +1,197 @@
+//! A fleet whose collector keeps its store in PostgreSQL: the database runs
+//! on a host of its own (node-2's namespace, no agent there), reached over
+//! the fleet's bridge with TLS verified against the server's CA. History
+//! and `why --at` survive a kill -9 of the collector; a collector cut off
+//! from the database by an nft drop stops acking, says so, keeps serving
+//! live state and catches up when the database is back.
+
+use std::time::{Duration, SystemTime};
+
+use reachmap_fleet_tests::postgres::{Postgres, require_postgres};
+use reachmap_fleet_tests::{Fleet, assert_eventually};
+
+mod why_support;
+use why_support::{cli_json as json, metric, rfc3339, wait_cause, wait_mesh};
+
+/// The database's host.
+const DB_NODE: usize = 2;
+
+const DROP_PROBES: &str = "add table inet rmpg; \
+     add chain inet rmpg input { type filter hook input priority 0; policy accept; }; \
+     add rule inet rmpg input ip saddr 198.18.0.11 tcp dport 7442 drop";
+
+/// Two agents (node-0, node-1) and a collector on a PostgreSQL server on
+/// node-2; returns once the mesh is ok.
+/// The fleet drops first: its collector stops before the database does.
+fn fleet_on_postgres(test: &str) -> (Postgres, Fleet) {
+    let mut fleet = Fleet::new(test, 3);
+    let node = fleet.node(DB_NODE).clone();
+    let pg = Postgres::start_in(&node.netns, &node.addr.to_string());
+    let ca = pg.ca_pem_path().display().to_string();
+    fleet.use_store(&["--store", &pg.url_tls(), "--store-ca", &ca]);
+    fleet.start_collector();
+    fleet.start_agent(0);
+    fleet.start_agent(1);
+    wait_mesh(&fleet, 2);
+    (pg, fleet)
+}
+
+fn cell_state(fleet: &Fleet) -> Result<String, String> {
+    let m = json(fleet, &["matrix", "--port", "7442", "--format", "json"])?;
+    m["cells"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["src"] == "node-0" && c["dst"] == "node-1")
+                .and_then(|c| c["state"].as_str().map(str::to_string))
+        })
+        .ok_or_else(|| format!("no cell node-0 -> node-1: {m}"))
+}
+
+#[test]
+fn a_collector_on_postgres_keeps_history_across_a_kill_and_why_at_names_the_rule() {
+    if !require_postgres() {
+        return;
+    }
+    let (pg, mut fleet) = fleet_on_postgres("pg_history");
+    fleet.exec(1, &["nft", DROP_PROBES]);
+    wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "FIREWALL_INBOUND",
+        "node-1",
+    );
+    let inside = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.exec(1, &["nft", "delete table inet rmpg"]);
+    assert_eventually!(
+        Duration::from_secs(30),
+        || match cell_state(&fleet)? {
+            s if s == "ok" => Ok(()),
+            s => Err(s),
+        },
+        "node-0 -> node-1 is ok again"
+    );
+
+    fleet.kill_collector();
+    fleet.start_collector();
+    wait_mesh(&fleet, 2);
+    assert!(
+        !fleet.collector_data().join("store.db").exists(),
+        "nothing is kept in a file beside the database"
+    );
+
+    let at = rfc3339(inside);
+    let w = json(
+        &fleet,
+        &["why", "node-0", "node-1", "--at", &at, "--format", "json"],
+    )
+    .expect("why --at");
+    assert_eq!(w["verdict"], "unreachable", "{w}");
+    assert_eq!(w["causes"][0]["code"], "FIREWALL_INBOUND", "{w}");
+    assert_eq!(w["causes"][0]["node"], "node-1", "{w}");
+    let h = json(
+        &fleet,
+        &[
+            "history", "node-0", "node-1", "--since", "10m", "--format", "json",
+        ],
+    )
+    .expect("history");
+    let failing = h["intervals"]
+        .as_array()
+        .map(|i| i.iter().filter(|i| i["state"] == "failing").count())
+        .unwrap_or_default();
+    assert_eq!(failing, 1, "{h}");
+    // The rows are the database's.
+    let nodes = pg.psql("SELECT string_agg(name, ',' ORDER BY name) FROM nodes");
+    assert_eq!(nodes, "node-0,node-1");
+    let changes: u64 = pg
+        .psql("SELECT count(*) FROM cell_changes")
+        .parse()
+        .expect("a count");
+    assert!(changes >= 3, "{changes} cell changes");
+    let plain = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity a LEFT JOIN pg_stat_ssl s ON s.pid = a.pid
+         WHERE a.application_name = 'reachmap-collector' AND NOT coalesce(s.ssl, false)",
+    );
+    assert_eq!(plain, "0", "every connection of the collector is over TLS");
+}
+
+#[test]
+fn a_collector_cut_off_from_its_database_stops_acking_says_so_and_catches_up() {
+    if !require_postgres() {
+        return;
+    }
+    let (pg, fleet) = fleet_on_postgres("pg_partition");
+    let cut = format!(
+        "add table inet rmcut; \
+         add chain inet rmcut input {{ type filter hook input priority 0; policy accept; }}; \
+         add rule inet rmcut input ip saddr 198.18.0.1 tcp dport {} drop",
+        pg.port()
+    );
+    fleet.exec(DB_NODE, &["nft", &cut]);
+    // A change made while the database is out of reach.
+    fleet.exec(1, &["nft", "add table inet rmwhilecut"]);
+    assert_eventually!(
+        Duration::from_secs(60),
+        || {
+            let out = fleet.cli(&["nodes"]);
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            if text.contains("store takes no writes") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+        "reachmap nodes says the store takes no writes"
+    );
+    assert_eq!(
+        metric(&fleet, "reachmap_store_writable").expect("metric"),
+        0.0
+    );
+    // Live state is still served.
+    assert_eq!(cell_state(&fleet).expect("matrix"), "ok");
+    let stored = || {
+        pg.psql("SELECT count(*) FROM events WHERE node = 'node-1' AND kind = 'firewall_changed'")
+    };
+    assert_eq!(stored(), "0", "nothing reached the database");
+
+    fleet.exec(DB_NODE, &["nft", "delete table inet rmcut"]);
+    assert_eventually!(
+        Duration::from_secs(60),
+        || match stored().as_str() {
+            "0" => Err("not yet".to_string()),
+            _ => Ok(()),
+        },
+        "the event made while the database was cut off is stored once it is back"
+    );
+    assert_eventually!(
+        Duration::from_secs(30),
+        || match metric(&fleet, "reachmap_store_writable")? {
+            1.0 => Ok(()),
+            v => Err(format!("writable {v}")),
+        },
+        "the store takes writes again"
+    );
+    let v = json(
+        &fleet,
+        &[
+            "events",
+            "node-1",
+            "--type",
+            "firewall_changed",
+            "--format",
+            "json",
+        ],
+    )
+    .expect("events");
+    assert!(v["events"].as_array().is_some_and(|e| !e.is_empty()), "{v}");
+    let log = fleet.collector_log();
+    assert!(log.contains("the store cannot commit"), "logged: {log}");
+    assert!(
+        log.contains("the store takes writes again"),
+        "logged: {log}"
+    );
+}
