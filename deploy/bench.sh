@@ -5,6 +5,7 @@
 #   sudo deploy/bench.sh firewall     # the agent on 20,000 iptables-nft rules, idle and churning
 #   sudo deploy/bench.sh findings     # findings and what-if on 1,000 simulated agents with a partition
 #   sudo deploy/bench.sh plan         # probe planning of 10,000 nodes in 20 zones (NODES, ZONES)
+#   sudo deploy/bench.sh store-postgres  # the store's history on SQLite and on PostgreSQL, side by side (NODES, DAYS)
 # Builds release binaries first; the figures go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,28 @@ ensure_packages
 which="${1:-host-facts}"
 cargo build --release --bins
 case "$which" in
+  store-postgres)
+    # The same history (every cell coming up, 1 % flapping, 200 events per
+    # node a day) written through the store's writer and asked back, first
+    # into a SQLite file, then into a throwaway PostgreSQL cluster (Debian's,
+    # on loopback, fsync on as in production), made and removed here.
+    cargo build --release -p reachmap-collector --example store_bench
+    pgbin=$(find /usr/lib/postgresql -maxdepth 2 -name bin | sort -V | tail -1)
+    pgdir=$(mktemp -d /tmp/reachmap-bench-pg-XXXXXX)
+    chown postgres "$pgdir"
+    trap 'runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+    runuser -u postgres -- "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth=trust >/dev/null
+    port=55439
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -w -l "$pgdir/log" \
+      -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c shared_buffers=256MB" start >/dev/null
+    psql -X -q -h "$pgdir" -p "$port" -U postgres \
+      -c "CREATE ROLE reachmap LOGIN PASSWORD 'reachmap'" -c "CREATE DATABASE reachmap OWNER reachmap"
+    echo "==== store_bench: SQLite"
+    target/release/examples/store_bench "${NODES:-300}" "${DAYS:-1}"
+    echo "==== store_bench: PostgreSQL ($("$pgbin/postgres" --version))"
+    STORE_URL="postgres://reachmap:reachmap@127.0.0.1:$port/reachmap?sslmode=disable" \
+      target/release/examples/store_bench "${NODES:-300}" "${DAYS:-1}"
+    ;;
   host-facts)
     REACHMAP_BIN_DIR="$PWD/target/release" cargo bench -p reachmap-fleet-tests --bench host_facts
     ;;

@@ -12,6 +12,10 @@
 //! and the store's bytes per node per day.
 //!
 //!     cargo run --release -p reachmap-collector --example store_bench [NODES] [DAYS]
+//!
+//! With `STORE_URL=postgres://…` (and `STORE_CA=FILE` for its TLS) the
+//! same history goes to an empty PostgreSQL database instead of a SQLite
+//! file: the two engines side by side (`deploy/bench.sh store-postgres`).
 
 use reachmap_collector::config::ProbeSettings;
 use reachmap_collector::probe::{CellChange, CellState, Outcome, ProbeKind};
@@ -100,7 +104,15 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
         max_bytes: u64::MAX,
         recover: false,
     };
-    let (store, _) = Store::open(dir.path(), opts.clone())?;
+    let at = match std::env::var("STORE_URL") {
+        Ok(url) => store::Location::Postgres(store::pg::Target {
+            url,
+            ca: std::env::var_os("STORE_CA").map(Into::into),
+        }),
+        Err(_) => store::Location::Dir(dir.path().to_owned()),
+    };
+    println!("store: {}", at.shown());
+    let (store, _) = Store::open_at(&at, opts.clone())?;
     let now = state::unix_nanos(SystemTime::now());
     let t0 = now - days * DAY;
     let started = Instant::now();

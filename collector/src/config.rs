@@ -567,6 +567,45 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_a_postgres_url_with_a_readable_ca_or_the_data_dir() {
+        let c = Config::load(&flags("data_dir = \"/tmp/x\"\n")).expect("default");
+        assert_eq!(c.store_at, crate::store::Location::Dir("/tmp/x".into()));
+        let c = Config::load(&flags(
+            "store = \"postgres://u:secret@db:5432/reachmap?sslmode=require\"\ncollector_name = \"c-1\"\n",
+        ))
+        .expect("postgres");
+        assert!(matches!(c.store_at, crate::store::Location::Postgres(_)));
+        assert_eq!(
+            c.store_at.shown(),
+            "postgres://db:5432/reachmap",
+            "no password"
+        );
+        assert_eq!(c.name, "c-1");
+        for (text, key, says) in [
+            ("store = \"/var/lib/x.db\"\n", "store:", "postgres:// URL"),
+            (
+                "store = \"postgres://u@db/r?sslmode=bogus\"\n",
+                "store:",
+                "not a PostgreSQL URL",
+            ),
+            ("store_ca = \"/etc/ca.pem\"\n", "store_ca:", "give --store"),
+            (
+                "store = \"postgres://u@db/r\"\nstore_ca = \"/nonexistent/ca.pem\"\n",
+                "store_ca:",
+                "/nonexistent/ca.pem",
+            ),
+            (
+                "collector_name = \"not a name\"\n",
+                "collector_name:",
+                "collector name",
+            ),
+        ] {
+            let e = Config::load(&flags(text)).expect_err(text).to_string();
+            assert!(e.starts_with(key) && e.contains(says), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let mut f = flags("");
         f.http = Some("localhost".into());
