@@ -3,12 +3,15 @@
 //! the fleet's bridge with TLS verified against the server's CA. History
 //! and `why --at` survive a kill -9 of the collector; a collector cut off
 //! from the database by an nft drop stops acking, says so, keeps serving
-//! live state and catches up when the database is back.
+//! live state and catches up when the database is back. Two collectors on
+//! one database list each other, answer history for each other's agents,
+//! and the fleet lock moves to the survivor when its holder is killed.
 
 use std::time::{Duration, SystemTime};
 
 use reachmap_fleet_tests::postgres::{Postgres, require_postgres};
-use reachmap_fleet_tests::{Fleet, assert_eventually};
+use reachmap_fleet_tests::{Fleet, assert_eventually, binary};
+use serde_json::Value;
 
 mod why_support;
 use why_support::{cli_json as json, metric, rfc3339, wait_cause, wait_mesh};
@@ -194,4 +197,141 @@ fn a_collector_cut_off_from_its_database_stops_acking_says_so_and_catches_up() {
         log.contains("the store takes writes again"),
         "logged: {log}"
     );
+}
+
+/// The second collector's host and its gRPC URL.
+const B_NODE: usize = 3;
+const B_URL: &str = "https://198.18.0.14:7440";
+
+/// `reachmap collectors --format json` asked of the collector at `url`.
+fn collectors(fleet: &Fleet, url: &str, bundle: &str) -> Result<Vec<Value>, String> {
+    let out = fleet.cli_as(
+        &["--collector", url, "--credentials", bundle],
+        &["collectors", "--format", "json"],
+    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    v.as_array().cloned().ok_or_else(|| v.to_string())
+}
+
+fn by_name<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|c| c["name"] == name)
+}
+
+#[test]
+fn two_collectors_share_the_database_and_the_lock_moves_when_its_holder_dies() {
+    if !require_postgres() {
+        return;
+    }
+    let mut fleet = Fleet::new("pg_two", 4);
+    let db = fleet.node(DB_NODE).clone();
+    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
+    let ca = pg.ca_pem_path().display().to_string();
+    let url = pg.url_tls();
+    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
+    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    fleet.start_agent(0);
+    fleet.start_agent(1);
+    wait_mesh(&fleet, 2);
+    let bundle = fleet.trust().operator_bundle.display().to_string();
+
+    // The second collector: another host, the same CA and database.
+    let tls = fleet.collector_data().join("tls");
+    let data_b = fleet.dir().join("collector-b-data");
+    let config_b = fleet.dir().join("collector-b.toml");
+    std::fs::write(&config_b, "").expect("config");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (bin, data_b, config_b) = (
+        path(&binary("reachmap-collector")),
+        path(&data_b),
+        path(&config_b),
+    );
+    let (ca_cert, ca_key) = (path(&tls.join("ca.crt")), path(&tls.join("ca.key")));
+    fleet.spawn(
+        B_NODE,
+        "collector-b",
+        &[
+            &bin,
+            "--config",
+            &config_b,
+            "--collector-name",
+            "collector-b",
+            "--listen",
+            "198.18.0.14:7440",
+            "--http",
+            "198.18.0.14:7441",
+            "--data-dir",
+            &data_b,
+            "--ca-cert",
+            &ca_cert,
+            "--ca-key",
+            &ca_key,
+            "--store",
+            &url,
+            "--store-ca",
+            &ca,
+        ],
+    );
+    let both = assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let list = collectors(&fleet, B_URL, &bundle)?;
+            let (a, b) = (by_name(&list, "collector-a"), by_name(&list, "collector-b"));
+            match (a, b) {
+                (Some(a), Some(b))
+                    if a["alive"] == true && b["alive"] == true && a["agents"] == 2 =>
+                {
+                    Ok(list)
+                }
+                _ => Err(format!("{list:?}")),
+            }
+        },
+        "the second collector lists both, with the agents on the first"
+    );
+    let leaders: Vec<&Value> = both.iter().filter(|c| c["leader"] == true).collect();
+    assert_eq!(leaders.len(), 1, "one leader: {both:?}");
+    assert_eq!(
+        leaders[0]["name"], "collector-a",
+        "the first to start leads"
+    );
+    assert_eq!(by_name(&both, "collector-b").expect("b")["agents"], 0);
+
+    // History the first collector stored, asked of the second.
+    let out = fleet.cli_as(
+        &["--collector", B_URL, "--credentials", &bundle],
+        &["events", "node-0", "--since", "10m", "--format", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        events["events"].as_array().is_some_and(|e| !e.is_empty()),
+        "node-0's events through collector-b: {events}"
+    );
+
+    fleet.kill_collector();
+    assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let list = collectors(&fleet, B_URL, &bundle)?;
+            let b = by_name(&list, "collector-b").ok_or("no collector-b")?;
+            let a = by_name(&list, "collector-a").ok_or("no collector-a")?;
+            if b["leader"] == true && a["alive"] == false && a["leader"] == false {
+                Ok(())
+            } else {
+                Err(format!("{list:?}"))
+            }
+        },
+        "the survivor leads and the killed collector is listed as gone"
+    );
+    let log_b =
+        std::fs::read_to_string(fleet.dir().join("node-3-collector-b.log")).unwrap_or_default();
+    assert!(log_b.contains("leading fleet-wide work"), "{log_b}");
+    drop(fleet);
+    drop(pg);
 }
