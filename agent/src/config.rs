@@ -37,8 +37,8 @@ pub struct Flags {
     /// TOML configuration file [default: /etc/reachmap/agent.toml when it exists]
     #[arg(long, env = "REACHMAP_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Collector gRPC URL, e.g. https://collector:7440
-    #[arg(long, env = "REACHMAP_COLLECTOR", value_name = "URL")]
+    /// Collector gRPC URL, e.g. https://collector:7440; several, comma-separated, to fail over between them
+    #[arg(long, env = "REACHMAP_COLLECTOR", value_name = "URL[,URL...]")]
     pub collector: Option<String>,
     /// This node's name [default: the hostname]
     #[arg(long, env = "REACHMAP_NODE", value_name = "NAME")]
@@ -115,7 +115,8 @@ pub struct Flags {
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
 struct File {
-    collector: Option<String>,
+    /// One URL, a comma-separated list or an array of URLs.
+    collector: Option<toml::Value>,
     node: Option<String>,
     heartbeat_interval: Option<String>,
     reconnect_max: Option<String>,
@@ -140,7 +141,11 @@ struct File {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The first of `collectors`.
     pub collector: Uri,
+    /// Every collector URL, in the order given: the stream fails over
+    /// between them (`collectors::Rotation`). Never empty.
+    pub collectors: Vec<Uri>,
     pub node: String,
     pub heartbeat_interval: Duration,
     pub reconnect_initial: Duration,
@@ -177,11 +182,12 @@ impl Config {
             None if Path::new(DEFAULT_CONFIG).exists() => read_file(Path::new(DEFAULT_CONFIG))?,
             None => File::default(),
         };
-        let collector = flags
-            .collector
-            .clone()
-            .or(file.collector)
-            .ok_or_else(|| invalid("collector", "not set (use --collector URL, REACHMAP_COLLECTOR or `collector` in the config file)"))?;
+        let insecure = flags.insecure || file.insecure.unwrap_or(false);
+        let collectors = match (&flags.collector, &file.collector) {
+            (Some(text), _) => crate::collectors::parse_list(text, insecure)?,
+            (None, Some(value)) => crate::collectors::from_toml(value, insecure)?,
+            (None, None) => return Err(invalid("collector", "not set (use --collector URL, REACHMAP_COLLECTOR or `collector` in the config file)")),
+        };
         let node = match flags.node.clone().or(file.node) {
             Some(n) => n,
             None => crate::inspect::host::hostname(),
@@ -297,7 +303,6 @@ impl Config {
                 ),
             ));
         }
-        let insecure = flags.insecure || file.insecure.unwrap_or(false);
         let ca_pin = match flags.ca_pin.clone().or(file.ca_pin) {
             Some(p) => Some(
                 reachmap_tls::identity::check_pin(p.trim()).map_err(|m| invalid("ca_pin", m))?,
@@ -311,7 +316,8 @@ impl Config {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty());
         Ok(Config {
-            collector: parse_collector_url(&collector, insecure)?,
+            collector: collectors[0].clone(),
+            collectors,
             enroll_token,
             ca_pin,
             ca_file: flags.ca_file.clone().or(file.ca_file),
@@ -361,11 +367,13 @@ impl Config {
 /// The effective configuration as the Hello carries it (`reachmap diag`):
 /// every setting a person troubleshooting the node needs, and no secret —
 /// the enrolment token only as whether one was given, the collector's trust
-/// only as its kind (no pin, no file path), the collector URL without any
+/// only as its kind (no pin, no file path), the collector URLs without any
 /// user information.
 #[derive(Serialize, Debug)]
 struct Shown<'a> {
+    /// The collector the stream carrying this Hello goes to.
     collector: String,
+    collectors: Vec<String>,
     node: &'a str,
     heartbeat_interval: String,
     reconnect_initial: String,
@@ -390,22 +398,14 @@ struct Shown<'a> {
 }
 
 impl Config {
-    /// [`Shown`] as JSON: the Hello's `config_json`.
-    pub fn shown_json(&self) -> String {
+    /// [`Shown`] as JSON: the Hello's `config_json` on a stream to
+    /// `current`.
+    pub fn shown_json(&self, current: &Uri) -> String {
+        use crate::collectors::shown_url;
         let human = |d: Duration| humantime::format_duration(d).to_string();
-        let authority = self
-            .collector
-            .authority()
-            .map(|a| match a.port() {
-                Some(p) => format!("{}:{p}", a.host()),
-                None => a.host().to_string(),
-            })
-            .unwrap_or_default();
         let shown = Shown {
-            collector: format!(
-                "{}://{authority}",
-                self.collector.scheme_str().unwrap_or("https")
-            ),
+            collector: shown_url(current),
+            collectors: self.collectors.iter().map(shown_url).collect(),
             node: &self.node,
             heartbeat_interval: human(self.heartbeat_interval),
             reconnect_initial: human(self.reconnect_initial),
@@ -707,7 +707,7 @@ mod tests {
         f.labels = vec!["rack=r7".into()];
         let c = load(&f).expect("valid");
         assert_eq!(c.enroll_token.as_deref(), Some(token));
-        let text = c.shown_json();
+        let text = c.shown_json(&c.collector);
         for secret in [
             token,
             "s3cr3t",

@@ -10,6 +10,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -226,6 +227,18 @@ pub async fn connect(
     endpoint: Endpoint,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<Channel, tonic::transport::Error> {
+    connect_at(endpoint, config, None).await
+}
+
+/// [`connect`], with the TCP connection made to `addr` when given (one of
+/// the addresses the URL's host name resolves to) rather than to whatever
+/// the name resolves to first: the TLS server name is still the URL's host,
+/// so the certificate must still name it.
+pub async fn connect_at(
+    endpoint: Endpoint,
+    config: Arc<rustls::ClientConfig>,
+    addr: Option<SocketAddr>,
+) -> Result<Channel, tonic::transport::Error> {
     let connector = tower::service_fn(move |uri: Uri| {
         let config = config.clone();
         async move {
@@ -234,7 +247,10 @@ pub async fn connect(
             let name = ServerName::try_from(host.clone()).map_err(|e| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?}: {e}"))
             })?;
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match addr {
+                Some(a) => tokio::net::TcpStream::connect(a).await?,
+                None => tokio::net::TcpStream::connect((host.as_str(), port)).await?,
+            };
             tcp.set_nodelay(true)?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
@@ -242,6 +258,21 @@ pub async fn connect(
                 .map_err(explain_handshake)?;
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
+    });
+    endpoint.connect_with_connector(connector).await
+}
+
+/// A plaintext channel (a collector started with `--insecure`) to `addr`,
+/// whatever `endpoint`'s URL resolves to; the URL still names the host in
+/// the requests.
+pub async fn connect_plain_at(
+    endpoint: Endpoint,
+    addr: SocketAddr,
+) -> Result<Channel, tonic::transport::Error> {
+    let connector = tower::service_fn(move |_: Uri| async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(TokioIo::new(tcp))
     });
     endpoint.connect_with_connector(connector).await
 }

@@ -19,7 +19,9 @@ pub mod file;
 pub mod identity;
 pub mod pem;
 
-pub use client::{ClientIdentity, ServerTrust, TlsError, client_config, connect};
+pub use client::{
+    ClientIdentity, ServerTrust, TlsError, client_config, connect, connect_at, connect_plain_at,
+};
 pub use identity::{
     COLLECTOR_ROLE_URI, CertInfo, Identity, Role, cert_info, check_pin, client_uri, node_uri,
     pin_of_cert, pin_of_spki, role_uri,

@@ -19,7 +19,7 @@ use crate::model::{FactsDelta, Hello, NodeFacts};
 use crate::probe::{Matrix, ResolvedName, WindowInput};
 use crate::store::{FactWrite, NodeRecord, Store, Write};
 use reachmap_proto::v1 as pb;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -128,7 +128,7 @@ impl Fleet {
         let owner = Owner {
             nodes,
             store: store.clone(),
-            dirty: false,
+            dirty: BTreeSet::new(),
             probing,
             generation: Arc::default(),
         };
@@ -301,7 +301,8 @@ impl Fleet {
 struct Owner {
     nodes: BTreeMap<String, Node>,
     store: Store,
-    dirty: bool,
+    /// Nodes whose registry record changed since the last flush.
+    dirty: BTreeSet<String>,
     probing: Probing,
     /// Counts the changes an answer over the whole fleet could see: a cell's
     /// state, a node's facts, events, names or stream. A copy of the same
@@ -342,20 +343,24 @@ impl Owner {
         for node in self.nodes.values_mut() {
             if let Some(s) = node.stream.take() {
                 s.cancel.cancel();
+                self.dirty.insert(node.name.clone());
             }
         }
-        self.dirty = true;
         self.flush();
         self.store.flush().await;
     }
 
-    /// The registry goes to the store when it changed.
+    /// The records of the nodes that changed here go to the store: only
+    /// those, so a shared store's records of other collectors' nodes are
+    /// never overwritten with this collector's older copies.
     fn flush(&mut self) {
-        if !self.dirty {
+        if self.dirty.is_empty() {
             return;
         }
-        self.dirty = false;
-        let records: Vec<NodeRecord> = self.nodes.values().map(Node::to_record).collect();
+        let records: Vec<NodeRecord> = std::mem::take(&mut self.dirty)
+            .iter()
+            .filter_map(|name| self.nodes.get(name).map(Node::to_record))
+            .collect();
         self.store.queue(Write::Nodes(records));
     }
 
@@ -423,7 +428,7 @@ impl Owner {
                     n.last_seen = now;
                     let parts = n.changed_parts(&crate::store::facts::ALL, now);
                     self.store_facts(parts);
-                    self.dirty = true;
+                    self.dirty.insert(name.clone());
                     self.probing.mark_dirty();
                 }
             }
@@ -448,7 +453,7 @@ impl Owner {
                             Arc::make_mut(f).apply(delta);
                             let parts = n.changed_parts(&touched, now);
                             self.store_facts(parts);
-                            self.dirty = true;
+                            self.dirty.insert(name.clone());
                             if replan {
                                 self.probing.mark_dirty();
                             }
@@ -523,7 +528,7 @@ impl Owner {
                         }),
                     );
                     self.store_event(&name, e);
-                    self.dirty = true;
+                    self.dirty.insert(name.clone());
                 }
             }
             Cmd::Read(f) => f(&self.nodes),
@@ -618,7 +623,7 @@ impl Owner {
         ));
         node.hello = Some(hello);
         let name = node.name.clone();
-        self.dirty = true;
+        self.dirty.insert(name.clone());
         self.probing.attached(&name);
         for e in made {
             self.store_event(&name, e);
