@@ -146,6 +146,7 @@ pub fn spawn(
     me: Identity,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    store.set_member_name(&me.name);
     tokio::spawn(async move {
         let mut lock = match store.location() {
             Location::Dir(_) => Lock::Alone,
@@ -220,6 +221,51 @@ pub async fn list(store: &Store) -> Result<Vec<Record>, String> {
     store.read(load).await
 }
 
+/// `live` (this collector's nodes) with what the shared store says of the
+/// nodes streaming to another collector that is alive: those it does not
+/// know are added, those it knows only as disconnected are shown connected
+/// there.
+pub fn with_others(
+    mut live: Vec<reachmap_proto::v1::NodeSummary>,
+    records: Vec<crate::store::NodeRecord>,
+    members: &[Record],
+    me: &str,
+) -> Vec<reachmap_proto::v1::NodeSummary> {
+    let now = unix_nanos(SystemTime::now());
+    let alive = |name: &str| members.iter().any(|m| m.name == name && m.alive(now));
+    for r in records {
+        if r.collector.is_empty() || r.collector == me || !r.connected || !alive(&r.collector) {
+            if !live.iter().any(|n| n.name == r.name) && r.collector != me {
+                live.push(remote(r, false));
+            }
+            continue;
+        }
+        match live.iter_mut().find(|n| n.name == r.name) {
+            Some(n) if n.connected => {}
+            Some(n) => *n = remote(r, true),
+            None => live.push(remote(r, true)),
+        }
+    }
+    live.sort_by(|a, b| a.name.cmp(&b.name));
+    live
+}
+
+fn remote(r: crate::store::NodeRecord, connected: bool) -> reachmap_proto::v1::NodeSummary {
+    reachmap_proto::v1::NodeSummary {
+        name: r.name,
+        machine_id: r.machine_id,
+        boot_id: r.boot_id,
+        version: r.version,
+        connected,
+        last_seen_unix_nanos: r.last_seen_unix_nanos,
+        since_unix_nanos: r.last_seen_unix_nanos,
+        addresses: r.addresses,
+        labels: r.labels.into_iter().collect(),
+        collector: r.collector,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +278,69 @@ mod tests {
         };
         assert!(r.alive(r.seen_unix_nanos + GONE_AFTER.as_nanos() as i64));
         assert!(!r.alive(r.seen_unix_nanos + GONE_AFTER.as_nanos() as i64 + 1));
+    }
+
+    #[test]
+    fn other_collectors_nodes_join_the_list_when_their_collector_is_alive() {
+        use reachmap_proto::v1::NodeSummary;
+        let now = unix_nanos(SystemTime::now());
+        let members = [
+            Record {
+                name: "b".into(),
+                seen_unix_nanos: now,
+                ..Record::default()
+            },
+            Record {
+                name: "dead".into(),
+                seen_unix_nanos: now - 60_000_000_000,
+                ..Record::default()
+            },
+        ];
+        let rec = |name: &str, collector: &str, connected: bool| crate::store::NodeRecord {
+            name: name.into(),
+            collector: collector.into(),
+            connected,
+            addresses: vec!["198.18.0.20".into()],
+            ..Default::default()
+        };
+        let live = vec![
+            NodeSummary {
+                name: "mine".into(),
+                connected: true,
+                ..Default::default()
+            },
+            NodeSummary {
+                name: "moved".into(),
+                connected: false,
+                ..Default::default()
+            },
+        ];
+        let got = with_others(
+            live,
+            vec![
+                rec("mine", "a", true),
+                rec("moved", "b", true),
+                rec("only-b", "b", true),
+                rec("on-dead", "dead", true),
+                rec("gone-from-b", "b", false),
+            ],
+            &members,
+            "a",
+        );
+        let rows: Vec<(&str, bool, &str)> = got
+            .iter()
+            .map(|n| (n.name.as_str(), n.connected, n.collector.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("gone-from-b", false, "b"),
+                ("mine", true, ""),
+                ("moved", true, "b"),
+                ("on-dead", false, "dead"),
+                ("only-b", true, "b"),
+            ]
+        );
     }
 
     #[tokio::test]

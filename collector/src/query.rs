@@ -78,6 +78,7 @@ pub fn summary(n: &Node) -> pb::NodeSummary {
                     .collect()
             })
             .unwrap_or_default(),
+        collector: String::new(),
     }
 }
 
@@ -310,10 +311,33 @@ pub fn store_status(s: &crate::store::Status) -> pb::StoreStatus {
 }
 
 pub async fn list(fleet: &Fleet) -> Result<Vec<pb::NodeSummary>, Status> {
-    fleet
+    let live: Vec<pb::NodeSummary> = fleet
         .read(|nodes: &BTreeMap<String, Node>| nodes.values().map(summary).collect())
         .await
-        .ok_or_else(|| Status::unavailable("collector is shutting down"))
+        .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
+    let store = fleet.store();
+    if !matches!(store.location(), crate::store::Location::Postgres(_)) {
+        return Ok(live);
+    }
+    // A shared store: the other collectors' agents, from their records.
+    match store
+        .read(|db| {
+            let records = crate::store::registry::load(db).map_err(|e| e.to_string())?;
+            Ok((records, crate::members::load(db)?))
+        })
+        .await
+    {
+        Ok((records, members)) => Ok(crate::members::with_others(
+            live,
+            records,
+            &members,
+            store.member_name(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the other collectors' nodes; listing this one's");
+            Ok(live)
+        }
+    }
 }
 
 pub async fn get(fleet: &Fleet, name: String) -> Result<pb::NodeDetail, Status> {

@@ -29,6 +29,10 @@ pub struct NodeView {
     pub blind: Vec<String>,
     /// Every source that is not ok, with its last error.
     pub unhealthy_sources: Vec<SourceView>,
+    /// The collector its agent streams to, when another one on the shared
+    /// store.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub collector: String,
 }
 
 /// One fact source's health, as the agent last reported it.
@@ -107,6 +111,7 @@ impl From<&pb::NodeSummary> for NodeView {
                 .map(|h| source_name(h.source))
                 .collect(),
             unhealthy_sources: n.unhealthy_sources.iter().map(SourceView::from).collect(),
+            collector: n.collector.clone(),
         }
     }
 }

@@ -298,6 +298,26 @@ fn two_collectors_share_the_database_and_the_lock_moves_when_its_holder_dies() {
     );
     assert_eq!(by_name(&both, "collector-b").expect("b")["agents"], 0);
 
+    // The first collector's agents, listed by the second.
+    let out = fleet.cli_as(
+        &["--collector", B_URL, "--credentials", &bundle],
+        &["nodes", "--format", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: Value = serde_json::from_slice(&out.stdout).expect("json");
+    for name in ["node-0", "node-1"] {
+        let n = nodes
+            .as_array()
+            .and_then(|l| l.iter().find(|n| n["name"] == name))
+            .unwrap_or_else(|| panic!("{name} through collector-b: {nodes}"));
+        assert_eq!(n["connected"], true, "{n}");
+        assert_eq!(n["collector"], "collector-a", "{n}");
+    }
+
     // History the first collector stored, asked of the second.
     let out = fleet.cli_as(
         &["--collector", B_URL, "--credentials", &bundle],

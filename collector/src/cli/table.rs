@@ -56,7 +56,9 @@ pub fn nodes(list: &[pb::NodeSummary], now: SystemTime) -> String {
                 .collect();
             vec![
                 n.name.clone(),
-                if n.connected {
+                if n.connected && !n.collector.is_empty() {
+                    format!("connected via {}", n.collector)
+                } else if n.connected {
                     "connected".into()
                 } else {
                     format!("down {}", ago(n.since_unix_nanos, now))

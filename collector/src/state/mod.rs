@@ -360,6 +360,10 @@ impl Owner {
         let records: Vec<NodeRecord> = std::mem::take(&mut self.dirty)
             .iter()
             .filter_map(|name| self.nodes.get(name).map(Node::to_record))
+            .map(|mut r| {
+                r.collector = self.store.member_name().to_string();
+                r
+            })
             .collect();
         self.store.queue(Write::Nodes(records));
     }

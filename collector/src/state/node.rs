@@ -243,6 +243,8 @@ impl Node {
             last_seen_unix_nanos: unix_nanos(self.last_seen),
             addresses: self.addresses(),
             labels: self.labels.clone(),
+            collector: String::new(),
+            connected: self.connected(),
         }
     }
 }

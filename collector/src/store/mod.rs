@@ -196,6 +196,8 @@ pub struct Store {
     /// This collector does the fleet-wide work on the store (pruning):
     /// always on the embedded store, the fleet lock's holder on a shared one.
     leader: Arc<std::sync::atomic::AtomicBool>,
+    /// This collector's name, written into the registry records it makes.
+    member: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Store {
@@ -244,6 +246,7 @@ impl Store {
                 readers: Arc::default(),
                 dropped,
                 leader,
+                member: Arc::default(),
             },
             nodes,
         ))
@@ -307,6 +310,16 @@ impl Store {
     pub fn set_leader(&self, leader: bool) {
         self.leader
             .store(leader, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Names this collector in the records it writes (once; later calls
+    /// keep the first name).
+    pub fn set_member_name(&self, name: &str) {
+        let _ = self.member.set(name.to_string());
+    }
+
+    pub fn member_name(&self) -> &str {
+        self.member.get().map_or("", String::as_str)
     }
 
     /// Writes queued for the writer now.

@@ -19,6 +19,13 @@ pub struct NodeRecord {
     pub last_seen_unix_nanos: i64,
     pub addresses: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// The collector that wrote it: on a shared store, the one its agent
+    /// streamed to last.
+    #[serde(default)]
+    pub collector: String,
+    /// Its agent was streaming to that collector when written.
+    #[serde(default)]
+    pub connected: bool,
 }
 
 #[derive(Deserialize)]

@@ -1210,6 +1210,10 @@ pub struct NodeSummary {
     /// reported them; empty when every source is reading.
     #[prost(message, repeated, tag = "13")]
     pub unhealthy_sources: ::prost::alloc::vec::Vec<SourceHealth>,
+    /// On a store shared by several collectors: the one its agent streams to,
+    /// when that is not the collector answering (empty otherwise).
+    #[prost(string, tag = "14")]
+    pub collector: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetNodeRequest {
