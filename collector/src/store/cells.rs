@@ -3,7 +3,7 @@
 //! as 4 or 16 bytes), because `matrix --at` reads a million of them and
 //! every column decoded costs.
 
-use super::sql::{Db, Error, Result, Row, args};
+use super::sql::{Db, Error, Result, Row, Value, args};
 use crate::probe::{CellChange, CellState, Outcome, ProbeKind};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -150,40 +150,54 @@ pub fn row(r: &Row<'_>, names: &Names) -> Result<CellChange> {
     })
 }
 
-/// Writes one change.
-pub fn insert(db: &Db, names: &mut Interner, c: &CellChange) -> Result<()> {
-    let src = names.id(db, &c.src)?;
-    let dst = names.id(db, &c.dst)?;
-    let service = match &c.service {
-        Some(s) => Some(names.id(db, s)?),
-        None => None,
-    };
-    let address = address_bytes(c.address);
-    db.execute(
-        "INSERT INTO cell_changes (time, src, dst, port, kind, service, old, new, failure,
-         sent, ok, rtt_ms, address, last_failure)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-         ON CONFLICT (src, dst, port, kind, time) DO UPDATE SET service = excluded.service,
-         old = excluded.old, new = excluded.new, failure = excluded.failure,
-         sent = excluded.sent, ok = excluded.ok, rtt_ms = excluded.rtt_ms,
-         address = excluded.address, last_failure = excluded.last_failure",
-        args![
-            c.time,
-            src,
-            dst,
-            c.port,
-            kind_code(c.kind),
+const INSERT: &str = "INSERT INTO cell_changes (time, src, dst, port, kind, service, old, new,
+     failure, sent, ok, rtt_ms, address, last_failure)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+     ON CONFLICT (src, dst, port, kind, time) DO UPDATE SET service = excluded.service,
+     old = excluded.old, new = excluded.new, failure = excluded.failure,
+     sent = excluded.sent, ok = excluded.ok, rtt_ms = excluded.rtt_ms,
+     address = excluded.address, last_failure = excluded.last_failure";
+
+/// Writes changes, in order.
+pub fn insert(db: &Db, names: &mut Interner, changes: &[&CellChange]) -> Result<()> {
+    // Names first (each once, then cached): the rows name them by id.
+    let mut ids = Vec::with_capacity(changes.len());
+    for c in changes {
+        let service = match &c.service {
+            Some(s) => Some(names.id(db, s)?),
+            None => None,
+        };
+        ids.push((
+            names.id(db, &c.src)?,
+            names.id(db, &c.dst)?,
             service,
-            state_code(c.old),
-            state_code(c.new),
-            outcome_code(c.failure),
-            c.sent,
-            c.ok,
-            c.rtt_ms,
-            &address,
-            c.last_failure_at
-        ],
-    )?;
+            address_bytes(c.address),
+        ));
+    }
+    let rows: Vec<Vec<Value<'_>>> = changes
+        .iter()
+        .zip(&ids)
+        .map(|(c, (src, dst, service, address))| {
+            args![
+                c.time,
+                *src,
+                *dst,
+                c.port,
+                kind_code(c.kind),
+                *service,
+                state_code(c.old),
+                state_code(c.new),
+                outcome_code(c.failure),
+                c.sent,
+                c.ok,
+                c.rtt_ms,
+                address,
+                c.last_failure_at
+            ]
+            .to_vec()
+        })
+        .collect();
+    db.execute_many(INSERT, &rows)?;
     Ok(())
 }
 

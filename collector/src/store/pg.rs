@@ -229,6 +229,26 @@ impl Pg {
         Ok(wait(client.execute(&stmt, &params))?)
     }
 
+    /// Every run's request is sent before the first answer is awaited: one
+    /// round trip for the lot (in chunks, so memory stays bounded).
+    pub fn execute_many(&self, sql: &str, rows: &[Vec<Value<'_>>]) -> Result<Vec<u64>> {
+        const CHUNK: usize = 1024;
+        let client = self.client()?;
+        let stmt = self.statement(&client, sql)?;
+        let (client, stmt) = (&*client, &stmt);
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(CHUNK) {
+            let runs = chunk.iter().map(|r| async move {
+                let params: Vec<&(dyn ToSql + Sync)> = r.iter().map(|v| v as _).collect();
+                client.execute(stmt, &params).await
+            });
+            for n in wait(futures::future::join_all(runs)) {
+                out.push(n?);
+            }
+        }
+        Ok(out)
+    }
+
     pub fn each(
         &self,
         sql: &str,

@@ -3,7 +3,7 @@
 //! lives in the store's `nodes` table; a `nodes.json` left by an older
 //! collector is taken in once and renamed `nodes.json.imported`.
 
-use super::sql::{Db, Result, args};
+use super::sql::{Db, Result, Value, args};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -55,14 +55,20 @@ pub fn load(db: &Db) -> Result<Vec<NodeRecord>> {
 /// name; the other nodes' records stay (on a shared store they are other
 /// collectors' nodes).
 pub fn save(db: &Db, nodes: &[NodeRecord]) -> Result<()> {
-    for n in nodes {
-        let text = serde_json::to_string(n).unwrap_or_default();
-        db.execute(
-            "INSERT INTO nodes (name, record) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET record = excluded.record",
-            args![&n.name, &text],
-        )?;
-    }
+    let texts: Vec<String> = nodes
+        .iter()
+        .map(|n| serde_json::to_string(n).unwrap_or_default())
+        .collect();
+    let rows: Vec<Vec<Value<'_>>> = nodes
+        .iter()
+        .zip(&texts)
+        .map(|(n, text)| args![&n.name, text].to_vec())
+        .collect();
+    db.execute_many(
+        "INSERT INTO nodes (name, record) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+        &rows,
+    )?;
     Ok(())
 }
 

@@ -215,6 +215,23 @@ impl Db {
         }
     }
 
+    /// Runs one statement once per row of `rows`, in order; the rows each
+    /// run changed. PostgreSQL gets them all at once, pipelined on the
+    /// connection, rather than one round trip each.
+    pub fn execute_many(&self, sql: &str, rows: &[Vec<Value<'_>>]) -> Result<Vec<u64>> {
+        match self {
+            Db::Sqlite(c) => {
+                let mut stmt = c.prepare_cached(sql)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    out.push(stmt.execute(rusqlite::params_from_iter(sqlite_params(r)))? as u64);
+                }
+                Ok(out)
+            }
+            Db::Postgres(p) => p.execute_many(sql, rows),
+        }
+    }
+
     /// Runs a query, handing each row to `each` as it arrives.
     pub fn each(
         &self,

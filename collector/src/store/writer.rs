@@ -388,30 +388,50 @@ impl Writer {
     /// One transaction; for each event, whether it was new.
     fn apply(&mut self, writes: &[Write]) -> sql::Result<Vec<bool>> {
         let tx = self.db.write()?;
-        let mut inserted = Vec::new();
+        // Events and cell changes, the bulk of a batch, go as one run each
+        // (pipelined on PostgreSQL); the rest one by one.
+        let events: Vec<(&super::EventWrite, Vec<u8>)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Event(e) => Some((e, e.event.encode_to_vec())),
+                _ => None,
+            })
+            .collect();
+        let rows: Vec<Vec<sql::Value<'_>>> = events
+            .iter()
+            .map(|(e, body)| {
+                args![
+                    &e.node,
+                    e.instance as i64,
+                    (e.instance != 0).then_some(e.event.id as i64),
+                    e.event.time_unix_nanos,
+                    e.event.received_unix_nanos,
+                    crate::view::describe(&e.event).0,
+                    body
+                ]
+                .to_vec()
+            })
+            .collect();
+        let inserted: Vec<bool> = tx
+            .execute_many(
+                "INSERT INTO events (node, instance, id, time, received, kind, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                &rows,
+            )?
+            .into_iter()
+            .map(|n| n == 1)
+            .collect();
+        let cells: Vec<&crate::probe::CellChange> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Cell(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        super::cells::insert(&tx, &mut self.names, &cells)?;
         let mut nodes = None;
         for w in writes {
             match w {
-                Write::Event(e) => {
-                    let id = (e.instance != 0).then_some(e.event.id as i64);
-                    let kind = crate::view::describe(&e.event).0;
-                    let body = e.event.encode_to_vec();
-                    let n = tx.execute(
-                        "INSERT INTO events (node, instance, id, time, received, kind, body)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                        args![
-                            &e.node,
-                            e.instance as i64,
-                            id,
-                            e.event.time_unix_nanos,
-                            e.event.received_unix_nanos,
-                            kind,
-                            &body
-                        ],
-                    )?;
-                    inserted.push(n == 1);
-                }
-                Write::Cell(c) => super::cells::insert(&tx, &mut self.names, c)?,
                 Write::Fact(f) if f.part == super::facts::FIREWALL => match &f.firewall {
                     Some(split) => {
                         super::firewall::store_split(&tx, &f.node, f.time, Some(split), &f.data)?
@@ -438,7 +458,7 @@ impl Writer {
                         args![&name, &record, seen],
                     )?;
                 }
-                Write::Flush(_) => {}
+                Write::Event(_) | Write::Cell(_) | Write::Flush(_) => {}
             }
         }
         if let Some(list) = nodes {
