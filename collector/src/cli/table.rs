@@ -401,6 +401,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn collectors_table_names_the_leader_and_the_gone() {
+        let now = 1_000_000_000_000i64;
+        let info = |name: &str, seen: i64, leader: bool, writable: bool| pb::CollectorInfo {
+            name: name.into(),
+            grpc: "https://198.18.0.1:7440".into(),
+            agents: 3,
+            seen_unix_nanos: seen,
+            alive: seen != 0 && now - seen <= 10_000_000_000,
+            leader,
+            store_writable: writable,
+            ..Default::default()
+        };
+        let views: Vec<view::CollectorView> = [
+            info("a", now - 500_000_000, true, true),
+            info("b", now - 60_000_000_000, false, true),
+            info("c", 0, false, true),
+            info("d", now, false, false),
+        ]
+        .iter()
+        .map(|c| view::CollectorView::of(c, now))
+        .collect();
+        let t = collectors(&views);
+        let line = |name: &str| {
+            t.lines()
+                .find(|l| l.starts_with(name))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(t.starts_with("NAME"), "{t}");
+        assert!(
+            line("a ").contains("yes") && line("a ").contains("0.5s ago"),
+            "{t}"
+        );
+        assert!(line("a ").trim_end().ends_with("ok"), "{t}");
+        assert!(line("b ").trim_end().ends_with("gone"), "{t}");
+        assert!(
+            line("c ").trim_end().ends_with("stopped") && line("c ").contains('-'),
+            "{t}"
+        );
+        assert!(line("d ").contains("store takes no writes"), "{t}");
+        assert_eq!(
+            collectors(&[]),
+            "no collector has written a heartbeat yet\n"
+        );
+    }
+
+    #[test]
     fn nodes_table() {
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let nanos = |s: u64| i64::try_from(s * 1_000_000_000).expect("fits");
