@@ -186,7 +186,12 @@ impl Config {
         let collectors = match (&flags.collector, &file.collector) {
             (Some(text), _) => crate::collectors::parse_list(text, insecure)?,
             (None, Some(value)) => crate::collectors::from_toml(value, insecure)?,
-            (None, None) => return Err(invalid("collector", "not set (use --collector URL, REACHMAP_COLLECTOR or `collector` in the config file)")),
+            (None, None) => {
+                return Err(invalid(
+                    "collector",
+                    "not set (use --collector URL, REACHMAP_COLLECTOR or `collector` in the config file)",
+                ));
+            }
         };
         let node = match flags.node.clone().or(file.node) {
             Some(n) => n,

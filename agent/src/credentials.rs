@@ -6,7 +6,14 @@
 //! files; the certificate is renewed at 70–90 % of its lifetime over the
 //! stream's own mutual-TLS connection (a unary call beside the stream on the
 //! same HTTP/2 connection), which is never interrupted.
+//!
+//! Nothing here depends on which collector answers: with several, the
+//! agent enrols with the first that takes its token (each address tried in
+//! turn) and trusts the CA it was given — a node's files are named after
+//! the node, not a URL — so every collector sharing that CA takes its
+//! certificate, and renewal goes to whichever collector the stream is on.
 
+use crate::collectors::Target;
 use crate::config::Config;
 use reachmap_proto::v1 as pb;
 use reachmap_proto::v1::collector_client::CollectorClient;
@@ -124,14 +131,14 @@ fn save(config: &Config, key_pem: &str, cert_pem: &str, ca_pem: &str) {
     }
 }
 
-fn endpoint(config: &Config) -> Endpoint {
-    Endpoint::from(config.collector.clone())
+fn endpoint(target: &Target) -> Endpoint {
+    Endpoint::from(target.url.clone())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(Duration::from_secs(15))
 }
 
 /// Connecting failed: a wrong pin or CA will not fix itself.
-fn connect_error(config: &Config, e: &tonic::transport::Error) -> CredError {
+fn connect_error(target: &Target, e: &tonic::transport::Error) -> CredError {
     let mut text = e.to_string();
     let mut cur: &dyn std::error::Error = e;
     while let Some(next) = cur.source() {
@@ -143,13 +150,52 @@ fn connect_error(config: &Config, e: &tonic::transport::Error) -> CredError {
         || text.contains("not a reachmap collector")
         || text.contains("does not speak TLS")
     {
-        CredError::Fatal(format!(
-            "the collector at {} is not trusted: {text}",
-            config.collector
-        ))
+        CredError::Fatal(format!("the collector at {target} is not trusted: {text}"))
     } else {
-        CredError::Retry(format!("cannot reach the collector: {text}"))
+        CredError::Retry(format!("cannot reach the collector at {target}: {text}"))
     }
+}
+
+/// Runs `attempt` against each collector address in turn until one
+/// succeeds. All failing: the one error when there was one address; else
+/// every error on one line, `Fatal` only when every one was (a collector
+/// that cannot be reached now may take the request later).
+async fn each_collector<T, F, Fut>(config: &Config, mut attempt: F) -> Result<T, CredError>
+where
+    F: FnMut(Target) -> Fut,
+    Fut: std::future::Future<Output = Result<T, CredError>>,
+{
+    let targets = crate::collectors::resolve(&config.collectors).await;
+    let mut errors = Vec::with_capacity(targets.len());
+    for target in targets {
+        match attempt(target.clone()).await {
+            Ok(v) => return Ok(v),
+            Err(e) => errors.push((target, e)),
+        }
+    }
+    if errors.len() == 1
+        && let Some((_, e)) = errors.pop()
+    {
+        return Err(e);
+    }
+    let fatal = errors.iter().all(|(_, e)| matches!(e, CredError::Fatal(_)));
+    let text = errors
+        .iter()
+        .map(|(t, e)| {
+            let (t, e) = (t.to_string(), e.to_string());
+            if e.contains(&t) {
+                e
+            } else {
+                format!("{t}: {e}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(if fatal {
+        CredError::Fatal(text)
+    } else {
+        CredError::Retry(text)
+    })
 }
 
 fn status_error(what: &str, s: &tonic::Status) -> CredError {
@@ -188,25 +234,32 @@ async fn enrol(config: &Config, token: &str) -> Result<Credentials, CredError> {
     };
     let tls = reachmap_tls::client_config(&trust, None, reachmap_tls::ALPN_H2)
         .map_err(|e| CredError::Fatal(e.to_string()))?;
-    let channel = reachmap_tls::connect(endpoint(config), tls)
-        .await
-        .map_err(|e| connect_error(config, &e))?;
     let (key_pem, csr_der) =
         reachmap_tls::csr::node_key_and_csr(&config.node).map_err(CredError::Fatal)?;
-    let resp = CollectorClient::new(channel)
-        .enroll(pb::EnrollRequest {
-            token: token.to_string(),
-            node: config.node.clone(),
-            csr_der,
-        })
-        .await
-        .map_err(|s| status_error("enrolment", &s))?
-        .into_inner();
+    let (resp, target) = each_collector(config, |target| {
+        let (tls, csr_der) = (tls.clone(), csr_der.clone());
+        async move {
+            let channel = reachmap_tls::connect_at(endpoint(&target), tls, target.addr)
+                .await
+                .map_err(|e| connect_error(&target, &e))?;
+            let resp = CollectorClient::new(channel)
+                .enroll(pb::EnrollRequest {
+                    token: token.to_string(),
+                    node: config.node.clone(),
+                    csr_der,
+                })
+                .await
+                .map_err(|s| status_error("enrolment", &s))?
+                .into_inner();
+            Ok((resp, target))
+        }
+    })
+    .await?;
     let (cert_pem, ca_pem) = pem_of(&resp);
     let creds = build(&key_pem, &cert_pem, &ca_pem, &config.node)
         .map_err(|e| CredError::Fatal(format!("the collector's answer: {e}")))?;
     save(config, &key_pem, &cert_pem, &ca_pem);
-    tracing::info!(node = %config.node, serial = %creds.serial, until = creds.not_after_unix, "enrolled");
+    tracing::info!(node = %config.node, collector = %target, serial = %creds.serial, until = creds.not_after_unix, "enrolled");
     Ok(creds)
 }
 
@@ -294,20 +347,32 @@ async fn renew_once(
     current: &Credentials,
     stream: Option<tonic::transport::Channel>,
 ) -> Result<Credentials, CredError> {
-    // The stream's connection when there is one; else a connection of its own.
-    let channel = match stream {
-        Some(c) => c,
-        None => reachmap_tls::connect(endpoint(config), current.tls.clone())
-            .await
-            .map_err(|e| connect_error(config, &e))?,
-    };
     let (key_pem, csr_der) =
         reachmap_tls::csr::node_key_and_csr(&config.node).map_err(CredError::Fatal)?;
-    let resp = CollectorClient::new(channel)
-        .renew(pb::RenewRequest { csr_der })
-        .await
-        .map_err(|s| status_error("renewal", &s))?
-        .into_inner();
+    let renew = |channel: tonic::transport::Channel, csr_der: Vec<u8>| async move {
+        CollectorClient::new(channel)
+            .renew(pb::RenewRequest { csr_der })
+            .await
+            .map_err(|s| status_error("renewal", &s))
+            .map(tonic::Response::into_inner)
+    };
+    // The stream's connection when there is one; else a connection of its
+    // own to each collector in turn.
+    let resp = match stream {
+        Some(channel) => renew(channel, csr_der).await?,
+        None => {
+            each_collector(config, |target| {
+                let (tls, csr_der) = (current.tls.clone(), csr_der.clone());
+                async move {
+                    let channel = reachmap_tls::connect_at(endpoint(&target), tls, target.addr)
+                        .await
+                        .map_err(|e| connect_error(&target, &e))?;
+                    renew(channel, csr_der).await
+                }
+            })
+            .await?
+        }
+    };
     let (cert_pem, ca_pem) = pem_of(&resp);
     let creds = build(&key_pem, &cert_pem, &ca_pem, &config.node)
         .map_err(|e| CredError::Fatal(format!("the collector's answer: {e}")))?;
@@ -360,6 +425,68 @@ pub async fn renew(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config(collectors: &str) -> (tempfile::NamedTempFile, Config) {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let flags = crate::config::Flags {
+            config: Some(file.path().to_owned()),
+            collector: Some(collectors.into()),
+            node: Some("n1".into()),
+            ..Default::default()
+        };
+        let c = Config::load(&flags).expect("valid");
+        (file, c)
+    }
+
+    #[tokio::test]
+    async fn each_collector_is_tried_until_one_answers() {
+        let (_f, c) = config("https://198.18.0.1:7440,https://198.18.0.2:7440");
+        let mut tried = Vec::new();
+        let got = each_collector(&c, |t| {
+            tried.push(t.to_string());
+            async move {
+                match t.url.host() {
+                    Some("198.18.0.1") => Err(CredError::Retry("cannot reach".into())),
+                    _ => Ok(t.to_string()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.expect("the second answers"), "https://198.18.0.2:7440");
+        assert_eq!(
+            tried,
+            ["https://198.18.0.1:7440", "https://198.18.0.2:7440"]
+        );
+    }
+
+    #[tokio::test]
+    async fn every_collector_failing_is_fatal_only_when_each_was() {
+        let (_f, c) = config("https://198.18.0.1:7440,https://198.18.0.2:7440");
+        let fatal_first = |t: Target| async move {
+            Err::<(), _>(match t.url.host() {
+                Some("198.18.0.1") => CredError::Fatal("enrolment: unknown token".into()),
+                _ => CredError::Retry(format!("cannot reach the collector at {t}: refused")),
+            })
+        };
+        match each_collector(&c, fatal_first).await {
+            Err(CredError::Retry(e)) => assert_eq!(
+                e,
+                "https://198.18.0.1:7440: enrolment: unknown token; cannot reach the collector at https://198.18.0.2:7440: refused"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let all_fatal = |_| async { Err::<(), _>(CredError::Fatal("no".into())) };
+        assert!(matches!(
+            each_collector(&c, all_fatal).await,
+            Err(CredError::Fatal(_))
+        ));
+        // One collector: its error as it was.
+        let (_f, one) = config("https://198.18.0.1:7440");
+        match each_collector(&one, all_fatal).await {
+            Err(CredError::Fatal(e)) => assert_eq!(e, "no"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn renewal_falls_between_70_and_90_percent() {

@@ -38,6 +38,8 @@ pub struct StreamStats {
     pub events_dropped_total: AtomicU64,
     /// Why the last stream ended or could not open.
     pub last_error: Mutex<Option<String>>,
+    /// The collector (URL and address) the stream is open to, or was last.
+    pub collector: Mutex<Option<String>>,
 }
 
 impl StreamStats {
@@ -46,6 +48,22 @@ impl StreamStats {
         self.connected.store(true, Ordering::Relaxed);
         self.since
             .store(unix_secs(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// The stream opened to `collector` (`collectors::Target`'s text).
+    pub fn up_to(&self, collector: &str) {
+        if let Ok(mut c) = self.collector.lock() {
+            *c = Some(collector.to_string());
+        }
+        self.up();
+    }
+
+    /// The collector the stream is open to, while it is.
+    pub fn current(&self) -> Option<String> {
+        if !self.connected.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.collector.lock().ok().and_then(|c| c.clone())
     }
 
     pub fn down(&self, error: String) {
@@ -73,6 +91,7 @@ pub struct Telemetry {
     pub board: HealthBoard,
     pub stream: Arc<StreamStats>,
     pub prober: Arc<ProberStats>,
+    /// Every configured collector, comma-separated.
     pub collector: String,
 }
 
@@ -135,12 +154,15 @@ async fn metrics(Extract(t): Extract<Telemetry>) -> Response {
 
 /// Ready when the stream is up and no source is down or still starting;
 /// one line per check, `[+]` passing, `[!]` passing with a warning, `[-]`
-/// failing (the style of Kubernetes' own `/readyz?verbose`).
+/// failing (the style of Kubernetes' own `/readyz?verbose`). Connected, it
+/// names the collector the stream is on; not, `collector` (every one
+/// configured).
 pub fn readiness(health: &HealthMap, stream: &StreamStats, collector: &str) -> (bool, String) {
     let mut ready = true;
     let mut lines = String::new();
     if stream.connected.load(Ordering::Relaxed) {
-        let _ = writeln!(lines, "[+]stream: connected to {collector}");
+        let on = stream.current().unwrap_or_else(|| collector.to_string());
+        let _ = writeln!(lines, "[+]stream: connected to {on}");
     } else {
         ready = false;
         let why = stream
@@ -345,7 +367,26 @@ pub fn render_metrics(
     for (name, kind, help, value) in singles {
         family(&mut out, name, kind, help, &[(String::new(), value)]);
     }
+    let on: Vec<(String, f64)> = stream
+        .current()
+        .map(|c| (format!("{{collector=\"{}\"}}", label_value(&c)), 1.0))
+        .into_iter()
+        .collect();
+    family(
+        &mut out,
+        "reachmap_agent_stream_collector",
+        "gauge",
+        "1 for the collector (URL and address) the stream is open to; no sample while it is not.",
+        &on,
+    );
     out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -426,6 +467,38 @@ mod tests {
         assert_eq!(stream.disconnects_total.load(Ordering::Relaxed), 1);
         let (_, text) = readiness(&board_with(&all_ok()).current(), &stream, "c");
         assert!(text.contains("[-]stream: not connected to c: connection refused"));
+    }
+
+    #[test]
+    fn the_collector_the_stream_is_on_is_named() {
+        let stream = StreamStats::default();
+        let board = board_with(&all_ok());
+        let all = "https://a:7440, https://b:7440";
+        let empty = ProberStats::default();
+        let text = render_metrics(&board.current(), &stream, &empty, SystemTime::now());
+        assert!(!text.contains("reachmap_agent_stream_collector{"), "{text}");
+        stream.up_to("https://b:7440 (198.18.0.2:7440)");
+        let (ready, text) = readiness(&board.current(), &stream, all);
+        assert!(ready, "{text}");
+        assert!(
+            text.contains("[+]stream: connected to https://b:7440 (198.18.0.2:7440)\n"),
+            "{text}"
+        );
+        let text = render_metrics(&board.current(), &stream, &empty, SystemTime::now());
+        assert!(
+            text.contains(
+                "reachmap_agent_stream_collector{collector=\"https://b:7440 (198.18.0.2:7440)\"} 1\n"
+            ),
+            "{text}"
+        );
+        stream.down("collector closed the stream".into());
+        assert_eq!(stream.current(), None);
+        let (_, text) = readiness(&board.current(), &stream, all);
+        assert!(
+            text.contains("[-]stream: not connected to https://a:7440, https://b:7440: collector closed the stream"),
+            "{text}"
+        );
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod backoff;
+pub mod collectors;
 pub mod commands;
 pub mod config;
 pub mod credentials;
@@ -41,7 +42,13 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let identity = inspect::host::read_identity(&config.procfs, &config.etc)?;
     let config = Arc::new(config);
-    tracing::info!(node = %config.node, boot_id = %identity.boot_id, collector = %config.collector, "starting");
+    let collectors = config
+        .collectors
+        .iter()
+        .map(collectors::shown_url)
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::info!(node = %config.node, boot_id = %identity.boot_id, %collectors, "starting");
     // The health endpoint answers from the first moment, enrolment
     // included, so a liveness probe never kills an agent waiting for its
     // collector; until the stream opens it says why it is not ready.
@@ -68,7 +75,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             board: board.clone(),
             stream: stream_stats.clone(),
             prober: prober_stats.clone(),
-            collector: config.collector.to_string(),
+            collector: collectors.clone(),
         };
         let s = shutdown.clone();
         tokio::spawn(

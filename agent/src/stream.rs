@@ -1,8 +1,9 @@
 //! The agent's half of `Collector.Connect`: one task that owns the stream,
-//! the outbox of unacked events and the sequence numbers, and reconnects with
-//! backoff whenever the collector goes away.
+//! the outbox of unacked events and the sequence numbers, and reconnects
+//! whenever the collector goes away — to the next collector address at once,
+//! with backoff once every address failed (`collectors::Rotation`).
 
-use crate::backoff::Backoff;
+use crate::collectors::{Rotation, Target};
 use crate::config::Config;
 use crate::endpoint::StreamStats;
 use crate::events::{EventKind, HostEvent};
@@ -26,7 +27,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 
+/// TCP and TLS to one collector address: a dead one costs this much
+/// before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings once the collector has said nothing for this long (at most;
+/// the heartbeat interval when shorter), and the wait for their answer: a
+/// collector whose host vanished without a reset is noticed within about
+/// ten seconds. One killed on a host that is still up closes the
+/// connection (FIN or RST) and is noticed at once.
+const KEEPALIVE_MAX: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued toward the transport; beyond it the task stops pulling
 /// from the outbox until the collector catches up (Block).
 const WIRE_QUEUE: usize = 64;
@@ -35,9 +45,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("cannot connect to {uri}: {source}")]
+    #[error("cannot connect to {target}: {}", chain(.source))]
     Connect {
-        uri: String,
+        target: String,
         source: tonic::transport::Error,
     },
     #[error("collector: {0}")]
@@ -48,6 +58,21 @@ pub enum StreamError {
 
 enum Ended {
     Shutdown,
+}
+
+/// An error and its sources on one line ("transport error: connection
+/// refused"), since a transport error's own text says little.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(next) = cur {
+        let t = next.to_string();
+        if !text.contains(&t) {
+            text = format!("{text}: {t}");
+        }
+        cur = next.source();
+    }
+    text
 }
 
 /// Sleeps until `at`; forever when `None` (the outbox has nothing to fsync).
@@ -143,8 +168,14 @@ impl Client {
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new(self.config.reconnect_initial, self.config.reconnect_max);
-        let uri = self.config.collector.to_string();
+        let Some(mut rotation) = Rotation::new(
+            self.config.collectors.clone(),
+            self.config.reconnect_initial,
+            self.config.reconnect_max,
+        ) else {
+            tracing::error!("no collector to connect to");
+            return;
+        };
         // The first snapshot waits for the first network reading (a node
         // without interfaces is not worth reporting); meanwhile everything
         // the hub and the prober produce is taken in, so they never wait
@@ -155,16 +186,30 @@ impl Client {
             return;
         }
         loop {
-            match self.session(&shutdown, &mut backoff).await {
+            if rotation.round_starts() {
+                // Names are looked up again every round, so a collector
+                // moved to another address is found.
+                let urls = rotation.urls().to_vec();
+                let looked_up = crate::collectors::resolve(&urls);
+                let Some(targets) = self.taking_in(&shutdown, looked_up).await else {
+                    return;
+                };
+                rotation.set_targets(targets);
+            }
+            let target = rotation.current().clone();
+            match self.session(&shutdown, &target, &mut rotation).await {
                 Ok(Ended::Shutdown) => return,
                 Err(e) => {
-                    tracing::warn!(collector = %uri, error = %e, "stream down");
+                    tracing::warn!(collector = %target, error = %e, "stream down");
                     self.stats.down(e.to_string());
                 }
             }
+            // The renewal must not use a connection to a collector that is
+            // gone (a channel would dial the same address again).
+            self.connection.send_replace(None);
             self.outbox.rewind();
-            let delay = backoff.next_delay(&mut rand::rng());
-            tracing::debug!(?delay, "reconnecting");
+            let delay = rotation.failed(&mut rand::rng());
+            tracing::debug!(?delay, next = %rotation.current(), "reconnecting");
             if self
                 .taking_in(&shutdown, tokio::time::sleep(delay))
                 .await
@@ -313,29 +358,34 @@ impl Client {
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        target: &Target,
+        rotation: &mut Rotation,
     ) -> Result<Ended, StreamError> {
-        let uri = self.config.collector.clone();
-        let endpoint = Endpoint::from(uri.clone())
+        let endpoint = Endpoint::from(target.url.clone())
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(
-                self.config.heartbeat_interval.max(Duration::from_secs(1)) * 2,
+                self.config
+                    .heartbeat_interval
+                    .clamp(Duration::from_secs(1), KEEPALIVE_MAX),
             )
-            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let tls = self.tls.borrow().clone();
+        let addr = target.addr;
         let connecting = async move {
-            match tls {
-                Some(tls) => reachmap_tls::connect(endpoint, tls).await,
-                None => endpoint.connect().await,
+            match (tls, addr) {
+                (Some(tls), addr) => reachmap_tls::connect_at(endpoint, tls, addr).await,
+                (None, Some(addr)) => reachmap_tls::connect_plain_at(endpoint, addr).await,
+                (None, None) => endpoint.connect().await,
             }
         };
+        tracing::debug!(collector = %target, "connecting");
         let Some(channel) = self.taking_in(shutdown, connecting).await else {
             return Ok(Ended::Shutdown);
         };
         let channel = channel.map_err(|source| StreamError::Connect {
-            uri: uri.to_string(),
+            target: target.to_string(),
             source,
         })?;
         self.connection.send_replace(Some(channel.clone()));
@@ -353,7 +403,7 @@ impl Client {
             heartbeat_interval_ms: u32::try_from(self.config.heartbeat_interval.as_millis())
                 .unwrap_or(u32::MAX),
             labels: self.config.labels.clone().into_iter().collect(),
-            config_json: self.config.shown_json(),
+            config_json: self.config.shown_json(&target.url),
         }));
         let (mut sent_version, snapshot) = self.snapshot();
         for body in [hello, snapshot] {
@@ -366,8 +416,13 @@ impl Client {
             return Ok(Ended::Shutdown);
         };
         let mut inbound = inbound?.into_inner();
-        tracing::info!(collector = %uri, node = %self.config.node, "connected");
-        self.stats.up();
+        tracing::info!(
+            collector = %crate::collectors::shown_url(&target.url),
+            address = %target.addr.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            node = %self.config.node,
+            "connected"
+        );
+        self.stats.up_to(&target.to_string());
 
         let mut pending: VecDeque<Outbound> = VecDeque::new();
         let mut heartbeat = tokio::time::interval(self.config.heartbeat_interval);
@@ -398,7 +453,7 @@ impl Client {
                             self.report_outbox();
                             if !snapshot_taken && ack.seq >= snapshot_seq {
                                 snapshot_taken = true;
-                                backoff.reset();
+                                rotation.connected();
                             }
                         }
                         Some(CBody::TimeProbe(p)) => pending.push_front(self.heartbeat(p.collector_time_unix_nanos).into()),
