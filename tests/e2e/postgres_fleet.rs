@@ -221,7 +221,7 @@ fn by_name<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
 }
 
 #[test]
-fn two_collectors_share_the_database_and_the_lock_moves_when_its_holder_dies() {
+fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_lock() {
     if !require_postgres() {
         return;
     }
@@ -232,8 +232,9 @@ fn two_collectors_share_the_database_and_the_lock_moves_when_its_holder_dies() {
     let url = pg.url_tls();
     fleet.use_store(&["--store", &url, "--store-ca", &ca]);
     fleet.start_collector_with(&["--collector-name", "collector-a"]);
-    fleet.start_agent(0);
-    fleet.start_agent(1);
+    let both_urls = format!("{},{B_URL}", reachmap_fleet_tests::COLLECTOR_URL);
+    fleet.start_agent_with(0, &["--collector", &both_urls]);
+    fleet.start_agent_with(1, &["--collector", &both_urls]);
     wait_mesh(&fleet, 2);
     let bundle = fleet.trust().operator_bundle.display().to_string();
 
@@ -272,6 +273,10 @@ fn two_collectors_share_the_database_and_the_lock_moves_when_its_holder_dies() {
             &url,
             "--store-ca",
             &ca,
+            "--probe-interval",
+            "1s",
+            "--probe-timeout",
+            "1s",
         ],
     );
     let both = assert_eventually!(
@@ -334,7 +339,89 @@ fn two_collectors_share_the_database_and_the_lock_moves_when_its_holder_dies() {
         "node-0's events through collector-b: {events}"
     );
 
+    // An outage seen through the first collector, then over.
+    fleet.exec(1, &["nft", DROP_PROBES]);
+    wait_cause(
+        &fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "FIREWALL_INBOUND",
+        "node-1",
+    );
+    let inside = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.exec(1, &["nft", "delete table inet rmpg"]);
+    wait_mesh(&fleet, 2);
+    let count = || -> u64 {
+        pg.psql("SELECT count(*) FROM events")
+            .parse()
+            .expect("a count")
+    };
+    let before = count();
+
     fleet.kill_collector();
+    let on_b = |args: &[&str]| -> Result<Value, String> {
+        let out = fleet.cli_as(&["--collector", B_URL, "--credentials", &bundle], args);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    };
+    assert_eventually!(
+        Duration::from_secs(10),
+        || {
+            let nodes = on_b(&["nodes", "--format", "json"])?;
+            let here = nodes
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .filter(|n| n["connected"] == true && n.get("collector").is_none())
+                        .count()
+                })
+                .unwrap_or(0);
+            if here == 2 {
+                Ok(())
+            } else {
+                Err(nodes.to_string())
+            }
+        },
+        "both agents stream to collector-b within 10 s of the kill"
+    );
+    assert_eventually!(
+        Duration::from_secs(20),
+        || {
+            let m = on_b(&["matrix", "--port", "7442", "--format", "json"])?;
+            let ok = m["cells"]
+                .as_array()
+                .map(|c| c.iter().filter(|c| c["state"] == "ok").count())
+                .unwrap_or(0);
+            if ok == 2 { Ok(()) } else { Err(m.to_string()) }
+        },
+        "the matrix is whole again on collector-b"
+    );
+    assert!(count() >= before, "no stored event is lost");
+    // The outage's facts arrived through the dead collector.
+    let at = rfc3339(inside);
+    let w = on_b(&["why", "node-0", "node-1", "--at", &at, "--format", "json"]).expect("why --at");
+    assert_eq!(w["causes"][0]["code"], "FIREWALL_INBOUND", "{w}");
+    assert_eq!(w["causes"][0]["node"], "node-1", "{w}");
+    // A change made after the move is stored through the survivor.
+    let changes = || -> u64 {
+        pg.psql("SELECT count(*) FROM events WHERE node = 'node-1' AND kind = 'firewall_changed'")
+            .parse()
+            .expect("a count")
+    };
+    let seen = changes();
+    fleet.exec(1, &["nft", "add table inet rmafter"]);
+    assert_eventually!(
+        Duration::from_secs(30),
+        || match changes() {
+            n if n > seen => Ok(()),
+            n => Err(format!("{n} firewall changes stored")),
+        },
+        "an event made after the move is stored"
+    );
     assert_eventually!(
         Duration::from_secs(30),
         || {
