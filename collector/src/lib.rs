@@ -17,6 +17,7 @@ pub mod packet;
 pub mod probe;
 pub mod query;
 pub mod select;
+pub mod sharing;
 pub mod state;
 pub mod store;
 pub mod testport;

@@ -163,6 +163,8 @@ pub fn spawn(
             started_unix_nanos: unix_nanos(SystemTime::now()),
             ..Record::default()
         };
+        let shared = matches!(store.location(), Location::Postgres(_));
+        let mut follow = crate::sharing::Follow::default();
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -203,6 +205,12 @@ pub fn spawn(
             record.store_queue = store.queued();
             record.seen_unix_nanos = unix_nanos(SystemTime::now());
             store.queue(Write::Member(record.clone()));
+            if shared
+                && let Err(e) =
+                    crate::sharing::follow(&store, &fleet, &record.name, leader, &mut follow).await
+            {
+                tracing::warn!(error = %e, "cannot read the other collectors' agents and plans from the store");
+            }
         }
         // A clean stop says so at once: the next heartbeat list shows it gone.
         record.seen_unix_nanos = 0;

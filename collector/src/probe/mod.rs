@@ -6,6 +6,7 @@ pub mod incremental;
 pub mod matrix;
 pub mod planner;
 pub mod tls;
+pub mod wire;
 
 /// What a name resolved to on one agent's host, as it reported.
 #[derive(Debug, Clone, PartialEq, Eq)]

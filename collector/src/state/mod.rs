@@ -8,7 +8,7 @@ mod probing;
 mod view;
 
 pub use node::{Node, StoredEvent, unix_nanos};
-pub use probing::{Probing, probe_addresses};
+pub use probing::{Probing, probe_addresses, remote_input};
 pub use view::View;
 
 use node::{Stream, from_unix_nanos};
@@ -74,6 +74,14 @@ enum Cmd {
         node: String,
         kind: pb::command::Kind,
         reply: CommandReply,
+    },
+    /// On a shared store: the nodes streaming to other collectors.
+    Remote(Vec<crate::probe::NodeInput>),
+    /// On a shared store: plans the leader wrote (`Probing::leader_plans`).
+    LeaderPlans {
+        leader: String,
+        whole: bool,
+        plans: Vec<(String, crate::probe::NodePlan)>,
     },
 }
 
@@ -215,6 +223,27 @@ impl Fleet {
         self.send(Cmd::Seen(s, node.into())).await;
     }
 
+    /// The nodes streaming to other collectors on the shared store, as their
+    /// records say (`members.rs`): probed by this collector's agents too.
+    pub async fn remote(&self, nodes: Vec<crate::probe::NodeInput>) {
+        self.send(Cmd::Remote(nodes)).await;
+    }
+
+    /// Plans the shared store's leader wrote for this collector's agents.
+    pub async fn leader_plans(
+        &self,
+        leader: String,
+        whole: bool,
+        plans: Vec<(String, crate::probe::NodePlan)>,
+    ) {
+        self.send(Cmd::LeaderPlans {
+            leader,
+            whole,
+            plans,
+        })
+        .await;
+    }
+
     pub async fn detach(&self, s: SessionId, node: &str, reason: String) {
         self.send(Cmd::Detach(s, node.into(), reason)).await;
     }
@@ -332,7 +361,7 @@ impl Owner {
                 _ = shutdown.cancelled() => break,
                 Some(read) = reads.recv() => self.handle(read, SystemTime::now()),
                 _ = flush.tick() => self.flush(),
-                _ = plan.tick() => self.probing.tick(&self.nodes, unix_nanos(SystemTime::now())),
+                _ = plan.tick() => self.plan(),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd, SystemTime::now()),
                     None => break,
@@ -366,6 +395,19 @@ impl Owner {
             })
             .collect();
         self.store.queue(Write::Nodes(records));
+    }
+
+    /// Re-plans where needed; the leader's plans for other collectors'
+    /// agents go to the store.
+    fn plan(&mut self) {
+        let me = self.store.member_name().to_string();
+        let leading = self.store.is_leader().then_some(me.as_str());
+        let rows = self
+            .probing
+            .tick(&self.nodes, unix_nanos(SystemTime::now()), leading);
+        if !rows.is_empty() {
+            self.store.queue(Write::Plans(rows));
+        }
     }
 
     /// Something an answer over the whole fleet could see has changed.
@@ -508,6 +550,12 @@ impl Owner {
                     n.clock = Some(sample);
                 }
             }
+            Cmd::Remote(nodes) => self.probing.set_remote(nodes),
+            Cmd::LeaderPlans {
+                leader,
+                whole,
+                plans,
+            } => self.probing.leader_plans(leader, whole, plans),
             Cmd::Seen(s, name) => {
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;

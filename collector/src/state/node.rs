@@ -115,6 +115,27 @@ impl Node {
         n
     }
 
+    /// A node whose agent streams into the returned receiver, known by the
+    /// address `address`.
+    #[cfg(test)]
+    pub(crate) fn streaming_for_test(
+        name: &str,
+        address: &str,
+    ) -> (
+        Node,
+        mpsc::Receiver<Result<pb::CollectorMessage, tonic::Status>>,
+    ) {
+        let mut n = Node::new(name, SystemTime::now());
+        n.remembered_addresses = vec![address.to_string()];
+        let (outbound, rx) = mpsc::channel(16);
+        n.stream = Some(Stream {
+            session: 1,
+            cancel: CancellationToken::new(),
+            outbound,
+        });
+        (n, rx)
+    }
+
     /// The facts, for a test to change; a node without facts is a test bug.
     #[cfg(test)]
     pub(crate) fn facts_mut(&mut self) -> &mut NodeFacts {
@@ -245,6 +266,7 @@ impl Node {
             labels: self.labels.clone(),
             collector: String::new(),
             connected: self.connected(),
+            probe: super::probing::probe_input(self),
         }
     }
 }

@@ -5,11 +5,14 @@
 use super::Node;
 use crate::config::ProbeSettings;
 use crate::encode;
-use crate::model::Protocol;
+use crate::model::{BindScope, Protocol};
 use crate::probe::{
-    Matrix, NodeInput, Planner, PlannerConfig, Service, ServiceKind, ServiceTls, StateChange,
-    WindowInput,
+    Matrix, NodeInput, NodePlan, Planner, PlannerConfig, Service, ServiceKind, ServiceTls,
+    StateChange, WindowInput,
 };
+use crate::store::NodeRecord;
+use crate::store::plans::PlanRow;
+use crate::store::registry::{ProbeInput, ProbeListener};
 use reachmap_proto::v1 as pb;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -100,6 +103,50 @@ fn usable(a: IpAddr) -> bool {
     }
 }
 
+/// What a shared store's leader plans `n`'s probes from, for its record;
+/// `None` before its agent sent facts.
+pub fn probe_input(n: &Node) -> Option<ProbeInput> {
+    n.facts.as_ref()?;
+    let input = node_input(n);
+    Some(ProbeInput {
+        addresses: input.addresses,
+        listeners: input
+            .listeners
+            .into_iter()
+            .filter(|(_, _, _, scope)| *scope != BindScope::Loopback)
+            .map(|(_, address, port, scope)| ProbeListener {
+                address,
+                port,
+                any: scope == BindScope::Any,
+            })
+            .collect(),
+    })
+}
+
+/// A node another collector wrote, as its record says, for the planner
+/// (connected as the record says); `None` when it has no probe input yet.
+pub fn remote_input(r: &NodeRecord) -> Option<NodeInput> {
+    let p = r.probe.as_ref()?;
+    Some(NodeInput {
+        name: r.name.clone(),
+        zone: r.labels.get("zone").cloned(),
+        connected: r.connected,
+        addresses: p.addresses.iter().copied().filter(|a| usable(*a)).collect(),
+        listeners: p
+            .listeners
+            .iter()
+            .map(|l| {
+                let scope = if l.any {
+                    BindScope::Any
+                } else {
+                    BindScope::Address
+                };
+                (Protocol::Tcp, l.address, l.port, scope)
+            })
+            .collect(),
+    })
+}
+
 fn node_input(n: &Node) -> NodeInput {
     NodeInput {
         name: n.name.clone(),
@@ -141,6 +188,15 @@ pub struct Probing {
     next_version: u64,
     pending: HashMap<u64, Pending>,
     next_command: u64,
+    /// On a shared store: the nodes streaming to other collectors, which
+    /// this collector's agents probe and, when it leads, plans for.
+    remote: BTreeMap<String, NodeInput>,
+    /// Leading: the digest last written to the store per remote source.
+    written: HashMap<String, u64>,
+    /// Not leading: the leader's plans, by source, and who the leader is.
+    leader_plans: HashMap<String, NodePlan>,
+    leader: String,
+    leading: bool,
 }
 
 impl Probing {
@@ -157,7 +213,41 @@ impl Probing {
             next_version: u64::try_from(now_nanos / 1_000_000).unwrap_or(1).max(1),
             pending: HashMap::new(),
             next_command: 1,
+            remote: BTreeMap::new(),
+            written: HashMap::new(),
+            leader_plans: HashMap::new(),
+            leader: String::new(),
+            leading: false,
         }
+    }
+
+    /// The nodes streaming to other collectors now; re-plans if they changed.
+    pub fn set_remote(&mut self, remote: Vec<NodeInput>) {
+        let remote: BTreeMap<String, NodeInput> =
+            remote.into_iter().map(|n| (n.name.clone(), n)).collect();
+        if remote != self.remote {
+            self.remote = remote;
+            self.dirty = true;
+        }
+    }
+
+    /// Plans the leader `leader` wrote: all of them when `whole` (the leader
+    /// changed, or there is none and `plans` is empty), else those newer
+    /// than the last call's.
+    pub fn leader_plans(&mut self, leader: String, whole: bool, plans: Vec<(String, NodePlan)>) {
+        if whole {
+            self.leader_plans.clear();
+        }
+        if whole || !plans.is_empty() || leader != self.leader {
+            self.dirty = true;
+        }
+        self.leader = leader;
+        self.leader_plans.extend(plans);
+    }
+
+    /// The leader's plans as held, for tests and `reachmap collectors`.
+    pub fn leader_plan_count(&self) -> usize {
+        self.leader_plans.len()
     }
 
     pub fn mark_dirty(&mut self) {
@@ -203,13 +293,37 @@ impl Probing {
     /// Re-plans when something changed and sends each connected agent its
     /// plan when it differs from the one it has. A full stream queue leaves
     /// the plan for the next tick.
-    pub fn tick(&mut self, nodes: &BTreeMap<String, Node>, now: i64) {
+    ///
+    /// On a shared store the plans cover the whole fleet: the nodes of other
+    /// collectors (`set_remote`) are targets and, for the leader, sources
+    /// too, whose plans it returns for the store. A collector that does not
+    /// lead sends its agents the leader's plans, and its own only to an agent
+    /// the leader has not planned (yet).
+    pub fn tick(
+        &mut self,
+        nodes: &BTreeMap<String, Node>,
+        now: i64,
+        leading: Option<&str>,
+    ) -> Vec<PlanRow> {
         self.matrix.expire(now);
+        if leading.is_some() != self.leading {
+            // Leading again: every remote plan is written afresh.
+            self.leading = leading.is_some();
+            self.written.clear();
+            self.dirty = true;
+        }
         if !self.dirty {
-            return;
+            return Vec::new();
         }
         self.dirty = false;
-        let inputs: Vec<NodeInput> = nodes.values().map(node_input).collect();
+        let mine = |name: &str| nodes.get(name).is_some_and(Node::connected);
+        let mut inputs: Vec<NodeInput> = nodes
+            .values()
+            .filter(|n| n.connected() || !self.remote.contains_key(&n.name))
+            .map(node_input)
+            .collect();
+        inputs.extend(self.remote.values().filter(|r| !mine(&r.name)).cloned());
+        inputs.sort_by(|a, b| a.name.cmp(&b.name));
         self.send_addresses(nodes, &inputs);
         let started = std::time::Instant::now();
         let update = self.planner.update(&inputs, &self.config);
@@ -228,12 +342,21 @@ impl Probing {
         let mut plans: BTreeMap<String, crate::probe::NodePlan> = update
             .changed
             .into_iter()
+            .filter(|(name, _)| mine(name))
             .map(|(name, plan)| (name.to_string(), plan))
             .collect();
-        // Agents whose stream began since their plan last changed.
         for (name, node) in nodes {
-            if node.stream.is_some()
-                && !plans.contains_key(name)
+            if node.stream.is_none() {
+                continue;
+            }
+            if leading.is_none()
+                && let Some(lp) = self.leader_plans.get(name)
+            {
+                plans.insert(name.clone(), lp.clone());
+                continue;
+            }
+            // Agents whose stream began since their plan last changed.
+            if !plans.contains_key(name)
                 && self.sent.get(name).map(|(_, d)| *d) != self.planner.digest(name)
                 && let Some(p) = self.planner.plan(name)
             {
@@ -260,6 +383,43 @@ impl Probing {
                 self.dirty = true;
             }
         }
+        let Some(me) = leading else {
+            return Vec::new();
+        };
+        self.remote_plans(me, now, &mine)
+    }
+
+    /// The leader's plans for the other collectors' agents that changed
+    /// since it last wrote them.
+    fn remote_plans(&mut self, me: &str, now: i64, mine: &dyn Fn(&str) -> bool) -> Vec<PlanRow> {
+        use prost::Message;
+        let mut rows = Vec::new();
+        for name in self.remote.keys().filter(|n| !mine(n)) {
+            let Some(digest) = self.planner.digest(name) else {
+                continue;
+            };
+            if self.written.get(name) == Some(&digest) {
+                continue;
+            }
+            let Some(p) = self.planner.plan(name) else {
+                continue;
+            };
+            rows.push(PlanRow {
+                source: name.clone(),
+                collector: me.to_string(),
+                digest,
+                written_unix_nanos: now,
+                plan: encode::plan(&p, 0).encode_to_vec(),
+            });
+            self.written.insert(name.clone(), digest);
+        }
+        if !rows.is_empty() {
+            tracing::info!(
+                plans = rows.len(),
+                "wrote plans for other collectors' agents"
+            );
+        }
+        rows
     }
 
     /// The fleet's addresses to every connected agent, before its plan: the
@@ -360,3 +520,7 @@ impl Probing {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "probing_tests.rs"]
+mod tests;

@@ -20,6 +20,7 @@ pub mod documents;
 pub mod facts;
 pub mod firewall;
 pub mod pg;
+pub mod plans;
 pub mod read;
 pub mod registry;
 mod schema;
@@ -181,6 +182,8 @@ pub enum Write {
     Nodes(Vec<NodeRecord>),
     /// A collector's heartbeat row (`members.rs`).
     Member(crate::members::Record),
+    /// The leader's plans for other collectors' agents (`plans.rs`).
+    Plans(Vec<plans::PlanRow>),
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }

@@ -26,6 +26,25 @@ pub struct NodeRecord {
     /// Its agent was streaming to that collector when written.
     #[serde(default)]
     pub connected: bool,
+    /// What the leader of a shared store plans the node's probes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeInput>,
+}
+
+/// A node as the planner needs it (`state/probing.rs`): the addresses peers
+/// probe, the primary one first, and the TCP listeners they can reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeInput {
+    pub addresses: Vec<std::net::IpAddr>,
+    pub listeners: Vec<ProbeListener>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeListener {
+    pub address: std::net::IpAddr,
+    pub port: u16,
+    /// Bound to the wildcard address rather than `address` alone.
+    pub any: bool,
 }
 
 #[derive(Deserialize)]

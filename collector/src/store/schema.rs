@@ -96,6 +96,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE collectors (name TEXT PRIMARY KEY, record TEXT NOT NULL, seen INTEGER NOT NULL);
     ",
+    // 4: the leader's plans for agents streaming to other collectors
+    // (plans.rs).
+    "
+    CREATE TABLE plans (source TEXT PRIMARY KEY, collector TEXT NOT NULL,
+        digest INTEGER NOT NULL, written INTEGER NOT NULL, plan BLOB NOT NULL);
+    CREATE INDEX plans_written ON plans(collector, written);
+    ",
 ];
 
 /// `MIGRATIONS`, step for step, for PostgreSQL.
@@ -168,6 +175,11 @@ pub(super) const PG_MIGRATIONS: &[&str] = &[
     ",
     "
     CREATE TABLE collectors (name TEXT PRIMARY KEY, record TEXT NOT NULL, seen BIGINT NOT NULL);
+    ",
+    "
+    CREATE TABLE plans (source TEXT PRIMARY KEY, collector TEXT NOT NULL,
+        digest BIGINT NOT NULL, written BIGINT NOT NULL, plan BYTEA NOT NULL);
+    CREATE INDEX plans_written ON plans(collector, written);
     ",
 ];
 

@@ -337,7 +337,7 @@ impl Writer {
                         Write::Flush(done) => {
                             let _ = done.send(());
                         }
-                        Write::Nodes(_) | Write::Member(_) => {}
+                        Write::Nodes(_) | Write::Member(_) | Write::Plans(_) => {}
                     }
                 }
             }
@@ -371,9 +371,10 @@ impl Writer {
                         }
                         // A heartbeat is not worth keeping: the next one follows.
                         Write::Member(_) => {}
-                        keep @ (Write::Cell(_) | Write::Fact(_) | Write::Nodes(_)) => {
-                            self.retry.push(keep)
-                        }
+                        keep @ (Write::Cell(_)
+                        | Write::Fact(_)
+                        | Write::Nodes(_)
+                        | Write::Plans(_)) => self.retry.push(keep),
                     }
                 }
                 if self.retry.len() > RETRY_MAX {
@@ -449,6 +450,7 @@ impl Writer {
                     )?;
                 }
                 Write::Nodes(list) => nodes = Some(list),
+                Write::Plans(rows) => super::plans::save(&tx, rows)?,
                 Write::Member(m) => {
                     let (name, record, seen) = crate::members::row(m);
                     tx.execute(

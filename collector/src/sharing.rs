@@ -1,0 +1,214 @@
+//! What a collector on a shared store learns from it each heartbeat
+//! (`members.rs` calls `follow`): the agents streaming to the other live
+//! collectors, which its own agents probe and, when it leads, it plans for;
+//! and, when it does not lead, the plans the leader wrote for its agents
+//! (`store/plans.rs`). Planning is fleet-wide work: one collector computes
+//! every plan, so a fleet split over collectors is one mesh, not one per
+//! collector. Until the leader has planned an agent (it joined a moment
+//! ago), or while no collector leads, a collector plans its agents itself,
+//! over the same fleet.
+
+use crate::members::{Record, load};
+use crate::probe::{NodeInput, NodePlan};
+use crate::state::{Fleet, remote_input, unix_nanos};
+use crate::store::sql::Db;
+use crate::store::{Store, plans, registry};
+use std::time::SystemTime;
+
+/// Which leader's plans this collector has read, up to when.
+#[derive(Clone, Debug, Default)]
+pub struct Follow {
+    leader: String,
+    since: i64,
+    started: bool,
+}
+
+struct Learned {
+    remote: Vec<NodeInput>,
+    /// Not leading: what the leader wrote.
+    plans: Option<FromLeader>,
+}
+
+struct FromLeader {
+    leader: String,
+    /// The plans replace all held (the leader changed, or this is the first
+    /// read).
+    whole: bool,
+    plans: Vec<(String, NodePlan)>,
+    /// The newest row's time.
+    newest: i64,
+}
+
+/// One round: reads the store and hands the state task what it learned.
+pub async fn follow(
+    store: &Store,
+    fleet: &Fleet,
+    me: &str,
+    leading: bool,
+    follow: &mut Follow,
+) -> Result<(), String> {
+    let me_owned = me.to_string();
+    let from = (!leading).then(|| follow.clone());
+    let learned = store.read(move |db| learn(db, &me_owned, from)).await?;
+    fleet.remote(learned.remote).await;
+    if let Some(FromLeader {
+        leader,
+        whole,
+        plans: got,
+        newest,
+    }) = learned.plans
+    {
+        follow.since = if whole {
+            newest
+        } else {
+            newest.max(follow.since)
+        };
+        follow.leader = leader.clone();
+        follow.started = true;
+        fleet.leader_plans(leader, whole, got).await;
+    } else {
+        // Leading: when it stops, the next round reads the new leader whole.
+        *follow = Follow::default();
+    }
+    Ok(())
+}
+
+fn learn(db: &Db, me: &str, from: Option<Follow>) -> Result<Learned, String> {
+    let members = load(db)?;
+    let now = unix_nanos(SystemTime::now());
+    let records = registry::load(db).map_err(|e| e.to_string())?;
+    let remote = remote_nodes(&records, &members, me, now);
+    let Some(from) = from else {
+        return Ok(Learned {
+            remote,
+            plans: None,
+        });
+    };
+    let leader = members
+        .iter()
+        .find(|m| m.leader && m.name != me && m.alive(now))
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let whole = !from.started || leader != from.leader;
+    let since = if whole { 0 } else { from.since };
+    let rows = if leader.is_empty() {
+        Vec::new()
+    } else {
+        plans::since(db, &leader, since).map_err(|e| e.to_string())?
+    };
+    let newest = rows
+        .iter()
+        .map(|r| r.written_unix_nanos)
+        .max()
+        .unwrap_or(since);
+    let got = rows
+        .into_iter()
+        .filter_map(
+            |r| match crate::probe::wire::decode(&r.plan, r.digest) {
+                Ok(p) => Some((r.source, p)),
+                Err(e) => {
+                    tracing::warn!(source = %r.source, leader = %r.collector, error = %e, "skipping a stored plan that does not parse");
+                    None
+                }
+            },
+        )
+        .collect();
+    Ok(Learned {
+        remote,
+        plans: Some(FromLeader {
+            leader,
+            whole,
+            plans: got,
+            newest,
+        }),
+    })
+}
+
+/// The nodes another collector wrote last, as the planner sees them:
+/// connected while their agent streams to a collector that is alive, and
+/// probed as targets either way (the host may be up while its agent or its
+/// collector is not).
+pub fn remote_nodes(
+    records: &[registry::NodeRecord],
+    members: &[Record],
+    me: &str,
+    now: i64,
+) -> Vec<NodeInput> {
+    let alive = |c: &str| members.iter().any(|m| m.name == c && m.alive(now));
+    records
+        .iter()
+        .filter(|r| !r.collector.is_empty() && r.collector != me)
+        .filter_map(|r| {
+            let mut n = remote_input(r)?;
+            n.connected = r.connected && alive(&r.collector);
+            Some(n)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::registry::{NodeRecord, ProbeInput, ProbeListener};
+
+    #[test]
+    fn other_collectors_nodes_are_remote_and_connected_while_their_collector_lives() {
+        let now = 1_000_000_000_000;
+        let members = [
+            Record {
+                name: "b".into(),
+                seen_unix_nanos: now,
+                ..Record::default()
+            },
+            Record {
+                name: "dead".into(),
+                seen_unix_nanos: now - 60_000_000_000,
+                ..Record::default()
+            },
+        ];
+        let probe = ProbeInput {
+            addresses: vec![
+                "198.18.0.20".parse().expect("ip"),
+                "fe80::1".parse().expect("ip"),
+            ],
+            listeners: vec![ProbeListener {
+                address: "0.0.0.0".parse().expect("ip"),
+                port: 80,
+                any: true,
+            }],
+        };
+        let rec =
+            |name: &str, collector: &str, connected: bool, probe: Option<ProbeInput>| NodeRecord {
+                name: name.into(),
+                collector: collector.into(),
+                connected,
+                probe,
+                labels: [("zone".to_string(), "z1".to_string())].into(),
+                ..Default::default()
+            };
+        let records = [
+            rec("mine", "a", true, Some(probe.clone())),
+            rec("on-b", "b", true, Some(probe.clone())),
+            rec("left-b", "b", false, Some(probe.clone())),
+            rec("on-dead", "dead", true, Some(probe.clone())),
+            rec("no-facts-yet", "b", true, None),
+        ];
+        let got = remote_nodes(&records, &members, "a", now);
+        let rows: Vec<(&str, bool)> = got.iter().map(|n| (n.name.as_str(), n.connected)).collect();
+        assert_eq!(
+            rows,
+            [("on-b", true), ("left-b", false), ("on-dead", false)],
+            "this collector's own and those without facts are not remote"
+        );
+        let n = &got[0];
+        assert!(n.connected);
+        assert_eq!(n.zone.as_deref(), Some("z1"));
+        // Link-local addresses are never probe addresses.
+        assert_eq!(
+            n.addresses,
+            ["198.18.0.20".parse::<std::net::IpAddr>().expect("ip")]
+        );
+        assert_eq!(n.listeners.len(), 1);
+        assert_eq!(n.listeners[0].3, crate::model::BindScope::Any);
+    }
+}

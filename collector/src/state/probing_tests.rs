@@ -1,0 +1,127 @@
+use super::*;
+use crate::config::ProbeSettings;
+use tokio::sync::mpsc::Receiver;
+
+type Rx = Receiver<Result<pb::CollectorMessage, tonic::Status>>;
+
+fn own(names: &[(&str, &str)]) -> (BTreeMap<String, Node>, BTreeMap<String, Rx>) {
+    let mut nodes = BTreeMap::new();
+    let mut rxs = BTreeMap::new();
+    for (name, address) in names {
+        let (n, rx) = Node::streaming_for_test(name, address);
+        nodes.insert(name.to_string(), n);
+        rxs.insert(name.to_string(), rx);
+    }
+    (nodes, rxs)
+}
+
+fn remote(name: &str, address: &str) -> NodeInput {
+    NodeInput {
+        name: name.into(),
+        zone: None,
+        connected: true,
+        addresses: vec![address.parse().expect("ip")],
+        listeners: Vec::new(),
+    }
+}
+
+/// The last plan `rx` holds, as target node names.
+fn last_plan(rx: &mut Rx) -> Option<Vec<String>> {
+    let mut last = None;
+    while let Ok(Ok(msg)) = rx.try_recv() {
+        if let Some(pb::collector_message::Body::Plan(p)) = msg.body {
+            let mut nodes: Vec<String> = p.targets.into_iter().map(|t| t.node).collect();
+            nodes.dedup();
+            last = Some(nodes);
+        }
+    }
+    last
+}
+
+#[test]
+fn the_leader_plans_other_collectors_agents_and_the_others_follow_it() {
+    let settings = ProbeSettings::default();
+    // Collector a leads with n1 and n2; b has r1 and r2.
+    let (a_nodes, mut a_rx) = own(&[("n1", "198.18.0.11"), ("n2", "198.18.0.12")]);
+    let (b_nodes, mut b_rx) = own(&[("r1", "198.18.0.21"), ("r2", "198.18.0.22")]);
+    let mut a = Probing::new(&settings, 1);
+    a.set_remote(vec![
+        remote("r1", "198.18.0.21"),
+        remote("r2", "198.18.0.22"),
+    ]);
+    let rows = a.tick(&a_nodes, 10, Some("a"));
+    let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    assert_eq!(sources, ["r1", "r2"], "plans for b's agents only");
+    assert!(
+        rows.iter()
+            .all(|r| r.collector == "a" && r.written_unix_nanos == 10)
+    );
+    // One mesh: a's agents probe b's.
+    assert_eq!(
+        last_plan(a_rx.get_mut("n1").expect("n1")),
+        Some(vec!["n2".into(), "r1".into(), "r2".into()])
+    );
+    // Nothing changed: nothing is written again.
+    a.mark_dirty();
+    assert!(a.tick(&a_nodes, 20, Some("a")).is_empty());
+
+    // b does not lead: it sends the leader's plans, even where its own
+    // would differ (here the leader's r1 plan is cut to one target).
+    let mut b = Probing::new(&settings, 1);
+    b.set_remote(vec![
+        remote("n1", "198.18.0.11"),
+        remote("n2", "198.18.0.12"),
+    ]);
+    let mut leader: Vec<(String, NodePlan)> = rows
+        .iter()
+        .map(|r| {
+            let p = crate::probe::wire::decode(&r.plan, r.digest).expect("decodes");
+            (r.source.clone(), p)
+        })
+        .collect();
+    leader[0].1.targets.retain(|t| t.node == "n1");
+    leader[0].1.digest ^= 1;
+    b.leader_plans("a".into(), true, leader);
+    assert!(
+        b.tick(&b_nodes, 30, None).is_empty(),
+        "only the leader writes plans"
+    );
+    assert_eq!(
+        last_plan(b_rx.get_mut("r1").expect("r1")),
+        Some(vec!["n1".into()])
+    );
+    assert_eq!(
+        last_plan(b_rx.get_mut("r2").expect("r2")),
+        Some(vec!["n1".into(), "n2".into(), "r1".into()])
+    );
+    // The leader is gone: b plans its agents itself, over the whole fleet.
+    b.leader_plans(String::new(), true, Vec::new());
+    b.tick(&b_nodes, 40, None);
+    assert_eq!(
+        last_plan(b_rx.get_mut("r1").expect("r1")),
+        Some(vec!["n1".into(), "n2".into(), "r2".into()])
+    );
+    assert_eq!(
+        last_plan(b_rx.get_mut("r2").expect("r2")),
+        None,
+        "unchanged"
+    );
+    // And when it leads, it writes every plan of the other collector's.
+    let rows = b.tick(&b_nodes, 50, Some("b"));
+    let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
+    assert_eq!(sources, ["n1", "n2"]);
+}
+
+#[test]
+fn a_remote_node_whose_collector_is_gone_stays_a_target_but_gets_no_plan() {
+    let (nodes, mut rx) = own(&[("n1", "198.18.0.11")]);
+    let mut a = Probing::new(&ProbeSettings::default(), 1);
+    let mut r1 = remote("r1", "198.18.0.21");
+    r1.connected = false;
+    a.set_remote(vec![r1]);
+    assert!(a.tick(&nodes, 10, Some("a")).is_empty());
+    assert_eq!(
+        last_plan(rx.get_mut("n1").expect("n1")),
+        Some(vec!["r1".into()])
+    );
+}
