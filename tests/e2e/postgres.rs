@@ -306,7 +306,10 @@ fn the_shared_store_answers_every_query_as_the_embedded_one_over_verified_tls() 
         let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
     });
-    assert_eq!(pg.psql("SELECT version FROM reachmap_schema"), "3");
+    assert_eq!(
+        pg.psql("SELECT version FROM reachmap_schema"),
+        reachmap_collector::store::SCHEMA_VERSION.to_string()
+    );
 }
 
 #[test]
@@ -381,5 +384,8 @@ fn collectors_opening_one_new_database_at_once_migrate_it_once() {
         assert_eq!(t.join().expect("thread"), Ok(()));
     }
     assert_eq!(pg.psql("SELECT count(*) FROM reachmap_schema"), "1");
-    assert_eq!(pg.psql("SELECT version FROM reachmap_schema"), "3");
+    assert_eq!(
+        pg.psql("SELECT version FROM reachmap_schema"),
+        reachmap_collector::store::SCHEMA_VERSION.to_string()
+    );
 }

@@ -5,7 +5,9 @@
 //! from the database by an nft drop stops acking, says so, keeps serving
 //! live state and catches up when the database is back. Two collectors on
 //! one database list each other, answer history for each other's agents,
-//! and the fleet lock moves to the survivor when its holder is killed.
+//! and the fleet lock moves to the survivor when its holder is killed. A
+//! fleet split over two collectors is one mesh, planned by the lock holder,
+//! and planned by the other when the holder dies.
 
 use std::time::{Duration, SystemTime};
 
@@ -220,25 +222,8 @@ fn by_name<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
     list.iter().find(|c| c["name"] == name)
 }
 
-#[test]
-fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_lock() {
-    if !require_postgres() {
-        return;
-    }
-    let mut fleet = Fleet::new("pg_two", 4);
-    let db = fleet.node(DB_NODE).clone();
-    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
-    let ca = pg.ca_pem_path().display().to_string();
-    let url = pg.url_tls();
-    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
-    fleet.start_collector_with(&["--collector-name", "collector-a"]);
-    let both_urls = format!("{},{B_URL}", reachmap_fleet_tests::COLLECTOR_URL);
-    fleet.start_agent_with(0, &["--collector", &both_urls]);
-    fleet.start_agent_with(1, &["--collector", &both_urls]);
-    wait_mesh(&fleet, 2);
-    let bundle = fleet.trust().operator_bundle.display().to_string();
-
-    // The second collector: another host, the same CA and database.
+/// The second collector, on node-3: the same CA and database.
+fn start_collector_b(fleet: &mut Fleet, url: &str, ca: &str) {
     let tls = fleet.collector_data().join("tls");
     let data_b = fleet.dir().join("collector-b-data");
     let config_b = fleet.dir().join("collector-b.toml");
@@ -270,15 +255,36 @@ fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_l
             "--ca-key",
             &ca_key,
             "--store",
-            &url,
+            url,
             "--store-ca",
-            &ca,
+            ca,
             "--probe-interval",
             "1s",
             "--probe-timeout",
             "1s",
         ],
     );
+}
+
+#[test]
+fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_lock() {
+    if !require_postgres() {
+        return;
+    }
+    let mut fleet = Fleet::new("pg_two", 4);
+    let db = fleet.node(DB_NODE).clone();
+    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
+    let ca = pg.ca_pem_path().display().to_string();
+    let url = pg.url_tls();
+    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
+    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    let both_urls = format!("{},{B_URL}", reachmap_fleet_tests::COLLECTOR_URL);
+    fleet.start_agent_with(0, &["--collector", &both_urls]);
+    fleet.start_agent_with(1, &["--collector", &both_urls]);
+    wait_mesh(&fleet, 2);
+    let bundle = fleet.trust().operator_bundle.display().to_string();
+
+    start_collector_b(&mut fleet, &url, &ca);
     let both = assert_eventually!(
         Duration::from_secs(30),
         || {
@@ -439,6 +445,123 @@ fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_l
     let log_b =
         std::fs::read_to_string(fleet.dir().join("node-3-collector-b.log")).unwrap_or_default();
     assert!(log_b.contains("leading fleet-wide work"), "{log_b}");
+    drop(fleet);
+    drop(pg);
+}
+
+/// The state of `src -> dst` on the probe port, as `collector` shows it.
+fn cell_via(
+    fleet: &Fleet,
+    collector: &str,
+    bundle: &str,
+    src: &str,
+    dst: &str,
+) -> Result<String, String> {
+    let out = fleet.cli_as(
+        &["--collector", collector, "--credentials", bundle],
+        &["matrix", "--port", "7442", "--format", "json"],
+    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    m["cells"]
+        .as_array()
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c["src"] == src && c["dst"] == dst)
+                .and_then(|c| c["state"].as_str().map(str::to_string))
+        })
+        .ok_or_else(|| format!("no cell {src} -> {dst} through {collector}: {m}"))
+}
+
+#[test]
+fn a_fleet_split_over_two_collectors_is_one_mesh_planned_by_the_lock_holder() {
+    if !require_postgres() {
+        return;
+    }
+    let mut fleet = Fleet::new("pg_split", 5);
+    let db = fleet.node(DB_NODE).clone();
+    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
+    let ca = pg.ca_pem_path().display().to_string();
+    let url = pg.url_tls();
+    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
+    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    let bundle = fleet.trust().operator_bundle.display().to_string();
+    let a_url = reachmap_fleet_tests::COLLECTOR_URL;
+    // node-0 streams to collector-a only, node-1 to collector-b only.
+    fleet.start_agent(0);
+    start_collector_b(&mut fleet, &url, &ca);
+    fleet.start_agent_with(1, &["--collector", B_URL]);
+    let cross = |fleet: &Fleet| -> Result<(), String> {
+        let there = cell_via(fleet, a_url, &bundle, "node-0", "node-1")?;
+        let back = cell_via(fleet, B_URL, &bundle, "node-1", "node-0")?;
+        if there == "ok" && back == "ok" {
+            Ok(())
+        } else {
+            Err(format!("node-0 -> node-1 {there}, node-1 -> node-0 {back}"))
+        }
+    };
+    assert_eventually!(
+        Duration::from_secs(60),
+        || cross(&fleet),
+        "each collector's agent probes the other's: one mesh"
+    );
+    let planner_of = |source: &str| {
+        pg.psql(&format!(
+            "SELECT collector FROM plans WHERE source = '{source}'"
+        ))
+    };
+    assert_eq!(
+        planner_of("node-1"),
+        "collector-a",
+        "the lock holder planned collector-b's agent"
+    );
+    assert_eq!(
+        planner_of("node-0"),
+        "",
+        "its own agents' plans it sends, not stores"
+    );
+    let log_b =
+        std::fs::read_to_string(fleet.dir().join("node-3-collector-b.log")).unwrap_or_default();
+    assert!(
+        !log_b.contains("wrote plans for other collectors"),
+        "{log_b}"
+    );
+
+    // The lock holder dies: collector-b takes the lock, and the planning.
+    fleet.kill_collector();
+    assert_eventually!(
+        Duration::from_secs(30),
+        || {
+            let list = collectors(&fleet, B_URL, &bundle)?;
+            let b = by_name(&list, "collector-b").ok_or("no collector-b")?;
+            if b["leader"] == true {
+                Ok(())
+            } else {
+                Err(format!("{list:?}"))
+            }
+        },
+        "collector-b leads once collector-a is killed"
+    );
+    // collector-a comes back, now led; node-0's agent returns to it.
+    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    assert_eventually!(
+        Duration::from_secs(60),
+        || match planner_of("node-0").as_str() {
+            "collector-b" => Ok(()),
+            other => Err(format!("node-0 planned by {other:?}")),
+        },
+        "the new lock holder plans the other collector's agent"
+    );
+    assert_eventually!(
+        Duration::from_secs(60),
+        || cross(&fleet),
+        "still one mesh under the new leader"
+    );
+    let list = collectors(&fleet, a_url, &bundle).expect("collectors through collector-a");
+    let a = by_name(&list, "collector-a").expect("collector-a");
+    assert_eq!(a["leader"], false, "{list:?}");
     drop(fleet);
     drop(pg);
 }

@@ -28,7 +28,7 @@ pub mod sql;
 mod writer;
 
 pub use registry::NodeRecord;
-pub use schema::migrate_pg;
+pub use schema::{VERSION as SCHEMA_VERSION, migrate_pg};
 
 use crate::probe::CellChange;
 use reachmap_proto::v1 as pb;
