@@ -201,10 +201,12 @@ async fn why_at_scoped(
 ) -> Result<Explanation, Status> {
     let store = fleet.store().clone();
     check_moment(&store, at)?;
-    let known = fleet
+    let mut known = fleet
         .read(|nodes| nodes.keys().cloned().collect::<Vec<_>>())
         .await
         .unwrap_or_default();
+    // On a shared store, the nodes other collectors wrote too.
+    known.extend(fleet.remote_nodes().iter().map(|n| n.name.clone()));
     for n in [&src, &dst] {
         if !known.contains(n) {
             return Err(Status::not_found(format!("no node named {n:?}")));

@@ -197,12 +197,7 @@ async fn why(State(st): State<HttpState>, Query(q): Query<WhyQuery>) -> Response
         Ok(a) => a,
         Err(s) => return status_error(s),
     };
-    let answer = if at != 0 {
-        crate::history::why_at(&st.fleet, q.src, q.dst, port, at).await
-    } else {
-        query::why(&st.fleet, q.src, q.dst, port).await
-    };
-    match answer {
+    match query::why_at_or_now(&st.fleet, q.src, q.dst, port, at).await {
         Ok(e) => Json(e).into_response(),
         Err(s) => status_error(s),
     }

@@ -164,6 +164,26 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
 
 /// Explains the cell SRC -> DST:PORT, inside the state task; a
 /// NETWORK_PATH cause then gets a trace from the source (`trace::into_why`).
+/// `why` at `at`, from the store; now (`at` 0) from the live state, or from
+/// the shared store when an end's agent streams to another collector (its
+/// facts and probe results reach this one only through the store).
+pub async fn why_at_or_now(
+    fleet: &Fleet,
+    src: String,
+    dst: String,
+    port: u16,
+    at: i64,
+) -> Result<crate::why::Explanation, Status> {
+    if at != 0 {
+        crate::history::why_at(fleet, src, dst, port, at).await
+    } else if crate::sharing::from_store(fleet, &src, &dst).await {
+        let now = unix_nanos(std::time::SystemTime::now());
+        crate::history::why_at(fleet, src, dst, port, now).await
+    } else {
+        why(fleet, src, dst, port).await
+    }
+}
+
 pub async fn why(
     fleet: &Fleet,
     src: String,
@@ -271,8 +291,7 @@ pub async fn matrix_copy(fleet: &Fleet, at: i64) -> Result<(crate::probe::Matrix
     if at != 0 {
         return Ok((crate::history::matrix_at(fleet.store(), at).await?, at));
     }
-    let copy = fleet
-        .read_matrix(|m, _| m.clone())
+    let (copy, _) = crate::sharing::whole_matrix(fleet)
         .await
         .ok_or_else(|| Status::unavailable("collector is shutting down"))?;
     Ok((copy, unix_nanos(std::time::SystemTime::now())))
@@ -293,10 +312,7 @@ pub async fn selected_copy(
             .ok_or_else(down)?;
         return Ok((m, zones, at));
     }
-    let (m, zones) = fleet
-        .read_matrix(|m, nodes| (m.clone(), crate::select::Zones::of_nodes(nodes)))
-        .await
-        .ok_or_else(down)?;
+    let (m, zones) = crate::sharing::whole_matrix(fleet).await.ok_or_else(down)?;
     Ok((m, zones, unix_nanos(std::time::SystemTime::now())))
 }
 
@@ -417,11 +433,7 @@ impl pb::query_server::Query for Query {
             Ok(p) => p,
             Err(_) => return Err(Status::invalid_argument("port: over 65535")),
         };
-        let e = if r.at_unix_nanos != 0 {
-            crate::history::why_at(&self.fleet, r.src, r.dst, port, r.at_unix_nanos).await?
-        } else {
-            why(&self.fleet, r.src, r.dst, port).await?
-        };
+        let e = why_at_or_now(&self.fleet, r.src, r.dst, port, r.at_unix_nanos).await?;
         Ok(Response::new(pb::WhyAnswer::from(&e)))
     }
 

@@ -52,6 +52,13 @@ impl Zones {
         )
     }
 
+    /// `name` in `zone`, unless its zone is known already.
+    pub fn add(&mut self, name: &str, zone: Option<&str>) {
+        self.0
+            .entry(name.to_string())
+            .or_insert_with(|| zone.unwrap_or_default().to_string());
+    }
+
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Zones {
         Zones(
             pairs

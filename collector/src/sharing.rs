@@ -9,10 +9,11 @@
 //! over the same fleet.
 
 use crate::members::{Record, load};
-use crate::probe::{NodeInput, NodePlan};
-use crate::state::{Fleet, remote_input, unix_nanos};
+use crate::probe::{Matrix, NodeInput, NodePlan};
+use crate::select::Zones;
+use crate::state::{Fleet, Node, remote_input, unix_nanos};
 use crate::store::sql::Db;
-use crate::store::{Store, plans, registry};
+use crate::store::{Store, plans, read, registry};
 use std::time::SystemTime;
 
 /// Which leader's plans this collector has read, up to when.
@@ -144,6 +145,74 @@ pub fn remote_nodes(
             Some(n)
         })
         .collect()
+}
+
+/// The live matrix as this collector holds it, its rows of the agents that
+/// stream to other collectors read from the shared store instead (each cell
+/// as of its last change), and the zones of the whole fleet. The store out
+/// of reach, the rows are this collector's own, with a warning.
+pub async fn whole_matrix(fleet: &Fleet) -> Option<(Matrix, Zones)> {
+    let remote = fleet.remote_nodes();
+    let (copy, mut zones, sources) = fleet
+        .read_matrix(move |m, nodes| {
+            let mut zones = Zones::of_nodes(nodes);
+            for n in remote.iter() {
+                zones.add(&n.name, n.zone.as_deref());
+            }
+            let sources: Vec<String> = remote
+                .iter()
+                .filter(|n| n.connected && !nodes.get(&n.name).is_some_and(Node::connected))
+                .map(|n| n.name.clone())
+                .collect();
+            (m.clone(), zones, sources)
+        })
+        .await?;
+    if sources.is_empty() {
+        return Some((copy, zones));
+    }
+    let now = unix_nanos(SystemTime::now());
+    let read = fleet
+        .store()
+        .read(move |db| {
+            let mut m = copy;
+            read::rows_into(db, &mut m, now, &sources).map_err(|e| e.to_string())?;
+            Ok(m)
+        })
+        .await;
+    match read {
+        Ok(m) => Some((m, zones)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the other collectors' rows of the matrix; showing this collector's own");
+            let (m, own) = fleet
+                .read_matrix(|m, nodes| (m.clone(), Zones::of_nodes(nodes)))
+                .await?;
+            zones = own;
+            Some((m, zones))
+        }
+    }
+}
+
+/// Whether `why src dst` is answered from the shared store: an end's agent
+/// streams to another live collector, so its facts and probe results reach
+/// this one only through the store.
+pub async fn from_store(fleet: &Fleet, src: &str, dst: &str) -> bool {
+    let remote = fleet.remote_nodes();
+    let elsewhere: Vec<String> = [src, dst]
+        .into_iter()
+        .filter(|end| remote.iter().any(|n| n.name == *end && n.connected))
+        .map(str::to_string)
+        .collect();
+    if elsewhere.is_empty() {
+        return false;
+    }
+    fleet
+        .read(move |nodes| {
+            elsewhere
+                .iter()
+                .any(|end| !nodes.get(end).is_some_and(Node::connected))
+        })
+        .await
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! one database list each other, answer history for each other's agents,
 //! and the fleet lock moves to the survivor when its holder is killed. A
 //! fleet split over two collectors is one mesh, planned by the lock holder,
-//! and planned by the other when the holder dies.
+//! and planned by the other when the holder dies; either collector shows
+//! and explains the other's agents' cells.
 
 use std::time::{Duration, SystemTime};
 
@@ -506,6 +507,43 @@ fn a_fleet_split_over_two_collectors_is_one_mesh_planned_by_the_lock_holder() {
         Duration::from_secs(60),
         || cross(&fleet),
         "each collector's agent probes the other's: one mesh"
+    );
+    // Any collector answers for the whole fleet: collector-a shows
+    // collector-b's agent's row, and explains its failure.
+    assert_eq!(
+        cell_via(&fleet, a_url, &bundle, "node-1", "node-0").as_deref(),
+        Ok("ok")
+    );
+    fleet.exec(
+        0,
+        &[
+            "nft",
+            "add table inet rmsplit; \
+             add chain inet rmsplit input { type filter hook input priority 0; policy accept; }; \
+             add rule inet rmsplit input ip saddr 198.18.0.12 tcp dport 7442 drop",
+        ],
+    );
+    let w = wait_cause(
+        &fleet,
+        "node-1",
+        "node-0",
+        "unreachable",
+        "FIREWALL_INBOUND",
+        "node-0",
+    );
+    assert!(
+        w["causes"][0]["evidence"].to_string().contains("rmsplit"),
+        "the rule is named: {w}"
+    );
+    assert_eq!(
+        cell_via(&fleet, a_url, &bundle, "node-1", "node-0").as_deref(),
+        Ok("failing")
+    );
+    fleet.exec(0, &["nft", "delete table inet rmsplit"]);
+    assert_eventually!(
+        Duration::from_secs(60),
+        || cross(&fleet),
+        "the mesh heals once the rule is gone"
     );
     let planner_of = |source: &str| {
         pg.psql(&format!(

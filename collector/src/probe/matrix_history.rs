@@ -183,6 +183,18 @@ impl Matrix {
 
     /// A builder of a past moment's matrix from stored rows, without the
     /// names of each cell spelled out (`matrix --at` of a million cells).
+    /// Empties the rows of `sources`: a copy whose rows of another
+    /// collector's agents are then restored from the shared store.
+    pub fn clear_rows(&mut self, sources: &[String]) {
+        for name in sources {
+            if let Some(&s) = self.ids.get(name) {
+                let row = &mut self.rows[s as usize];
+                row.cells.clear();
+                row.reindex();
+            }
+        }
+    }
+
     pub fn restorer(&mut self) -> Restorer<'_> {
         Restorer {
             m: self,

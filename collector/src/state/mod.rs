@@ -101,6 +101,9 @@ pub struct Fleet {
     owners: Arc<Vec<crate::why::Declared>>,
     /// The latest traces, for `why`.
     traces: crate::trace::Traces,
+    /// On a shared store: the nodes other collectors wrote (`sharing.rs`);
+    /// live queries read the rows of those streaming there from the store.
+    remote: Arc<std::sync::RwLock<Arc<Vec<crate::probe::NodeInput>>>>,
 }
 
 impl Fleet {
@@ -150,6 +153,7 @@ impl Fleet {
             generation,
             owners: Arc::new(crate::why::Declared::from_config(&probe.services)),
             traces: crate::trace::Traces::default(),
+            remote: Arc::default(),
         };
         (fleet, task)
     }
@@ -223,10 +227,19 @@ impl Fleet {
         self.send(Cmd::Seen(s, node.into())).await;
     }
 
-    /// The nodes streaming to other collectors on the shared store, as their
-    /// records say (`members.rs`): probed by this collector's agents too.
+    /// The nodes other collectors wrote on the shared store, as their
+    /// records say (`sharing.rs`): probed by this collector's agents too.
     pub async fn remote(&self, nodes: Vec<crate::probe::NodeInput>) {
+        if let Ok(mut r) = self.remote.write() {
+            *r = Arc::new(nodes.clone());
+        }
         self.send(Cmd::Remote(nodes)).await;
+    }
+
+    /// The nodes other collectors wrote last, connected while their agent
+    /// streams to a live one.
+    pub fn remote_nodes(&self) -> Arc<Vec<crate::probe::NodeInput>> {
+        self.remote.read().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// Plans the shared store's leader wrote for this collector's agents.

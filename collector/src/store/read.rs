@@ -290,6 +290,25 @@ pub fn max_name_id(db: &Db) -> Result<i64> {
 pub fn matrix_of(db: &Db, parts: Vec<Vec<PastCell>>) -> Result<Matrix> {
     let names = Names::load(db)?;
     let mut m = Matrix::new(std::time::Duration::from_secs(10));
+    restore_into(&names, &mut m, parts);
+    Ok(m)
+}
+
+/// `m` with the rows of `sources` as the store has them at `at`, in place
+/// of its own: a collector's live matrix with the rows of the agents that
+/// stream to other collectors (each cell as of its last change).
+pub fn rows_into(db: &Db, m: &mut Matrix, at: i64, sources: &[String]) -> Result<()> {
+    let names = Names::load(db)?;
+    let mut parts = Vec::new();
+    for id in sources.iter().filter_map(|s| names.id(s)) {
+        parts.push(cells_of_sources(db, at, id, id + 1)?);
+    }
+    m.clear_rows(sources);
+    restore_into(&names, m, parts);
+    Ok(())
+}
+
+fn restore_into(names: &Names, m: &mut Matrix, parts: Vec<Vec<PastCell>>) {
     let mut ids: std::collections::HashMap<i64, u32> = std::collections::HashMap::new();
     let mut services: std::collections::HashMap<i64, u16> = std::collections::HashMap::new();
     let mut restore = m.restorer();
@@ -314,7 +333,6 @@ pub fn matrix_of(db: &Db, parts: Vec<Vec<PastCell>>) -> Result<Matrix> {
         restore.cell(src, dst, service, c.cell);
     }
     drop(restore);
-    Ok(m)
 }
 
 /// The whole matrix at `at` on one connection.

@@ -285,3 +285,48 @@ fn recovering_a_refused_store_keeps_its_trust_documents_and_registry() {
         "the tokens were salvaged"
     );
 }
+
+#[tokio::test]
+async fn another_collectors_rows_replace_a_live_copys_own() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
+    let t = now() - 60_000_000_000;
+    // "a" streams to another collector: its cells are in the store.
+    store.queue(Write::Cell(cell(t, CellState::Ok)));
+    store.queue(Write::Cell(cell(t + 10, CellState::Failing)));
+    store.flush().await;
+    // This collector's copy: its own row of "c", and a stale row of "a"
+    // from when a's agent streamed here, to a node it no longer probes.
+    let mut live = crate::probe::Matrix::new(std::time::Duration::from_secs(10));
+    let stale = CellChange {
+        src: "a".into(),
+        dst: "gone".into(),
+        ..cell(t - 5, CellState::Ok)
+    };
+    let own = CellChange {
+        src: "c".into(),
+        ..cell(t - 5, CellState::Ok)
+    };
+    live.restore(&[stale, own]);
+    let merged = store
+        .read(move |c| {
+            let mut m = live;
+            read::rows_into(c, &mut m, t + 20, &["a".to_string(), "unknown".to_string()])
+                .map_err(|e| e.to_string())?;
+            Ok(m)
+        })
+        .await
+        .expect("read");
+    let cells: Vec<(String, String, CellState)> = merged
+        .cells(None)
+        .iter()
+        .map(|c| (c.src.to_string(), c.dst.to_string(), c.cell.state()))
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            ("a".into(), "b".into(), CellState::Failing),
+            ("c".into(), "b".into(), CellState::Ok),
+        ]
+    );
+}
