@@ -44,14 +44,19 @@ fn fleet_on_postgres(test: &str) -> (Postgres, Fleet) {
 
 fn cell_state(fleet: &Fleet) -> Result<String, String> {
     let m = json(fleet, &["matrix", "--port", "7442", "--format", "json"])?;
+    state_of(&m, "node-0", "node-1")
+}
+
+/// The state of `src -> dst` in a matrix answer.
+fn state_of(m: &Value, src: &str, dst: &str) -> Result<String, String> {
     m["cells"]
         .as_array()
         .and_then(|c| {
             c.iter()
-                .find(|c| c["src"] == "node-0" && c["dst"] == "node-1")
+                .find(|c| c["src"] == src && c["dst"] == dst)
                 .and_then(|c| c["state"].as_str().map(str::to_string))
         })
-        .ok_or_else(|| format!("no cell node-0 -> node-1: {m}"))
+        .ok_or_else(|| format!("no cell {src} -> {dst}: {m}"))
 }
 
 #[test]
@@ -223,6 +228,20 @@ fn by_name<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
     list.iter().find(|c| c["name"] == name)
 }
 
+/// A fleet of `hosts` whose first collector, collector-a, keeps its store
+/// on a PostgreSQL server on node-2; returns the database, the fleet, the
+/// database's URL and its CA file, for a second collector.
+fn shared_fleet(test: &str, hosts: usize) -> (Postgres, Fleet, String, String) {
+    let mut fleet = Fleet::new(test, hosts);
+    let db = fleet.node(DB_NODE).clone();
+    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
+    let ca = pg.ca_pem_path().display().to_string();
+    let url = pg.url_tls();
+    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
+    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    (pg, fleet, url, ca)
+}
+
 /// The second collector, on node-3: the same CA and database.
 fn start_collector_b(fleet: &mut Fleet, url: &str, ca: &str) {
     let tls = fleet.collector_data().join("tls");
@@ -272,13 +291,7 @@ fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_l
     if !require_postgres() {
         return;
     }
-    let mut fleet = Fleet::new("pg_two", 4);
-    let db = fleet.node(DB_NODE).clone();
-    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
-    let ca = pg.ca_pem_path().display().to_string();
-    let url = pg.url_tls();
-    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
-    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    let (pg, mut fleet, url, ca) = shared_fleet("pg_two", 4);
     let both_urls = format!("{},{B_URL}", reachmap_fleet_tests::COLLECTOR_URL);
     fleet.start_agent_with(0, &["--collector", &both_urls]);
     fleet.start_agent_with(1, &["--collector", &both_urls]);
@@ -466,14 +479,7 @@ fn cell_via(
         return Err(String::from_utf8_lossy(&out.stderr).to_string());
     }
     let m: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    m["cells"]
-        .as_array()
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c["src"] == src && c["dst"] == dst)
-                .and_then(|c| c["state"].as_str().map(str::to_string))
-        })
-        .ok_or_else(|| format!("no cell {src} -> {dst} through {collector}: {m}"))
+    state_of(&m, src, dst).map_err(|e| format!("through {collector}: {e}"))
 }
 
 #[test]
@@ -481,13 +487,7 @@ fn a_fleet_split_over_two_collectors_is_one_mesh_planned_by_the_lock_holder() {
     if !require_postgres() {
         return;
     }
-    let mut fleet = Fleet::new("pg_split", 5);
-    let db = fleet.node(DB_NODE).clone();
-    let pg = Postgres::start_in(&db.netns, &db.addr.to_string());
-    let ca = pg.ca_pem_path().display().to_string();
-    let url = pg.url_tls();
-    fleet.use_store(&["--store", &url, "--store-ca", &ca]);
-    fleet.start_collector_with(&["--collector-name", "collector-a"]);
+    let (pg, mut fleet, url, ca) = shared_fleet("pg_split", 5);
     let bundle = fleet.trust().operator_bundle.display().to_string();
     let a_url = reachmap_fleet_tests::COLLECTOR_URL;
     // node-0 streams to collector-a only, node-1 to collector-b only.
