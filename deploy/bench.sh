@@ -6,6 +6,7 @@
 #   sudo deploy/bench.sh findings     # findings and what-if on 1,000 simulated agents with a partition
 #   sudo deploy/bench.sh plan         # probe planning of 10,000 nodes in 20 zones (NODES, ZONES)
 #   sudo deploy/bench.sh store-postgres  # the store's history on SQLite and on PostgreSQL, side by side (NODES, DAYS)
+#   sudo deploy/bench.sh two-collectors  # 2,000 simulated agents on two collectors sharing PostgreSQL, failover, and the embedded store beside (AGENTS, DURATION, EVENTS)
 # Builds release binaries first; the figures go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,40 @@ cd "$(dirname "$0")/.."
 ensure_cargo
 ensure_packages
 which="${1:-host-facts}"
+
+# A throwaway PostgreSQL cluster (Debian's binaries) on 127.0.0.1:55439 with
+# TLS from a CA made here: sets pgbin, pgdir, pg_url; stop_bench_postgres
+# removes it.
+start_bench_postgres() {
+  command -v openssl >/dev/null || apt-get install -y openssl
+  pgbin=$(find /usr/lib/postgresql -maxdepth 2 -name bin | sort -V | tail -1)
+  pgdir=$(mktemp -d /tmp/reachmap-bench-pg-XXXXXX)
+  chown postgres "$pgdir"
+  trap stop_bench_postgres EXIT
+  runuser -u postgres -- "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth=trust >/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=reachmap-bench-db-ca \
+    -keyout "$pgdir/ca.key" -out "$pgdir/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$pgdir/server.key" -out "$pgdir/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$pgdir/san"
+  openssl x509 -req -days 2 -in "$pgdir/server.csr" -CA "$pgdir/ca.crt" -CAkey "$pgdir/ca.key" \
+    -CAcreateserial -extfile "$pgdir/san" -out "$pgdir/server.crt" 2>/dev/null
+  chown postgres "$pgdir/server.key" "$pgdir/server.crt"
+  chmod 600 "$pgdir/server.key"
+  local port=55439
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -w -l "$pgdir/log" \
+    -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_connections=200 -c ssl=on -c ssl_cert_file=$pgdir/server.crt -c ssl_key_file=$pgdir/server.key" \
+    start >/dev/null
+  psql -X -q -h "$pgdir" -p "$port" -U postgres \
+    -c "CREATE ROLE reachmap LOGIN PASSWORD 'reachmap'" -c "CREATE DATABASE reachmap OWNER reachmap"
+  pg_url="postgres://reachmap:reachmap@127.0.0.1:$port/reachmap?sslmode=require"
+}
+
+stop_bench_postgres() {
+  [[ -n ${pgdir:-} ]] || return 0
+  runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" stop -m immediate >/dev/null 2>&1 || true
+  rm -rf "$pgdir"
+}
 cargo build --release --bins
 case "$which" in
   store-postgres)
@@ -22,21 +57,58 @@ case "$which" in
     # into a SQLite file, then into a throwaway PostgreSQL cluster (Debian's,
     # on loopback, fsync on as in production), made and removed here.
     cargo build --release -p reachmap-collector --example store_bench
-    pgbin=$(find /usr/lib/postgresql -maxdepth 2 -name bin | sort -V | tail -1)
-    pgdir=$(mktemp -d /tmp/reachmap-bench-pg-XXXXXX)
-    chown postgres "$pgdir"
-    trap 'runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
-    runuser -u postgres -- "$pgbin/initdb" -D "$pgdir/data" -U postgres --auth=trust >/dev/null
-    port=55439
-    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -w -l "$pgdir/log" \
-      -o "-p $port -k $pgdir -c listen_addresses=127.0.0.1 -c shared_buffers=256MB" start >/dev/null
-    psql -X -q -h "$pgdir" -p "$port" -U postgres \
-      -c "CREATE ROLE reachmap LOGIN PASSWORD 'reachmap'" -c "CREATE DATABASE reachmap OWNER reachmap"
+    start_bench_postgres
     echo "==== store_bench: SQLite"
     target/release/examples/store_bench "${NODES:-300}" "${DAYS:-1}"
     echo "==== store_bench: PostgreSQL ($("$pgbin/postgres" --version))"
-    STORE_URL="postgres://reachmap:reachmap@127.0.0.1:$port/reachmap?sslmode=disable" \
+    STORE_URL="$pg_url" STORE_CA="$pgdir/ca.crt" \
       target/release/examples/store_bench "${NODES:-300}" "${DAYS:-1}"
+    ;;
+  two-collectors)
+    # 2,000 simulated agents over mutual TLS on two collectors sharing a
+    # throwaway PostgreSQL (verified TLS, loopback): two load generators of
+    # AGENTS/2 each, one per collector, run at once; the first one's agents
+    # also know the second collector, and at the end the first collector is
+    # killed -9 and their move is timed. Then one collector on the embedded
+    # store with AGENTS/2 agents, for the same machine's figures side by side.
+    cargo build --release -p reachmap-collector --example loadgen --bins
+    start_bench_postgres
+    agents="${AGENTS:-2000}" half=$((${AGENTS:-2000} / 2))
+    ulimit -n $((agents * 2 + 1024))
+    work=$(mktemp -d /tmp/reachmap-bench-two-XXXXXX)
+    pids=()
+    trap 'kill "${pids[@]}" 2>/dev/null || true; stop_bench_postgres; rm -rf "$work"' EXIT
+    common=(--store "$pg_url" --store-ca "$pgdir/ca.crt" --probe-interval 10s --full-mesh-max "$agents")
+    target/release/reachmap-collector --listen 127.0.0.1:17440 --http 127.0.0.1:17441 \
+      --data-dir "$work/a" --collector-name collector-a "${common[@]}" 2>"$work/a.log" &
+    pids+=($!) pid_a=$!
+    for _ in $(seq 100); do [[ -f $work/a/tls/ca.key ]] && break; sleep 0.1; done
+    target/release/reachmap-collector --listen 127.0.0.1:17450 --http 127.0.0.1:17451 \
+      --data-dir "$work/b" --collector-name collector-b --ca-cert "$work/a/tls/ca.crt" \
+      --ca-key "$work/a/tls/ca.key" "${common[@]}" 2>"$work/b.log" &
+    pids+=($!) pid_b=$!
+    run_gen() {
+      target/release/examples/loadgen --agents "$half" --data-dir "$work/a" \
+        --probe-interval 10s --duration "${DURATION:-60s}" --cli target/release/reachmap \
+        --events-per-second "${EVENTS:-5000}" "$@"
+    }
+    echo "==== two collectors on PostgreSQL: $agents agents, $half on each"
+    run_gen --collector https://127.0.0.1:17440,https://127.0.0.1:17450 --http 127.0.0.1:17441 \
+      --pid "$pid_a" --failover >"$work/gen-a.out" 2>&1 &
+    gen_a=$!
+    run_gen --collector https://127.0.0.1:17450 --http 127.0.0.1:17451 --pid "$pid_b" \
+      --first-index "$half" --address-base 198.19.64.0 >"$work/gen-b.out" 2>&1 || echo "loadgen on collector-b failed"
+    wait "$gen_a" || echo "loadgen on collector-a failed"
+    echo "---- collector-a (its agents fail over to collector-b at the end)"
+    cat "$work/gen-a.out"
+    echo "---- collector-b"
+    cat "$work/gen-b.out"
+    kill "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    echo "==== one collector on the embedded store: $half agents"
+    target/release/examples/loadgen --agents "$half" --collector https://127.0.0.1:17460 \
+      --http 127.0.0.1:17461 --spawn target/release/reachmap-collector --probe-interval 10s \
+      --duration "${DURATION:-60s}" --cli target/release/reachmap --events-per-second "${EVENTS:-5000}"
     ;;
   host-facts)
     REACHMAP_BIN_DIR="$PWD/target/release" cargo bench -p reachmap-fleet-tests --bench host_facts
@@ -87,7 +159,7 @@ case "$which" in
     target/release/examples/plan_bench "${NODES:-10000}" "${ZONES:-20}"
     ;;
   *)
-    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen, findings, plan)" >&2
+    echo "unknown benchmark: $which (known: host-facts, firewall, loadgen, findings, plan, store-postgres, two-collectors)" >&2
     exit 2
     ;;
 esac

@@ -17,7 +17,8 @@ pub struct Sim {
     pub index: usize,
     pub name: String,
     pub address: Ipv4Addr,
-    pub collector: String,
+    /// Tried in turn: the next after a stream fails.
+    pub collectors: Vec<String>,
     pub heartbeat: Duration,
     /// The node certificate's client configuration; `None` with --insecure.
     pub tls: Option<Arc<rustls::ClientConfig>>,
@@ -29,11 +30,15 @@ pub struct Sim {
 }
 
 pub async fn run(sim: Sim, shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut attempt = 0usize;
     while !cancel.is_cancelled() {
         shared.counters.sessions.fetch_add(1, Ordering::Relaxed);
-        match session(&sim, &shared, &cancel).await {
+        let collector = &sim.collectors[attempt % sim.collectors.len()];
+        let started = Instant::now();
+        match session(&sim, collector, &shared, &cancel).await {
             Ok(()) => break,
             Err(e) => {
+                attempt += 1;
                 shared
                     .counters
                     .stream_errors
@@ -43,7 +48,13 @@ pub async fn run(sim: Sim, shared: Arc<Shared>, cancel: CancellationToken) {
                 }
             }
         }
-        let pause = Duration::from_millis(1000 + rand::random::<u64>() % 1000);
+        // A stream that lived is retried at once on the next collector,
+        // as an agent fails over; a failed connect waits 1-2 s.
+        let pause = if started.elapsed() > Duration::from_secs(5) && sim.collectors.len() > 1 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(1000 + rand::random::<u64>() % 1000)
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(pause) => {}
@@ -163,10 +174,15 @@ struct Plan {
 }
 
 /// One stream: `Ok` when cancelled, `Err` when the stream failed.
-async fn session(sim: &Sim, shared: &Shared, cancel: &CancellationToken) -> anyhow::Result<()> {
+async fn session(
+    sim: &Sim,
+    collector: &str,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     let c = &shared.counters;
     let me = &shared.agents[sim.index];
-    let endpoint = tonic::transport::Endpoint::from_shared(sim.collector.clone())?
+    let endpoint = tonic::transport::Endpoint::from_shared(collector.to_string())?
         .connect_timeout(Duration::from_secs(10))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(sim.heartbeat.max(Duration::from_secs(1)) * 2)

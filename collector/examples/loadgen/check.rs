@@ -47,27 +47,32 @@ pub struct Report {
 }
 
 /// `sends(src)`: the unix nanos the agent handed its recent batches to
-/// the stream, oldest first.
-pub fn check(body: &[u8], sends: impl Fn(&str) -> Vec<i64>) -> anyhow::Result<Report> {
+/// the stream, oldest first; `None` for a source that is not one of this
+/// run's agents (another collector's, on a shared store): its cells are
+/// not checked.
+pub fn check(body: &[u8], sends: impl Fn(&str) -> Option<Vec<i64>>) -> anyhow::Result<Report> {
     let doc: Doc = serde_json::from_slice(body)?;
     let mut r = Report {
         nodes: doc.nodes.len(),
-        cells: doc.cells.len(),
         min_row: usize::MAX,
         ..Report::default()
     };
-    let mut row = (None::<&str>, 0usize, Vec::new());
+    let mut row = (None::<&str>, 0usize, None::<Vec<i64>>);
     let finish_row = |r: &mut Report, n: usize| {
         r.min_row = r.min_row.min(n);
         r.max_row = r.max_row.max(n);
     };
     for c in &doc.cells {
         if row.0 != Some(c.src) {
-            if row.0.is_some() {
+            if row.0.is_some() && row.2.is_some() {
                 finish_row(&mut r, row.1);
             }
             row = (Some(c.src), 0, sends(c.src));
         }
+        if row.2.is_none() {
+            continue;
+        }
+        r.cells += 1;
         row.1 += 1;
         match c.kind {
             "tcp" => r.tcp_cells += 1,
@@ -110,7 +115,7 @@ pub fn check(body: &[u8], sends: impl Fn(&str) -> Vec<i64>) -> anyhow::Result<Re
             }
         }
         // Which batch the cell shows: the newest send at or before it.
-        let s = &row.2;
+        let s = row.2.as_deref().unwrap_or_default();
         match s.iter().rposition(|t| *t <= c.updated) {
             Some(i) => {
                 r.lag_ms.push((c.updated - s[i]) as f64 / 1e6);
@@ -123,7 +128,7 @@ pub fn check(body: &[u8], sends: impl Fn(&str) -> Vec<i64>) -> anyhow::Result<Re
             None => r.older += 1,
         }
     }
-    if row.0.is_some() {
+    if row.0.is_some() && row.2.is_some() {
         finish_row(&mut r, row.1);
     }
     if r.min_row == usize::MAX {

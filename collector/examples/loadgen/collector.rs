@@ -101,6 +101,7 @@ pub fn spawn_collector(args: &Args, bin: &PathBuf, grpc: SocketAddr) -> anyhow::
     if args.insecure {
         command.push("--insecure".into());
     }
+    command.extend(args.collector_arg.iter().map(Into::into));
     let child = start(&command, &dir)?;
     Ok(Spawned {
         child,

@@ -57,9 +57,21 @@ struct Args {
     /// Simulated agents
     #[arg(long, default_value_t = 1000)]
     agents: usize,
-    /// The collector's gRPC URL (loopback only; http:// with --insecure)
+    /// The collector's gRPC URL (loopback only; http:// with --insecure);
+    /// a comma list gives every agent others to fail over to, in order
     #[arg(long, default_value = "https://127.0.0.1:7440")]
     collector: String,
+    /// The first agent is sim-N: two load generators on two collectors
+    /// sharing a store keep their agents apart
+    #[arg(long, default_value_t = 0)]
+    first_index: usize,
+    /// An argument for a spawned collector (repeat for several)
+    #[arg(long, allow_hyphen_values = true)]
+    collector_arg: Vec<String>,
+    /// At the end, kill -9 the collector (--pid) and time the agents' move
+    /// to the next collector of --collector
+    #[arg(long)]
+    failover: bool,
     /// Plaintext agents and queries against an --insecure collector (to
     /// compare with the default, mutual TLS)
     #[arg(long)]
@@ -173,8 +185,16 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
-    loopback_host(&args.collector)?;
+async fn run(mut args: Args) -> anyhow::Result<()> {
+    let collectors: Vec<String> = args.collector.split(',').map(str::to_string).collect();
+    for c in &collectors {
+        loopback_host(c)?;
+    }
+    args.collector = collectors[0].clone();
+    if args.failover && (collectors.len() < 2 || args.spawn.is_some()) {
+        bail!("--failover needs a collector not spawned here and another to move to (--collector A,B)");
+    }
+    NAME_OFFSET.store(args.first_index, Ordering::Relaxed);
     if !args.http.ip().is_loopback() {
         bail!("--http {} is not a loopback address", args.http);
     }
@@ -277,7 +297,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             index: i,
             name: node_name(i),
             address: Ipv4Addr::from(base_n + 1 + i as u32),
-            collector: args.collector.clone(),
+            collectors: collectors.clone(),
             heartbeat: args.heartbeat.into(),
             tls,
             events_per_second: args.events_per_second / args.agents as f64,
@@ -432,12 +452,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (check_report, fetch) = tokio::task::spawn_blocking(move || {
         let mut buf = buf;
         let (f, start) = http::get(addr, "/api/v1/matrix?detail=full", &mut buf)?;
-        let sends = |src: &str| -> Vec<i64> {
-            src.strip_prefix("sim-")
+        let sends = |src: &str| -> Option<Vec<i64>> {
+            let agent = src
+                .strip_prefix("sim-")
                 .and_then(|i| i.parse::<usize>().ok())
-                .and_then(|i| fetch_shared.agents.get(i))
-                .and_then(|a| a.sends.lock().ok().map(|s| s.iter().copied().collect()))
-                .unwrap_or_default()
+                .and_then(|i| i.checked_sub(NAME_OFFSET.load(Ordering::Relaxed)))
+                .and_then(|i| fetch_shared.agents.get(i))?;
+            Some(
+                agent
+                    .sends
+                    .lock()
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+            )
         };
         let r = check::check(&buf[start..], sends)?;
         anyhow::Ok((r, f))
@@ -471,6 +498,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         None => None,
+    };
+    let failover = match (args.failover, pid) {
+        (true, Some(pid)) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            let killed = Instant::now();
+            let by = Instant::now() + Duration::from_secs(60);
+            let mut first_gone = None;
+            loop {
+                let now_connected = c.connected.load(Ordering::Relaxed);
+                if first_gone.is_none() && now_connected < n {
+                    first_gone = Some(killed.elapsed());
+                }
+                if first_gone.is_some() && now_connected == n {
+                    break Some((first_gone, killed.elapsed()));
+                }
+                if Instant::now() > by {
+                    println!("failover: only {now_connected} of {n} agents on another collector within 60s");
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        (true, None) => bail!("--failover needs the collector's pid (--pid)"),
+        _ => None,
     };
 
     let insecure = args.insecure;
@@ -520,11 +573,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             cpu_s.map_or("?".into(), |s| format!("{:.2} ms", s * 1000.0 / n as f64)),
         );
     }
+    if let Some((gone, back)) = failover {
+        println!(
+            "failover: {n} agents on {} {:.2}s after a kill -9 of {} (their streams ended after {:.2}s)",
+            collectors[1],
+            back.as_secs_f64(),
+            collectors[0],
+            gone.map_or(0.0, |g| g.as_secs_f64()),
+        );
+    }
     drop(spawned);
     Ok(())
 }
 
+/// Added to every agent's index in its name (`--first-index`).
+static NAME_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
 /// The name of simulated agent `i`.
 fn node_name(i: usize) -> String {
-    format!("sim-{i:04}")
+    format!("sim-{:04}", i + NAME_OFFSET.load(Ordering::Relaxed))
 }

@@ -100,10 +100,10 @@ fn matrix_check_counts_states_and_batches() {
         class.state()
     );
     let r = check::check(body.as_bytes(), |src| {
-        if src == "sim-0000" {
-            vec![1000, 1400, 2000]
-        } else {
-            vec![]
+        match src {
+            "sim-0000" => Some(vec![1000, 1400, 2000]),
+            "sim-0001" => Some(vec![]),
+            _ => None,
         }
     })
     .expect("parses");
