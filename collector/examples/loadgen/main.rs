@@ -192,7 +192,9 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     }
     args.collector = collectors[0].clone();
     if args.failover && (collectors.len() < 2 || args.spawn.is_some()) {
-        bail!("--failover needs a collector not spawned here and another to move to (--collector A,B)");
+        bail!(
+            "--failover needs a collector not spawned here and another to move to (--collector A,B)"
+        );
     }
     NAME_OFFSET.store(args.first_index, Ordering::Relaxed);
     if !args.http.ip().is_loopback() {
@@ -516,7 +518,9 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
                     break Some((first_gone, killed.elapsed()));
                 }
                 if Instant::now() > by {
-                    println!("failover: only {now_connected} of {n} agents on another collector within 60s");
+                    println!(
+                        "failover: only {now_connected} of {n} agents on another collector within 60s"
+                    );
                     break None;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;

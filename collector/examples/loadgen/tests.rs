@@ -99,12 +99,10 @@ fn matrix_check_counts_states_and_batches() {
         {{"src":"sim-0001","dst":"sim-0000","port":7442,"kind":"tcp","service":null,"state":"unknown","loss":0,"rtt_ms":null,"rtt_p99_ms":null,"failure":null,"sent":0,"address":"198.19.0.1","updated":0}}]}}"#,
         class.state()
     );
-    let r = check::check(body.as_bytes(), |src| {
-        match src {
-            "sim-0000" => Some(vec![1000, 1400, 2000]),
-            "sim-0001" => Some(vec![]),
-            _ => None,
-        }
+    let r = check::check(body.as_bytes(), |src| match src {
+        "sim-0000" => Some(vec![1000, 1400, 2000]),
+        "sim-0001" => Some(vec![]),
+        _ => None,
     })
     .expect("parses");
     assert_eq!((r.nodes, r.cells, r.tcp_cells), (2, 2, 2));
