@@ -274,6 +274,24 @@ fn remote(r: crate::store::NodeRecord, connected: bool) -> reachmap_proto::v1::N
     }
 }
 
+/// Two heartbeat rows as of `now`: collector `b`, alive, and `dead`, gone a
+/// minute ago.
+#[cfg(test)]
+pub(crate) fn b_alive_and_dead(now: i64) -> [Record; 2] {
+    [
+        Record {
+            name: "b".into(),
+            seen_unix_nanos: now,
+            ..Record::default()
+        },
+        Record {
+            name: "dead".into(),
+            seen_unix_nanos: now - 60_000_000_000,
+            ..Record::default()
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,18 +310,7 @@ mod tests {
     fn other_collectors_nodes_join_the_list_when_their_collector_is_alive() {
         use reachmap_proto::v1::NodeSummary;
         let now = unix_nanos(SystemTime::now());
-        let members = [
-            Record {
-                name: "b".into(),
-                seen_unix_nanos: now,
-                ..Record::default()
-            },
-            Record {
-                name: "dead".into(),
-                seen_unix_nanos: now - 60_000_000_000,
-                ..Record::default()
-            },
-        ];
+        let members = b_alive_and_dead(now);
         let rec = |name: &str, collector: &str, connected: bool| crate::store::NodeRecord {
             name: name.into(),
             collector: collector.into(),

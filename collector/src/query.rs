@@ -162,8 +162,6 @@ pub fn detail(n: &Node) -> pb::NodeDetail {
     }
 }
 
-/// Explains the cell SRC -> DST:PORT, inside the state task; a
-/// NETWORK_PATH cause then gets a trace from the source (`trace::into_why`).
 /// `why` at `at`, from the store; now (`at` 0) from the live state, or from
 /// the shared store when an end's agent streams to another collector (its
 /// facts and probe results reach this one only through the store).
@@ -184,6 +182,8 @@ pub async fn why_at_or_now(
     }
 }
 
+/// Explains the cell SRC -> DST:PORT, inside the state task; a
+/// NETWORK_PATH cause then gets a trace from the source (`trace::into_why`).
 pub async fn why(
     fleet: &Fleet,
     src: String,

@@ -59,11 +59,8 @@ pub async fn follow(
         newest,
     }) = learned.plans
     {
-        follow.since = if whole {
-            newest
-        } else {
-            newest.max(follow.since)
-        };
+        // Rows are read after `since`, so the newest is never older.
+        follow.since = newest;
         follow.leader = leader.clone();
         follow.started = true;
         fleet.leader_plans(leader, whole, got).await;
@@ -153,7 +150,7 @@ pub fn remote_nodes(
 /// of reach, the rows are this collector's own, with a warning.
 pub async fn whole_matrix(fleet: &Fleet) -> Option<(Matrix, Zones)> {
     let remote = fleet.remote_nodes();
-    let (copy, mut zones, sources) = fleet
+    let (copy, zones, sources) = fleet
         .read_matrix(move |m, nodes| {
             let mut zones = Zones::of_nodes(nodes);
             for n in remote.iter() {
@@ -183,11 +180,9 @@ pub async fn whole_matrix(fleet: &Fleet) -> Option<(Matrix, Zones)> {
         Ok(m) => Some((m, zones)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the other collectors' rows of the matrix; showing this collector's own");
-            let (m, own) = fleet
+            fleet
                 .read_matrix(|m, nodes| (m.clone(), Zones::of_nodes(nodes)))
-                .await?;
-            zones = own;
-            Some((m, zones))
+                .await
         }
     }
 }
@@ -223,18 +218,7 @@ mod tests {
     #[test]
     fn other_collectors_nodes_are_remote_and_connected_while_their_collector_lives() {
         let now = 1_000_000_000_000;
-        let members = [
-            Record {
-                name: "b".into(),
-                seen_unix_nanos: now,
-                ..Record::default()
-            },
-            Record {
-                name: "dead".into(),
-                seen_unix_nanos: now - 60_000_000_000,
-                ..Record::default()
-            },
-        ];
+        let members = crate::members::b_alive_and_dead(now);
         let probe = ProbeInput {
             addresses: vec![
                 "198.18.0.20".parse().expect("ip"),

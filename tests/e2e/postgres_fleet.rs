@@ -42,6 +42,24 @@ fn fleet_on_postgres(test: &str) -> (Postgres, Fleet) {
     (pg, fleet)
 }
 
+/// An nft drop of node-0's probes on node-1, until `why` names it; lifted
+/// two seconds later. Returns a moment inside it.
+fn outage(fleet: &Fleet) -> SystemTime {
+    fleet.exec(1, &["nft", DROP_PROBES]);
+    wait_cause(
+        fleet,
+        "node-0",
+        "node-1",
+        "unreachable",
+        "FIREWALL_INBOUND",
+        "node-1",
+    );
+    let inside = SystemTime::now();
+    std::thread::sleep(Duration::from_secs(2));
+    fleet.exec(1, &["nft", "delete table inet rmpg"]);
+    inside
+}
+
 fn cell_state(fleet: &Fleet) -> Result<String, String> {
     let m = json(fleet, &["matrix", "--port", "7442", "--format", "json"])?;
     state_of(&m, "node-0", "node-1")
@@ -65,18 +83,7 @@ fn a_collector_on_postgres_keeps_history_across_a_kill_and_why_at_names_the_rule
         return;
     }
     let (pg, mut fleet) = fleet_on_postgres("pg_history");
-    fleet.exec(1, &["nft", DROP_PROBES]);
-    wait_cause(
-        &fleet,
-        "node-0",
-        "node-1",
-        "unreachable",
-        "FIREWALL_INBOUND",
-        "node-1",
-    );
-    let inside = SystemTime::now();
-    std::thread::sleep(Duration::from_secs(2));
-    fleet.exec(1, &["nft", "delete table inet rmpg"]);
+    let inside = outage(&fleet);
     assert_eventually!(
         Duration::from_secs(30),
         || match cell_state(&fleet)? {
@@ -360,18 +367,7 @@ fn two_collectors_share_the_database_and_the_survivor_takes_the_agents_and_the_l
     );
 
     // An outage seen through the first collector, then over.
-    fleet.exec(1, &["nft", DROP_PROBES]);
-    wait_cause(
-        &fleet,
-        "node-0",
-        "node-1",
-        "unreachable",
-        "FIREWALL_INBOUND",
-        "node-1",
-    );
-    let inside = SystemTime::now();
-    std::thread::sleep(Duration::from_secs(2));
-    fleet.exec(1, &["nft", "delete table inet rmpg"]);
+    let inside = outage(&fleet);
     wait_mesh(&fleet, 2);
     let count = || -> u64 {
         pg.psql("SELECT count(*) FROM events")

@@ -245,11 +245,6 @@ impl Probing {
         self.leader_plans.extend(plans);
     }
 
-    /// The leader's plans as held, for tests and `reachmap collectors`.
-    pub fn leader_plan_count(&self) -> usize {
-        self.leader_plans.len()
-    }
-
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
     }

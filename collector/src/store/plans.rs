@@ -68,11 +68,7 @@ pub fn since(db: &Db, collector: &str, since: i64) -> Result<Vec<PlanRow>> {
 mod tests {
     use super::*;
 
-    fn conn() -> Db {
-        let mut c = rusqlite::Connection::open_in_memory().expect("open");
-        super::super::schema::migrate(&mut c).expect("migrate");
-        Db::from(c)
-    }
+    use super::super::schema::in_memory as conn;
 
     fn row(source: &str, collector: &str, digest: u64, written: i64) -> PlanRow {
         PlanRow {

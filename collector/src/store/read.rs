@@ -299,12 +299,15 @@ pub fn matrix_of(db: &Db, parts: Vec<Vec<PastCell>>) -> Result<Matrix> {
 /// stream to other collectors (each cell as of its last change).
 pub fn rows_into(db: &Db, m: &mut Matrix, at: i64, sources: &[String]) -> Result<()> {
     let names = Names::load(db)?;
-    let mut parts = Vec::new();
-    for id in sources.iter().filter_map(|s| names.id(s)) {
-        parts.push(cells_of_sources(db, at, id, id + 1)?);
-    }
+    let ids: std::collections::HashSet<i64> = sources.iter().filter_map(|s| names.id(s)).collect();
     m.clear_rows(sources);
-    restore_into(&names, m, parts);
+    let (Some(lo), Some(hi)) = (ids.iter().min(), ids.iter().max()) else {
+        return Ok(());
+    };
+    // One read over the sources' id range, not a round trip per source.
+    let mut cells = cells_of_sources(db, at, *lo, hi + 1)?;
+    cells.retain(|c| ids.contains(&c.src));
+    restore_into(&names, m, vec![cells]);
     Ok(())
 }
 

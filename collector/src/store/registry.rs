@@ -111,11 +111,7 @@ pub fn import_legacy(db: &Db, dir: &Path) -> std::result::Result<usize, String> 
 mod tests {
     use super::*;
 
-    fn conn() -> Db {
-        let mut c = rusqlite::Connection::open_in_memory().expect("open");
-        super::super::schema::migrate(&mut c).expect("migrate");
-        Db::from(c)
-    }
+    use super::super::schema::in_memory as conn;
 
     #[test]
     fn round_trip() {

@@ -299,6 +299,15 @@ fn check(conn: &Connection) -> Result<i32, SchemaError> {
     Ok(version)
 }
 
+/// A migrated store in memory, for the tests of the modules that read and
+/// write its tables.
+#[cfg(test)]
+pub(super) fn in_memory() -> super::sql::Db {
+    let mut c = Connection::open_in_memory().expect("open");
+    migrate(&mut c).expect("migrate");
+    super::sql::Db::from(c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
