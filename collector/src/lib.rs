@@ -37,6 +37,14 @@ use tokio_util::sync::CancellationToken;
 
 /// How long streams and requests get to finish after the shutdown signal.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// HTTP/2 flow control: how much an agent may send on its stream before the
+/// collector has read it. A collector behind on ingest holds at most this
+/// per agent (the agent keeps the rest, and supersedes stale probe batches),
+/// rather than the 1 MiB per connection hyper grants by default — 5 GB of
+/// unread frames at 5,000 agents.
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// The same for a whole connection: its agent stream and a few queries.
+const CONNECTION_WINDOW: u32 = 128 * 1024;
 
 /// Multi-line library messages (TOML errors) squeezed to one line.
 pub fn one_line(s: &str) -> String {
@@ -148,6 +156,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let grpc_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .add_service(ingest)
         .add_service(query);
     let grpc_shutdown = shutdown.clone();

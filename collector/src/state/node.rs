@@ -29,12 +29,18 @@ pub(super) struct Stream {
 impl Stream {
     /// A stream whose other end is gone: what a node rebuilt from the store,
     /// or copied out of the state task, has to say it was connected.
+    /// Every such stream shares one closed channel and one token: a query's
+    /// copy of the fleet takes thousands of them.
     pub(super) fn gone(session: SessionId) -> Stream {
-        let (outbound, _) = mpsc::channel(1);
+        static GONE: std::sync::LazyLock<(CancellationToken, Outbound)> =
+            std::sync::LazyLock::new(|| {
+                let (outbound, _) = mpsc::channel(1);
+                (CancellationToken::new(), outbound)
+            });
         Stream {
             session,
-            cancel: CancellationToken::new(),
-            outbound,
+            cancel: GONE.0.clone(),
+            outbound: GONE.1.clone(),
         }
     }
 }
