@@ -40,8 +40,8 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// HTTP/2 flow control: how much an agent may send on its stream before the
 /// collector has read it. A collector behind on ingest holds at most this
 /// per agent (the agent keeps the rest, and supersedes stale probe batches),
-/// rather than the 1 MiB per connection hyper grants by default — 5 GB of
-/// unread frames at 5,000 agents.
+/// rather than the 1 MiB a stream and a connection hyper grants by default
+/// (up to 5 GB of unread frames at 5,000 agents; 1.68 GB measured).
 const STREAM_WINDOW: u32 = 64 * 1024;
 /// The same for a whole connection: its agent stream and a few queries.
 const CONNECTION_WINDOW: u32 = 128 * 1024;

@@ -29,8 +29,8 @@ pub(super) struct Stream {
 impl Stream {
     /// A stream whose other end is gone: what a node rebuilt from the store,
     /// or copied out of the state task, has to say it was connected.
-    /// Every such stream shares one closed channel and one token: a query's
-    /// copy of the fleet takes thousands of them.
+    /// Every such stream shares one closed channel and one token (nothing
+    /// waits on it): a query's copy of the fleet takes thousands of them.
     pub(super) fn gone(session: SessionId) -> Stream {
         static GONE: std::sync::LazyLock<(CancellationToken, Outbound)> =
             std::sync::LazyLock::new(|| {
