@@ -230,6 +230,10 @@ struct Row {
     cells: Vec<Cell>,
     index: Vec<u32>,
     planned: bool,
+    /// No cell that can turn unknown was updated before this (unix nanos):
+    /// `expire` passes over a row whose every cell is fresh without reading
+    /// it. Only ever too low, never too high; `i64::MAX` when none can.
+    oldest: i64,
 }
 
 fn packed(dst: u32, port: u16, kind: ProbeKind) -> u64 {
@@ -258,12 +262,24 @@ impl Row {
             cells,
             index: Vec::new(),
             planned,
+            oldest: 0,
         };
         row.reindex();
         row
     }
 
+    /// The oldest update of a cell that can expire, read off the cells.
+    fn oldest_update(&self) -> i64 {
+        self.cells
+            .iter()
+            .filter(|c| c.state != CellState::Unknown && c.updated != 0)
+            .map(|c| c.updated)
+            .min()
+            .unwrap_or(i64::MAX)
+    }
+
     fn reindex(&mut self) {
+        self.oldest = self.oldest_update();
         self.index.clear();
         self.index
             .extend((0..self.cells.len()).map(|i| u32::try_from(i).unwrap_or(u32::MAX)));
@@ -456,6 +472,8 @@ impl Matrix {
             }
             stats.applied += 1;
         }
+        let row = &mut self.rows[s as usize];
+        row.oldest = row.oldest.min(now);
         if !added.is_empty() {
             // A batch naming a target twice: the later window wins.
             let mut cells = std::mem::take(&mut self.rows[s as usize].cells);
@@ -497,6 +515,7 @@ impl Matrix {
         }
         cell.updated = now;
         let cell = cell.clone();
+        row.oldest = row.oldest.min(now);
         self.note(s, old, &cell, now);
         ApplyStats {
             applied: 1,
@@ -543,6 +562,9 @@ impl Matrix {
     pub fn expire(&mut self, now: i64) -> usize {
         let mut changed = Vec::new();
         for (s, row) in self.rows.iter_mut().enumerate() {
+            if now.saturating_sub(row.oldest) <= self.stale_after_nanos {
+                continue;
+            }
             for c in &mut row.cells {
                 if c.state != CellState::Unknown
                     && c.updated != 0
@@ -552,6 +574,7 @@ impl Matrix {
                     c.state = CellState::Unknown;
                 }
             }
+            row.oldest = row.oldest_update();
         }
         let n = changed.len();
         if self.journal.is_some() {
@@ -652,6 +675,7 @@ impl Matrix {
                     cells,
                     index: Vec::new(),
                     planned: row.planned,
+                    oldest: 0,
                 };
                 r.reindex();
                 r

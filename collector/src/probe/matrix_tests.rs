@@ -250,6 +250,39 @@ fn gone_sources_and_stale_cells_turn_unknown() {
 }
 
 #[test]
+fn a_row_is_passed_over_only_while_all_its_cells_are_fresh() {
+    let mut m = matrix_abc();
+    // Two cells of a's row reported at 10 s and 12 s.
+    m.apply(
+        "a",
+        vec![window("b", 7442, TargetState::Ok, 10, 10)],
+        10 * SEC,
+    );
+    m.apply(
+        "a",
+        vec![window("c", 7442, TargetState::Ok, 10, 10)],
+        12 * SEC,
+    );
+    // Nothing stale yet: the row is skipped.
+    assert_eq!(m.expire(13 * SEC), 0);
+    // The older one goes stale; the younger one after it.
+    assert_eq!(m.expire(13 * SEC + 1), 1);
+    assert_eq!(m.expire(14 * SEC), 0);
+    assert_eq!(m.expire(15 * SEC + 1), 1);
+    assert!(m.iter().all(|c| c.cell.state() == CellState::Unknown));
+    // A replan keeps the figures and the age of the cells it keeps.
+    m.apply(
+        "a",
+        vec![window("b", 7442, TargetState::Ok, 10, 10)],
+        20 * SEC,
+    );
+    let targets = vec![target("b", 7442, ProbeKind::Tcp)];
+    m.set_plan("a", &targets);
+    assert_eq!(m.expire(23 * SEC), 0);
+    assert_eq!(m.expire(23 * SEC + 1), 1);
+}
+
+#[test]
 fn removed_nodes_leave_row_column_and_name() {
     let mut m = matrix_abc();
     m.node_removed("b");

@@ -7,7 +7,9 @@
 //! evaluated in the background, like alert rules: every `EVALUATE_EVERY`
 //! they are made again when the fleet generation moved since the kept ones
 //! were made (or they are older than `REFRESH_AFTER`), one evaluation at a
-//! time. A request is answered with the kept ones — the answer says as of
+//! time, with a pause of at least `IDLE_PER_BUSY` times the last one's
+//! length after it, so a large fleet's findings take a bounded share of a
+//! core. A request is answered with the kept ones — the answer says as of
 //! when — and only makes them itself when there are none younger than
 //! `MAX_AGE`.
 
@@ -26,6 +28,11 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 const REFRESH_AFTER: Duration = Duration::from_secs(30);
 /// How often the collector looks whether findings are due to be made again.
 const EVALUATE_EVERY: Duration = Duration::from_secs(5);
+/// Findings are made again no sooner than this many times as long as the
+/// last making took after it ended: at most a tenth of one core goes to
+/// them, however large the fleet (at 10,000 nodes a making takes seconds
+/// and ingest needs the cores).
+const IDLE_PER_BUSY: u32 = 9;
 
 /// The fleet as it was at `taken`.
 pub struct View {
@@ -68,6 +75,19 @@ pub struct Made<T> {
     pub value: Arc<T>,
     pub generation: u64,
     made: Instant,
+    /// How long making it took, the fleet copy included.
+    took: Duration,
+}
+
+impl<T> Made<T> {
+    /// Whether a newer one is due at `now` for a fleet at `generation`: it
+    /// is behind or old, and the pause since it was made is long enough for
+    /// making findings to stay within its share of a core.
+    fn stale(&self, generation: u64, now: Instant) -> bool {
+        let since = now.saturating_duration_since(self.made);
+        (self.generation != generation || since >= REFRESH_AFTER)
+            && since >= self.took * IDLE_PER_BUSY
+    }
 }
 
 impl<T> Clone for Made<T> {
@@ -76,6 +96,7 @@ impl<T> Clone for Made<T> {
             value: Arc::clone(&self.value),
             generation: self.generation,
             made: self.made,
+            took: self.took,
         }
     }
 }
@@ -169,7 +190,7 @@ impl Fleet {
     fn findings_due(&self) -> bool {
         self.findings
             .kept()
-            .is_none_or(|k| k.generation != self.generation() || k.made.elapsed() >= REFRESH_AFTER)
+            .is_none_or(|k| k.stale(self.generation(), Instant::now()))
     }
 
     /// New findings made in the background when they are due and none are
@@ -216,11 +237,13 @@ impl Fleet {
         .await
         .ok()?;
         report.as_of = super::unix_nanos(taken);
-        report.compute_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let took = started.elapsed();
+        report.compute_micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let made = Made {
             value: Arc::new(report),
             generation,
             made: Instant::now(),
+            took,
         };
         self.findings.keep(made.clone());
         Some(made)
@@ -234,7 +257,7 @@ mod tests {
     use crate::model::Hello;
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
@@ -269,6 +292,30 @@ mod tests {
             .attach(hello(node), session, CancellationToken::new(), outbound)
             .await
             .expect("attach");
+    }
+
+    #[test]
+    fn findings_are_due_when_behind_or_old_and_never_more_than_a_tenth_of_the_time() {
+        let made = Instant::now();
+        let kept = |took_ms: u64| super::Made {
+            value: Arc::new(()),
+            generation: 7,
+            made,
+            took: Duration::from_millis(took_ms),
+        };
+        let at = |secs: f64| made + Duration::from_secs_f64(secs);
+        // Current and young: not due, whatever it cost.
+        assert!(!kept(1).stale(7, at(1.0)));
+        // Behind: due at once when it was cheap.
+        assert!(kept(1).stale(8, at(0.01)));
+        // Old: due even when current.
+        assert!(kept(1).stale(7, at(31.0)));
+        // Behind but expensive (3 s): not before 27 s have passed.
+        assert!(!kept(3000).stale(8, at(26.0)));
+        assert!(kept(3000).stale(8, at(27.0)));
+        // Old and very expensive: the pause still wins.
+        assert!(!kept(5000).stale(7, at(31.0)));
+        assert!(kept(5000).stale(7, at(45.0)));
     }
 
     #[tokio::test]
