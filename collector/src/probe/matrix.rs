@@ -432,16 +432,27 @@ impl Matrix {
         // batch walks its row in memory order instead of searching.
         let mut next = 0usize;
         for w in &windows {
-            let Some(&d) = self.ids.get(&w.target.node).filter(|d| **d != s) else {
-                stats.ignored += 1;
-                continue;
+            // The expected cell is checked by name first, so a batch in
+            // plan order needs no lookup of its targets' names at all.
+            let expected = self.rows[s as usize].cells.get(next).filter(|c| {
+                c.port == w.target.port
+                    && c.kind == w.target.kind
+                    && self.names[c.dst as usize] == w.target.node
+            });
+            let (d, found) = match expected {
+                Some(c) => (c.dst, Some(next)),
+                None => {
+                    let Some(&d) = self.ids.get(&w.target.node).filter(|d| **d != s) else {
+                        stats.ignored += 1;
+                        continue;
+                    };
+                    (
+                        d,
+                        self.rows[s as usize].find(d, w.target.port, w.target.kind),
+                    )
+                }
             };
             let row = &mut self.rows[s as usize];
-            let key = (d, w.target.port, w.target.kind);
-            let found = match row.cells.get(next) {
-                Some(c) if c.key() == key => Some(next),
-                _ => row.find(d, w.target.port, w.target.kind),
-            };
             match found {
                 Some(i) => {
                     next = i + 1;
