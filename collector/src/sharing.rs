@@ -156,27 +156,10 @@ pub async fn whole_matrix(fleet: &Fleet) -> Option<(Matrix, Zones)> {
             for n in remote.iter() {
                 zones.add(&n.name, n.zone.as_deref());
             }
-            let sources: Vec<String> = remote
-                .iter()
-                .filter(|n| n.connected && !nodes.get(&n.name).is_some_and(Node::connected))
-                .map(|n| n.name.clone())
-                .collect();
-            (m.clone(), zones, sources)
+            (m.clone(), zones, streaming_elsewhere(&remote, nodes))
         })
         .await?;
-    if sources.is_empty() {
-        return Some((copy, zones));
-    }
-    let now = unix_nanos(SystemTime::now());
-    let read = fleet
-        .store()
-        .read(move |db| {
-            let mut m = copy;
-            read::rows_into(db, &mut m, now, &sources).map_err(|e| e.to_string())?;
-            Ok(m)
-        })
-        .await;
-    match read {
+    match rows_of(fleet, copy, sources).await {
         Ok(m) => Some((m, zones)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the other collectors' rows of the matrix; showing this collector's own");
@@ -185,6 +168,47 @@ pub async fn whole_matrix(fleet: &Fleet) -> Option<(Matrix, Zones)> {
                 .await
         }
     }
+}
+
+/// `copy` of this collector's matrix with the rows of the agents streaming
+/// to other collectors read from the shared store, for an answer over the
+/// whole fleet made from a copy of it (findings); `nodes` are the copy's.
+/// The copy comes back unchanged on the embedded store, and with an error
+/// when the store is out of reach.
+pub async fn with_others_rows(
+    fleet: &Fleet,
+    copy: Matrix,
+    nodes: &std::collections::BTreeMap<String, Node>,
+) -> Result<Matrix, String> {
+    let sources = streaming_elsewhere(&fleet.remote_nodes(), nodes);
+    rows_of(fleet, copy, sources).await
+}
+
+/// The nodes of other live collectors not streaming here too.
+fn streaming_elsewhere(
+    remote: &[NodeInput],
+    nodes: &std::collections::BTreeMap<String, Node>,
+) -> Vec<String> {
+    remote
+        .iter()
+        .filter(|n| n.connected && !nodes.get(&n.name).is_some_and(Node::connected))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+async fn rows_of(fleet: &Fleet, copy: Matrix, sources: Vec<String>) -> Result<Matrix, String> {
+    if sources.is_empty() {
+        return Ok(copy);
+    }
+    let now = unix_nanos(SystemTime::now());
+    fleet
+        .store()
+        .read(move |db| {
+            let mut m = copy;
+            read::rows_into(db, &mut m, now, &sources).map_err(|e| e.to_string())?;
+            Ok(m)
+        })
+        .await
 }
 
 /// Whether `why src dst` is answered from the shared store: an end's agent

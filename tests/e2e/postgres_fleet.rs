@@ -535,6 +535,26 @@ fn a_fleet_split_over_two_collectors_is_one_mesh_planned_by_the_lock_holder() {
         cell_via(&fleet, a_url, &bundle, "node-1", "node-0").as_deref(),
         Ok("failing")
     );
+    // Findings are over the whole fleet too: the lock holder's count the
+    // failing cell of the other collector's agent, whose row it has only
+    // from the database.
+    assert_eventually!(
+        Duration::from_secs(60),
+        || {
+            let out = fleet.cli_as(
+                &["--collector", a_url, "--credentials", &bundle],
+                &["findings", "--format", "json"],
+            );
+            let r: Value = serde_json::from_slice(&out.stdout)
+                .map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+            if r["bad_cells"].as_u64().unwrap_or(0) >= 1 {
+                Ok(())
+            } else {
+                Err(r.to_string())
+            }
+        },
+        "collector-a's findings count node-1's failing cell"
+    );
     fleet.exec(0, &["nft", "delete table inet rmsplit"]);
     assert_eventually!(
         Duration::from_secs(60),

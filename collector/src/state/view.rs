@@ -83,10 +83,18 @@ impl<T> Made<T> {
     /// Whether a newer one is due at `now` for a fleet at `generation`: it
     /// is behind or old, and the pause since it was made is long enough for
     /// making findings to stay within its share of a core.
-    fn stale(&self, generation: u64, now: Instant) -> bool {
+    ///
+    /// On a fleet split over collectors (`shared`) the generation does not
+    /// count the rows other collectors' agents send, so it is due every
+    /// evaluation.
+    fn stale(&self, generation: u64, shared: bool, now: Instant) -> bool {
         let since = now.saturating_duration_since(self.made);
-        (self.generation != generation || since >= REFRESH_AFTER)
-            && since >= self.took * IDLE_PER_BUSY
+        let refresh = if shared {
+            EVALUATE_EVERY
+        } else {
+            REFRESH_AFTER
+        };
+        (self.generation != generation || since >= refresh) && since >= self.took * IDLE_PER_BUSY
     }
 }
 
@@ -188,9 +196,10 @@ impl Fleet {
 
     /// Whether the kept findings are behind the fleet or old.
     fn findings_due(&self) -> bool {
-        self.findings
-            .kept()
-            .is_none_or(|k| k.stale(self.generation(), Instant::now()))
+        self.findings.kept().is_none_or(|k| {
+            let shared = !self.remote_nodes().is_empty();
+            k.stale(self.generation(), shared, Instant::now())
+        })
     }
 
     /// New findings made in the background when they are due and none are
@@ -211,16 +220,25 @@ impl Fleet {
     /// Starts the background evaluation of findings; it runs until
     /// `shutdown`.
     pub fn evaluate_findings_in_background(&self, shutdown: tokio_util::sync::CancellationToken) {
-        tokio::spawn(self.clone().evaluate_findings(shutdown));
+        tokio::spawn(self.clone().evaluate_findings(shutdown, EVALUATE_EVERY));
     }
 
-    async fn evaluate_findings(self, shutdown: tokio_util::sync::CancellationToken) {
-        let mut every = tokio::time::interval(EVALUATE_EVERY);
+    async fn evaluate_findings(
+        self,
+        shutdown: tokio_util::sync::CancellationToken,
+        every: Duration,
+    ) {
+        let mut every = tokio::time::interval(every);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = every.tick() => self.refresh_findings(),
+                // Finding detection is fleet-wide work: on a shared store
+                // only the holder of the fleet lock does it unasked; the
+                // others make findings when a query asks for them.
+                _ = every.tick() => if self.store().is_leader() {
+                    self.refresh_findings();
+                },
             }
         }
     }
@@ -228,8 +246,27 @@ impl Fleet {
     /// Findings made now from a copy, on a blocking thread, and kept.
     async fn make_findings(&self) -> Option<Made<crate::findings::Report>> {
         let started = Instant::now();
-        let view = self.view().await?;
-        let (generation, taken) = (view.generation, view.taken);
+        let View {
+            matrix,
+            nodes,
+            generation,
+            taken,
+        } = self.view().await?;
+        // Over the whole fleet: on a shared store the rows of the agents
+        // streaming to other collectors come from the database.
+        let matrix = match crate::sharing::with_others_rows(self, matrix, &nodes).await {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, "findings over this collector's agents only: the other collectors' rows cannot be read");
+                self.view().await?.matrix
+            }
+        };
+        let view = View {
+            matrix,
+            nodes,
+            generation,
+            taken,
+        };
         let owners = self.owners.clone();
         let mut report = tokio::task::spawn_blocking(move || {
             crate::findings::detect(&view.matrix, &view.nodes, &owners, view.taken)
@@ -305,17 +342,21 @@ mod tests {
         };
         let at = |secs: f64| made + Duration::from_secs_f64(secs);
         // Current and young: not due, whatever it cost.
-        assert!(!kept(1).stale(7, at(1.0)));
+        assert!(!kept(1).stale(7, false, at(1.0)));
         // Behind: due at once when it was cheap.
-        assert!(kept(1).stale(8, at(0.01)));
+        assert!(kept(1).stale(8, false, at(0.01)));
         // Old: due even when current.
-        assert!(kept(1).stale(7, at(31.0)));
+        assert!(kept(1).stale(7, false, at(31.0)));
         // Behind but expensive (3 s): not before 27 s have passed.
-        assert!(!kept(3000).stale(8, at(26.0)));
-        assert!(kept(3000).stale(8, at(27.0)));
+        assert!(!kept(3000).stale(8, false, at(26.0)));
+        assert!(kept(3000).stale(8, false, at(27.0)));
         // Old and very expensive: the pause still wins.
-        assert!(!kept(5000).stale(7, at(31.0)));
-        assert!(kept(5000).stale(7, at(45.0)));
+        assert!(!kept(5000).stale(7, false, at(31.0)));
+        assert!(kept(5000).stale(7, false, at(45.0)));
+        // Split over collectors: current by its own count, due all the same.
+        assert!(!kept(1).stale(7, false, at(6.0)));
+        assert!(kept(1).stale(7, true, at(6.0)));
+        assert!(!kept(1000).stale(7, true, at(6.0)));
     }
 
     #[tokio::test]
@@ -387,6 +428,43 @@ mod tests {
             .expect("findings made in the background within 30 s");
         assert_eq!(kept.value.cells, 0);
         assert!(kept.value.as_of > 0);
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn only_the_fleet_lock_holder_evaluates_findings_unasked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fleet = fleet(&dir);
+        fleet.store().set_leader(false);
+        let stop = CancellationToken::new();
+        let every = Duration::from_millis(20);
+        tokio::spawn(fleet.clone().evaluate_findings(stop.clone(), every));
+        attach(&fleet, "a", 1).await;
+        // Many evaluation ticks pass.
+        tokio::time::sleep(every * 25).await;
+        assert!(
+            fleet.findings.kept().is_none(),
+            "a follower made findings unasked"
+        );
+        // Asked, it makes them; then it leads and keeps them current itself.
+        let asked = fleet.findings().await.expect("findings");
+        assert_eq!(asked.generation, fleet.generation());
+        fleet.store().set_leader(true);
+        attach(&fleet, "b", 2).await;
+        let moved = async {
+            loop {
+                if let Some(k) = fleet.findings.kept()
+                    && k.generation == fleet.generation()
+                {
+                    break k;
+                }
+                tokio::time::sleep(every).await;
+            }
+        };
+        let kept = tokio::time::timeout(Duration::from_secs(30), moved)
+            .await
+            .expect("the leader keeps findings current");
+        assert!(kept.generation > asked.generation);
         stop.cancel();
     }
 
