@@ -141,6 +141,7 @@ fn bench_prober(args: &Args) -> anyhow::Result<f64> {
         targets,
         fleet_addresses: [IpAddr::V4(Ipv4Addr::LOCALHOST)].into(),
         names: Vec::new(),
+        results_by_id: true,
     };
     println!(
         "reachmap prober: {} targets every {:?} ({expected_rate:.0} probes/s planned), {} s",

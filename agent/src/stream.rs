@@ -249,10 +249,12 @@ impl Client {
         match out {
             ProberOutput::Batch {
                 plan_version,
+                by_id,
                 windows,
                 names,
             } => Some(Body::ProbeResults(wire::probe::results(
                 plan_version,
+                by_id,
                 &windows,
                 &names,
             ))),

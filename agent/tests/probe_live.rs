@@ -269,6 +269,7 @@ fn plan(version: u64, targets: Vec<probe::Target>, interval: Duration, rate: u32
         targets,
         fleet_addresses: fleet,
         names: Vec::new(),
+        results_by_id: false,
     }
 }
 
@@ -359,6 +360,7 @@ async fn next_batch(rx: &mut mpsc::Receiver<ProberOutput>) -> Batch {
                     plan_version,
                     windows,
                     names,
+                    ..
                 }) => return (plan_version, windows, names),
                 Some(ProberOutput::Changed(_)) => {}
                 None => panic!("prober stopped"),

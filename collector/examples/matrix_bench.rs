@@ -123,7 +123,7 @@ fn main() -> std::io::Result<()> {
                         10
                     };
                     WindowInput {
-                        target: PlannedTarget::new(dst, *address, *port, *kind),
+                        target: PlannedTarget::new(dst, *address, *port, *kind).into(),
                         sent: 10,
                         ok,
                         failures: FailureCounts {

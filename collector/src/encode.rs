@@ -283,6 +283,7 @@ pub fn plan(p: &NodePlan, version: u64) -> pb::ProbePlan {
             })
             .collect(),
         tls_cas: p.tls_cas.iter().map(|c| c.to_string()).collect(),
+        results_by_id: true,
     }
 }
 
@@ -461,7 +462,7 @@ mod tests {
         m.apply(
             "a",
             vec![WindowInput {
-                target: to_b,
+                target: to_b.into(),
                 sent: 10,
                 ok: 7,
                 failures: FailureCounts {

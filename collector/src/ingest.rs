@@ -501,8 +501,9 @@ impl Session {
                 // carries the same windows), so they need no ack.
                 Some(Body::ProbeResults(r)) => match validate::probe::batch(&r) {
                     Ok((windows, names)) => {
+                        let received = unix_nanos(SystemTime::now());
                         self.fleet
-                            .probe_results(self.id, node, windows, names)
+                            .probe_results(self.id, node, windows, names, received)
                             .await;
                         false
                     }

@@ -105,7 +105,8 @@ fn window(node: &str, ok: u32) -> WindowInput {
             "198.18.0.1".parse().expect("ip"),
             7442,
             ProbeKind::Tcp,
-        ),
+        )
+        .into(),
         sent: 10,
         ok,
         failures: FailureCounts {

@@ -321,7 +321,8 @@ mod tests {
                 format!("198.18.0.{last}").parse().expect("ip"),
                 7442,
                 ProbeKind::Tcp,
-            ),
+            )
+            .into(),
             sent: 10,
             ok: if failing { 0 } else { 10 },
             failures: FailureCounts {

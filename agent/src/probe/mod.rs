@@ -398,6 +398,7 @@ impl Prober {
             .collect();
         let batch = ProberOutput::Batch {
             plan_version: r.plan.version,
+            by_id: r.plan.results_by_id,
             windows,
             names: r.resolved.clone(),
         };

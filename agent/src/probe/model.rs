@@ -134,6 +134,8 @@ pub struct Plan {
     /// Names the fleet's clients use for other members, looked up every
     /// interval through this host's resolver (nothing is probed by name).
     pub names: Vec<FleetName>,
+    /// The collector finds results by target id: windows carry only it.
+    pub results_by_id: bool,
 }
 
 /// Most names a plan may ask this agent to look up.
@@ -202,6 +204,8 @@ pub enum ProberOutput {
     /// Every target's window, once per interval.
     Batch {
         plan_version: u64,
+        /// The plan's `results_by_id`.
+        by_id: bool,
         windows: Vec<WindowSummary>,
         /// The latest lookup of each of the plan's names.
         names: Vec<NameResolution>,
@@ -255,6 +259,7 @@ pub fn check_plan(plan: Plan) -> (Plan, Vec<(Target, String)>) {
         targets,
         fleet_addresses,
         names,
+        results_by_id,
     } = plan;
     let mut kept = Vec::with_capacity(targets.len());
     let mut refused = Vec::new();
@@ -288,6 +293,7 @@ pub fn check_plan(plan: Plan) -> (Plan, Vec<(Target, String)>) {
         targets: kept,
         fleet_addresses,
         names: check_names(names),
+        results_by_id,
     };
     (plan, refused)
 }
@@ -392,6 +398,7 @@ mod tests {
                 .iter()
                 .map(|a| a.parse().expect("address"))
                 .collect(),
+            results_by_id: false,
             names: Vec::new(),
         }
     }

@@ -195,14 +195,25 @@ pub fn plan(p: &pb::ProbePlan) -> Result<(Plan, Vec<String>), PlanError> {
             targets,
             fleet_addresses,
             names,
+            results_by_id: p.results_by_id,
         },
         unreadable,
     ))
 }
 
-pub fn window(w: &WindowSummary) -> pb::TargetWindow {
+/// A window as the wire carries it: naming its target by `id` alone when
+/// the collector reads results that way (`by_id`), else the whole target.
+pub fn window(w: &WindowSummary, by_id: bool) -> pb::TargetWindow {
+    let target = if by_id {
+        pb::ProbeTarget {
+            id: w.target.id,
+            ..Default::default()
+        }
+    } else {
+        target_to(&w.target)
+    };
     pb::TargetWindow {
-        target: Some(target_to(&w.target)),
+        target: Some(target),
         sent: w.sent,
         ok: w.ok,
         refused: w.refused,
@@ -256,12 +267,13 @@ pub fn resolution(r: &NameResolution) -> pb::NameResolution {
 
 pub fn results(
     plan_version: u64,
+    by_id: bool,
     windows: &[WindowSummary],
     names: &[NameResolution],
 ) -> pb::ProbeResults {
     pb::ProbeResults {
         plan_version,
-        windows: windows.iter().map(window).collect(),
+        windows: windows.iter().map(|w| window(w, by_id)).collect(),
         names: names.iter().map(resolution).collect(),
     }
 }
@@ -337,5 +349,51 @@ mod tests {
         let back = target_to(t);
         assert_eq!(back.tls_server_name, "web-1.fleet.test");
         assert_eq!(back.kind, pb::ProbeKind::Https as i32);
+    }
+    #[test]
+    fn windows_name_their_target_by_id_alone_when_the_plan_says_so() {
+        let p = pb::ProbePlan {
+            version: 4,
+            interval_ms: 1_000,
+            targets: vec![https(7, 0)],
+            fleet_addresses: vec!["198.18.0.12".into()],
+            results_by_id: true,
+            ..Default::default()
+        };
+        let (plan, _) = plan(&p).expect("plan");
+        assert!(plan.results_by_id);
+        let w = WindowSummary {
+            target: plan.targets[0].clone(),
+            sent: 10,
+            ok: 10,
+            refused: 0,
+            timeout: 0,
+            unreachable: 0,
+            no_route: 0,
+            reset: 0,
+            dns_error: 0,
+            http_status: 0,
+            tls_error: 0,
+            rtt_p50_ms: Some(0.4),
+            rtt_p99_ms: Some(0.9),
+            last_outcome: Outcome::Open,
+            last_failure: None,
+            last_http_status: Some(200),
+            last_tls_error: None,
+            state: TargetState::Ok,
+            last_probe: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let by_id = window(&w, true);
+        assert_eq!(
+            by_id.target,
+            Some(pb::ProbeTarget {
+                id: 7,
+                ..Default::default()
+            })
+        );
+        assert_eq!((by_id.sent, by_id.ok), (10, 10));
+        let named = window(&w, false).target.expect("target");
+        assert_eq!((named.id, named.node.as_str()), (7, "web-1"));
+        assert_eq!(named.address, "198.18.0.12");
     }
 }

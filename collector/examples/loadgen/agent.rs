@@ -46,6 +46,9 @@ pub async fn run(sim: Sim, shared: Arc<Shared>, cancel: CancellationToken) {
                 if let Ok(mut first) = shared.first_error.lock() {
                     first.get_or_insert_with(|| format!("{}: {e:#}", sim.name));
                 }
+                if let Ok(mut errors) = shared.errors.lock() {
+                    *errors.entry(format!("{e:#}")).or_default() += 1;
+                }
             }
         }
         // A stream that lived is retried at once on the next collector,
@@ -171,6 +174,8 @@ struct Plan {
     interval: Duration,
     window: u32,
     targets: Vec<pb::ProbeTarget>,
+    /// The collector reads windows by target id.
+    by_id: bool,
 }
 
 /// One stream: `Ok` when cancelled, `Err` when the stream failed.
@@ -272,6 +277,7 @@ async fn session(
                             interval,
                             window: p.window.clamp(1, 1000),
                             targets: p.targets,
+                            by_id: p.results_by_id,
                         });
                     }
                     Some(CBody::Resync(_)) => {
@@ -311,7 +317,7 @@ async fn session(
                 let Some(p) = &plan else { continue };
                 let now = unix_nanos();
                 batch_no += 1;
-                let windows: Vec<pb::TargetWindow> = p
+                let mut windows: Vec<pb::TargetWindow> = p
                     .targets
                     .iter()
                     .map(|t| sim::window(&sim.name, t, p.window, now, batch_no))
@@ -334,6 +340,9 @@ async fn session(
                             })),
                         }));
                     }
+                }
+                if p.by_id {
+                    windows = windows.into_iter().map(sim::by_id).collect();
                 }
                 // Only the newest batch is worth sending.
                 let before = pending.len();

@@ -16,7 +16,8 @@ pub fn thread_cpu() -> Duration {
 
 /// The collector's per-window work outside the state task, in this
 /// process: protobuf decode and `validate::probe::results` of a batch like
-/// the agents send. Returns CPU per window (decode, validate).
+/// the agents send (windows naming their targets by id, as the collector's
+/// plans ask). Returns CPU per window (decode, validate).
 pub fn calibrate(agents: usize) -> anyhow::Result<(Duration, Duration)> {
     let targets: Vec<pb::ProbeTarget> = (1..agents.max(2))
         .flat_map(|i| {
@@ -43,7 +44,7 @@ pub fn calibrate(agents: usize) -> anyhow::Result<(Duration, Duration)> {
             plan_version: 1,
             windows: targets
                 .iter()
-                .map(|t| sim::window("sim-0000", t, 10, unix_nanos(), 1))
+                .map(|t| sim::by_id(sim::window("sim-0000", t, 10, unix_nanos(), 1)))
                 .collect(),
             names: Vec::new(),
         })),

@@ -139,3 +139,16 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
         b = &b[size + 2..];
     }
 }
+
+/// Writes waiting for the store, summed over the collectors
+/// (`/api/v1/collectors`; each collector updates its own every heartbeat).
+pub fn store_queue(addr: SocketAddr, buf: &mut Vec<u8>) -> anyhow::Result<u64> {
+    let (f, start) = get(addr, "/api/v1/collectors", buf)?;
+    anyhow::ensure!(f.status == 200, "/api/v1/collectors: HTTP {}", f.status);
+    let v: serde_json::Value = serde_json::from_slice(&buf[start..])?;
+    let collectors = v.as_array().context("/api/v1/collectors: not a list")?;
+    Ok(collectors
+        .iter()
+        .filter_map(|c| c.get("store_queue")?.as_u64())
+        .sum())
+}

@@ -171,6 +171,8 @@ struct Shared {
     counters: Counters,
     agents: Vec<AgentShared>,
     first_error: std::sync::Mutex<Option<String>>,
+    /// Why streams ended, by the error's text: how many of each.
+    errors: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     started: Instant,
 }
 
@@ -288,6 +290,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         counters: Counters::default(),
         agents: (0..args.agents).map(|_| AgentShared::default()).collect(),
         first_error: std::sync::Mutex::new(None),
+        errors: std::sync::Mutex::default(),
         started: Instant::now(),
     });
     let cancel = CancellationToken::new();
@@ -384,6 +387,28 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     );
     // Every agent sends at least one batch with its final plan.
     tokio::time::sleep(interval + Duration::from_secs(2)).await;
+    // Every cell's first report is a state change the store writes: ingest
+    // is measured once that backlog has drained, not while it drains.
+    let addr = args.http;
+    let drained = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let mut queued = None;
+        while started.elapsed() < Duration::from_secs(180) {
+            queued = http::store_queue(addr, &mut buf).ok();
+            if queued == Some(0) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (started.elapsed(), queued)
+    })
+    .await?;
+    println!(
+        "store: the ramp-up's writes drained {:.1}s after the warm-up (queue now {})",
+        drained.0.as_secs_f64(),
+        drained.1.map_or("unknown".to_string(), |q| q.to_string())
+    );
 
     // Ingest only.
     let duration: Duration = args.duration.into();
@@ -396,7 +421,6 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     );
     let ingest_started = Instant::now();
     let ingest_start = (coll(), own());
-    let addr = args.http;
     let probe_until = Instant::now() + ingest_for;
     let ingest_queue = tokio::task::spawn_blocking(move || {
         let mut s = Series::default();

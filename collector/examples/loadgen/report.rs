@@ -370,6 +370,13 @@ pub fn print(run: Run) {
         c.resyncs.load(Ordering::Relaxed),
         c.commands.load(Ordering::Relaxed)
     );
+    if let Ok(errors) = shared.errors.lock() {
+        let mut kinds: Vec<(&String, &u64)> = errors.iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(a.1));
+        for (e, n) in kinds.iter().take(5) {
+            println!("  {n} streams ended: {e}");
+        }
+    }
     let full_p = {
         let mut v: Vec<Duration> = rounds.full.samples.iter().map(|t| t.total).collect();
         v.sort();

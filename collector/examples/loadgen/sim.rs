@@ -83,6 +83,18 @@ pub fn failure(class: Class, kind: &str) -> Option<pb::ProbeOutcome> {
     }
 }
 
+/// `w` naming its target by id alone, as an agent does when the plan says
+/// `results_by_id`.
+pub fn by_id(mut w: pb::TargetWindow) -> pb::TargetWindow {
+    if let Some(t) = &mut w.target {
+        *t = pb::ProbeTarget {
+            id: t.id,
+            ..Default::default()
+        };
+    }
+    w
+}
+
 /// One target's window of `sent` probes at `now`; `batch` varies the RTTs.
 pub fn window(src: &str, t: &pb::ProbeTarget, sent: u32, now: i64, batch: u64) -> pb::TargetWindow {
     let kind = kind_name(t.kind);

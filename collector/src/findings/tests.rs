@@ -101,7 +101,7 @@ impl World {
                         state: st,
                         last_http_status: None,
                         last_tls_error: None,
-                        target: t,
+                        target: t.into(),
                     }
                 })
                 .collect();

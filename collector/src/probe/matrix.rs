@@ -3,7 +3,7 @@
 //!
 //! Built for millions of cells: node names, services and addresses are
 //! interned as ids, each source's row is a `Vec<Cell>` in view order with a
-//! sorted index of positions for lookups, a cell is 56 bytes (+4 of index),
+//! sorted index of positions for lookups, a cell is 64 bytes (+4 of index),
 //! and the JSON view is streamed without building a value tree.
 //!
 //! A cell's state is the agent's state for the target (ok, degraded,
@@ -162,11 +162,26 @@ impl FailureCounts {
     }
 }
 
+/// What a window says it is for: the whole target, or only the id of a
+/// target of the plan the collector sent (`results_by_id`), which costs the
+/// agent, the wire and the collector no names or addresses at all.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WindowTarget {
+    Named(PlannedTarget),
+    Id(u64),
+}
+
+impl From<PlannedTarget> for WindowTarget {
+    fn from(t: PlannedTarget) -> WindowTarget {
+        WindowTarget::Named(t)
+    }
+}
+
 /// One target's rolling window, as an agent reports it (the wire's
 /// `TargetWindow`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowInput {
-    pub target: PlannedTarget,
+    pub target: WindowTarget,
     pub sent: u32,
     pub ok: u32,
     pub failures: FailureCounts,
@@ -338,6 +353,11 @@ impl Matrix {
             i64::try_from(interval.as_nanos().saturating_mul(3)).unwrap_or(i64::MAX);
     }
 
+    /// How long a cell may go without a report (nanos).
+    pub fn stale_after(&self) -> i64 {
+        self.stale_after_nanos
+    }
+
     /// Makes `name` a node of the matrix (an axis of the grid) even before
     /// any cell names it.
     pub fn add_node(&mut self, name: &str) -> u32 {
@@ -391,6 +411,7 @@ impl Matrix {
             let old = &self.rows[s as usize];
             let cell = match old.find(d, t.port, t.kind) {
                 Some(i) => Cell {
+                    id: t.id,
                     service,
                     address,
                     ..old.cells[i].clone()
@@ -432,24 +453,37 @@ impl Matrix {
         // batch walks its row in memory order instead of searching.
         let mut next = 0usize;
         for w in &windows {
-            // The expected cell is checked by name first, so a batch in
-            // plan order needs no lookup of its targets' names at all.
-            let expected = self.rows[s as usize].cells.get(next).filter(|c| {
-                c.port == w.target.port
-                    && c.kind == w.target.kind
-                    && self.names[c.dst as usize] == w.target.node
-            });
-            let (d, found) = match expected {
-                Some(c) => (c.dst, Some(next)),
-                None => {
-                    let Some(&d) = self.ids.get(&w.target.node).filter(|d| **d != s) else {
+            let row = &self.rows[s as usize];
+            let (d, found, named) = match &w.target {
+                // By id: the expected cell first, then a search of the row
+                // (a row is a plan's few hundred targets).
+                WindowTarget::Id(id) => {
+                    let i = match row.cells.get(next) {
+                        Some(c) if c.id == *id => Some(next),
+                        _ => row.cells.iter().position(|c| c.id == *id),
+                    };
+                    let Some(i) = i else {
                         stats.ignored += 1;
                         continue;
                     };
-                    (
-                        d,
-                        self.rows[s as usize].find(d, w.target.port, w.target.kind),
-                    )
+                    (row.cells[i].dst, Some(i), None)
+                }
+                // By name: the expected cell is checked by name first, so a
+                // batch in plan order needs no lookup of its targets' names.
+                WindowTarget::Named(t) => {
+                    let expected = row.cells.get(next).filter(|c| {
+                        c.port == t.port && c.kind == t.kind && self.names[c.dst as usize] == t.node
+                    });
+                    match expected {
+                        Some(c) => (c.dst, Some(next), Some(t)),
+                        None => {
+                            let Some(&d) = self.ids.get(&t.node).filter(|d| **d != s) else {
+                                stats.ignored += 1;
+                                continue;
+                            };
+                            (d, row.find(d, t.port, t.kind), Some(t))
+                        }
+                    }
                 }
             };
             let row = &mut self.rows[s as usize];
@@ -457,8 +491,11 @@ impl Matrix {
                 Some(i) => {
                     next = i + 1;
                     let mut address = row.cells[i].address;
-                    if self.addresses.get(address) != w.target.address {
-                        address = self.addresses.id(w.target.address);
+                    if let Some(t) = named
+                        && self.addresses.get(address) != t.address
+                    {
+                        address = self.addresses.id(t.address);
+                        self.rows[s as usize].cells[i].id = t.id;
                     }
                     let row = &mut self.rows[s as usize];
                     let old = (row.cells[i].state, row.cells[i].failure);
@@ -473,9 +510,15 @@ impl Matrix {
                     continue;
                 }
                 None => {
-                    let service = self.service_id(w.target.service.as_deref());
-                    let address = self.addresses.id(w.target.address);
-                    let mut cell = Cell::placeholder(d, service, address, &w.target);
+                    // Only a named window reaches here: an id is found or
+                    // ignored above.
+                    let Some(t) = named else {
+                        stats.ignored += 1;
+                        continue;
+                    };
+                    let service = self.service_id(t.service.as_deref());
+                    let address = self.addresses.id(t.address);
+                    let mut cell = Cell::placeholder(d, service, address, t);
                     cell.set_window(w, address, now);
                     self.note(s, (CellState::Unknown, None), &cell, now);
                     added.push(cell);

@@ -6,13 +6,15 @@ use crate::probe::tls::TlsNote;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// One cell, compact: 56 bytes (+4 of its row's index), since a 10,000-node
+/// One cell, compact: 64 bytes (+4 of its row's index), since a 10,000-node
 /// fleet holds millions. Names, services and addresses are ids into the
 /// matrix's tables, round trips are whole 100 ns (`RTT_NONE` when unknown),
 /// counts saturate at 65,535 (a window is far smaller), and the rare TLS
 /// failure is boxed. `CellRef` resolves the ids.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cell {
+    /// The planned target's id, which a window may name it by alone.
+    pub(super) id: u64,
     pub(super) dst: u32,
     /// Index into the matrix's address table.
     pub(super) address: u32,
@@ -59,6 +61,7 @@ pub(super) fn count(n: u32) -> u16 {
 impl Cell {
     pub(super) fn placeholder(dst: u32, service: u16, address: u32, t: &PlannedTarget) -> Cell {
         Cell {
+            id: t.id,
             dst,
             address,
             updated: 0,

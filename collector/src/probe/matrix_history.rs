@@ -72,7 +72,14 @@ impl Restorer<'_> {
             return;
         }
         let address = self.m.addresses.id(c.address);
+        let id = crate::probe::planner::target_id(
+            &self.m.names[dst as usize],
+            c.address,
+            c.port,
+            c.kind,
+        );
         self.rows.entry(src).or_default().push(Cell {
+            id,
             dst,
             address,
             updated: c.updated,

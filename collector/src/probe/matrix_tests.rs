@@ -12,7 +12,7 @@ fn target(node: &str, port: u16, kind: ProbeKind) -> PlannedTarget {
 
 fn window(node: &str, port: u16, state: TargetState, sent: u32, ok: u32) -> WindowInput {
     WindowInput {
-        target: target(node, port, ProbeKind::Tcp),
+        target: target(node, port, ProbeKind::Tcp).into(),
         sent,
         ok,
         failures: FailureCounts {
@@ -417,11 +417,57 @@ fn large_rows_stream_in_order() {
 #[test]
 fn a_cell_stays_small_and_its_round_trips_keep_100_ns() {
     // 10,000 nodes hold millions of cells: the size is part of the design.
-    assert_eq!(std::mem::size_of::<Cell>(), 56);
+    assert_eq!(std::mem::size_of::<Cell>(), 64);
     assert_eq!(rtt_ms(rtt_code(Some(0.1234))), Some(0.1234));
     assert_eq!(rtt_ms(rtt_code(Some(12.5))), Some(12.5));
     assert_eq!(rtt_ms(rtt_code(None)), None);
     assert_eq!(rtt_ms(rtt_code(Some(f64::NAN))), None);
     assert_eq!(rtt_ms(rtt_code(Some(-1.0))), None);
     assert_eq!(count(70_000), u16::MAX);
+}
+
+#[test]
+fn windows_by_id_find_their_cells_in_any_order_and_ids_outside_the_plan_are_ignored() {
+    let mut m = matrix_abc();
+    let by_id = |t: PlannedTarget, state: TargetState, ok: u32| WindowInput {
+        target: WindowTarget::Id(t.id),
+        ..window("unused", 7442, state, 10, ok)
+    };
+    let stats = m.apply(
+        "a",
+        vec![
+            // Out of plan order, and one id the plan does not have.
+            by_id(target("c", 0, ProbeKind::Icmp), TargetState::Ok, 10),
+            by_id(target("b", 7442, ProbeKind::Tcp), TargetState::Failing, 0),
+            by_id(target("z", 7442, ProbeKind::Tcp), TargetState::Ok, 10),
+        ],
+        SEC,
+    );
+    assert_eq!((stats.applied, stats.ignored), (2, 1));
+    let state = |m: &Matrix, dst: &str, port: u16, kind: ProbeKind| {
+        m.cell("a", dst, port, kind).map(|c| c.cell.state())
+    };
+    assert_eq!(
+        state(&m, "b", 7442, ProbeKind::Tcp),
+        Some(CellState::Failing)
+    );
+    assert_eq!(state(&m, "c", 0, ProbeKind::Icmp), Some(CellState::Ok));
+    assert_eq!(state(&m, "b", 0, ProbeKind::Icmp), Some(CellState::Unknown));
+    // A plan moving the target to a new address gives its cell the new id:
+    // the old one no longer finds it.
+    let moved = PlannedTarget::new("b", ip("198.18.0.99"), 7442, ProbeKind::Tcp);
+    m.set_plan("a", std::slice::from_ref(&moved));
+    let stats = m.apply(
+        "a",
+        vec![by_id(
+            target("b", 7442, ProbeKind::Tcp),
+            TargetState::Ok,
+            10,
+        )],
+        2 * SEC,
+    );
+    assert_eq!((stats.applied, stats.ignored), (0, 1));
+    let stats = m.apply("a", vec![by_id(moved, TargetState::Ok, 10)], 2 * SEC);
+    assert_eq!((stats.applied, stats.ignored), (1, 0));
+    assert_eq!(state(&m, "b", 7442, ProbeKind::Tcp), Some(CellState::Ok));
 }

@@ -23,7 +23,7 @@ pub struct ResolvedName {
 pub use incremental::{Planner, Update};
 pub use matrix::{
     ApplyStats, Cell, CellChange, CellRef, CellState, FailureCounts, JsonDetail, Matrix, Outcome,
-    RestoredCell, Restorer, StateChange, TargetState, WindowInput,
+    RestoredCell, Restorer, StateChange, TargetState, WindowInput, WindowTarget,
 };
 pub use planner::{
     FleetName, NodeInput, NodePlan, PlannedTarget, PlannerConfig, ProbeKind, Service, ServiceKind,

@@ -68,7 +68,14 @@ enum Cmd {
     Detach(SessionId, String, String),
     Read(Reader),
     ReadMatrix(MatrixReader),
-    ProbeResults(SessionId, String, Vec<WindowInput>, Vec<ResolvedName>),
+    /// A batch and when its session read it off the stream (unix nanos).
+    ProbeResults {
+        session: SessionId,
+        node: String,
+        windows: Vec<WindowInput>,
+        names: Vec<ResolvedName>,
+        received: i64,
+    },
     CommandResult(SessionId, String, pb::CommandResult),
     Command {
         node: String,
@@ -142,6 +149,7 @@ impl Fleet {
             dirty: BTreeSet::new(),
             probing,
             generation: Arc::default(),
+            caught_up: 0,
         };
         let generation = owner.generation.clone();
         let task = tokio::spawn(owner.run(rx, reads_rx, shutdown));
@@ -267,9 +275,16 @@ impl Fleet {
         node: &str,
         windows: Vec<WindowInput>,
         names: Vec<ResolvedName>,
+        received: i64,
     ) {
-        self.send(Cmd::ProbeResults(s, node.into(), windows, names))
-            .await;
+        self.send(Cmd::ProbeResults {
+            session: s,
+            node: node.into(),
+            windows,
+            names,
+            received,
+        })
+        .await;
     }
 
     pub async fn command_result(&self, s: SessionId, node: &str, r: pb::CommandResult) {
@@ -350,11 +365,31 @@ struct Owner {
     /// state, a node's facts, events, names or stream. A copy of the same
     /// generation would give the same findings.
     generation: Arc<AtomicU64>,
+    /// When the last batch applied was read off its stream (unix nanos):
+    /// while batches wait in the queue, the matrix is current up to here,
+    /// not up to now.
+    caught_up: i64,
 }
 
 /// How often plans are recomputed (when the fleet changed) and stale cells
 /// expired.
 const PLAN_EVERY: Duration = Duration::from_millis(500);
+
+/// Up to when the collector has heard what its agents sent (unix nanos):
+/// a cell turns unknown when it had no report for three intervals before
+/// this, not before now. With batches waiting in the queue that is when the
+/// last one applied was received, so a collector that falls behind (a
+/// saturated host, a long query) does not blame its agents for its own
+/// delay and flood the history with cells that went unknown and back. A
+/// lag of more than `cap` (the staleness limit itself) counts: cells then
+/// turn unknown, and the collector's ingest lag says why.
+fn heard_until(now: i64, caught_up: i64, idle: bool, cap: i64) -> i64 {
+    if idle {
+        now
+    } else {
+        caught_up.clamp(now.saturating_sub(cap), now)
+    }
+}
 
 impl Owner {
     async fn run(
@@ -374,7 +409,7 @@ impl Owner {
                 _ = shutdown.cancelled() => break,
                 Some(read) = reads.recv() => self.handle(read, SystemTime::now()),
                 _ = flush.tick() => self.flush(),
-                _ = plan.tick() => self.plan(),
+                _ = plan.tick() => self.plan(rx.is_empty()),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd, SystemTime::now()),
                     None => break,
@@ -411,13 +446,13 @@ impl Owner {
     }
 
     /// Re-plans where needed; the leader's plans for other collectors'
-    /// agents go to the store.
-    fn plan(&mut self) {
+    /// agents go to the store. `idle`: no command waits in the queue.
+    fn plan(&mut self, idle: bool) {
         let me = self.store.member_name().to_string();
         let leading = self.store.is_leader().then_some(me.as_str());
-        let rows = self
-            .probing
-            .tick(&self.nodes, unix_nanos(SystemTime::now()), leading);
+        let now = unix_nanos(SystemTime::now());
+        let heard = heard_until(now, self.caught_up, idle, self.probing.matrix.stale_after());
+        let rows = self.probing.tick(&self.nodes, now, heard, leading);
         if !rows.is_empty() {
             self.store.queue(Write::Plans(rows));
         }
@@ -602,7 +637,14 @@ impl Owner {
                 &self.nodes,
                 self.generation.load(Ordering::Relaxed),
             ),
-            Cmd::ProbeResults(s, name, windows, names) => {
+            Cmd::ProbeResults {
+                session: s,
+                node: name,
+                windows,
+                names,
+                received,
+            } => {
+                self.caught_up = self.caught_up.max(received);
                 if let Some(n) = self.current(s, &name) {
                     n.last_seen = now;
                     n.names = names;
@@ -616,7 +658,7 @@ impl Owner {
                         self.changed();
                     }
                     self.store_facts(write.into_iter().collect());
-                    self.probing.results(&name, windows, unix_nanos(now));
+                    self.probing.results(&name, windows, received);
                 }
             }
             Cmd::CommandResult(s, name, result) => {
@@ -695,5 +737,26 @@ impl Owner {
         }
         tracing::info!(node = %name, "connected");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod heard_tests {
+    use super::heard_until;
+
+    #[test]
+    fn an_idle_queue_has_heard_everything_until_now() {
+        assert_eq!(heard_until(100, 10, true, 30), 100);
+    }
+
+    #[test]
+    fn a_busy_queue_has_heard_until_its_last_batch_within_the_limit() {
+        assert_eq!(heard_until(100, 90, false, 30), 90);
+        assert_eq!(
+            heard_until(100, 10, false, 30),
+            70,
+            "lag beyond the limit counts"
+        );
+        assert_eq!(heard_until(100, 120, false, 30), 100, "never past now");
     }
 }

@@ -294,13 +294,17 @@ impl Probing {
     /// too, whose plans it returns for the store. A collector that does not
     /// lead sends its agents the leader's plans, and its own only to an agent
     /// the leader has not planned (yet).
+    ///
+    /// Cells expire as of `heard` (`heard_until`): what the agents sent up
+    /// to then has been applied.
     pub fn tick(
         &mut self,
         nodes: &BTreeMap<String, Node>,
         now: i64,
+        heard: i64,
         leading: Option<&str>,
     ) -> Vec<PlanRow> {
-        self.matrix.expire(now);
+        self.matrix.expire(heard);
         if leading.is_some() != self.leading {
             // Leading again: every remote plan is written afresh.
             self.leading = leading.is_some();

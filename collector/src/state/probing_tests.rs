@@ -49,7 +49,7 @@ fn the_leader_plans_other_collectors_agents_and_the_others_follow_it() {
         remote("r1", "198.18.0.21"),
         remote("r2", "198.18.0.22"),
     ]);
-    let rows = a.tick(&a_nodes, 10, Some("a"));
+    let rows = a.tick(&a_nodes, 10, 10, Some("a"));
     let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     assert_eq!(sources, ["r1", "r2"], "plans for b's agents only");
     assert!(
@@ -63,7 +63,7 @@ fn the_leader_plans_other_collectors_agents_and_the_others_follow_it() {
     );
     // Nothing changed: nothing is written again.
     a.mark_dirty();
-    assert!(a.tick(&a_nodes, 20, Some("a")).is_empty());
+    assert!(a.tick(&a_nodes, 20, 20, Some("a")).is_empty());
 
     // b does not lead: it sends the leader's plans, even where its own
     // would differ (here the leader's r1 plan is cut to one target).
@@ -83,7 +83,7 @@ fn the_leader_plans_other_collectors_agents_and_the_others_follow_it() {
     leader[0].1.digest ^= 1;
     b.leader_plans("a".into(), true, leader);
     assert!(
-        b.tick(&b_nodes, 30, None).is_empty(),
+        b.tick(&b_nodes, 30, 30, None).is_empty(),
         "only the leader writes plans"
     );
     assert_eq!(
@@ -96,7 +96,7 @@ fn the_leader_plans_other_collectors_agents_and_the_others_follow_it() {
     );
     // The leader is gone: b plans its agents itself, over the whole fleet.
     b.leader_plans(String::new(), true, Vec::new());
-    b.tick(&b_nodes, 40, None);
+    b.tick(&b_nodes, 40, 40, None);
     assert_eq!(
         last_plan(b_rx.get_mut("r1").expect("r1")),
         Some(vec!["n1".into(), "n2".into(), "r2".into()])
@@ -107,7 +107,7 @@ fn the_leader_plans_other_collectors_agents_and_the_others_follow_it() {
         "unchanged"
     );
     // And when it leads, it writes every plan of the other collector's.
-    let rows = b.tick(&b_nodes, 50, Some("b"));
+    let rows = b.tick(&b_nodes, 50, 50, Some("b"));
     let sources: Vec<&str> = rows.iter().map(|r| r.source.as_str()).collect();
     assert_eq!(sources, ["n1", "n2"]);
 }
@@ -119,9 +119,54 @@ fn a_remote_node_whose_collector_is_gone_stays_a_target_but_gets_no_plan() {
     let mut r1 = remote("r1", "198.18.0.21");
     r1.connected = false;
     a.set_remote(vec![r1]);
-    assert!(a.tick(&nodes, 10, Some("a")).is_empty());
+    assert!(a.tick(&nodes, 10, 10, Some("a")).is_empty());
     assert_eq!(
         last_plan(rx.get_mut("n1").expect("n1")),
         Some(vec!["r1".into()])
     );
+}
+
+#[test]
+fn cells_expire_as_of_what_was_heard_not_as_of_now() {
+    use crate::probe::{CellState, FailureCounts, Outcome, PlannedTarget, ProbeKind, TargetState};
+    const SEC: i64 = 1_000_000_000;
+    const PORT: u16 = reachmap_proto::DEFAULT_PROBE_PORT;
+    let settings = ProbeSettings::default();
+    let (nodes, _rx) = own(&[("n1", "198.18.0.11"), ("n2", "198.18.0.12")]);
+    let mut p = Probing::new(&settings, 1);
+    p.tick(&nodes, SEC, SEC, None);
+    let window = WindowInput {
+        target: PlannedTarget::new(
+            "n2",
+            "198.18.0.12".parse().expect("ip"),
+            PORT,
+            ProbeKind::Tcp,
+        )
+        .into(),
+        sent: 10,
+        ok: 10,
+        failures: FailureCounts::default(),
+        rtt_p50_ms: Some(1.0),
+        rtt_p99_ms: Some(2.0),
+        last_outcome: Some(Outcome::Open),
+        last_failure: None,
+        state: TargetState::Ok,
+        last_http_status: None,
+        last_tls_error: None,
+    };
+    p.results("n1", vec![window], 2 * SEC);
+    let state = |p: &Probing| {
+        p.matrix
+            .cell("n1", "n2", PORT, ProbeKind::Tcp)
+            .map(|c| c.cell.state())
+    };
+    assert_eq!(state(&p), Some(CellState::Ok));
+    let stale = p.matrix.stale_after();
+    // Long past the staleness limit by the clock, but the batches applied
+    // so far were received only a second after this one.
+    let now = 2 * SEC + stale + 10 * SEC;
+    p.tick(&nodes, now, 3 * SEC, None);
+    assert_eq!(state(&p), Some(CellState::Ok), "still current as of 3 s");
+    p.tick(&nodes, now, now, None);
+    assert_eq!(state(&p), Some(CellState::Unknown), "no report in time");
 }

@@ -3,7 +3,7 @@
 use super::{ProtocolError, checked, err, ip, text};
 use crate::probe::{
     FailureCounts, Outcome, PlannedTarget, ProbeKind, ResolvedName, StateChange, TargetState,
-    TlsKind, TlsNote, WindowInput,
+    TlsKind, TlsNote, WindowInput, WindowTarget,
 };
 use reachmap_proto::v1 as pb;
 
@@ -121,6 +121,20 @@ fn target_at(
     Ok(planned)
 }
 
+/// A window's target: by id alone (no node, no address), or whole.
+fn window_target(loc: Loc, t: &Option<pb::ProbeTarget>) -> Result<WindowTarget, ProtocolError> {
+    match t {
+        Some(t) if t.node.is_empty() && t.address.is_empty() => match t.id {
+            0 => Err(loc.at(err(
+                "target",
+                "names no target: neither an id nor a node and address",
+            ))),
+            id => Ok(WindowTarget::Id(id)),
+        },
+        _ => Ok(WindowTarget::Named(target_at(loc, "target.", t)?)),
+    }
+}
+
 fn ms(field: &str, v: Option<f64>) -> Result<Option<f64>, ProtocolError> {
     match v {
         Some(x) if !x.is_finite() || x < 0.0 => {
@@ -166,7 +180,7 @@ fn window_at(loc: Loc, w: &pb::TargetWindow) -> Result<WindowInput, ProtocolErro
         .filter(|o| o.is_failure())
         .map(|o| (o, w.last_failure_unix_nanos));
     Ok(WindowInput {
-        target: target_at(loc, "target.", &w.target)?,
+        target: window_target(loc, &w.target)?,
         sent: w.sent,
         ok: w.ok,
         failures,
@@ -357,13 +371,33 @@ mod tests {
     #[test]
     fn a_valid_window_converts_whole() {
         let w = window("w", &good()).expect("valid");
-        assert_eq!(w.target.node, "node-7");
-        assert_eq!(w.target.port, 7442);
+        let WindowTarget::Named(t) = &w.target else {
+            panic!("a named target: {:?}", w.target);
+        };
+        assert_eq!(t.node, "node-7");
+        assert_eq!(t.port, 7442);
         assert_eq!(w.last_failure, Some((Outcome::Timeout, 5)));
         assert_eq!(w.state, TargetState::Degraded);
         assert_eq!(
-            w.target.id,
-            PlannedTarget::new("node-7", w.target.address, 7442, ProbeKind::Tcp).id
+            t.id,
+            PlannedTarget::new("node-7", t.address, 7442, ProbeKind::Tcp).id
+        );
+    }
+
+    #[test]
+    fn a_window_may_name_its_target_by_id_alone() {
+        let mut w = good();
+        w.target = Some(pb::ProbeTarget {
+            id: 42,
+            ..Default::default()
+        });
+        let v = window("w", &w).expect("valid");
+        assert_eq!(v.target, WindowTarget::Id(42));
+        assert_eq!(v.state, TargetState::Degraded);
+        w.target = Some(pb::ProbeTarget::default());
+        assert_eq!(
+            field_of(w),
+            "probe_results.windows[1].target: names no target: neither an id nor a node and address"
         );
     }
 

@@ -1019,6 +1019,11 @@ pub struct ProbePlan {
     /// `tls_ca`.
     #[prost(string, repeated, tag = "9")]
     pub tls_cas: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The collector finds a window's cell by its target's `id`: the windows
+    /// of this plan's results may carry a `ProbeTarget` with only `id` set
+    /// (state changes still name the whole target).
+    #[prost(bool, tag = "10")]
+    pub results_by_id: bool,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct FleetName {

@@ -74,7 +74,7 @@ fn a_name_still_pointing_at_the_old_address_is_stale_dns() {
     w.matrix.apply(
         "a",
         vec![WindowInput {
-            target: t,
+            target: t.into(),
             sent: 10,
             ok: 10,
             failures: FailureCounts::default(),

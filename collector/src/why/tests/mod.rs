@@ -134,7 +134,7 @@ impl World {
         self.matrix.apply(
             "a",
             vec![WindowInput {
-                target: t,
+                target: t.into(),
                 sent: 10,
                 ok: 10 - failed,
                 failures: FailureCounts {

@@ -14,7 +14,7 @@ fn report(w: &mut World, src: &str, targets: &[(PlannedTarget, TargetState, f64)
         .map(|(t, state, loss)| {
             let failed = (loss * 10.0).round() as u32;
             WindowInput {
-                target: t.clone(),
+                target: t.clone().into(),
                 sent: 10,
                 ok: 10 - failed,
                 failures: FailureCounts {

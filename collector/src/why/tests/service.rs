@@ -11,7 +11,7 @@ fn http_probe(w: &mut World, status: u16) {
     w.matrix.apply(
         "a",
         vec![WindowInput {
-            target: t,
+            target: t.into(),
             sent: 10,
             ok: 0,
             failures: FailureCounts {
