@@ -222,21 +222,32 @@ pub async fn collectors(fleet: &Fleet) -> Result<pb::ListCollectorsResponse, Sta
     let list = crate::members::list(fleet.store())
         .await
         .map_err(Status::unavailable)?;
+    let store = fleet.store();
     Ok(pb::ListCollectorsResponse {
         collectors: list
             .into_iter()
-            .map(|r| pb::CollectorInfo {
-                alive: r.alive(now),
-                leader: r.leader && r.alive(now),
-                name: r.name,
-                grpc: r.grpc,
-                http: r.http,
-                version: r.version,
-                started_unix_nanos: r.started_unix_nanos,
-                seen_unix_nanos: r.seen_unix_nanos,
-                agents: r.agents,
-                store_writable: r.store_writable,
-                store_queue: r.store_queue,
+            .map(|r| {
+                // This collector's own store figures are read live: its
+                // record is written through the very queue it reports on,
+                // so behind a long queue the record is as old as the queue.
+                let me = r.name == store.member_name();
+                pb::CollectorInfo {
+                    alive: r.alive(now),
+                    leader: r.leader && r.alive(now),
+                    store_writable: if me {
+                        store.status().writable
+                    } else {
+                        r.store_writable
+                    },
+                    store_queue: if me { store.queued() } else { r.store_queue },
+                    name: r.name,
+                    grpc: r.grpc,
+                    http: r.http,
+                    version: r.version,
+                    started_unix_nanos: r.started_unix_nanos,
+                    seen_unix_nanos: r.seen_unix_nanos,
+                    agents: r.agents,
+                }
             })
             .collect(),
         now_unix_nanos: now,
