@@ -122,13 +122,13 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
         for d in (0..nodes).filter(|d| *d != s) {
             let t = t0 + ((s * nodes + d) as i64 % 60) * 1_000_000_000;
             store
-                .queue_waiting(Write::Cell(change(
+                .queue_waiting(Write::Cells(vec![change(
                     t,
                     s,
                     d,
                     CellState::Unknown,
                     CellState::Ok,
-                )))
+                )]))
                 .await;
             rows += 1;
         }
@@ -146,22 +146,22 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
         for n in 0..days * 10 {
             let t = t0 + n * DAY / 10 + (*s as i64 % 1000) * 1_000_000;
             store
-                .queue_waiting(Write::Cell(change(
+                .queue_waiting(Write::Cells(vec![change(
                     t,
                     *s,
                     *d,
                     CellState::Ok,
                     CellState::Failing,
-                )))
+                )]))
                 .await;
             store
-                .queue_waiting(Write::Cell(change(
+                .queue_waiting(Write::Cells(vec![change(
                     t + 90_000_000_000,
                     *s,
                     *d,
                     CellState::Failing,
                     CellState::Ok,
-                )))
+                )]))
                 .await;
             rows += 2;
         }

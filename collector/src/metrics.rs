@@ -196,6 +196,33 @@ fn matrix_families(w: &mut Exposition, matrix: &Matrix) {
     let names = matrix.nodes();
     let empty = NodeCells::default();
 
+    w.family(
+        "reachmap_matrix_heap_bytes",
+        "gauge",
+        "Bytes the matrix holds on the heap (its tables at capacity; allocator overhead not counted).",
+    );
+    w.sample(
+        "reachmap_matrix_heap_bytes",
+        &[],
+        matrix.heap_bytes() as f64,
+    );
+    w.family(
+        "reachmap_store_owed_cells",
+        "gauge",
+        "Cells whose changes the store's queue had no room for, kept in the matrix until written as one change each.",
+    );
+    w.sample("reachmap_store_owed_cells", &[], matrix.owed() as f64);
+    w.family(
+        "reachmap_store_deferred_cell_changes_total",
+        "counter",
+        "Cell changes not written as they happened because the store's queue was full; each cell's latest is written later.",
+    );
+    w.sample(
+        "reachmap_store_deferred_cell_changes_total",
+        &[],
+        matrix.deferred_total() as f64,
+    );
+
     w.family("reachmap_matrix_cells", "gauge", "Matrix cells by state.");
     for s in CellState::ALL {
         w.sample(

@@ -236,6 +236,9 @@ fn fleet_and_matrix_series() {
         get(&s, "reachmap_matrix_cells", &[("state", "unknown")]),
         Some(4.0)
     );
+    // Six cells of 64 bytes at least, and far from a megabyte.
+    let heap = get(&s, "reachmap_matrix_heap_bytes", &[]).expect("heap bytes");
+    assert!((6.0 * 64.0..1e6).contains(&heap), "{heap}");
     let out = |n, st| {
         get(
             &s,

@@ -130,7 +130,7 @@ async fn write_history(store: &Store, t: i64) {
             ("a", "c", ProbeKind::Http),
             ("c", "b", ProbeKind::Tcp),
         ] {
-            store.queue(Write::Cell(cell(at, src, dst, kind, state)));
+            store.queue(Write::Cells(vec![cell(at, src, dst, kind, state)]));
         }
     }
     let mut f = NodeFacts::default();

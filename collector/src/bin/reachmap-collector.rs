@@ -2,6 +2,9 @@ use clap::Parser;
 use reachmap_collector::config::{Config, Flags};
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// reachmap collector: keeps the fleet's state from every agent's stream and
 /// answers the reachmap CLI.
 #[derive(Parser, Debug)]

@@ -328,6 +328,8 @@ pub struct Matrix {
     stale_after_nanos: i64,
     /// State changes not yet taken (`take_changes`); `None` when not kept.
     journal: Option<Vec<CellChange>>,
+    /// Cells whose changes the store could not take yet (`owe`).
+    owed: history::Owed,
 }
 
 impl Matrix {
@@ -343,6 +345,7 @@ impl Matrix {
             addresses: Addresses::default(),
             stale_after_nanos: 0,
             journal: None,
+            owed: Default::default(),
         };
         m.set_interval(interval);
         m
@@ -601,6 +604,7 @@ impl Matrix {
         };
         self.rows[id as usize] = Row::default();
         self.names[id as usize] = String::new();
+        self.owed.forget(id);
         for row in &mut self.rows {
             let before = row.cells.len();
             row.cells.retain(|c| c.dst != id);
@@ -745,6 +749,7 @@ impl Matrix {
             addresses: self.addresses.clone(),
             stale_after_nanos: self.stale_after_nanos,
             journal: None,
+            owed: Default::default(),
         }
     }
 

@@ -182,3 +182,51 @@ impl Addresses {
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 }
+
+/// What the matrix holds on the heap, in bytes: every table at its
+/// capacity (a hash table as its slots and control bytes, a TLS note as
+/// its box), and the journal of changes not yet taken. Allocator overhead
+/// is not counted.
+impl super::Matrix {
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        fn map<K, V>(m: &HashMap<K, V>) -> usize {
+            m.capacity() * (size_of::<(K, V)>() + 1)
+        }
+        let strings = |v: &[String]| v.iter().map(String::capacity).sum::<usize>();
+        let rows: usize = self
+            .rows
+            .iter()
+            .map(|r| r.cells.capacity() * size_of::<Cell>() + r.index.capacity() * 4)
+            .sum();
+        let tls: usize = self
+            .rows
+            .iter()
+            .flat_map(|r| &r.cells)
+            .filter(|c| c.tls.is_some())
+            .count()
+            * size_of::<TlsNote>();
+        rows + tls
+            + self.rows.capacity() * size_of::<super::Row>()
+            + self.names.capacity() * size_of::<String>()
+            + strings(&self.names)
+            + map(&self.ids)
+            + self.ids.keys().map(String::capacity).sum::<usize>()
+            + self.free.capacity() * 4
+            + self.services.capacity() * size_of::<String>()
+            + strings(&self.services)
+            + map(&self.service_ids)
+            + self.addresses.list.capacity() * size_of::<IpAddr>()
+            + map(&self.addresses.ids)
+            + self.journal.as_ref().map_or(0, |j| {
+                j.capacity() * size_of::<super::CellChange>()
+                    + j.iter()
+                        .map(|c| {
+                            c.src.capacity()
+                                + c.dst.capacity()
+                                + c.service.as_ref().map_or(0, String::capacity)
+                        })
+                        .sum::<usize>()
+            })
+    }
+}

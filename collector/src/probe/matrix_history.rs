@@ -36,6 +36,34 @@ impl CellChange {
     }
 }
 
+/// Cells whose changes the store could not take when they happened, by
+/// (source id, packed destination, port and kind): the state the store has
+/// for each and the time of its newest change. Each is written later as one
+/// change (`Matrix::take_owed`).
+#[derive(Debug, Default)]
+pub(super) struct Owed {
+    cells: HashMap<(u32, u64), (CellState, i64)>,
+    deferred_total: u64,
+}
+
+/// A copy of the matrix is for reading (the views'): it owes the store
+/// nothing, and copying a backlog of owed cells would only cost.
+impl Clone for Owed {
+    fn clone(&self) -> Owed {
+        Owed::default()
+    }
+}
+
+impl Owed {
+    /// Node `id` left: its owed cells, as source or destination, go.
+    pub(super) fn forget(&mut self, id: u32) {
+        if !self.cells.is_empty() {
+            self.cells
+                .retain(|(src, packed), _| *src != id && (packed >> 24) as u32 != id);
+        }
+    }
+}
+
 /// See `Matrix::restorer`.
 pub struct Restorer<'a> {
     m: &'a mut Matrix,
@@ -137,8 +165,16 @@ impl Matrix {
         if self.journal.is_none() || old == (c.state, c.failure) {
             return;
         }
-        let change = CellChange {
-            time: now,
+        let change = self.change(src, old.0, c, now);
+        if let Some(j) = &mut self.journal {
+            j.push(change);
+        }
+    }
+
+    /// `src`'s cell `c` as a change from `old` at `time`.
+    fn change(&self, src: u32, old: CellState, c: &Cell, time: i64) -> CellChange {
+        CellChange {
+            time,
             src: self.names[src as usize].clone(),
             dst: self.names[c.dst as usize].clone(),
             port: c.port,
@@ -147,7 +183,7 @@ impl Matrix {
                 .checked_sub(1)
                 .and_then(|i| self.services.get(i))
                 .cloned(),
-            old: old.0,
+            old,
             new: c.state,
             failure: c.failure,
             sent: c.sent(),
@@ -155,10 +191,77 @@ impl Matrix {
             rtt_ms: c.rtt_ms(),
             address: self.addresses.get(c.address),
             last_failure_at: c.last_failure_at,
-        };
-        if let Some(j) = &mut self.journal {
-            j.push(change);
         }
+    }
+
+    /// Cells owed to the store (`owe`).
+    pub fn owed(&self) -> usize {
+        self.owed.cells.len()
+    }
+
+    /// Changes folded into owed cells rather than written as they happened.
+    pub fn deferred_total(&self) -> u64 {
+        self.owed.deferred_total
+    }
+
+    fn owed_key(&self, c: &CellChange) -> Option<(u32, u64)> {
+        let src = *self.ids.get(&c.src)?;
+        let dst = *self.ids.get(&c.dst)?;
+        Some((src, super::packed(dst, c.port, c.kind)))
+    }
+
+    /// Whether `c`'s cell is owed: its later changes then join it, so that
+    /// the one change it is written as ends where the cell is.
+    pub fn owes(&self, c: &CellChange) -> bool {
+        !self.owed.cells.is_empty()
+            && self
+                .owed_key(c)
+                .is_some_and(|k| self.owed.cells.contains_key(&k))
+    }
+
+    /// Keeps changes the store could not take as owed cells: each keeps
+    /// the state the store has for it (the oldest change's `old`) and the
+    /// time of its newest change.
+    pub fn owe(&mut self, changes: Vec<CellChange>) {
+        for c in changes {
+            let Some(key) = self.owed_key(&c) else {
+                continue;
+            };
+            self.owed.deferred_total += 1;
+            self.owed
+                .cells
+                .entry(key)
+                .and_modify(|(_, time)| *time = (*time).max(c.time))
+                .or_insert((c.old, c.time));
+        }
+    }
+
+    /// Up to `max` owed cells as changes, from the state the store has to
+    /// the cell's now, at the time of the cell's newest change. A cell gone
+    /// since, or back in the state the store has, writes nothing.
+    pub fn take_owed(&mut self, max: usize) -> Vec<CellChange> {
+        let keys: Vec<(u32, u64)> = self.owed.cells.keys().take(max).copied().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some((old, time)) = self.owed.cells.remove(&key) else {
+                continue;
+            };
+            let (src, packed) = key;
+            let Some(row) = self.rows.get(src as usize) else {
+                continue;
+            };
+            let Ok(i) = row
+                .index
+                .binary_search_by_key(&packed, |&i| row.cells[i as usize].packed())
+            else {
+                continue;
+            };
+            let c = &row.cells[row.index[i] as usize];
+            if c.state != old {
+                out.push(self.change(src, old, c, time));
+            }
+        }
+        out
     }
 
     /// The matrix of a past moment: every cell as the last stored change

@@ -471,3 +471,67 @@ fn windows_by_id_find_their_cells_in_any_order_and_ids_outside_the_plan_are_igno
     assert_eq!((stats.applied, stats.ignored), (1, 0));
     assert_eq!(state(&m, "b", 7442, ProbeKind::Tcp), Some(CellState::Ok));
 }
+
+#[test]
+fn owed_cells_are_written_as_one_change_each_ending_where_the_cell_is() {
+    let mut m = matrix_abc();
+    m.keep_changes();
+    let ok = |port| window("b", port, TargetState::Ok, 5, 5);
+    let failing = |port| window("b", port, TargetState::Failing, 5, 0);
+    m.apply("a", vec![ok(7442)], SEC);
+    m.apply("c", vec![window("a", 7442, TargetState::Ok, 5, 5)], SEC);
+    let first = m.take_changes();
+    assert_eq!(first.len(), 2);
+    // The store has no room: both are owed.
+    m.owe(first);
+    assert_eq!((m.owed(), m.deferred_total()), (2, 2));
+    // a → b flaps while owed; its changes join the owed cell.
+    m.apply("a", vec![failing(7442)], 2 * SEC);
+    m.apply("a", vec![ok(7442)], 3 * SEC);
+    m.apply("a", vec![failing(7442)], 4 * SEC);
+    let later = m.take_changes();
+    assert_eq!(later.len(), 3);
+    assert!(later.iter().all(|c| m.owes(c)));
+    m.owe(later);
+    assert_eq!((m.owed(), m.deferred_total()), (2, 5));
+    // c → a leaves the fleet's matrix: its owed cell goes with it.
+    m.node_removed("c");
+    assert_eq!(m.owed(), 1);
+    let mut written = m.take_owed(10);
+    assert_eq!(m.owed(), 0);
+    assert_eq!(written.len(), 1);
+    let c = written.remove(0);
+    assert_eq!(
+        (c.src.as_str(), c.dst.as_str(), c.port, c.old, c.new, c.time),
+        (
+            "a",
+            "b",
+            7442,
+            CellState::Unknown,
+            CellState::Failing,
+            4 * SEC
+        ),
+        "from what the store has to where the cell is, at its newest change"
+    );
+    // A cell owed and back where the store has it writes nothing.
+    m.apply("a", vec![ok(7442)], 5 * SEC);
+    let back = m.take_changes();
+    m.owe(back);
+    m.apply("a", vec![failing(7442)], 6 * SEC);
+    let again = m.take_changes();
+    assert!(m.owes(&again[0]));
+    m.owe(again);
+    assert!(m.take_owed(10).is_empty());
+    assert!(m.take_owed(10).is_empty(), "taken once");
+}
+
+#[test]
+fn the_heap_bytes_count_every_cell() {
+    let small = matrix_abc();
+    let cells = small.len();
+    assert!(small.heap_bytes() >= cells * std::mem::size_of::<Cell>());
+    let mut big = matrix_abc();
+    let many: Vec<PlannedTarget> = (1..=1000).map(|p| target("b", p, ProbeKind::Tcp)).collect();
+    big.set_plan("a", &many);
+    assert!(big.heap_bytes() >= small.heap_bytes() + 990 * std::mem::size_of::<Cell>());
+}

@@ -374,6 +374,9 @@ struct Owner {
 /// How often plans are recomputed (when the fleet changed) and stale cells
 /// expired.
 const PLAN_EVERY: Duration = Duration::from_millis(500);
+/// Owed cells (`store_cell_changes`) queued for the store per turn of the
+/// state task's loop at most.
+const OWED_PER_TURN: usize = 8192;
 
 /// Up to when the collector has heard what its agents sent (unix nanos):
 /// a cell turns unknown when it had no report for three intervals before
@@ -463,13 +466,24 @@ impl Owner {
         self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The matrix's changes go to the store's queue. When it has no room
+    /// (a fleet joining at once, a store that cannot commit), they stay in
+    /// the matrix as owed cells, written one change each as room returns.
     fn store_cell_changes(&mut self) {
-        let changes = self.probing.matrix.take_changes();
+        let mut changes = self.probing.matrix.take_changes();
         if !changes.is_empty() {
             self.changed();
         }
-        for c in changes {
-            self.store.queue(Write::Cell(c));
+        let m = &mut self.probing.matrix;
+        if m.owed() > 0 {
+            let (owed, fresh): (Vec<_>, Vec<_>) = changes.into_iter().partition(|c| m.owes(c));
+            m.owe(owed);
+            changes = fresh;
+            let room = self.store.cell_room().saturating_sub(changes.len());
+            changes.extend(m.take_owed(room.min(OWED_PER_TURN)));
+        }
+        if let Err(back) = self.store.queue_cells(changes) {
+            self.probing.matrix.owe(back);
         }
     }
 

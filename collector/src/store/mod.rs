@@ -41,8 +41,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub const FILE: &str = "store.db";
 /// Writes queued toward the writer; sessions wait when it is full, the state
-/// task's writes (cells, facts) are dropped and counted.
+/// task's writes (facts) are dropped and counted.
 const QUEUE: usize = 65_536;
+/// Cell changes queued toward the writer at most. Past it the state task
+/// keeps the changes in the matrix as owed cells (`Matrix::owe`) and writes
+/// each as one change once there is room: memory stays bounded and no
+/// cell's latest state is lost, though its steps in between are.
+pub const CELL_ROWS: usize = 262_144;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -177,7 +182,9 @@ pub struct FactWrite {
 
 pub enum Write {
     Event(EventWrite),
-    Cell(CellChange),
+    /// Cell changes, as one applied batch of results made them; queue them
+    /// through `Store::queue_cells`, which keeps to `CELL_ROWS`.
+    Cells(Vec<CellChange>),
     Fact(FactWrite),
     Nodes(Vec<NodeRecord>),
     /// A collector's heartbeat row (`members.rs`).
@@ -188,6 +195,16 @@ pub enum Write {
     Flush(oneshot::Sender<()>),
 }
 
+impl Write {
+    /// The cell changes it carries, which count toward `CELL_ROWS`.
+    pub fn cell_rows(&self) -> usize {
+        match self {
+            Write::Cells(c) => c.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -196,6 +213,8 @@ pub struct Store {
     status: watch::Receiver<Status>,
     readers: Arc<Mutex<Vec<Db>>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Cell changes queued and not yet taken by the writer.
+    cell_rows: Arc<std::sync::atomic::AtomicUsize>,
     /// This collector does the fleet-wide work on the store (pruning):
     /// always on the embedded store, the fleet lock's holder on a shared one.
     leader: Arc<std::sync::atomic::AtomicBool>,
@@ -229,12 +248,14 @@ impl Store {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (status_tx, status) = watch::channel(writer::initial_status(&db));
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cell_rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let leader = Arc::new(std::sync::atomic::AtomicBool::new(matches!(
             at,
             Location::Dir(_)
         )));
         let shared = writer::Shared {
             dropped: dropped.clone(),
+            cell_rows: cell_rows.clone(),
             leader: leader.clone(),
         };
         writer::spawn(db, at.clone(), rx, status_tx, opts, shared).map_err(|e| StoreError::Io {
@@ -248,6 +269,7 @@ impl Store {
                 status,
                 readers: Arc::default(),
                 dropped,
+                cell_rows,
                 leader,
                 member: Arc::default(),
             },
@@ -286,15 +308,52 @@ impl Store {
     /// Queues a write without waiting (the state task's): when the queue is
     /// full it is dropped and counted.
     pub fn queue(&self, w: Write) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let rows = w.cell_rows();
+        self.cell_rows.fetch_add(rows, Relaxed);
         if self.tx.try_send(w).is_err() {
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.cell_rows.fetch_sub(rows, Relaxed);
+            self.dropped.fetch_add(rows.max(1) as u64, Relaxed);
+        }
+    }
+
+    /// How many more cell changes the queue takes now (`CELL_ROWS`).
+    pub fn cell_room(&self) -> usize {
+        CELL_ROWS.saturating_sub(self.cell_rows.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Queues cell changes without waiting. `Err` gives them back when they
+    /// do not fit (`cell_room`) or the queue is full: the caller keeps them.
+    pub fn queue_cells(&self, changes: Vec<CellChange>) -> Result<(), Vec<CellChange>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = changes.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if n > self.cell_room() {
+            return Err(changes);
+        }
+        self.cell_rows.fetch_add(n, Relaxed);
+        match self.tx.try_send(Write::Cells(changes)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.cell_rows.fetch_sub(n, Relaxed);
+                match e.into_inner() {
+                    Write::Cells(changes) => Err(changes),
+                    _ => Err(Vec::new()),
+                }
+            }
         }
     }
 
     /// Queues a write, waiting while the queue is full (bulk loads).
     pub async fn queue_waiting(&self, w: Write) {
-        let _ = self.tx.send(w).await;
+        use std::sync::atomic::Ordering::Relaxed;
+        let rows = w.cell_rows();
+        self.cell_rows.fetch_add(rows, Relaxed);
+        if self.tx.send(w).await.is_err() {
+            self.cell_rows.fetch_sub(rows, Relaxed);
+        }
     }
 
     /// Waits until everything queued so far is committed (or failed).

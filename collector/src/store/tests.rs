@@ -118,9 +118,9 @@ async fn the_matrix_and_facts_of_a_past_moment_come_back() {
     let dir = tempfile::tempdir().expect("dir");
     let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
     let t = now() - 60_000_000_000;
-    store.queue(Write::Cell(cell(t, CellState::Ok)));
-    store.queue(Write::Cell(cell(t + 10, CellState::Failing)));
-    store.queue(Write::Cell(cell(t + 20, CellState::Ok)));
+    store.queue(Write::Cells(vec![cell(t, CellState::Ok)]));
+    store.queue(Write::Cells(vec![cell(t + 10, CellState::Failing)]));
+    store.queue(Write::Cells(vec![cell(t + 20, CellState::Ok)]));
     let mut f = crate::model::NodeFacts::default();
     f.host.hostname = "first".into();
     let one = facts::encode(&f, facts::NETWORK);
@@ -181,7 +181,7 @@ async fn rows_past_retention_are_pruned_and_the_oldest_moment_moves() {
             event: event(i, old),
             done: None,
         }));
-        store.queue(Write::Cell(cell(old + i as i64, CellState::Ok)));
+        store.queue(Write::Cells(vec![cell(old + i as i64, CellState::Ok)]));
     }
     store.queue(Write::Event(EventWrite {
         node: "a".into(),
@@ -292,8 +292,8 @@ async fn another_collectors_rows_replace_a_live_copys_own() {
     let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
     let t = now() - 60_000_000_000;
     // "a" streams to another collector: its cells are in the store.
-    store.queue(Write::Cell(cell(t, CellState::Ok)));
-    store.queue(Write::Cell(cell(t + 10, CellState::Failing)));
+    store.queue(Write::Cells(vec![cell(t, CellState::Ok)]));
+    store.queue(Write::Cells(vec![cell(t + 10, CellState::Failing)]));
     store.flush().await;
     // This collector's copy: its own row of "c", and a stale row of "a"
     // from when a's agent streamed here, to a node it no longer probes.
@@ -329,4 +329,32 @@ async fn another_collectors_rows_replace_a_live_copys_own() {
             ("c".into(), "b".into(), CellState::Ok),
         ]
     );
+}
+
+#[tokio::test]
+async fn cell_changes_past_the_queues_bound_are_given_back_not_dropped() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
+    let t = now() - 60_000_000_000;
+    let too_many = vec![cell(t, CellState::Ok); CELL_ROWS + 1];
+    let back = store.queue_cells(too_many).expect_err("over the bound");
+    assert_eq!(back.len(), CELL_ROWS + 1, "every change given back");
+    assert_eq!(store.status().dropped_writes_total, 0);
+    store
+        .queue_cells(vec![
+            cell(t, CellState::Ok),
+            cell(t + 10, CellState::Failing),
+        ])
+        .expect("room");
+    store.flush().await;
+    assert_eq!(store.cell_room(), CELL_ROWS, "the writer took them off");
+    // The status is published just after the commit answers.
+    let mut watch = store.status_watch();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.status().cell_changes != 2 {
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("{:?}", store.status()),
+        }
+    }
 }

@@ -17,14 +17,14 @@ use prost::Message;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
-/// A batch closes after this long or `BATCH_MAX` writes.
+/// A batch closes after this long or `BATCH_MAX` rows.
 const GROUP_WINDOW: Duration = Duration::from_millis(10);
-const BATCH_MAX: usize = 4096;
-/// Cell and fact changes of failed batches kept for the next try.
+const BATCH_MAX: usize = 8192;
+/// Rows (cell changes, facts, ...) of failed batches kept for the next try.
 const RETRY_MAX: usize = 100_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Rows deleted per statement, so a prune never holds the writer long.
@@ -134,8 +134,16 @@ pub fn initial_status(db: &Db) -> Status {
 pub struct Shared {
     /// Writes dropped because the queue was full.
     pub dropped: Arc<AtomicU64>,
+    /// Cell changes queued (`Store::cell_room`): the writer takes off what
+    /// it receives.
+    pub cell_rows: Arc<AtomicUsize>,
     /// Only the leader prunes a shared store.
     pub leader: Arc<AtomicBool>,
+}
+
+/// A write's weight in a batch: its rows.
+fn rows(w: &Write) -> usize {
+    w.cell_rows().max(1)
 }
 
 pub fn spawn(
@@ -176,6 +184,7 @@ struct Writer {
     status: Status,
     opts: Options,
     dropped: Arc<AtomicU64>,
+    cell_rows: Arc<AtomicUsize>,
     leader: Arc<AtomicBool>,
     retry: Vec<Write>,
     names: super::cells::Interner,
@@ -202,6 +211,7 @@ impl Writer {
             status,
             opts,
             dropped: shared.dropped,
+            cell_rows: shared.cell_rows,
             leader: shared.leader,
             retry: Vec::new(),
             names: Default::default(),
@@ -217,23 +227,24 @@ impl Writer {
         let mut closed = false;
         while !closed {
             let mut batch = Vec::new();
+            let mut weight = 0;
             match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
-                Ok(Some(w)) => batch.push(w),
+                Ok(Some(w)) => weight += self.take(&mut batch, w),
                 Ok(None) => closed = true,
                 Err(_) => {}
             }
             if !batch.is_empty() {
                 let deadline = tokio::time::Instant::now() + GROUP_WINDOW;
-                while batch.len() < BATCH_MAX {
+                while weight < BATCH_MAX {
                     match rx.try_recv() {
-                        Ok(w) => batch.push(w),
+                        Ok(w) => weight += self.take(&mut batch, w),
                         Err(mpsc::error::TryRecvError::Disconnected) => {
                             closed = true;
                             break;
                         }
                         Err(mpsc::error::TryRecvError::Empty) => {
                             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                                Ok(Some(w)) => batch.push(w),
+                                Ok(Some(w)) => weight += self.take(&mut batch, w),
                                 Ok(None) => {
                                     closed = true;
                                     break;
@@ -258,6 +269,17 @@ impl Writer {
             self.publish();
         }
         self.checkpoint();
+    }
+
+    /// Adds a received write to the batch; its weight (`rows`).
+    fn take(&self, batch: &mut Vec<Write>, w: Write) -> usize {
+        let n = w.cell_rows();
+        if n > 0 {
+            self.cell_rows.fetch_sub(n, Ordering::Relaxed);
+        }
+        let weight = rows(&w);
+        batch.push(w);
+        weight
     }
 
     /// SQLite's WAL folded back into the file (nothing to do on PostgreSQL).
@@ -332,7 +354,7 @@ impl Writer {
                                 let _ = done.send(Ok(new));
                             }
                         }
-                        Write::Cell(_) => self.status.cell_changes += 1,
+                        Write::Cells(c) => self.status.cell_changes += c.len() as u64,
                         Write::Fact(_) => self.status.fact_changes += 1,
                         Write::Flush(done) => {
                             let _ = done.send(());
@@ -371,17 +393,22 @@ impl Writer {
                         }
                         // A heartbeat is not worth keeping: the next one follows.
                         Write::Member(_) => {}
-                        keep @ (Write::Cell(_)
+                        keep @ (Write::Cells(_)
                         | Write::Fact(_)
                         | Write::Nodes(_)
                         | Write::Plans(_)) => self.retry.push(keep),
                     }
                 }
-                if self.retry.len() > RETRY_MAX {
-                    let over = self.retry.len() - RETRY_MAX;
-                    self.retry.drain(..over);
-                    self.dropped.fetch_add(over as u64, Ordering::Relaxed);
+                // Past the bound the oldest writes go, counted in rows.
+                let mut kept: usize = self.retry.iter().map(rows).sum();
+                let mut over = 0;
+                while kept > RETRY_MAX && over < self.retry.len() {
+                    kept -= rows(&self.retry[over]);
+                    self.dropped
+                        .fetch_add(rows(&self.retry[over]) as u64, Ordering::Relaxed);
+                    over += 1;
                 }
+                self.retry.drain(..over);
             }
         }
     }
@@ -424,9 +451,9 @@ impl Writer {
             .collect();
         let cells: Vec<&crate::probe::CellChange> = writes
             .iter()
-            .filter_map(|w| match w {
-                Write::Cell(c) => Some(c),
-                _ => None,
+            .flat_map(|w| match w {
+                Write::Cells(c) => c.as_slice(),
+                _ => &[],
             })
             .collect();
         super::cells::insert(&tx, &mut self.names, &cells)?;
@@ -460,7 +487,7 @@ impl Writer {
                         args![&name, &record, seen],
                     )?;
                 }
-                Write::Event(_) | Write::Cell(_) | Write::Flush(_) => {}
+                Write::Event(_) | Write::Cells(_) | Write::Flush(_) => {}
             }
         }
         if let Some(list) = nodes {
