@@ -53,6 +53,7 @@ fn change(t: i64, s: usize, d: usize, old: CellState, new: CellState) -> CellCha
         rtt_ms: Some(0.4),
         address: addr(d),
         last_failure_at: 0,
+        gone: false,
     }
 }
 

@@ -439,6 +439,7 @@ mod tests {
             rtt_ms: None,
             address: "198.18.0.2".parse().expect("ip"),
             last_failure_at: 0,
+            gone: false,
         }
     }
 

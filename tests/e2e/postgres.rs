@@ -53,6 +53,7 @@ fn cell(time: i64, src: &str, dst: &str, kind: ProbeKind, new: CellState) -> Cel
             "198.18.0.2".parse().expect("ip")
         },
         last_failure_at: if new == CellState::Failing { time } else { 0 },
+        gone: false,
     }
 }
 

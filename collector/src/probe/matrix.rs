@@ -402,6 +402,13 @@ impl Matrix {
     /// (address and service from the plan), new ones `unknown`, the rest
     /// removed. Targets naming `src` itself are skipped.
     pub fn set_plan(&mut self, src: &str, targets: &[PlannedTarget]) {
+        let now = crate::state::unix_nanos(std::time::SystemTime::now());
+        self.set_plan_at(src, targets, now);
+    }
+
+    /// `set_plan` at `now` (unix nanos): the cells the plan drops leave the
+    /// matrix then (`note_gone`).
+    pub fn set_plan_at(&mut self, src: &str, targets: &[PlannedTarget], now: i64) {
         let s = self.add_node(src);
         let mut cells = Vec::with_capacity(targets.len());
         for t in targets {
@@ -423,7 +430,19 @@ impl Matrix {
             };
             cells.push(cell);
         }
-        self.rows[s as usize] = Row::new(cells, &self.names, true);
+        let row = Row::new(cells, &self.names, true);
+        let old = std::mem::replace(&mut self.rows[s as usize], row);
+        if self.journal.is_some() {
+            let row = &self.rows[s as usize];
+            let dropped: Vec<Cell> = old
+                .cells
+                .into_iter()
+                .filter(|c| row.find(c.dst, c.port, c.kind).is_none())
+                .collect();
+            for c in &dropped {
+                self.note_gone(s, c, now);
+            }
+        }
         self.rows[s as usize].cells.shrink_to_fit();
         self.compact_addresses_if_grown();
     }

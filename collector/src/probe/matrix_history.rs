@@ -24,6 +24,10 @@ pub struct CellChange {
     pub rtt_ms: Option<f64>,
     pub address: IpAddr,
     pub last_failure_at: i64,
+    /// The cell left the matrix (its source's plan dropped it, or a node
+    /// left): `new` is unknown, and a past moment's matrix past this row
+    /// has no such cell.
+    pub gone: bool,
 }
 
 impl CellChange {
@@ -38,11 +42,12 @@ impl CellChange {
 
 /// Cells whose changes the store could not take when they happened, by
 /// (source id, packed destination, port and kind): the state the store has
-/// for each and the time of its newest change. Each is written later as one
-/// change (`Matrix::take_owed`).
+/// for each, the time of its newest change, and whether that change took it
+/// out of the matrix. Each is written later as one change
+/// (`Matrix::take_owed`).
 #[derive(Debug, Default)]
 pub(super) struct Owed {
-    cells: HashMap<(u32, u64), (CellState, i64)>,
+    cells: HashMap<(u32, u64), (CellState, i64, bool)>,
     deferred_total: u64,
 }
 
@@ -191,6 +196,21 @@ impl Matrix {
             rtt_ms: c.rtt_ms(),
             address: self.addresses.get(c.address),
             last_failure_at: c.last_failure_at,
+            gone: false,
+        }
+    }
+
+    /// Notes that `src`'s cell `c` left the matrix, when the store may hold
+    /// rows of it (it had a report).
+    pub(super) fn note_gone(&mut self, src: u32, c: &Cell, now: i64) {
+        if self.journal.is_none() || c.updated == 0 {
+            return;
+        }
+        let mut change = self.change(src, c.state, c, now);
+        change.new = CellState::Unknown;
+        change.gone = true;
+        if let Some(j) = &mut self.journal {
+            j.push(change);
         }
     }
 
@@ -231,44 +251,77 @@ impl Matrix {
             self.owed
                 .cells
                 .entry(key)
-                .and_modify(|(_, time)| *time = (*time).max(c.time))
-                .or_insert((c.old, c.time));
+                .and_modify(|(_, time, gone)| {
+                    if c.time >= *time {
+                        *time = c.time;
+                        *gone = c.gone;
+                    }
+                })
+                .or_insert((c.old, c.time, c.gone));
         }
     }
 
     /// Up to `max` owed cells as changes, from the state the store has to
-    /// the cell's now, at the time of the cell's newest change. A cell gone
-    /// since, or back in the state the store has, writes nothing.
+    /// the cell's now, at the time of the cell's newest change; a cell that
+    /// left the matrix since as its removal (`CellChange::gone`). A cell
+    /// back in the state the store has writes nothing.
     pub fn take_owed(&mut self, max: usize) -> Vec<CellChange> {
         let keys: Vec<(u32, u64)> = self.owed.cells.keys().take(max).copied().collect();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some((old, time)) = self.owed.cells.remove(&key) else {
+            let Some((old, time, gone)) = self.owed.cells.remove(&key) else {
                 continue;
             };
             let (src, packed) = key;
-            let Some(row) = self.rows.get(src as usize) else {
-                continue;
-            };
-            let Ok(i) = row
-                .index
-                .binary_search_by_key(&packed, |&i| row.cells[i as usize].packed())
-            else {
-                continue;
-            };
-            let c = &row.cells[row.index[i] as usize];
-            if c.state != old {
-                out.push(self.change(src, old, c, time));
+            let cell = self.rows.get(src as usize).and_then(|row| {
+                let i = row
+                    .index
+                    .binary_search_by_key(&packed, |&i| row.cells[i as usize].packed())
+                    .ok()?;
+                Some(&row.cells[row.index[i] as usize])
+            });
+            match cell {
+                Some(c) if !gone => {
+                    if c.state != old {
+                        out.push(self.change(src, old, c, time));
+                    }
+                }
+                _ => out.extend(self.removal(src, packed, old, time)),
             }
         }
         out
+    }
+
+    /// The change saying `src`'s cell `packed` left the matrix at `time`.
+    fn removal(&self, src: u32, packed: u64, old: CellState, time: i64) -> Option<CellChange> {
+        let dst = (packed >> 24) as usize;
+        let kind = ProbeKind::ALL
+            .into_iter()
+            .find(|k| *k as u64 == packed & 0xff)?;
+        Some(CellChange {
+            time,
+            src: self.names.get(src as usize)?.clone(),
+            dst: self.names.get(dst)?.clone(),
+            port: ((packed >> 8) & 0xffff) as u16,
+            kind,
+            service: None,
+            old,
+            new: CellState::Unknown,
+            failure: None,
+            sent: 0,
+            ok: 0,
+            rtt_ms: None,
+            address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            last_failure_at: 0,
+            gone: true,
+        })
     }
 
     /// The matrix of a past moment: every cell as the last stored change
     /// before it left it.
     pub fn restore(&mut self, changes: &[CellChange]) {
         let mut r = self.restorer();
-        for c in changes {
+        for c in changes.iter().filter(|c| !c.gone) {
             let (src, dst) = (r.node(&c.src), r.node(&c.dst));
             let service = c.service.as_deref().map_or(0, |s| r.service(s));
             r.cell(

@@ -535,3 +535,40 @@ fn the_heap_bytes_count_every_cell() {
     big.set_plan("a", &many);
     assert!(big.heap_bytes() >= small.heap_bytes() + 990 * std::mem::size_of::<Cell>());
 }
+
+#[test]
+fn a_plan_that_drops_a_reported_cell_notes_that_it_left() {
+    let mut m = matrix_abc();
+    m.keep_changes();
+    m.apply("a", vec![window("b", 7442, TargetState::Ok, 5, 5)], SEC);
+    assert_eq!(m.take_changes().len(), 1);
+    // a's new plan keeps only c: b's TCP cell had reports, its ICMP cell none.
+    m.set_plan_at("a", &[target("c", 7442, ProbeKind::Tcp)], 2 * SEC);
+    let changes = m.take_changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let c = &changes[0];
+    assert_eq!(
+        (c.src.as_str(), c.dst.as_str(), c.port, c.kind),
+        ("a", "b", 7442, ProbeKind::Tcp)
+    );
+    assert!(c.gone);
+    assert_eq!(
+        (c.old, c.new, c.time),
+        (CellState::Ok, CellState::Unknown, 2 * SEC)
+    );
+    // Owed, the removal is still written as one.
+    m.apply("a", vec![window("c", 7442, TargetState::Ok, 5, 5)], 3 * SEC);
+    let up = m.take_changes();
+    m.owe(up);
+    m.set_plan_at("a", &[], 4 * SEC);
+    let dropped = m.take_changes();
+    assert!(dropped.iter().all(|c| m.owes(c) && c.gone));
+    m.owe(dropped);
+    let written = m.take_owed(10);
+    assert_eq!(written.len(), 1, "{written:?}");
+    assert!(written[0].gone);
+    assert_eq!(
+        (written[0].dst.as_str(), written[0].old, written[0].time),
+        ("c", CellState::Unknown, 4 * SEC)
+    );
+}

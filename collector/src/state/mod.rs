@@ -375,8 +375,10 @@ struct Owner {
 /// expired.
 const PLAN_EVERY: Duration = Duration::from_millis(500);
 /// Owed cells (`store_cell_changes`) queued for the store per turn of the
-/// state task's loop at most.
+/// state task's loop at most, and how often a turn comes without commands:
+/// up to 80,000 a second, above what the writer commits.
 const OWED_PER_TURN: usize = 8192;
+const OWED_EVERY: Duration = Duration::from_millis(100);
 
 /// Up to when the collector has heard what its agents sent (unix nanos):
 /// a cell turns unknown when it had no report for three intervals before
@@ -404,6 +406,8 @@ impl Owner {
         let mut flush = tokio::time::interval(FLUSH_EVERY);
         let mut plan = tokio::time::interval(PLAN_EVERY);
         plan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain = tokio::time::interval(OWED_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // In this order: under full ingest `rx` is never empty, and a
             // query or a due tick would otherwise wait behind it.
@@ -413,6 +417,8 @@ impl Owner {
                 Some(read) = reads.recv() => self.handle(read, SystemTime::now()),
                 _ = flush.tick() => self.flush(),
                 _ = plan.tick() => self.plan(rx.is_empty()),
+                // Owed cells go on toward the store without commands.
+                _ = drain.tick(), if self.probing.matrix.owed() > 0 => {}
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => self.handle(cmd, SystemTime::now()),
                     None => break,

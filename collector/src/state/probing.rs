@@ -377,7 +377,7 @@ impl Probing {
             if stream.outbound.try_send(Ok(msg)).is_ok() {
                 tracing::info!(node = %name, version, targets = p.targets.len(), "probe plan sent");
                 self.sent.insert(name.clone(), (version, p.digest));
-                self.matrix.set_plan(name, &p.targets);
+                self.matrix.set_plan_at(name, &p.targets, now);
             } else {
                 self.dirty = true;
             }

@@ -26,6 +26,15 @@ pub fn state_code(s: CellState) -> i64 {
     s.index() as i64
 }
 
+/// The `new` code of a row saying the cell left the matrix
+/// (`CellChange::gone`); one past the states'.
+pub const GONE: i64 = CellState::ALL.len() as i64;
+
+/// A change's `new` as stored.
+pub fn new_code(c: &CellChange) -> i64 {
+    if c.gone { GONE } else { state_code(c.new) }
+}
+
 pub fn state_of(code: i64) -> Option<CellState> {
     usize::try_from(code)
         .ok()
@@ -132,6 +141,8 @@ pub fn row(r: &Row<'_>, names: &Names) -> Result<CellChange> {
     };
     let service = r.opt_int(5)?;
     let address = r.blob(12)?;
+    let new = r.int(7)?;
+    let gone = new == GONE;
     Ok(CellChange {
         time: r.int(0)?,
         src: name(1)?,
@@ -140,13 +151,18 @@ pub fn row(r: &Row<'_>, names: &Names) -> Result<CellChange> {
         kind: kind_of(r.int(4)?).ok_or_else(|| bad("probe kind"))?,
         service: service.and_then(|s| names.name(s)).map(str::to_string),
         old: state_of(r.int(6)?).ok_or_else(|| bad("state"))?,
-        new: state_of(r.int(7)?).ok_or_else(|| bad("state"))?,
+        new: if gone {
+            CellState::Unknown
+        } else {
+            state_of(new).ok_or_else(|| bad("state"))?
+        },
         failure: outcome_of(r.opt_int(8)?),
         sent: r.int_as(9)?,
         ok: r.int_as(10)?,
         rtt_ms: r.opt_real(11)?,
         address: address_of(&address).ok_or_else(|| bad("address"))?,
         last_failure_at: r.int(13)?,
+        gone,
     })
 }
 
@@ -186,7 +202,7 @@ pub fn insert(db: &Db, names: &mut Interner, changes: &[&CellChange]) -> Result<
                 kind_code(c.kind),
                 *service,
                 state_code(c.old),
-                state_code(c.new),
+                new_code(c),
                 outcome_code(c.failure),
                 c.sent,
                 c.ok,

@@ -136,6 +136,8 @@ pub fn cells_at(db: &Db, at: i64, node: &str) -> Result<Vec<CellChange>> {
             Ok(())
         })?;
     }
+    // A cell gone by then was not there.
+    out.retain(|c| !c.gone);
     Ok(out)
 }
 
@@ -165,6 +167,8 @@ pub fn pair_at(db: &Db, at: i64, src: &str, dst: &str, port: u16) -> Result<Vec<
             }
         }
     }
+    // A cell gone by then was not there.
+    out.retain(|c| !c.gone);
     Ok(out)
 }
 
@@ -239,6 +243,16 @@ pub fn cells_of_sources(db: &Db, at: i64, lo: i64, hi: i64) -> Result<Vec<PastCe
         args![at, lo, hi],
         |r| {
             let key = (r.int(0)?, r.int(1)?, r.int(2)?, r.int(3)?);
+            if r.int(6)? == cells::GONE {
+                // The cell left the matrix: none at `at` unless a later
+                // row brings it back.
+                if let Some((k, prev)) = current.take()
+                    && k != key
+                {
+                    out.push(prev);
+                }
+                return Ok(());
+            }
             let (Some(kind), Some(state), Some(address), Ok(port)) = (
                 cells::kind_of(key.3),
                 cells::state_of(r.int(6)?),

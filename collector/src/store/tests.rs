@@ -32,6 +32,7 @@ fn cell(time: i64, new: CellState) -> CellChange {
         rtt_ms: Some(0.5),
         address: "198.18.0.2".parse().expect("ip"),
         last_failure_at: 0,
+        gone: false,
     }
 }
 
@@ -357,4 +358,49 @@ async fn cell_changes_past_the_queues_bound_are_given_back_not_dropped() {
             _ = tokio::time::sleep_until(deadline) => panic!("{:?}", store.status()),
         }
     }
+}
+
+#[tokio::test]
+async fn a_cell_that_left_the_matrix_is_not_in_a_later_moments() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, _) = Store::open(dir.path(), Options::default()).expect("open");
+    let t = now() - 60_000_000_000;
+    let gone = CellChange {
+        gone: true,
+        new: CellState::Unknown,
+        old: CellState::Ok,
+        ..cell(t + 10, CellState::Unknown)
+    };
+    let other = CellChange {
+        dst: "c".into(),
+        ..cell(t, CellState::Ok)
+    };
+    store
+        .queue_cells(vec![
+            cell(t, CellState::Ok),
+            other,
+            gone,
+            cell(t + 20, CellState::Failing),
+        ])
+        .expect("room");
+    store.flush().await;
+    let (before, between, after, why_between, pair_between) = store
+        .read(move |c| {
+            let m = |at| read::matrix_at(c, at).map_err(|e| e.to_string());
+            let why = read::cells_at(c, t + 15, "b").map_err(|e| e.to_string())?;
+            let pair = read::pair_at(c, t + 15, "a", "b", 7442).map_err(|e| e.to_string())?;
+            Ok((m(t + 5)?, m(t + 15)?, m(t + 25)?, why, pair))
+        })
+        .await
+        .expect("read");
+    let ab = |m: &crate::probe::Matrix| {
+        m.cell("a", "b", 7442, ProbeKind::Tcp)
+            .map(|c| c.cell.state())
+    };
+    assert_eq!((before.len(), ab(&before)), (2, Some(CellState::Ok)));
+    assert_eq!((between.len(), ab(&between)), (1, None), "gone at t+10");
+    assert!(between.cell("a", "c", 7442, ProbeKind::Tcp).is_some());
+    assert_eq!(ab(&after), Some(CellState::Failing), "back at t+20");
+    assert!(why_between.is_empty(), "{why_between:?}");
+    assert!(pair_between.is_empty(), "{pair_between:?}");
 }
