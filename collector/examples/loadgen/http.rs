@@ -140,6 +140,19 @@ fn dechunk(mut b: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// The value of an unlabelled sample `name` in the collector's `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str, buf: &mut Vec<u8>) -> anyhow::Result<f64> {
+    let (f, start) = get(addr, "/metrics", buf)?;
+    anyhow::ensure!(f.status == 200, "/metrics: HTTP {}", f.status);
+    let text = std::str::from_utf8(&buf[start..])?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .context(format!("/metrics: no {name}"))?
+        .trim()
+        .parse()
+        .context(format!("/metrics: {name} is not a number"))
+}
+
 /// Writes waiting for the store, summed over the collectors
 /// (`/api/v1/collectors`; each collector updates its own every heartbeat).
 pub fn store_queue(addr: SocketAddr, buf: &mut Vec<u8>) -> anyhow::Result<u64> {

@@ -388,14 +388,19 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     // Every agent sends at least one batch with its final plan.
     tokio::time::sleep(interval + Duration::from_secs(2)).await;
     // Every cell's first report is a state change the store writes: ingest
-    // is measured once that backlog has drained, not while it drains.
+    // is measured once that backlog — the queue, and the cells the matrix
+    // owes the store past it — has drained, not while it drains.
     let addr = args.http;
     let drained = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut buf = Vec::new();
         let mut queued = None;
         while started.elapsed() < Duration::from_secs(180) {
-            queued = http::store_queue(addr, &mut buf).ok();
+            let owed = http::metric(addr, "reachmap_store_owed_cells", &mut buf).ok();
+            queued = http::store_queue(addr, &mut buf)
+                .ok()
+                .zip(owed)
+                .map(|(q, o)| q + o as u64);
             if queued == Some(0) {
                 break;
             }
@@ -405,7 +410,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     })
     .await?;
     println!(
-        "store: the ramp-up's writes drained {:.1}s after the warm-up (queue now {})",
+        "store: the ramp-up's writes drained {:.1}s after the warm-up (queued and owed now {})",
         drained.0.as_secs_f64(),
         drained.1.map_or("unknown".to_string(), |q| q.to_string())
     );

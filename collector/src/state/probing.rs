@@ -197,6 +197,22 @@ pub struct Probing {
     leader_plans: HashMap<String, NodePlan>,
     leader: String,
     leading: bool,
+    /// While the fleet's members keep changing (a fleet joining at once):
+    /// when the churn began and when it last changed (unix nanos).
+    churn: Option<(i64, i64)>,
+}
+
+/// Agents that hold a plan get a changed one only once the fleet's members
+/// have not changed for this long, so a fleet joining at once sends each
+/// agent its plan once it settles rather than one for every step of the
+/// way; at most two probe intervals after the churn began, for a fleet that
+/// never settles. An agent without a plan gets its own at once.
+const SETTLE_NANOS: i64 = 2_000_000_000;
+
+/// Whether plans for agents that hold one wait (`SETTLE_NANOS`).
+fn settling(churn: Option<(i64, i64)>, now: i64, interval: std::time::Duration) -> bool {
+    let longest = i64::try_from(interval.as_nanos().saturating_mul(2)).unwrap_or(i64::MAX);
+    churn.is_some_and(|(began, last)| now - last < SETTLE_NANOS && now - began < longest)
 }
 
 impl Probing {
@@ -218,6 +234,7 @@ impl Probing {
             leader_plans: HashMap::new(),
             leader: String::new(),
             leading: false,
+            churn: None,
         }
     }
 
@@ -338,6 +355,14 @@ impl Probing {
         } else {
             tracing::debug!(computed = update.computed, changed = update.changed.len(), inputs = update.inputs_changed, sample = ?update.sample, ms, "planned");
         }
+        if update.inputs_changed > 0 {
+            let began = self.churn.map_or(now, |(b, _)| b);
+            self.churn = Some((began, now));
+        }
+        let settling = settling(self.churn, now, self.config.interval);
+        if !settling {
+            self.churn = None;
+        }
         let mut plans: BTreeMap<String, crate::probe::NodePlan> = update
             .changed
             .into_iter()
@@ -367,6 +392,11 @@ impl Probing {
                 continue;
             };
             if self.sent.get(name).is_some_and(|(_, d)| *d == p.digest) {
+                continue;
+            }
+            if settling && self.sent.contains_key(name) {
+                // Sent once the fleet settles (the digests differ then).
+                self.dirty = true;
                 continue;
             }
             self.next_version += 1;
