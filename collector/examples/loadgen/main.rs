@@ -441,6 +441,13 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     .await?;
     let ingest_end = (coll(), own());
     let ingest_secs = ingest_started.elapsed().as_secs_f64();
+    let matrix_heap = {
+        let addr = args.http;
+        tokio::task::spawn_blocking(move || {
+            http::metric(addr, "reachmap_matrix_heap_bytes", &mut Vec::new()).ok()
+        })
+        .await?
+    };
     if args.events_per_second > 0.0 {
         let sent = c.events.load(Ordering::Relaxed) - ev0;
         let acked = c.events_acked.load(Ordering::Relaxed) - ea0;
@@ -581,6 +588,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         converged,
         ingest_start,
         ingest_end,
+        matrix_heap,
         query_end,
         end,
         ingest_for,

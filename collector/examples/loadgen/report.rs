@@ -59,6 +59,8 @@ pub struct Run {
     pub query_end: Samples,
     /// and at the end.
     pub end: Samples,
+    /// The matrix's own heap after ingest (`reachmap_matrix_heap_bytes`).
+    pub matrix_heap: Option<f64>,
     /// How long the ingest-only phase ran.
     pub ingest_for: Duration,
     /// The state-task queueing probe during ingest only.
@@ -93,6 +95,7 @@ pub fn print(run: Run) {
         converged,
         ingest_start,
         ingest_end,
+        matrix_heap,
         query_end,
         end,
         ingest_for,
@@ -297,6 +300,13 @@ pub fn print(run: Run) {
             ingested.rss_kib as f64 * 1024.0 / cells,
             ingested.rss_kib.saturating_sub(idle.rss_kib) as f64 * 1024.0 / cells,
             converged.rss_kib.saturating_sub(idle.rss_kib) as f64 * 1024.0 / cells,
+        );
+    }
+    if let Some(heap) = matrix_heap {
+        println!(
+            "  the matrix itself (reachmap_matrix_heap_bytes): {:.1} MiB = {:.0} bytes a cell",
+            heap / (1024.0 * 1024.0),
+            heap / sum_t.max(1) as f64
         );
     }
     if let (Some(a), Some(b)) = (idle.0, end.0) {

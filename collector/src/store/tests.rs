@@ -36,6 +36,18 @@ fn cell(time: i64, new: CellState) -> CellChange {
     }
 }
 
+/// Waits (at most 10 s) for the writer's status to satisfy `done`.
+async fn status_until(store: &Store, done: impl Fn(&Status) -> bool) {
+    let mut watch = store.status_watch();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done(&store.status()) {
+        tokio::select! {
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => panic!("{:?}", store.status()),
+        }
+    }
+}
+
 fn now() -> i64 {
     crate::state::unix_nanos(std::time::SystemTime::now())
 }
@@ -80,14 +92,7 @@ async fn an_event_is_committed_once_and_a_resend_is_a_duplicate() {
     assert_eq!(list.len(), 2);
     assert!(!truncated);
     // The status is published just after the commit answers.
-    let mut watch = store.status_watch();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.status().events != 2 {
-        tokio::select! {
-            _ = watch.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => panic!("{:?}", store.status()),
-        }
-    }
+    status_until(&store, |s| s.events == 2).await;
 }
 
 #[tokio::test]
@@ -350,14 +355,7 @@ async fn cell_changes_past_the_queues_bound_are_given_back_not_dropped() {
     store.flush().await;
     assert_eq!(store.cell_room(), CELL_ROWS, "the writer took them off");
     // The status is published just after the commit answers.
-    let mut watch = store.status_watch();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.status().cell_changes != 2 {
-        tokio::select! {
-            _ = watch.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => panic!("{:?}", store.status()),
-        }
-    }
+    status_until(&store, |s| s.cell_changes == 2).await;
 }
 
 #[tokio::test]
