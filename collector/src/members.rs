@@ -47,7 +47,8 @@ pub struct Record {
     /// It holds the fleet-wide lock.
     pub leader: bool,
     pub store_writable: bool,
-    /// Writes waiting for its store writer.
+    /// Rows waiting for its store writer: writes queued, each cell change
+    /// counted, and the cells its matrix owes the store past the queue.
     pub store_queue: u64,
 }
 

@@ -396,11 +396,8 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         let mut buf = Vec::new();
         let mut queued = None;
         while started.elapsed() < Duration::from_secs(180) {
-            let owed = http::metric(addr, "reachmap_store_owed_cells", &mut buf).ok();
-            queued = http::store_queue(addr, &mut buf)
-                .ok()
-                .zip(owed)
-                .map(|(q, o)| q + o as u64);
+            // Rows queued, and cells the matrix owes past the queue.
+            queued = http::store_queue(addr, &mut buf).ok();
             if queued == Some(0) {
                 break;
             }

@@ -491,6 +491,7 @@ impl Owner {
         if let Err(back) = self.store.queue_cells(changes) {
             self.probing.matrix.owe(back);
         }
+        self.store.set_owed(self.probing.matrix.owed());
     }
 
     fn store_facts(&self, parts: Vec<FactWrite>) {

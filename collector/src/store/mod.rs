@@ -195,6 +195,39 @@ pub enum Write {
     Flush(oneshot::Sender<()>),
 }
 
+/// The cell changes on their way to the writer, shared by the store's
+/// handles and the writer.
+#[derive(Default)]
+pub struct Backlog {
+    /// Cell changes queued (toward `CELL_ROWS`), and the writes carrying them.
+    rows: std::sync::atomic::AtomicUsize,
+    writes: std::sync::atomic::AtomicUsize,
+    /// Cells the state task's matrix owes the store (`Matrix::owe`).
+    owed: std::sync::atomic::AtomicUsize,
+}
+
+impl Backlog {
+    /// `w` is being queued.
+    fn add(&self, w: &Write) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = w.cell_rows();
+        if n > 0 {
+            self.rows.fetch_add(n, Relaxed);
+            self.writes.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `w` left the queue (the writer took it, or it was never sent).
+    pub fn taken(&self, w: &Write) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = w.cell_rows();
+        if n > 0 {
+            self.rows.fetch_sub(n, Relaxed);
+            self.writes.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
 impl Write {
     /// The cell changes it carries, which count toward `CELL_ROWS`.
     pub fn cell_rows(&self) -> usize {
@@ -213,8 +246,8 @@ pub struct Store {
     status: watch::Receiver<Status>,
     readers: Arc<Mutex<Vec<Db>>>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
-    /// Cell changes queued and not yet taken by the writer.
-    cell_rows: Arc<std::sync::atomic::AtomicUsize>,
+    /// Cell changes queued and not yet taken by the writer, and owed.
+    backlog: Arc<Backlog>,
     /// This collector does the fleet-wide work on the store (pruning):
     /// always on the embedded store, the fleet lock's holder on a shared one.
     leader: Arc<std::sync::atomic::AtomicBool>,
@@ -248,14 +281,14 @@ impl Store {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (status_tx, status) = watch::channel(writer::initial_status(&db));
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let cell_rows = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backlog = Arc::new(Backlog::default());
         let leader = Arc::new(std::sync::atomic::AtomicBool::new(matches!(
             at,
             Location::Dir(_)
         )));
         let shared = writer::Shared {
             dropped: dropped.clone(),
-            cell_rows: cell_rows.clone(),
+            backlog: backlog.clone(),
             leader: leader.clone(),
         };
         writer::spawn(db, at.clone(), rx, status_tx, opts, shared).map_err(|e| StoreError::Io {
@@ -269,7 +302,7 @@ impl Store {
                 status,
                 readers: Arc::default(),
                 dropped,
-                cell_rows,
+                backlog,
                 leader,
                 member: Arc::default(),
             },
@@ -308,24 +341,25 @@ impl Store {
     /// Queues a write without waiting (the state task's): when the queue is
     /// full it is dropped and counted.
     pub fn queue(&self, w: Write) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let rows = w.cell_rows();
-        self.cell_rows.fetch_add(rows, Relaxed);
-        if self.tx.try_send(w).is_err() {
-            self.cell_rows.fetch_sub(rows, Relaxed);
-            self.dropped.fetch_add(rows.max(1) as u64, Relaxed);
+        self.backlog.add(&w);
+        if let Err(e) = self.tx.try_send(w) {
+            let w = e.into_inner();
+            self.backlog.taken(&w);
+            self.dropped.fetch_add(
+                w.cell_rows().max(1) as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
     }
 
     /// How many more cell changes the queue takes now (`CELL_ROWS`).
     pub fn cell_room(&self) -> usize {
-        CELL_ROWS.saturating_sub(self.cell_rows.load(std::sync::atomic::Ordering::Relaxed))
+        CELL_ROWS.saturating_sub(self.backlog.rows.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Queues cell changes without waiting. `Err` gives them back when they
     /// do not fit (`cell_room`) or the queue is full: the caller keeps them.
     pub fn queue_cells(&self, changes: Vec<CellChange>) -> Result<(), Vec<CellChange>> {
-        use std::sync::atomic::Ordering::Relaxed;
         let n = changes.len();
         if n == 0 {
             return Ok(());
@@ -333,12 +367,14 @@ impl Store {
         if n > self.cell_room() {
             return Err(changes);
         }
-        self.cell_rows.fetch_add(n, Relaxed);
-        match self.tx.try_send(Write::Cells(changes)) {
+        let w = Write::Cells(changes);
+        self.backlog.add(&w);
+        match self.tx.try_send(w) {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.cell_rows.fetch_sub(n, Relaxed);
-                match e.into_inner() {
+                let w = e.into_inner();
+                self.backlog.taken(&w);
+                match w {
                     Write::Cells(changes) => Err(changes),
                     _ => Err(Vec::new()),
                 }
@@ -348,12 +384,17 @@ impl Store {
 
     /// Queues a write, waiting while the queue is full (bulk loads).
     pub async fn queue_waiting(&self, w: Write) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let rows = w.cell_rows();
-        self.cell_rows.fetch_add(rows, Relaxed);
-        if self.tx.send(w).await.is_err() {
-            self.cell_rows.fetch_sub(rows, Relaxed);
+        self.backlog.add(&w);
+        if let Err(e) = self.tx.send(w).await {
+            self.backlog.taken(&e.0);
         }
+    }
+
+    /// How many cells the state task's matrix owes the store now.
+    pub fn set_owed(&self, cells: usize) {
+        self.backlog
+            .owed
+            .store(cells, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until everything queued so far is committed (or failed).
@@ -384,9 +425,15 @@ impl Store {
         self.member.get().map_or("", String::as_str)
     }
 
-    /// Writes queued for the writer now.
+    /// Rows waiting for the writer now: writes queued, each cell change
+    /// counted, and the cells owed past the queue (`Matrix::owe`).
     pub fn queued(&self) -> u64 {
-        (QUEUE - self.tx.capacity()) as u64
+        use std::sync::atomic::Ordering::Relaxed;
+        let writes = QUEUE - self.tx.capacity();
+        let b = &self.backlog;
+        (writes.saturating_sub(b.writes.load(Relaxed))
+            + b.rows.load(Relaxed)
+            + b.owed.load(Relaxed)) as u64
     }
 
     pub fn status(&self) -> Status {

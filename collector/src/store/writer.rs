@@ -17,7 +17,7 @@ use prost::Message;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 
@@ -136,7 +136,7 @@ pub struct Shared {
     pub dropped: Arc<AtomicU64>,
     /// Cell changes queued (`Store::cell_room`): the writer takes off what
     /// it receives.
-    pub cell_rows: Arc<AtomicUsize>,
+    pub backlog: Arc<super::Backlog>,
     /// Only the leader prunes a shared store.
     pub leader: Arc<AtomicBool>,
 }
@@ -184,7 +184,7 @@ struct Writer {
     status: Status,
     opts: Options,
     dropped: Arc<AtomicU64>,
-    cell_rows: Arc<AtomicUsize>,
+    backlog: Arc<super::Backlog>,
     leader: Arc<AtomicBool>,
     retry: Vec<Write>,
     names: super::cells::Interner,
@@ -211,7 +211,7 @@ impl Writer {
             status,
             opts,
             dropped: shared.dropped,
-            cell_rows: shared.cell_rows,
+            backlog: shared.backlog,
             leader: shared.leader,
             retry: Vec::new(),
             names: Default::default(),
@@ -273,10 +273,7 @@ impl Writer {
 
     /// Adds a received write to the batch; its weight (`rows`).
     fn take(&self, batch: &mut Vec<Write>, w: Write) -> usize {
-        let n = w.cell_rows();
-        if n > 0 {
-            self.cell_rows.fetch_sub(n, Ordering::Relaxed);
-        }
+        self.backlog.taken(&w);
         let weight = rows(&w);
         batch.push(w);
         weight
