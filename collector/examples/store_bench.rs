@@ -103,7 +103,7 @@ async fn run(nodes: usize, days: i64) -> anyhow::Result<()> {
     let opts = Options {
         retention: Duration::from_secs(30 * 86_400),
         max_bytes: u64::MAX,
-        recover: false,
+        ..Options::default()
     };
     let at = match std::env::var("STORE_URL") {
         Ok(url) => store::Location::Postgres(store::pg::Target {

@@ -292,6 +292,7 @@ impl Config {
                 retention,
                 max_bytes,
                 recover: flags.store_recover,
+                ..crate::store::Options::default()
             },
             insecure: flags.insecure || file.insecure.unwrap_or(false),
             own_ca,

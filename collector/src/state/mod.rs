@@ -5,6 +5,8 @@
 
 mod node;
 mod probing;
+#[cfg(test)]
+mod store_tests;
 mod view;
 
 pub use node::{Node, StoredEvent, unix_nanos};

@@ -120,6 +120,8 @@ pub struct Options {
     pub max_bytes: u64,
     /// Move an unusable store aside and start a new one.
     pub recover: bool,
+    /// Cell changes queued toward the writer at most (`CELL_ROWS`).
+    pub cell_rows: usize,
 }
 
 impl Default for Options {
@@ -128,6 +130,7 @@ impl Default for Options {
             retention: Duration::from_secs(14 * 86_400),
             max_bytes: 2 << 30,
             recover: false,
+            cell_rows: CELL_ROWS,
         }
     }
 }
@@ -248,6 +251,8 @@ pub struct Store {
     dropped: Arc<std::sync::atomic::AtomicU64>,
     /// Cell changes queued and not yet taken by the writer, and owed.
     backlog: Arc<Backlog>,
+    /// `Options::cell_rows`.
+    cell_rows: usize,
     /// This collector does the fleet-wide work on the store (pruning):
     /// always on the embedded store, the fleet lock's holder on a shared one.
     leader: Arc<std::sync::atomic::AtomicBool>,
@@ -291,6 +296,7 @@ impl Store {
             backlog: backlog.clone(),
             leader: leader.clone(),
         };
+        let cell_rows = opts.cell_rows;
         writer::spawn(db, at.clone(), rx, status_tx, opts, shared).map_err(|e| StoreError::Io {
             path: at.file(),
             message: e.to_string(),
@@ -303,6 +309,7 @@ impl Store {
                 readers: Arc::default(),
                 dropped,
                 backlog,
+                cell_rows,
                 leader,
                 member: Arc::default(),
             },
@@ -352,9 +359,10 @@ impl Store {
         }
     }
 
-    /// How many more cell changes the queue takes now (`CELL_ROWS`).
+    /// How many more cell changes the queue takes now (`Options::cell_rows`).
     pub fn cell_room(&self) -> usize {
-        CELL_ROWS.saturating_sub(self.backlog.rows.load(std::sync::atomic::Ordering::Relaxed))
+        self.cell_rows
+            .saturating_sub(self.backlog.rows.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Queues cell changes without waiting. `Err` gives them back when they
