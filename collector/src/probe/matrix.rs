@@ -432,17 +432,7 @@ impl Matrix {
         }
         let row = Row::new(cells, &self.names, true);
         let old = std::mem::replace(&mut self.rows[s as usize], row);
-        if self.journal.is_some() {
-            let row = &self.rows[s as usize];
-            let dropped: Vec<Cell> = old
-                .cells
-                .into_iter()
-                .filter(|c| row.find(c.dst, c.port, c.kind).is_none())
-                .collect();
-            for c in &dropped {
-                self.note_gone(s, c, now);
-            }
-        }
+        self.note_dropped(s, old, now);
         self.rows[s as usize].cells.shrink_to_fit();
         self.compact_addresses_if_grown();
     }

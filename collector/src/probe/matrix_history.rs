@@ -200,9 +200,25 @@ impl Matrix {
         }
     }
 
+    /// Notes the cells of `src`'s `old` row its new row lacks as gone.
+    pub(super) fn note_dropped(&mut self, src: u32, old: super::Row, now: i64) {
+        if self.journal.is_none() {
+            return;
+        }
+        let row = &self.rows[src as usize];
+        let dropped: Vec<Cell> = old
+            .cells
+            .into_iter()
+            .filter(|c| row.find(c.dst, c.port, c.kind).is_none())
+            .collect();
+        for c in &dropped {
+            self.note_gone(src, c, now);
+        }
+    }
+
     /// Notes that `src`'s cell `c` left the matrix, when the store may hold
     /// rows of it (it had a report).
-    pub(super) fn note_gone(&mut self, src: u32, c: &Cell, now: i64) {
+    fn note_gone(&mut self, src: u32, c: &Cell, now: i64) {
         if self.journal.is_none() || c.updated == 0 {
             return;
         }
