@@ -7,6 +7,8 @@ mod node;
 mod probing;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod test_support;
 mod view;
 
 pub use node::{Node, StoredEvent, unix_nanos};

@@ -130,31 +130,21 @@ fn a_remote_node_whose_collector_is_gone_stays_a_target_but_gets_no_plan() {
 
 #[test]
 fn cells_expire_as_of_what_was_heard_not_as_of_now() {
-    use crate::probe::{CellState, FailureCounts, Outcome, PlannedTarget, ProbeKind, TargetState};
+    use crate::probe::{CellState, PlannedTarget, ProbeKind};
     const PORT: u16 = reachmap_proto::DEFAULT_PROBE_PORT;
     let settings = ProbeSettings::default();
     let (nodes, _rx) = own(&[("n1", "198.18.0.11"), ("n2", "198.18.0.12")]);
     let mut p = Probing::new(&settings, 1);
     p.tick(&nodes, SEC, SEC, None);
-    let window = WindowInput {
-        target: PlannedTarget::new(
+    let window = super::super::test_support::ok_window(
+        PlannedTarget::new(
             "n2",
             "198.18.0.12".parse().expect("ip"),
             PORT,
             ProbeKind::Tcp,
         )
         .into(),
-        sent: 10,
-        ok: 10,
-        failures: FailureCounts::default(),
-        rtt_p50_ms: Some(1.0),
-        rtt_p99_ms: Some(2.0),
-        last_outcome: Some(Outcome::Open),
-        last_failure: None,
-        state: TargetState::Ok,
-        last_http_status: None,
-        last_tls_error: None,
-    };
+    );
     p.results("n1", vec![window], 2 * SEC);
     let state = |p: &Probing| {
         p.matrix

@@ -1,37 +1,9 @@
 //! The state task and the store: cell changes past the store's queue.
 
+use super::test_support::{hello, ok_window};
 use super::*;
-use crate::probe::{CellState, FailureCounts, Outcome, TargetState, WindowTarget};
+use crate::probe::{CellState, WindowTarget};
 use crate::store::{Options, read};
-
-fn hello(node: &str) -> Hello {
-    Hello {
-        node: node.into(),
-        machine_id: format!("m-{node}"),
-        boot_id: "b".into(),
-        version: "0.1.0".into(),
-        instance_id: 1,
-        heartbeat_interval_ms: 1000,
-        labels: BTreeMap::new(),
-        config_json: None,
-    }
-}
-
-fn ok(id: u64) -> WindowInput {
-    WindowInput {
-        target: WindowTarget::Id(id),
-        sent: 10,
-        ok: 10,
-        failures: FailureCounts::default(),
-        rtt_p50_ms: Some(1.0),
-        rtt_p99_ms: Some(2.0),
-        last_outcome: Some(Outcome::Open),
-        last_failure: None,
-        state: TargetState::Ok,
-        last_http_status: None,
-        last_tls_error: None,
-    }
-}
 
 #[tokio::test]
 async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
@@ -87,7 +59,9 @@ async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
         .probe_results(
             1,
             "a",
-            ids.into_iter().map(ok).collect(),
+            ids.into_iter()
+                .map(|id| ok_window(WindowTarget::Id(id)))
+                .collect(),
             Vec::new(),
             received,
         )

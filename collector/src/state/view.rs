@@ -291,8 +291,6 @@ impl Fleet {
 mod tests {
     use super::super::{COMMAND_QUEUE, Fleet, READ_QUEUE};
     use crate::config::ProbeSettings;
-    use crate::model::Hello;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
     use tokio::sync::mpsc;
@@ -310,18 +308,7 @@ mod tests {
         fleet
     }
 
-    fn hello(node: &str) -> Hello {
-        Hello {
-            node: node.into(),
-            machine_id: format!("m-{node}"),
-            boot_id: "b".into(),
-            version: "0.1.0".into(),
-            instance_id: 1,
-            heartbeat_interval_ms: 1000,
-            labels: BTreeMap::new(),
-            config_json: None,
-        }
-    }
+    use super::super::test_support::hello;
 
     async fn attach(fleet: &Fleet, node: &str, session: u64) {
         let (outbound, _) = mpsc::channel(1);
