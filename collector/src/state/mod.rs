@@ -437,6 +437,15 @@ impl Owner {
             }
         }
         self.flush();
+        // Cells owed past the queue go too, waiting for room as they must.
+        let m = &mut self.probing.matrix;
+        while m.owed() > 0 {
+            let owed = m.take_owed(OWED_PER_TURN);
+            if !owed.is_empty() {
+                self.store.queue_waiting(Write::Cells(owed)).await;
+            }
+        }
+        self.store.set_owed(0);
         self.store.flush().await;
     }
 

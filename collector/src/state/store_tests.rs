@@ -5,15 +5,26 @@ use super::*;
 use crate::probe::{CellState, WindowTarget};
 use crate::store::{Options, read};
 
-#[tokio::test]
-async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
+/// Five agents on a store whose queue takes `cell_rows` cell changes, and
+/// the ids of a's plan once it holds every peer (TCP and ICMP to each:
+/// eight cells). The receivers keep the streams open.
+struct Setup {
+    _dir: tempfile::TempDir,
+    store: Store,
+    fleet: Fleet,
+    task: tokio::task::JoinHandle<()>,
+    shutdown: CancellationToken,
+    ids: Vec<u64>,
+    _streams: Vec<mpsc::Receiver<Result<pb::CollectorMessage, tonic::Status>>>,
+}
+
+async fn setup(cell_rows: usize) -> Setup {
     let dir = tempfile::tempdir().expect("dir");
-    // A queue of three cell changes, for a plan of eight cells.
     let opts = Options {
-        cell_rows: 3,
+        cell_rows,
         ..Options::default()
     };
-    let (store, _) = crate::store::Store::open(dir.path(), opts).expect("open");
+    let (store, _) = Store::open(dir.path(), opts).expect("open");
     let names = ["a", "b", "c", "d", "e"];
     let registry: Vec<NodeRecord> = names
         .iter()
@@ -24,11 +35,12 @@ async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
             ..NodeRecord::default()
         })
         .collect();
-    let (fleet, _task) = Fleet::start(
+    let shutdown = CancellationToken::new();
+    let (fleet, task) = Fleet::start(
         store.clone(),
         registry,
         &ProbeSettings::default(),
-        CancellationToken::new(),
+        shutdown.clone(),
     );
     let mut streams = Vec::new();
     for (i, n) in names.iter().enumerate() {
@@ -39,7 +51,6 @@ async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
             .expect("attach");
         streams.push(rx);
     }
-    // a's plan, once it holds every peer (TCP and ICMP to each).
     let a = &mut streams[0];
     let ids = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -54,43 +65,102 @@ async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
     })
     .await
     .expect("a's plan within 20 s");
-    let received = unix_nanos(SystemTime::now());
-    fleet
-        .probe_results(
-            1,
-            "a",
-            ids.into_iter()
-                .map(|id| ok_window(WindowTarget::Id(id)))
-                .collect(),
-            Vec::new(),
-            received,
-        )
-        .await;
-    // Eight first reports, three at a time through the queue.
+    Setup {
+        _dir: dir,
+        store,
+        fleet,
+        task,
+        shutdown,
+        ids,
+        _streams: streams,
+    }
+}
+
+impl Setup {
+    /// a reports every cell ok.
+    async fn report(&self) {
+        let windows = self
+            .ids
+            .iter()
+            .map(|id| ok_window(WindowTarget::Id(*id)))
+            .collect();
+        let received = unix_nanos(SystemTime::now());
+        self.fleet
+            .probe_results(1, "a", windows, Vec::new(), received)
+            .await;
+    }
+
+    /// a's cells as the store has them now.
+    async fn stored(&self) -> Vec<CellState> {
+        let at = unix_nanos(SystemTime::now());
+        let past = self
+            .store
+            .read(move |c| read::matrix_at(c, at).map_err(|e| e.to_string()))
+            .await
+            .expect("read");
+        past.iter()
+            .filter(|c| c.src == "a")
+            .map(|c| c.cell.state())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn cell_changes_past_the_stores_queue_are_owed_and_every_cell_written() {
+    // A queue of three cell changes, for a plan of eight cells.
+    let s = setup(3).await;
+    s.report().await;
     tokio::time::timeout(Duration::from_secs(20), async {
-        while store.status().cell_changes < 8 || store.queued() > 0 {
+        while s.store.status().cell_changes < 8 || s.store.queued() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("written within 20 s: {:?}", store.status()));
-    assert_eq!(store.status().cell_changes, 8);
-    assert_eq!(store.status().dropped_writes_total, 0);
-    let at = unix_nanos(SystemTime::now());
-    let past = store
-        .read(move |c| read::matrix_at(c, at).map_err(|e| e.to_string()))
-        .await
-        .expect("read");
-    let from_a: Vec<CellState> = past
-        .iter()
-        .filter(|c| c.src == "a")
-        .map(|c| c.cell.state())
-        .collect();
-    assert_eq!(from_a, vec![CellState::Ok; 8], "every cell as it is live");
-    let owed = fleet
+    .unwrap_or_else(|_| panic!("written within 20 s: {:?}", s.store.status()));
+    assert_eq!(s.store.status().cell_changes, 8);
+    assert_eq!(s.store.status().dropped_writes_total, 0);
+    assert_eq!(
+        s.stored().await,
+        vec![CellState::Ok; 8],
+        "every cell as live"
+    );
+    let owed = s
+        .fleet
         .read_matrix(|m, _| (m.owed(), m.deferred_total()))
         .await
         .expect("matrix");
     assert_eq!(owed.0, 0);
     assert!(owed.1 >= 5, "past the queue's three: {owed:?}");
+}
+
+#[tokio::test]
+async fn owed_cells_are_written_when_the_collector_stops() {
+    // A queue that takes nothing: every change is owed until the end.
+    let mut s = setup(0).await;
+    s.report().await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while s
+            .fleet
+            .read_matrix(|m, _| m.owed())
+            .await
+            .is_none_or(|n| n < 8)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("eight owed cells within 20 s");
+    assert_eq!(s.store.queued(), 8, "what waits counts the owed cells");
+    assert!(s.stored().await.is_empty());
+    s.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), &mut s.task)
+        .await
+        .expect("stopped within 20 s")
+        .expect("the state task ends");
+    assert_eq!(
+        s.stored().await,
+        vec![CellState::Ok; 8],
+        "written at the end"
+    );
+    assert_eq!(s.store.queued(), 0);
 }
