@@ -407,7 +407,7 @@ impl Matrix {
     }
 
     /// `set_plan` at `now` (unix nanos): the cells the plan drops leave the
-    /// matrix then (`note_gone`).
+    /// matrix then (`note_dropped`).
     pub fn set_plan_at(&mut self, src: &str, targets: &[PlannedTarget], now: i64) {
         let s = self.add_node(src);
         let mut cells = Vec::with_capacity(targets.len());

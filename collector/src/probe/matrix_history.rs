@@ -41,13 +41,15 @@ impl CellChange {
 }
 
 /// Cells whose changes the store could not take when they happened, by
-/// (source id, packed destination, port and kind): the state the store has
+/// (source id, destination id, port, kind): the state the store has
 /// for each, the time of its newest change, and whether that change took it
 /// out of the matrix. Each is written later as one change
 /// (`Matrix::take_owed`).
+type OwedKey = (u32, u32, u16, ProbeKind);
+
 #[derive(Debug, Default)]
 pub(super) struct Owed {
-    cells: HashMap<(u32, u64), (CellState, i64, bool)>,
+    cells: HashMap<OwedKey, (CellState, i64, bool)>,
     deferred_total: u64,
 }
 
@@ -64,7 +66,7 @@ impl Owed {
     pub(super) fn forget(&mut self, id: u32) {
         if !self.cells.is_empty() {
             self.cells
-                .retain(|(src, packed), _| *src != id && (packed >> 24) as u32 != id);
+                .retain(|(src, dst, ..), _| *src != id && *dst != id);
         }
     }
 }
@@ -200,7 +202,8 @@ impl Matrix {
         }
     }
 
-    /// Notes the cells of `src`'s `old` row its new row lacks as gone.
+    /// Notes the cells of `src`'s `old` row its new row lacks as gone, those
+    /// the store may hold rows of (they had a report).
     pub(super) fn note_dropped(&mut self, src: u32, old: super::Row, now: i64) {
         if self.journal.is_none() {
             return;
@@ -209,24 +212,18 @@ impl Matrix {
         let dropped: Vec<Cell> = old
             .cells
             .into_iter()
-            .filter(|c| row.find(c.dst, c.port, c.kind).is_none())
+            .filter(|c| c.updated != 0 && row.find(c.dst, c.port, c.kind).is_none())
             .collect();
-        for c in &dropped {
-            self.note_gone(src, c, now);
-        }
-    }
-
-    /// Notes that `src`'s cell `c` left the matrix, when the store may hold
-    /// rows of it (it had a report).
-    fn note_gone(&mut self, src: u32, c: &Cell, now: i64) {
-        if self.journal.is_none() || c.updated == 0 {
-            return;
-        }
-        let mut change = self.change(src, c.state, c, now);
-        change.new = CellState::Unknown;
-        change.gone = true;
+        let gone: Vec<CellChange> = dropped
+            .iter()
+            .map(|c| CellChange {
+                new: CellState::Unknown,
+                gone: true,
+                ..self.change(src, c.state, c, now)
+            })
+            .collect();
         if let Some(j) = &mut self.journal {
-            j.push(change);
+            j.extend(gone);
         }
     }
 
@@ -240,10 +237,10 @@ impl Matrix {
         self.owed.deferred_total
     }
 
-    fn owed_key(&self, c: &CellChange) -> Option<(u32, u64)> {
+    fn owed_key(&self, c: &CellChange) -> Option<OwedKey> {
         let src = *self.ids.get(&c.src)?;
         let dst = *self.ids.get(&c.dst)?;
-        Some((src, super::packed(dst, c.port, c.kind)))
+        Some((src, dst, c.port, c.kind))
     }
 
     /// Whether `c`'s cell is owed: its later changes then join it, so that
@@ -282,43 +279,37 @@ impl Matrix {
     /// left the matrix since as its removal (`CellChange::gone`). A cell
     /// back in the state the store has writes nothing.
     pub fn take_owed(&mut self, max: usize) -> Vec<CellChange> {
-        let keys: Vec<(u32, u64)> = self.owed.cells.keys().take(max).copied().collect();
+        let keys: Vec<OwedKey> = self.owed.cells.keys().take(max).copied().collect();
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let Some((old, time, gone)) = self.owed.cells.remove(&key) else {
                 continue;
             };
-            let (src, packed) = key;
-            let cell = self.rows.get(src as usize).and_then(|row| {
-                let i = row
-                    .index
-                    .binary_search_by_key(&packed, |&i| row.cells[i as usize].packed())
-                    .ok()?;
-                Some(&row.cells[row.index[i] as usize])
-            });
+            let (src, dst, port, kind) = key;
+            let cell = self
+                .rows
+                .get(src as usize)
+                .and_then(|row| Some(&row.cells[row.find(dst, port, kind)?]));
             match cell {
                 Some(c) if !gone => {
                     if c.state != old {
                         out.push(self.change(src, old, c, time));
                     }
                 }
-                _ => out.extend(self.removal(src, packed, old, time)),
+                _ => out.extend(self.removal(key, old, time)),
             }
         }
         out
     }
 
-    /// The change saying `src`'s cell `packed` left the matrix at `time`.
-    fn removal(&self, src: u32, packed: u64, old: CellState, time: i64) -> Option<CellChange> {
-        let dst = (packed >> 24) as usize;
-        let kind = ProbeKind::ALL
-            .into_iter()
-            .find(|k| *k as u64 == packed & 0xff)?;
+    /// The change saying the cell `key` left the matrix at `time`.
+    fn removal(&self, key: OwedKey, old: CellState, time: i64) -> Option<CellChange> {
+        let (src, dst, port, kind) = key;
         Some(CellChange {
             time,
             src: self.names.get(src as usize)?.clone(),
-            dst: self.names.get(dst)?.clone(),
-            port: ((packed >> 8) & 0xffff) as u16,
+            dst: self.names.get(dst as usize)?.clone(),
+            port,
             kind,
             service: None,
             old,
@@ -337,7 +328,7 @@ impl Matrix {
     /// before it left it.
     pub fn restore(&mut self, changes: &[CellChange]) {
         let mut r = self.restorer();
-        for c in changes.iter().filter(|c| !c.gone) {
+        for c in changes {
             let (src, dst) = (r.node(&c.src), r.node(&c.dst));
             let service = c.service.as_deref().map_or(0, |s| r.service(s));
             r.cell(

@@ -400,9 +400,9 @@ impl Writer {
                 let mut kept: usize = self.retry.iter().map(rows).sum();
                 let mut over = 0;
                 while kept > RETRY_MAX && over < self.retry.len() {
-                    kept -= rows(&self.retry[over]);
-                    self.dropped
-                        .fetch_add(rows(&self.retry[over]) as u64, Ordering::Relaxed);
+                    let n = rows(&self.retry[over]);
+                    kept -= n;
+                    self.dropped.fetch_add(n as u64, Ordering::Relaxed);
                     over += 1;
                 }
                 self.retry.drain(..over);
